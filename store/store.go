@@ -1,0 +1,129 @@
+// Package store keeps the relay's durable state in PostgreSQL, in a schema
+// of its own: the change feed's position, the relay's record of watched
+// columns, webhooks, events, deliveries and attempts.
+//
+// It promises that the events and deliveries of a source transaction and the
+// position just past that transaction are committed in one database
+// transaction, and that a delivery is claimed by at most one sender at a time.
+package store
+
+import (
+	"context"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// Store is the relay's state database.
+type Store struct {
+	pool   *pgxpool.Pool
+	schema string // quoted identifier
+	name   string // unquoted schema name
+}
+
+// Open connects to the state database. It does not migrate; call Migrate.
+func Open(ctx context.Context, url, schema string) (*Store, error) {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("parse state database URL: %w", err)
+	}
+	if cfg.MaxConns < 8 {
+		cfg.MaxConns = 8
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("connect to state database: %w", err)
+	}
+	return &Store{pool: pool, schema: pgx.Identifier{schema}.Sanitize(), name: schema}, nil
+}
+
+// Close closes the connections. It is safe to call more than once.
+func (s *Store) Close() { s.pool.Close() }
+
+// Pool exposes the connection pool for components that share it.
+func (s *Store) Pool() *pgxpool.Pool { return s.pool }
+
+// Schema returns the quoted schema identifier, for building queries.
+func (s *Store) Schema() string { return s.schema }
+
+// q replaces {{schema}} in a query with the quoted schema name.
+func (s *Store) q(sql string) string { return strings.ReplaceAll(sql, "{{schema}}", s.schema) }
+
+// migrationLock is the advisory lock key that serialises concurrent migrations.
+const migrationLock = 0x5e1a7_0001
+
+// Migrate applies the embedded migrations that have not run yet, in order,
+// each in its own transaction. Concurrent relays are serialised by an
+// advisory lock, so it is safe to call from every process at start.
+func (s *Store) Migrate(ctx context.Context) error {
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	defer conn.Release()
+	if _, err := conn.Exec(ctx, "SELECT pg_advisory_lock($1)", migrationLock); err != nil {
+		return fmt.Errorf("migrate: lock: %w", err)
+	}
+	defer conn.Exec(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock($1)", migrationLock) //nolint:errcheck
+
+	if _, err := conn.Exec(ctx, s.q(`CREATE SCHEMA IF NOT EXISTS {{schema}};
+		CREATE TABLE IF NOT EXISTS {{schema}}.schema_migrations (
+			version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())`)); err != nil {
+		return fmt.Errorf("migrate: create schema %s: %w", s.name, err)
+	}
+	applied := map[int]bool{}
+	rows, err := conn.Query(ctx, s.q("SELECT version FROM {{schema}}.schema_migrations"))
+	if err != nil {
+		return fmt.Errorf("migrate: read versions: %w", err)
+	}
+	versions, err := pgx.CollectRows(rows, pgx.RowTo[int])
+	if err != nil {
+		return fmt.Errorf("migrate: read versions: %w", err)
+	}
+	for _, v := range versions {
+		applied[v] = true
+	}
+	files, err := fs.Glob(migrations, "migrations/*.sql")
+	if err != nil {
+		return err
+	}
+	sort.Strings(files)
+	for _, f := range files {
+		base := strings.TrimPrefix(f, "migrations/")
+		v, err := strconv.Atoi(strings.SplitN(base, "_", 2)[0])
+		if err != nil {
+			return fmt.Errorf("migrate: bad migration name %s", base)
+		}
+		if applied[v] {
+			continue
+		}
+		body, err := migrations.ReadFile(f)
+		if err != nil {
+			return err
+		}
+		err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, s.q(string(body))); err != nil {
+				return err
+			}
+			_, err := tx.Exec(ctx, s.q("INSERT INTO {{schema}}.schema_migrations (version) VALUES ($1)"), v)
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("migrate: apply %s: %w", base, err)
+		}
+	}
+	return nil
+}
+
+// ErrNotFound is returned when a requested row does not exist.
+var ErrNotFound = errors.New("not found")
