@@ -97,3 +97,12 @@ CREATE TABLE {{schema}}.attempts (
     UNIQUE (delivery_id, attempt)
 );
 CREATE INDEX attempts_webhook_time ON {{schema}}.attempts (webhook_id, started_at);
+
+-- Admins may edit webhooks with plain SQL: keep updated_at true regardless.
+CREATE FUNCTION {{schema}}.touch_updated_at() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    NEW.updated_at := now();
+    RETURN NEW;
+END $$;
+CREATE TRIGGER webhooks_touch BEFORE UPDATE ON {{schema}}.webhooks
+    FOR EACH ROW EXECUTE FUNCTION {{schema}}.touch_updated_at();

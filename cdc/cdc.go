@@ -1,0 +1,102 @@
+// Package cdc reads a PostgreSQL change feed through logical replication
+// (the pgoutput plugin) and hands out decoded, typed row changes of committed
+// transactions. It knows the replication protocol and nothing about webhooks.
+//
+// Its promises:
+//   - the slot is confirmed only up to positions the Handler has made durable
+//     (Commit or Idle returned nil), never merely what was received;
+//   - keepalives are answered, and a feed whose published tables are quiet
+//     still advances the slot (through Handler.Idle), so the relay does not
+//     pin WAL;
+//   - after any stop it resumes from the Handler's own persisted position;
+//   - the publication and slot are created when missing and never dropped by
+//     the feed itself (DropSlot is an explicit operation).
+package cdc
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/smartmaintenance/relay/event"
+)
+
+// Config configures a Source. It is plain data: loading it from files or the
+// environment is the caller's business.
+type Config struct {
+	// URL is the platform database's connection string. The replication
+	// connection adds replication=database to it.
+	URL string
+	// Slot and Publication name the logical replication slot and the
+	// publication the relay uses.
+	Slot        string
+	Publication string
+	// Tables are the tables to publish (unqualified names in schema public).
+	Tables []string
+	// StatusInterval is how often the durable position is reported to the
+	// server even when nothing happens. Default 10s.
+	StatusInterval time.Duration
+	// IdleInterval bounds how often a quiet feed persists an advanced
+	// position through Handler.Idle. Default 1s.
+	IdleInterval time.Duration
+	// MaxBackoff caps the wait between reconnection attempts. Default 30s.
+	MaxBackoff time.Duration
+	// Logger receives the feed's log lines; nil discards them.
+	Logger *slog.Logger
+}
+
+func (c *Config) withDefaults() {
+	if c.StatusInterval <= 0 {
+		c.StatusInterval = 10 * time.Second
+	}
+	if c.IdleInterval <= 0 {
+		c.IdleInterval = time.Second
+	}
+	if c.MaxBackoff <= 0 {
+		c.MaxBackoff = 30 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// State is what the Handler remembers of the feed's position.
+type State int
+
+// The states of the Handler's persisted position.
+const (
+	// StateNone: the relay has never created its slot.
+	StateNone State = iota
+	// StateSeeding: the relay began creating its slot but never finished
+	// recording its starting point. A slot in this state was never
+	// confirmed, so it is safe to recreate it.
+	StateSeeding
+	// StateReady: the position is valid; the slot must exist.
+	StateReady
+)
+
+// Handler consumes the feed and owns its durable position. Calls come from
+// one goroutine, in stream order.
+type Handler interface {
+	// Position returns the persisted position and its state.
+	Position(ctx context.Context) (event.LSN, State, error)
+	// MarkSeeding records that the slot is about to be (re)created.
+	MarkSeeding(ctx context.Context) error
+	// Seed is called once, right after the slot is created, inside a
+	// REPEATABLE READ transaction on the platform database that sees exactly
+	// the data as of the slot's consistent point. It records whatever state
+	// the Handler needs and persists start as its position, in one
+	// transaction of its own store.
+	Seed(ctx context.Context, snapshot pgx.Tx, start event.LSN) error
+	// Begin starts a committed source transaction; Change delivers its row
+	// changes in order; Commit ends it. When Commit returns nil, everything
+	// up to tx.EndLSN must be durable: the feed then confirms tx.EndLSN.
+	Begin(ctx context.Context, tx event.Tx) error
+	Change(ctx context.Context, c *event.Change) error
+	Commit(ctx context.Context, tx event.Tx) error
+	// Idle persists lsn as the position when no transaction is open and all
+	// before it has been handled; the feed then confirms it.
+	Idle(ctx context.Context, lsn event.LSN) error
+}

@@ -1,0 +1,258 @@
+package cdc
+
+import (
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5/pgtype"
+
+	"github.com/smartmaintenance/relay/event"
+)
+
+// relation is the decoder's view of a table, as the last Relation message
+// described it. pgoutput sends a new Relation message before the first
+// change after any ALTER TABLE, so replacing the cached entry is enough to
+// follow schema changes while running.
+type relation struct {
+	schema  string
+	name    string
+	columns []column
+}
+
+type column struct {
+	name string
+	oid  uint32
+	key  bool
+}
+
+// decoder turns pgoutput messages into event.Changes.
+type decoder struct {
+	relations map[uint32]*relation
+	types     *pgtype.Map
+}
+
+func newDecoder() *decoder {
+	return &decoder{relations: map[uint32]*relation{}, types: pgtype.NewMap()}
+}
+
+func (d *decoder) relation(m *pglogrepl.RelationMessage) {
+	r := &relation{schema: m.Namespace, name: m.RelationName, columns: make([]column, len(m.Columns))}
+	for i, c := range m.Columns {
+		r.columns[i] = column{name: c.Name, oid: c.DataType, key: c.Flags&1 == 1}
+	}
+	d.relations[m.RelationID] = r
+}
+
+func (d *decoder) lookup(id uint32) (*relation, error) {
+	r, ok := d.relations[id]
+	if !ok {
+		return nil, fmt.Errorf("change for unknown relation %d (no Relation message received)", id)
+	}
+	return r, nil
+}
+
+// tuple decodes one tuple. It returns the row and the columns whose value is
+// an unchanged TOAST value that the server did not send.
+func (d *decoder) tuple(r *relation, t *pglogrepl.TupleData) (event.Row, []string, error) {
+	if t == nil {
+		return nil, nil, nil
+	}
+	if len(t.Columns) > len(r.columns) {
+		return nil, nil, fmt.Errorf("table %s: tuple has %d columns, relation has %d", r.name, len(t.Columns), len(r.columns))
+	}
+	row := make(event.Row, len(t.Columns))
+	var unchanged []string
+	for i, c := range t.Columns {
+		col := r.columns[i]
+		switch c.DataType {
+		case pglogrepl.TupleDataTypeNull:
+			row[col.name] = nil
+		case pglogrepl.TupleDataTypeToast:
+			unchanged = append(unchanged, col.name)
+		case pglogrepl.TupleDataTypeText:
+			v, err := d.value(col.oid, c.Data)
+			if err != nil {
+				return nil, nil, fmt.Errorf("table %s column %s: %w", r.name, col.name, err)
+			}
+			row[col.name] = v
+		default:
+			return nil, nil, fmt.Errorf("table %s column %s: unsupported tuple data kind %q", r.name, col.name, c.DataType)
+		}
+	}
+	return row, unchanged, nil
+}
+
+// value converts a column's text representation into the normalised value
+// kinds of event.Row.
+func (d *decoder) value(oid uint32, data []byte) (any, error) {
+	switch oid {
+	case pgtype.Int2OID, pgtype.Int4OID, pgtype.Int8OID, pgtype.OIDOID:
+		return strconv.ParseInt(string(data), 10, 64)
+	case pgtype.Float4OID, pgtype.Float8OID:
+		return strconv.ParseFloat(string(data), 64)
+	case pgtype.BoolOID:
+		return len(data) > 0 && data[0] == 't', nil
+	case pgtype.TextOID, pgtype.VarcharOID, pgtype.BPCharOID, pgtype.NameOID, pgtype.UUIDOID, pgtype.NumericOID:
+		return string(data), nil
+	case pgtype.JSONOID, pgtype.JSONBOID:
+		var v any
+		if err := json.Unmarshal(data, &v); err != nil {
+			return nil, fmt.Errorf("decode json: %w", err)
+		}
+		return v, nil
+	case pgtype.TimestamptzOID:
+		var ts pgtype.Timestamptz
+		if err := d.types.Scan(oid, pgtype.TextFormatCode, data, &ts); err != nil {
+			return nil, err
+		}
+		return formatTime(ts.Time.UTC(), ts.InfinityModifier, time.RFC3339Nano), nil
+	case pgtype.TimestampOID:
+		var ts pgtype.Timestamp
+		if err := d.types.Scan(oid, pgtype.TextFormatCode, data, &ts); err != nil {
+			return nil, err
+		}
+		return formatTime(ts.Time, ts.InfinityModifier, "2006-01-02T15:04:05.999999999"), nil
+	}
+	if t, ok := d.types.TypeForOID(oid); ok {
+		if _, isArray := t.Codec.(*pgtype.ArrayCodec); isArray {
+			v, err := t.Codec.DecodeValue(d.types, oid, pgtype.TextFormatCode, data)
+			if err != nil {
+				return nil, err
+			}
+			return normalise(v), nil
+		}
+	}
+	// Dates, enums, intervals, domains and any type the relay does not know:
+	// PostgreSQL's own text form.
+	return string(data), nil
+}
+
+func formatTime(t time.Time, inf pgtype.InfinityModifier, layout string) string {
+	switch inf {
+	case pgtype.Infinity:
+		return "infinity"
+	case pgtype.NegativeInfinity:
+		return "-infinity"
+	}
+	return t.Format(layout)
+}
+
+// normalise maps values decoded by pgtype onto event.Row's value kinds.
+func normalise(v any) any {
+	switch x := v.(type) {
+	case nil, bool, int64, float64, string:
+		return x
+	case int16:
+		return int64(x)
+	case int32:
+		return int64(x)
+	case int:
+		return int64(x)
+	case float32:
+		return float64(x)
+	case time.Time:
+		return x.UTC().Format(time.RFC3339Nano)
+	case []any:
+		out := make([]any, len(x))
+		for i, e := range x {
+			out[i] = normalise(e)
+		}
+		return out
+	case map[string]any:
+		for k, e := range x {
+			x[k] = normalise(e)
+		}
+		return x
+	case [16]byte:
+		return fmt.Sprintf("%x-%x-%x-%x-%x", x[0:4], x[4:6], x[6:8], x[8:10], x[10:16])
+	case pgtype.Numeric:
+		b, err := x.MarshalJSON()
+		if err != nil {
+			return nil
+		}
+		return string(b)
+	case fmt.Stringer:
+		return x.String()
+	default:
+		return fmt.Sprint(x)
+	}
+}
+
+// decode turns one pgoutput message into a change, or nil for messages that
+// are not row changes. tx is the open transaction; seq its next index.
+func (d *decoder) change(msg pglogrepl.Message, tx *event.Tx, seq int) (*event.Change, error) {
+	base := func(r *relation, op event.Op) *event.Change {
+		return &event.Change{CommitLSN: tx.CommitLSN, CommitTime: tx.CommitTime, Seq: seq, Schema: r.schema, Table: r.name, Op: op}
+	}
+	switch m := msg.(type) {
+	case *pglogrepl.InsertMessage:
+		r, err := d.lookup(m.RelationID)
+		if err != nil {
+			return nil, err
+		}
+		c := base(r, event.Insert)
+		if c.New, c.Unchanged, err = d.tuple(r, m.Tuple); err != nil {
+			return nil, err
+		}
+		return c, nil
+	case *pglogrepl.UpdateMessage:
+		r, err := d.lookup(m.RelationID)
+		if err != nil {
+			return nil, err
+		}
+		c := base(r, event.Update)
+		if c.New, c.Unchanged, err = d.tuple(r, m.NewTuple); err != nil {
+			return nil, err
+		}
+		if m.OldTuple != nil {
+			if c.Old, _, err = d.tuple(r, m.OldTuple); err != nil {
+				return nil, err
+			}
+			if m.OldTupleType == pglogrepl.UpdateMessageTupleTypeKey {
+				c.Old = keyOnly(r, c.Old)
+			}
+		}
+		return c, nil
+	case *pglogrepl.DeleteMessage:
+		r, err := d.lookup(m.RelationID)
+		if err != nil {
+			return nil, err
+		}
+		c := base(r, event.Delete)
+		if c.Old, _, err = d.tuple(r, m.OldTuple); err != nil {
+			return nil, err
+		}
+		if m.OldTupleType == pglogrepl.UpdateMessageTupleTypeKey {
+			c.Old = keyOnly(r, c.Old)
+		}
+		return c, nil
+	}
+	return nil, nil
+}
+
+// keyOnly drops the null placeholders that pgoutput sends for non-key
+// columns of a key-only old tuple, so they do not read as real nulls.
+func keyOnly(r *relation, row event.Row) event.Row {
+	for _, c := range r.columns {
+		if !c.key {
+			delete(row, c.name)
+		}
+	}
+	return row
+}
+
+// truncated lists the tables a Truncate message names.
+func (d *decoder) truncated(m *pglogrepl.TruncateMessage, tx *event.Tx, seq int) ([]*event.Change, error) {
+	out := make([]*event.Change, 0, len(m.RelationIDs))
+	for i, id := range m.RelationIDs {
+		r, err := d.lookup(id)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, &event.Change{CommitLSN: tx.CommitLSN, CommitTime: tx.CommitTime, Seq: seq + i, Schema: r.schema, Table: r.name, Op: event.Truncate})
+	}
+	return out, nil
+}

@@ -1,0 +1,428 @@
+package cdc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"net"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/smartmaintenance/relay/event"
+)
+
+// Source streams committed changes of the published tables to a Handler.
+type Source struct {
+	cfg Config
+}
+
+// New returns a Source. It connects nothing until Run.
+func New(cfg Config) *Source {
+	cfg.withDefaults()
+	return &Source{cfg: cfg}
+}
+
+// Run streams until ctx is done or a fatal error occurs. Lost connections
+// (a database restart, a network failure, a failing store) are retried with
+// capped exponential backoff; each retry resumes from the Handler's
+// persisted position. Problems the relay cannot fix by waiting (wal_level,
+// privileges, a missing or invalidated slot, bad credentials) end Run with
+// an error saying how to fix them. Before the first successful session any
+// error ends Run, so a misconfigured relay exits at once.
+func (s *Source) Run(ctx context.Context, h Handler) error {
+	log := s.cfg.Logger
+	backoff := 250 * time.Millisecond
+	connected, standingBy := false, false
+	for {
+		started := time.Now()
+		err := s.session(ctx, h, func() { connected = true })
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err == nil {
+			err = errors.New("replication stream ended")
+		}
+		standby := errors.Is(err, ErrSlotBusy)
+		if (!connected && !standby) || IsFatal(err) {
+			return err
+		}
+		if time.Since(started) > time.Minute {
+			backoff = 250 * time.Millisecond
+		}
+		wait := backoff
+		if standby {
+			// Another relay streams the slot: poll often so that a takeover
+			// after its death is quick.
+			wait = min(backoff, time.Second)
+			if !standingBy {
+				log.Info("standing by: another relay streams the slot", "slot", s.cfg.Slot)
+			}
+		} else {
+			log.Warn("replication interrupted; reconnecting", "err", err, "retry_in", backoff)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+		standingBy = standby
+		backoff = min(2*backoff, s.cfg.MaxBackoff)
+	}
+}
+
+// session runs one replication connection from setup to failure.
+func (s *Source) session(ctx context.Context, h Handler, streaming func()) error {
+	log := s.cfg.Logger
+	conn, err := pgx.Connect(ctx, s.cfg.URL)
+	if err != nil {
+		return fmt.Errorf("connect to database: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	if err := Preflight(ctx, conn); err != nil {
+		return err
+	}
+	// One relay streams a slot at a time: the holder of this session lock.
+	// It is released when the connection closes, also when the relay dies.
+	var leader bool
+	if err := conn.QueryRow(ctx, "SELECT pg_try_advisory_lock($1)", lockKey(s.cfg.Slot)).Scan(&leader); err != nil {
+		return fmt.Errorf("take the slot lock: %w", err)
+	}
+	if !leader {
+		return fmt.Errorf("%w: slot %q", ErrSlotBusy, s.cfg.Slot)
+	}
+	added, err := EnsurePublication(ctx, conn, s.cfg.Publication, s.cfg.Tables)
+	if err != nil {
+		return err
+	}
+	if len(added) > 0 {
+		log.Info("publication updated", "publication", s.cfg.Publication, "added_tables", added)
+	}
+
+	rconn, err := s.connectReplication(ctx)
+	if err != nil {
+		return err
+	}
+	defer rconn.Close(context.WithoutCancel(ctx))
+
+	start, err := s.resume(ctx, conn, rconn, h)
+	if err != nil {
+		return err
+	}
+	err = pglogrepl.StartReplication(ctx, rconn, s.cfg.Slot, pglogrepl.LSN(start), pglogrepl.StartReplicationOptions{
+		PluginArgs: []string{
+			"proto_version '1'",
+			fmt.Sprintf("publication_names '%s'", s.cfg.Publication),
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("start replication from slot %s at %s: %w", s.cfg.Slot, start, classifyStart(err))
+	}
+	log.Info("streaming changes", "slot", s.cfg.Slot, "publication", s.cfg.Publication, "from", start.String())
+	streaming()
+	st := &stream{cfg: &s.cfg, conn: rconn, h: h, dec: newDecoder(), durable: start, start: start}
+	return st.loop(ctx)
+}
+
+func (s *Source) connectReplication(ctx context.Context) (*pgconn.PgConn, error) {
+	pcfg, err := pgconn.ParseConfig(s.cfg.URL)
+	if err != nil {
+		return nil, fmt.Errorf("parse database URL: %w", err)
+	}
+	pcfg.RuntimeParams["replication"] = "database"
+	pcfg.RuntimeParams["application_name"] = "smtm-relay"
+	rconn, err := pgconn.ConnectConfig(ctx, pcfg)
+	if err != nil {
+		return nil, fmt.Errorf("open replication connection: %w", err)
+	}
+	return rconn, nil
+}
+
+// resume decides where to start: the Handler's persisted position, or a new
+// slot whose starting point the Handler records together with a snapshot.
+func (s *Source) resume(ctx context.Context, conn *pgx.Conn, rconn *pgconn.PgConn, h Handler) (event.LSN, error) {
+	log := s.cfg.Logger
+	pos, state, err := h.Position(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("read relay position: %w", err)
+	}
+	slot, err := Slot(ctx, conn, s.cfg.Slot)
+	if err != nil {
+		return 0, err
+	}
+	switch {
+	case state == StateReady && !slot.Exists:
+		return 0, fmt.Errorf("%w: slot %q does not exist but the relay's position is %s; events after that point cannot be recovered from this slot. See the README, section 'Recovering a lost slot'",
+			ErrSlotMissing, s.cfg.Slot, pos)
+	case state == StateReady && slot.WALStatus == "lost":
+		return 0, fmt.Errorf("%w: slot %q lost the WAL it needed (max_slot_wal_keep_size exceeded); events after %s cannot be read. See the README, section 'Recovering a lost slot'",
+			ErrSlotInvalidated, s.cfg.Slot, pos)
+	case state == StateReady && slot.Active:
+		return 0, fmt.Errorf("%w: slot %q is streamed by backend pid %d (another relay?)", ErrSlotBusy, s.cfg.Slot, slot.ActivePID)
+	case state == StateReady:
+		return pos, nil
+	case state == StateNone && slot.Exists:
+		return 0, fmt.Errorf("%w: slot %q exists but the relay has no position for it in its state database; if no relay uses it, drop it with `relay slot drop` and start again",
+			ErrSlotForeign, s.cfg.Slot)
+	}
+	// First start, or a start that died while creating the slot: the slot
+	// (if any) was never confirmed, so recreating it loses nothing.
+	if err := h.MarkSeeding(ctx); err != nil {
+		return 0, fmt.Errorf("record slot creation: %w", err)
+	}
+	if slot.Exists {
+		log.Warn("recreating a replication slot whose creation never finished", "slot", s.cfg.Slot)
+		if err := DropSlot(ctx, conn, s.cfg.Slot); err != nil {
+			return 0, err
+		}
+	}
+	res, err := pglogrepl.CreateReplicationSlot(ctx, rconn, s.cfg.Slot, "pgoutput",
+		pglogrepl.CreateReplicationSlotOptions{Mode: pglogrepl.LogicalReplication, SnapshotAction: "EXPORT_SNAPSHOT"})
+	if err != nil {
+		return 0, fmt.Errorf("create replication slot %s: %w", s.cfg.Slot, err)
+	}
+	start, err := event.ParseLSN(res.ConsistentPoint)
+	if err != nil {
+		return 0, err
+	}
+	// The exported snapshot is valid while the replication connection stays
+	// idle: seed now, before START_REPLICATION.
+	err = pgx.BeginTxFunc(ctx, conn, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "SET TRANSACTION SNAPSHOT '"+res.SnapshotName+"'"); err != nil {
+			return fmt.Errorf("import slot snapshot: %w", err)
+		}
+		return h.Seed(ctx, tx, start)
+	})
+	if err != nil {
+		return 0, fmt.Errorf("seed from slot snapshot: %w", err)
+	}
+	log.Info("replication slot created", "slot", s.cfg.Slot, "consistent_point", start.String())
+	return start, nil
+}
+
+// stream is one running replication session.
+type stream struct {
+	cfg     *Config
+	conn    *pgconn.PgConn
+	h       Handler
+	dec     *decoder
+	start   event.LSN // transactions committed before this were handled
+	durable event.LSN // highest position the Handler made durable
+
+	inTx     bool
+	skip     bool
+	tx       event.Tx
+	seq      int
+	lastIdle time.Time
+}
+
+func (st *stream) loop(ctx context.Context) error {
+	defer func() {
+		// Report the final durable position on the way out.
+		_ = st.sendStatus(context.WithoutCancel(ctx))
+	}()
+	next := time.Now().Add(st.cfg.StatusInterval)
+	for {
+		if !time.Now().Before(next) {
+			if err := st.sendStatus(ctx); err != nil {
+				return err
+			}
+			next = time.Now().Add(st.cfg.StatusInterval)
+		}
+		rctx, cancel := context.WithDeadline(ctx, next)
+		raw, err := st.conn.ReceiveMessage(rctx)
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if pgconn.Timeout(err) {
+				continue
+			}
+			return fmt.Errorf("receive replication message: %w", err)
+		}
+		switch msg := raw.(type) {
+		case *pgproto3.ErrorResponse:
+			return fmt.Errorf("replication stream: %w", pgconn.ErrorResponseToPgError(msg))
+		case *pgproto3.CopyData:
+			if err := st.copyData(ctx, msg.Data); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+func (st *stream) copyData(ctx context.Context, data []byte) error {
+	if len(data) == 0 {
+		return nil
+	}
+	switch data[0] {
+	case pglogrepl.PrimaryKeepaliveMessageByteID:
+		ka, err := pglogrepl.ParsePrimaryKeepaliveMessage(data[1:])
+		if err != nil {
+			return fmt.Errorf("parse keepalive: %w", err)
+		}
+		end := event.LSN(ka.ServerWALEnd)
+		// Nothing is open and everything sent before this keepalive has been
+		// handled: the position may move to the server's WAL end, so a quiet
+		// publication does not pin WAL.
+		if !st.inTx && end > st.durable && (ka.ReplyRequested || time.Since(st.lastIdle) >= st.cfg.IdleInterval) {
+			if err := st.h.Idle(ctx, end); err != nil {
+				return fmt.Errorf("persist idle position %s: %w", end, err)
+			}
+			st.durable = end
+			st.lastIdle = time.Now()
+		}
+		if ka.ReplyRequested {
+			return st.sendStatus(ctx)
+		}
+	case pglogrepl.XLogDataByteID:
+		xld, err := pglogrepl.ParseXLogData(data[1:])
+		if err != nil {
+			return fmt.Errorf("parse xlog data: %w", err)
+		}
+		return st.message(ctx, xld.WALData)
+	}
+	return nil
+}
+
+func (st *stream) message(ctx context.Context, data []byte) error {
+	msg, err := parse(data)
+	if err != nil {
+		return fmt.Errorf("decode pgoutput message: %w", err)
+	}
+	switch m := msg.(type) {
+	case *pglogrepl.RelationMessage:
+		st.dec.relation(m)
+	case *pglogrepl.BeginMessage:
+		st.tx = event.Tx{CommitLSN: event.LSN(m.FinalLSN), CommitTime: m.CommitTime, XID: m.Xid}
+		st.inTx, st.seq = true, 0
+		// A transaction that committed before the resume point was handled
+		// by an earlier session.
+		st.skip = st.tx.CommitLSN < st.start
+		if st.skip {
+			return nil
+		}
+		return st.h.Begin(ctx, st.tx)
+	case *pglogrepl.CommitMessage:
+		if !st.inTx {
+			return errors.New("commit without begin")
+		}
+		st.inTx = false
+		if st.skip {
+			return nil
+		}
+		st.tx.EndLSN = event.LSN(m.TransactionEndLSN)
+		if err := st.h.Commit(ctx, st.tx); err != nil {
+			return fmt.Errorf("commit transaction %s: %w", st.tx.CommitLSN, err)
+		}
+		if st.tx.EndLSN > st.durable {
+			st.durable = st.tx.EndLSN
+		}
+	case *pglogrepl.TruncateMessage:
+		if st.skip {
+			return nil
+		}
+		changes, err := st.dec.truncated(m, &st.tx, st.seq)
+		if err != nil {
+			return err
+		}
+		for _, c := range changes {
+			st.seq++
+			if err := st.h.Change(ctx, c); err != nil {
+				return err
+			}
+		}
+	default:
+		if st.skip {
+			return nil
+		}
+		c, err := st.dec.change(msg, &st.tx, st.seq)
+		if err != nil {
+			return err
+		}
+		if c == nil {
+			return nil
+		}
+		if !st.inTx {
+			return errors.New("row change outside a transaction")
+		}
+		st.seq++
+		return st.h.Change(ctx, c)
+	}
+	return nil
+}
+
+// parse decodes a pgoutput message, turning a panic of the decoder on a
+// malformed message into an error.
+func parse(data []byte) (m pglogrepl.Message, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("malformed message (%d bytes): %v", len(data), r)
+		}
+	}()
+	return pglogrepl.Parse(data)
+}
+
+func (st *stream) sendStatus(ctx context.Context) error {
+	err := pglogrepl.SendStandbyStatusUpdate(ctx, st.conn, pglogrepl.StandbyStatusUpdate{
+		WALWritePosition: pglogrepl.LSN(st.durable),
+		WALFlushPosition: pglogrepl.LSN(st.durable),
+		WALApplyPosition: pglogrepl.LSN(st.durable),
+		ClientTime:       time.Now(),
+	})
+	if err != nil {
+		return fmt.Errorf("send standby status: %w", err)
+	}
+	return nil
+}
+
+// lockKey derives the advisory lock key that elects the streaming relay.
+func lockKey(slot string) int64 {
+	h := fnv.New64a()
+	h.Write([]byte("smtm-relay/slot/" + slot))
+	return int64(h.Sum64())
+}
+
+// IsFatal reports whether err is a problem that waiting and reconnecting
+// cannot fix.
+func IsFatal(err error) bool {
+	for _, target := range []error{ErrWalLevel, ErrNoReplication, ErrSlotMissing, ErrSlotInvalidated, ErrSlotForeign} {
+		if errors.Is(err, target) {
+			return true
+		}
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch pgErr.Code {
+		case "28P01", "28000", // bad password, no such role / not allowed
+			"3D000", // database does not exist
+			"42501", // insufficient privilege
+			"42704", // undefined object (slot, publication)
+			"42P01": // undefined table
+			return true
+		case "55000": // object not in prerequisite state: wal_level, invalidated slot
+			return true
+		}
+	}
+	var dnsErr *net.DNSError
+	return errors.As(err, &dnsErr) && dnsErr.IsNotFound
+}
+
+// classifyStart maps START_REPLICATION failures onto the errors callers act on.
+func classifyStart(err error) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch pgErr.Code {
+		case "55006": // object in use
+			return fmt.Errorf("%w: %v", ErrSlotBusy, err)
+		case "55000":
+			return fmt.Errorf("%w: %v", ErrSlotInvalidated, err)
+		}
+	}
+	return err
+}

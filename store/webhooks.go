@@ -1,0 +1,108 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Webhook is a registered endpoint of one company.
+type Webhook struct {
+	ID          int64
+	CompanyID   int64
+	Name        string
+	URL         string
+	Events      []string
+	Secret      string
+	Headers     map[string]string
+	Description string
+	Active      bool
+	ManagedBy   string
+	CreatedAt   time.Time
+	UpdatedAt   time.Time
+}
+
+// SyncFileWebhooks makes the file-managed webhooks equal to hooks: matching
+// (company, name) rows are updated, new ones inserted, and file-managed ones
+// no longer listed are deleted (soft: their history stays). Webhooks managed
+// in the table are left alone; a file webhook whose name is taken by one is
+// an error.
+func (s *Store) SyncFileWebhooks(ctx context.Context, hooks []Webhook) (added, updated, removed int, err error) {
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		added, updated, removed = 0, 0, 0
+		keep := make([]int64, 0, len(hooks))
+		for _, h := range hooks {
+			var id int64
+			var managedBy string
+			var changed bool
+			err := tx.QueryRow(ctx, s.q(`SELECT id, managed_by,
+					(url, events, coalesce(secret, ''), headers, description, active) IS DISTINCT FROM ($3, $4, $5, $6::jsonb, $7, $8)
+				FROM {{schema}}.webhooks WHERE company_id = $1 AND name = $2 AND deleted_at IS NULL`),
+				h.CompanyID, h.Name, h.URL, h.Events, h.Secret, headersJSON(h.Headers), h.Description, h.Active).Scan(&id, &managedBy, &changed)
+			switch {
+			case errors.Is(err, pgx.ErrNoRows):
+				err = tx.QueryRow(ctx, s.q(`INSERT INTO {{schema}}.webhooks
+						(company_id, name, url, events, secret, headers, description, active, managed_by)
+					VALUES ($1, $2, $3, $4, nullif($5, ''), $6, $7, $8, 'file') RETURNING id`),
+					h.CompanyID, h.Name, h.URL, h.Events, h.Secret, headersJSON(h.Headers), h.Description, h.Active).Scan(&id)
+				if err != nil {
+					return fmt.Errorf("add webhook %q of company %d: %w", h.Name, h.CompanyID, err)
+				}
+				added++
+			case err != nil:
+				return fmt.Errorf("read webhook %q of company %d: %w", h.Name, h.CompanyID, err)
+			case managedBy != "file":
+				return fmt.Errorf("webhook %q of company %d is managed in the webhooks table; rename one of them", h.Name, h.CompanyID)
+			case changed:
+				_, err = tx.Exec(ctx, s.q(`UPDATE {{schema}}.webhooks SET url = $2, events = $3, secret = nullif($4, ''),
+						headers = $5, description = $6, active = $7 WHERE id = $1`),
+					id, h.URL, h.Events, h.Secret, headersJSON(h.Headers), h.Description, h.Active)
+				if err != nil {
+					return fmt.Errorf("update webhook %q of company %d: %w", h.Name, h.CompanyID, err)
+				}
+				updated++
+			}
+			keep = append(keep, id)
+		}
+		tag, err := tx.Exec(ctx, s.q(`UPDATE {{schema}}.webhooks SET deleted_at = now(), active = false
+			WHERE managed_by = 'file' AND deleted_at IS NULL AND id <> ALL($1)`), keep)
+		if err != nil {
+			return fmt.Errorf("remove webhooks no longer in the file: %w", err)
+		}
+		removed = int(tag.RowsAffected())
+		return nil
+	})
+	return added, updated, removed, err
+}
+
+func headersJSON(h map[string]string) map[string]string {
+	if h == nil {
+		return map[string]string{}
+	}
+	return h
+}
+
+// Webhooks lists the webhooks that are not deleted.
+func (s *Store) Webhooks(ctx context.Context) ([]Webhook, error) {
+	rows, err := s.pool.Query(ctx, s.q(`SELECT id, company_id, name, url, events, coalesce(secret, ''), headers,
+			description, active, managed_by, created_at, updated_at
+		FROM {{schema}}.webhooks WHERE deleted_at IS NULL ORDER BY company_id, id`))
+	if err != nil {
+		return nil, fmt.Errorf("list webhooks: %w", err)
+	}
+	var out []Webhook
+	var h Webhook
+	_, err = pgx.ForEachRow(rows, []any{&h.ID, &h.CompanyID, &h.Name, &h.URL, &h.Events, &h.Secret, &h.Headers,
+		&h.Description, &h.Active, &h.ManagedBy, &h.CreatedAt, &h.UpdatedAt}, func() error {
+		out = append(out, h)
+		h = Webhook{}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list webhooks: %w", err)
+	}
+	return out, nil
+}
