@@ -18,8 +18,6 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/smartmaintenance/relay/event"
 )
 
@@ -84,12 +82,11 @@ type Handler interface {
 	Position(ctx context.Context) (event.LSN, State, error)
 	// MarkSeeding records that the slot is about to be (re)created.
 	MarkSeeding(ctx context.Context) error
-	// Seed is called once, right after the slot is created, inside a
-	// REPEATABLE READ transaction on the platform database that sees exactly
-	// the data as of the slot's consistent point. It records whatever state
-	// the Handler needs and persists start as its position, in one
-	// transaction of its own store.
-	Seed(ctx context.Context, snapshot pgx.Tx, start event.LSN) error
+	// Seed is called once, right after the slot is created, with a reader
+	// that sees exactly the data as of the slot's consistent point. It
+	// records whatever state the Handler needs and persists start as its
+	// position, in one transaction of its own store.
+	Seed(ctx context.Context, snapshot *Snapshot, start event.LSN) error
 	// Begin starts a committed source transaction; Change delivers its row
 	// changes in order; Commit ends it. When Commit returns nil, everything
 	// up to tx.EndLSN must be durable: the feed then confirms tx.EndLSN.

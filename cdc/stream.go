@@ -195,7 +195,7 @@ func (s *Source) resume(ctx context.Context, conn *pgx.Conn, rconn *pgconn.PgCon
 		if _, err := tx.Exec(ctx, "SET TRANSACTION SNAPSHOT '"+res.SnapshotName+"'"); err != nil {
 			return fmt.Errorf("import slot snapshot: %w", err)
 		}
-		return h.Seed(ctx, tx, start)
+		return h.Seed(ctx, &Snapshot{tx: tx, dec: newDecoder()}, start)
 	})
 	if err != nil {
 		return 0, fmt.Errorf("seed from slot snapshot: %w", err)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 
 	"github.com/jackc/pgx/v5"
 
@@ -121,7 +122,7 @@ func (s *Store) AllRowState(ctx context.Context, slot, table string) ([]StateRow
 	var key string
 	var vals event.Row
 	_, err = pgx.ForEachRow(rows, []any{&key, &vals}, func() error {
-		out = append(out, StateRow{Table: table, Key: key, Vals: vals})
+		out = append(out, StateRow{Table: table, Key: key, Vals: wholeNumbers(vals)})
 		vals = nil
 		return nil
 	})
@@ -160,7 +161,7 @@ func (w *Writer) RowState(ctx context.Context, table string, keys []string) (map
 	var key string
 	var vals event.Row
 	_, err = pgx.ForEachRow(rows, []any{&key, &vals}, func() error {
-		out[key] = vals
+		out[key] = wholeNumbers(vals)
 		vals = nil
 		return nil
 	})
@@ -289,4 +290,16 @@ func (w *Writer) Commit(ctx context.Context, end event.LSN) error {
 // Rollback abandons the writer's transaction. It is safe to call twice.
 func (w *Writer) Rollback(ctx context.Context) {
 	_ = w.tx.Rollback(context.WithoutCancel(ctx))
+}
+
+// wholeNumbers undoes JSON's loss of integer types: the change feed reports
+// integer columns as int64, and a recorded value must compare equal to the
+// same value arriving in the stream.
+func wholeNumbers(r event.Row) event.Row {
+	for k, v := range r {
+		if f, ok := v.(float64); ok && f == math.Trunc(f) && math.Abs(f) < 1<<53 {
+			r[k] = int64(f)
+		}
+	}
+	return r
 }
