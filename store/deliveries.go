@@ -1,0 +1,474 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+)
+
+// Status is the state of a delivery.
+type Status string
+
+// The states of a delivery. Pending and retrying deliveries are due at their
+// next_attempt_at; delivered and failed ones are finished.
+const (
+	StatusPending   Status = "pending"
+	StatusRetrying  Status = "retrying"
+	StatusDelivered Status = "delivered"
+	StatusFailed    Status = "failed"
+)
+
+// ErrLeaseLost is returned when an attempt is recorded for a delivery that
+// the caller no longer holds: its lease expired and another sender claimed
+// it, or it was already recorded. The attempt is not recorded.
+var ErrLeaseLost = errors.New("delivery lease lost")
+
+// Claimed is a delivery claimed for one attempt, with everything needed to
+// send it.
+type Claimed struct {
+	ID        uuid.UUID
+	WebhookID int64
+	EventID   int64
+	EventType string
+	// Attempts is the number of attempts made so far; the claimed attempt is
+	// number Attempts+1.
+	Attempts int
+	// RetryBase is the number of attempts made before the current series
+	// began (see Refire): the retry schedule counts Attempts - RetryBase.
+	RetryBase     int
+	NextAttemptAt time.Time
+	LeaseUntil    time.Time
+	// Body is the event's payload, sent unchanged by every attempt.
+	Body []byte
+	// CreatedAt is when the event was recorded, CommittedAt when its source
+	// transaction committed.
+	CreatedAt   time.Time
+	CommittedAt time.Time
+	URL         string
+	// Secret is the webhook's signing secret; empty when none is set.
+	Secret string
+	// Headers are the webhook's own extra headers.
+	Headers map[string]string
+}
+
+// ClaimRequest describes a claim of due deliveries.
+type ClaimRequest struct {
+	// Owner names the claiming sender; it must be unique per process.
+	Owner string
+	// Limit is the most deliveries to claim.
+	Limit int
+	// Lease is how long the claim holds; after that another sender may
+	// claim the delivery again.
+	Lease time.Duration
+	// Exclude lists webhooks whose deliveries must not be claimed.
+	Exclude []int64
+	// PerWebhook caps the deliveries of one webhook a claim returns,
+	// counting those in Busy; 0 means no cap.
+	PerWebhook int
+	// Busy maps a webhook to the number of its deliveries the caller
+	// already has in flight.
+	Busy map[int64]int
+}
+
+// claimScanFactor bounds how many due rows a capped claim looks at per row
+// it may return, so that one webhook's backlog does not fill a claim whose
+// rows would then be over its cap.
+const claimScanFactor = 4
+
+const claimSQL = `
+WITH cand AS (
+    SELECT d.id, d.webhook_id, d.next_attempt_at
+    FROM {{schema}}.deliveries d
+    JOIN {{schema}}.webhooks w ON w.id = d.webhook_id
+    WHERE d.status IN ('pending', 'retrying')
+      AND d.next_attempt_at <= now()
+      AND (d.lease_until IS NULL OR d.lease_until <= now())
+      AND w.active AND w.deleted_at IS NULL
+      AND d.webhook_id <> ALL($3::bigint[])
+    ORDER BY d.next_attempt_at
+    LIMIT $4
+    FOR UPDATE OF d SKIP LOCKED
+), ranked AS (
+    SELECT c.id, c.next_attempt_at,
+           row_number() OVER (PARTITION BY c.webhook_id ORDER BY c.next_attempt_at, c.id) AS rn,
+           COALESCE(b.room, $6::int) AS room
+    FROM cand c
+    LEFT JOIN unnest($7::bigint[], $8::int[]) AS b(webhook_id, room) ON b.webhook_id = c.webhook_id
+), pick AS (
+    SELECT id FROM ranked WHERE rn <= room ORDER BY next_attempt_at, id LIMIT $2
+)
+UPDATE {{schema}}.deliveries d
+SET lease_owner = $1, lease_until = now() + $5::bigint * interval '1 microsecond', updated_at = now()
+FROM pick, {{schema}}.events e, {{schema}}.webhooks w
+WHERE d.id = pick.id AND e.id = d.event_id AND w.id = d.webhook_id
+RETURNING d.id, d.webhook_id, d.event_id, d.event_type, d.attempts, d.retry_base,
+          d.next_attempt_at, d.lease_until, e.body, e.created_at, e.committed_at,
+          w.url, w.secret, w.headers`
+
+// ClaimDue claims up to limit due deliveries for owner, oldest due first,
+// for the length of lease. A delivery is due when it is pending or retrying,
+// its next attempt time has come, nobody holds an unexpired lease on it, and
+// its webhook is active and not deleted. Deliveries of the webhooks in
+// exclude are left alone. Rows other senders are claiming at the same moment
+// are skipped, never waited for, so a delivery is claimed by one sender at a
+// time.
+func (s *Store) ClaimDue(ctx context.Context, owner string, limit int, lease time.Duration, exclude []int64) ([]Claimed, error) {
+	return s.Claim(ctx, ClaimRequest{Owner: owner, Limit: limit, Lease: lease, Exclude: exclude})
+}
+
+// Claim is ClaimDue with a per-webhook cap: see ClaimRequest.
+func (s *Store) Claim(ctx context.Context, req ClaimRequest) ([]Claimed, error) {
+	if req.Owner == "" {
+		return nil, errors.New("claim deliveries: empty owner")
+	}
+	if req.Lease <= 0 {
+		return nil, errors.New("claim deliveries: lease must be positive")
+	}
+	if req.Limit <= 0 {
+		return nil, nil
+	}
+	scan, room := req.Limit, req.Limit
+	busyIDs := make([]int64, 0, len(req.Busy))
+	busyRoom := make([]int32, 0, len(req.Busy))
+	if req.PerWebhook > 0 {
+		scan, room = req.Limit*claimScanFactor, req.PerWebhook
+		for id, n := range req.Busy {
+			busyIDs = append(busyIDs, id)
+			busyRoom = append(busyRoom, int32(max(req.PerWebhook-n, 0)))
+		}
+	}
+	exclude := req.Exclude
+	if exclude == nil {
+		exclude = []int64{}
+	}
+	rows, err := s.pool.Query(ctx, s.q(claimSQL), req.Owner, req.Limit, exclude, scan,
+		req.Lease.Microseconds(), room, busyIDs, busyRoom)
+	if err != nil {
+		return nil, fmt.Errorf("claim deliveries: %w", err)
+	}
+	var out []Claimed
+	for rows.Next() {
+		var c Claimed
+		var secret *string
+		var headers []byte
+		if err := rows.Scan(&c.ID, &c.WebhookID, &c.EventID, &c.EventType, &c.Attempts, &c.RetryBase,
+			&c.NextAttemptAt, &c.LeaseUntil, &c.Body, &c.CreatedAt, &c.CommittedAt,
+			&c.URL, &secret, &headers); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("claim deliveries: %w", err)
+		}
+		if secret != nil {
+			c.Secret = *secret
+		}
+		c.Headers = decodeHeaders(headers)
+		out = append(out, c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("claim deliveries: %w", err)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].NextAttemptAt.Before(out[j].NextAttemptAt) })
+	return out, nil
+}
+
+// decodeHeaders reads a webhook's headers object. String values are taken
+// as they are; any other JSON value is sent as its JSON text, so that a
+// header the admin stored as a number still goes out. Anything that is not
+// an object yields no headers.
+func decodeHeaders(b []byte) map[string]string {
+	var raw map[string]json.RawMessage
+	if len(b) == 0 || json.Unmarshal(b, &raw) != nil || len(raw) == 0 {
+		return nil
+	}
+	out := make(map[string]string, len(raw))
+	for k, v := range raw {
+		var s string
+		if json.Unmarshal(v, &s) == nil {
+			out[k] = s
+		} else if string(v) != "null" {
+			out[k] = string(v)
+		}
+	}
+	return out
+}
+
+// AttemptResult is the outcome of one attempt, to be recorded.
+type AttemptResult struct {
+	DeliveryID uuid.UUID
+	// Attempt is the number of this attempt: Claimed.Attempts+1. The
+	// delivery is updated only if it still has Attempt-1 attempts.
+	Attempt   int
+	StartedAt time.Time
+	Duration  time.Duration
+	// StatusCode is the response status; 0 when there was no response.
+	StatusCode int
+	// Error is a one-line description of a failed attempt; empty on success.
+	Error string
+	// Snippet is the start of the response body.
+	Snippet string
+	// Status is the delivery's new status: delivered, retrying or failed.
+	Status Status
+	// RetryIn is the delay before the next attempt when Status is retrying.
+	RetryIn time.Duration
+}
+
+const recordSQL = `
+WITH r AS (
+    SELECT * FROM unnest($2::uuid[], $3::int[], $4::timestamptz[], $5::float8[], $6::int[],
+                         $7::text[], $8::text[], $9::text[], $10::bigint[])
+        AS r(id, attempt, started_at, duration_ms, status_code, error, snippet, status, retry_us)
+), upd AS (
+    UPDATE {{schema}}.deliveries d
+    SET attempts = r.attempt,
+        status = r.status,
+        next_attempt_at = CASE WHEN r.status = 'retrying'
+                               THEN now() + r.retry_us * interval '1 microsecond'
+                               ELSE d.next_attempt_at END,
+        last_status_code = NULLIF(r.status_code, 0),
+        last_error = NULLIF(r.error, ''),
+        finished_at = CASE WHEN r.status IN ('delivered', 'failed') THEN now() END,
+        lease_owner = NULL,
+        lease_until = NULL,
+        updated_at = now()
+    FROM r
+    WHERE d.id = r.id
+      AND d.lease_owner = $1
+      AND d.attempts = r.attempt - 1
+      AND d.status IN ('pending', 'retrying')
+    RETURNING d.id, d.webhook_id
+)
+INSERT INTO {{schema}}.attempts
+    (delivery_id, webhook_id, attempt, started_at, duration_ms, status_code, error, response_snippet)
+SELECT r.id, upd.webhook_id, r.attempt, r.started_at, r.duration_ms,
+       NULLIF(r.status_code, 0), NULLIF(r.error, ''), NULLIF(r.snippet, '')
+FROM r JOIN upd ON upd.id = r.id
+RETURNING delivery_id`
+
+// RecordAttempt records one attempt of a delivery owner holds and updates
+// the delivery, releasing its lease. It returns ErrLeaseLost, recording
+// nothing, when owner no longer holds the delivery.
+func (s *Store) RecordAttempt(ctx context.Context, owner string, res AttemptResult) error {
+	lost, err := s.RecordAttempts(ctx, owner, []AttemptResult{res})
+	if err != nil {
+		return err
+	}
+	if len(lost) > 0 {
+		return fmt.Errorf("record attempt %d of delivery %s: %w", res.Attempt, res.DeliveryID, ErrLeaseLost)
+	}
+	return nil
+}
+
+// RecordAttempts records a batch of attempts in one statement, so either all
+// of the recordable ones are recorded or none. It returns the deliveries
+// whose attempts were not recorded because owner no longer holds them (see
+// ErrLeaseLost). A batch may not name a delivery twice.
+func (s *Store) RecordAttempts(ctx context.Context, owner string, results []AttemptResult) (lost []uuid.UUID, err error) {
+	if len(results) == 0 {
+		return nil, nil
+	}
+	n := len(results)
+	ids := make([]uuid.UUID, n)
+	attempts := make([]int32, n)
+	started := make([]time.Time, n)
+	durations := make([]float64, n)
+	codes := make([]int32, n)
+	errs := make([]string, n)
+	snippets := make([]string, n)
+	statuses := make([]string, n)
+	retry := make([]int64, n)
+	seen := make(map[uuid.UUID]bool, n)
+	for i, r := range results {
+		if seen[r.DeliveryID] {
+			return nil, fmt.Errorf("record attempts: delivery %s appears twice in one batch", r.DeliveryID)
+		}
+		seen[r.DeliveryID] = true
+		switch r.Status {
+		case StatusDelivered, StatusRetrying, StatusFailed:
+		default:
+			return nil, fmt.Errorf("record attempts: delivery %s: bad status %q", r.DeliveryID, r.Status)
+		}
+		if r.Attempt < 1 {
+			return nil, fmt.Errorf("record attempts: delivery %s: bad attempt number %d", r.DeliveryID, r.Attempt)
+		}
+		ids[i] = r.DeliveryID
+		attempts[i] = int32(r.Attempt)
+		started[i] = r.StartedAt
+		durations[i] = float64(r.Duration) / float64(time.Millisecond)
+		codes[i] = int32(r.StatusCode)
+		errs[i] = cleanText(r.Error)
+		snippets[i] = cleanText(r.Snippet)
+		statuses[i] = string(r.Status)
+		retry[i] = max(r.RetryIn, 0).Microseconds()
+	}
+	rows, err := s.pool.Query(ctx, s.q(recordSQL), owner, ids, attempts, started, durations, codes, errs, snippets, statuses, retry)
+	if err != nil {
+		return nil, fmt.Errorf("record attempts: %w", err)
+	}
+	done, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+	if err != nil {
+		return nil, fmt.Errorf("record attempts: %w", err)
+	}
+	if len(done) == n {
+		return nil, nil
+	}
+	recorded := make(map[uuid.UUID]bool, len(done))
+	for _, id := range done {
+		recorded[id] = true
+	}
+	for _, id := range ids {
+		if !recorded[id] {
+			lost = append(lost, id)
+		}
+	}
+	return lost, nil
+}
+
+// cleanText makes s storable as PostgreSQL text: valid UTF-8 without NUL.
+func cleanText(s string) string {
+	if !utf8.ValidString(s) {
+		s = strings.ToValidUTF8(s, "\uFFFD")
+	}
+	return strings.ReplaceAll(s, "\x00", "")
+}
+
+// ReleaseClaims gives back deliveries owner holds without recording an
+// attempt, so that they are due again at once for any sender.
+func (s *Store) ReleaseClaims(ctx context.Context, owner string, ids []uuid.UUID) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	_, err := s.pool.Exec(ctx, s.q(`UPDATE {{schema}}.deliveries
+		SET lease_owner = NULL, lease_until = NULL, updated_at = now()
+		WHERE id = ANY($2::uuid[]) AND lease_owner = $1`), owner, ids)
+	if err != nil {
+		return fmt.Errorf("release claims: %w", err)
+	}
+	return nil
+}
+
+// Refire sends a delivery again. A delivered or failed delivery goes back to
+// pending, due now, keeping its id (the X-SMTM-Delivery header) and its
+// attempts; its attempt numbers keep increasing and the retry schedule
+// starts over. A delivery still pending or retrying is made due now. It
+// returns ErrNotFound when there is no such delivery.
+func (s *Store) Refire(ctx context.Context, deliveryID uuid.UUID) error {
+	var id uuid.UUID
+	err := s.pool.QueryRow(ctx, s.q(`UPDATE {{schema}}.deliveries SET
+			status = CASE WHEN status IN ('delivered', 'failed') THEN 'pending' ELSE status END,
+			retry_base = CASE WHEN status IN ('delivered', 'failed') THEN attempts ELSE retry_base END,
+			finished_at = NULL,
+			next_attempt_at = now(),
+			updated_at = now()
+		WHERE id = $1
+		RETURNING id`), deliveryID).Scan(&id)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return fmt.Errorf("refire delivery %s: %w", deliveryID, ErrNotFound)
+	}
+	if err != nil {
+		return fmt.Errorf("refire delivery %s: %w", deliveryID, err)
+	}
+	return nil
+}
+
+// Delivery is a delivery as stored. Absent values are zero.
+type Delivery struct {
+	ID             uuid.UUID
+	EventID        int64
+	WebhookID      int64
+	CompanyID      int64
+	EventType      string
+	Status         Status
+	Attempts       int
+	RetryBase      int
+	NextAttemptAt  time.Time
+	LeaseOwner     string
+	LeaseUntil     time.Time
+	LastStatusCode int
+	LastError      string
+	CreatedAt      time.Time
+	UpdatedAt      time.Time
+	FinishedAt     time.Time
+}
+
+// DeliveryByID reads one delivery; ErrNotFound if there is none.
+func (s *Store) DeliveryByID(ctx context.Context, id uuid.UUID) (Delivery, error) {
+	var d Delivery
+	var owner, lastErr *string
+	var leaseUntil, finished *time.Time
+	var code *int
+	err := s.pool.QueryRow(ctx, s.q(`SELECT id, event_id, webhook_id, company_id, event_type, status,
+			attempts, retry_base, next_attempt_at, lease_owner, lease_until, last_status_code, last_error,
+			created_at, updated_at, finished_at
+		FROM {{schema}}.deliveries WHERE id = $1`), id).Scan(
+		&d.ID, &d.EventID, &d.WebhookID, &d.CompanyID, &d.EventType, &d.Status,
+		&d.Attempts, &d.RetryBase, &d.NextAttemptAt, &owner, &leaseUntil, &code, &lastErr,
+		&d.CreatedAt, &d.UpdatedAt, &finished)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Delivery{}, fmt.Errorf("delivery %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return Delivery{}, fmt.Errorf("read delivery %s: %w", id, err)
+	}
+	d.LeaseOwner = deref(owner)
+	d.LastError = deref(lastErr)
+	d.LeaseUntil = deref(leaseUntil)
+	d.FinishedAt = deref(finished)
+	d.LastStatusCode = deref(code)
+	return d, nil
+}
+
+// Attempt is one recorded attempt of a delivery.
+type Attempt struct {
+	ID         int64
+	DeliveryID uuid.UUID
+	WebhookID  int64
+	Attempt    int
+	StartedAt  time.Time
+	Duration   time.Duration
+	// StatusCode is 0 when there was no response.
+	StatusCode int
+	Error      string
+	Snippet    string
+}
+
+// Attempts lists a delivery's attempts in order. It returns no error and no
+// attempts for an unknown delivery.
+func (s *Store) Attempts(ctx context.Context, deliveryID uuid.UUID) ([]Attempt, error) {
+	rows, err := s.pool.Query(ctx, s.q(`SELECT id, delivery_id, webhook_id, attempt, started_at,
+			duration_ms, status_code, error, response_snippet
+		FROM {{schema}}.attempts WHERE delivery_id = $1 ORDER BY attempt`), deliveryID)
+	if err != nil {
+		return nil, fmt.Errorf("read attempts of %s: %w", deliveryID, err)
+	}
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Attempt, error) {
+		var a Attempt
+		var ms float64
+		var code *int
+		var errText, snippet *string
+		err := row.Scan(&a.ID, &a.DeliveryID, &a.WebhookID, &a.Attempt, &a.StartedAt, &ms, &code, &errText, &snippet)
+		a.Duration = time.Duration(ms * float64(time.Millisecond))
+		a.StatusCode = deref(code)
+		a.Error = deref(errText)
+		a.Snippet = deref(snippet)
+		return a, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read attempts of %s: %w", deliveryID, err)
+	}
+	return out, nil
+}
+
+func deref[T any](p *T) T {
+	var zero T
+	if p == nil {
+		return zero
+	}
+	return *p
+}

@@ -1,0 +1,484 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/smartmaintenance/relay/internal/pgtest"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+// newTestStore returns a migrated store on a fresh database.
+func newTestStore(t testing.TB) *Store {
+	t.Helper()
+	ctx := context.Background()
+	s, err := Open(ctx, pgtest.NewDatabase(t), "relay")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	if err := s.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func (s *Store) mustExec(t testing.TB, sql string, args ...any) {
+	t.Helper()
+	if _, err := s.pool.Exec(context.Background(), s.q(sql), args...); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+}
+
+// addWebhook inserts an active webhook and returns its id.
+func (s *Store) addWebhook(t testing.TB, url, secret string, headers string) int64 {
+	t.Helper()
+	var sec *string
+	if secret != "" {
+		sec = &secret
+	}
+	if headers == "" {
+		headers = "{}"
+	}
+	var id int64
+	err := s.pool.QueryRow(context.Background(), s.q(`INSERT INTO {{schema}}.webhooks
+			(company_id, name, url, events, secret, headers)
+		VALUES (1, 'hook-' || gen_random_uuid(), $1, '{task.completed}', $2, $3::jsonb) RETURNING id`),
+		url, sec, headers).Scan(&id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// addDelivery inserts an event with body and a pending delivery of it to
+// webhook, due now, and returns the delivery id.
+func (s *Store) addDelivery(t testing.TB, webhook int64, body string) uuid.UUID {
+	t.Helper()
+	id := uuid.New()
+	s.mustExec(t, `WITH e AS (
+			INSERT INTO {{schema}}.events (source, commit_lsn, seq, event_type, company_id, source_table, op, committed_at, body)
+			VALUES ('test', (SELECT coalesce(max(commit_lsn), 0) + 1 FROM {{schema}}.events), 0,
+			        'task.completed', 1, 'tasks', 'update', now(), $3::bytea)
+			RETURNING id)
+		INSERT INTO {{schema}}.deliveries (id, event_id, webhook_id, company_id, event_type)
+		SELECT $1, e.id, $2, 1, 'task.completed' FROM e`, id, webhook, []byte(body))
+	return id
+}
+
+func TestClaimDue(t *testing.T) {
+	s := newTestStore(t)
+	ctx := context.Background()
+	wh := s.addWebhook(t, "http://example.invalid/a", "s3cret", `{"Authorization": "Bearer x", "X-Num": 7}`)
+	id := s.addDelivery(t, wh, `{"event":"task.completed"}`)
+
+	got, err := s.ClaimDue(ctx, "a", 10, time.Minute, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 {
+		t.Fatalf("claimed %d, want 1", len(got))
+	}
+	c := got[0]
+	if c.ID != id || c.WebhookID != wh || c.Attempts != 0 || c.EventType != "task.completed" ||
+		string(c.Body) != `{"event":"task.completed"}` || c.URL != "http://example.invalid/a" || c.Secret != "s3cret" ||
+		c.Headers["Authorization"] != "Bearer x" || c.Headers["X-Num"] != "7" || c.CommittedAt.IsZero() || c.CreatedAt.IsZero() {
+		t.Fatalf("claimed %+v", c)
+	}
+	if until := time.Until(c.LeaseUntil); until < 50*time.Second || until > 70*time.Second {
+		t.Fatalf("lease until %v from now, want about a minute", until)
+	}
+	d, err := s.DeliveryByID(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.LeaseOwner != "a" || d.Status != StatusPending {
+		t.Fatalf("after claim: %+v", d)
+	}
+	// Held: nobody else gets it.
+	if again, err := s.ClaimDue(ctx, "b", 10, time.Minute, nil); err != nil || len(again) != 0 {
+		t.Fatalf("second claim: %v, %v", again, err)
+	}
+}
+
+func TestClaimSkipsWhatIsNotDue(t *testing.T) {
+	s := newTestStore(t)
+	ctx := context.Background()
+	active := s.addWebhook(t, "http://a", "", "")
+	inactive := s.addWebhook(t, "http://b", "", "")
+	deleted := s.addWebhook(t, "http://c", "", "")
+	excluded := s.addWebhook(t, "http://d", "", "")
+	s.mustExec(t, `UPDATE {{schema}}.webhooks SET active = false WHERE id = $1`, inactive)
+	s.mustExec(t, `UPDATE {{schema}}.webhooks SET deleted_at = now() WHERE id = $1`, deleted)
+
+	due := s.addDelivery(t, active, "{}")
+	later := s.addDelivery(t, active, "{}")
+	s.mustExec(t, `UPDATE {{schema}}.deliveries SET next_attempt_at = now() + interval '1 hour' WHERE id = $1`, later)
+	done := s.addDelivery(t, active, "{}")
+	s.mustExec(t, `UPDATE {{schema}}.deliveries SET status = 'delivered' WHERE id = $1`, done)
+	leased := s.addDelivery(t, active, "{}")
+	s.mustExec(t, `UPDATE {{schema}}.deliveries SET lease_owner = 'x', lease_until = now() + interval '1 hour' WHERE id = $1`, leased)
+	expired := s.addDelivery(t, active, "{}")
+	s.mustExec(t, `UPDATE {{schema}}.deliveries SET lease_owner = 'dead', lease_until = now() - interval '1 second',
+		next_attempt_at = now() - interval '1 minute' WHERE id = $1`, expired)
+	s.addDelivery(t, inactive, "{}")
+	s.addDelivery(t, deleted, "{}")
+	s.addDelivery(t, excluded, "{}")
+
+	got, err := s.ClaimDue(ctx, "me", 100, time.Minute, []int64{excluded})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0].ID != expired || got[1].ID != due {
+		t.Fatalf("claimed %v, want [%s %s] (oldest due first)", ids(got), expired, due)
+	}
+}
+
+func ids(cs []Claimed) []uuid.UUID {
+	var out []uuid.UUID
+	for _, c := range cs {
+		out = append(out, c.ID)
+	}
+	return out
+}
+
+func TestClaimPerWebhookCap(t *testing.T) {
+	s := newTestStore(t)
+	ctx := context.Background()
+	a := s.addWebhook(t, "http://a", "", "")
+	b := s.addWebhook(t, "http://b", "", "")
+	for range 10 {
+		s.addDelivery(t, a, "{}")
+	}
+	for range 3 {
+		s.addDelivery(t, b, "{}")
+	}
+	got, err := s.Claim(ctx, ClaimRequest{Owner: "me", Limit: 10, Lease: time.Minute, PerWebhook: 2, Busy: map[int64]int{a: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	per := map[int64]int{}
+	for _, c := range got {
+		per[c.WebhookID]++
+	}
+	if per[a] != 1 || per[b] != 2 {
+		t.Fatalf("claimed per webhook %v, want a:1 b:2", per)
+	}
+}
+
+func TestConcurrentClaimsDoNotOverlap(t *testing.T) {
+	s := newTestStore(t)
+	ctx := context.Background()
+	const n = 300
+	for i := range n {
+		wh := s.addWebhook(t, fmt.Sprintf("http://h%d", i%7), "", "")
+		s.addDelivery(t, wh, "{}")
+	}
+	var mu sync.Mutex
+	seen := map[uuid.UUID]string{}
+	var wg sync.WaitGroup
+	for w := range 6 {
+		wg.Go(func() {
+			owner := fmt.Sprintf("owner-%d", w)
+			for {
+				got, err := s.ClaimDue(ctx, owner, 7, time.Minute, nil)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if len(got) == 0 {
+					return
+				}
+				mu.Lock()
+				for _, c := range got {
+					if prev, ok := seen[c.ID]; ok {
+						t.Errorf("delivery %s claimed by %s and %s", c.ID, prev, owner)
+					}
+					seen[c.ID] = owner
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if len(seen) != n {
+		t.Fatalf("claimed %d deliveries, want %d", len(seen), n)
+	}
+}
+
+func TestRecordAttempts(t *testing.T) {
+	s := newTestStore(t)
+	ctx := context.Background()
+	wh := s.addWebhook(t, "http://a", "", "")
+	ok := s.addDelivery(t, wh, "{}")
+	retry := s.addDelivery(t, wh, "{}")
+	fail := s.addDelivery(t, wh, "{}")
+	if _, err := s.ClaimDue(ctx, "me", 10, time.Minute, nil); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	lost, err := s.RecordAttempts(ctx, "me", []AttemptResult{
+		{DeliveryID: ok, Attempt: 1, StartedAt: start, Duration: 12 * time.Millisecond, StatusCode: 200, Snippet: "ok\x00\xff", Status: StatusDelivered},
+		{DeliveryID: retry, Attempt: 1, StartedAt: start, Duration: time.Millisecond, StatusCode: 503, Error: "HTTP 503", Status: StatusRetrying, RetryIn: time.Hour},
+		{DeliveryID: fail, Attempt: 1, StartedAt: start, Error: "connect: connection refused", Status: StatusFailed},
+	})
+	if err != nil || len(lost) != 0 {
+		t.Fatalf("record: lost %v, err %v", lost, err)
+	}
+
+	d, _ := s.DeliveryByID(ctx, ok)
+	if d.Status != StatusDelivered || d.Attempts != 1 || d.LastStatusCode != 200 || d.LastError != "" ||
+		d.LeaseOwner != "" || !d.LeaseUntil.IsZero() || d.FinishedAt.IsZero() {
+		t.Fatalf("delivered: %+v", d)
+	}
+	d, _ = s.DeliveryByID(ctx, retry)
+	if d.Status != StatusRetrying || d.Attempts != 1 || d.LastStatusCode != 503 || d.LastError != "HTTP 503" ||
+		d.LeaseOwner != "" || !d.FinishedAt.IsZero() || time.Until(d.NextAttemptAt) < 59*time.Minute {
+		t.Fatalf("retrying: %+v", d)
+	}
+	d, _ = s.DeliveryByID(ctx, fail)
+	if d.Status != StatusFailed || d.LastStatusCode != 0 || d.LastError != "connect: connection refused" || d.FinishedAt.IsZero() {
+		t.Fatalf("failed: %+v", d)
+	}
+	as, err := s.Attempts(ctx, ok)
+	if err != nil || len(as) != 1 {
+		t.Fatalf("attempts: %v %v", as, err)
+	}
+	if a := as[0]; a.Attempt != 1 || a.StatusCode != 200 || a.Snippet != "ok\uFFFD" || a.WebhookID != wh ||
+		a.Duration != 12*time.Millisecond || !a.StartedAt.Equal(start.Truncate(time.Microsecond)) {
+		t.Fatalf("attempt: %+v", a)
+	}
+
+	// Recording the same attempt again is refused: the lease is gone.
+	err = s.RecordAttempt(ctx, "me", AttemptResult{DeliveryID: ok, Attempt: 1, StartedAt: start, Status: StatusDelivered})
+	if !errors.Is(err, ErrLeaseLost) {
+		t.Fatalf("second record: %v, want ErrLeaseLost", err)
+	}
+	if as, _ := s.Attempts(ctx, ok); len(as) != 1 {
+		t.Fatalf("%d attempts after a refused record, want 1", len(as))
+	}
+}
+
+func TestRecordAfterLeaseLost(t *testing.T) {
+	s := newTestStore(t)
+	ctx := context.Background()
+	wh := s.addWebhook(t, "http://a", "", "")
+	id := s.addDelivery(t, wh, "{}")
+	kept := s.addDelivery(t, wh, "{}")
+	if got, err := s.ClaimDue(ctx, "slow", 10, time.Millisecond, nil); err != nil || len(got) != 2 {
+		t.Fatalf("claim: %v %v", got, err)
+	}
+	time.Sleep(5 * time.Millisecond)
+	// The lease expired; another sender takes one delivery over.
+	s.mustExec(t, `UPDATE {{schema}}.deliveries SET lease_owner = 'fast', lease_until = now() + interval '1 minute' WHERE id = $1`, id)
+	lost, err := s.RecordAttempts(ctx, "slow", []AttemptResult{
+		{DeliveryID: id, Attempt: 1, StartedAt: time.Now(), Status: StatusDelivered, StatusCode: 200},
+		{DeliveryID: kept, Attempt: 1, StartedAt: time.Now(), Status: StatusDelivered, StatusCode: 200},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(lost) != 1 || lost[0] != id {
+		t.Fatalf("lost %v, want [%s]", lost, id)
+	}
+	if as, _ := s.Attempts(ctx, id); len(as) != 0 {
+		t.Fatalf("attempt recorded for a lost lease: %+v", as)
+	}
+	if d, _ := s.DeliveryByID(ctx, kept); d.Status != StatusDelivered {
+		t.Fatalf("kept delivery: %+v", d)
+	}
+	// A wrong attempt number is refused too.
+	err = s.RecordAttempt(ctx, "fast", AttemptResult{DeliveryID: id, Attempt: 2, StartedAt: time.Now(), Status: StatusDelivered})
+	if !errors.Is(err, ErrLeaseLost) {
+		t.Fatalf("wrong attempt number: %v", err)
+	}
+}
+
+func TestRecordAttemptsRejectsBadInput(t *testing.T) {
+	s := newTestStore(t)
+	id := uuid.New()
+	for _, batch := range [][]AttemptResult{
+		{{DeliveryID: id, Attempt: 1, Status: StatusDelivered}, {DeliveryID: id, Attempt: 1, Status: StatusDelivered}},
+		{{DeliveryID: id, Attempt: 1, Status: StatusPending}},
+		{{DeliveryID: id, Attempt: 0, Status: StatusFailed}},
+	} {
+		if _, err := s.RecordAttempts(context.Background(), "me", batch); err == nil {
+			t.Errorf("batch %+v accepted", batch)
+		}
+	}
+}
+
+func TestReleaseClaims(t *testing.T) {
+	s := newTestStore(t)
+	ctx := context.Background()
+	wh := s.addWebhook(t, "http://a", "", "")
+	id := s.addDelivery(t, wh, "{}")
+	if _, err := s.ClaimDue(ctx, "me", 10, time.Hour, nil); err != nil {
+		t.Fatal(err)
+	}
+	// Another owner cannot release it.
+	if err := s.ReleaseClaims(ctx, "other", []uuid.UUID{id}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.ClaimDue(ctx, "other", 10, time.Hour, nil); len(got) != 0 {
+		t.Fatal("claimed a delivery released by a non-owner")
+	}
+	if err := s.ReleaseClaims(ctx, "me", []uuid.UUID{id}); err != nil {
+		t.Fatal(err)
+	}
+	d, _ := s.DeliveryByID(ctx, id)
+	if d.LeaseOwner != "" || d.Attempts != 0 || d.Status != StatusPending {
+		t.Fatalf("after release: %+v", d)
+	}
+	if got, _ := s.ClaimDue(ctx, "other", 10, time.Hour, nil); len(got) != 1 {
+		t.Fatalf("released delivery not claimable: %v", got)
+	}
+}
+
+func TestRefire(t *testing.T) {
+	s := newTestStore(t)
+	ctx := context.Background()
+	if err := s.Refire(ctx, uuid.New()); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("refire unknown: %v", err)
+	}
+	wh := s.addWebhook(t, "http://a", "", "")
+	id := s.addDelivery(t, wh, "{}")
+	for n := 1; n <= 2; n++ {
+		if got, err := s.ClaimDue(ctx, "me", 1, time.Minute, nil); err != nil || len(got) != 1 {
+			t.Fatalf("claim %d: %v %v", n, got, err)
+		}
+		status := StatusRetrying
+		if n == 2 {
+			status = StatusFailed
+		}
+		if err := s.RecordAttempt(ctx, "me", AttemptResult{DeliveryID: id, Attempt: n, StartedAt: time.Now(), Error: "HTTP 500", StatusCode: 500, Status: status}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Refire(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	d, _ := s.DeliveryByID(ctx, id)
+	if d.Status != StatusPending || d.Attempts != 2 || d.RetryBase != 2 || !d.FinishedAt.IsZero() || time.Until(d.NextAttemptAt) > 0 {
+		t.Fatalf("after refire: %+v", d)
+	}
+	got, err := s.ClaimDue(ctx, "me", 1, time.Minute, nil)
+	if err != nil || len(got) != 1 || got[0].ID != id || got[0].Attempts != 2 || got[0].RetryBase != 2 {
+		t.Fatalf("claim after refire: %+v %v", got, err)
+	}
+	if err := s.RecordAttempt(ctx, "me", AttemptResult{DeliveryID: id, Attempt: 3, StartedAt: time.Now(), StatusCode: 200, Status: StatusDelivered}); err != nil {
+		t.Fatal(err)
+	}
+	as, _ := s.Attempts(ctx, id)
+	if len(as) != 3 || as[2].Attempt != 3 || as[2].StatusCode != 200 {
+		t.Fatalf("attempts after refire: %+v", as)
+	}
+}
+
+func TestPrune(t *testing.T) {
+	s := newTestStore(t)
+	ctx := context.Background()
+	wh := s.addWebhook(t, "http://a", "", "")
+	finish := func(id uuid.UUID, status Status, ago string) {
+		s.mustExec(t, `UPDATE {{schema}}.deliveries SET status = $2, finished_at = now() - $3::interval WHERE id = $1`, id, string(status), ago)
+		s.mustExec(t, `INSERT INTO {{schema}}.attempts (delivery_id, webhook_id, attempt, started_at, duration_ms)
+			VALUES ($1, $2, 1, now(), 1)`, id, wh)
+	}
+	oldDelivered := s.addDelivery(t, wh, "{}")
+	finish(oldDelivered, StatusDelivered, "2 days")
+	newDelivered := s.addDelivery(t, wh, "{}")
+	finish(newDelivered, StatusDelivered, "1 hour")
+	midFailed := s.addDelivery(t, wh, "{}") // older than the delivered age, younger than the failed age
+	finish(midFailed, StatusFailed, "2 days")
+	oldFailed := s.addDelivery(t, wh, "{}")
+	finish(oldFailed, StatusFailed, "8 days")
+	pending := s.addDelivery(t, wh, "{}")
+	s.mustExec(t, `UPDATE {{schema}}.events SET created_at = now() - interval '30 days'`)
+
+	n, err := s.Prune(ctx, 24*time.Hour, 7*24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 2 {
+		t.Fatalf("pruned %d deliveries, want 2", n)
+	}
+	for id, want := range map[uuid.UUID]bool{oldDelivered: false, newDelivered: true, midFailed: true, oldFailed: false, pending: true} {
+		_, err := s.DeliveryByID(ctx, id)
+		if exists := err == nil; exists != want {
+			t.Errorf("delivery %s exists=%v, want %v (%v)", id, exists, want, err)
+		}
+	}
+	var events, attempts int
+	if err := s.pool.QueryRow(ctx, s.q(`SELECT (SELECT count(*) FROM {{schema}}.events), (SELECT count(*) FROM {{schema}}.attempts)`)).Scan(&events, &attempts); err != nil {
+		t.Fatal(err)
+	}
+	if events != 3 || attempts != 2 {
+		t.Fatalf("%d events, %d attempts left; want 3 and 2", events, attempts)
+	}
+}
+
+func TestPruneInBatches(t *testing.T) {
+	s := newTestStore(t)
+	wh := s.addWebhook(t, "http://a", "", "")
+	s.mustExec(t, `WITH e AS (
+			INSERT INTO {{schema}}.events (source, commit_lsn, seq, event_type, company_id, source_table, op, committed_at, body, created_at)
+			SELECT 'bulk', g, 0, 'task.completed', 1, 'tasks', 'update', now(), '{}', now() - interval '3 days'
+			FROM generate_series(1, $2::int) g RETURNING id)
+		INSERT INTO {{schema}}.deliveries (id, event_id, webhook_id, company_id, event_type, status, finished_at)
+		SELECT gen_random_uuid(), e.id, $1, 1, 'task.completed', 'delivered', now() - interval '2 days' FROM e`,
+		wh, pruneBatch*2+17)
+	n, err := s.Prune(context.Background(), time.Hour, time.Hour)
+	if err != nil || n != pruneBatch*2+17 {
+		t.Fatalf("pruned %d, %v", n, err)
+	}
+	var events int
+	s.pool.QueryRow(context.Background(), s.q(`SELECT count(*) FROM {{schema}}.events`)).Scan(&events)
+	if events != 0 {
+		t.Fatalf("%d events left", events)
+	}
+}
+
+// BenchmarkClaimAndRecord claims batches of 500 due deliveries and records
+// an attempt for each, all retrying at once, so the same rows cycle.
+func BenchmarkClaimAndRecord(b *testing.B) {
+	const batch = 500
+	s := newTestStore(b)
+	ctx := context.Background()
+	hooks := make([]int64, 20)
+	for i := range hooks {
+		hooks[i] = s.addWebhook(b, fmt.Sprintf("http://h%d", i), "", "")
+	}
+	s.mustExec(b, `WITH e AS (
+			INSERT INTO {{schema}}.events (source, commit_lsn, seq, event_type, company_id, source_table, op, committed_at, body)
+			SELECT 'bench', g, 0, 'task.completed', 1, 'tasks', 'update', now(), convert_to(repeat('x', 512), 'UTF8')
+			FROM generate_series(1, $2::int) g RETURNING id)
+		INSERT INTO {{schema}}.deliveries (id, event_id, webhook_id, company_id, event_type)
+		SELECT gen_random_uuid(), e.id, ($1::bigint[])[1 + e.id % 20], 1, 'task.completed' FROM e`,
+		hooks, batch)
+	results := make([]AttemptResult, 0, batch)
+	for b.Loop() {
+		got, err := s.ClaimDue(ctx, "bench", batch, time.Minute, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if len(got) != batch {
+			b.Fatalf("claimed %d, want %d", len(got), batch)
+		}
+		results = results[:0]
+		for _, c := range got {
+			results = append(results, AttemptResult{DeliveryID: c.ID, Attempt: c.Attempts + 1, StartedAt: time.Now(),
+				Duration: time.Millisecond, StatusCode: 503, Error: "HTTP 503", Status: StatusRetrying})
+		}
+		lost, err := s.RecordAttempts(ctx, "bench", results)
+		if err != nil || len(lost) != 0 {
+			b.Fatalf("record: lost %d, %v", len(lost), err)
+		}
+	}
+	b.ReportMetric(float64(b.N*batch)/b.Elapsed().Seconds(), "attempts/s")
+}
