@@ -1,0 +1,22 @@
+// Package mapper turns row changes of the platform's tables into webhook
+// events. It is pure: a change (and the relay's record of the row before it)
+// goes in; event drafts with their payload bytes, and the next record of the
+// row, come out. It does no I/O.
+//
+// What becomes an event is data: a list of rules (rules.yaml holds the
+// defaults; docs/EVENTS.md is the catalogue), each naming an event type, a
+// table, the operations it looks at, a condition and the payload's data
+// fields as expressions (github.com/expr-lang/expr). New compiles them once.
+//
+// The platform keeps the default REPLICA IDENTITY, so an update carries the
+// new row only. The relay therefore keeps its own record of the columns that
+// rules compare ("prior state"): Tables says which columns those are, Map
+// computes the next record, and the caller loads and stores it.
+//
+// Payloads follow the product contract:
+//
+//	{"event":"task.completed","timestamp":"2026-04-24T09:15:30+07:00","company_id":1,"company_name":"PT Kahatex","data":{...}}
+//
+// with the timestamp in the company's time zone. The same change, record and
+// directory always give the same bytes.
+package mapper
