@@ -1,0 +1,495 @@
+package cdc_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/smartmaintenance/relay/cdc"
+	"github.com/smartmaintenance/relay/event"
+	"github.com/smartmaintenance/relay/internal/pgtest"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+// memHandler keeps its position in memory and records what it is given.
+type memHandler struct {
+	mu        sync.Mutex
+	pos       event.LSN
+	state     cdc.State
+	seeded    map[string][]event.Row
+	open      []*event.Change
+	changes   []*event.Change
+	txs       []event.Tx
+	idles     int
+	failAfter int // fail Commit when len(txs) reaches this (0 = never)
+}
+
+func (h *memHandler) Position(context.Context) (event.LSN, cdc.State, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.pos, h.state, nil
+}
+
+func (h *memHandler) MarkSeeding(context.Context) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.state = cdc.StateSeeding
+	return nil
+}
+
+func (h *memHandler) Seed(ctx context.Context, snap *cdc.Snapshot, start event.LSN) error {
+	seeded := map[string][]event.Row{}
+	err := snap.Scan(ctx, "items", []string{"id", "status"}, func(r event.Row) error {
+		seeded["items"] = append(seeded["items"], r)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.seeded, h.pos, h.state = seeded, start, cdc.StateReady
+	return nil
+}
+
+func (h *memHandler) Begin(context.Context, event.Tx) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.open = nil
+	return nil
+}
+
+func (h *memHandler) Change(_ context.Context, c *event.Change) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.open = append(h.open, c)
+	return nil
+}
+
+func (h *memHandler) Commit(_ context.Context, tx event.Tx) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.failAfter > 0 && len(h.txs) >= h.failAfter {
+		return errors.New("store unavailable")
+	}
+	h.changes = append(h.changes, h.open...)
+	h.open = nil
+	h.txs = append(h.txs, tx)
+	h.pos = tx.EndLSN
+	return nil
+}
+
+func (h *memHandler) Idle(_ context.Context, lsn event.LSN) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.pos = lsn
+	h.idles++
+	return nil
+}
+
+func (h *memHandler) snapshot() ([]*event.Change, []event.Tx, event.LSN) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]*event.Change(nil), h.changes...), append([]event.Tx(nil), h.txs...), h.pos
+}
+
+const schema = `
+CREATE TABLE items (id bigint PRIMARY KEY, status text NOT NULL, note text, qty int, price numeric(10,2),
+	due timestamptz, tags text[], meta jsonb, flag boolean);
+CREATE TABLE other (id bigint PRIMARY KEY, v text);
+INSERT INTO items (id, status) VALUES (1, 'open'), (2, 'done');`
+
+type env struct {
+	t    *testing.T
+	url  string
+	conn *pgx.Conn
+	h    *memHandler
+	slot string
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	url := pgtest.NewDatabase(t, schema)
+	conn, err := pgx.Connect(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return &env{t: t, url: url, conn: conn, h: &memHandler{}, slot: "test_slot"}
+}
+
+func (e *env) config() cdc.Config {
+	return cdc.Config{URL: e.url, Slot: e.slot, Publication: "test_pub", Tables: []string{"items"},
+		StatusInterval: 100 * time.Millisecond, IdleInterval: 10 * time.Millisecond, MaxBackoff: 200 * time.Millisecond}
+}
+
+// start runs a Source until the returned stop function is called.
+func (e *env) start(h cdc.Handler) (stop func() error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- cdc.New(e.config()).Run(ctx, h) }()
+	var once sync.Once
+	var err error
+	stop = func() error {
+		once.Do(func() { cancel(); err = <-done })
+		return err
+	}
+	e.t.Cleanup(func() { stop() })
+	// Changes committed before the slot exists are, rightly, not streamed:
+	// wait until it is being streamed.
+	waitFor(e.t, "slot streaming", func() bool {
+		st, err := cdc.Slot(context.Background(), e.conn, e.slot)
+		return err == nil && st.Active
+	})
+	return stop
+}
+
+func (e *env) exec(sql string, args ...any) {
+	e.t.Helper()
+	if _, err := e.conn.Exec(context.Background(), sql, args...); err != nil {
+		e.t.Fatalf("%s: %v", sql, err)
+	}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func (e *env) waitChanges(n int) []*event.Change {
+	e.t.Helper()
+	var got []*event.Change
+	waitFor(e.t, "changes", func() bool {
+		got, _, _ = e.h.snapshot()
+		return len(got) >= n
+	})
+	return got
+}
+
+func (e *env) confirmed() event.LSN {
+	e.t.Helper()
+	st, err := cdc.Slot(context.Background(), e.conn, e.slot)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return st.ConfirmedFlush
+}
+
+func TestSeedAndDecode(t *testing.T) {
+	e := newEnv(t)
+	e.start(e.h)
+	waitFor(t, "slot ready", func() bool { _, st, _ := e.h.Position(context.Background()); return st == cdc.StateReady })
+	if got := len(e.h.seeded["items"]); got != 2 {
+		t.Fatalf("seeded %d rows, want 2", got)
+	}
+	if e.h.seeded["items"][0]["id"] != int64(1) || e.h.seeded["items"][0]["status"] != "open" {
+		t.Fatalf("seeded row = %v", e.h.seeded["items"][0])
+	}
+
+	e.exec(`INSERT INTO items (id, status, note, qty, price, due, tags, meta, flag)
+		VALUES (3, 'open', NULL, 7, 12.50, '2026-04-24 09:15:30+07', '{a,b}', '{"k": [1, "x"]}', true)`)
+	e.exec(`UPDATE items SET status = 'done' WHERE id = 3`)
+	e.exec(`DELETE FROM items WHERE id = 3`)
+	e.exec(`INSERT INTO other VALUES (1, 'not published')`)
+	got := e.waitChanges(3)
+
+	ins := got[0]
+	if ins.Op != event.Insert || ins.Table != "items" || ins.Schema != "public" || ins.Seq != 0 {
+		t.Fatalf("insert = %+v", ins)
+	}
+	want := event.Row{"id": int64(3), "status": "open", "note": nil, "qty": int64(7), "price": "12.50",
+		"due": "2026-04-24T02:15:30Z", "tags": []any{"a", "b"}, "meta": map[string]any{"k": []any{float64(1), "x"}}, "flag": true}
+	for k, v := range want {
+		if !equal(ins.New[k], v) {
+			t.Errorf("insert %s = %#v, want %#v", k, ins.New[k], v)
+		}
+	}
+	if ins.CommitLSN == 0 || ins.CommitTime.IsZero() {
+		t.Errorf("insert lacks commit position: %+v", ins)
+	}
+	upd := got[1]
+	if upd.Op != event.Update || upd.New["status"] != "done" || upd.Old != nil {
+		t.Fatalf("update = %+v (default replica identity sends no old row)", upd)
+	}
+	del := got[2]
+	if del.Op != event.Delete || len(del.Old) != 1 || del.Old["id"] != int64(3) {
+		t.Fatalf("delete = %+v, want key-only old row", del)
+	}
+	if !(ins.CommitLSN < upd.CommitLSN && upd.CommitLSN < del.CommitLSN) {
+		t.Fatalf("commit LSNs not increasing: %s %s %s", ins.CommitLSN, upd.CommitLSN, del.CommitLSN)
+	}
+	if changes, _, _ := e.h.snapshot(); len(changes) != 3 {
+		t.Fatalf("got %d changes, want 3 (unpublished table must not appear)", len(changes))
+	}
+}
+
+func equal(a, b any) bool {
+	switch x := a.(type) {
+	case []any:
+		y, ok := b.([]any)
+		if !ok || len(x) != len(y) {
+			return false
+		}
+		for i := range x {
+			if !equal(x[i], y[i]) {
+				return false
+			}
+		}
+		return true
+	case map[string]any:
+		y, ok := b.(map[string]any)
+		if !ok || len(x) != len(y) {
+			return false
+		}
+		for k := range x {
+			if !equal(x[k], y[k]) {
+				return false
+			}
+		}
+		return true
+	}
+	return a == b
+}
+
+func TestUnchangedToastIsNotNull(t *testing.T) {
+	e := newEnv(t)
+	e.exec(`ALTER TABLE items ALTER COLUMN note SET STORAGE EXTERNAL`)
+	e.start(e.h)
+	big := strings.Repeat("x", 100_000)
+	e.exec(`INSERT INTO items (id, status, note) VALUES (10, 'open', $1)`, big)
+	e.exec(`UPDATE items SET status = 'done' WHERE id = 10`)
+	got := e.waitChanges(2)
+	if got[0].New["note"] != big {
+		t.Fatalf("insert note has %d bytes", len(got[0].New["note"].(string)))
+	}
+	upd := got[1]
+	if _, present := upd.New["note"]; present {
+		t.Fatalf("unchanged TOAST value reported as %#v", upd.New["note"])
+	}
+	if !upd.IsUnchanged("note") || upd.IsUnchanged("status") {
+		t.Fatalf("Unchanged = %v, want [note]", upd.Unchanged)
+	}
+}
+
+func TestReplicaIdentityFullSendsOldRow(t *testing.T) {
+	e := newEnv(t)
+	e.exec(`ALTER TABLE items REPLICA IDENTITY FULL`)
+	e.start(e.h)
+	e.exec(`UPDATE items SET status = 'closed' WHERE id = 1`)
+	got := e.waitChanges(1)
+	if got[0].Old["status"] != "open" || got[0].New["status"] != "closed" {
+		t.Fatalf("old=%v new=%v", got[0].Old, got[0].New)
+	}
+}
+
+func TestAlterTableWhileRunning(t *testing.T) {
+	e := newEnv(t)
+	e.start(e.h)
+	e.exec(`INSERT INTO items (id, status) VALUES (20, 'open')`)
+	e.waitChanges(1)
+	e.exec(`ALTER TABLE items ADD COLUMN severity text DEFAULT 'low'`)
+	e.exec(`INSERT INTO items (id, status, severity) VALUES (21, 'open', 'high')`)
+	e.exec(`ALTER TABLE items DROP COLUMN note`)
+	e.exec(`UPDATE items SET status = 'done' WHERE id = 21`)
+	got := e.waitChanges(3)
+	if got[1].New["severity"] != "high" {
+		t.Fatalf("row after ADD COLUMN = %v", got[1].New)
+	}
+	if _, ok := got[2].New["note"]; ok || got[2].New["status"] != "done" || got[2].New["severity"] != "high" {
+		t.Fatalf("row after DROP COLUMN = %v", got[2].New)
+	}
+}
+
+func TestTruncateAndMultiRowTransaction(t *testing.T) {
+	e := newEnv(t)
+	e.start(e.h)
+	e.exec(`BEGIN; INSERT INTO items (id, status) VALUES (30, 'a'), (31, 'b'); UPDATE items SET status = 'c' WHERE id = 30; COMMIT`)
+	e.exec(`TRUNCATE items`)
+	got := e.waitChanges(4)
+	for i, c := range got[:3] {
+		if c.Seq != i || c.CommitLSN != got[0].CommitLSN {
+			t.Fatalf("change %d: seq %d lsn %s", i, c.Seq, c.CommitLSN)
+		}
+	}
+	if got[3].Op != event.Truncate || got[3].Table != "items" {
+		t.Fatalf("truncate = %+v", got[3])
+	}
+}
+
+func TestAcksOnlyDurablePositions(t *testing.T) {
+	e := newEnv(t)
+	e.h.failAfter = 1
+	e.start(e.h)
+	e.exec(`INSERT INTO items (id, status) VALUES (40, 'open')`)
+	e.waitChanges(1)
+	_, txs, _ := e.h.snapshot()
+	durable := txs[0].EndLSN
+	waitFor(t, "first confirm", func() bool { return e.confirmed() == durable })
+	// The second transaction never becomes durable: the slot must not move
+	// past the first, even across status intervals and keepalives.
+	e.exec(`INSERT INTO items (id, status) VALUES (41, 'open')`)
+	time.Sleep(700 * time.Millisecond)
+	if c := e.confirmed(); c != durable {
+		t.Fatalf("slot confirmed %s, but only %s is durable", c, durable)
+	}
+	// Once the store recovers, the transaction is redelivered and confirmed.
+	e.h.mu.Lock()
+	e.h.failAfter = 0
+	e.h.mu.Unlock()
+	got := e.waitChanges(2)
+	if got[1].New["id"] != int64(41) {
+		t.Fatalf("redelivered %v", got[1].New)
+	}
+}
+
+func TestQuietPublicationAdvancesSlot(t *testing.T) {
+	e := newEnv(t)
+	e.start(e.h)
+	waitFor(t, "slot ready", func() bool { _, st, _ := e.h.Position(context.Background()); return st == cdc.StateReady })
+	before := e.confirmed()
+	for i := 0; i < 50; i++ {
+		e.exec(`INSERT INTO other VALUES ($1, repeat('x', 10000))`, i)
+	}
+	var s string
+	if err := e.conn.QueryRow(context.Background(), "SELECT pg_current_wal_lsn()::text").Scan(&s); err != nil {
+		t.Fatal(err)
+	}
+	wal, err := event.ParseLSN(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "slot to advance past unpublished writes", func() bool { return e.confirmed() >= wal && e.confirmed() > before })
+	if changes, _, _ := e.h.snapshot(); len(changes) != 0 {
+		t.Fatalf("got %d changes from an unpublished table", len(changes))
+	}
+}
+
+func TestResumeAfterRestartWithoutLossOrDuplicates(t *testing.T) {
+	e := newEnv(t)
+	stop := e.start(e.h)
+	for i := 0; i < 20; i++ {
+		e.exec(`INSERT INTO items (id, status) VALUES ($1, 'open')`, 100+i)
+	}
+	e.waitChanges(20)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	for i := 20; i < 40; i++ {
+		e.exec(`INSERT INTO items (id, status) VALUES ($1, 'open')`, 100+i)
+	}
+	e.start(e.h)
+	got := e.waitChanges(40)
+	time.Sleep(300 * time.Millisecond)
+	got, _, _ = e.h.snapshot()
+	seen := map[int64]bool{}
+	for _, c := range got {
+		id := c.New["id"].(int64)
+		if seen[id] {
+			t.Fatalf("row %d delivered twice", id)
+		}
+		seen[id] = true
+	}
+	if len(seen) != 40 {
+		t.Fatalf("got %d rows, want 40", len(seen))
+	}
+}
+
+func TestDatabaseRestartReconnects(t *testing.T) {
+	e := newEnv(t)
+	e.start(e.h)
+	e.exec(`INSERT INTO items (id, status) VALUES (200, 'open')`)
+	e.waitChanges(1)
+	e.conn.Close(context.Background())
+	if err := pgtest.Shared(t).Restart(context.Background(), "immediate"); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.Connect(context.Background(), e.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.conn = conn
+	e.exec(`INSERT INTO items (id, status) VALUES (201, 'open')`)
+	got := e.waitChanges(2)
+	if got[1].New["id"] != int64(201) {
+		t.Fatalf("after restart got %v", got[1].New)
+	}
+}
+
+func TestMissingSlotIsFatal(t *testing.T) {
+	e := newEnv(t)
+	e.h.state, e.h.pos = cdc.StateReady, 12345
+	err := cdc.New(e.config()).Run(context.Background(), e.h)
+	if !errors.Is(err, cdc.ErrSlotMissing) || !cdc.IsFatal(err) {
+		t.Fatalf("err = %v, want ErrSlotMissing", err)
+	}
+}
+
+func TestForeignSlotIsFatal(t *testing.T) {
+	e := newEnv(t)
+	e.exec(`SELECT pg_create_logical_replication_slot('test_slot', 'pgoutput')`)
+	err := cdc.New(e.config()).Run(context.Background(), e.h)
+	if !errors.Is(err, cdc.ErrSlotForeign) {
+		t.Fatalf("err = %v, want ErrSlotForeign", err)
+	}
+}
+
+func TestHalfCreatedSlotIsRecreated(t *testing.T) {
+	e := newEnv(t)
+	e.exec(`SELECT pg_create_logical_replication_slot('test_slot', 'pgoutput')`)
+	e.h.state = cdc.StateSeeding
+	e.start(e.h)
+	waitFor(t, "slot ready", func() bool { _, st, _ := e.h.Position(context.Background()); return st == cdc.StateReady })
+	if len(e.h.seeded["items"]) != 2 {
+		t.Fatalf("seeded %v", e.h.seeded)
+	}
+}
+
+func TestOneStreamerPerSlot(t *testing.T) {
+	e := newEnv(t)
+	e.start(e.h)
+	waitFor(t, "slot ready", func() bool { _, st, _ := e.h.Position(context.Background()); return st == cdc.StateReady })
+	// A second source on the same slot stands by instead of failing.
+	second := &memHandler{}
+	pos, state, _ := e.h.Position(context.Background())
+	second.pos, second.state = pos, state
+	stop2 := e.start(second)
+	e.exec(`INSERT INTO items (id, status) VALUES (300, 'open')`)
+	e.waitChanges(1)
+	time.Sleep(300 * time.Millisecond)
+	if c, _, _ := second.snapshot(); len(c) != 0 {
+		t.Fatalf("standby received %d changes", len(c))
+	}
+	if err := stop2(); err != nil {
+		t.Fatalf("standby returned %v", err)
+	}
+}
+
+func TestPreflightErrors(t *testing.T) {
+	e := newEnv(t)
+	e.exec(`CREATE ROLE plain LOGIN`)
+	t.Cleanup(func() { pgtest.Shared(t).Exec(context.Background(), "postgres", "DROP ROLE IF EXISTS plain") })
+	url := strings.Replace(e.url, "postgres@", "plain@", 1)
+	cfg := e.config()
+	cfg.URL = url
+	err := cdc.New(cfg).Run(context.Background(), e.h)
+	if !errors.Is(err, cdc.ErrNoReplication) || !strings.Contains(err.Error(), "ALTER ROLE") {
+		t.Fatalf("err = %v, want ErrNoReplication with a fix", err)
+	}
+	cfg.URL = fmt.Sprintf("postgres://postgres@127.0.0.1:1/x?sslmode=disable&connect_timeout=2")
+	if err := cdc.New(cfg).Run(context.Background(), e.h); err == nil {
+		t.Fatal("unreachable database: want an error")
+	}
+}
