@@ -96,11 +96,6 @@ func (v *refVisitor) Visit(node *ast.Node) {
 		if n.Operator == "in" {
 			v.column(n.Right, n.Left)
 		}
-	case *ast.VariableDeclaratorNode:
-		switch n.Name {
-		case envNew, envOld, envOp, envTable:
-			v.fail(fmt.Errorf("let cannot redeclare %s", n.Name))
-		}
 	}
 }
 
@@ -135,8 +130,8 @@ func exprError(err error) error {
 	if !errors.As(err, &fe) {
 		return err
 	}
-	if fe.Line > 0 {
-		return fmt.Errorf("%s (%d:%d)", fe.Message, fe.Line, fe.Column)
+	if fe.Snippet != "" { // positioned, as expr's own message would be
+		return fmt.Errorf("%s (%d:%d)", fe.Message, fe.Line, fe.Column+1)
 	}
 	return errors.New(fe.Message)
 }
