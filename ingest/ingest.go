@@ -128,12 +128,8 @@ func (in *Ingester) Seed(ctx context.Context, snap *cdc.Snapshot, start event.LS
 				if !ok {
 					return nil
 				}
-				vals := make(event.Row, len(spec.Tracked))
-				for _, col := range spec.Tracked {
-					vals[col] = r[col]
-				}
 				n++
-				return yield(store.StateRow{Table: table, Key: key, Vals: vals})
+				return yield(store.StateRow{Table: table, Key: key, Vals: in.m.State(table, r)})
 			})
 			if err != nil {
 				return err
@@ -223,16 +219,14 @@ func (in *Ingester) flush(ctx context.Context) error {
 	}
 	// Load the recorded state of every row the chunk touches, per table.
 	keys := map[string][]string{}
-	rowKeys := make([]string, len(in.pending))
+	priorKeys := make([]string, len(in.pending))
 	for i, c := range in.pending {
-		if c.Op == event.Truncate {
+		if c.Op == event.Truncate || len(in.specs[c.Table].Tracked) == 0 {
 			continue
 		}
-		if k, ok := in.m.RowKey(c); ok {
-			rowKeys[i] = k
-			if spec := in.specs[c.Table]; len(spec.Tracked) > 0 {
-				keys[c.Table] = append(keys[c.Table], k)
-			}
+		if k, ok := in.m.PriorKey(c); ok {
+			priorKeys[i] = k
+			keys[c.Table] = append(keys[c.Table], k)
 		}
 	}
 	prior := map[string]map[string]event.Row{}
@@ -256,19 +250,18 @@ func (in *Ingester) flush(ctx context.Context) error {
 				return err
 			}
 			delete(prior, c.Table)
-			if c.Table == in.opts.CompaniesTable {
-				in.companies = mapper.NewCompanies()
-			}
+			in.m.UpdateCompanies(in.companies, c, nil)
 			continue
 		}
-		key := rowKeys[i]
 		var before event.Row
-		if rows := prior[c.Table]; rows != nil {
-			before = rows[key]
+		if rows := prior[c.Table]; rows != nil && priorKeys[i] != "" {
+			before = rows[priorKeys[i]]
 		}
 		drafts, next, err := in.m.Map(c, before, in.companies)
 		if err != nil {
-			in.log.Error("change not mapped", "table", c.Table, "op", c.Op, "commit_lsn", c.CommitLSN.String(), "err", err)
+			// A rule that cannot be evaluated on this row is a rule problem:
+			// say so loudly; the other rules' events of the change still go.
+			in.log.Error("change not fully mapped", "table", c.Table, "op", c.Op, "commit_lsn", c.CommitLSN.String(), "err", err)
 		}
 		for _, d := range drafts {
 			events = append(events, event.Event{
@@ -277,23 +270,22 @@ func (in *Ingester) flush(ctx context.Context) error {
 			})
 			in.nextSeq++
 		}
-		if key == "" || len(in.specs[c.Table].Tracked) == 0 {
+		in.m.UpdateCompanies(in.companies, c, next)
+		if len(in.specs[c.Table].Tracked) == 0 {
 			continue
 		}
+		key, ok := in.m.RowKey(c)
 		if prior[c.Table] == nil {
 			prior[c.Table] = map[string]event.Row{}
 		}
-		prior[c.Table][key] = next
-		states = append(states, store.StateRow{Table: c.Table, Key: key, Vals: next})
-		if c.Table == in.opts.CompaniesTable {
-			var id int64
-			if _, err := fmt.Sscan(key, &id); err == nil {
-				if next == nil {
-					in.companies.Delete(id)
-				} else {
-					in.companies.Set(id, next)
-				}
-			}
+		if pk := priorKeys[i]; pk != "" && (c.Op == event.Delete || !ok || pk != key) {
+			// The key changed (or the row is gone): the old record is obsolete.
+			prior[c.Table][pk] = nil
+			states = append(states, store.StateRow{Table: c.Table, Key: pk})
+		}
+		if ok && c.Op != event.Delete {
+			prior[c.Table][key] = next
+			states = append(states, store.StateRow{Table: c.Table, Key: key, Vals: next})
 		}
 	}
 	in.pending = in.pending[:0]

@@ -303,3 +303,17 @@ func wholeNumbers(r event.Row) event.Row {
 	}
 	return r
 }
+
+// ForgetSlot deletes a slot's position and row record. Events and
+// deliveries already stored are kept.
+func (s *Store) ForgetSlot(ctx context.Context, slot string) error {
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, s.q("DELETE FROM {{schema}}.row_state WHERE slot = $1"), slot); err != nil {
+			return fmt.Errorf("forget row state: %w", err)
+		}
+		if _, err := tx.Exec(ctx, s.q("DELETE FROM {{schema}}.checkpoints WHERE slot = $1"), slot); err != nil {
+			return fmt.Errorf("forget position: %w", err)
+		}
+		return nil
+	})
+}

@@ -1,0 +1,205 @@
+// Command relay delivers SmartMaintenance platform events to webhooks. It
+// reads the platform database's change feed, maps row changes to the
+// events of the admin guide, and POSTs signed payloads with persisted
+// retries.
+//
+//	relay run    --config FILE   run the relay
+//	relay check  --config FILE   validate a config file without running
+//	relay events --config FILE   list the event types the database offers
+//	relay slot drop --config FILE --yes
+//	                             drop the replication slot and the relay's position
+//	relay demo                   a self-contained demo on a throwaway PostgreSQL
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/smartmaintenance/relay/cdc"
+	"github.com/smartmaintenance/relay/config"
+	"github.com/smartmaintenance/relay/demo"
+	"github.com/smartmaintenance/relay/service"
+)
+
+// Exit codes. They are documented in the README.
+const (
+	exitOK       = 0
+	exitFailure  = 1 // the relay ran and failed
+	exitUsage    = 2 // bad flags, bad config, bad rules
+	exitDatabase = 3 // the database cannot feed the relay as it is
+)
+
+const usage = `usage: relay <command> [flags]
+
+commands:
+  run     --config FILE   run the relay
+  check   --config FILE   validate a config file without running
+  events  --config FILE   list the event types this database offers
+  slot drop --config FILE --yes
+                          drop the replication slot and the relay's position
+  demo                    run a self-contained demo on a throwaway PostgreSQL
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return exitUsage
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	cmd, rest := args[0], args[1:]
+	var err error
+	switch cmd {
+	case "run":
+		err = cmdRun(ctx, rest, stderr)
+	case "check":
+		err = cmdCheck(rest, stdout)
+	case "events":
+		err = cmdEvents(ctx, rest, stdout)
+	case "slot":
+		err = cmdSlot(ctx, rest, stdout)
+	case "demo":
+		err = cmdDemo(ctx, rest, stdout, stderr)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return exitOK
+	default:
+		fmt.Fprintf(stderr, "relay: unknown command %q\n%s", cmd, usage)
+		return exitUsage
+	}
+	if err == nil {
+		return exitOK
+	}
+	fmt.Fprintf(stderr, "relay %s: %v\n", cmd, err)
+	return exitCode(err)
+}
+
+func exitCode(err error) int {
+	var usageErr usageError
+	switch {
+	case errors.As(err, &usageErr), errors.Is(err, service.ErrConfig):
+		return exitUsage
+	case cdc.IsFatal(err), errors.Is(err, service.ErrDatabase):
+		return exitDatabase
+	}
+	return exitFailure
+}
+
+type usageError struct{ error }
+
+// flags parses the common flags of a command and loads the config.
+func flags(name string, args []string, extra func(*flag.FlagSet)) (*config.Config, *flag.FlagSet, error) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	path := fs.String("config", "", "config file (YAML); RELAY_* environment variables override it")
+	if extra != nil {
+		extra(fs)
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, nil, usageError{err}
+	}
+	cfg, err := config.Load(*path, os.Environ())
+	if err != nil {
+		return nil, nil, usageError{err}
+	}
+	return cfg, fs, nil
+}
+
+func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cfg.Log.Level))
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.Log.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
+	cfg, _, err := flags("run", args, nil)
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg, stderr)
+	log.Info("relay starting", "slot", cfg.Replication.Slot, "webhooks_source", cfg.Webhooks.Source)
+	if err := service.Run(ctx, cfg, log); err != nil {
+		return err
+	}
+	log.Info("relay stopped")
+	return nil
+}
+
+func cmdCheck(args []string, stdout io.Writer) error {
+	cfg, _, err := flags("check", args, nil)
+	if err != nil {
+		return err
+	}
+	m, err := service.NewMapper(cfg)
+	if err != nil {
+		return err
+	}
+	for _, w := range cfg.Warnings() {
+		fmt.Fprintln(stdout, "warning:", w)
+	}
+	fmt.Fprintf(stdout, "config OK: %d webhook(s) from %s, %d event type(s) in the rules\n",
+		len(cfg.Webhooks.Endpoints), cfg.Webhooks.Source, len(m.EventTypes()))
+	return nil
+}
+
+func cmdEvents(ctx context.Context, args []string, stdout io.Writer) error {
+	var asJSON bool
+	cfg, _, err := flags("events", args, func(fs *flag.FlagSet) { fs.BoolVar(&asJSON, "json", false, "print JSON") })
+	if err != nil {
+		return err
+	}
+	cat, err := service.Events(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	return cat.Print(stdout, asJSON)
+}
+
+func cmdSlot(ctx context.Context, args []string, stdout io.Writer) error {
+	if len(args) == 0 || args[0] != "drop" {
+		return usageError{errors.New("usage: relay slot drop --config FILE --yes")}
+	}
+	var yes bool
+	cfg, _, err := flags("slot drop", args[1:], func(fs *flag.FlagSet) {
+		fs.BoolVar(&yes, "yes", false, "confirm: changes committed while no slot exists are never delivered")
+	})
+	if err != nil {
+		return err
+	}
+	if !yes {
+		return usageError{errors.New("dropping the slot forgets the relay's position; the next start delivers only changes committed after it. Add --yes to confirm")}
+	}
+	if err := service.DropSlot(ctx, cfg); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "dropped slot %s and the relay's position; the next start creates a new slot\n", cfg.Replication.Slot)
+	return nil
+}
+
+func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	opts := demo.Options{}
+	fs.DurationVar(&opts.Duration, "duration", 0, "stop after this long (default: until Ctrl-C)")
+	fs.DurationVar(&opts.Interval, "interval", 0, "time between simulated platform actions (default 700ms)")
+	fs.BoolVar(&opts.Verbose, "v", false, "show the relay's own log lines")
+	if err := fs.Parse(args); err != nil {
+		return usageError{err}
+	}
+	return demo.Run(ctx, opts, stdout, stderr)
+}

@@ -1,0 +1,285 @@
+// Package demo runs the relay end to end on one machine with nothing
+// configured: a throwaway PostgreSQL from the local install with the
+// reference schema and two sample companies, a local receiver that verifies
+// every signature and prints each event, simulated platform activity, and
+// the relay itself in between. Cancelling the context cleans everything up.
+package demo
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"golang.org/x/sync/errgroup"
+
+	reference "github.com/smartmaintenance/relay"
+	"github.com/smartmaintenance/relay/config"
+	"github.com/smartmaintenance/relay/internal/pgtest"
+	"github.com/smartmaintenance/relay/service"
+	"github.com/smartmaintenance/relay/signature"
+)
+
+// Options tune the demo.
+type Options struct {
+	// Duration stops the demo after this long; 0 runs until cancelled.
+	Duration time.Duration
+	// Interval is the time between simulated platform actions. Default 700ms.
+	Interval time.Duration
+	// Verbose shows the relay's own log lines.
+	Verbose bool
+}
+
+// The demo's webhook secrets, one per company.
+var secrets = map[int64]string{
+	1: "kahatex-demo-secret-0123456789",
+	2: "nordwerk-demo-secret-0123456789",
+}
+
+// Run runs the demo until ctx is done or Duration has passed.
+func Run(ctx context.Context, opts Options, stdout, stderr io.Writer) error {
+	if opts.Interval <= 0 {
+		opts.Interval = 700 * time.Millisecond
+	}
+	if opts.Duration > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, opts.Duration)
+		defer cancel()
+	}
+	out := &printer{w: stdout}
+	out.printf("starting a throwaway PostgreSQL (wal_level=logical) from the local install...\n")
+	pg, err := pgtest.Start(ctx, pgtest.Options{})
+	if err != nil {
+		return fmt.Errorf("start PostgreSQL: %w", err)
+	}
+	defer pg.Stop()
+	db, err := pg.CreateDatabase(ctx, reference.Schema, reference.Sample)
+	if err != nil {
+		return fmt.Errorf("load the reference schema: %w", err)
+	}
+	url := pg.URL(db)
+	out.printf("platform database: %s (reference schema, companies PT Kahatex and Nordwerk GmbH)\n", url)
+
+	recv, err := startReceiver(out)
+	if err != nil {
+		return err
+	}
+	defer recv.Close()
+
+	cfg := config.Default()
+	cfg.Database.URL = url
+	cfg.Delivery.RetrySchedule = []time.Duration{time.Second, 2 * time.Second, 4 * time.Second}
+	cfg.Delivery.PollInterval = 200 * time.Millisecond
+	cfg.Webhooks.Endpoints = []config.Webhook{
+		{CompanyID: 1, Name: "Kahatex CMMS bridge", URL: recv.URL + "/kahatex", Secret: secrets[1], Active: true,
+			Events: []string{"task.assigned", "task.completed", "task.approved", "task.rejected", "repair_request.created",
+				"repair_request.updated", "shutdown.reported", "shutdown.resolved", "user.created", "user.deactivated", "audit.exported"}},
+		{CompanyID: 2, Name: "Nordwerk Slack", URL: recv.URL + "/nordwerk", Secret: secrets[2], Active: true,
+			Headers: map[string]string{"Authorization": "Bearer demo-token"},
+			Events:  []string{"task.completed", "repair_request.created", "shutdown.reported", "shutdown.resolved"}},
+	}
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+
+	logOut := io.Discard
+	if opts.Verbose {
+		logOut = stderr
+	}
+	log := slog.New(slog.NewTextHandler(logOut, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	out.printf("receiver: %s (verifies X-SMTM-Signature; answers 503 to some first attempts to show retries)\n", recv.URL)
+	out.printf("relay: streaming changes of tasks, repair_requests, shutdowns, users, activity_log_exports; Ctrl-C stops and cleans up\n\n")
+
+	pool, err := pgxpool.New(ctx, url)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return service.Run(gctx, cfg, log) })
+	g.Go(func() error {
+		// Give the relay a moment to create its slot: changes before that
+		// are, by design, not delivered.
+		if err := waitForSlot(gctx, pool, cfg.Replication.Slot); err != nil {
+			return err
+		}
+		return simulate(gctx, pool, opts.Interval)
+	})
+	err = g.Wait()
+	out.printf("\n%d deliveries received, %d signatures verified, %d failed verification\n",
+		recv.received.Load(), recv.verified.Load(), recv.bad.Load())
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+type printer struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (p *printer) printf(format string, args ...any) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	fmt.Fprintf(p.w, format, args...)
+}
+
+type receiver struct {
+	*http.Server
+	URL      string
+	out      *printer
+	received atomic.Int64
+	verified atomic.Int64
+	bad      atomic.Int64
+	mu       sync.Mutex
+	seen     map[string]int
+}
+
+func startReceiver(out *printer) (*receiver, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("start receiver: %w", err)
+	}
+	r := &receiver{URL: "http://" + ln.Addr().String(), out: out, seen: map[string]int{}}
+	r.Server = &http.Server{Handler: r, ReadHeaderTimeout: 5 * time.Second}
+	go r.Serve(ln) //nolint:errcheck // ends with Close
+	return r, nil
+}
+
+func (r *receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	body, err := io.ReadAll(io.LimitReader(req.Body, 1<<20))
+	if err != nil {
+		http.Error(w, "read body", http.StatusBadRequest)
+		return
+	}
+	r.received.Add(1)
+	var company int64 = 1
+	if req.URL.Path == "/nordwerk" {
+		company = 2
+	}
+	id := req.Header.Get(signature.DeliveryHeader)
+	if err := signature.Verify([]byte(secrets[company]), body, req.Header.Get(signature.Header)); err != nil {
+		r.bad.Add(1)
+		r.out.printf("✗ %s rejected: %v\n", id, err)
+		http.Error(w, "bad signature", http.StatusUnauthorized)
+		return
+	}
+	r.verified.Add(1)
+	r.mu.Lock()
+	r.seen[id]++
+	attempt := r.seen[id]
+	r.mu.Unlock()
+	// Fail every seventh first attempt, to show a retry carrying the same
+	// delivery id.
+	if attempt == 1 && r.received.Load()%7 == 0 {
+		r.out.printf("  %s answered 503 to delivery %s (the relay retries it)\n", req.URL.Path, id)
+		http.Error(w, "busy", http.StatusServiceUnavailable)
+		return
+	}
+	var p struct {
+		Event       string         `json:"event"`
+		Timestamp   string         `json:"timestamp"`
+		CompanyName string         `json:"company_name"`
+		Data        map[string]any `json:"data"`
+	}
+	_ = json.Unmarshal(body, &p)
+	data, _ := json.Marshal(p.Data)
+	retry := ""
+	if attempt > 1 {
+		retry = fmt.Sprintf(" (attempt %d, same delivery id)", attempt)
+	}
+	r.out.printf("✓ %-22s %-14s %s  signature ok  delivery %s%s\n    %s\n", p.Event, p.CompanyName, p.Timestamp, id, retry, data)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func waitForSlot(ctx context.Context, pool *pgxpool.Pool, slot string) error {
+	for {
+		var ready bool
+		err := pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND active)`, slot).Scan(&ready)
+		if err != nil {
+			return err
+		}
+		if ready {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// simulate performs random platform actions, as the platform's users would.
+func simulate(ctx context.Context, pool *pgxpool.Pool, every time.Duration) error {
+	rng := rand.New(rand.NewPCG(1, uint64(time.Now().UnixNano())))
+	techs := map[int64][]int64{1: {3, 4}, 2: {7}}
+	assets := map[int64][]int64{1: {1, 2}, 2: {3, 4}}
+	supervisors := map[int64]int64{1: 2, 2: 6}
+	pick := func(xs []int64) int64 { return xs[rng.IntN(len(xs))] }
+	titles := []string{"Replace drive belt", "Lubricate bearings", "Inspect pressure valve", "Calibrate sensor", "Clean filter"}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for step := 0; ; step++ {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+		c := int64(1 + step%2)
+		var err error
+		switch rng.IntN(9) {
+		case 0, 1:
+			// A supervisor creates and assigns a task; the technician completes
+			// it; the supervisor approves or rejects it.
+			var id int64
+			err = pool.QueryRow(ctx, `INSERT INTO tasks (company_id, asset_id, title, priority, status, technician_id, assigned_by, due_at)
+				VALUES ($1, $2, $3, $4, 'assigned', $5, $6, now() + interval '2 days') RETURNING id`,
+				c, pick(assets[c]), titles[rng.IntN(len(titles))], []string{"low", "medium", "high", "critical"}[rng.IntN(4)],
+				pick(techs[c]), supervisors[c]).Scan(&id)
+			if err == nil {
+				_, err = pool.Exec(ctx, `UPDATE tasks SET status = 'completed', completed_at = now(), updated_at = now() WHERE id = $1`, id)
+			}
+			if err == nil {
+				status := []string{"approved", "rejected"}[rng.IntN(2)]
+				_, err = pool.Exec(ctx, `UPDATE tasks SET status = $2, reviewed_by = $3, reviewed_at = now(),
+					rejection_reason = CASE WHEN $2 = 'rejected' THEN 'Photo of the part missing' END WHERE id = $1`, id, status, supervisors[c])
+			}
+		case 2:
+			_, err = pool.Exec(ctx, `INSERT INTO repair_requests (company_id, asset_id, title, priority, requested_by)
+				VALUES ($1, $2, 'Strange noise from gearbox', $3, $4)`, c, pick(assets[c]), []string{"high", "critical"}[rng.IntN(2)], pick(techs[c]))
+		case 3:
+			_, err = pool.Exec(ctx, `UPDATE repair_requests SET status = 'in_progress', updated_by = $2, updated_at = now()
+				WHERE id = (SELECT max(id) FROM repair_requests WHERE company_id = $1 AND status = 'open')`, c, supervisors[c])
+		case 4:
+			_, err = pool.Exec(ctx, `INSERT INTO shutdowns (company_id, asset_id, reason, reported_by) VALUES ($1, $2, 'Overheating', $3)`,
+				c, pick(assets[c]), pick(techs[c]))
+		case 5:
+			_, err = pool.Exec(ctx, `UPDATE shutdowns SET status = 'resolved', resolved_at = now(), resolved_by = $2, resolution = 'Fan replaced'
+				WHERE id = (SELECT min(id) FROM shutdowns WHERE company_id = $1 AND status = 'open')`, c, supervisors[c])
+		case 6:
+			_, err = pool.Exec(ctx, `INSERT INTO users (company_id, email, full_name, role, created_by)
+				VALUES ($1, 'new' || floor(random() * 1e6)::int || '@example.com', 'New Technician', 'technician', $2)`, c, supervisors[c])
+		case 7:
+			_, err = pool.Exec(ctx, `UPDATE users SET active = false, deactivated_at = now(), deactivated_by = $2
+				WHERE id = (SELECT max(id) FROM users WHERE company_id = $1 AND active AND id > 7)`, c, supervisors[c])
+		case 8:
+			_, err = pool.Exec(ctx, `INSERT INTO activity_log_exports (company_id, exported_by, format, range_from, range_to, row_count)
+				VALUES ($1, $2, 'csv', now() - interval '30 days', now(), 1234)`, c, supervisors[c])
+		}
+		if err != nil && ctx.Err() == nil {
+			return fmt.Errorf("simulate platform activity: %w", err)
+		}
+	}
+}

@@ -1,0 +1,121 @@
+package service
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"text/tabwriter"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/smartmaintenance/relay/cdc"
+	"github.com/smartmaintenance/relay/config"
+	"github.com/smartmaintenance/relay/mapper"
+	"github.com/smartmaintenance/relay/store"
+)
+
+// inspectDatabase connects to the platform database, checks that it can
+// feed the relay and works out which events it offers.
+func inspectDatabase(ctx context.Context, cfg *config.Config, m *mapper.Mapper) (Catalogue, error) {
+	conn, err := connect(ctx, cfg.Database.URL)
+	if err != nil {
+		return Catalogue{}, err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	if err := cdc.Preflight(ctx, conn); err != nil {
+		return Catalogue{}, fmt.Errorf("%w: %w", ErrDatabase, err)
+	}
+	return Inspect(ctx, conn, m)
+}
+
+func connect(ctx context.Context, url string) (*pgx.Conn, error) {
+	if url == "" {
+		return nil, fmt.Errorf("%w: database.url is required (or RELAY_DATABASE__URL)", ErrConfig)
+	}
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		return nil, fmt.Errorf("%w: connect: %w", ErrDatabase, err)
+	}
+	return conn, nil
+}
+
+// openStore opens and migrates the relay's state database.
+func openStore(ctx context.Context, cfg *config.Config) (*store.Store, error) {
+	st, err := store.Open(ctx, cfg.Database.StateDatabaseURL(), cfg.Database.Schema)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrDatabase, err)
+	}
+	if err := st.Migrate(ctx); err != nil {
+		st.Close()
+		return nil, fmt.Errorf("%w: %w", ErrDatabase, err)
+	}
+	return st, nil
+}
+
+// Events works out the event catalogue of the configured database, for the
+// `relay events` command.
+func Events(ctx context.Context, cfg *config.Config) (Catalogue, error) {
+	m, err := NewMapper(cfg)
+	if err != nil {
+		return Catalogue{}, err
+	}
+	conn, err := connect(ctx, cfg.Database.URL)
+	if err != nil {
+		return Catalogue{}, err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	return Inspect(ctx, conn, m)
+}
+
+// Print writes the catalogue as a table, or as JSON.
+func (c Catalogue) Print(w io.Writer, asJSON bool) error {
+	if asJSON {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(c)
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "EVENT\tAVAILABLE\tNOTE")
+	for _, ev := range c.Available {
+		fmt.Fprintf(tw, "%s\tyes\t\n", ev)
+	}
+	for _, ev := range keys(c.Unavailable) {
+		fmt.Fprintf(tw, "%s\tno\t%s\n", ev, c.Unavailable[ev])
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, p := range c.Problems {
+		fmt.Fprintln(w, "problem:", p)
+	}
+	return nil
+}
+
+// DropSlot drops the replication slot and forgets the relay's position and
+// row record, so that the next start creates and seeds a new slot.
+func DropSlot(ctx context.Context, cfg *config.Config) error {
+	conn, err := connect(ctx, cfg.Database.URL)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	slot, err := cdc.Slot(ctx, conn, cfg.Replication.Slot)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrDatabase, err)
+	}
+	if slot.Active {
+		return fmt.Errorf("slot %s is in use by backend pid %d: stop every relay first", cfg.Replication.Slot, slot.ActivePID)
+	}
+	if slot.Exists {
+		if err := cdc.DropSlot(ctx, conn, cfg.Replication.Slot); err != nil {
+			return err
+		}
+	}
+	st, err := openStore(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	return st.ForgetSlot(ctx, cfg.Replication.Slot)
+}

@@ -1,0 +1,247 @@
+// Package service assembles the relay from its configuration and runs it:
+// the change feed, the ingester that turns changes into stored deliveries,
+// the dispatcher that sends them, and the housekeeping around them. It owns
+// every goroutine it starts and returns when all of them have stopped.
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/smartmaintenance/relay/cdc"
+	"github.com/smartmaintenance/relay/config"
+	"github.com/smartmaintenance/relay/ingest"
+	"github.com/smartmaintenance/relay/mapper"
+	"github.com/smartmaintenance/relay/relay"
+	"github.com/smartmaintenance/relay/store"
+)
+
+// ErrConfig marks problems with the configuration or the watched database's
+// schema: the relay cannot start until an operator fixes them.
+var ErrConfig = errors.New("configuration problem")
+
+// ErrDatabase marks a database the relay cannot use as it is: unreachable,
+// wrong credentials, wal_level, privileges.
+var ErrDatabase = errors.New("cannot use the database")
+
+// NewMapper builds the mapper that the configuration describes.
+func NewMapper(cfg *config.Config) (*mapper.Mapper, error) {
+	loc, err := time.LoadLocation(cfg.Payload.DefaultTimeZone)
+	if err != nil {
+		return nil, fmt.Errorf("%w: payload.default_time_zone: %v", ErrConfig, err)
+	}
+	rules := mapper.Merge(mapper.DefaultRules(), cfg.Mapping.Rules, cfg.Mapping.ReplaceDefaults)
+	m, err := mapper.New(rules, mapper.Options{DefaultLocation: loc})
+	if err != nil {
+		return nil, fmt.Errorf("%w: mapping.rules: %v", ErrConfig, err)
+	}
+	if err := cfg.CheckEvents(m.EventTypes()); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+	}
+	return m, nil
+}
+
+// Catalogue says which of the mapper's event types the watched database
+// offers.
+type Catalogue struct {
+	// Tables are the watched tables that exist.
+	Tables []string
+	// Available and Unavailable partition the event types.
+	Available   []string
+	Unavailable map[string]string // event type -> why
+	// Problems are rules that read columns their table lacks.
+	Problems []string
+}
+
+// Inspect reads the watched database's schema and works out the catalogue.
+func Inspect(ctx context.Context, conn *pgx.Conn, m *mapper.Mapper) (Catalogue, error) {
+	specs := m.Tables()
+	names := make([]string, 0, len(specs))
+	for t := range specs {
+		names = append(names, t)
+	}
+	cols, err := cdc.Columns(ctx, conn, names)
+	if err != nil {
+		return Catalogue{}, err
+	}
+	var cat Catalogue
+	for _, t := range names {
+		if _, ok := cols[t]; ok {
+			cat.Tables = append(cat.Tables, t)
+		}
+	}
+	slices.Sort(cat.Tables)
+	cat.Available, cat.Problems = m.Available(cols)
+	cat.Unavailable = map[string]string{}
+	for _, ev := range m.EventTypes() {
+		if !slices.Contains(cat.Available, ev) {
+			cat.Unavailable[ev] = "its table does not exist in this database"
+		}
+	}
+	return cat, nil
+}
+
+// Run runs the relay until ctx is done or a component fails for good.
+func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
+	if cfg.Database.URL == "" {
+		return fmt.Errorf("%w: database.url is required (or RELAY_DATABASE__URL)", ErrConfig)
+	}
+	for _, w := range cfg.Warnings() {
+		log.Warn("config: " + w)
+	}
+	m, err := NewMapper(cfg)
+	if err != nil {
+		return err
+	}
+
+	cat, err := inspectDatabase(ctx, cfg, m)
+	if err != nil {
+		return err
+	}
+	if len(cat.Problems) > 0 {
+		return fmt.Errorf("%w: %s", ErrConfig, strings.Join(cat.Problems, "; "))
+	}
+	if len(cat.Available) == 0 {
+		return fmt.Errorf("%w: none of the watched tables exists in this database (looked for %s)", ErrConfig, strings.Join(names(m), ", "))
+	}
+	log.Info("event types available", "events", cat.Available)
+	if len(cat.Unavailable) > 0 {
+		log.Info("event types not offered by this database", "events", keys(cat.Unavailable))
+	}
+
+	st, err := openStore(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	if err := syncWebhooks(ctx, cfg, st, cat, log); err != nil {
+		return err
+	}
+
+	disp := relay.New(st, relay.Options{
+		Workers:      cfg.Delivery.Workers,
+		PerWebhook:   cfg.Delivery.PerWebhook,
+		Timeout:      cfg.Delivery.Timeout,
+		Schedule:     relay.Schedule(cfg.Delivery.RetrySchedule),
+		PollInterval: cfg.Delivery.PollInterval,
+		SnippetBytes: cfg.Delivery.ResponseSnippetBytes,
+		DrainTimeout: cfg.Delivery.DrainTimeout,
+		UserAgent:    cfg.Delivery.UserAgent,
+		Logger:       log.With("component", "relay"),
+	})
+	in := ingest.New(st, m, ingest.Options{
+		Slot:           cfg.Replication.Slot,
+		Tables:         cat.Tables,
+		CompaniesTable: m.CompaniesTable(),
+		Committed:      func(int64) { disp.Notify() },
+		Logger:         log.With("component", "ingest"),
+	})
+	src := cdc.New(cdc.Config{
+		URL:            cfg.Database.URL,
+		Slot:           cfg.Replication.Slot,
+		Publication:    cfg.Replication.Publication,
+		Tables:         cat.Tables,
+		StatusInterval: cfg.Replication.StatusInterval,
+		MaxBackoff:     cfg.Replication.ReconnectMaxBackoff,
+		Logger:         log.With("component", "cdc"),
+	})
+
+	// The feed stops first on shutdown; the dispatcher drains in-flight
+	// attempts within its own deadline.
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		if err := src.Run(gctx, in); err != nil {
+			return fmt.Errorf("change feed: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		if err := disp.Run(gctx); err != nil {
+			return fmt.Errorf("dispatcher: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		prune(gctx, st, cfg.Retention, log)
+		return nil
+	})
+	if cfg.Webhooks.Source == config.SourceTable {
+		g.Go(func() error {
+			watchWebhooks(gctx, st, cfg, cat, log)
+			return nil
+		})
+	}
+	return g.Wait()
+}
+
+func names(m *mapper.Mapper) []string {
+	var out []string
+	for t := range m.Tables() {
+		out = append(out, t)
+	}
+	slices.Sort(out)
+	return out
+}
+
+func keys(m map[string]string) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// syncWebhooks makes the store's file-managed webhooks match the file.
+func syncWebhooks(ctx context.Context, cfg *config.Config, st *store.Store, cat Catalogue, log *slog.Logger) error {
+	if cfg.Webhooks.Source != config.SourceFile {
+		return nil
+	}
+	hooks := make([]store.Webhook, len(cfg.Webhooks.Endpoints))
+	for i, w := range cfg.Webhooks.Endpoints {
+		hooks[i] = store.Webhook{CompanyID: w.CompanyID, Name: w.Name, URL: w.URL, Events: w.Events,
+			Secret: w.Secret, Headers: w.Headers, Description: w.Description, Active: w.Active}
+		for _, ev := range w.Events {
+			if _, missing := cat.Unavailable[ev]; missing {
+				log.Warn("webhook subscribes to an event type this database does not offer",
+					"webhook", w.Name, "company_id", w.CompanyID, "event", ev)
+			}
+		}
+	}
+	added, updated, removed, err := st.SyncFileWebhooks(ctx, hooks)
+	if err != nil {
+		return fmt.Errorf("load webhooks from the config file: %w", err)
+	}
+	log.Info("webhooks loaded from the config file", "total", len(hooks), "added", added, "updated", updated, "removed", removed)
+	return nil
+}
+
+// prune deletes old deliveries on the retention schedule.
+func prune(ctx context.Context, st *store.Store, r config.Retention, log *slog.Logger) {
+	t := time.NewTicker(r.Interval)
+	defer t.Stop()
+	for {
+		n, err := st.Prune(ctx, r.Delivered, r.Failed)
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err != nil:
+			log.Warn("pruning old deliveries failed", "err", err)
+		case n > 0:
+			log.Info("pruned old deliveries", "deleted", n)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}

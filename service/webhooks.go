@@ -1,0 +1,77 @@
+package service
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"time"
+
+	"github.com/smartmaintenance/relay/config"
+	"github.com/smartmaintenance/relay/store"
+)
+
+// watchWebhooks reports edits of the webhooks table. Edits need no reload to
+// take effect: deliveries are fanned out against the table inside the store
+// transaction of each source transaction, and every attempt reads the
+// webhook's current URL, secret and headers. What the watcher adds is a
+// clear log line for every webhook an admin saved that cannot work.
+func watchWebhooks(ctx context.Context, st *store.Store, cfg *config.Config, cat Catalogue, log *slog.Logger) {
+	seen := map[int64]time.Time{}
+	t := time.NewTicker(cfg.Webhooks.ReloadInterval)
+	defer t.Stop()
+	for {
+		hooks, err := st.Webhooks(ctx)
+		if err != nil && ctx.Err() == nil {
+			log.Warn("reading the webhooks table failed", "err", err)
+		}
+		if err == nil {
+			reportWebhookEdits(hooks, seen, cfg.Production, cat, log)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func reportWebhookEdits(hooks []store.Webhook, seen map[int64]time.Time, production bool, cat Catalogue, log *slog.Logger) {
+	present := make(map[int64]bool, len(hooks))
+	changed := 0
+	for _, h := range hooks {
+		present[h.ID] = true
+		if at, ok := seen[h.ID]; ok && at.Equal(h.UpdatedAt) {
+			continue
+		}
+		seen[h.ID] = h.UpdatedAt
+		changed++
+		for _, p := range webhookProblems(h, production, cat) {
+			log.Warn("webhook "+p, "webhook_id", h.ID, "company_id", h.CompanyID, "name", h.Name)
+		}
+	}
+	removed := 0
+	for id := range seen {
+		if !present[id] {
+			delete(seen, id)
+			removed++
+		}
+	}
+	if changed > 0 || removed > 0 {
+		log.Info("webhooks table read", "webhooks", len(hooks), "new_or_changed", changed, "removed", removed)
+	}
+}
+
+// webhookProblems checks a webhook from the table with the same rules as a
+// webhook from the config file.
+func webhookProblems(h store.Webhook, production bool, cat Catalogue) []string {
+	w := config.Webhook{CompanyID: h.CompanyID, Name: h.Name, URL: h.URL, Events: h.Events, Secret: h.Secret,
+		Headers: h.Headers, Description: h.Description, Active: h.Active}
+	problems := config.CheckWebhook(w, production)
+	for _, ev := range h.Events {
+		if !slices.Contains(cat.Available, ev) {
+			problems = append(problems, fmt.Sprintf("events: %q is not offered by this database", ev))
+		}
+	}
+	return problems
+}
