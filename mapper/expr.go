@@ -21,7 +21,7 @@ const (
 )
 
 // exprOptions are shared by every compiled expression. The environment is a
-// map, which expr reads without reflection; new and old are maps, so a
+// map, whose names expr loads without reflection; new and old are maps, so a
 // missing column reads as nil. now() is disabled: a payload must come out
 // the same when a transaction is mapped again after a restart.
 var exprOptions = []expr.Option{

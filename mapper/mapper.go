@@ -103,9 +103,9 @@ type rule struct {
 
 type field struct {
 	name    string
-	key     []byte      // `"name":`
-	prog    *vm.Program //
-	newCols []string    // columns the expression reads as new.<col>
+	key     []byte // `"name":`
+	prog    *vm.Program
+	newCols []string // columns the expression reads as new.<col>
 }
 
 // RuleError reports a rule that is invalid, or that failed on one change.
