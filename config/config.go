@@ -1,0 +1,183 @@
+// Package config loads the relay's configuration: built-in defaults, then a
+// YAML file, then RELAY_* environment variables, each overriding the one
+// before.
+//
+// Loading is strict. An unknown key, a value of the wrong type or a duration
+// without a unit is an error that names the key, so a typo never silently
+// falls back to a default. Load validates what it decoded and returns every
+// problem at once, one line per problem, each starting with the key.
+//
+// Environment variables: RELAY_ followed by the key path in upper case, with
+// "__" between levels and "_" kept inside names: RELAY_DATABASE__URL sets
+// database.url, RELAY_DELIVERY__PER_WEBHOOK sets delivery.per_webhook.
+// Lists (delivery.retry_schedule) are comma-separated. Webhook endpoints and
+// mapping rules cannot be set from the environment.
+//
+// docs/CONFIG.md describes every key; config/example.yaml sets every key.
+package config
+
+import (
+	"time"
+
+	"github.com/smartmaintenance/relay/mapper"
+)
+
+// Config is the relay's configuration.
+type Config struct {
+	// Production refuses non-HTTPS webhook URLs.
+	Production  bool        `koanf:"production"`
+	Log         Log         `koanf:"log"`
+	Database    Database    `koanf:"database"`
+	Replication Replication `koanf:"replication"`
+	Delivery    Delivery    `koanf:"delivery"`
+	Retention   Retention   `koanf:"retention"`
+	Payload     Payload     `koanf:"payload"`
+	Mapping     Mapping     `koanf:"mapping"`
+	Webhooks    Webhooks    `koanf:"webhooks"`
+
+	// envWarnings are RELAY_* variables that Load ignored.
+	envWarnings []string
+}
+
+// Log configures the relay's own logs.
+type Log struct {
+	Level  string `koanf:"level"`  // debug, info, warn or error
+	Format string `koanf:"format"` // text or json
+}
+
+// Database names the databases the relay connects to.
+type Database struct {
+	// URL is the platform database, the replication source. Required to run.
+	URL string `koanf:"url"`
+	// StateURL is the database holding the relay's own tables; empty means URL.
+	StateURL string `koanf:"state_url"`
+	// Schema is the schema of the relay's own tables.
+	Schema string `koanf:"schema"`
+}
+
+// StateDatabaseURL returns StateURL, or URL when StateURL is empty.
+func (d Database) StateDatabaseURL() string {
+	if d.StateURL != "" {
+		return d.StateURL
+	}
+	return d.URL
+}
+
+// Replication configures the change feed.
+type Replication struct {
+	Slot                string        `koanf:"slot"`
+	Publication         string        `koanf:"publication"`
+	StatusInterval      time.Duration `koanf:"status_interval"`
+	ReconnectMaxBackoff time.Duration `koanf:"reconnect_max_backoff"`
+}
+
+// Delivery configures how webhook requests are sent.
+type Delivery struct {
+	// Timeout bounds one attempt, until the response headers arrive.
+	Timeout time.Duration `koanf:"timeout"`
+	// RetrySchedule holds the delay after each failed attempt; its length
+	// is the number of retries.
+	RetrySchedule []time.Duration `koanf:"retry_schedule"`
+	// Workers is the number of attempts in flight across all webhooks.
+	Workers int `koanf:"workers"`
+	// PerWebhook is the number of attempts in flight for one webhook.
+	PerWebhook int `koanf:"per_webhook"`
+	// PollInterval is how often due retries are looked for.
+	PollInterval time.Duration `koanf:"poll_interval"`
+	// ResponseSnippetBytes is how much of a response body is recorded.
+	ResponseSnippetBytes int `koanf:"response_snippet_bytes"`
+	// DrainTimeout is how long in-flight attempts may finish on shutdown.
+	DrainTimeout time.Duration `koanf:"drain_timeout"`
+	UserAgent    string        `koanf:"user_agent"`
+}
+
+// Retention says how long finished deliveries are kept.
+type Retention struct {
+	Delivered time.Duration `koanf:"delivered"`
+	Failed    time.Duration `koanf:"failed"`
+	Interval  time.Duration `koanf:"interval"`
+}
+
+// Payload configures the JSON sent to webhooks.
+type Payload struct {
+	// DefaultTimeZone is the IANA zone for timestamps of companies that
+	// have none.
+	DefaultTimeZone string `koanf:"default_time_zone"`
+}
+
+// Mapping adds rules to, or replaces, the built-in rules.
+type Mapping struct {
+	ReplaceDefaults bool          `koanf:"replace_defaults"`
+	Rules           []mapper.Rule `koanf:"rules"`
+}
+
+// Webhooks says where webhooks are defined.
+type Webhooks struct {
+	// Source is "file" (Endpoints below) or "table" (the relay's webhooks
+	// table, edited through the admin API).
+	Source string `koanf:"source"`
+	// ReloadInterval is how often the table source is re-read.
+	ReloadInterval time.Duration `koanf:"reload_interval"`
+	// Endpoints are the webhooks when Source is "file".
+	Endpoints []Webhook `koanf:"endpoints"`
+}
+
+// Webhook sources.
+const (
+	SourceFile  = "file"
+	SourceTable = "table"
+)
+
+// Webhook is one registered endpoint.
+type Webhook struct {
+	CompanyID   int64             `koanf:"company_id"`
+	Name        string            `koanf:"name"`
+	URL         string            `koanf:"url"`
+	Events      []string          `koanf:"events"`
+	Secret      string            `koanf:"secret"`
+	Headers     map[string]string `koanf:"headers"`
+	Description string            `koanf:"description"`
+	// Active is true unless the file says "active: false".
+	Active bool `koanf:"active"`
+}
+
+// Default returns the configuration used when neither the file nor the
+// environment sets a key.
+func Default() *Config {
+	return &Config{
+		Log: Log{Level: "info", Format: "text"},
+		Database: Database{
+			Schema: "relay",
+		},
+		Replication: Replication{
+			Slot:                "smtm_relay",
+			Publication:         "smtm_relay",
+			StatusInterval:      10 * time.Second,
+			ReconnectMaxBackoff: 30 * time.Second,
+		},
+		Delivery: Delivery{
+			Timeout: 30 * time.Second,
+			RetrySchedule: []time.Duration{
+				1 * time.Second, 5 * time.Second, 25 * time.Second, 125 * time.Second, 625 * time.Second,
+			},
+			Workers:              64,
+			PerWebhook:           8,
+			PollInterval:         500 * time.Millisecond,
+			ResponseSnippetBytes: 1024,
+			DrainTimeout:         15 * time.Second,
+			UserAgent:            "SmartMaintenance/1.0",
+		},
+		Retention: Retention{
+			Delivered: 7 * 24 * time.Hour,
+			Failed:    30 * 24 * time.Hour,
+			Interval:  time.Hour,
+		},
+		Payload: Payload{DefaultTimeZone: "UTC"},
+		Mapping: Mapping{Rules: []mapper.Rule{}},
+		Webhooks: Webhooks{
+			Source:         SourceFile,
+			ReloadInterval: time.Second,
+			Endpoints:      []Webhook{},
+		},
+	}
+}

@@ -1,0 +1,574 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"reflect"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-viper/mapstructure/v2"
+	"github.com/knadh/koanf/maps"
+	"github.com/knadh/koanf/parsers/yaml"
+	"github.com/knadh/koanf/providers/confmap"
+	"github.com/knadh/koanf/providers/file"
+	"github.com/knadh/koanf/providers/structs"
+	"github.com/knadh/koanf/v2"
+)
+
+// EnvPrefix starts the name of every environment variable Load reads.
+const EnvPrefix = "RELAY_"
+
+// Load reads the configuration: defaults, then the YAML file at path (none
+// if path is ""), then the RELAY_* variables in environ (os.Environ()
+// form). It returns an error if anything cannot be decoded or the result
+// does not pass Validate; the error has one line per problem.
+func Load(path string, environ []string) (*Config, error) {
+	k := koanf.New(".")
+	if err := k.Load(structs.Provider(Default(), "koanf"), nil); err != nil {
+		return nil, fmt.Errorf("load defaults: %w", err)
+	}
+	if path != "" {
+		// A key written with no value ("log:" with everything below it
+		// commented out) decodes as null. Merged as is, it would replace
+		// the whole default section; skip it so the defaults stay.
+		if err := k.Load(file.Provider(path), yaml.Parser(), koanf.WithMergeFunc(mergeSkippingNulls)); err != nil {
+			return nil, fmt.Errorf("read config file %s: %w", path, err)
+		}
+	}
+	env, envWarnings, err := fromEnv(environ)
+	if err != nil {
+		return nil, err
+	}
+	if err := k.Load(confmap.Provider(env, ""), nil); err != nil {
+		return nil, fmt.Errorf("load environment: %w", err)
+	}
+
+	cfg, err := decode(k)
+	if err != nil {
+		return nil, err
+	}
+	cfg.envWarnings = envWarnings
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+func mergeSkippingNulls(src, dest map[string]any) error {
+	dropNulls(src)
+	maps.Merge(src, dest)
+	return nil
+}
+
+// dropNulls removes null values from nested maps (not from lists, where
+// position matters and validation reports empty entries).
+func dropNulls(m map[string]any) {
+	for k, v := range m {
+		switch v := v.(type) {
+		case nil:
+			delete(m, k)
+		case map[string]any:
+			dropNulls(v)
+		}
+	}
+}
+
+var (
+	configType   = reflect.TypeFor[Config]()
+	durationType = reflect.TypeFor[time.Duration]()
+	webhookType  = reflect.TypeFor[Webhook]()
+)
+
+// decode turns the merged map into a Config, strictly: unknown keys, wrong
+// types and numbers where durations belong are all errors.
+func decode(k *koanf.Koanf) (*Config, error) {
+	var problems []string
+	unknownKeys(k.Raw(), configType, "", &problems)
+	sawUnknown := len(problems) > 0
+
+	var cfg Config
+	err := k.UnmarshalWithConf("", &cfg, koanf.UnmarshalConf{
+		Tag: "koanf",
+		DecoderConfig: &mapstructure.DecoderConfig{
+			DecodeHook: mapstructure.ComposeDecodeHookFunc(
+				shapeHook,
+				webhookDefaultsHook,
+				durationHook,
+				integerHook,
+			),
+			ErrorUnused: true,
+			// mapstructure falls back to case-insensitive matching; keys
+			// must be written exactly.
+			MatchName: func(key, field string) bool { return key == field },
+			TagName:   "koanf",
+		},
+	})
+	if err != nil {
+		collectDecodeErrors(err, sawUnknown, &problems)
+	}
+	if len(problems) > 0 {
+		return nil, joinLines(problems)
+	}
+	return &cfg, nil
+}
+
+// shapeHook reports a scalar where a section or list belongs in the same
+// words as other type errors.
+func shapeHook(from, to reflect.Type, data any) (any, error) {
+	if data == nil {
+		return data, nil
+	}
+	switch to.Kind() {
+	case reflect.Struct, reflect.Map:
+		if from.Kind() != reflect.Map {
+			return nil, fmt.Errorf("want a mapping (key: value lines), got %s", describe(data))
+		}
+	case reflect.Slice:
+		if from.Kind() != reflect.Slice && from.Kind() != reflect.Array {
+			return nil, fmt.Errorf("want a list, got %s", describe(data))
+		}
+	}
+	return data, nil
+}
+
+// webhookDefaultsHook makes "active" default to true for each endpoint.
+func webhookDefaultsHook(_, to reflect.Type, data any) (any, error) {
+	if to != webhookType {
+		return data, nil
+	}
+	m, ok := data.(map[string]any)
+	if !ok {
+		return data, nil
+	}
+	if v, set := m["active"]; set && v != nil {
+		return data, nil
+	}
+	out := make(map[string]any, len(m)+1)
+	for k, v := range m {
+		out[k] = v
+	}
+	out["active"] = true
+	return out, nil
+}
+
+// durationHook decodes "500ms"-style strings into time.Duration and refuses
+// bare numbers, which mapstructure would otherwise read as nanoseconds.
+func durationHook(_, to reflect.Type, data any) (any, error) {
+	if to != durationType {
+		return data, nil
+	}
+	switch v := data.(type) {
+	case time.Duration:
+		return v, nil
+	case string:
+		d, err := time.ParseDuration(strings.TrimSpace(v))
+		if err != nil {
+			return nil, fmt.Errorf("%q is not a duration (write a number with a unit, e.g. \"500ms\", \"30s\", \"1h\")", v)
+		}
+		return d, nil
+	case int, int64, uint64, float64:
+		return nil, fmt.Errorf("%v has no unit (write e.g. \"%vs\" for seconds)", v, v)
+	default:
+		return nil, fmt.Errorf("want a duration such as \"30s\", got %s", describe(data))
+	}
+}
+
+// integerHook refuses fractions for integer keys (mapstructure truncates).
+func integerHook(_, to reflect.Type, data any) (any, error) {
+	switch to.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+	default:
+		return data, nil
+	}
+	f, ok := data.(float64)
+	if !ok {
+		return data, nil
+	}
+	if f != math.Trunc(f) || math.Abs(f) > 1<<53 {
+		return nil, fmt.Errorf("want a whole number, got %v", f)
+	}
+	return int64(f), nil
+}
+
+// collectDecodeErrors flattens mapstructure's joined errors into
+// "key: problem" lines.
+func collectDecodeErrors(err error, sawUnknown bool, out *[]string) {
+	if multi, ok := err.(interface{ Unwrap() []error }); ok {
+		for _, e := range multi.Unwrap() {
+			collectDecodeErrors(e, sawUnknown, out)
+		}
+		return
+	}
+	de, ok := err.(*mapstructure.DecodeError)
+	if !ok {
+		// mapstructure wraps the joined errors in a summary error.
+		if inner := errors.Unwrap(err); inner != nil {
+			collectDecodeErrors(inner, sawUnknown, out)
+		} else {
+			*out = append(*out, err.Error())
+		}
+		return
+	}
+	key := de.Name()
+	if key == "" {
+		key = "(top level)"
+	}
+	inner := de.Unwrap()
+	if strings.HasPrefix(inner.Error(), "has invalid keys") {
+		// Already reported by unknownKeys, with suggestions.
+		if !sawUnknown {
+			*out = append(*out, key+": "+inner.Error())
+		}
+		return
+	}
+	var ute *mapstructure.UnconvertibleTypeError
+	if errors.As(inner, &ute) {
+		*out = append(*out, fmt.Sprintf("%s: want %s, got %s", key, kindName(ute.Expected.Type()), describe(ute.Value)))
+		return
+	}
+	*out = append(*out, key+": "+inner.Error())
+}
+
+func kindName(t reflect.Type) string {
+	switch t.Kind() {
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "an integer"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	case reflect.Slice, reflect.Array:
+		return "a list"
+	case reflect.Map, reflect.Struct:
+		return "a mapping"
+	}
+	return t.String()
+}
+
+func describe(v any) string {
+	switch v := v.(type) {
+	case nil:
+		return "nothing"
+	case string:
+		return fmt.Sprintf("string %q", v)
+	case bool, int, int64, uint64, float64:
+		s := fmt.Sprintf("%T %v", v, v)
+		if _, isBool := v.(bool); !isBool {
+			s += " (quote it if it is meant as text)"
+		}
+		return s
+	case []any:
+		return "a list"
+	case map[string]any:
+		return "a mapping"
+	}
+	return fmt.Sprintf("%T", v)
+}
+
+// unknownKeys reports keys in v that have no field in t, recursing into
+// nested sections, lists and maps.
+func unknownKeys(v any, t reflect.Type, path string, out *[]string) {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch t.Kind() {
+	case reflect.Struct:
+		m, ok := v.(map[string]any)
+		if !ok {
+			return
+		}
+		for _, key := range sortedKeys(m) {
+			f, ok := fieldByKey(t, key)
+			if !ok {
+				*out = append(*out, joinKey(path, key)+": unknown key"+suggest(path, key, keysOf(t)))
+				continue
+			}
+			unknownKeys(m[key], f.Type, joinKey(path, key), out)
+		}
+	case reflect.Slice, reflect.Array:
+		l, ok := v.([]any)
+		if !ok {
+			return
+		}
+		for i, e := range l {
+			unknownKeys(e, t.Elem(), fmt.Sprintf("%s[%d]", path, i), out)
+		}
+	case reflect.Map:
+		m, ok := v.(map[string]any)
+		if !ok {
+			return
+		}
+		for _, key := range sortedKeys(m) {
+			unknownKeys(m[key], t.Elem(), path+"["+key+"]", out)
+		}
+	}
+}
+
+func joinKey(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}
+
+func sortedKeys(m map[string]any) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// fieldByKey finds the field of struct type t whose koanf tag is key.
+func fieldByKey(t reflect.Type, key string) (reflect.StructField, bool) {
+	for i := range t.NumField() {
+		f := t.Field(i)
+		if f.IsExported() && tagName(f) == key {
+			return f, true
+		}
+	}
+	return reflect.StructField{}, false
+}
+
+func keysOf(t reflect.Type) []string {
+	var keys []string
+	for i := range t.NumField() {
+		if f := t.Field(i); f.IsExported() && tagName(f) != "" {
+			keys = append(keys, tagName(f))
+		}
+	}
+	return keys
+}
+
+func tagName(f reflect.StructField) string {
+	name, _, _ := strings.Cut(f.Tag.Get("koanf"), ",")
+	if name == "-" {
+		return ""
+	}
+	return name
+}
+
+// suggest returns ` (did you mean "path.x"?)` for the candidate closest
+// to key, if any is close.
+func suggest(path, key string, candidates []string) string {
+	// Allow one edit per three characters, at most two.
+	best, bestDist := "", min(2, max(1, len(key)/3))+1
+	for _, c := range candidates {
+		if d := editDistance(strings.ToLower(key), c); d < bestDist {
+			best, bestDist = c, d
+		}
+	}
+	if best == "" {
+		return ""
+	}
+	return fmt.Sprintf(" (did you mean %q?)", joinKey(path, best))
+}
+
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}
+
+// fromEnv turns RELAY_* variables into a nested map of typed values.
+// Variables whose first level is not a configuration section are returned
+// as warnings (other software may use the prefix too: Kubernetes, for
+// one, sets RELAY_SERVICE_HOST for a service named "relay"), unless they
+// look like a misspelt setting.
+func fromEnv(environ []string) (map[string]any, []string, error) {
+	out := map[string]any{}
+	var warnings, problems []string
+	for _, kv := range environ {
+		name, value, ok := strings.Cut(kv, "=")
+		if !ok || !strings.HasPrefix(name, EnvPrefix) {
+			continue
+		}
+		parts := strings.Split(strings.ToLower(strings.TrimPrefix(name, EnvPrefix)), "__")
+		key := strings.Join(parts, ".")
+
+		t := configType
+		for i, part := range parts {
+			f, found := fieldByKey(t, part)
+			if !found {
+				switch {
+				case i > 0:
+					problems = append(problems, fmt.Sprintf("%s: %s is not a configuration key%s", name, key, suggest(strings.Join(parts[:i], "."), part, keysOf(t))))
+				case nearMiss(name) != "":
+					problems = append(problems, fmt.Sprintf("%s: not a configuration variable (did you mean %s? levels are separated by __)", name, nearMiss(name)))
+				default:
+					warnings = append(warnings, fmt.Sprintf("%s: not a configuration variable; ignored", name))
+				}
+				t = nil
+				break
+			}
+			t = f.Type
+			if i < len(parts)-1 && t.Kind() != reflect.Struct {
+				problems = append(problems, fmt.Sprintf("%s: %s is not a section", name, strings.Join(parts[:i+1], ".")))
+				t = nil
+				break
+			}
+		}
+		if t == nil {
+			continue
+		}
+		v, err := envValue(t, value)
+		if err != nil {
+			problems = append(problems, fmt.Sprintf("%s: %v (%s)", name, err, key))
+			continue
+		}
+		setNested(out, parts, v)
+	}
+	if len(problems) > 0 {
+		sort.Strings(problems)
+		return nil, nil, joinLines(problems)
+	}
+	sort.Strings(warnings)
+	return out, warnings, nil
+}
+
+// envValue converts the text of an environment variable to the type of the
+// key it sets.
+func envValue(t reflect.Type, s string) (any, error) {
+	if t == durationType {
+		d, err := time.ParseDuration(strings.TrimSpace(s))
+		if err != nil {
+			return nil, fmt.Errorf("%q is not a duration (e.g. \"500ms\", \"30s\", \"1h\")", s)
+		}
+		return d, nil
+	}
+	switch t.Kind() {
+	case reflect.String:
+		return s, nil
+	case reflect.Bool:
+		b, err := strconv.ParseBool(strings.TrimSpace(s))
+		if err != nil {
+			return nil, fmt.Errorf("%q is not true or false", s)
+		}
+		return b, nil
+	case reflect.Int, reflect.Int64:
+		n, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not an integer", s)
+		}
+		return n, nil
+	case reflect.Slice:
+		if !envSettable(t) {
+			break
+		}
+		list := []any{}
+		if strings.TrimSpace(s) == "" {
+			return list, nil
+		}
+		for item := range strings.SplitSeq(s, ",") {
+			v, err := envValue(t.Elem(), strings.TrimSpace(item))
+			if err != nil {
+				return nil, err
+			}
+			list = append(list, v)
+		}
+		return list, nil
+	}
+	return nil, errors.New("cannot be set from the environment; use the config file")
+}
+
+// envSettable reports whether a key of type t can be set from one
+// environment variable: scalars and comma-separated lists of scalars.
+func envSettable(t reflect.Type) bool {
+	if t == durationType {
+		return true
+	}
+	switch t.Kind() {
+	case reflect.String, reflect.Bool, reflect.Int, reflect.Int64:
+		return true
+	case reflect.Slice:
+		return t.Elem().Kind() != reflect.Slice && envSettable(t.Elem())
+	}
+	return false
+}
+
+func setNested(m map[string]any, parts []string, v any) {
+	for _, p := range parts[:len(parts)-1] {
+		sub, ok := m[p].(map[string]any)
+		if !ok {
+			sub = map[string]any{}
+			m[p] = sub
+		}
+		m = sub
+	}
+	m[parts[len(parts)-1]] = v
+}
+
+// nearMiss returns the variable a misspelt name probably meant: the same
+// name with single underscores where levels need "__", e.g.
+// RELAY_DELIVERY_WORKERS for RELAY_DELIVERY__WORKERS.
+func nearMiss(name string) string {
+	flat := strings.ToUpper(strings.ReplaceAll(name, "__", "_"))
+	for _, v := range EnvVars() {
+		if strings.ReplaceAll(v, "__", "_") == flat {
+			return v
+		}
+	}
+	return ""
+}
+
+// EnvVars lists the environment variables Load reads, one per key that can
+// be set from the environment, sorted.
+func EnvVars() []string {
+	var out []string
+	for _, key := range envKeys(configType, nil) {
+		out = append(out, EnvPrefix+strings.ToUpper(strings.Join(key, "__")))
+	}
+	sort.Strings(out)
+	return out
+}
+
+func envKeys(t reflect.Type, prefix []string) [][]string {
+	var out [][]string
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name := tagName(f)
+		if !f.IsExported() || name == "" {
+			continue
+		}
+		key := append(append([]string(nil), prefix...), name)
+		if f.Type.Kind() == reflect.Struct {
+			out = append(out, envKeys(f.Type, key)...)
+			continue
+		}
+		if envSettable(f.Type) {
+			out = append(out, key)
+		}
+	}
+	return out
+}
+
+// joinLines joins one-line problems into one error, one line each.
+func joinLines(lines []string) error {
+	errs := make([]error, len(lines))
+	for i, l := range lines {
+		errs[i] = errors.New(l)
+	}
+	return errors.Join(errs...)
+}

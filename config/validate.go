@@ -1,0 +1,375 @@
+package config
+
+import (
+	"fmt"
+	"maps"
+	"net/http"
+	"net/url"
+	"regexp"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Limits checked by Validate.
+const (
+	// MinSecretBytes is the shortest webhook secret accepted.
+	MinSecretBytes = 16
+	// MaxResponseSnippetBytes bounds delivery.response_snippet_bytes.
+	MaxResponseSnippetBytes = 64 << 10
+)
+
+var (
+	identifierRE = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
+	slotRE       = regexp.MustCompile(`^[a-z0-9_]{1,63}$`)
+)
+
+// reservedHeaders are set by the relay or by the HTTP transport; a webhook
+// may not set them. Any header starting with "X-SMTM-" is reserved too.
+var reservedHeaders = []string{
+	"Connection",
+	"Content-Encoding",
+	"Content-Length",
+	"Content-Type",
+	"Host",
+	"Transfer-Encoding",
+	"User-Agent",
+}
+
+// Validate checks every key and returns all problems joined, one line each,
+// each starting with the key it is about.
+func (c *Config) Validate() error {
+	var p problems
+
+	oneOf(&p, "log.level", c.Log.Level, "debug", "info", "warn", "error")
+	oneOf(&p, "log.format", c.Log.Format, "text", "json")
+
+	checkDatabaseURL(&p, "database.url", c.Database.URL)
+	checkDatabaseURL(&p, "database.state_url", c.Database.StateURL)
+	if !identifierRE.MatchString(c.Database.Schema) {
+		p.add("database.schema", "%q is not a valid identifier (lower-case letters, digits and _, not starting with a digit, at most 63)", c.Database.Schema)
+	}
+
+	if !slotRE.MatchString(c.Replication.Slot) {
+		p.add("replication.slot", "%q is not a valid slot name (1 to 63 of a-z, 0-9 and _)", c.Replication.Slot)
+	}
+	if !identifierRE.MatchString(c.Replication.Publication) {
+		p.add("replication.publication", "%q is not a valid identifier (lower-case letters, digits and _, not starting with a digit, at most 63)", c.Replication.Publication)
+	}
+	positive(&p, "replication.status_interval", c.Replication.StatusInterval)
+	positive(&p, "replication.reconnect_max_backoff", c.Replication.ReconnectMaxBackoff)
+
+	d := c.Delivery
+	positive(&p, "delivery.timeout", d.Timeout)
+	for i, delay := range d.RetrySchedule {
+		positive(&p, fmt.Sprintf("delivery.retry_schedule[%d]", i), delay)
+	}
+	if d.Workers <= 0 {
+		p.add("delivery.workers", "must be > 0, got %d", d.Workers)
+	}
+	switch {
+	case d.PerWebhook <= 0:
+		p.add("delivery.per_webhook", "must be > 0, got %d", d.PerWebhook)
+	case d.Workers > 0 && d.PerWebhook > d.Workers:
+		p.add("delivery.per_webhook", "%d is more than delivery.workers (%d)", d.PerWebhook, d.Workers)
+	}
+	positive(&p, "delivery.poll_interval", d.PollInterval)
+	if d.ResponseSnippetBytes < 0 || d.ResponseSnippetBytes > MaxResponseSnippetBytes {
+		p.add("delivery.response_snippet_bytes", "must be between 0 and %d, got %d", MaxResponseSnippetBytes, d.ResponseSnippetBytes)
+	}
+	if d.DrainTimeout < 0 {
+		p.add("delivery.drain_timeout", "must be >= 0, got %s", d.DrainTimeout)
+	}
+	switch {
+	case strings.TrimSpace(d.UserAgent) == "":
+		p.add("delivery.user_agent", "required")
+	case !validHeaderValue(d.UserAgent):
+		p.add("delivery.user_agent", "contains control characters")
+	}
+
+	r := c.Retention
+	positive(&p, "retention.delivered", r.Delivered)
+	positive(&p, "retention.failed", r.Failed)
+	if r.Delivered > 0 && r.Failed > 0 && r.Failed < r.Delivered {
+		p.add("retention.failed", "%s is shorter than retention.delivered (%s); failed deliveries are the ones worth keeping", r.Failed, r.Delivered)
+	}
+	positive(&p, "retention.interval", r.Interval)
+
+	switch tz := c.Payload.DefaultTimeZone; {
+	case tz == "":
+		p.add("payload.default_time_zone", "required (an IANA name such as \"UTC\" or \"Asia/Jakarta\")")
+	case tz == "Local":
+		p.add("payload.default_time_zone", "\"Local\" depends on the host; use an IANA name such as \"Asia/Jakarta\"")
+	default:
+		if _, err := time.LoadLocation(tz); err != nil {
+			p.add("payload.default_time_zone", "%q is not a known IANA time zone", tz)
+		}
+	}
+
+	c.validateRules(&p)
+	c.validateWebhooks(&p)
+	return p.err()
+}
+
+func (c *Config) validateRules(p *problems) {
+	for i, r := range c.Mapping.Rules {
+		key := fmt.Sprintf("mapping.rules[%d]", i)
+		if strings.TrimSpace(r.Event) == "" {
+			p.add(key+".event", "required")
+		}
+		if strings.TrimSpace(r.Table) == "" {
+			p.add(key+".table", "required")
+		}
+		seen := map[string]bool{}
+		for j, op := range r.On {
+			switch {
+			case op != "insert" && op != "update" && op != "delete":
+				p.add(fmt.Sprintf("%s.on[%d]", key, j), "%q is not one of insert, update, delete", op)
+			case seen[op]:
+				p.add(fmt.Sprintf("%s.on[%d]", key, j), "%q is listed twice", op)
+			}
+			seen[op] = true
+		}
+		fields := map[string]bool{}
+		for j, entry := range r.Data {
+			k := fmt.Sprintf("%s.data[%d]", key, j)
+			if len(entry) != 1 {
+				p.add(k, "want exactly one field (name: expression), got %d; write each field as its own list item", len(entry))
+				continue
+			}
+			for name, expr := range entry {
+				switch {
+				case strings.TrimSpace(name) == "":
+					p.add(k, "empty field name")
+				case fields[name]:
+					p.add(k, "field %q is listed twice", name)
+				case strings.TrimSpace(expr) == "":
+					p.add(k, "field %q has no expression", name)
+				}
+				fields[name] = true
+			}
+		}
+	}
+}
+
+func (c *Config) validateWebhooks(p *problems) {
+	w := c.Webhooks
+	oneOf(p, "webhooks.source", w.Source, SourceFile, SourceTable)
+	positive(p, "webhooks.reload_interval", w.ReloadInterval)
+	if w.Source == SourceTable && len(w.Endpoints) > 0 {
+		p.add("webhooks.endpoints", "only allowed with webhooks.source: file; with source: table, webhooks are managed in the relay's webhooks table")
+	}
+
+	type companyName struct {
+		company int64
+		name    string
+	}
+	names := map[companyName]int{}
+	for i, e := range w.Endpoints {
+		key := fmt.Sprintf("webhooks.endpoints[%d]", i)
+		if e.CompanyID <= 0 {
+			p.add(key+".company_id", "must be > 0, got %d", e.CompanyID)
+		}
+
+		name := strings.TrimSpace(e.Name)
+		if name == "" {
+			p.add(key+".name", "required")
+		} else if first, dup := names[companyName{e.CompanyID, name}]; dup {
+			p.add(key+".name", "%q is already used by webhooks.endpoints[%d] of company %d", name, first, e.CompanyID)
+		} else {
+			names[companyName{e.CompanyID, name}] = i
+		}
+
+		if u, problem := checkWebhookURL(e.URL); problem != "" {
+			p.add(key+".url", "%s", problem)
+		} else if c.Production && u.Scheme != "https" {
+			p.add(key+".url", "%q is not HTTPS; production: true refuses plain HTTP because payloads may contain personal data", e.URL)
+		}
+
+		if len(e.Events) == 0 {
+			p.add(key+".events", "at least one event type is required")
+		}
+		seen := map[string]bool{}
+		for j, ev := range e.Events {
+			switch {
+			case strings.TrimSpace(ev) == "":
+				p.add(fmt.Sprintf("%s.events[%d]", key, j), "empty event type")
+			case seen[ev]:
+				p.add(fmt.Sprintf("%s.events[%d]", key, j), "%q is listed twice", ev)
+			}
+			seen[ev] = true
+		}
+
+		if e.Secret != "" && len(e.Secret) < MinSecretBytes {
+			p.add(key+".secret", "%d bytes is too short; use at least %d (or none)", len(e.Secret), MinSecretBytes)
+		}
+
+		canonical := map[string]string{}
+		for _, h := range sortedHeaderNames(e.Headers) {
+			hk := fmt.Sprintf("%s.headers[%s]", key, h)
+			ch := http.CanonicalHeaderKey(h)
+			switch {
+			case !validHeaderName(h):
+				p.add(hk, "%q is not a valid header name", h)
+			case slices.Contains(reservedHeaders, ch) || strings.HasPrefix(ch, "X-Smtm-"):
+				p.add(hk, "%s is set by the relay and cannot be overridden", ch)
+			case canonical[ch] != "":
+				p.add(hk, "same header as %q (header names are case-insensitive)", canonical[ch])
+			case !validHeaderValue(e.Headers[h]):
+				p.add(hk, "value contains control characters (such as a line break)")
+			}
+			if canonical[ch] == "" {
+				canonical[ch] = h
+			}
+		}
+	}
+}
+
+// checkWebhookURL returns the parsed URL, or a problem description.
+func checkWebhookURL(raw string) (*url.URL, string) {
+	if raw == "" {
+		return nil, "required"
+	}
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Opaque != "" {
+		return nil, fmt.Sprintf("%q is not an http(s) URL", raw)
+	}
+	if u.Hostname() == "" {
+		return nil, fmt.Sprintf("%q has no host", raw)
+	}
+	if u.User != nil {
+		return nil, "must not contain a user name or password; send credentials in headers (e.g. Authorization)"
+	}
+	return u, ""
+}
+
+// checkDatabaseURL accepts a postgres:// URL or a key=value connection
+// string. Problems never quote the value, which may hold a password.
+func checkDatabaseURL(p *problems, key, s string) {
+	if s == "" {
+		return
+	}
+	if strings.Contains(s, "://") {
+		u, err := url.Parse(s)
+		if err != nil {
+			p.add(key, "cannot be parsed as a URL")
+			return
+		}
+		if u.Scheme != "postgres" && u.Scheme != "postgresql" {
+			p.add(key, "scheme %q is not postgres or postgresql", u.Scheme)
+		}
+		return
+	}
+	if !strings.Contains(s, "=") {
+		p.add(key, "not a PostgreSQL URL (postgres://user:password@host:5432/db) or key=value connection string")
+	}
+}
+
+func sortedHeaderNames(h map[string]string) []string {
+	names := make([]string, 0, len(h))
+	for n := range h {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// validHeaderName reports whether s is an RFC 9110 token.
+func validHeaderName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' {
+			continue
+		}
+		if !strings.ContainsRune("!#$%&'*+-.^_`|~", rune(c)) {
+			return false
+		}
+	}
+	return true
+}
+
+// validHeaderValue rejects control characters other than tab.
+func validHeaderValue(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < ' ' && c != '\t' || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// Warnings returns problems that do not stop the relay but deserve
+// attention, one line each, starting with the key.
+func (c *Config) Warnings() []string {
+	var w []string
+	for i, e := range c.Webhooks.Endpoints {
+		key := fmt.Sprintf("webhooks.endpoints[%d]", i)
+		if u, problem := checkWebhookURL(e.URL); problem == "" && u.Scheme == "http" && !c.Production {
+			w = append(w, fmt.Sprintf("%s.url: %s is not HTTPS; payloads may contain personal data", key, e.URL))
+		}
+		if e.Secret == "" {
+			w = append(w, fmt.Sprintf("%s: no secret; receivers cannot verify requests", key))
+		}
+	}
+	if c.Webhooks.Source == SourceFile && len(c.Webhooks.Endpoints) == 0 {
+		w = append(w, "webhooks.endpoints: none configured; events will be recorded but not delivered")
+	}
+	if c.Mapping.ReplaceDefaults && len(c.Mapping.Rules) == 0 {
+		w = append(w, "mapping.rules: empty while mapping.replace_defaults is true; no events will be produced")
+	}
+	return append(w, c.envWarnings...)
+}
+
+// CheckEvents reports webhook event types that are not in known, the event
+// types the mapping rules produce. Each problem names the endpoint, the
+// unknown type and the known types.
+func (c *Config) CheckEvents(known []string) error {
+	set := make(map[string]bool, len(known))
+	for _, k := range known {
+		set[k] = true
+	}
+	knownText := strings.Join(slices.Sorted(maps.Keys(set)), ", ")
+	if knownText == "" {
+		knownText = "none"
+	}
+	var p problems
+	for i, e := range c.Webhooks.Endpoints {
+		for j, ev := range e.Events {
+			if !set[ev] {
+				p.add(fmt.Sprintf("webhooks.endpoints[%d].events[%d]", i, j),
+					"unknown event type %q for webhook %q of company %d; known types: %s", ev, e.Name, e.CompanyID, knownText)
+			}
+		}
+	}
+	return p.err()
+}
+
+// problems collects "key: problem" lines.
+type problems []string
+
+func (p *problems) add(key, format string, args ...any) {
+	*p = append(*p, key+": "+fmt.Sprintf(format, args...))
+}
+
+func (p problems) err() error {
+	if len(p) == 0 {
+		return nil
+	}
+	return joinLines(p)
+}
+
+func oneOf(p *problems, key, value string, allowed ...string) {
+	if !slices.Contains(allowed, value) {
+		p.add(key, "%q is not one of %s", value, strings.Join(allowed, ", "))
+	}
+}
+
+func positive(p *problems, key string, d time.Duration) {
+	if d <= 0 {
+		p.add(key, "must be > 0, got %s", d)
+	}
+}
