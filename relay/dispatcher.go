@@ -1,0 +1,522 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/smartmaintenance/relay/store"
+)
+
+// Options configure a Dispatcher. Zero values take the defaults named,
+// except for SnippetBytes and DrainTimeout, whose zero means none.
+type Options struct {
+	// Owner names this dispatcher in the leases it takes. It must be unique
+	// among the dispatchers sharing a database. Default: host, process id
+	// and a random suffix.
+	Owner string
+	// Workers is the most attempts in flight at once. Default 64.
+	Workers int
+	// PerWebhook is the most attempts in flight at once to one webhook, so
+	// that a slow endpoint holds at most this many workers. Default 8, and
+	// never more than Workers.
+	PerWebhook int
+	// Timeout bounds one attempt, from connecting to reading the response.
+	// Default 30s.
+	Timeout time.Duration
+	// Schedule is the retry policy. nil means DefaultSchedule; an empty,
+	// non-nil Schedule means no retries.
+	Schedule Schedule
+	// PollInterval is how often the store is polled for due deliveries when
+	// nothing else wakes the dispatcher. Default 500ms.
+	PollInterval time.Duration
+	// Lease is how long a claim holds a delivery. Default 2*Timeout+10s;
+	// never less than Timeout+5s, so that an attempt in flight is not
+	// claimed again by another dispatcher.
+	Lease time.Duration
+	// SnippetBytes is how much of a response body is recorded with an
+	// attempt, at most 64 KiB; 0 records none.
+	SnippetBytes int
+	// DrainTimeout bounds how long Run waits for attempts in flight once its
+	// context is done; 0 aborts them at once. Aborted attempts are not
+	// recorded and their deliveries are given back, due at once.
+	DrainTimeout time.Duration
+	// UserAgent is the User-Agent header. Default "SmartMaintenance/1.0".
+	UserAgent string
+	// Logger receives the dispatcher's logs. Default: discard.
+	Logger *slog.Logger
+	// Client sends the requests, for tests. It is copied and never follows
+	// redirects. Default: a client with its own connection pool.
+	Client *http.Client
+}
+
+// Defaults.
+const (
+	DefaultWorkers      = 64
+	DefaultPerWebhook   = 8
+	DefaultTimeout      = 30 * time.Second
+	DefaultPollInterval = 500 * time.Millisecond
+	DefaultUserAgent    = "SmartMaintenance/1.0"
+)
+
+// maxClaim is the most deliveries one claim asks for.
+const maxClaim = 500
+
+// maxRecordBatch is the most attempts recorded in one statement.
+const maxRecordBatch = 500
+
+// flushGrace bounds the store work left after the drain: recording the last
+// results and giving back the claims of aborted attempts.
+const flushGrace = 5 * time.Second
+
+func (o Options) withDefaults() Options {
+	if o.Owner == "" {
+		host, _ := os.Hostname()
+		o.Owner = fmt.Sprintf("%s-%d-%s", host, os.Getpid(), uuid.NewString()[:8])
+	}
+	if o.Workers <= 0 {
+		o.Workers = DefaultWorkers
+	}
+	if o.PerWebhook <= 0 {
+		o.PerWebhook = DefaultPerWebhook
+	}
+	o.PerWebhook = min(o.PerWebhook, o.Workers)
+	if o.Timeout <= 0 {
+		o.Timeout = DefaultTimeout
+	}
+	if o.Schedule == nil {
+		o.Schedule = DefaultSchedule
+	}
+	if o.PollInterval <= 0 {
+		o.PollInterval = DefaultPollInterval
+	}
+	if o.Lease <= 0 {
+		o.Lease = 2*o.Timeout + 10*time.Second
+	}
+	o.Lease = max(o.Lease, o.Timeout+5*time.Second)
+	o.SnippetBytes = min(max(o.SnippetBytes, 0), maxResponseRead)
+	o.DrainTimeout = max(o.DrainTimeout, 0)
+	if o.UserAgent == "" {
+		o.UserAgent = DefaultUserAgent
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return o
+}
+
+// Dispatcher sends due deliveries. Create it with New and start it with Run.
+type Dispatcher struct {
+	st      *store.Store
+	opts    Options
+	log     *slog.Logger
+	send    sender
+	notify  chan struct{}
+	wake    chan struct{}
+	running atomic.Bool
+
+	mu       sync.Mutex
+	inflight int
+	perHook  map[int64]int
+	// retryAt is the earliest time a retry this dispatcher recorded is due.
+	retryAt time.Time
+}
+
+// New returns a dispatcher sending the deliveries of st.
+func New(st *store.Store, opts Options) *Dispatcher {
+	opts = opts.withDefaults()
+	client := newClient(opts.Workers)
+	if opts.Client != nil {
+		c := *opts.Client
+		c.CheckRedirect = noRedirects
+		client = &c
+	}
+	return &Dispatcher{
+		st:   st,
+		opts: opts,
+		log:  opts.Logger,
+		send: sender{
+			client:       client,
+			userAgent:    opts.UserAgent,
+			timeout:      opts.Timeout,
+			snippetBytes: opts.SnippetBytes,
+		},
+		notify:  make(chan struct{}, 1),
+		wake:    make(chan struct{}, 1),
+		perHook: map[int64]int{},
+	}
+}
+
+// Notify wakes the dispatcher to look for due deliveries now rather than at
+// its next poll. It never blocks; call it after committing new deliveries.
+func (d *Dispatcher) Notify() {
+	select {
+	case d.notify <- struct{}{}:
+	default:
+	}
+}
+
+// finished is an attempt's result on its way to the store.
+type finished struct {
+	claim  *store.Claimed
+	result store.AttemptResult
+	// aborted attempts are not recorded; their claims are given back.
+	aborted bool
+}
+
+// Run sends due deliveries until ctx is done. Then it stops claiming, waits
+// up to DrainTimeout for the attempts in flight, aborts those still running
+// and gives their deliveries back, records the results it has, and returns.
+// It returns an error only when it is already running.
+func (d *Dispatcher) Run(ctx context.Context) error {
+	if !d.running.CompareAndSwap(false, true) {
+		return errors.New("relay: dispatcher already running")
+	}
+	defer d.running.Store(false)
+
+	// Store work and sends outlive ctx: the drain needs them.
+	dbCtx, stopDB := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopDB()
+	sendCtx, abortSends := context.WithCancel(context.WithoutCancel(ctx))
+	defer abortSends()
+
+	// Each attempt's result is handed over before its worker slot is freed,
+	// so the buffer bounds the results waiting for the store.
+	results := make(chan finished, d.opts.Workers)
+	recorded := make(chan struct{})
+	go func() {
+		defer close(recorded)
+		d.recordLoop(dbCtx, results)
+	}()
+
+	var attempts sync.WaitGroup
+	d.claimLoop(ctx, dbCtx, sendCtx, &attempts, results)
+
+	drained := make(chan struct{})
+	go func() {
+		attempts.Wait()
+		close(drained)
+	}()
+	drain := time.NewTimer(d.opts.DrainTimeout)
+	defer drain.Stop()
+	select {
+	case <-drained:
+	default:
+		select {
+		case <-drained:
+		case <-drain.C:
+			d.mu.Lock()
+			n := d.inflight
+			d.mu.Unlock()
+			d.log.Warn("drain timed out: aborting attempts in flight and giving their deliveries back",
+				"attempts", n, "drain_timeout", d.opts.DrainTimeout)
+			abortSends()
+			// A store that does not answer must not hold the workers, which
+			// may be waiting to hand over their results.
+			stop := time.AfterFunc(flushGrace, stopDB)
+			defer stop.Stop()
+			<-drained
+		}
+	}
+	close(results)
+	stop := time.AfterFunc(flushGrace, stopDB)
+	defer stop.Stop()
+	<-recorded
+	d.send.client.CloseIdleConnections()
+	return nil
+}
+
+// claimLoop claims due deliveries and starts their attempts until ctx is
+// done. It wakes on Notify, on its poll timer, when a retry it recorded
+// falls due, and when a worker slot frees while deliveries may be waiting.
+func (d *Dispatcher) claimLoop(ctx, dbCtx, sendCtx context.Context, attempts *sync.WaitGroup, results chan<- finished) {
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	// backlog: the last claim round may have left due deliveries behind
+	// (no free slot, or webhooks at their limit), so a freed slot is worth
+	// a claim.
+	backlog := false
+	for {
+		claim := true
+		select {
+		case <-ctx.Done():
+			return
+		case <-d.notify:
+		case <-timer.C:
+		case <-d.wake:
+			claim = backlog || d.retryDue()
+		}
+		if claim {
+			backlog = d.claimRound(ctx, dbCtx, sendCtx, attempts, results)
+		}
+		timer.Reset(d.nextPoll())
+	}
+}
+
+// nextPoll returns how long to sleep: the poll interval, or less when a
+// recorded retry falls due sooner.
+func (d *Dispatcher) nextPoll() time.Duration {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	wait := d.opts.PollInterval
+	if !d.retryAt.IsZero() {
+		wait = min(wait, max(time.Until(d.retryAt), 0))
+	}
+	return wait
+}
+
+// retryDue reports whether a recorded retry is due, and forgets it if so.
+func (d *Dispatcher) retryDue() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.retryAt.IsZero() || time.Now().Before(d.retryAt) {
+		return false
+	}
+	d.retryAt = time.Time{}
+	return true
+}
+
+// claimRound claims and starts deliveries until none are due or no slot is
+// free. It reports whether due deliveries may have been left behind.
+func (d *Dispatcher) claimRound(ctx, dbCtx, sendCtx context.Context, attempts *sync.WaitGroup, results chan<- finished) (backlog bool) {
+	d.mu.Lock()
+	if !d.retryAt.IsZero() && !time.Now().Before(d.retryAt) {
+		d.retryAt = time.Time{}
+	}
+	d.mu.Unlock()
+	for ctx.Err() == nil {
+		free, busy, exclude := d.capacity()
+		if free == 0 {
+			return true
+		}
+		claimed, err := d.st.Claim(dbCtx, store.ClaimRequest{
+			Owner:      d.opts.Owner,
+			Limit:      min(free, maxClaim),
+			Lease:      d.opts.Lease,
+			Exclude:    exclude,
+			PerWebhook: d.opts.PerWebhook,
+			Busy:       busy,
+		})
+		if err != nil {
+			d.log.Error("claim due deliveries", "error", err)
+			return false // the next poll tries again
+		}
+		if len(claimed) == 0 {
+			return len(exclude) > 0
+		}
+		var giveBack []uuid.UUID
+		for i := range claimed {
+			c := &claimed[i]
+			if !d.acquire(c.WebhookID) {
+				giveBack = append(giveBack, c.ID)
+				continue
+			}
+			attempts.Add(1)
+			go d.attempt(sendCtx, c, attempts, results)
+		}
+		if len(giveBack) > 0 {
+			if err := d.st.ReleaseClaims(dbCtx, d.opts.Owner, giveBack); err != nil {
+				d.log.Error("give back claims", "deliveries", len(giveBack), "error", err)
+			}
+			return true // what was given back is due again; claim when a slot frees
+		}
+	}
+	return true
+}
+
+// capacity returns the free worker slots, the attempts in flight per
+// webhook, and the webhooks at their limit.
+func (d *Dispatcher) capacity() (free int, busy map[int64]int, exclude []int64) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	busy = make(map[int64]int, len(d.perHook))
+	for id, n := range d.perHook {
+		busy[id] = n
+		if n >= d.opts.PerWebhook {
+			exclude = append(exclude, id)
+		}
+	}
+	return d.opts.Workers - d.inflight, busy, exclude
+}
+
+// acquire takes a worker slot for an attempt to webhook, if one is free.
+func (d *Dispatcher) acquire(webhook int64) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.inflight >= d.opts.Workers || d.perHook[webhook] >= d.opts.PerWebhook {
+		return false
+	}
+	d.inflight++
+	d.perHook[webhook]++
+	return true
+}
+
+// free gives back the slot of a finished attempt and wakes the claim loop.
+func (d *Dispatcher) free(webhook int64) {
+	d.mu.Lock()
+	d.inflight--
+	if d.perHook[webhook]--; d.perHook[webhook] <= 0 {
+		delete(d.perHook, webhook)
+	}
+	d.mu.Unlock()
+	d.poke()
+}
+
+func (d *Dispatcher) poke() {
+	select {
+	case d.wake <- struct{}{}:
+	default:
+	}
+}
+
+// attempt makes one attempt and hands its result over.
+func (d *Dispatcher) attempt(ctx context.Context, c *store.Claimed, attempts *sync.WaitGroup, results chan<- finished) {
+	defer attempts.Done()
+	out := d.send.send(ctx, c)
+	n := c.Attempts + 1
+	f := finished{claim: c, aborted: out.aborted}
+	f.result = store.AttemptResult{
+		DeliveryID: c.ID,
+		Attempt:    n,
+		StartedAt:  out.started,
+		Duration:   out.duration,
+		StatusCode: out.status,
+		Error:      out.err,
+		Snippet:    out.snippet,
+	}
+	switch delay, retry := d.opts.Schedule.Next(n - c.RetryBase); {
+	case out.err == "":
+		f.result.Status = store.StatusDelivered
+	case retry:
+		f.result.Status = store.StatusRetrying
+		f.result.RetryIn = delay
+	default:
+		f.result.Status = store.StatusFailed
+	}
+	c.Body = nil // the body is not needed any more; do not hold it while queued
+	results <- f
+	d.free(c.WebhookID)
+}
+
+// recordLoop writes results to the store in batches: whatever has arrived
+// while the previous batch was written goes in the next one.
+func (d *Dispatcher) recordLoop(ctx context.Context, results <-chan finished) {
+	batch := make([]finished, 0, maxRecordBatch)
+	for f := range results {
+		batch = append(batch[:0], f)
+	more:
+		for len(batch) < maxRecordBatch {
+			select {
+			case f, ok := <-results:
+				if !ok {
+					break more
+				}
+				batch = append(batch, f)
+			default:
+				break more
+			}
+		}
+		d.flush(ctx, batch)
+	}
+}
+
+// flush records a batch of results and gives back the claims of aborted
+// attempts, retrying while the store fails until ctx is done.
+func (d *Dispatcher) flush(ctx context.Context, batch []finished) {
+	var results []store.AttemptResult
+	var giveBack []uuid.UUID
+	for _, f := range batch {
+		if f.aborted {
+			giveBack = append(giveBack, f.claim.ID)
+		} else {
+			results = append(results, f.result)
+		}
+	}
+	var lost []uuid.UUID
+	err := d.retryStore(ctx, "record attempts", func() (err error) {
+		lost, err = d.st.RecordAttempts(ctx, d.opts.Owner, results)
+		return err
+	})
+	if err != nil {
+		d.log.Error("attempts not recorded; their deliveries will be sent again when their leases expire",
+			"deliveries", len(results), "error", err)
+		lost = nil
+		results = nil
+	}
+	if err := d.retryStore(ctx, "give back claims", func() error {
+		return d.st.ReleaseClaims(ctx, d.opts.Owner, giveBack)
+	}); err != nil {
+		d.log.Error("claims not given back; their deliveries will be sent when their leases expire",
+			"deliveries", len(giveBack), "error", err)
+	}
+
+	isLost := make(map[uuid.UUID]bool, len(lost))
+	for _, id := range lost {
+		isLost[id] = true
+	}
+	var soonest time.Duration = -1
+	for _, f := range batch {
+		r := f.result
+		if f.aborted || results == nil || isLost[r.DeliveryID] {
+			if isLost[r.DeliveryID] {
+				d.log.Warn("attempt not recorded: the delivery's lease was lost to another dispatcher",
+					"delivery_id", r.DeliveryID, "webhook_id", f.claim.WebhookID, "attempt", r.Attempt)
+			}
+			continue
+		}
+		switch r.Status {
+		case store.StatusFailed:
+			d.log.Warn("delivery failed permanently",
+				"delivery_id", r.DeliveryID, "webhook_id", f.claim.WebhookID, "event_type", f.claim.EventType,
+				"attempts", r.Attempt, "error", r.Error)
+		case store.StatusRetrying:
+			if soonest < 0 || r.RetryIn < soonest {
+				soonest = r.RetryIn
+			}
+		}
+	}
+	if soonest >= 0 {
+		d.retryIn(soonest)
+	}
+}
+
+// retryStore runs op until it succeeds or ctx is done, backing off between
+// failures.
+func (d *Dispatcher) retryStore(ctx context.Context, what string, op func() error) error {
+	backoff := 50 * time.Millisecond
+	for {
+		err := op()
+		if err == nil || ctx.Err() != nil {
+			return err
+		}
+		d.log.Error(what+": will retry", "error", err, "in", backoff)
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+// retryIn notes that a delivery this dispatcher recorded is due again after
+// delay, so that the claim loop wakes for it rather than waiting to poll.
+func (d *Dispatcher) retryIn(delay time.Duration) {
+	at := time.Now().Add(delay)
+	d.mu.Lock()
+	earlier := d.retryAt.IsZero() || at.Before(d.retryAt)
+	if earlier {
+		d.retryAt = at
+	}
+	d.mu.Unlock()
+	if earlier {
+		d.poke()
+	}
+}

@@ -1,0 +1,636 @@
+package relay
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/smartmaintenance/relay/store"
+)
+
+// fast are options for tests: quick polls, quick retries.
+func fast(o Options) Options {
+	if o.PollInterval == 0 {
+		o.PollInterval = 10 * time.Millisecond
+	}
+	if o.Timeout == 0 {
+		o.Timeout = 5 * time.Second
+	}
+	if o.DrainTimeout == 0 {
+		o.DrainTimeout = 200 * time.Millisecond
+	}
+	return o
+}
+
+// body is a payload whose bytes a re-encoding would change: odd spacing,
+// key order, escapes and non-ASCII text.
+var body = []byte(`{"event":"task.completed",  "timestamp":"2026-04-24T09:15:30+07:00","company_id":1,` +
+	`"data":{"z":1,"a":"caf\u00e9 ☕ \"q\"","n":1.50}}` + "\n")
+
+func wantSignature(secret string, body []byte) string {
+	m := hmac.New(sha256.New, []byte(secret))
+	m.Write(body)
+	return "sha256=" + hex.EncodeToString(m.Sum(nil))
+}
+
+func TestHeadersAndSignature(t *testing.T) {
+	e := newEnv(t)
+	rc := newReceiver(t, nil)
+	const secret = "whsec_0123456789abcdef"
+	wh := e.webhook(rc.URL+"/hook?x=1", secret, map[string]string{
+		"Authorization":    "Bearer abc",
+		"x-custom":         "one",
+		"content-type":     "text/plain",
+		"USER-AGENT":       "evil/1.0",
+		"x-smtm-event":     "spoofed.event",
+		"X-Smtm-Delivery":  "00000000-0000-0000-0000-000000000000",
+		"X-SMTM-SIGNATURE": "sha256=0000",
+		"X-SMTM-Other":     "nope",
+	})
+	id := e.delivery(wh, body)
+	e.start(fast(Options{}))
+	e.waitStatus(id, store.StatusDelivered, 5*time.Second)
+
+	got := rc.receipts(id)
+	if len(got) != 1 {
+		t.Fatalf("%d requests, want 1", len(got))
+	}
+	r := got[0]
+	if !bytes.Equal(r.body, body) {
+		t.Fatalf("body changed:\n got %q\nwant %q", r.body, body)
+	}
+	want := map[string]string{
+		"Content-Type":     "application/json",
+		"User-Agent":       "SmartMaintenance/1.0",
+		"X-Smtm-Event":     "task.completed",
+		"X-Smtm-Delivery":  id.String(),
+		"X-Smtm-Signature": wantSignature(secret, body),
+		"Authorization":    "Bearer abc",
+		"X-Custom":         "one",
+		"Content-Length":   fmt.Sprint(len(body)),
+	}
+	for k, v := range want {
+		if vals := r.header.Values(k); len(vals) != 1 || vals[0] != v {
+			t.Errorf("header %s = %q, want [%q]", k, vals, v)
+		}
+	}
+	for k := range r.header {
+		if _, ok := want[k]; !ok {
+			t.Errorf("unexpected header %s: %q", k, r.header[k])
+		}
+	}
+	// Verify as a receiver would, independently of the relay's code.
+	sig, _ := strings.CutPrefix(r.header.Get("X-SMTM-Signature"), "sha256=")
+	mac, err := hex.DecodeString(sig)
+	m := hmac.New(sha256.New, []byte(secret))
+	m.Write(r.body)
+	if err != nil || !hmac.Equal(mac, m.Sum(nil)) {
+		t.Fatalf("signature %q does not verify", r.header.Get("X-SMTM-Signature"))
+	}
+}
+
+func TestNoSignatureWithoutSecret(t *testing.T) {
+	e := newEnv(t)
+	rc := newReceiver(t, nil)
+	nullSecret := e.webhook(rc.URL, "", map[string]string{"X-SMTM-Signature": "sha256=forged"})
+	emptySecret := e.webhook(rc.URL, "", nil)
+	e.exec(`UPDATE {{schema}}.webhooks SET secret = '' WHERE id = $1`, emptySecret)
+	ids := []uuid.UUID{e.delivery(nullSecret, body), e.delivery(emptySecret, body)}
+	e.start(fast(Options{UserAgent: "Custom/2"}))
+	for _, id := range ids {
+		e.waitStatus(id, store.StatusDelivered, 5*time.Second)
+		r := rc.receipts(id)[0]
+		if v, ok := r.header["X-Smtm-Signature"]; ok {
+			t.Errorf("delivery %s signed without a secret: %q", id, v)
+		}
+		if ua := r.header.Get("User-Agent"); ua != "Custom/2" {
+			t.Errorf("User-Agent %q, want Custom/2", ua)
+		}
+	}
+}
+
+func TestRetriesFollowScheduleToFailure(t *testing.T) {
+	e := newEnv(t)
+	rc := newReceiver(t, func(w http.ResponseWriter, _ *http.Request, _ int) {
+		w.WriteHeader(http.StatusInternalServerError)
+		fmt.Fprint(w, "  down for maintenance\n")
+	})
+	const secret = "topsecret-value-1234"
+	wh := e.webhook(rc.URL, secret, map[string]string{"Authorization": "Bearer hidden-token"})
+	id := e.delivery(wh, body)
+	ms := time.Millisecond
+	sched := Schedule{20 * ms, 40 * ms, 60 * ms, 80 * ms, 100 * ms}
+	var logs logBuffer
+	// A long poll: retries must be sent when due, not at the next poll.
+	e.start(fast(Options{Schedule: sched, PollInterval: time.Hour, SnippetBytes: 1024,
+		Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}))
+	d := e.waitStatus(id, store.StatusFailed, 10*time.Second)
+
+	if d.Attempts != 6 || d.LastStatusCode != 500 || d.LastError != "HTTP 500" || d.FinishedAt.IsZero() || d.LeaseOwner != "" {
+		t.Fatalf("failed delivery: %+v", d)
+	}
+	as := e.attempts(id)
+	if len(as) != 6 {
+		t.Fatalf("%d attempt rows, want 6", len(as))
+	}
+	for i, a := range as {
+		if a.Attempt != i+1 || a.StatusCode != 500 || a.Error != "HTTP 500" || a.Snippet != "down for maintenance" {
+			t.Errorf("attempt row %d: %+v", i, a)
+		}
+	}
+	got := rc.receipts(id)
+	if len(got) != 6 {
+		t.Fatalf("%d requests, want 6", len(got))
+	}
+	for i, r := range got {
+		if !bytes.Equal(r.body, body) || r.header.Get("X-SMTM-Delivery") != id.String() ||
+			r.header.Get("X-SMTM-Signature") != wantSignature(secret, body) {
+			t.Errorf("request %d differs: body %q, headers %v", i+1, r.body, r.header)
+		}
+		if i == 0 {
+			continue
+		}
+		gap, want := r.at.Sub(got[i-1].at), sched[i-1]
+		if gap < want {
+			t.Errorf("gap before attempt %d: %v, want at least %v", i+1, gap, want)
+		}
+		if gap > want+time.Second {
+			t.Errorf("gap before attempt %d: %v, want about %v (the retry waited for a poll?)", i+1, gap, want)
+		}
+	}
+	time.Sleep(50 * time.Millisecond) // no seventh attempt
+	if n := len(rc.receipts(id)); n != 6 {
+		t.Fatalf("%d requests after permanent failure, want 6", n)
+	}
+
+	out := logs.String()
+	var failLines []string
+	for line := range strings.Lines(out) {
+		if strings.Contains(line, "failed permanently") {
+			failLines = append(failLines, line)
+		}
+	}
+	if len(failLines) != 1 {
+		t.Fatalf("want one permanent-failure line, got %d:\n%s", len(failLines), out)
+	}
+	for _, want := range []string{"level=WARN", "delivery_id=" + id.String(), fmt.Sprintf("webhook_id=%d", wh),
+		"event_type=task.completed", "attempts=6", `error="HTTP 500"`} {
+		if !strings.Contains(failLines[0], want) {
+			t.Errorf("failure line lacks %q: %s", want, failLines[0])
+		}
+	}
+	for _, secretish := range []string{secret, "hidden-token", "sha256=", "caf", "maintenance"} {
+		if strings.Contains(out, secretish) {
+			t.Errorf("logs contain %q:\n%s", secretish, out)
+		}
+	}
+}
+
+func TestRetryThenDelivered(t *testing.T) {
+	e := newEnv(t)
+	rc := newReceiver(t, func(w http.ResponseWriter, _ *http.Request, n int) {
+		if n == 1 {
+			w.WriteHeader(http.StatusInternalServerError)
+			return
+		}
+		w.WriteHeader(http.StatusAccepted)
+	})
+	id := e.delivery(e.webhook(rc.URL, "", nil), body)
+	e.start(fast(Options{Schedule: Schedule{20 * time.Millisecond}}))
+	d := e.waitStatus(id, store.StatusDelivered, 5*time.Second)
+	if d.Attempts != 2 || d.LastStatusCode != 202 || d.LastError != "" {
+		t.Fatalf("delivered: %+v", d)
+	}
+	as := e.attempts(id)
+	if len(as) != 2 || as[0].StatusCode != 500 || as[1].StatusCode != 202 || as[1].Error != "" {
+		t.Fatalf("attempts: %+v", as)
+	}
+	got := rc.receipts(id)
+	if len(got) != 2 || got[0].header.Get("X-SMTM-Delivery") != id.String() || got[1].header.Get("X-SMTM-Delivery") != id.String() ||
+		!bytes.Equal(got[0].body, got[1].body) {
+		t.Fatalf("requests: %+v", got)
+	}
+}
+
+func TestRedirectIsNotFollowed(t *testing.T) {
+	e := newEnv(t)
+	target := newReceiver(t, nil)
+	rc := newReceiver(t, func(w http.ResponseWriter, r *http.Request, _ int) {
+		http.Redirect(w, r, target.URL+"/elsewhere", http.StatusFound)
+	})
+	id := e.delivery(e.webhook(rc.URL, "", nil), body)
+	e.start(fast(Options{Schedule: Schedule{}}))
+	d := e.waitStatus(id, store.StatusFailed, 5*time.Second)
+	as := e.attempts(id)
+	if d.Attempts != 1 || len(as) != 1 || as[0].StatusCode != 302 || !strings.Contains(as[0].Error, "redirect") {
+		t.Fatalf("delivery %+v, attempts %+v", d, as)
+	}
+	if n := target.count(); n != 0 {
+		t.Fatalf("redirect target called %d times", n)
+	}
+}
+
+func TestTimeout(t *testing.T) {
+	e := newEnv(t)
+	rc := newReceiver(t, func(w http.ResponseWriter, r *http.Request, _ int) {
+		select {
+		case <-r.Context().Done():
+		case <-time.After(5 * time.Second):
+		}
+	})
+	id := e.delivery(e.webhook(rc.URL, "", nil), body)
+	e.start(fast(Options{Schedule: Schedule{}, Timeout: 150 * time.Millisecond}))
+	d := e.waitStatus(id, store.StatusFailed, 5*time.Second)
+	as := e.attempts(id)
+	if len(as) != 1 || as[0].StatusCode != 0 || !strings.Contains(as[0].Error, "timeout") ||
+		as[0].Duration < 150*time.Millisecond || as[0].Duration > 2*time.Second {
+		t.Fatalf("delivery %+v, attempts %+v", d, as)
+	}
+}
+
+// rawServer accepts TCP connections and hands each to serve.
+func rawServer(t *testing.T, serve func(net.Conn)) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { l.Close(); wg.Wait() })
+	wg.Go(func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() {
+				defer c.Close()
+				serve(c)
+			})
+		}
+	})
+	return "http://" + l.Addr().String() + "/"
+}
+
+func TestBrokenEndpoints(t *testing.T) {
+	e := newEnv(t)
+	readRequest := func(c net.Conn) {
+		c.SetReadDeadline(time.Now().Add(time.Second))
+		c.Read(make([]byte, 64<<10))
+	}
+	garbage := rawServer(t, func(c net.Conn) {
+		readRequest(c)
+		c.Write([]byte("\x00\xffnot http at all\r\n\r\n"))
+	})
+	hangup := rawServer(t, func(c net.Conn) { readRequest(c) })
+	refused := func() string {
+		l, _ := net.Listen("tcp", "127.0.0.1:0")
+		addr := l.Addr().String()
+		l.Close()
+		return "http://" + addr + "/"
+	}()
+	big := bytes.Repeat([]byte("é"), 100<<10)
+	junk := newReceiver(t, func(w http.ResponseWriter, _ *http.Request, _ int) {
+		w.WriteHeader(http.StatusOK)
+		w.Write([]byte("\n ok\x00\xff\xfe "))
+		w.Write(big)
+	})
+	cases := map[string]struct {
+		url     string
+		status  store.Status
+		code    int
+		errPart string
+	}{
+		"garbage":  {garbage, store.StatusFailed, 0, "malformed"},
+		"hangup":   {hangup, store.StatusFailed, 0, "connection closed"},
+		"refused":  {refused, store.StatusFailed, 0, "refused"},
+		"bad url":  {"http://[::1", store.StatusFailed, 0, "invalid webhook URL"},
+		"dns":      {"http://does-not-exist.invalid/", store.StatusFailed, 0, "dns"},
+		"junk 200": {junk.URL, store.StatusDelivered, 200, ""},
+	}
+	ids := map[string]uuid.UUID{}
+	for name, c := range cases {
+		ids[name] = e.delivery(e.webhook(c.url, "", nil), body)
+	}
+	e.start(fast(Options{Schedule: Schedule{}, SnippetBytes: 10}))
+	for name, c := range cases {
+		d := e.waitStatus(ids[name], c.status, 10*time.Second)
+		as := e.attempts(ids[name])
+		if len(as) != 1 || as[0].StatusCode != c.code || d.LastStatusCode != c.code {
+			t.Errorf("%s: delivery %+v, attempts %+v", name, d, as)
+			continue
+		}
+		if !strings.Contains(as[0].Error, c.errPart) || strings.ContainsAny(as[0].Error, "\r\n") || (c.errPart == "") != (as[0].Error == "") {
+			t.Errorf("%s: error %q, want one line containing %q", name, as[0].Error, c.errPart)
+		}
+	}
+	if a := e.attempts(ids["junk 200"]); a[0].Snippet != "ok \u00e9" {
+		// "\n ok" NUL, invalid bytes and a cut rune are dropped, spaces trimmed.
+		t.Errorf("snippet %q", a[0].Snippet)
+	}
+}
+
+func TestHangingEndpointDoesNotDelayOthers(t *testing.T) {
+	e := newEnv(t)
+	hanging := newReceiver(t, hang)
+	stuck := e.webhook(hanging.URL, "", nil)
+	var stuckIDs []uuid.UUID
+	for range 10 {
+		stuckIDs = append(stuckIDs, e.delivery(stuck, body))
+	}
+	healthy := newReceiver(t, func(w http.ResponseWriter, _ *http.Request, _ int) {
+		time.Sleep(5 * time.Millisecond)
+		w.WriteHeader(http.StatusOK)
+	})
+	var ids []uuid.UUID
+	for range 3 {
+		wh := e.webhook(healthy.URL, "", nil)
+		for range 10 {
+			ids = append(ids, e.delivery(wh, body))
+		}
+	}
+	e.start(fast(Options{Workers: 6, PerWebhook: 2, Timeout: 30 * time.Second}))
+	start := time.Now()
+	for _, id := range ids {
+		e.waitStatus(id, store.StatusDelivered, 5*time.Second)
+	}
+	took := time.Since(start)
+	if n := hanging.active(); n != 2 {
+		t.Errorf("%d requests hanging, want PerWebhook = 2", n)
+	}
+	if n := hanging.count(); n != 2 {
+		t.Errorf("hanging endpoint got %d requests, want 2", n)
+	}
+	for _, id := range stuckIDs {
+		if as := e.attempts(id); len(as) != 0 {
+			t.Fatalf("hanging delivery has attempts %+v", as)
+		}
+	}
+	t.Logf("30 healthy deliveries in %v beside a hanging endpoint", took)
+}
+
+func TestTwoDispatchersNeverSendOneAttemptTwice(t *testing.T) {
+	e := newEnv(t)
+	rc := newReceiver(t, func(w http.ResponseWriter, _ *http.Request, n int) {
+		if n == 1 {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		w.WriteHeader(http.StatusOK)
+	})
+	var ids []uuid.UUID
+	for i := range 200 {
+		ids = append(ids, e.delivery(e.webhook(fmt.Sprintf("%s/%d", rc.URL, i%5), "", nil), body))
+	}
+	var logs logBuffer
+	logger := slog.New(slog.NewTextHandler(&logs, nil))
+	opts := fast(Options{Workers: 8, PerWebhook: 2, Schedule: Schedule{5 * time.Millisecond}, PollInterval: 5 * time.Millisecond, Logger: logger})
+	a, b := opts, opts
+	a.Owner, b.Owner = "relay-a", "relay-b"
+	a.UserAgent, b.UserAgent = "A/1", "B/1"
+	e.start(a)
+	e.start(b)
+	for _, id := range ids {
+		e.waitStatus(id, store.StatusDelivered, 20*time.Second)
+	}
+	sentBy := map[string]int{}
+	for _, id := range ids {
+		got := rc.receipts(id)
+		as := e.attempts(id)
+		if len(got) != 2 || len(as) != 2 {
+			t.Fatalf("delivery %s: %d requests and %d attempt rows, want 2 and 2", id, len(got), len(as))
+		}
+		for _, r := range got {
+			sentBy[r.header.Get("User-Agent")]++
+		}
+	}
+	if sentBy["A/1"] == 0 || sentBy["B/1"] == 0 {
+		t.Fatalf("requests per dispatcher: %v; want both to send", sentBy)
+	}
+	if out := logs.String(); out != "" {
+		t.Fatalf("unexpected logs:\n%s", out)
+	}
+}
+
+func TestExpiredLeaseIsTakenOver(t *testing.T) {
+	e := newEnv(t)
+	rc := newReceiver(t, nil)
+	id := e.delivery(e.webhook(rc.URL, "", nil), body)
+	e.exec(`UPDATE {{schema}}.deliveries SET lease_owner = 'dead-relay', lease_until = now() + interval '400 milliseconds' WHERE id = $1`, id)
+	leaseUntil := e.get(id).LeaseUntil
+	e.start(fast(Options{}))
+	time.Sleep(200 * time.Millisecond)
+	if n := rc.count(); n != 0 {
+		t.Fatalf("sent while another owner's lease held: %d requests", n)
+	}
+	e.waitStatus(id, store.StatusDelivered, 5*time.Second)
+	if got := rc.receipts(id); len(got) != 1 || got[0].at.Before(leaseUntil) {
+		t.Fatalf("requests %v, lease until %v", got, leaseUntil)
+	}
+}
+
+func TestRefire(t *testing.T) {
+	e := newEnv(t)
+	var healthy atomic.Bool
+	rc := newReceiver(t, func(w http.ResponseWriter, _ *http.Request, n int) {
+		// After the re-fire: one more failure, then success.
+		if healthy.Load() && n >= 4 {
+			w.WriteHeader(http.StatusOK)
+			return
+		}
+		w.WriteHeader(http.StatusBadGateway)
+	})
+	id := e.delivery(e.webhook(rc.URL, "", nil), body)
+	d, _ := e.start(fast(Options{Schedule: Schedule{10 * time.Millisecond}, PollInterval: time.Hour}))
+	e.waitStatus(id, store.StatusFailed, 5*time.Second)
+	if n := len(e.attempts(id)); n != 2 {
+		t.Fatalf("%d attempts before re-fire, want 2", n)
+	}
+
+	healthy.Store(true)
+	if err := e.st.Refire(context.Background(), id); err != nil {
+		t.Fatal(err)
+	}
+	d.Notify()
+	got := e.waitStatus(id, store.StatusDelivered, 5*time.Second)
+	as := e.attempts(id)
+	if got.Attempts != 4 || len(as) != 4 {
+		t.Fatalf("delivery %+v, %d attempts; want 4 (the schedule starts over after a re-fire)", got, len(as))
+	}
+	for i, a := range as {
+		if a.Attempt != i+1 {
+			t.Fatalf("attempt numbers %+v", as)
+		}
+	}
+	for i, r := range rc.receipts(id) {
+		if r.header.Get("X-SMTM-Delivery") != id.String() || !bytes.Equal(r.body, body) {
+			t.Fatalf("request %d: %v %q", i+1, r.header, r.body)
+		}
+	}
+}
+
+func TestNotifySendsAtOnce(t *testing.T) {
+	e := newEnv(t)
+	rc := newReceiver(t, nil)
+	wh := e.webhook(rc.URL, "", nil)
+	d, _ := e.start(fast(Options{PollInterval: time.Hour}))
+	time.Sleep(50 * time.Millisecond) // the first poll has passed
+	id := e.delivery(wh, body)
+	d.Notify()
+	e.waitStatus(id, store.StatusDelivered, 2*time.Second)
+}
+
+func TestInactiveWebhookWaits(t *testing.T) {
+	e := newEnv(t)
+	rc := newReceiver(t, nil)
+	wh := e.webhook(rc.URL, "", nil)
+	e.exec(`UPDATE {{schema}}.webhooks SET active = false WHERE id = $1`, wh)
+	id := e.delivery(wh, body)
+	d, _ := e.start(fast(Options{}))
+	time.Sleep(300 * time.Millisecond)
+	if n := rc.count(); n != 0 {
+		t.Fatalf("inactive webhook got %d requests", n)
+	}
+	if got := e.get(id); got.Status != store.StatusPending || got.Attempts != 0 || got.LeaseOwner != "" {
+		t.Fatalf("delivery of an inactive webhook: %+v", got)
+	}
+	e.exec(`UPDATE {{schema}}.webhooks SET active = true WHERE id = $1`, wh)
+	d.Notify()
+	e.waitStatus(id, store.StatusDelivered, 2*time.Second)
+}
+
+func TestDrainTimeoutReleasesClaims(t *testing.T) {
+	e := newEnv(t)
+	rc := newReceiver(t, hang)
+	id := e.delivery(e.webhook(rc.URL, "", nil), body)
+	var logs logBuffer
+	_, stop := e.start(fast(Options{Timeout: 30 * time.Second, DrainTimeout: 300 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))}))
+	eventually(t, 5*time.Second, func() bool { return rc.active() == 1 }, func() string { return "request never arrived" })
+	err, took := stop()
+	if err != nil {
+		t.Errorf("Run: %v", err)
+	}
+	if out := logs.String(); !strings.Contains(out, "level=WARN msg=\"drain timed out") || !strings.Contains(out, "attempts=1") {
+		t.Errorf("no drain warning:\n%s", out)
+	}
+	if took < 300*time.Millisecond || took > 300*time.Millisecond+time.Second {
+		t.Errorf("Run returned %v after the cancel, want about the 300ms drain timeout", took)
+	}
+	d := e.get(id)
+	if d.LeaseOwner != "" || !d.LeaseUntil.IsZero() || d.Status != store.StatusPending || d.Attempts != 0 {
+		t.Fatalf("after the drain: %+v", d)
+	}
+	if as := e.attempts(id); len(as) != 0 {
+		t.Fatalf("aborted attempt recorded: %+v", as)
+	}
+}
+
+func TestDrainWaitsForAttemptsInFlight(t *testing.T) {
+	e := newEnv(t)
+	rc := newReceiver(t, func(w http.ResponseWriter, _ *http.Request, _ int) {
+		time.Sleep(300 * time.Millisecond)
+		w.WriteHeader(http.StatusOK)
+	})
+	id := e.delivery(e.webhook(rc.URL, "", nil), body)
+	_, stop := e.start(fast(Options{DrainTimeout: 5 * time.Second}))
+	eventually(t, 5*time.Second, func() bool { return rc.active() == 1 }, func() string { return "request never arrived" })
+	if err, _ := stop(); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if d := e.get(id); d.Status != store.StatusDelivered || d.LeaseOwner != "" {
+		t.Fatalf("after the drain: %+v", d)
+	}
+}
+
+func TestRunLeavesNoGoroutines(t *testing.T) {
+	e := newEnv(t)
+	rc := newReceiver(t, nil)
+	wh := e.webhook(rc.URL, "", nil)
+	for range 20 {
+		e.delivery(wh, body)
+	}
+	base := runtime.NumGoroutine()
+	_, stop := e.start(fast(Options{}))
+	eventually(t, 5*time.Second, func() bool { return rc.count() == 20 }, func() string { return "not all sent" })
+	if err, _ := stop(); err != nil {
+		t.Fatal(err)
+	}
+	rc.CloseClientConnections()
+	eventually(t, 5*time.Second, func() bool { return runtime.NumGoroutine() <= base }, func() string {
+		buf := make([]byte, 1<<20)
+		return fmt.Sprintf("%d goroutines after Run, %d before:\n%s", runtime.NumGoroutine(), base, buf[:runtime.Stack(buf, true)])
+	})
+}
+
+func TestRunTwiceAtOnce(t *testing.T) {
+	e := newEnv(t)
+	d, _ := e.start(fast(Options{}))
+	time.Sleep(20 * time.Millisecond)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := d.Run(ctx); err == nil {
+		t.Fatal("second Run accepted")
+	}
+}
+
+func TestReservedHeaders(t *testing.T) {
+	for _, h := range []string{"content-type", "Content-Type", "USER-AGENT", "x-smtm-event", "X-SMTM-Delivery", "x-SmTm-signature", "X-SMTM-Future"} {
+		if !reserved(h) {
+			t.Errorf("%q not reserved", h)
+		}
+	}
+	for _, h := range []string{"Authorization", "X-Custom", "X-SMTM", "Content-Language"} {
+		if reserved(h) {
+			t.Errorf("%q reserved", h)
+		}
+	}
+}
+
+func TestSnippet(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		n    int
+		want string
+	}{
+		{"  hello  ", 100, "hello"},
+		{"hello world", 5, "hello"},
+		{"héllo", 2, "h"}, // the cut rune is dropped
+		{"a\x00b\xffc", 10, "abc"},
+		{"abc", 0, ""},
+		{"abc", -1, ""},
+	} {
+		if got := snippet([]byte(tc.in), tc.n); got != tc.want {
+			t.Errorf("snippet(%q, %d) = %q, want %q", tc.in, tc.n, got, tc.want)
+		}
+	}
+	if got := oneLine("a\nb\r\n  c" + strings.Repeat("x", 400)); strings.ContainsAny(got, "\r\n") || len(got) > maxErrorLen+len("…") {
+		t.Errorf("oneLine: %q", got)
+	}
+}
+
+func TestZeroDrainTimeoutAbortsAtOnce(t *testing.T) {
+	e := newEnv(t)
+	rc := newReceiver(t, hang)
+	id := e.delivery(e.webhook(rc.URL, "", nil), body)
+	_, stop := e.start(Options{PollInterval: 10 * time.Millisecond})
+	eventually(t, 5*time.Second, func() bool { return rc.active() == 1 }, func() string { return "request never arrived" })
+	if err, took := stop(); err != nil || took > time.Second {
+		t.Fatalf("Run returned %v after %v", err, took)
+	}
+	if d := e.get(id); d.LeaseOwner != "" || d.Attempts != 0 {
+		t.Fatalf("after the drain: %+v", d)
+	}
+}

@@ -1,0 +1,204 @@
+package relay
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/smartmaintenance/relay/signature"
+	"github.com/smartmaintenance/relay/store"
+)
+
+// maxResponseRead is how much of a response body is read (and so drained
+// for the connection's reuse); the rest is discarded with the connection.
+const maxResponseRead = 64 << 10
+
+// maxErrorLen bounds the recorded error text.
+const maxErrorLen = 300
+
+// Request headers the relay sets; a webhook's own headers never replace
+// them.
+const (
+	headerContentType = "Content-Type"
+	headerUserAgent   = "User-Agent"
+	headerEvent       = signature.EventHeader
+	headerDelivery    = signature.DeliveryHeader
+	headerSignature   = signature.Header
+)
+
+// reservedPrefix marks the product's own headers: a webhook may not set any
+// of them, present or future.
+const reservedPrefix = "x-smtm-"
+
+// sender makes one attempt: it POSTs a claimed delivery and reads the answer.
+type sender struct {
+	client       *http.Client
+	userAgent    string
+	timeout      time.Duration
+	snippetBytes int
+}
+
+// outcome is what one attempt observed.
+type outcome struct {
+	started  time.Time
+	duration time.Duration
+	// status is the response status, 0 when no response arrived.
+	status int
+	// err is a one-line reason the attempt failed; empty on success.
+	err     string
+	snippet string
+	// aborted means the relay itself cut the attempt short (shutdown) before
+	// a response arrived: it is not an attempt and is not recorded.
+	aborted bool
+}
+
+// newRequest builds the POST for a claimed delivery.
+func (s *sender) newRequest(ctx context.Context, c *store.Claimed) (*http.Request, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.URL, bytes.NewReader(c.Body))
+	if err != nil {
+		// The URL may carry credentials: report the reason, not the URL.
+		var uerr *url.Error
+		if errors.As(err, &uerr) {
+			err = uerr.Err
+		}
+		return nil, fmt.Errorf("invalid webhook URL: %w", err)
+	}
+	for k, v := range c.Headers {
+		if k == "" || reserved(k) {
+			continue
+		}
+		req.Header.Set(k, v)
+	}
+	req.Header.Set(headerContentType, "application/json")
+	req.Header.Set(headerUserAgent, s.userAgent)
+	req.Header.Set(headerEvent, c.EventType)
+	req.Header.Set(headerDelivery, c.ID.String())
+	// An empty secret signs nothing a stranger could not sign too.
+	if c.Secret != "" {
+		req.Header.Set(headerSignature, signature.Sign([]byte(c.Secret), c.Body))
+	}
+	return req, nil
+}
+
+// reserved reports whether a webhook's own header would replace one the
+// relay sets.
+func reserved(name string) bool {
+	switch {
+	case strings.EqualFold(name, headerContentType), strings.EqualFold(name, headerUserAgent):
+		return true
+	case len(name) >= len(reservedPrefix) && strings.EqualFold(name[:len(reservedPrefix)], reservedPrefix):
+		return true
+	}
+	return false
+}
+
+// send makes one attempt of c. ctx is cancelled only to abort attempts at
+// shutdown; the attempt's own time limit is the sender's timeout.
+func (s *sender) send(ctx context.Context, c *store.Claimed) (out outcome) {
+	out.started = time.Now()
+	defer func() { out.duration = time.Since(out.started) }()
+	actx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	req, err := s.newRequest(actx, c)
+	if err != nil {
+		out.err = oneLine(err.Error())
+		return out
+	}
+	resp, err := s.client.Do(req)
+	if err != nil {
+		switch {
+		case ctx.Err() != nil:
+			out.aborted = true
+		case errors.Is(actx.Err(), context.DeadlineExceeded):
+			out.err = fmt.Sprintf("timeout: no response within %v", s.timeout)
+		default:
+			out.err = describe(err)
+		}
+		return out
+	}
+	// Read what a well-behaved endpoint sends, so the connection can be
+	// reused; a body larger than that costs the connection.
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxResponseRead))
+	resp.Body.Close()
+	out.status = resp.StatusCode
+	out.snippet = snippet(body, s.snippetBytes)
+	switch {
+	case resp.StatusCode >= 200 && resp.StatusCode <= 299:
+	case resp.StatusCode >= 300 && resp.StatusCode <= 399:
+		out.err = fmt.Sprintf("HTTP %d: redirects are not followed", resp.StatusCode)
+	default:
+		out.err = fmt.Sprintf("HTTP %d", resp.StatusCode)
+	}
+	return out
+}
+
+// describe turns a transport error into one line that names the cause and
+// not the URL, which may carry credentials.
+func describe(err error) string {
+	var uerr *url.Error
+	if errors.As(err, &uerr) {
+		err = uerr.Err
+	}
+	var dnsErr *net.DNSError
+	switch {
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return "connection closed by the endpoint before a complete response"
+	case errors.As(err, &dnsErr):
+		return oneLine("dns: " + dnsErr.Error())
+	case isTimeout(err):
+		return oneLine("timeout: " + err.Error())
+	}
+	return oneLine(err.Error())
+}
+
+func isTimeout(err error) bool {
+	var t interface{ Timeout() bool }
+	return errors.As(err, &t) && t.Timeout()
+}
+
+// oneLine folds s onto one line of at most maxErrorLen bytes.
+func oneLine(s string) string {
+	s = strings.Join(strings.Fields(strings.ToValidUTF8(s, "?")), " ")
+	if len(s) > maxErrorLen {
+		s = strings.ToValidUTF8(s[:maxErrorLen], "") + "…"
+	}
+	return s
+}
+
+// snippet returns the first n bytes of body as trimmed, valid UTF-8.
+func snippet(body []byte, n int) string {
+	if n <= 0 || len(body) == 0 {
+		return ""
+	}
+	if len(body) > n {
+		body = body[:n]
+	}
+	s := string(body)
+	if !utf8.ValidString(s) {
+		s = strings.ToValidUTF8(s, "")
+	}
+	return strings.TrimSpace(strings.ReplaceAll(s, "\x00", ""))
+}
+
+// newClient returns the client the dispatcher sends with: no redirects, no
+// cookies, idle connections kept for every worker.
+func newClient(workers int) *http.Client {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConns = 2 * workers
+	t.MaxIdleConnsPerHost = workers
+	t.IdleConnTimeout = 90 * time.Second
+	// Send no Accept-Encoding: the request carries the product's headers
+	// and the webhook's own, nothing else.
+	t.DisableCompression = true
+	return &http.Client{Transport: t, CheckRedirect: noRedirects}
+}
+
+func noRedirects(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
