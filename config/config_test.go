@@ -429,3 +429,26 @@ func writeFile(t testing.TB, content string) string {
 	}
 	return path
 }
+
+func TestCheckWebhook(t *testing.T) {
+	good := Webhook{CompanyID: 1, Name: "n", URL: "http://x.example/h", Events: []string{"task.completed"}}
+	if got := CheckWebhook(good, false); len(got) != 0 {
+		t.Errorf("CheckWebhook(good) = %q", got)
+	}
+	got := CheckWebhook(good, true)
+	if len(got) != 1 || !strings.HasPrefix(got[0], `url: "http://x.example/h" is not HTTPS`) {
+		t.Errorf("CheckWebhook(http, production) = %q", got)
+	}
+	bad := Webhook{URL: "ftp://x", Events: []string{"a", "a"}, Secret: "short", Headers: map[string]string{"X-SMTM-Event": "x"}}
+	want := []string{
+		"company_id: must be > 0, got 0",
+		"name: required",
+		`url: "ftp://x" is not an http(s) URL`,
+		`events[1]: "a" is listed twice`,
+		"secret: 5 bytes is too short; use at least 16 (or none)",
+		"headers[X-SMTM-Event]: X-Smtm-Event is set by the relay and cannot be overridden",
+	}
+	if got := CheckWebhook(bad, false); !slices.Equal(got, want) {
+		t.Errorf("CheckWebhook(bad) =\n%q\nwant\n%q", got, want)
+	}
+}

@@ -168,62 +168,78 @@ func (c *Config) validateWebhooks(p *problems) {
 	names := map[companyName]int{}
 	for i, e := range w.Endpoints {
 		key := fmt.Sprintf("webhooks.endpoints[%d]", i)
-		if e.CompanyID <= 0 {
-			p.add(key+".company_id", "must be > 0, got %d", e.CompanyID)
+		for _, problem := range CheckWebhook(e, c.Production) {
+			*p = append(*p, key+"."+problem)
 		}
-
 		name := strings.TrimSpace(e.Name)
 		if name == "" {
-			p.add(key+".name", "required")
-		} else if first, dup := names[companyName{e.CompanyID, name}]; dup {
+			continue
+		}
+		if first, dup := names[companyName{e.CompanyID, name}]; dup {
 			p.add(key+".name", "%q is already used by webhooks.endpoints[%d] of company %d", name, first, e.CompanyID)
 		} else {
 			names[companyName{e.CompanyID, name}] = i
 		}
+	}
+}
 
-		if u, problem := checkWebhookURL(e.URL); problem != "" {
-			p.add(key+".url", "%s", problem)
-		} else if c.Production && u.Scheme != "https" {
-			p.add(key+".url", "%q is not HTTPS; production: true refuses plain HTTP because payloads may contain personal data", e.URL)
-		}
+// CheckWebhook checks one webhook, wherever it is defined, by the rules
+// Validate applies to webhooks.endpoints (except that names are unique per
+// company, which needs the other webhooks). production refuses plain HTTP.
+// Each problem starts with the field it is about, relative to the webhook,
+// e.g. `url: "ftp://x" is not an http(s) URL`.
+func CheckWebhook(w Webhook, production bool) []string {
+	var p problems
+	if w.CompanyID <= 0 {
+		p.add("company_id", "must be > 0, got %d", w.CompanyID)
+	}
+	if strings.TrimSpace(w.Name) == "" {
+		p.add("name", "required")
+	}
 
-		if len(e.Events) == 0 {
-			p.add(key+".events", "at least one event type is required")
-		}
-		seen := map[string]bool{}
-		for j, ev := range e.Events {
-			switch {
-			case strings.TrimSpace(ev) == "":
-				p.add(fmt.Sprintf("%s.events[%d]", key, j), "empty event type")
-			case seen[ev]:
-				p.add(fmt.Sprintf("%s.events[%d]", key, j), "%q is listed twice", ev)
-			}
-			seen[ev] = true
-		}
+	if u, problem := checkWebhookURL(w.URL); problem != "" {
+		p.add("url", "%s", problem)
+	} else if production && u.Scheme != "https" {
+		p.add("url", "%q is not HTTPS; production: true refuses plain HTTP because payloads may contain personal data", w.URL)
+	}
 
-		if e.Secret != "" && len(e.Secret) < MinSecretBytes {
-			p.add(key+".secret", "%d bytes is too short; use at least %d (or none)", len(e.Secret), MinSecretBytes)
+	if len(w.Events) == 0 {
+		p.add("events", "at least one event type is required")
+	}
+	seen := map[string]bool{}
+	for j, ev := range w.Events {
+		switch {
+		case strings.TrimSpace(ev) == "":
+			p.add(fmt.Sprintf("events[%d]", j), "empty event type")
+		case seen[ev]:
+			p.add(fmt.Sprintf("events[%d]", j), "%q is listed twice", ev)
 		}
+		seen[ev] = true
+	}
 
-		canonical := map[string]string{}
-		for _, h := range sortedHeaderNames(e.Headers) {
-			hk := fmt.Sprintf("%s.headers[%s]", key, h)
-			ch := http.CanonicalHeaderKey(h)
-			switch {
-			case !validHeaderName(h):
-				p.add(hk, "%q is not a valid header name", h)
-			case slices.Contains(reservedHeaders, ch) || strings.HasPrefix(ch, "X-Smtm-"):
-				p.add(hk, "%s is set by the relay and cannot be overridden", ch)
-			case canonical[ch] != "":
-				p.add(hk, "same header as %q (header names are case-insensitive)", canonical[ch])
-			case !validHeaderValue(e.Headers[h]):
-				p.add(hk, "value contains control characters (such as a line break)")
-			}
-			if canonical[ch] == "" {
-				canonical[ch] = h
-			}
+	if w.Secret != "" && len(w.Secret) < MinSecretBytes {
+		p.add("secret", "%d bytes is too short; use at least %d (or none)", len(w.Secret), MinSecretBytes)
+	}
+
+	canonical := map[string]string{}
+	for _, h := range sortedHeaderNames(w.Headers) {
+		hk := fmt.Sprintf("headers[%s]", h)
+		ch := http.CanonicalHeaderKey(h)
+		switch {
+		case !validHeaderName(h):
+			p.add(hk, "%q is not a valid header name", h)
+		case slices.Contains(reservedHeaders, ch) || strings.HasPrefix(ch, "X-Smtm-"):
+			p.add(hk, "%s is set by the relay and cannot be overridden", ch)
+		case canonical[ch] != "":
+			p.add(hk, "same header as %q (header names are case-insensitive)", canonical[ch])
+		case !validHeaderValue(w.Headers[h]):
+			p.add(hk, "value contains control characters (such as a line break)")
+		}
+		if canonical[ch] == "" {
+			canonical[ch] = h
 		}
 	}
+	return p
 }
 
 // checkWebhookURL returns the parsed URL, or a problem description.
