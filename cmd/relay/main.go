@@ -21,6 +21,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	_ "time/tzdata" // company time zones work on hosts without zoneinfo
 
 	"github.com/smartmaintenance/relay/cdc"
 	"github.com/smartmaintenance/relay/config"
