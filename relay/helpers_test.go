@@ -22,11 +22,11 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 
 // env is a migrated state database for one test.
 type env struct {
-	t  *testing.T
+	t  testing.TB
 	st *store.Store
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	ctx := context.Background()
 	st, err := store.Open(ctx, pgtest.NewDatabase(t), "relay")
@@ -116,7 +116,7 @@ func (e *env) waitStatus(id uuid.UUID, want store.Status, timeout time.Duration)
 }
 
 // eventually polls cond until it holds or timeout passes.
-func eventually(t *testing.T, timeout time.Duration, cond func() bool, msg func() string) {
+func eventually(t testing.TB, timeout time.Duration, cond func() bool, msg func() string) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for !cond() {
@@ -176,7 +176,7 @@ type receiver struct {
 	respond  func(w http.ResponseWriter, r *http.Request, n int)
 }
 
-func newReceiver(t *testing.T, respond func(w http.ResponseWriter, r *http.Request, n int)) *receiver {
+func newReceiver(t testing.TB, respond func(w http.ResponseWriter, r *http.Request, n int)) *receiver {
 	rc := &receiver{byID: map[string][]receipt{}, respond: respond}
 	rc.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
