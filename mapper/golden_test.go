@@ -87,11 +87,18 @@ func TestGolden(t *testing.T) {
 // golden files sit between these markers, one pair per event type.
 var docBlockRE = regexp.MustCompile(`(?s)<!-- begin generated: ([a-z_.]+) -->\n.*?<!-- end generated: ([a-z_.]+) -->\n`)
 
-// TestEventsDoc keeps docs/EVENTS.md in step with the default rules and the
-// golden payloads. go test -run EventsDoc -update rewrites the generated
-// blocks.
+// TestEventsDoc keeps docs/EVENTS.md and the README's event catalogue in
+// step with the default rules and the golden payloads. go test -run
+// EventsDoc -update rewrites the generated blocks.
 func TestEventsDoc(t *testing.T) {
-	const path = "../docs/EVENTS.md"
+	checkDoc(t, "../docs/EVENTS.md", docBlockRE, docBlock)
+	checkDoc(t, "../README.md", readmeBlockRE, readmeBlock)
+}
+
+// The README's catalogue is generated the same way, in a shorter form.
+var readmeBlockRE = regexp.MustCompile(`(?s)<!-- begin readme: ([a-z_.]+) -->\n.*?<!-- end readme: ([a-z_.]+) -->\n`)
+
+func checkDoc(t *testing.T, path string, re *regexp.Regexp, render func(Rule) ([]byte, error)) {
 	doc, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
@@ -102,39 +109,66 @@ func TestEventsDoc(t *testing.T) {
 	}
 	var seen []string
 	var failed bool
-	out := docBlockRE.ReplaceAllFunc(doc, func(block []byte) []byte {
-		m := docBlockRE.FindSubmatch(block)
+	out := re.ReplaceAllFunc(doc, func(block []byte) []byte {
+		m := re.FindSubmatch(block)
 		name := string(m[1])
 		if string(m[2]) != name {
-			t.Errorf("block %s ends as %s", name, m[2])
+			t.Errorf("%s: block %s ends as %s", path, name, m[2])
 		}
 		seen = append(seen, name)
 		r, ok := rules[name]
 		if !ok {
-			t.Errorf("docs describe %s, which is not a default event", name)
+			t.Errorf("%s describes %s, which is not a default event", path, name)
 			return block
 		}
-		want, err := docBlock(r)
+		want, err := render(r)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if !bytes.Equal(block, want) {
 			failed = true
 			if !*rewrite {
-				t.Errorf("docs block for %s is stale (run go test ./mapper -update)\n got:\n%s\nwant:\n%s", name, block, want)
+				t.Errorf("%s: block for %s is stale (run go test ./mapper -update)\n got:\n%s\nwant:\n%s", path, name, block, want)
 			}
 		}
 		return want
 	})
 	slices.Sort(seen)
 	if !slices.Equal(seen, defaultEvents) {
-		t.Errorf("docs describe %v, want every default event %v", seen, defaultEvents)
+		t.Errorf("%s describes %v, want every default event %v", path, seen, defaultEvents)
 	}
 	if failed && *rewrite {
 		if err := os.WriteFile(path, out, 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
+}
+
+// readmeBlock renders a rule and its golden payload for the README.
+func readmeBlock(r Rule) ([]byte, error) {
+	golden, err := os.ReadFile(goldenPath(r.Event))
+	if err != nil {
+		return nil, err
+	}
+	var pretty bytes.Buffer
+	if err := json.Indent(&pretty, golden, "", "  "); err != nil {
+		return nil, fmt.Errorf("%s: %w", goldenPath(r.Event), err)
+	}
+	on := r.On
+	if len(on) == 0 {
+		on = []string{"insert", "update"}
+	}
+	when := "always"
+	if r.When != "" {
+		when = "`" + r.When + "`"
+	}
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "<!-- begin readme: %s -->\n", r.Event)
+	fmt.Fprintf(&b, "#### `%s`\n\nTable `%s`, on %s, when %s.\n\n```json\n", r.Event, r.Table, strings.Join(on, ", "), when)
+	b.Write(pretty.Bytes())
+	b.WriteString("\n```\n")
+	fmt.Fprintf(&b, "<!-- end readme: %s -->\n", r.Event)
+	return b.Bytes(), nil
 }
 
 // docBlock renders a rule and its golden payload for docs/EVENTS.md.
