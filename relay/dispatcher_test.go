@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"runtime"
 	"strings"
 	"sync"
@@ -307,6 +308,8 @@ func TestBrokenEndpoints(t *testing.T) {
 		w.Write([]byte("\n ok\x00\xff\xfe "))
 		w.Write(big)
 	})
+	tlsSrv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {}))
+	t.Cleanup(tlsSrv.Close)
 	cases := map[string]struct {
 		url     string
 		status  store.Status
@@ -318,6 +321,7 @@ func TestBrokenEndpoints(t *testing.T) {
 		"refused":  {refused, store.StatusFailed, 0, "refused"},
 		"bad url":  {"http://[::1", store.StatusFailed, 0, "invalid webhook URL"},
 		"dns":      {"http://does-not-exist.invalid/", store.StatusFailed, 0, "dns"},
+		"tls":      {tlsSrv.URL, store.StatusFailed, 0, "certificate"},
 		"junk 200": {junk.URL, store.StatusDelivered, 200, ""},
 	}
 	ids := map[string]uuid.UUID{}
