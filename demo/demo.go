@@ -188,18 +188,17 @@ func (r *receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	var p struct {
-		Event       string         `json:"event"`
-		Timestamp   string         `json:"timestamp"`
-		CompanyName string         `json:"company_name"`
-		Data        map[string]any `json:"data"`
+		Event       string          `json:"event"`
+		Timestamp   string          `json:"timestamp"`
+		CompanyName string          `json:"company_name"`
+		Data        json.RawMessage `json:"data"`
 	}
 	_ = json.Unmarshal(body, &p)
-	data, _ := json.Marshal(p.Data)
 	retry := ""
 	if attempt > 1 {
 		retry = fmt.Sprintf(" (attempt %d, same delivery id)", attempt)
 	}
-	r.out.printf("✓ %-22s %-14s %s  signature ok  delivery %s%s\n    %s\n", p.Event, p.CompanyName, p.Timestamp, id, retry, data)
+	r.out.printf("✓ %-22s %-14s %s  signature ok  delivery %s%s\n    %s\n", p.Event, p.CompanyName, p.Timestamp, id, retry, p.Data)
 	w.WriteHeader(http.StatusNoContent)
 }
 
