@@ -20,6 +20,8 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"slices"
+	"strings"
 	"syscall"
 	_ "time/tzdata" // company time zones work on hosts without zoneinfo
 
@@ -82,8 +84,21 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if err == nil {
 		return exitOK
 	}
-	fmt.Fprintf(stderr, "relay %s: %v\n", cmd, err)
+	fmt.Fprintf(stderr, "relay %s: %s\n", cmd, oneLine(err))
 	return exitCode(err)
+}
+
+// oneLine folds a multi-line error (pgx lists every address it tried) into
+// one line, dropping repeated parts.
+func oneLine(err error) string {
+	var parts []string
+	for _, p := range strings.Split(err.Error(), "\n") {
+		p = strings.TrimSpace(p)
+		if p != "" && !slices.Contains(parts, p) {
+			parts = append(parts, p)
+		}
+	}
+	return strings.Join(parts, " ")
 }
 
 func exitCode(err error) int {
