@@ -221,6 +221,11 @@ func syncWebhooks(ctx context.Context, cfg *config.Config, st *store.Store, cat 
 		return fmt.Errorf("load webhooks from the config file: %w", err)
 	}
 	log.Info("webhooks loaded from the config file", "total", len(hooks), "added", added, "updated", updated, "removed", removed)
+	if n, err := st.FailDeletedWebhookDeliveries(ctx); err != nil {
+		return err
+	} else if n > 0 {
+		log.Warn("pending deliveries of removed webhooks marked failed", "deliveries", n)
+	}
 	return nil
 }
 

@@ -525,7 +525,46 @@ func TestWebhookTableEditsTakeEffectWithoutRestart(t *testing.T) {
 	if n := len(e.recv.requests("/moved")) + len(e.recv.requests("/table")); n != 2 {
 		t.Fatalf("disabled webhook was called: %d requests", n)
 	}
+	// Deleting a webhook (soft: its history stays) ends its pending
+	// deliveries: here one waiting for a retry far in the future.
+	e.exec(`UPDATE relay.deliveries SET status = 'retrying', next_attempt_at = now() + interval '1 hour'
+		WHERE webhook_id = (SELECT id FROM relay.webhooks WHERE name = 'marker')`)
+	e.exec(`UPDATE relay.webhooks SET deleted_at = now() WHERE name = 'marker'`)
+	e.waitFor("pending delivery failed", func() bool {
+		var n int
+		e.pool.QueryRow(context.Background(), `SELECT count(*) FROM relay.deliveries d JOIN relay.webhooks w ON w.id = d.webhook_id
+			WHERE w.name = 'marker' AND d.status = 'failed' AND d.last_error = 'webhook deleted'`).Scan(&n)
+		return n == 1
+	})
 	// An invalid webhook saved by an admin is reported in one clear line.
 	e.exec(`INSERT INTO relay.webhooks (company_id, name, url, events) VALUES (1, 'broken', 'ftp://x', '{no.such}')`)
 	e.waitFor("problem logged", func() bool { return strings.Contains(e.logs.String(), "broken") })
+}
+
+// TestLargeTransaction maps a transaction larger than one chunk: the events
+// of every chunk are stored, and a row changed twice in the transaction
+// fires its transition once.
+func TestLargeTransaction(t *testing.T) {
+	e := newRelay(t)
+	e.cfg.Webhooks.Endpoints[0].Events = []string{"task.completed"}
+	e.exec(`INSERT INTO tasks (company_id, title) SELECT 1, 'bulk ' || g FROM generate_series(1, 5000) g`)
+	e.start()
+	e.exec(`BEGIN;
+		UPDATE tasks SET status = 'completed';
+		UPDATE tasks SET title = title || ' (edited)' WHERE id % 2 = 0;
+		UPDATE tasks SET status = 'completed', priority = 'low' WHERE id <= 10;
+		COMMIT`)
+	e.waitFor("5000 deliveries", func() bool { return len(e.recv.requests("/one")) >= 5000 })
+	time.Sleep(300 * time.Millisecond)
+	seen := map[float64]bool{}
+	for _, p := range e.recv.events(t, "/one", "task.completed") {
+		id := p.Data["task_id"].(float64)
+		if seen[id] {
+			t.Fatalf("task %v completed twice", id)
+		}
+		seen[id] = true
+	}
+	if len(seen) != 5000 {
+		t.Fatalf("%d tasks completed, want 5000", len(seen))
+	}
 }

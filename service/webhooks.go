@@ -28,6 +28,11 @@ func watchWebhooks(ctx context.Context, st *store.Store, cfg *config.Config, cat
 		if err == nil {
 			reportWebhookEdits(hooks, seen, cfg.Production, cat, log)
 		}
+		if n, err := st.FailDeletedWebhookDeliveries(ctx); err != nil && ctx.Err() == nil {
+			log.Warn("ending deliveries of deleted webhooks failed", "err", err)
+		} else if n > 0 {
+			log.Warn("pending deliveries of deleted webhooks marked failed", "deliveries", n)
+		}
 		select {
 		case <-ctx.Done():
 			return

@@ -106,3 +106,20 @@ func (s *Store) Webhooks(ctx context.Context) ([]Webhook, error) {
 	}
 	return out, nil
 }
+
+// FailDeletedWebhookDeliveries ends the pending deliveries of deleted
+// webhooks as failed ("webhook deleted"), so they neither wait forever nor
+// escape retention. Deliveries of disabled webhooks stay pending and resume
+// when the webhook is enabled again.
+func (s *Store) FailDeletedWebhookDeliveries(ctx context.Context) (int64, error) {
+	tag, err := s.pool.Exec(ctx, s.q(`UPDATE {{schema}}.deliveries d
+		SET status = 'failed', last_error = 'webhook deleted', finished_at = now(), updated_at = now(),
+		    lease_owner = NULL, lease_until = NULL
+		FROM {{schema}}.webhooks w
+		WHERE d.webhook_id = w.id AND w.deleted_at IS NOT NULL AND d.status IN ('pending', 'retrying')
+		  AND (d.lease_until IS NULL OR d.lease_until < now())`))
+	if err != nil {
+		return 0, fmt.Errorf("fail deliveries of deleted webhooks: %w", err)
+	}
+	return tag.RowsAffected(), nil
+}
