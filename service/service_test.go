@@ -568,3 +568,63 @@ func TestLargeTransaction(t *testing.T) {
 		t.Fatalf("%d tasks completed, want 5000", len(seen))
 	}
 }
+
+// TestRetriesContinueAfterRestart stops the relay while a delivery waits
+// for its retry; the restarted relay sends the retry, with the same id.
+func TestRetriesContinueAfterRestart(t *testing.T) {
+	e := newRelay(t)
+	e.cfg.Delivery.RetrySchedule = []time.Duration{2 * time.Second, 2 * time.Second}
+	e.recv.setRespond(func(_ request, n int) int {
+		if n == 1 {
+			return 503
+		}
+		return 200
+	})
+	e.start()
+	e.exec(`INSERT INTO activity_log_exports (company_id, row_count) VALUES (1, 1)`)
+	e.waitFor("first attempt", func() bool { return len(e.recv.requests("/one")) == 1 })
+	if err := e.stop(); err != nil {
+		t.Fatal(err)
+	}
+	e.start()
+	e.waitFor("the retry", func() bool { return len(e.recv.requests("/one")) == 2 })
+	reqs := e.recv.requests("/one")
+	if gap := reqs[1].At.Sub(reqs[0].At); gap < 2*time.Second {
+		t.Fatalf("retry came %v after the failure, before its due time", gap)
+	}
+	if reqs[0].Header.Get("X-SMTM-Delivery") != reqs[1].Header.Get("X-SMTM-Delivery") {
+		t.Fatal("the retry after a restart has a new delivery id")
+	}
+	e.waitFor("delivered", func() bool {
+		var status string
+		e.pool.QueryRow(context.Background(), `SELECT status FROM relay.deliveries`).Scan(&status)
+		return status == "delivered"
+	})
+}
+
+// TestSeparateStateDatabase keeps the relay's state in its own database:
+// the platform database gets nothing but the publication and the slot.
+func TestSeparateStateDatabase(t *testing.T) {
+	e := newRelay(t)
+	e.cfg.Database.StateURL = pgtest.NewDatabase(t)
+	e.start()
+	e.platformActivity(1)
+	for _, typ := range allEvents {
+		e.waitEvents("/one", typ, 1)
+	}
+	var inPlatform bool
+	e.pool.QueryRow(context.Background(), `SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = 'relay')`).Scan(&inPlatform)
+	if inPlatform {
+		t.Fatal("the relay's schema was created in the platform database")
+	}
+	state, err := pgxpool.New(context.Background(), e.cfg.Database.StateURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer state.Close()
+	var n int
+	state.QueryRow(context.Background(), `SELECT count(*) FROM relay.deliveries`).Scan(&n)
+	if n < len(allEvents) {
+		t.Fatalf("%d deliveries in the state database", n)
+	}
+}

@@ -482,3 +482,18 @@ func BenchmarkClaimAndRecord(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N*batch)/b.Elapsed().Seconds(), "attempts/s")
 }
+
+func TestMigrateIsIdempotent(t *testing.T) {
+	url := pgtest.NewDatabase(t)
+	ctx := context.Background()
+	for i := 0; i < 2; i++ {
+		st, err := Open(ctx, url, "relay")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := st.Migrate(ctx); err != nil {
+			t.Fatalf("migration run %d: %v", i+1, err)
+		}
+		st.Close()
+	}
+}
