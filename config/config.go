@@ -34,6 +34,8 @@ type Config struct {
 	Payload     Payload     `koanf:"payload"`
 	Mapping     Mapping     `koanf:"mapping"`
 	Webhooks    Webhooks    `koanf:"webhooks"`
+	Admin       Admin       `koanf:"admin"`
+	Secrets     Secrets     `koanf:"secrets"`
 
 	// envWarnings are RELAY_* variables that Load ignored.
 	envWarnings []string
@@ -89,6 +91,39 @@ type Delivery struct {
 	// DrainTimeout is how long in-flight attempts may finish on shutdown.
 	DrainTimeout time.Duration `koanf:"drain_timeout"`
 	UserAgent    string        `koanf:"user_agent"`
+	// AllowNetworks opens internal destinations (CIDR, address or host
+	// name) that the relay otherwise refuses to call: loopback, private,
+	// link-local, CGNAT, unique-local, multicast.
+	AllowNetworks []string `koanf:"allow_networks"`
+}
+
+// Admin configures the admin HTTP API.
+type Admin struct {
+	// Listen is the API's address, e.g. "127.0.0.1:8081"; "" turns it off.
+	Listen string `koanf:"listen"`
+	// Tokens are the bearer tokens the API accepts.
+	Tokens []AdminToken `koanf:"tokens"`
+}
+
+// AdminToken is one bearer token, known only by its SHA-256.
+type AdminToken struct {
+	// Name says whose token it is; it is written to the audit log.
+	Name string `koanf:"name"`
+	// CompanyID is the one company the token may see and change.
+	CompanyID int64 `koanf:"company_id"`
+	// Operator tokens see and change every company (CompanyID must be 0).
+	Operator bool `koanf:"operator"`
+	// TokenSHA256 is the hex SHA-256 of the token.
+	TokenSHA256 string `koanf:"token_sha256"`
+}
+
+// Secrets configures encryption of webhook secrets at rest.
+type Secrets struct {
+	// Key is a base64 AES-256 key (32 bytes); "" stores secrets in plain
+	// text.
+	Key string `koanf:"key"`
+	// PreviousKeys still decrypt secrets sealed before a key rotation.
+	PreviousKeys []string `koanf:"previous_keys"`
 }
 
 // Retention says how long finished deliveries are kept.
@@ -166,6 +201,7 @@ func Default() *Config {
 			ResponseSnippetBytes: 1024,
 			DrainTimeout:         15 * time.Second,
 			UserAgent:            "SmartMaintenance/1.0",
+			AllowNetworks:        []string{},
 		},
 		Retention: Retention{
 			Delivered: 7 * 24 * time.Hour,
@@ -179,5 +215,7 @@ func Default() *Config {
 			ReloadInterval: time.Second,
 			Endpoints:      []Webhook{},
 		},
+		Admin:   Admin{Tokens: []AdminToken{}},
+		Secrets: Secrets{PreviousKeys: []string{}},
 	}
 }

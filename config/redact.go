@@ -23,6 +23,15 @@ func (c *Config) Redacted() *Config {
 	r.Database.StateURL = redactDatabaseURL(c.Database.StateURL)
 	r.Delivery.RetrySchedule = slices.Clone(c.Delivery.RetrySchedule)
 	r.envWarnings = slices.Clone(c.envWarnings)
+	r.Delivery.AllowNetworks = slices.Clone(c.Delivery.AllowNetworks)
+	r.Admin.Tokens = slices.Clone(c.Admin.Tokens)
+	if r.Secrets.Key != "" {
+		r.Secrets.Key = Mask
+	}
+	r.Secrets.PreviousKeys = make([]string, len(c.Secrets.PreviousKeys))
+	for i := range r.Secrets.PreviousKeys {
+		r.Secrets.PreviousKeys[i] = Mask
+	}
 
 	if c.Mapping.Rules != nil {
 		r.Mapping.Rules = make([]mapper.Rule, len(c.Mapping.Rules))

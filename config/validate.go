@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"maps"
+	"net"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -10,6 +11,9 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/smartmaintenance/relay/egress"
+	"github.com/smartmaintenance/relay/secrets"
 )
 
 // Limits checked by Validate.
@@ -88,6 +92,12 @@ func (c *Config) Validate() error {
 		p.add("delivery.user_agent", "contains control characters")
 	}
 
+	for i, a := range d.AllowNetworks {
+		if err := egress.ValidEntry(strings.TrimSpace(a)); err != nil {
+			p.add(fmt.Sprintf("delivery.allow_networks[%d]", i), "%v", err)
+		}
+	}
+
 	r := c.Retention
 	positive(&p, "retention.delivered", r.Delivered)
 	positive(&p, "retention.failed", r.Failed)
@@ -109,7 +119,64 @@ func (c *Config) Validate() error {
 
 	c.validateRules(&p)
 	c.validateWebhooks(&p)
+	c.validateAdmin(&p)
+	if c.Secrets.Key != "" {
+		if _, err := secrets.ParseKey(c.Secrets.Key); err != nil {
+			p.add("secrets.key", "%v", err)
+		}
+	}
+	for i, k := range c.Secrets.PreviousKeys {
+		if _, err := secrets.ParseKey(k); err != nil {
+			p.add(fmt.Sprintf("secrets.previous_keys[%d]", i), "%v", err)
+		}
+	}
+	if c.Secrets.Key == "" && len(c.Secrets.PreviousKeys) > 0 {
+		p.add("secrets.previous_keys", "set without secrets.key; previous keys only decrypt, the current key encrypts")
+	}
 	return p.err()
+}
+
+var sha256HexRE = regexp.MustCompile(`^[0-9a-f]{64}$`)
+
+func (c *Config) validateAdmin(p *problems) {
+	a := c.Admin
+	if a.Listen != "" {
+		if _, _, err := net.SplitHostPort(a.Listen); err != nil {
+			p.add("admin.listen", "%q is not host:port (e.g. \"127.0.0.1:8081\" or \":8081\")", a.Listen)
+		}
+		if len(a.Tokens) == 0 {
+			p.add("admin.tokens", "admin.listen is set but no token is configured; nobody could use the API")
+		}
+	}
+	names := map[string]int{}
+	hashes := map[string]int{}
+	for i, t := range a.Tokens {
+		key := fmt.Sprintf("admin.tokens[%d]", i)
+		name := strings.TrimSpace(t.Name)
+		if name == "" {
+			p.add(key+".name", "required (it names who acted in the audit log)")
+		} else if first, dup := names[name]; dup {
+			p.add(key+".name", "%q is already used by admin.tokens[%d]", name, first)
+		} else {
+			names[name] = i
+		}
+		switch {
+		case t.Operator && t.CompanyID != 0:
+			p.add(key+".company_id", "must be absent for an operator token (operators see every company)")
+		case !t.Operator && t.CompanyID <= 0:
+			p.add(key+".company_id", "must be > 0 (the company the token may manage), or set operator: true")
+		}
+		h := strings.ToLower(strings.TrimSpace(t.TokenSHA256))
+		switch {
+		case !sha256HexRE.MatchString(h):
+			p.add(key+".token_sha256", "must be 64 hex digits, the SHA-256 of the token (relay token prints a new token and its hash)")
+		default:
+			if first, dup := hashes[h]; dup {
+				p.add(key+".token_sha256", "same token as admin.tokens[%d]", first)
+			}
+			hashes[h] = i
+		}
+	}
 }
 
 func (c *Config) validateRules(p *problems) {

@@ -18,7 +18,7 @@ func BenchmarkDispatch(b *testing.B) {
 	for range 10 {
 		hooks = append(hooks, e.webhook(rc.URL, "a-secret-of-16-bytes", nil))
 	}
-	d := New(e.st, Options{PollInterval: time.Hour, Timeout: 5 * time.Second})
+	d := New(e.st, Options{PollInterval: time.Hour, Timeout: 5 * time.Second, Egress: loopback})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- d.Run(ctx) }()

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/smartmaintenance/relay/egress"
 	"github.com/smartmaintenance/relay/store"
 )
 
@@ -52,8 +54,13 @@ type Options struct {
 	UserAgent string
 	// Logger receives the dispatcher's logs. Default: discard.
 	Logger *slog.Logger
+	// Egress decides which addresses may be called. nil refuses every
+	// loopback, private, link-local and other special-purpose address (see
+	// package egress); the check runs when each connection is made.
+	Egress *egress.Policy
 	// Client sends the requests, for tests. It is copied and never follows
-	// redirects. Default: a client with its own connection pool.
+	// redirects, and Egress does not apply to it. Default: a client with its
+	// own connection pool that applies Egress.
 	Client *http.Client
 }
 
@@ -132,7 +139,7 @@ type Dispatcher struct {
 // New returns a dispatcher sending the deliveries of st.
 func New(st *store.Store, opts Options) *Dispatcher {
 	opts = opts.withDefaults()
-	client := newClient(opts.Workers)
+	client := newClient(opts.Workers, opts.Egress)
 	if opts.Client != nil {
 		c := *opts.Client
 		c.CheckRedirect = noRedirects

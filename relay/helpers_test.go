@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/smartmaintenance/relay/egress"
 	"github.com/smartmaintenance/relay/internal/pgtest"
 	"github.com/smartmaintenance/relay/store"
 )
@@ -134,6 +136,9 @@ func (e *env) start(opts Options) (d *Dispatcher, stop func() (error, time.Durat
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
+	if opts.Egress == nil {
+		opts.Egress = loopback
+	}
 	d = New(e.st, opts)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -157,6 +162,10 @@ func (e *env) start(opts Options) (d *Dispatcher, stop func() (error, time.Durat
 	e.t.Cleanup(func() { stop() })
 	return d, stop
 }
+
+// loopback opens the tests' local receivers; without it the relay refuses
+// them (see TestEgressBlocksLoopback).
+var loopback, _ = egress.NewPolicy([]string{"127.0.0.0/8", "::1"})
 
 // receipt is one request a receiver got.
 type receipt struct {

@@ -13,6 +13,9 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/google/uuid"
+
+	"github.com/smartmaintenance/relay/egress"
 	"github.com/smartmaintenance/relay/signature"
 	"github.com/smartmaintenance/relay/store"
 )
@@ -107,6 +110,11 @@ func (s *sender) send(ctx context.Context, c *store.Claimed) (out outcome) {
 	defer func() { out.duration = time.Since(out.started) }()
 	actx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
+	if c.SecretError != "" {
+		// Never send unsigned what the admin meant to be signed.
+		out.err = oneLine(c.SecretError)
+		return out
+	}
 	req, err := s.newRequest(actx, c)
 	if err != nil {
 		out.err = oneLine(err.Error())
@@ -148,7 +156,10 @@ func describe(err error) string {
 		err = uerr.Err
 	}
 	var dnsErr *net.DNSError
+	var blocked *egress.BlockedError
 	switch {
+	case errors.As(err, &blocked):
+		return oneLine(blocked.Error())
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
 		return "connection closed by the endpoint before a complete response"
 	case errors.As(err, &dnsErr):
@@ -189,9 +200,11 @@ func snippet(body []byte, n int) string {
 }
 
 // newClient returns the client the dispatcher sends with: no redirects, no
-// cookies, idle connections kept for every worker.
-func newClient(workers int) *http.Client {
+// cookies, idle connections kept for every worker, and every connection
+// checked against policy when it is made (see package egress).
+func newClient(workers int, policy *egress.Policy) *http.Client {
 	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.DialContext = policy.DialContext(30*time.Second, 30*time.Second)
 	t.MaxIdleConns = 2 * workers
 	t.MaxIdleConnsPerHost = workers
 	t.IdleConnTimeout = 90 * time.Second
@@ -202,3 +215,63 @@ func newClient(workers int) *http.Client {
 }
 
 func noRedirects(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+
+// Message is one request for a Sender: what a delivery attempt sends.
+type Message struct {
+	URL       string
+	EventType string
+	// DeliveryID is the X-SMTM-Delivery header.
+	DeliveryID uuid.UUID
+	Body       []byte
+	// Secret signs the body; "" sends no signature.
+	Secret  string
+	Headers map[string]string
+}
+
+// Result is what one request observed.
+type Result struct {
+	Started  time.Time
+	Duration time.Duration
+	// StatusCode is 0 when no response arrived.
+	StatusCode int
+	// Error is a one-line reason the request failed; "" for a 2xx answer.
+	Error   string
+	Snippet string
+}
+
+// SenderOptions configure a Sender; zero values take the Dispatcher's
+// defaults (Options).
+type SenderOptions struct {
+	Timeout      time.Duration
+	UserAgent    string
+	SnippetBytes int
+	// Egress decides which addresses may be called; nil refuses every
+	// special-purpose address (see package egress).
+	Egress *egress.Policy
+}
+
+// Sender makes single requests exactly as the dispatcher's attempts are
+// made (headers, signature, no redirects, bounded reads, egress checks),
+// without a delivery behind them: the admin API's test events use it.
+type Sender struct{ s sender }
+
+// NewSender returns a Sender with its own small connection pool.
+func NewSender(o SenderOptions) *Sender {
+	opts := Options{Timeout: o.Timeout, UserAgent: o.UserAgent, SnippetBytes: o.SnippetBytes}.withDefaults()
+	return &Sender{s: sender{
+		client:       newClient(2, o.Egress),
+		userAgent:    opts.UserAgent,
+		timeout:      opts.Timeout,
+		snippetBytes: opts.SnippetBytes,
+	}}
+}
+
+// Send POSTs m once and reports what happened.
+func (s *Sender) Send(ctx context.Context, m Message) Result {
+	c := store.Claimed{ID: m.DeliveryID, EventType: m.EventType, Body: m.Body, URL: m.URL, Secret: m.Secret, Headers: m.Headers}
+	out := s.s.send(ctx, &c)
+	return Result{Started: out.started, Duration: out.duration, StatusCode: out.status, Error: out.err, Snippet: out.snippet}
+}
+
+// Close releases idle connections.
+func (s *Sender) Close() { s.s.client.CloseIdleConnections() }

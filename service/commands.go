@@ -12,6 +12,7 @@ import (
 	"github.com/smartmaintenance/relay/cdc"
 	"github.com/smartmaintenance/relay/config"
 	"github.com/smartmaintenance/relay/mapper"
+	"github.com/smartmaintenance/relay/secrets"
 	"github.com/smartmaintenance/relay/store"
 )
 
@@ -50,6 +51,12 @@ func openStore(ctx context.Context, cfg *config.Config) (*store.Store, error) {
 		st.Close()
 		return nil, fmt.Errorf("%w: %w", ErrDatabase, err)
 	}
+	box, err := SecretBox(cfg)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	st.UseSecrets(box)
 	return st, nil
 }
 
@@ -118,4 +125,29 @@ func DropSlot(ctx context.Context, cfg *config.Config) error {
 	}
 	defer st.Close()
 	return st.ForgetSlot(ctx, cfg.Replication.Slot)
+}
+
+// SecretBox builds the encryption of webhook secrets from secrets.key and
+// secrets.previous_keys; nil (plain text) without a key.
+func SecretBox(cfg *config.Config) (*secrets.Box, error) {
+	if cfg.Secrets.Key == "" {
+		return nil, nil
+	}
+	key, err := secrets.ParseKey(cfg.Secrets.Key)
+	if err != nil {
+		return nil, fmt.Errorf("%w: secrets.key %v", ErrConfig, err)
+	}
+	var previous [][]byte
+	for i, k := range cfg.Secrets.PreviousKeys {
+		b, err := secrets.ParseKey(k)
+		if err != nil {
+			return nil, fmt.Errorf("%w: secrets.previous_keys[%d] %v", ErrConfig, i, err)
+		}
+		previous = append(previous, b)
+	}
+	box, err := secrets.New(key, previous...)
+	if err != nil {
+		return nil, fmt.Errorf("%w: secrets: %v", ErrConfig, err)
+	}
+	return box, nil
 }

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"slices"
 	"strings"
 	"time"
@@ -16,8 +17,10 @@ import (
 	"github.com/jackc/pgx/v5"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/smartmaintenance/relay/admin"
 	"github.com/smartmaintenance/relay/cdc"
 	"github.com/smartmaintenance/relay/config"
+	"github.com/smartmaintenance/relay/egress"
 	"github.com/smartmaintenance/relay/ingest"
 	"github.com/smartmaintenance/relay/mapper"
 	"github.com/smartmaintenance/relay/relay"
@@ -117,6 +120,10 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		log.Info("event types not offered by this database", "events", keys(cat.Unavailable))
 	}
 
+	policy, err := egress.NewPolicy(cfg.Delivery.AllowNetworks)
+	if err != nil {
+		return fmt.Errorf("%w: delivery.allow_networks: %v", ErrConfig, err)
+	}
 	st, err := openStore(ctx, cfg)
 	if err != nil {
 		return err
@@ -127,6 +134,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	}
 
 	disp := relay.New(st, relay.Options{
+		Egress:       policy,
 		Workers:      cfg.Delivery.Workers,
 		PerWebhook:   cfg.Delivery.PerWebhook,
 		Timeout:      cfg.Delivery.Timeout,
@@ -154,6 +162,20 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		Logger:         log.With("component", "cdc"),
 	})
 
+	var adminSrv *admin.Server
+	var adminLn net.Listener
+	if cfg.Admin.Listen != "" {
+		srv, closeAdmin, err := newAdmin(ctx, cfg, st, cat, policy, disp.Notify, log.With("component", "admin"))
+		if err != nil {
+			return err
+		}
+		defer closeAdmin()
+		if adminLn, err = net.Listen("tcp", cfg.Admin.Listen); err != nil {
+			return fmt.Errorf("%w: admin.listen: %v", ErrConfig, err)
+		}
+		adminSrv = srv
+	}
+
 	// The feed stops first on shutdown; the dispatcher drains in-flight
 	// attempts within its own deadline.
 	g, gctx := errgroup.WithContext(ctx)
@@ -178,6 +200,9 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 			watchWebhooks(gctx, st, cfg, cat, log)
 			return nil
 		})
+	}
+	if adminSrv != nil {
+		g.Go(func() error { return adminSrv.Serve(gctx, adminLn) })
 	}
 	return g.Wait()
 }

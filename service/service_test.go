@@ -159,6 +159,9 @@ func newRelay(t *testing.T) *relayEnv {
 	cfg.Delivery.Timeout = 2 * time.Second
 	cfg.Delivery.RetrySchedule = []time.Duration{50 * time.Millisecond, 50 * time.Millisecond, 50 * time.Millisecond, 50 * time.Millisecond, 50 * time.Millisecond}
 	cfg.Delivery.DrainTimeout = 2 * time.Second
+	// The receivers are local: open loopback, which the relay refuses by
+	// default.
+	cfg.Delivery.AllowNetworks = []string{"127.0.0.0/8", "::1"}
 	cfg.Webhooks.Endpoints = []config.Webhook{
 		{CompanyID: 1, Name: "one", URL: recv.URL + "/one", Events: allEvents, Secret: secret1, Active: true,
 			Headers: map[string]string{"Authorization": "Bearer one"}},

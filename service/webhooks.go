@@ -73,6 +73,9 @@ func webhookProblems(h store.Webhook, production bool, cat Catalogue) []string {
 	w := config.Webhook{CompanyID: h.CompanyID, Name: h.Name, URL: h.URL, Events: h.Events, Secret: h.Secret,
 		Headers: h.Headers, Description: h.Description, Active: h.Active}
 	problems := config.CheckWebhook(w, production)
+	if h.SecretError != "" {
+		problems = append(problems, "secret: "+h.SecretError+"; its deliveries fail until the key is configured or a new secret is saved")
+	}
 	for _, ev := range h.Events {
 		if !slices.Contains(cat.Available, ev) {
 			problems = append(problems, fmt.Sprintf("events: %q is not offered by this database", ev))

@@ -53,8 +53,12 @@ type Claimed struct {
 	CreatedAt   time.Time
 	CommittedAt time.Time
 	URL         string
-	// Secret is the webhook's signing secret; empty when none is set.
+	// Secret is the webhook's signing secret, decrypted; empty when none is
+	// set.
 	Secret string
+	// SecretError is set instead of Secret when the stored secret cannot be
+	// decrypted with the configured keys: the attempt must not be sent.
+	SecretError string
 	// Headers are the webhook's own extra headers.
 	Headers map[string]string
 }
@@ -166,7 +170,11 @@ func (s *Store) Claim(ctx context.Context, req ClaimRequest) ([]Claimed, error) 
 			return nil, fmt.Errorf("claim deliveries: %w", err)
 		}
 		if secret != nil {
-			c.Secret = *secret
+			plain, err := s.box.Open(*secret)
+			if err != nil {
+				c.SecretError = fmt.Sprintf("webhook %d: %v; configure the key that encrypted it (secrets.previous_keys) or save a new secret", c.WebhookID, err)
+			}
+			c.Secret = plain
 		}
 		c.Headers = decodeHeaders(headers)
 		out = append(out, c)

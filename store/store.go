@@ -19,6 +19,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/smartmaintenance/relay/secrets"
 )
 
 //go:embed migrations/*.sql
@@ -29,7 +31,14 @@ type Store struct {
 	pool   *pgxpool.Pool
 	schema string // quoted identifier
 	name   string // unquoted schema name
+	// box seals webhook secrets when they are written and opens them when
+	// they are read; nil keeps them in plain text.
+	box *secrets.Box
 }
+
+// UseSecrets makes the store encrypt webhook secrets it writes and decrypt
+// those it reads with box (nil: plain text). Call it before using the store.
+func (s *Store) UseSecrets(box *secrets.Box) { s.box = box }
 
 // Open connects to the state database. It does not migrate; call Migrate.
 func Open(ctx context.Context, url, schema string) (*Store, error) {

@@ -16,7 +16,10 @@ type Webhook struct {
 	Name        string
 	URL         string
 	Events      []string
-	Secret      string
+	// Secret is the plain text signing secret ("" for none).
+	Secret string
+	// SecretError says why a stored secret could not be decrypted.
+	SecretError string
 	Headers     map[string]string
 	Description string
 	Active      bool
@@ -38,16 +41,30 @@ func (s *Store) SyncFileWebhooks(ctx context.Context, hooks []Webhook) (added, u
 			var id int64
 			var managedBy string
 			var changed bool
-			err := tx.QueryRow(ctx, s.q(`SELECT id, managed_by,
+			// The stored form of the file's secret: the stored value itself
+			// when it already holds this secret under the current key (a
+			// new seal would differ every time), else a new seal.
+			var stored string
+			err := tx.QueryRow(ctx, s.q(`SELECT coalesce(secret, '') FROM {{schema}}.webhooks
+				WHERE company_id = $1 AND name = $2 AND deleted_at IS NULL`), h.CompanyID, h.Name).Scan(&stored)
+			if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+				return fmt.Errorf("read webhook %q of company %d: %w", h.Name, h.CompanyID, err)
+			}
+			if plain, openErr := s.box.Open(stored); openErr != nil || plain != h.Secret || !s.box.Current(stored) {
+				if stored, err = s.box.Seal(h.Secret); err != nil {
+					return err
+				}
+			}
+			err = tx.QueryRow(ctx, s.q(`SELECT id, managed_by,
 					(url, events, coalesce(secret, ''), headers, description, active) IS DISTINCT FROM ($3, $4, $5, $6::jsonb, $7, $8)
 				FROM {{schema}}.webhooks WHERE company_id = $1 AND name = $2 AND deleted_at IS NULL`),
-				h.CompanyID, h.Name, h.URL, h.Events, h.Secret, headersJSON(h.Headers), h.Description, h.Active).Scan(&id, &managedBy, &changed)
+				h.CompanyID, h.Name, h.URL, h.Events, stored, headersJSON(h.Headers), h.Description, h.Active).Scan(&id, &managedBy, &changed)
 			switch {
 			case errors.Is(err, pgx.ErrNoRows):
 				err = tx.QueryRow(ctx, s.q(`INSERT INTO {{schema}}.webhooks
 						(company_id, name, url, events, secret, headers, description, active, managed_by)
 					VALUES ($1, $2, $3, $4, nullif($5, ''), $6, $7, $8, 'file') RETURNING id`),
-					h.CompanyID, h.Name, h.URL, h.Events, h.Secret, headersJSON(h.Headers), h.Description, h.Active).Scan(&id)
+					h.CompanyID, h.Name, h.URL, h.Events, stored, headersJSON(h.Headers), h.Description, h.Active).Scan(&id)
 				if err != nil {
 					return fmt.Errorf("add webhook %q of company %d: %w", h.Name, h.CompanyID, err)
 				}
@@ -59,7 +76,7 @@ func (s *Store) SyncFileWebhooks(ctx context.Context, hooks []Webhook) (added, u
 			case changed:
 				_, err = tx.Exec(ctx, s.q(`UPDATE {{schema}}.webhooks SET url = $2, events = $3, secret = nullif($4, ''),
 						headers = $5, description = $6, active = $7 WHERE id = $1`),
-					id, h.URL, h.Events, h.Secret, headersJSON(h.Headers), h.Description, h.Active)
+					id, h.URL, h.Events, stored, headersJSON(h.Headers), h.Description, h.Active)
 				if err != nil {
 					return fmt.Errorf("update webhook %q of company %d: %w", h.Name, h.CompanyID, err)
 				}
@@ -97,6 +114,7 @@ func (s *Store) Webhooks(ctx context.Context) ([]Webhook, error) {
 	var h Webhook
 	_, err = pgx.ForEachRow(rows, []any{&h.ID, &h.CompanyID, &h.Name, &h.URL, &h.Events, &h.Secret, &h.Headers,
 		&h.Description, &h.Active, &h.ManagedBy, &h.CreatedAt, &h.UpdatedAt}, func() error {
+		s.openSecret(&h)
 		out = append(out, h)
 		h = Webhook{}
 		return nil
@@ -122,4 +140,15 @@ func (s *Store) FailDeletedWebhookDeliveries(ctx context.Context) (int64, error)
 		return 0, fmt.Errorf("fail deliveries of deleted webhooks: %w", err)
 	}
 	return tag.RowsAffected(), nil
+}
+
+// openSecret replaces h.Secret, as stored, by its plain text, or sets
+// h.SecretError.
+func (s *Store) openSecret(h *Webhook) {
+	plain, err := s.box.Open(h.Secret)
+	if err != nil {
+		h.Secret, h.SecretError = "", err.Error()
+		return
+	}
+	h.Secret = plain
 }

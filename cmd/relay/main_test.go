@@ -53,6 +53,7 @@ database:
 replication:
   status_interval: 200ms
 delivery:
+  allow_networks: [127.0.0.0/8, "::1"]
   poll_interval: 50ms
   timeout: 2s
   retry_schedule: [50ms, 100ms, 200ms, 400ms, 800ms]

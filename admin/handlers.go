@@ -1,0 +1,702 @@
+package admin
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/smartmaintenance/relay/config"
+	"github.com/smartmaintenance/relay/relay"
+	"github.com/smartmaintenance/relay/secrets"
+	"github.com/smartmaintenance/relay/store"
+)
+
+// webhookView is a webhook as the API shows it: never its secret, and
+// header values masked (they usually carry credentials).
+type webhookView struct {
+	ID          int64             `json:"id"`
+	CompanyID   int64             `json:"company_id"`
+	Name        string            `json:"name"`
+	URL         string            `json:"url"`
+	Events      []string          `json:"events"`
+	Headers     map[string]string `json:"headers"`
+	Description string            `json:"description"`
+	Active      bool              `json:"active"`
+	ManagedBy   string            `json:"managed_by"`
+	HasSecret   bool              `json:"has_secret"`
+	SecretError string            `json:"secret_error,omitempty"`
+	CreatedAt   time.Time         `json:"created_at"`
+	UpdatedAt   time.Time         `json:"updated_at"`
+	LastFiredAt *time.Time        `json:"last_fired_at"`
+	// SuccessRate24h is 2xx attempts / attempts in the last 24 hours; null
+	// without attempts.
+	SuccessRate24h *float64 `json:"success_rate_24h"`
+	Attempts24h    int      `json:"attempts_24h"`
+	Succeeded24h   int      `json:"succeeded_24h"`
+}
+
+func view(w store.WebhookStats) webhookView {
+	v := webhookView{ID: w.ID, CompanyID: w.CompanyID, Name: w.Name, URL: w.URL, Events: w.Events,
+		Headers: map[string]string{}, Description: w.Description, Active: w.Active, ManagedBy: w.ManagedBy,
+		HasSecret: w.Secret != "" || w.SecretError != "", SecretError: w.SecretError,
+		CreatedAt: w.CreatedAt, UpdatedAt: w.UpdatedAt,
+		Attempts24h: w.Attempts24h, Succeeded24h: w.Succeeded24h}
+	if v.Events == nil {
+		v.Events = []string{}
+	}
+	for k := range w.Headers {
+		v.Headers[k] = config.Mask
+	}
+	if !w.LastFiredAt.IsZero() {
+		t := w.LastFiredAt
+		v.LastFiredAt = &t
+	}
+	if w.Attempts24h > 0 {
+		r := float64(w.Succeeded24h) / float64(w.Attempts24h)
+		v.SuccessRate24h = &r
+	}
+	return v
+}
+
+// savedView answers a create or an update.
+type savedView struct {
+	Webhook webhookView `json:"webhook"`
+	// Secret is set only when the relay generated it: shown this once.
+	Secret   string   `json:"secret,omitempty"`
+	Warnings []string `json:"warnings"`
+}
+
+func (s *Server) events(w http.ResponseWriter, r *http.Request, _ principal) error {
+	writeJSON(w, http.StatusOK, map[string]any{"events": s.o.Events})
+	return nil
+}
+
+func (s *Server) list(w http.ResponseWriter, r *http.Request, who principal) error {
+	scope := who.company
+	if q := r.URL.Query().Get("company_id"); q != "" {
+		id, err := strconv.ParseInt(q, 10, 64)
+		if err != nil || id <= 0 {
+			return newError(http.StatusBadRequest, "bad_parameter", "company_id", "company_id: want a positive integer")
+		}
+		if who.operator {
+			scope = id
+		} else if id != who.company {
+			// Another company's list is empty to this token, as if the
+			// company had no webhooks.
+			writeJSON(w, http.StatusOK, map[string]any{"webhooks": []webhookView{}})
+			return nil
+		}
+	}
+	hooks, err := s.o.Store.ListWebhooks(r.Context(), scope)
+	if err != nil {
+		return err
+	}
+	out := make([]webhookView, len(hooks))
+	for i, h := range hooks {
+		out[i] = view(h)
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"webhooks": out})
+	return nil
+}
+
+func (s *Server) get(w http.ResponseWriter, r *http.Request, who principal) error {
+	h, err := s.webhook(r.Context(), r, who)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"webhook": view(h), "warnings": s.nonNil(s.warnings(h.Webhook))})
+	return nil
+}
+
+func (s *Server) nonNil(w []string) []string {
+	if w == nil {
+		return []string{}
+	}
+	return w
+}
+
+// webhookInput is the body of a create (all fields) or an update (any).
+type webhookInput struct {
+	CompanyID   *int64             `json:"company_id"`
+	Name        *string            `json:"name"`
+	URL         *string            `json:"url"`
+	Events      *[]string          `json:"events"`
+	Secret      *string            `json:"secret"`
+	Headers     *map[string]string `json:"headers"`
+	Description *string            `json:"description"`
+	Active      *bool              `json:"active"`
+	// RotateSecret (update only) replaces the secret with a generated one.
+	RotateSecret bool `json:"rotate_secret"`
+}
+
+// validate checks a webhook about to be saved, with the config file's rules
+// plus the API's: known event types, an allowed destination, a secret that
+// is not empty.
+func (s *Server) validate(ctx context.Context, h store.Webhook, in webhookInput) error {
+	var problems []problem
+	if in.Secret != nil && *in.Secret == "" {
+		problems = append(problems, problem{"secret", "empty; omit it to have the relay generate one"})
+	}
+	problems = append(problems, fromCheck(config.CheckWebhook(config.Webhook{CompanyID: h.CompanyID, Name: h.Name,
+		URL: h.URL, Events: h.Events, Secret: h.Secret, Headers: h.Headers, Description: h.Description, Active: h.Active},
+		s.o.Production))...)
+	if in.Events != nil {
+		for i, ev := range h.Events {
+			if ev != "" && !slices.Contains(s.o.Events, ev) {
+				problems = append(problems, problem{fmt.Sprintf("events[%d]", i),
+					fmt.Sprintf("%q is not an event type this installation offers (GET /v1/events lists them)", ev)})
+			}
+		}
+	}
+	if in.URL != nil {
+		if p := s.checkURL(ctx, h.URL); p != nil {
+			problems = append(problems, *p)
+		}
+	}
+	if len(problems) > 0 {
+		return invalid("invalid_webhook", problems)
+	}
+	return nil
+}
+
+func (in webhookInput) apply(h *store.Webhook) {
+	if in.Name != nil {
+		h.Name = strings.TrimSpace(*in.Name)
+	}
+	if in.URL != nil {
+		h.URL = strings.TrimSpace(*in.URL)
+	}
+	if in.Events != nil {
+		h.Events = *in.Events
+		if h.Events == nil {
+			h.Events = []string{}
+		}
+	}
+	if in.Secret != nil {
+		h.Secret = *in.Secret
+	}
+	if in.Headers != nil {
+		h.Headers = *in.Headers
+	}
+	if in.Description != nil {
+		h.Description = *in.Description
+	}
+	if in.Active != nil {
+		h.Active = *in.Active
+	}
+}
+
+func (s *Server) create(w http.ResponseWriter, r *http.Request, who principal) error {
+	var in webhookInput
+	if err := decode(r, &in); err != nil {
+		return err
+	}
+	h := store.Webhook{CompanyID: who.company, Active: true, Events: []string{}}
+	switch {
+	case in.CompanyID != nil && who.operator:
+		h.CompanyID = *in.CompanyID
+	case in.CompanyID != nil && *in.CompanyID != who.company:
+		return newError(http.StatusForbidden, "forbidden", "company_id",
+			fmt.Sprintf("company_id: this token manages company %d only", who.company))
+	case who.operator:
+		return invalid("invalid_webhook", []problem{{"company_id", "required with an operator token"}})
+	}
+	if in.RotateSecret {
+		return invalid("invalid_webhook", []problem{{"rotate_secret", "only for updates; omit secret to have one generated"}})
+	}
+	if in.Events == nil {
+		in.Events = &h.Events // CheckWebhook says "at least one event type is required"
+	}
+	if in.URL == nil {
+		in.URL = &h.URL
+	}
+	in.apply(&h)
+	generated := ""
+	if in.Secret == nil {
+		g, err := secrets.Generate()
+		if err != nil {
+			return err
+		}
+		h.Secret, generated = g, g
+	}
+	if err := s.validate(r.Context(), h, in); err != nil {
+		return err
+	}
+	saved, err := s.o.Store.CreateWebhook(r.Context(), who.name, h)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, savedView{Webhook: view(store.WebhookStats{Webhook: saved}), Secret: generated,
+		Warnings: s.nonNil(s.warnings(saved))})
+	return nil
+}
+
+func (s *Server) update(w http.ResponseWriter, r *http.Request, who principal) error {
+	id, err := pathID(r)
+	if err != nil {
+		return err
+	}
+	var in webhookInput
+	if err := decode(r, &in); err != nil {
+		return err
+	}
+	if in.CompanyID != nil {
+		return invalid("invalid_webhook", []problem{{"company_id", "cannot be changed; create a webhook in the other company"}})
+	}
+	if in.RotateSecret && in.Secret != nil {
+		return invalid("invalid_webhook", []problem{{"rotate_secret", "give either secret or rotate_secret, not both"}})
+	}
+	generated := ""
+	if in.RotateSecret {
+		if generated, err = secrets.Generate(); err != nil {
+			return err
+		}
+		in.Secret = &generated
+	}
+	saved, err := s.o.Store.UpdateWebhook(r.Context(), who.name, "webhook.update", who.company, id, func(h *store.Webhook) error {
+		in.apply(h)
+		return s.validate(r.Context(), *h, in)
+	})
+	if err != nil {
+		return err
+	}
+	return s.answerSaved(w, r, who, saved, generated)
+}
+
+func (s *Server) answerSaved(w http.ResponseWriter, r *http.Request, who principal, saved store.Webhook, generated string) error {
+	full, err := s.o.Store.WebhookByID(r.Context(), who.company, saved.ID)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, savedView{Webhook: view(full), Secret: generated, Warnings: s.nonNil(s.warnings(full.Webhook))})
+	return nil
+}
+
+func (s *Server) setActive(w http.ResponseWriter, r *http.Request, who principal, active bool) error {
+	id, err := pathID(r)
+	if err != nil {
+		return err
+	}
+	action := "webhook.disable"
+	if active {
+		action = "webhook.enable"
+	}
+	saved, err := s.o.Store.UpdateWebhook(r.Context(), who.name, action, who.company, id, func(h *store.Webhook) error {
+		h.Active = active
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if active {
+		s.o.Notify() // deliveries held while it was disabled are due
+	}
+	return s.answerSaved(w, r, who, saved, "")
+}
+
+func (s *Server) enable(w http.ResponseWriter, r *http.Request, who principal) error {
+	return s.setActive(w, r, who, true)
+}
+
+func (s *Server) disable(w http.ResponseWriter, r *http.Request, who principal) error {
+	return s.setActive(w, r, who, false)
+}
+
+func (s *Server) delete(w http.ResponseWriter, r *http.Request, who principal) error {
+	id, err := pathID(r)
+	if err != nil {
+		return err
+	}
+	if err := s.o.Store.DeleteWebhook(r.Context(), who.name, who.company, id); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// testPayload is a test event: the product's payload with "test": true.
+type testPayload struct {
+	Event       string          `json:"event"`
+	Timestamp   string          `json:"timestamp"`
+	CompanyID   int64           `json:"company_id"`
+	CompanyName string          `json:"company_name"`
+	Data        json.RawMessage `json:"data"`
+	Test        bool            `json:"test"`
+}
+
+// syntheticData fills an event type's data fields with recognisable
+// stand-in values shaped by their names.
+func syntheticData(fields []string, now time.Time) json.RawMessage {
+	var b bytes.Buffer
+	b.WriteByte('{')
+	for i, f := range fields {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		k, _ := json.Marshal(f)
+		b.Write(k)
+		b.WriteByte(':')
+		var v any
+		switch {
+		case strings.HasSuffix(f, "_id") || f == "id":
+			v = 0
+		case strings.HasSuffix(f, "_at") || strings.HasPrefix(f, "range_"):
+			v = now.UTC().Format(time.RFC3339)
+		case f == "active":
+			v = true
+		case strings.HasSuffix(f, "_count"):
+			v = 0
+		case f == "email":
+			v = "test@example.com"
+		default:
+			v = "test"
+		}
+		vb, _ := json.Marshal(v)
+		b.Write(vb)
+	}
+	b.WriteByte('}')
+	return b.Bytes()
+}
+
+func (s *Server) testFire(w http.ResponseWriter, r *http.Request, who principal) error {
+	h, err := s.webhook(r.Context(), r, who)
+	if err != nil {
+		return err
+	}
+	var in struct {
+		EventType string `json:"event_type"`
+	}
+	if err := decode(r, &in); err != nil {
+		return err
+	}
+	switch {
+	case in.EventType == "":
+		return invalid("invalid_test", []problem{{"event_type", "required"}})
+	case !slices.Contains(s.o.Events, in.EventType):
+		return invalid("invalid_test", []problem{{"event_type",
+			fmt.Sprintf("%q is not an event type this installation offers (GET /v1/events lists them)", in.EventType)}})
+	}
+	if h.SecretError != "" {
+		return newError(http.StatusConflict, "secret_unreadable", "secret", "secret: "+h.SecretError)
+	}
+	now := time.Now()
+	company := Company{Location: time.UTC}
+	if s.o.Company != nil {
+		if c, err := s.o.Company(r.Context(), h.CompanyID); err == nil {
+			company = c
+		} else {
+			s.log.Warn("test event: company not found; sending an empty company_name", "company_id", h.CompanyID, "error", err)
+		}
+	}
+	if company.Location == nil {
+		company.Location = time.UTC
+	}
+	body, err := json.Marshal(testPayload{Event: in.EventType, Timestamp: now.In(company.Location).Format(time.RFC3339),
+		CompanyID: h.CompanyID, CompanyName: company.Name, Data: syntheticData(s.o.Fields[in.EventType], now), Test: true})
+	if err != nil {
+		return err
+	}
+	id := uuid.New()
+	res := s.o.Sender.Send(r.Context(), relay.Message{URL: h.URL, EventType: in.EventType, DeliveryID: id,
+		Body: body, Secret: h.Secret, Headers: h.Headers})
+	out := map[string]any{
+		"delivery_id":      id,
+		"ok":               res.Error == "",
+		"status_code":      nullInt(res.StatusCode),
+		"duration_ms":      float64(res.Duration.Microseconds()) / 1000,
+		"error":            res.Error,
+		"response_snippet": res.Snippet,
+		"payload":          json.RawMessage(body),
+	}
+	if err := s.o.Store.Audit(r.Context(), store.AuditEntry{Actor: who.name, CompanyID: h.CompanyID, Action: "webhook.test",
+		WebhookID: h.ID, DeliveryID: id, Details: map[string]any{"event_type": in.EventType, "status_code": res.StatusCode,
+			"error": res.Error, "duration_ms": res.Duration.Milliseconds()}}); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func nullInt(n int) *int {
+	if n == 0 {
+		return nil
+	}
+	return &n
+}
+
+// deliveryView is a delivery with its attempts.
+type deliveryView struct {
+	ID             uuid.UUID     `json:"id"`
+	EventID        int64         `json:"event_id"`
+	EventType      string        `json:"event_type"`
+	Status         store.Status  `json:"status"`
+	AttemptCount   int           `json:"attempt_count"`
+	NextAttemptAt  *time.Time    `json:"next_attempt_at"`
+	LastStatusCode *int          `json:"last_status_code"`
+	LastError      string        `json:"last_error"`
+	CreatedAt      time.Time     `json:"created_at"`
+	FinishedAt     *time.Time    `json:"finished_at"`
+	Attempts       []attemptView `json:"attempts"`
+}
+
+type attemptView struct {
+	Attempt         int       `json:"attempt"`
+	StartedAt       time.Time `json:"started_at"`
+	DurationMS      float64   `json:"duration_ms"`
+	StatusCode      *int      `json:"status_code"`
+	Error           string    `json:"error"`
+	ResponseSnippet string    `json:"response_snippet"`
+}
+
+func deliveryOut(d store.DeliveryRecord) deliveryView {
+	v := deliveryView{ID: d.ID, EventID: d.EventID, EventType: d.EventType, Status: d.Status, AttemptCount: d.Delivery.Attempts,
+		LastStatusCode: nullInt(d.LastStatusCode), LastError: d.LastError, CreatedAt: d.CreatedAt,
+		Attempts: make([]attemptView, len(d.Attempts))}
+	if d.Status == store.StatusPending || d.Status == store.StatusRetrying {
+		t := d.NextAttemptAt
+		v.NextAttemptAt = &t
+	}
+	if !d.FinishedAt.IsZero() {
+		t := d.FinishedAt
+		v.FinishedAt = &t
+	}
+	for i, a := range d.Attempts {
+		v.Attempts[i] = attemptView{Attempt: a.Attempt, StartedAt: a.StartedAt,
+			DurationMS: float64(a.Duration.Microseconds()) / 1000, StatusCode: nullInt(a.StatusCode),
+			Error: a.Error, ResponseSnippet: a.Snippet}
+	}
+	return v
+}
+
+const (
+	defaultPage = 50
+	maxPage     = 200
+)
+
+func encodeCursor(c store.DeliveryCursor) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(c.CreatedAt.UnixMicro(), 10) + "." + c.ID.String()))
+}
+
+func decodeCursor(s string) (*store.DeliveryCursor, error) {
+	b, err := base64.RawURLEncoding.DecodeString(s)
+	if err != nil {
+		return nil, err
+	}
+	at, id, ok := strings.Cut(string(b), ".")
+	if !ok {
+		return nil, fmt.Errorf("malformed")
+	}
+	us, err := strconv.ParseInt(at, 10, 64)
+	if err != nil {
+		return nil, err
+	}
+	u, err := uuid.Parse(id)
+	if err != nil {
+		return nil, err
+	}
+	return &store.DeliveryCursor{CreatedAt: time.UnixMicro(us), ID: u}, nil
+}
+
+func parseTime(q, name string) (time.Time, *apiError) {
+	if q == "" {
+		return time.Time{}, nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, q)
+	if err != nil {
+		return time.Time{}, newError(http.StatusBadRequest, "bad_parameter", name,
+			fmt.Sprintf("%s: %q is not an RFC 3339 time such as 2026-04-24T09:15:30Z", name, q))
+	}
+	return t, nil
+}
+
+func (s *Server) deliveries(w http.ResponseWriter, r *http.Request, who principal) error {
+	h, err := s.webhook(r.Context(), r, who)
+	if err != nil {
+		return err
+	}
+	q := r.URL.Query()
+	f := store.DeliveryFilter{WebhookID: h.ID, Limit: defaultPage}
+	for _, v := range q["status"] {
+		for st := range strings.SplitSeq(v, ",") {
+			switch status := store.Status(strings.TrimSpace(st)); status {
+			case store.StatusPending, store.StatusRetrying, store.StatusDelivered, store.StatusFailed:
+				f.Statuses = append(f.Statuses, status)
+			default:
+				return newError(http.StatusBadRequest, "bad_parameter", "status",
+					fmt.Sprintf("status: %q is not one of pending, retrying, delivered, failed", st))
+			}
+		}
+	}
+	var ae *apiError
+	if f.From, ae = parseTime(q.Get("from"), "from"); ae != nil {
+		return ae
+	}
+	if f.To, ae = parseTime(q.Get("to"), "to"); ae != nil {
+		return ae
+	}
+	if l := q.Get("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil || n < 1 || n > maxPage {
+			return newError(http.StatusBadRequest, "bad_parameter", "limit", fmt.Sprintf("limit: want 1 to %d", maxPage))
+		}
+		f.Limit = n
+	}
+	if c := q.Get("cursor"); c != "" {
+		cur, err := decodeCursor(c)
+		if err != nil {
+			return newError(http.StatusBadRequest, "bad_parameter", "cursor", "cursor: not a cursor this API returned")
+		}
+		f.After = cur
+	}
+	ds, err := s.o.Store.WebhookDeliveries(r.Context(), f)
+	if err != nil {
+		return err
+	}
+	out := make([]deliveryView, len(ds))
+	for i, d := range ds {
+		out[i] = deliveryOut(d)
+	}
+	var next *string
+	if len(ds) == f.Limit {
+		c := encodeCursor(store.DeliveryCursor{CreatedAt: ds[len(ds)-1].CreatedAt, ID: ds[len(ds)-1].ID})
+		next = &c
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"deliveries": out, "next_cursor": next})
+	return nil
+}
+
+func (s *Server) deliveryID(r *http.Request) (uuid.UUID, error) {
+	id, err := uuid.Parse(r.PathValue("delivery_id"))
+	if err != nil {
+		return uuid.Nil, newError(http.StatusNotFound, "not_found", "", "no such delivery for this webhook")
+	}
+	return id, nil
+}
+
+func (s *Server) delivery(w http.ResponseWriter, r *http.Request, who principal) error {
+	h, err := s.webhook(r.Context(), r, who)
+	if err != nil {
+		return err
+	}
+	id, err := s.deliveryID(r)
+	if err != nil {
+		return err
+	}
+	d, err := s.o.Store.DeliveryOf(r.Context(), h.ID, id)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"delivery": deliveryOut(d)})
+	return nil
+}
+
+func (s *Server) refire(w http.ResponseWriter, r *http.Request, who principal) error {
+	h, err := s.webhook(r.Context(), r, who)
+	if err != nil {
+		return err
+	}
+	id, err := s.deliveryID(r)
+	if err != nil {
+		return err
+	}
+	if err := s.o.Store.RefireDelivery(r.Context(), who.name, h.Webhook, id); err != nil {
+		return err
+	}
+	s.o.Notify()
+	d, err := s.o.Store.DeliveryOf(r.Context(), h.ID, id)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusAccepted, map[string]any{"delivery": deliveryOut(d), "warnings": s.nonNil(refireWarnings(h))})
+	return nil
+}
+
+func refireWarnings(h store.WebhookStats) []string {
+	if !h.Active {
+		return []string{"the webhook is disabled: re-fired deliveries wait until it is enabled"}
+	}
+	return nil
+}
+
+func (s *Server) refireBulk(w http.ResponseWriter, r *http.Request, who principal) error {
+	h, err := s.webhook(r.Context(), r, who)
+	if err != nil {
+		return err
+	}
+	var in struct {
+		From *time.Time `json:"from"`
+		To   *time.Time `json:"to"`
+	}
+	if err := decode(r, &in); err != nil {
+		return err
+	}
+	var problems []problem
+	if in.From == nil {
+		problems = append(problems, problem{"from", "required (RFC 3339): re-fire failed deliveries created at or after it"})
+	}
+	if in.To == nil {
+		problems = append(problems, problem{"to", "required (RFC 3339): re-fire failed deliveries created before it"})
+	}
+	if in.From != nil && in.To != nil && !in.To.After(*in.From) {
+		problems = append(problems, problem{"to", "must be after from"})
+	}
+	if len(problems) > 0 {
+		return invalid("invalid_range", problems)
+	}
+	ids, err := s.o.Store.RefireFailed(r.Context(), who.name, h.Webhook, *in.From, *in.To)
+	if err != nil {
+		return err
+	}
+	if ids == nil {
+		ids = []uuid.UUID{}
+	}
+	s.o.Notify()
+	writeJSON(w, http.StatusAccepted, map[string]any{"refired": len(ids), "delivery_ids": ids, "warnings": s.nonNil(refireWarnings(h))})
+	return nil
+}
+
+func (s *Server) audit(w http.ResponseWriter, r *http.Request, who principal) error {
+	id, err := pathID(r)
+	if err != nil {
+		return err
+	}
+	// The trail outlives the webhook: a deleted webhook's trail is still
+	// readable, by its company only.
+	entries, err := s.o.Store.AuditLog(r.Context(), who.company, id, 200)
+	if err != nil {
+		return err
+	}
+	if len(entries) == 0 {
+		return errNotFound
+	}
+	type entry struct {
+		At         time.Time      `json:"at"`
+		Actor      string         `json:"actor"`
+		Action     string         `json:"action"`
+		DeliveryID *uuid.UUID     `json:"delivery_id,omitempty"`
+		Before     map[string]any `json:"before"`
+		After      map[string]any `json:"after"`
+		Details    map[string]any `json:"details"`
+	}
+	out := make([]entry, len(entries))
+	for i, e := range entries {
+		out[i] = entry{At: e.At, Actor: e.Actor, Action: e.Action, Before: e.Before, After: e.After, Details: e.Details}
+		if e.DeliveryID != uuid.Nil {
+			d := e.DeliveryID
+			out[i].DeliveryID = &d
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"audit": out})
+	return nil
+}
+
+

@@ -1,0 +1,106 @@
+package egress
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestCheck(t *testing.T) {
+	blocked := []string{
+		"127.0.0.1", "127.255.255.254", "10.1.2.3", "172.16.0.1", "172.31.255.255", "192.168.1.1",
+		"169.254.169.254", "169.254.0.1", "100.64.0.1", "100.127.255.255", "0.0.0.0", "224.0.0.1",
+		"239.255.255.250", "255.255.255.255", "::1", "::", "fc00::1", "fd12:3456::1", "fe80::1", "ff02::1",
+		"::ffff:127.0.0.1", "::ffff:169.254.169.254", "::ffff:10.0.0.1", "::127.0.0.1", "64:ff9b::a9fe:a9fe",
+		"::ffff:192.168.0.1",
+	}
+	for _, s := range blocked {
+		err := (*Policy)(nil).Check(netip.MustParseAddr(s))
+		if !errors.Is(err, ErrBlocked) {
+			t.Errorf("Check(%s) = %v, want blocked", s, err)
+		}
+	}
+	allowed := []string{"8.8.8.8", "1.1.1.1", "172.32.0.1", "100.128.0.1", "2606:4700:4700::1111", "::ffff:8.8.8.8"}
+	for _, s := range allowed {
+		if err := (*Policy)(nil).Check(netip.MustParseAddr(s)); err != nil {
+			t.Errorf("Check(%s) = %v, want allowed", s, err)
+		}
+	}
+}
+
+func TestAllowlist(t *testing.T) {
+	p, err := NewPolicy([]string{"10.20.0.0/16", "192.168.1.7", "cmms.internal"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{"10.20.3.4", "192.168.1.7", "::ffff:10.20.0.1"} {
+		if err := p.Check(netip.MustParseAddr(s)); err != nil {
+			t.Errorf("Check(%s) = %v, want allowed", s, err)
+		}
+	}
+	for _, s := range []string{"10.21.0.1", "192.168.1.8", "127.0.0.1"} {
+		if err := p.Check(netip.MustParseAddr(s)); err == nil {
+			t.Errorf("Check(%s) allowed, want blocked", s)
+		}
+	}
+	if !p.HostAllowed("CMMS.internal.") || p.HostAllowed("other.internal") {
+		t.Error("HostAllowed does not match the allowlist")
+	}
+	for _, bad := range []string{"10.0.0.0/33", "", "not a host!", "a..b"} {
+		if _, err := NewPolicy([]string{bad}); err == nil {
+			t.Errorf("NewPolicy(%q) accepted", bad)
+		}
+	}
+}
+
+func TestCheckHost(t *testing.T) {
+	ctx := context.Background()
+	var p *Policy
+	for _, h := range []string{"127.0.0.1", "[::1]", "localhost", "api.localhost", "169.254.169.254", "[::ffff:7f00:1]"} {
+		if err := p.CheckHost(ctx, h); !errors.Is(err, ErrBlocked) {
+			t.Errorf("CheckHost(%s) = %v, want blocked", h, err)
+		}
+	}
+	if err := p.CheckHost(ctx, "93.184.215.14"); err != nil {
+		t.Errorf("CheckHost(public) = %v", err)
+	}
+	lo, _ := NewPolicy([]string{"127.0.0.0/8", "localhost"})
+	if err := lo.CheckHost(ctx, "127.0.0.1"); err != nil {
+		t.Errorf("allowed CheckHost = %v", err)
+	}
+}
+
+// TestDialRefusesAtConnect proves the connect-time check: a host name that
+// resolves to loopback (as a rebinding name would) is refused when dialled,
+// and allowed when the allowlist opens it.
+func TestDialRefusesAtConnect(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	defer srv.Close()
+	_, port, _ := net.SplitHostPort(strings.TrimPrefix(srv.URL, "http://"))
+	client := func(p *Policy) *http.Client {
+		return &http.Client{Transport: &http.Transport{DialContext: p.DialContext(5*time.Second, 0)}}
+	}
+	// "localhost" resolves to a loopback address on every host.
+	url := "http://localhost:" + port + "/"
+	_, err := client(nil).Get(url)
+	if !errors.Is(err, ErrBlocked) {
+		t.Fatalf("GET %s without allowlist = %v, want blocked", url, err)
+	}
+	if !strings.Contains(err.Error(), "loopback") {
+		t.Errorf("error does not say why: %v", err)
+	}
+	for _, allow := range []string{"127.0.0.0/8", "localhost"} {
+		p, _ := NewPolicy([]string{allow, "::1"})
+		resp, err := client(p).Get(url)
+		if err != nil {
+			t.Fatalf("GET with allowlist %s: %v", allow, err)
+		}
+		resp.Body.Close()
+	}
+}
