@@ -698,5 +698,3 @@ func (s *Server) audit(w http.ResponseWriter, r *http.Request, who principal) er
 	writeJSON(w, http.StatusOK, map[string]any{"audit": out})
 	return nil
 }
-
-

@@ -83,4 +83,3 @@ func mapperCompanies(cfg *config.Config) string {
 	}
 	return m.CompaniesTable()
 }
-

@@ -372,7 +372,7 @@ func (s *Store) WebhookDeliveries(ctx context.Context, f DeliveryFilter) ([]Deli
 		var code *int
 		var lastErr *string
 		var finished *time.Time
-		err := r.Scan(&d.ID, &d.EventID, &d.WebhookID, &d.CompanyID, &d.EventType, &d.Status, &d.Attempts, &d.RetryBase,
+		err := r.Scan(&d.ID, &d.EventID, &d.WebhookID, &d.CompanyID, &d.EventType, &d.Status, &d.Delivery.Attempts, &d.RetryBase,
 			&d.NextAttemptAt, &code, &lastErr, &d.CreatedAt, &d.UpdatedAt, &finished)
 		d.LastStatusCode, d.LastError, d.FinishedAt = deref(code), deref(lastErr), deref(finished)
 		return d, err
@@ -511,4 +511,3 @@ func (s *Store) DeliveryOf(ctx context.Context, webhookID int64, id uuid.UUID) (
 	}
 	return DeliveryRecord{Delivery: d, Attempts: as}, nil
 }
-

@@ -11,11 +11,11 @@ import (
 
 // Webhook is a registered endpoint of one company.
 type Webhook struct {
-	ID          int64
-	CompanyID   int64
-	Name        string
-	URL         string
-	Events      []string
+	ID        int64
+	CompanyID int64
+	Name      string
+	URL       string
+	Events    []string
 	// Secret is the plain text signing secret ("" for none).
 	Secret string
 	// SecretError says why a stored secret could not be decrypted.
