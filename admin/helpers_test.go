@@ -301,4 +301,3 @@ func (e *env) waitStatus(id uuid.UUID, want store.Status) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
-

@@ -6,6 +6,8 @@
 //	relay run    --config FILE   run the relay
 //	relay check  --config FILE   validate a config file without running
 //	relay events --config FILE   list the event types the database offers
+//	relay webhooks ...           manage webhooks over the admin API
+//	relay token                  print a new admin token and its hash
 //	relay slot drop --config FILE --yes
 //	                             drop the replication slot and the relay's position
 //	relay demo                   a self-contained demo on a throwaway PostgreSQL
@@ -45,6 +47,11 @@ commands:
   run     --config FILE   run the relay
   check   --config FILE   validate a config file without running
   events  --config FILE   list the event types this database offers
+  events  --url URL --token TOKEN
+                          the same, from a running relay's admin API
+  webhooks <command>      list, create, update, enable, disable, delete, test,
+                          deliveries, refire over the admin API (relay webhooks help)
+  token                   print a new admin API token and the hash to configure
   slot drop --config FILE --yes
                           drop the replication slot and the relay's position
   demo                    run a self-contained demo on a throwaway PostgreSQL
@@ -72,6 +79,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdEvents(ctx, rest, stdout)
 	case "slot":
 		err = cmdSlot(ctx, rest, stdout)
+	case "webhooks":
+		err = cmdWebhooks(ctx, rest, stdout)
+	case "token":
+		err = cmdToken(stdout)
 	case "demo":
 		err = cmdDemo(ctx, rest, stdout, stderr)
 	case "help", "-h", "--help":
@@ -175,9 +186,22 @@ func cmdCheck(args []string, stdout io.Writer) error {
 
 func cmdEvents(ctx context.Context, args []string, stdout io.Writer) error {
 	var asJSON bool
-	cfg, _, err := flags("events", args, func(fs *flag.FlagSet) { fs.BoolVar(&asJSON, "json", false, "print JSON") })
+	var api apiFlags
+	var path string
+	fs := flag.NewFlagSet("events", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.StringVar(&path, "config", "", "config file")
+	api.register(fs)
+	if err := fs.Parse(args); err != nil {
+		return usageError{err}
+	}
+	if path == "" && api.url != "" {
+		return cmdEventsAPI(ctx, api, stdout)
+	}
+	asJSON = api.json
+	cfg, err := config.Load(path, os.Environ())
 	if err != nil {
-		return err
+		return usageError{err}
 	}
 	cat, err := service.Events(ctx, cfg)
 	if err != nil {

@@ -1,0 +1,198 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	reference "github.com/smartmaintenance/relay"
+	"github.com/smartmaintenance/relay/admin"
+	"github.com/smartmaintenance/relay/internal/pgtest"
+	"github.com/smartmaintenance/relay/signature"
+)
+
+func freeAddr(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// cli runs the binary with the admin API's URL and token in the
+// environment.
+func cli(t *testing.T, env []string, args ...string) (int, string) {
+	t.Helper()
+	cmd := exec.Command(binary, args...)
+	cmd.Env = env
+	out, err := cmd.Output()
+	if exit, ok := err.(*exec.ExitError); ok {
+		return exit.ExitCode(), string(out) + string(exit.Stderr)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return 0, string(out)
+}
+
+// TestWebhooksCLI drives the admin API of a running relay with the relay
+// command, as an operator would in a shell: register, list, test-fire, look
+// at deliveries, re-fire, disable, delete; table output and --json.
+func TestWebhooksCLI(t *testing.T) {
+	url := pgtest.NewDatabase(t, reference.Schema, reference.Sample)
+	pool, err := pgxpool.New(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	var mu sync.Mutex
+	var got []http.Header
+	status := 500
+	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		mu.Lock()
+		got = append(got, r.Header.Clone())
+		s := status
+		mu.Unlock()
+		w.WriteHeader(s)
+	}))
+	defer recv.Close()
+	addr := freeAddr(t)
+	const token = "cli-test-token-of-company-one"
+	cfgPath := writeConfig(t, url, recv.URL+"/file", fmt.Sprintf(`
+admin:
+  listen: %q
+  tokens:
+    - name: cli
+      company_id: 1
+      token_sha256: %s
+`, addr, admin.TokenHash(token)))
+	p := startRelay(t, "run", "--config", cfgPath)
+	waitStreaming(t, pool)
+	env := []string{"RELAY_ADMIN_URL=http://" + addr, "RELAY_ADMIN_TOKEN=" + token}
+
+	code, out := cli(t, env, "webhooks", "create", "--name", "cli hook", "--endpoint", recv.URL+"/cli",
+		"--events", "task.completed,user.created", "--header", "Authorization: Bearer for-receiver")
+	if code != 0 || !strings.Contains(out, "secret (shown once") || !strings.Contains(out, "warning: url: not HTTPS") {
+		t.Fatalf("create: %d %s", code, out)
+	}
+	secret := strings.TrimSpace(strings.SplitN(strings.SplitN(out, "store it now): ", 2)[1], "\n", 2)[0])
+
+	code, out = cli(t, env, "webhooks", "list", "--json")
+	var list struct {
+		Webhooks []struct {
+			ID        int64  `json:"id"`
+			Name      string `json:"name"`
+			ManagedBy string `json:"managed_by"`
+		}
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &list) != nil || len(list.Webhooks) != 2 {
+		t.Fatalf("list --json: %d %s", code, out)
+	}
+	id := list.Webhooks[1].ID
+	if list.Webhooks[0].ManagedBy != "file" || list.Webhooks[1].Name != "cli hook" {
+		t.Errorf("list: %+v", list.Webhooks)
+	}
+	code, out = cli(t, env, "webhooks", "list")
+	if code != 0 || !strings.Contains(out, "LAST FIRED") || !strings.Contains(out, "cli hook") || strings.Contains(out, secret) {
+		t.Errorf("list: %d %s", code, out)
+	}
+
+	// A test event, signed with the generated secret.
+	mu.Lock()
+	status = 200
+	mu.Unlock()
+	code, out = cli(t, env, "webhooks", "test", fmt.Sprint(id), "--event", "task.completed")
+	if code != 0 || !strings.HasPrefix(out, "OK") {
+		t.Fatalf("test: %d %s", code, out)
+	}
+
+	// A real event fails (500), then is re-fired from the CLI.
+	mu.Lock()
+	status = 500
+	mu.Unlock()
+	if _, err := pool.Exec(context.Background(), `INSERT INTO tasks (company_id, title, status) VALUES (1, 'Replace belt', 'completed')`); err != nil {
+		t.Fatal(err)
+	}
+	var deliveries struct {
+		Deliveries []struct {
+			ID     string `json:"id"`
+			Status string `json:"status"`
+		}
+	}
+	waitFor(t, "a failed delivery", 30*time.Second, func() bool {
+		_, out = cli(t, env, "webhooks", "deliveries", fmt.Sprint(id), "--status", "failed", "--json")
+		return json.Unmarshal([]byte(out), &deliveries) == nil && len(deliveries.Deliveries) == 1
+	})
+	did := deliveries.Deliveries[0].ID
+	code, out = cli(t, env, "webhooks", "deliveries", fmt.Sprint(id))
+	if code != 0 || !strings.Contains(out, did) || !strings.Contains(out, "HTTP 500") {
+		t.Errorf("deliveries: %d %s", code, out)
+	}
+	mu.Lock()
+	status = 200
+	mu.Unlock()
+	code, out = cli(t, env, "webhooks", "refire", fmt.Sprint(id), "--delivery", did)
+	if code != 0 || !strings.Contains(out, "same X-SMTM-Delivery id") {
+		t.Fatalf("refire: %d %s", code, out)
+	}
+	waitFor(t, "the re-fired delivery", 30*time.Second, func() bool {
+		_, out = cli(t, env, "webhooks", "deliveries", fmt.Sprint(id), "--status", "delivered", "--json")
+		return strings.Contains(out, did)
+	})
+	mu.Lock()
+	var signed, sameID int
+	for _, h := range got {
+		if h.Get("X-SMTM-Delivery") == did {
+			sameID++
+		}
+		if h.Get("Authorization") == "Bearer for-receiver" && strings.HasPrefix(h.Get(signature.Header), "sha256=") {
+			signed++
+		}
+	}
+	mu.Unlock()
+	if sameID < 2 || signed < 3 {
+		t.Errorf("requests with the delivery id: %d, signed with headers: %d", sameID, signed)
+	}
+
+	code, out = cli(t, env, "events")
+	if code != 0 || !strings.Contains(out, "task.completed\n") {
+		t.Errorf("events over the API: %d %s", code, out)
+	}
+	code, out = cli(t, env, "webhooks", "disable", fmt.Sprint(id))
+	if code != 0 || !strings.Contains(out, ", off") {
+		t.Errorf("disable: %d %s", code, out)
+	}
+	code, out = cli(t, env, "webhooks", "update", fmt.Sprint(list.Webhooks[0].ID), "--name", "x")
+	if code != 1 || !strings.Contains(out, "config file") {
+		t.Errorf("update of a file webhook: %d %s", code, out)
+	}
+	code, out = cli(t, env, "webhooks", "create", "--name", "bad", "--endpoint", "http://169.254.169.254/", "--events", "task.completed")
+	if code != 1 || !strings.Contains(out, "link-local") {
+		t.Errorf("create to the metadata address: %d %s", code, out)
+	}
+	if code, out = cli(t, env, "webhooks", "delete", fmt.Sprint(id)); code != 0 {
+		t.Errorf("delete: %d %s", code, out)
+	}
+	if code, out = cli(t, []string{"RELAY_ADMIN_URL=http://" + addr, "RELAY_ADMIN_TOKEN=wrong"}, "webhooks", "list"); code != 1 || !strings.Contains(out, "401") {
+		t.Errorf("wrong token: %d %s", code, out)
+	}
+	if code, _ = cli(t, nil, "webhooks", "list"); code != 2 {
+		t.Errorf("no URL: exit %d, want 2", code)
+	}
+	if strings.Contains(p.output(), secret) || strings.Contains(p.output(), "for-receiver") {
+		t.Error("the relay's log contains a secret")
+	}
+}
