@@ -132,6 +132,16 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	if err := syncWebhooks(ctx, cfg, st, cat, log); err != nil {
 		return err
 	}
+	resealed, problems, err := st.ResealSecrets(ctx)
+	if err != nil {
+		return err
+	}
+	if resealed > 0 {
+		log.Info("webhook secrets encrypted with the current secrets.key", "webhooks", resealed)
+	}
+	for _, p := range problems {
+		log.Warn("webhook secret unreadable; its deliveries fail until secrets.previous_keys has its key or a new secret is saved: " + p)
+	}
 
 	disp := relay.New(st, relay.Options{
 		Egress:       policy,

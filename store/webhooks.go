@@ -152,3 +152,53 @@ func (s *Store) openSecret(h *Webhook) {
 	}
 	h.Secret = plain
 }
+
+// ResealSecrets brings every stored secret of a webhook that is not deleted
+// to the current key: plain text is sealed once a key is configured, and
+// values sealed with a previous key are sealed again with the current one.
+// A value none of the keys opens is left as it is and reported in problems,
+// one line per webhook; its deliveries fail until the key is configured or
+// a new secret is saved. Without a key nothing is changed (sealed values
+// are never written back as plain text).
+func (s *Store) ResealSecrets(ctx context.Context) (resealed int, problems []string, err error) {
+	if s.box == nil {
+		return 0, nil, nil
+	}
+	rows, err := s.pool.Query(ctx, s.q(`SELECT id, company_id, name, secret FROM {{schema}}.webhooks
+		WHERE deleted_at IS NULL AND secret IS NOT NULL AND secret <> ''`))
+	if err != nil {
+		return 0, nil, fmt.Errorf("reseal secrets: %w", err)
+	}
+	type row struct {
+		id, company  int64
+		name, stored string
+	}
+	all, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (row, error) {
+		var x row
+		return x, r.Scan(&x.id, &x.company, &x.name, &x.stored)
+	})
+	if err != nil {
+		return 0, nil, fmt.Errorf("reseal secrets: %w", err)
+	}
+	for _, x := range all {
+		if s.box.Current(x.stored) {
+			continue
+		}
+		plain, err := s.box.Open(x.stored)
+		if err != nil {
+			problems = append(problems, fmt.Sprintf("webhook %d (%q of company %d): %v", x.id, x.name, x.company, err))
+			continue
+		}
+		sealed, err := s.box.Seal(plain)
+		if err != nil {
+			return resealed, problems, err
+		}
+		// Only if nobody changed it meanwhile.
+		tag, err := s.pool.Exec(ctx, s.q(`UPDATE {{schema}}.webhooks SET secret = $2 WHERE id = $1 AND secret = $3`), x.id, sealed, x.stored)
+		if err != nil {
+			return resealed, problems, fmt.Errorf("reseal secret of webhook %d: %w", x.id, err)
+		}
+		resealed += int(tag.RowsAffected())
+	}
+	return resealed, problems, nil
+}
