@@ -241,6 +241,17 @@ func TestWarnings(t *testing.T) {
 		t.Errorf("Warnings(full) = %q, want %q", got, want)
 	}
 
+	a := Default()
+	a.Webhooks.Source = SourceTable
+	a.Admin.Listen = ":8081"
+	if got := a.Warnings(); len(got) != 1 || !strings.Contains(got[0], "plain text") {
+		t.Errorf("Warnings(admin without secrets.key) = %q", got)
+	}
+	a.Secrets.Key = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
+	if got := a.Warnings(); len(got) != 0 {
+		t.Errorf("Warnings(admin with secrets.key) = %q", got)
+	}
+
 	d := Default()
 	d.Mapping.ReplaceDefaults = true
 	got := d.Warnings()

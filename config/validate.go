@@ -401,6 +401,9 @@ func (c *Config) Warnings() []string {
 	if c.Webhooks.Source == SourceFile && len(c.Webhooks.Endpoints) == 0 {
 		w = append(w, "webhooks.endpoints: none configured; events will be recorded but not delivered")
 	}
+	if c.Admin.Listen != "" && c.Secrets.Key == "" {
+		w = append(w, "secrets.key: not set; webhook secrets are stored in plain text in the relay's schema (set RELAY_SECRETS__KEY to encrypt them)")
+	}
 	if c.Mapping.ReplaceDefaults && len(c.Mapping.Rules) == 0 {
 		w = append(w, "mapping.rules: empty while mapping.replace_defaults is true; no events will be produced")
 	}
