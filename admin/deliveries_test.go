@@ -106,8 +106,16 @@ func TestDeliveriesRefireAndStats(t *testing.T) {
 	}
 	// A delivered one can be re-fired again, a pending one cannot; an
 	// unknown one is 404.
-	if r := e.call(tokenA, "POST", fmt.Sprintf("/v1/webhooks/%d/deliveries/%s/refire", id, uuid.New()), nil); r.status != 404 {
-		t.Errorf("refire unknown: %d", r.status)
+	for _, p := range []string{fmt.Sprintf("/v1/webhooks/%d/deliveries/%s/refire", id, uuid.New()), fmt.Sprintf("/v1/webhooks/%d/deliveries/not-a-uuid", id)} {
+		method := map[bool]string{true: "POST", false: "GET"}[strings.HasSuffix(p, "/refire")]
+		if r := e.call(tokenA, method, p, nil); r.status != 404 || r.errorOf(t)["message"] != "no such delivery for this webhook" {
+			t.Errorf("%s %s: %d %s", method, p, r.status, r.body)
+		}
+	}
+	// Another webhook's delivery is not this webhook's.
+	otherID, _ := e.create(tokenA, map[string]any{"name": "other", "url": e.recv.URL, "events": []string{"task.completed"}})
+	if r := e.call(tokenA, "GET", fmt.Sprintf("/v1/webhooks/%d/deliveries/%s", otherID, old), nil); r.status != 404 {
+		t.Errorf("delivery through another webhook: %d %s", r.status, r.body)
 	}
 	pending := e.delivery(id, 1, now)
 	e.call(tokenA, "POST", fmt.Sprintf("/v1/webhooks/%d/disable", id), nil) // keep it pending

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"strconv"
 	"strings"
 
 	"github.com/smartmaintenance/relay/store"
@@ -38,7 +39,7 @@ func invalid(code string, problems []problem) *apiError {
 		e.Field, e.Message = problems[0].Field, problems[0].Field+": "+problems[0].Message
 	}
 	if len(problems) > 1 {
-		e.Message += " (and " + itoa(len(problems)-1) + " more in details)"
+		e.Message += " (and " + strconv.Itoa(len(problems)-1) + " more in details)"
 	}
 	return e
 }
@@ -56,15 +57,23 @@ func fromCheck(lines []string) []problem {
 	return out
 }
 
-var errNotFound = newError(http.StatusNotFound, "not_found", "", "no such webhook")
+var (
+	errNotFound         = newError(http.StatusNotFound, "not_found", "", "no such webhook")
+	errDeliveryNotFound = newError(http.StatusNotFound, "not_found", "", "no such delivery for this webhook")
+)
+
+// deliveryError answers a delivery the webhook does not have.
+func deliveryError(err error) error {
+	if errors.Is(err, store.ErrNotFound) {
+		return errDeliveryNotFound
+	}
+	return err
+}
 
 // storeError maps the store's errors to answers; anything else is internal.
 func storeError(err error) *apiError {
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		if strings.HasPrefix(err.Error(), "delivery") || strings.Contains(err.Error(), ": delivery") {
-			return newError(http.StatusNotFound, "not_found", "", "no such delivery for this webhook")
-		}
 		return errNotFound
 	case errors.Is(err, store.ErrConflict):
 		return newError(http.StatusConflict, "name_taken", "name", "this company already has a webhook with this name")
@@ -93,9 +102,4 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 
 func writeError(w http.ResponseWriter, e *apiError) {
 	writeJSON(w, e.status, map[string]*apiError{"error": e})
-}
-
-func itoa(n int) string {
-	b, _ := json.Marshal(n)
-	return string(b) // a number
 }

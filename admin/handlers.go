@@ -577,7 +577,7 @@ func (s *Server) deliveries(w http.ResponseWriter, r *http.Request, who principa
 func (s *Server) deliveryID(r *http.Request) (uuid.UUID, error) {
 	id, err := uuid.Parse(r.PathValue("delivery_id"))
 	if err != nil {
-		return uuid.Nil, newError(http.StatusNotFound, "not_found", "", "no such delivery for this webhook")
+		return uuid.Nil, errDeliveryNotFound
 	}
 	return id, nil
 }
@@ -593,7 +593,7 @@ func (s *Server) delivery(w http.ResponseWriter, r *http.Request, who principal)
 	}
 	d, err := s.o.Store.DeliveryOf(r.Context(), h.ID, id)
 	if err != nil {
-		return err
+		return deliveryError(err)
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"delivery": deliveryOut(d)})
 	return nil
@@ -609,7 +609,7 @@ func (s *Server) refire(w http.ResponseWriter, r *http.Request, who principal) e
 		return err
 	}
 	if err := s.o.Store.RefireDelivery(r.Context(), who.name, h.Webhook, id); err != nil {
-		return err
+		return deliveryError(err)
 	}
 	s.o.Notify()
 	d, err := s.o.Store.DeliveryOf(r.Context(), h.ID, id)
