@@ -16,3 +16,4 @@ fuzz:
 	go test ./signature -run '^$$' -fuzz FuzzVerify -fuzztime 30s
 	go test ./config -run '^$$' -fuzz FuzzLoad -fuzztime 30s
 	go test ./mapper -run '^$$' -fuzz FuzzMap -fuzztime 30s
+	go test ./egress -run '^$$' -fuzz FuzzMappedForms -fuzztime 30s
