@@ -7,6 +7,8 @@ package demo
 
 import (
 	"context"
+	crand "crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -23,6 +25,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	reference "github.com/smartmaintenance/relay"
+	"github.com/smartmaintenance/relay/admin"
 	"github.com/smartmaintenance/relay/config"
 	"github.com/smartmaintenance/relay/internal/pgtest"
 	"github.com/smartmaintenance/relay/service"
@@ -89,6 +92,17 @@ func Run(ctx context.Context, opts Options, stdout, stderr io.Writer) error {
 			Headers: map[string]string{"Authorization": "Bearer demo-token"},
 			Events:  []string{"task.completed", "repair_request.created", "shutdown.reported", "shutdown.resolved"}},
 	}
+	// The admin API on a free local port, with a token for this run only,
+	// and webhook secrets encrypted at rest with a key for this run only.
+	adminAddr, err := freeAddr()
+	if err != nil {
+		return err
+	}
+	token := randomText(24)
+	cfg.Admin = config.Admin{Listen: adminAddr, Tokens: []config.AdminToken{{Name: "demo-operator", Operator: true, TokenSHA256: admin.TokenHash(token)}}}
+	key := make([]byte, 32)
+	_, _ = crand.Read(key)
+	cfg.Secrets.Key = base64.StdEncoding.EncodeToString(key)
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
@@ -99,6 +113,8 @@ func Run(ctx context.Context, opts Options, stdout, stderr io.Writer) error {
 	}
 	log := slog.New(slog.NewTextHandler(logOut, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	out.printf("receiver: %s (verifies X-SMTM-Signature; answers 503 to some first attempts to show retries)\n", recv.URL)
+	out.printf("admin API: http://%s, operator token %s; in another terminal:\n", adminAddr, token)
+	out.printf("  RELAY_ADMIN_URL=http://%s RELAY_ADMIN_TOKEN=%s go run ./cmd/relay webhooks list\n", adminAddr, token)
 	out.printf("relay: streaming changes of tasks, repair_requests, shutdowns, users, activity_log_exports; Ctrl-C stops and cleans up\n\n")
 
 	pool, err := pgxpool.New(ctx, url)
@@ -283,4 +299,23 @@ func simulate(ctx context.Context, pool *pgxpool.Pool, every time.Duration) erro
 			return fmt.Errorf("simulate platform activity: %w", err)
 		}
 	}
+}
+
+// freeAddr returns a loopback address with a port that was free a moment
+// ago.
+func freeAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", fmt.Errorf("find a free port for the admin API: %w", err)
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+// randomText returns n random bytes as URL-safe base64 (at least 32
+// characters for n >= 24).
+func randomText(n int) string {
+	b := make([]byte, n)
+	_, _ = crand.Read(b)
+	return base64.RawURLEncoding.EncodeToString(b)
 }

@@ -312,7 +312,7 @@ func printHuman(w io.Writer, sub string, out json.RawMessage) error {
 		}
 		fmt.Fprintln(tw, "ID\tCOMPANY\tNAME\tURL\tEVENTS\tLAST FIRED\tSUCCESS 24H\tACTIVE")
 		for _, h := range v.Webhooks {
-			fmt.Fprintf(tw, "%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n", h.ID, h.CompanyID, h.Name, h.URL, strings.Join(h.Events, ","),
+			fmt.Fprintf(tw, "%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n", h.ID, h.CompanyID, h.Name, h.URL, shortList(h.Events),
 				when(h.LastFiredAt), rate(h.SuccessRate24h, h.Attempts24h), onOff(h.Active, h.ManagedBy))
 		}
 	case "create", "update", "enable", "disable":
@@ -473,4 +473,13 @@ func cmdToken(stdout io.Writer) error {
 	fmt.Fprintf(stdout, "token:        %s\ntoken_sha256: %s\n", tok, admin.TokenHash(tok))
 	fmt.Fprintln(stdout, "Give the token to its holder; put only token_sha256 in admin.tokens.")
 	return nil
+}
+
+// shortList shows up to three event types and how many more there are
+// (--json has them all).
+func shortList(events []string) string {
+	if len(events) <= 3 {
+		return strings.Join(events, ",")
+	}
+	return fmt.Sprintf("%s,+%d more", strings.Join(events[:3], ","), len(events)-3)
 }
