@@ -296,6 +296,23 @@ func TestRedacted(t *testing.T) {
 	if !reflect.DeepEqual(c, orig) {
 		t.Error("Redacted copy aliases the original")
 	}
+
+	a, err := Load("testdata/good/admin.yaml", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ra := a.Redacted()
+	if ra.Secrets.Key != Mask || len(ra.Secrets.PreviousKeys) != 1 || ra.Secrets.PreviousKeys[0] != Mask {
+		t.Errorf("secrets not masked: %+v", ra.Secrets)
+	}
+	if a.Secrets.Key == Mask || a.Secrets.PreviousKeys[0] == Mask {
+		t.Error("Redacted changed the original's keys")
+	}
+	ra.Delivery.AllowNetworks[0] = "changed"
+	ra.Admin.Tokens[0].Name = "changed"
+	if a.Delivery.AllowNetworks[0] == "changed" || a.Admin.Tokens[0].Name == "changed" {
+		t.Error("Redacted copy aliases allow_networks or admin.tokens")
+	}
 }
 
 func TestRedactDatabaseURL(t *testing.T) {
