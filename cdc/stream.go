@@ -213,16 +213,16 @@ type stream struct {
 	start   event.LSN // transactions committed before this were handled
 	durable event.LSN // highest position the Handler made durable
 
-	inTx     bool
-	skip     bool
+	inTx bool
+	skip bool
 	// Committed transactions not yet durable (group commit), the time the
 	// first of them was committed, and the position past the last one.
 	pending      int
 	pendingSince time.Time
 	committed    event.LSN
-	tx       event.Tx
-	seq      int
-	lastIdle time.Time
+	tx           event.Tx
+	seq          int
+	lastIdle     time.Time
 }
 
 func (st *stream) loop(ctx context.Context) error {
