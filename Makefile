@@ -1,6 +1,6 @@
 # Everyday commands. The README's two commands work without make.
 
-.PHONY: build test demo fuzz
+.PHONY: build test demo fuzz bench
 
 build:
 	go build -o bin/relay ./cmd/relay
@@ -17,3 +17,7 @@ fuzz:
 	go test ./config -run '^$$' -fuzz FuzzLoad -fuzztime 30s
 	go test ./mapper -run '^$$' -fuzz FuzzMap -fuzztime 30s
 	go test ./egress -run '^$$' -fuzz FuzzMappedForms -fuzztime 30s
+
+# The bench command at full size; see docs/PERFORMANCE.md.
+bench:
+	go run ./cmd/relaybench

@@ -41,6 +41,13 @@ type Config struct {
 	IdleInterval time.Duration
 	// MaxBackoff caps the wait between reconnection attempts. Default 30s.
 	MaxBackoff time.Duration
+	// GroupDelay bounds how long a committed transaction may wait to be made
+	// durable together with the ones that follow it (group commit). The feed
+	// flushes sooner when the stream pauses. Default 10ms.
+	GroupDelay time.Duration
+	// GroupSize bounds how many transactions are made durable together.
+	// Default 1000.
+	GroupSize int
 	// Logger receives the feed's log lines; nil discards them.
 	Logger *slog.Logger
 }
@@ -54,6 +61,12 @@ func (c *Config) withDefaults() {
 	}
 	if c.MaxBackoff <= 0 {
 		c.MaxBackoff = 30 * time.Second
+	}
+	if c.GroupDelay <= 0 {
+		c.GroupDelay = 10 * time.Millisecond
+	}
+	if c.GroupSize <= 0 {
+		c.GroupSize = 1000
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -88,12 +101,16 @@ type Handler interface {
 	// position, in one transaction of its own store.
 	Seed(ctx context.Context, snapshot *Snapshot, start event.LSN) error
 	// Begin starts a committed source transaction; Change delivers its row
-	// changes in order; Commit ends it. When Commit returns nil, everything
-	// up to tx.EndLSN must be durable: the feed then confirms tx.EndLSN.
+	// changes in order; Commit ends it. A committed transaction may stay
+	// pending, so that several are made durable together.
 	Begin(ctx context.Context, tx event.Tx) error
 	Change(ctx context.Context, c *event.Change) error
 	Commit(ctx context.Context, tx event.Tx) error
-	// Idle persists lsn as the position when no transaction is open and all
-	// before it has been handled; the feed then confirms it.
+	// Flush makes every transaction passed to Commit durable, with the
+	// position past the last one. It is called only between transactions.
+	// When it returns nil, the feed confirms that position.
+	Flush(ctx context.Context) error
+	// Idle persists lsn as the position when no transaction is open or
+	// pending and all before it has been handled; the feed then confirms it.
 	Idle(ctx context.Context, lsn event.LSN) error
 }

@@ -25,16 +25,12 @@ type memHandler struct {
 	state     cdc.State
 	seeded    map[string][]event.Row
 	open      []*event.Change
+	staged    []*event.Change
+	stagedTx  []event.Tx
 	changes   []*event.Change
 	txs       []event.Tx
 	idles     int
 	failAfter int // fail Commit when len(txs) reaches this (0 = never)
-}
-
-func (h *memHandler) Position(context.Context) (event.LSN, cdc.State, error) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.pos, h.state, nil
 }
 
 func (h *memHandler) MarkSeeding(context.Context) error {
@@ -66,6 +62,13 @@ func (h *memHandler) Begin(context.Context, event.Tx) error {
 	return nil
 }
 
+func (h *memHandler) Position(context.Context) (event.LSN, cdc.State, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.staged, h.stagedTx, h.open = nil, nil, nil // a new session starts from what is durable
+	return h.pos, h.state, nil
+}
+
 func (h *memHandler) Change(_ context.Context, c *event.Change) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -76,13 +79,25 @@ func (h *memHandler) Change(_ context.Context, c *event.Change) error {
 func (h *memHandler) Commit(_ context.Context, tx event.Tx) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	h.staged = append(h.staged, h.open...)
+	h.open = nil
+	h.stagedTx = append(h.stagedTx, tx)
+	return nil
+}
+
+func (h *memHandler) Flush(context.Context) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
 	if h.failAfter > 0 && len(h.txs) >= h.failAfter {
+		h.staged, h.stagedTx = nil, nil // lost with the store transaction
 		return errors.New("store unavailable")
 	}
-	h.changes = append(h.changes, h.open...)
-	h.open = nil
-	h.txs = append(h.txs, tx)
-	h.pos = tx.EndLSN
+	h.changes = append(h.changes, h.staged...)
+	h.txs = append(h.txs, h.stagedTx...)
+	if n := len(h.stagedTx); n > 0 {
+		h.pos = h.stagedTx[n-1].EndLSN
+	}
+	h.staged, h.stagedTx = nil, nil
 	return nil
 }
 
@@ -191,7 +206,7 @@ func (e *env) confirmed() event.LSN {
 func TestSeedAndDecode(t *testing.T) {
 	e := newEnv(t)
 	e.start(e.h)
-	waitFor(t, "slot ready", func() bool { _, st, _ := e.h.Position(context.Background()); return st == cdc.StateReady })
+	waitFor(t, "slot ready", func() bool { return e.h.ready() })
 	if got := len(e.h.seeded["items"]); got != 2 {
 		t.Fatalf("seeded %d rows, want 2", got)
 	}
@@ -358,7 +373,7 @@ func TestAcksOnlyDurablePositions(t *testing.T) {
 func TestQuietPublicationAdvancesSlot(t *testing.T) {
 	e := newEnv(t)
 	e.start(e.h)
-	waitFor(t, "slot ready", func() bool { _, st, _ := e.h.Position(context.Background()); return st == cdc.StateReady })
+	waitFor(t, "slot ready", func() bool { return e.h.ready() })
 	before := e.confirmed()
 	for i := 0; i < 50; i++ {
 		e.exec(`INSERT INTO other VALUES ($1, repeat('x', 10000))`, i)
@@ -451,7 +466,7 @@ func TestHalfCreatedSlotIsRecreated(t *testing.T) {
 	e.exec(`SELECT pg_create_logical_replication_slot('test_slot', 'pgoutput')`)
 	e.h.state = cdc.StateSeeding
 	e.start(e.h)
-	waitFor(t, "slot ready", func() bool { _, st, _ := e.h.Position(context.Background()); return st == cdc.StateReady })
+	waitFor(t, "slot ready", func() bool { return e.h.ready() })
 	if len(e.h.seeded["items"]) != 2 {
 		t.Fatalf("seeded %v", e.h.seeded)
 	}
@@ -460,10 +475,10 @@ func TestHalfCreatedSlotIsRecreated(t *testing.T) {
 func TestOneStreamerPerSlot(t *testing.T) {
 	e := newEnv(t)
 	e.start(e.h)
-	waitFor(t, "slot ready", func() bool { _, st, _ := e.h.Position(context.Background()); return st == cdc.StateReady })
+	waitFor(t, "slot ready", func() bool { return e.h.ready() })
 	// A second source on the same slot stands by instead of failing.
 	second := &memHandler{}
-	pos, state, _ := e.h.Position(context.Background())
+	pos, state := e.h.durable()
 	second.pos, second.state = pos, state
 	stop2 := e.start(second)
 	e.exec(`INSERT INTO items (id, status) VALUES (300, 'open')`)
@@ -491,5 +506,79 @@ func TestPreflightErrors(t *testing.T) {
 	cfg.URL = fmt.Sprintf("postgres://postgres@127.0.0.1:1/x?sslmode=disable&connect_timeout=2")
 	if err := cdc.New(cfg).Run(context.Background(), e.h); err == nil {
 		t.Fatal("unreachable database: want an error")
+	}
+}
+
+func (h *memHandler) ready() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.state == cdc.StateReady
+}
+
+func (h *memHandler) durable() (event.LSN, cdc.State) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.pos, h.state
+}
+
+// flushCounter counts how many groups a handler was asked to make durable.
+type flushCounter struct {
+	*memHandler
+	flushes int
+}
+
+func (f *flushCounter) Flush(ctx context.Context) error {
+	f.mu.Lock()
+	f.flushes++
+	f.mu.Unlock()
+	return f.memHandler.Flush(ctx)
+}
+
+func TestGroupCommit(t *testing.T) {
+	e := newEnv(t)
+	h := &flushCounter{memHandler: e.h}
+	e.start(h)
+	// Many small transactions from several connections at once: they are
+	// made durable in groups, and every one of them arrives.
+	const n, writers = 400, 4
+	var wg sync.WaitGroup
+	for w := 0; w < writers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			conn, err := pgx.Connect(context.Background(), e.url)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer conn.Close(context.Background())
+			for i := w; i < n; i += writers {
+				if _, err := conn.Exec(context.Background(), `INSERT INTO items (id, status) VALUES ($1, 'open')`, 1000+i); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	got := e.waitChanges(n)
+	seen := map[any]bool{}
+	for _, c := range got {
+		seen[c.New["id"]] = true
+	}
+	if len(seen) != n {
+		t.Fatalf("%d distinct rows, want %d", len(seen), n)
+	}
+	_, txs, pos := e.h.snapshot()
+	if pos != txs[len(txs)-1].EndLSN {
+		t.Fatalf("durable position %s, want the last transaction's end %s", pos, txs[len(txs)-1].EndLSN)
+	}
+	waitFor(t, "slot confirmed", func() bool { return e.confirmed() >= pos })
+	h.mu.Lock()
+	flushes := h.flushes
+	h.mu.Unlock()
+	t.Logf("%d transactions made durable in %d groups", len(txs), flushes)
+	if len(txs) != n || flushes >= n {
+		t.Fatalf("%d flushes for %d transactions: no grouping", flushes, n)
 	}
 }

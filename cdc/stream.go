@@ -213,34 +213,65 @@ type stream struct {
 	start   event.LSN // transactions committed before this were handled
 	durable event.LSN // highest position the Handler made durable
 
-	inTx     bool
-	skip     bool
-	tx       event.Tx
-	seq      int
-	lastIdle time.Time
+	inTx bool
+	skip bool
+	// Committed transactions not yet durable (group commit), the time the
+	// first of them was committed, and the position past the last one.
+	pending      int
+	pendingSince time.Time
+	committed    event.LSN
+	tx           event.Tx
+	seq          int
+	lastIdle     time.Time
 }
 
 func (st *stream) loop(ctx context.Context) error {
+	// stopped is set only when the loop itself sees the context end while
+	// waiting for a message, so no handler call was cut short.
+	stopped := false
 	defer func() {
-		// Report the final durable position on the way out.
+		// On a clean stop, make durable what is complete, and report it.
+		if stopped && !st.inTx && st.pending > 0 {
+			_ = st.flush(context.WithoutCancel(ctx))
+		}
 		_ = st.sendStatus(context.WithoutCancel(ctx))
 	}()
 	next := time.Now().Add(st.cfg.StatusInterval)
 	for {
-		if !time.Now().Before(next) {
+		now := time.Now()
+		if !now.Before(next) {
 			if err := st.sendStatus(ctx); err != nil {
 				return err
 			}
-			next = time.Now().Add(st.cfg.StatusInterval)
+			next = now.Add(st.cfg.StatusInterval)
 		}
-		rctx, cancel := context.WithDeadline(ctx, next)
+		deadline := next
+		if st.pending > 0 && !st.inTx {
+			// Group commit: flush when the group is old enough, or as soon
+			// as the stream pauses.
+			due := st.pendingSince.Add(st.cfg.GroupDelay)
+			if !now.Before(due) {
+				if err := st.flush(ctx); err != nil {
+					return err
+				}
+				continue
+			}
+			deadline = minTime(deadline, minTime(due, now.Add(time.Millisecond)))
+		}
+		rctx, cancel := context.WithDeadline(ctx, deadline)
 		raw, err := st.conn.ReceiveMessage(rctx)
 		cancel()
 		if err != nil {
 			if ctx.Err() != nil {
+				stopped = true
 				return ctx.Err()
 			}
 			if pgconn.Timeout(err) {
+				if st.pending > 0 && !st.inTx {
+					if err := st.flush(ctx); err != nil {
+						return err
+					}
+				}
 				continue
 			}
 			return fmt.Errorf("receive replication message: %w", err)
@@ -254,6 +285,26 @@ func (st *stream) loop(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}
+
+// flush makes the pending transactions durable and moves the position the
+// feed confirms.
+func (st *stream) flush(ctx context.Context) error {
+	if err := st.h.Flush(ctx); err != nil {
+		return fmt.Errorf("store transactions up to %s: %w", st.committed, err)
+	}
+	st.pending = 0
+	if st.committed > st.durable {
+		st.durable = st.committed
+	}
+	return nil
 }
 
 func (st *stream) copyData(ctx context.Context, data []byte) error {
@@ -271,6 +322,11 @@ func (st *stream) copyData(ctx context.Context, data []byte) error {
 		// handled: the position may move to the server's WAL end, so a quiet
 		// publication does not pin WAL.
 		if !st.inTx && end > st.durable && (ka.ReplyRequested || time.Since(st.lastIdle) >= st.cfg.IdleInterval) {
+			if st.pending > 0 {
+				if err := st.flush(ctx); err != nil {
+					return err
+				}
+			}
 			if err := st.h.Idle(ctx, end); err != nil {
 				return fmt.Errorf("persist idle position %s: %w", end, err)
 			}
@@ -320,8 +376,13 @@ func (st *stream) message(ctx context.Context, data []byte) error {
 		if err := st.h.Commit(ctx, st.tx); err != nil {
 			return fmt.Errorf("commit transaction %s: %w", st.tx.CommitLSN, err)
 		}
-		if st.tx.EndLSN > st.durable {
-			st.durable = st.tx.EndLSN
+		if st.pending == 0 {
+			st.pendingSince = time.Now()
+		}
+		st.pending++
+		st.committed = st.tx.EndLSN
+		if st.pending >= st.cfg.GroupSize {
+			return st.flush(ctx)
 		}
 	case *pglogrepl.TruncateMessage:
 		if st.skip {

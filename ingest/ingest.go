@@ -45,11 +45,13 @@ type Ingester struct {
 	companies *mapper.Companies
 	specs     map[string]mapper.TableSpec
 
-	// The open source transaction.
+	// The open store transaction: the source transactions committed since
+	// the last Flush (group commit), and the one being read.
 	w          *store.Writer
 	pending    []*event.Change
 	nextSeq    int
 	deliveries int64
+	end        event.LSN // position past the last committed source transaction
 }
 
 var _ cdc.Handler = (*Ingester)(nil)
@@ -146,9 +148,8 @@ func (in *Ingester) Seed(ctx context.Context, snap *cdc.Snapshot, start event.LS
 
 // Begin implements cdc.Handler.
 func (in *Ingester) Begin(ctx context.Context, tx event.Tx) error {
-	in.abort(ctx)
+	in.pending = in.pending[:0]
 	in.nextSeq = 0
-	in.deliveries = 0
 	return nil
 }
 
@@ -161,24 +162,29 @@ func (in *Ingester) Change(ctx context.Context, c *event.Change) error {
 	return nil
 }
 
-// Commit implements cdc.Handler.
+// Commit implements cdc.Handler: it writes what is left of the transaction
+// into the open store transaction, which Flush commits.
 func (in *Ingester) Commit(ctx context.Context, tx event.Tx) error {
 	if err := in.flush(ctx); err != nil {
 		return err
 	}
-	if in.w == nil {
-		// A transaction with nothing to record still moves the position.
-		if err := in.writer(ctx); err != nil {
-			return err
-		}
-	}
-	w := in.w
-	in.w = nil
-	if err := w.Commit(ctx, tx.EndLSN); err != nil {
+	in.end = tx.EndLSN
+	return nil
+}
+
+// Flush implements cdc.Handler: it records the position past the last
+// committed source transaction and commits the store transaction.
+func (in *Ingester) Flush(ctx context.Context) error {
+	if err := in.writer(ctx); err != nil {
 		return err
 	}
-	if in.deliveries > 0 {
-		in.opts.Committed(in.deliveries)
+	w, n := in.w, in.deliveries
+	in.w, in.deliveries = nil, 0
+	if err := w.Commit(ctx, in.end); err != nil {
+		return err
+	}
+	if n > 0 {
+		in.opts.Committed(n)
 	}
 	return nil
 }
@@ -200,13 +206,15 @@ func (in *Ingester) writer(ctx context.Context) error {
 	return nil
 }
 
-// abort drops a transaction left open by a lost connection.
+// abort drops a store transaction left open by a lost connection: the
+// source transactions in it were never confirmed and are streamed again.
 func (in *Ingester) abort(ctx context.Context) {
 	if in.w != nil {
 		in.w.Rollback(ctx)
 		in.w = nil
 	}
 	in.pending = in.pending[:0]
+	in.deliveries = 0
 }
 
 // flush maps the pending changes in order and writes what they produce.

@@ -146,17 +146,9 @@ func checkDoc(t *testing.T, path string, re *regexp.Regexp, render func(Rule) ([
 
 // readmeBlock renders a rule and its golden payload for the README.
 func readmeBlock(r Rule) ([]byte, error) {
-	golden, err := os.ReadFile(goldenPath(r.Event))
+	pretty, on, err := prettyGolden(r)
 	if err != nil {
 		return nil, err
-	}
-	var pretty bytes.Buffer
-	if err := json.Indent(&pretty, golden, "", "  "); err != nil {
-		return nil, fmt.Errorf("%s: %w", goldenPath(r.Event), err)
-	}
-	on := r.On
-	if len(on) == 0 {
-		on = []string{"insert", "update"}
 	}
 	when := "always"
 	if r.When != "" {
@@ -165,25 +157,35 @@ func readmeBlock(r Rule) ([]byte, error) {
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "<!-- begin readme: %s -->\n", r.Event)
 	fmt.Fprintf(&b, "#### `%s`\n\nTable `%s`, on %s, when %s.\n\n```json\n", r.Event, r.Table, strings.Join(on, ", "), when)
-	b.Write(pretty.Bytes())
+	b.Write(pretty)
 	b.WriteString("\n```\n")
 	fmt.Fprintf(&b, "<!-- end readme: %s -->\n", r.Event)
 	return b.Bytes(), nil
 }
 
-// docBlock renders a rule and its golden payload for docs/EVENTS.md.
-func docBlock(r Rule) ([]byte, error) {
+// prettyGolden returns a rule's golden payload indented, and its operations
+// with the default filled in.
+func prettyGolden(r Rule) ([]byte, []string, error) {
 	golden, err := os.ReadFile(goldenPath(r.Event))
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	var pretty bytes.Buffer
 	if err := json.Indent(&pretty, golden, "", "  "); err != nil {
-		return nil, fmt.Errorf("%s: %w", goldenPath(r.Event), err)
+		return nil, nil, fmt.Errorf("%s: %w", goldenPath(r.Event), err)
 	}
 	on := r.On
 	if len(on) == 0 {
 		on = []string{"insert", "update"}
+	}
+	return pretty.Bytes(), on, nil
+}
+
+// docBlock renders a rule and its golden payload for docs/EVENTS.md.
+func docBlock(r Rule) ([]byte, error) {
+	pretty, on, err := prettyGolden(r)
+	if err != nil {
+		return nil, err
 	}
 	company := r.Company
 	if company == "" {
@@ -207,7 +209,7 @@ func docBlock(r Rule) ([]byte, error) {
 		}
 	}
 	b.WriteString("\nExample payload:\n\n```json\n")
-	b.Write(pretty.Bytes())
+	b.Write(pretty)
 	b.WriteString("\n```\n")
 	fmt.Fprintf(&b, "<!-- end generated: %s -->\n", r.Event)
 	return b.Bytes(), nil

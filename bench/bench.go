@@ -1,0 +1,360 @@
+// Package bench measures the relay as operators run it: a real PostgreSQL
+// with production durability settings, the relay binary as a child process
+// (so its CPU and memory are its own), and a receiver in a separate process.
+// Each scenario drives platform-like writes and reports throughput,
+// commit-to-receipt latency, the relay's peak RSS and CPU per event, and the
+// slot's lag at the end.
+package bench
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	reference "github.com/smartmaintenance/relay"
+	"github.com/smartmaintenance/relay/internal/pgtest"
+)
+
+// Options configure a bench run.
+type Options struct {
+	// Relay is the relay binary; empty builds ./cmd/relay with go build.
+	Relay string
+	// Self is this program, re-run as the receiver ("receive" mode).
+	Self string
+	// Scenarios to run; empty runs all.
+	Scenarios []string
+	// Short shrinks every scenario to seconds, for smoke tests.
+	Short bool
+	// Progress receives one line per step.
+	Progress io.Writer
+}
+
+// Result is one scenario's figures.
+type Result struct {
+	Scenario         string  `json:"scenario"`
+	Events           int     `json:"events"`
+	Deliveries       int     `json:"deliveries"`
+	Seconds          float64 `json:"seconds"`
+	EventsPerSec     float64 `json:"events_per_sec"`
+	DeliveriesPerSec float64 `json:"deliveries_per_sec"`
+	P50ms            float64 `json:"p50_ms"`
+	P95ms            float64 `json:"p95_ms"`
+	P99ms            float64 `json:"p99_ms"`
+	MaxMs            float64 `json:"max_ms"`
+	PeakRSSMB        float64 `json:"relay_peak_rss_mb"`
+	CPUSecPer10k     float64 `json:"relay_cpu_sec_per_10k_events"`
+	CPUMicrosPerDel  float64 `json:"relay_cpu_us_per_delivery"`
+	SlotLagBytes     int64   `json:"slot_lag_bytes"`
+	Note             string  `json:"note,omitempty"`
+}
+
+// Scenario names, in the order they run.
+var Scenarios = []string{"burst", "steady", "fanout", "backlog", "isolation"}
+
+// Run runs the scenarios and returns their results.
+func Run(ctx context.Context, opts Options) ([]Result, error) {
+	if opts.Progress == nil {
+		opts.Progress = io.Discard
+	}
+	if len(opts.Scenarios) == 0 {
+		opts.Scenarios = Scenarios
+	}
+	dir, err := os.MkdirTemp("", "relaybench-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	if opts.Relay == "" {
+		opts.Relay = filepath.Join(dir, "relay")
+		say(opts.Progress, "building the relay")
+		if out, err := exec.CommandContext(ctx, "go", "build", "-o", opts.Relay, "github.com/smartmaintenance/relay/cmd/relay").CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("build relay: %v: %s", err, out)
+		}
+	}
+	say(opts.Progress, "starting PostgreSQL (fsync on, synchronous_commit on)")
+	pg, err := pgtest.Start(ctx, pgtest.Options{Durable: true, Settings: []string{"max_wal_size = 4GB", "checkpoint_timeout = 15min"}})
+	if err != nil {
+		return nil, err
+	}
+	defer pg.Stop()
+	recv, err := startReceiver(ctx, opts.Self, "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	defer recv.stop()
+
+	b := &run{opts: opts, pg: pg, recv: recv, dir: dir}
+	var results []Result
+	for _, name := range opts.Scenarios {
+		f, ok := map[string]func(context.Context) (Result, error){
+			"burst": b.burst, "steady": b.steady, "fanout": b.fanout, "backlog": b.backlog, "isolation": b.isolation,
+		}[name]
+		if !ok {
+			return results, fmt.Errorf("unknown scenario %q (have %s)", name, strings.Join(Scenarios, ", "))
+		}
+		say(opts.Progress, "scenario "+name)
+		r, err := f(ctx)
+		if err != nil {
+			return results, fmt.Errorf("scenario %s: %w", name, err)
+		}
+		r.Scenario = name
+		results = append(results, r)
+	}
+	return results, nil
+}
+
+func say(w io.Writer, s string) { fmt.Fprintf(w, "%s  %s\n", time.Now().Format("15:04:05"), s) }
+
+type run struct {
+	opts Options
+	pg   *pgtest.Server
+	recv *receiverProc
+	dir  string
+}
+
+// scale picks the full or the short size.
+func (b *run) scale(full, short int) int {
+	if b.opts.Short {
+		return short
+	}
+	return full
+}
+
+// receiverProc is a receiver in its own process.
+type receiverProc struct {
+	cmd *exec.Cmd
+	url string
+}
+
+func startReceiver(ctx context.Context, self, addr string) (*receiverProc, error) {
+	cmd := exec.CommandContext(ctx, self, "receive", "-listen", addr)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start receiver: %w", err)
+	}
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "listening ") {
+		cmd.Process.Kill()
+		cmd.Wait()
+		return nil, fmt.Errorf("receiver did not start: %q %v", line, err)
+	}
+	return &receiverProc{cmd: cmd, url: "http://" + strings.TrimSpace(strings.TrimPrefix(line, "listening "))}, nil
+}
+
+func (r *receiverProc) stop() {
+	r.cmd.Process.Kill()
+	r.cmd.Wait()
+}
+
+func (r *receiverProc) stats(reset bool) (Stats, error) {
+	u := r.url + "/stats"
+	if reset {
+		u += "?reset=1"
+	}
+	resp, err := http.Get(u)
+	if err != nil {
+		return Stats{}, err
+	}
+	defer resp.Body.Close()
+	var st Stats
+	return st, json.NewDecoder(resp.Body).Decode(&st)
+}
+
+// relayProc is the relay under test.
+type relayProc struct {
+	cmd  *exec.Cmd
+	log  *os.File
+	slot string
+}
+
+type webhook struct {
+	url    string
+	events []string
+}
+
+// setup creates a database with the reference schema and runs prepare in it.
+func (b *run) setup(ctx context.Context, prepare string) (string, *pgxpool.Pool, error) {
+	db, err := b.pg.CreateDatabase(ctx, reference.Schema, reference.Sample, prepare)
+	if err != nil {
+		return "", nil, err
+	}
+	pool, err := pgxpool.New(ctx, b.pg.URL(db))
+	if err != nil {
+		return "", nil, err
+	}
+	return db, pool, nil
+}
+
+func (b *run) teardown(db string, pool *pgxpool.Pool, r *relayProc) {
+	if r != nil {
+		r.stop()
+	}
+	pool.Close()
+	_ = b.pg.DropDatabase(context.Background(), db)
+}
+
+// startRelay runs the relay binary on db with the given webhooks and waits
+// until it streams.
+func (b *run) startRelay(ctx context.Context, db string, pool *pgxpool.Pool, hooks []webhook, extra string) (*relayProc, error) {
+	slot := "bench_" + db
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "log:\n  level: warn\ndatabase:\n  url: %q\nreplication:\n  slot: %s\n  publication: %s\n", b.pg.URL(db), slot, slot)
+	sb.WriteString(extra)
+	sb.WriteString("webhooks:\n  endpoints:\n")
+	for i, h := range hooks {
+		fmt.Fprintf(&sb, "    - company_id: 1\n      name: hook%d\n      url: %q\n      secret: bench-secret-0123456789\n      events: [%s]\n",
+			i, h.url, strings.Join(h.events, ", "))
+	}
+	cfg := filepath.Join(b.dir, db+".yaml")
+	if err := os.WriteFile(cfg, []byte(sb.String()), 0o600); err != nil {
+		return nil, err
+	}
+	logf, err := os.Create(filepath.Join(b.dir, db+".log"))
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.CommandContext(ctx, b.opts.Relay, "run", "--config", cfg)
+	// The receivers are local: open loopback, which the relay refuses by
+	// default.
+	cmd.Env = append(os.Environ(), "RELAY_DELIVERY__ALLOW_NETWORKS=127.0.0.0/8,::1")
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start relay: %w", err)
+	}
+	r := &relayProc{cmd: cmd, log: logf, slot: slot}
+	deadline := time.Now().Add(5 * time.Minute)
+	for {
+		var ok bool
+		_ = pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND active)`, slot).Scan(&ok)
+		if ok {
+			return r, nil
+		}
+		if time.Now().After(deadline) || cmd.ProcessState != nil {
+			r.stop()
+			return nil, errors.New("relay did not start streaming: see " + logf.Name())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (r *relayProc) stop() {
+	r.cmd.Process.Signal(os.Interrupt)
+	done := make(chan struct{})
+	go func() { r.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		r.cmd.Process.Kill()
+		<-done
+	}
+	r.log.Close()
+}
+
+// cpu returns the relay's CPU time so far.
+func (r *relayProc) cpu() time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", r.cmd.Process.Pid))
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * time.Second / 100 // USER_HZ
+}
+
+// peakRSS returns the relay's peak resident memory in MB.
+func (r *relayProc) peakRSS() float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", r.cmd.Process.Pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "VmHWM:") {
+			kb, _ := strconv.ParseFloat(strings.Fields(line)[1], 64)
+			return kb / 1024
+		}
+	}
+	return 0
+}
+
+func slotLag(ctx context.Context, pool *pgxpool.Pool, slot string) int64 {
+	var lag int64
+	_ = pool.QueryRow(ctx, `SELECT coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn), 0)::bigint FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&lag)
+	return lag
+}
+
+// waitReceived waits until the receiver has n unique deliveries.
+func (b *run) waitReceived(ctx context.Context, n int, timeout time.Duration) (Stats, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		st, err := b.recv.stats(false)
+		if err != nil {
+			return st, err
+		}
+		if st.Unique >= n {
+			return st, nil
+		}
+		if time.Now().After(deadline) {
+			return st, fmt.Errorf("received %d of %d deliveries in %v", st.Unique, n, timeout)
+		}
+		select {
+		case <-ctx.Done():
+			return st, ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// fill completes a result from the receiver's stats and the relay's figures.
+func fill(r *Result, st Stats, rp *relayProc, cpu time.Duration, ctx context.Context, pool *pgxpool.Pool) {
+	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+	r.P50ms = ms(percentile(st.Latencies, 50))
+	r.P95ms = ms(percentile(st.Latencies, 95))
+	r.P99ms = ms(percentile(st.Latencies, 99))
+	r.MaxMs = ms(percentile(st.Latencies, 100))
+	if r.Seconds > 0 {
+		r.EventsPerSec = float64(r.Events) / r.Seconds
+		r.DeliveriesPerSec = float64(r.Deliveries) / r.Seconds
+	}
+	r.PeakRSSMB = rp.peakRSS()
+	if r.Events > 0 {
+		r.CPUSecPer10k = cpu.Seconds() * 10000 / float64(r.Events)
+	}
+	if r.Deliveries > 0 {
+		r.CPUMicrosPerDel = float64(cpu.Microseconds()) / float64(r.Deliveries)
+	}
+	r.SlotLagBytes = slotLag(ctx, pool, rp.slot)
+}
+
+func nanos() string { return strconv.FormatInt(time.Now().UnixNano(), 10) }
+
+// freePort returns a loopback port nothing listens on right now.
+func freePort() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}

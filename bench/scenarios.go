@@ -1,0 +1,227 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// burst: one transaction updates every task; each update is one
+// task.completed event for one webhook. Time runs from the commit to the
+// last receipt.
+func (b *run) burst(ctx context.Context) (Result, error) {
+	n := b.scale(100_000, 5_000)
+	db, pool, err := b.setup(ctx, fmt.Sprintf(`INSERT INTO tasks (company_id, title) SELECT 1, 'seed' FROM generate_series(1, %d)`, n))
+	if err != nil {
+		return Result{}, err
+	}
+	rp, err := b.startRelay(ctx, db, pool, []webhook{{b.recv.url + "/ok/0", []string{"task.completed"}}}, "")
+	defer func() { b.teardown(db, pool, rp) }()
+	if err != nil {
+		return Result{}, err
+	}
+	if _, err := b.recv.stats(true); err != nil {
+		return Result{}, err
+	}
+	cpu0 := rp.cpu()
+	if _, err := pool.Exec(ctx, `UPDATE tasks SET status = 'completed', title = $1`, nanos()); err != nil {
+		return Result{}, err
+	}
+	committed := time.Now()
+	stored := make(chan time.Duration, 1)
+	go func() { stored <- waitStored(ctx, pool, n, committed) }()
+	st, err := b.waitReceived(ctx, n, 15*time.Minute)
+	if err != nil {
+		return Result{}, err
+	}
+	r := Result{Events: n, Deliveries: n, Seconds: st.LastAt.Sub(committed).Seconds(),
+		Note: fmt.Sprintf("all deliveries stored %v after the commit; latency percentiles include the UPDATE itself (title is set when it starts)",
+			(<-stored).Round(time.Millisecond))}
+	fill(&r, st, rp, rp.cpu()-cpu0, ctx, pool)
+	return r, nil
+}
+
+// steady: single-row transactions at a fixed rate; commit-to-receipt latency.
+func (b *run) steady(ctx context.Context) (Result, error) {
+	return b.paced(ctx, 1000, time.Duration(b.scale(60, 5))*time.Second, healthy(b.recv.url, 1), "")
+}
+
+// fanout: one company with 50 webhooks on the same event type.
+func (b *run) fanout(ctx context.Context) (Result, error) {
+	return b.paced(ctx, 200, time.Duration(b.scale(60, 5))*time.Second, healthy(b.recv.url, 50), "")
+}
+
+// isolation: ten healthy webhooks, then the same with one that never answers.
+func (b *run) isolation(ctx context.Context) (Result, error) {
+	d := time.Duration(b.scale(30, 4)) * time.Second
+	base, err := b.paced(ctx, 100, d, healthy(b.recv.url, 10), "")
+	if err != nil {
+		return Result{}, err
+	}
+	hooks := append(healthy(b.recv.url, 10), webhook{b.recv.url + "/hang", []string{"repair_request.created"}})
+	r, err := b.paced(ctx, 100, d, hooks, "delivery:\n  timeout: 30s\n")
+	if err != nil {
+		return Result{}, err
+	}
+	r.Note = fmt.Sprintf("healthy endpoints' p99 %.1f ms with one hanging endpoint, %.1f ms without (%+.0f%%)",
+		r.P99ms, base.P99ms, 100*(r.P99ms-base.P99ms)/max(base.P99ms, 0.001))
+	return r, nil
+}
+
+func healthy(url string, n int) []webhook {
+	out := make([]webhook, n)
+	for i, p := range paths(n) {
+		out[i] = webhook{url + p, []string{"repair_request.created"}}
+	}
+	return out
+}
+
+// paced inserts repair requests as single-row transactions at rate per
+// second for d, and waits for every delivery to the healthy webhooks.
+func (b *run) paced(ctx context.Context, rate int, d time.Duration, hooks []webhook, extra string) (Result, error) {
+	db, pool, err := b.setup(ctx, "")
+	if err != nil {
+		return Result{}, err
+	}
+	rp, err := b.startRelay(ctx, db, pool, hooks, extra)
+	defer func() { b.teardown(db, pool, rp) }()
+	if err != nil {
+		return Result{}, err
+	}
+	if _, err := b.recv.stats(true); err != nil {
+		return Result{}, err
+	}
+	n := int(float64(rate) * d.Seconds())
+	ok := 0
+	for _, h := range hooks {
+		if !isHangURL(h.url) {
+			ok++
+		}
+	}
+	cpu0 := rp.cpu()
+	start := time.Now()
+	if err := pace(ctx, pool, rate, n); err != nil {
+		return Result{}, err
+	}
+	st, err := b.waitReceived(ctx, n*ok, 10*time.Minute)
+	if err != nil {
+		return Result{}, err
+	}
+	r := Result{Events: n, Deliveries: n * ok, Seconds: st.LastAt.Sub(start).Seconds()}
+	fill(&r, st, rp, rp.cpu()-cpu0, ctx, pool)
+	if behind := st.LastAt.Sub(start) - d; behind > time.Second {
+		r.Note = fmt.Sprintf("fell behind the load by %v", behind.Round(time.Millisecond))
+	}
+	return r, nil
+}
+
+func isHangURL(u string) bool { return len(u) >= 5 && u[len(u)-5:] == "/hang" }
+
+// pace runs n single-row inserts at rate per second from a few connections.
+// Each row's title is the time its statement was sent, in Unix nanoseconds.
+func pace(ctx context.Context, pool *pgxpool.Pool, rate, n int) error {
+	const workers = 8
+	var next atomic.Int64
+	var firstErr error
+	var once sync.Once
+	var wg sync.WaitGroup
+	start := time.Now()
+	interval := time.Second / time.Duration(rate)
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := next.Add(1) - 1
+				if i >= int64(n) || ctx.Err() != nil {
+					return
+				}
+				if wait := time.Until(start.Add(time.Duration(i) * interval)); wait > 0 {
+					time.Sleep(wait)
+				}
+				if _, err := pool.Exec(ctx, `INSERT INTO repair_requests (company_id, title) VALUES (1, $1)`, nanos()); err != nil {
+					once.Do(func() { firstErr = err })
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return firstErr
+}
+
+// backlog: the receiver is down while events accumulate, then comes back.
+// Time runs from its return to the last receipt.
+func (b *run) backlog(ctx context.Context) (Result, error) {
+	n := b.scale(200_000, 5_000)
+	addr, err := freePort()
+	if err != nil {
+		return Result{}, err
+	}
+	db, pool, err := b.setup(ctx, "")
+	if err != nil {
+		return Result{}, err
+	}
+	// A short, long-lasting retry schedule: the drain measures the relay,
+	// not the guide's 625-second backoff.
+	extra := "delivery:\n  retry_schedule: [1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s]\n"
+	rp, err := b.startRelay(ctx, db, pool, []webhook{{"http://" + addr + "/ok/0", []string{"repair_request.created"}}}, extra)
+	defer func() { b.teardown(db, pool, rp) }()
+	if err != nil {
+		return Result{}, err
+	}
+	for done := 0; done < n; done += 10_000 {
+		rows := min(10_000, n-done)
+		if _, err := pool.Exec(ctx, `INSERT INTO repair_requests (company_id, title) SELECT 1, $1 FROM generate_series(1, $2)`, nanos(), rows); err != nil {
+			return Result{}, err
+		}
+	}
+	deadline := time.Now().Add(10 * time.Minute)
+	for {
+		var stored int
+		_ = pool.QueryRow(ctx, `SELECT count(*) FROM relay.deliveries`).Scan(&stored)
+		if stored >= n {
+			break
+		}
+		if time.Now().After(deadline) {
+			return Result{}, fmt.Errorf("only %d of %d deliveries stored", stored, n)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	back, err := startReceiver(ctx, b.opts.Self, addr)
+	if err != nil {
+		return Result{}, err
+	}
+	defer back.stop()
+	cpu0 := rp.cpu()
+	up := time.Now()
+	prev := b.recv
+	b.recv = back
+	st, err := b.waitReceived(ctx, n, 15*time.Minute)
+	b.recv = prev
+	if err != nil {
+		return Result{}, err
+	}
+	r := Result{Events: n, Deliveries: n, Seconds: st.LastAt.Sub(up).Seconds(),
+		Note: "latency percentiles include the time the receiver was down"}
+	fill(&r, st, rp, rp.cpu()-cpu0, ctx, pool)
+	return r, nil
+}
+
+// waitStored polls until n deliveries are stored and returns how long after
+// since that was.
+func waitStored(ctx context.Context, pool *pgxpool.Pool, n int, since time.Time) time.Duration {
+	for ctx.Err() == nil {
+		var stored int
+		_ = pool.QueryRow(ctx, `SELECT count(*) FROM relay.deliveries`).Scan(&stored)
+		if stored >= n {
+			return time.Since(since)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return 0
+}

@@ -1,0 +1,61 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/smartmaintenance/relay/event"
+	"github.com/smartmaintenance/relay/internal/pgtest"
+)
+
+// BenchmarkWriteBatch measures storing a batch of 500 events, each fanned
+// out to one webhook, with their row state and the position, in one
+// transaction. Reported per event.
+func BenchmarkWriteBatch(b *testing.B) {
+	ctx := context.Background()
+	st, err := Open(ctx, pgtest.NewDatabase(b), "relay")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	if err := st.Migrate(ctx); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := st.pool.Exec(ctx, `INSERT INTO relay.webhooks (company_id, name, url, events, created_at)
+		VALUES (1, 'w', 'http://127.0.0.1:1', '{task.completed}', now() - interval '1 day')`); err != nil {
+		b.Fatal(err)
+	}
+	if err := st.MarkSeeding(ctx, "s"); err != nil {
+		b.Fatal(err)
+	}
+	if err := st.Seed(ctx, "s", 1, func(func(StateRow) error) error { return nil }); err != nil {
+		b.Fatal(err)
+	}
+	const batch = 500
+	body := []byte(`{"event":"task.completed","timestamp":"2026-04-24T09:15:30+07:00","company_id":1,"company_name":"PT Kahatex","data":{"task_id":12345,"asset_id":678,"technician_id":42}}`)
+	lsn := event.LSN(100)
+	b.ReportAllocs()
+	for b.Loop() {
+		lsn++
+		events := make([]event.Event, batch)
+		states := make([]StateRow, batch)
+		for i := range events {
+			events[i] = event.Event{Type: "task.completed", CompanyID: 1, CommitLSN: lsn, Seq: i, CommitTime: time.Now(), Table: "tasks", Op: event.Update, Body: body}
+			states[i] = StateRow{Table: "tasks", Key: fmt.Sprint(i), Vals: event.Row{"status": "completed", "technician_id": int64(42)}}
+		}
+		w, err := st.BeginWrite(ctx, "s")
+		if err != nil {
+			b.Fatal(err)
+		}
+		n, err := w.Write(ctx, events, states)
+		if err != nil || n != batch {
+			b.Fatalf("wrote %d deliveries: %v", n, err)
+		}
+		if err := w.Commit(ctx, lsn); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*batch), "ns/event")
+}
