@@ -117,8 +117,10 @@ func TestDeliveriesRefireAndStats(t *testing.T) {
 	if r := e.call(tokenA, "GET", fmt.Sprintf("/v1/webhooks/%d/deliveries/%s", otherID, old), nil); r.status != 404 {
 		t.Errorf("delivery through another webhook: %d %s", r.status, r.body)
 	}
+	// Disabled first, so the new delivery stays pending: a dispatcher
+	// would otherwise send it at once.
+	e.call(tokenA, "POST", fmt.Sprintf("/v1/webhooks/%d/disable", id), nil)
 	pending := e.delivery(id, 1, now)
-	e.call(tokenA, "POST", fmt.Sprintf("/v1/webhooks/%d/disable", id), nil) // keep it pending
 	if r := e.call(tokenA, "POST", fmt.Sprintf("/v1/webhooks/%d/deliveries/%s/refire", id, pending), nil); r.status != 409 || r.errorOf(t)["code"] != "not_finished" {
 		t.Errorf("refire pending: %d %s", r.status, r.body)
 	}
