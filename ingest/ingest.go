@@ -13,6 +13,9 @@ import (
 	"fmt"
 	"log/slog"
 
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/smartmaintenance/relay/cdc"
 	"github.com/smartmaintenance/relay/event"
 	"github.com/smartmaintenance/relay/mapper"
@@ -33,6 +36,11 @@ type Options struct {
 	// so the sender can start at once instead of waiting for its poll.
 	Committed func(deliveries int64)
 	Logger    *slog.Logger
+	// TracerProvider traces each event from decoding to the commit of its
+	// deliveries; nil traces nothing.
+	TracerProvider trace.TracerProvider
+	// MeterProvider receives the ingester's metrics; nil records none.
+	MeterProvider metric.MeterProvider
 }
 
 // Ingester implements cdc.Handler.
@@ -44,6 +52,7 @@ type Ingester struct {
 
 	companies *mapper.Companies
 	specs     map[string]mapper.TableSpec
+	tel       *telem
 
 	// The open source transaction.
 	w          *store.Writer
@@ -68,7 +77,12 @@ func New(st *store.Store, m *mapper.Mapper, opts Options) *Ingester {
 	if opts.Committed == nil {
 		opts.Committed = func(int64) {}
 	}
-	return &Ingester{st: st, m: m, opts: opts, log: opts.Logger, specs: m.Tables(), companies: mapper.NewCompanies()}
+	tel, err := newTelem(opts.TracerProvider, opts.MeterProvider)
+	if err != nil {
+		// The instruments still work (as no-ops); the metrics are missing.
+		opts.Logger.Warn("ingest metrics not available", "err", err)
+	}
+	return &Ingester{st: st, m: m, opts: opts, log: opts.Logger, specs: m.Tables(), companies: mapper.NewCompanies(), tel: tel}
 }
 
 // Position implements cdc.Handler. It also reloads the company directory
@@ -149,6 +163,7 @@ func (in *Ingester) Begin(ctx context.Context, tx event.Tx) error {
 	in.abort(ctx)
 	in.nextSeq = 0
 	in.deliveries = 0
+	in.tel.begin(tx)
 	return nil
 }
 
@@ -175,8 +190,10 @@ func (in *Ingester) Commit(ctx context.Context, tx event.Tx) error {
 	w := in.w
 	in.w = nil
 	if err := w.Commit(ctx, tx.EndLSN); err != nil {
+		in.tel.aborted("store commit failed")
 		return err
 	}
+	in.tel.committed(tx, in.deliveries)
 	if in.deliveries > 0 {
 		in.opts.Committed(in.deliveries)
 	}
@@ -185,7 +202,11 @@ func (in *Ingester) Commit(ctx context.Context, tx event.Tx) error {
 
 // Idle implements cdc.Handler.
 func (in *Ingester) Idle(ctx context.Context, lsn event.LSN) error {
-	return in.st.SaveIdle(ctx, in.opts.Slot, lsn)
+	if err := in.st.SaveIdle(ctx, in.opts.Slot, lsn); err != nil {
+		return err
+	}
+	in.tel.idle()
+	return nil
 }
 
 func (in *Ingester) writer(ctx context.Context) error {
@@ -207,6 +228,7 @@ func (in *Ingester) abort(ctx context.Context) {
 		in.w = nil
 	}
 	in.pending = in.pending[:0]
+	in.tel.aborted("source transaction abandoned (connection lost)")
 }
 
 // flush maps the pending changes in order and writes what they produce.
@@ -261,13 +283,15 @@ func (in *Ingester) flush(ctx context.Context) error {
 		if err != nil {
 			// A rule that cannot be evaluated on this row is a rule problem:
 			// say so loudly; the other rules' events of the change still go.
-			in.log.Error("change not fully mapped", "table", c.Table, "op", c.Op, "commit_lsn", c.CommitLSN.String(), "err", err)
+			in.log.ErrorContext(in.tel.txCtxOr(ctx), "change not fully mapped", "table", c.Table, "op", c.Op, "commit_lsn", c.CommitLSN.String(), "err", err)
 		}
 		for _, d := range drafts {
 			events = append(events, event.Event{
 				Type: d.Type, CompanyID: d.CompanyID, CommitLSN: c.CommitLSN, Seq: in.nextSeq,
 				CommitTime: c.CommitTime, Table: c.Table, Op: c.Op, Body: d.Body,
 			})
+			e := &events[len(events)-1]
+			e.TraceParent = in.tel.event(e)
 			in.nextSeq++
 		}
 		in.m.UpdateCompanies(in.companies, c, next)
@@ -302,6 +326,7 @@ func (in *Ingester) write(ctx context.Context, events *[]event.Event, states *[]
 		return 0, err
 	}
 	in.deliveries += n
+	in.tel.written()
 	*events, *states = (*events)[:0], (*states)[:0]
 	return n, nil
 }

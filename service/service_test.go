@@ -122,6 +122,8 @@ type relayEnv struct {
 	recv *receiver
 	logs *syncBuffer
 	stop func() error
+	// tel is handed to the next start.
+	tel service.Telemetry
 }
 
 type syncBuffer struct {
@@ -177,7 +179,7 @@ func (e *relayEnv) start() {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	log := slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	go func() { done <- service.Run(ctx, e.cfg, log) }()
+	go func() { done <- service.RunWith(ctx, e.cfg, log, e.tel) }()
 	var once sync.Once
 	var runErr error
 	e.stop = func() error {

@@ -29,6 +29,7 @@ import (
 	"github.com/smartmaintenance/relay/config"
 	"github.com/smartmaintenance/relay/demo"
 	"github.com/smartmaintenance/relay/service"
+	"github.com/smartmaintenance/relay/telemetry"
 )
 
 // Exit codes. They are documented in the README.
@@ -136,10 +137,11 @@ func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
 	var level slog.Level
 	_ = level.UnmarshalText([]byte(cfg.Log.Level))
 	opts := &slog.HandlerOptions{Level: level}
+	// Records logged inside a span carry trace_id and span_id.
 	if cfg.Log.Format == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
+		return slog.New(telemetry.LogHandler(slog.NewJSONHandler(w, opts)))
 	}
-	return slog.New(slog.NewTextHandler(w, opts))
+	return slog.New(telemetry.LogHandler(slog.NewTextHandler(w, opts)))
 }
 
 func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
