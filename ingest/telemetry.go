@@ -10,7 +10,6 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	metricnoop "go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/trace"
-	tracenoop "go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/smartmaintenance/relay/event"
 	"github.com/smartmaintenance/relay/telemetry"
@@ -32,6 +31,7 @@ const maxOpenEventSpans = 1000
 // transaction's own figures. The event span's context is stored with the
 // event as a traceparent; every delivery attempt is a child of it.
 type telem struct {
+	// tracer is nil when tracing is off: then no span is even started.
 	tracer  trace.Tracer
 	events  metric.Int64Counter
 	lagNano atomic.Int64
@@ -43,18 +43,21 @@ type telem struct {
 	txSpan   trace.Span
 	txStart  time.Time
 	open     []trace.Span // recording event spans waiting for the commit
+	evOpts   []trace.SpanStartOption // the open transaction's event span options
+	txLink   trace.Link
 	perType  map[string]int64
 	attrSets map[string]metric.MeasurementOption
+	names    map[string]string // event type -> span name
 }
 
 func newTelem(tp trace.TracerProvider, mp metric.MeterProvider) (*telem, error) {
-	if tp == nil {
-		tp = tracenoop.NewTracerProvider()
-	}
 	if mp == nil {
 		mp = metricnoop.NewMeterProvider()
 	}
-	t := &telem{tracer: tp.Tracer(instrumentation), perType: map[string]int64{}, attrSets: map[string]metric.MeasurementOption{}}
+	t := &telem{perType: map[string]int64{}, attrSets: map[string]metric.MeasurementOption{}, names: map[string]string{}}
+	if tp != nil {
+		t.tracer = tp.Tracer(instrumentation)
+	}
 	meter := mp.Meter(instrumentation)
 	var err error
 	if t.events, err = meter.Int64Counter("relay.events",
@@ -85,8 +88,14 @@ func (t *telem) begin(tx event.Tx) {
 // event starts the span of a new event, before it is written, and returns
 // the traceparent to store with it.
 func (t *telem) event(e *event.Event) string {
+	t.perType[e.Type]++
+	if t.tracer == nil {
+		return ""
+	}
 	if t.txSpan == nil {
 		t.txCtx, t.txSpan = t.tracer.Start(context.Background(), "ingest transaction", trace.WithTimestamp(t.txStart))
+		t.evOpts = append(t.evOpts[:0], trace.WithNewRoot(), trace.WithSpanKind(trace.SpanKindProducer), trace.WithTimestamp(t.txStart))
+		t.txLink = trace.LinkFromContext(t.txCtx)
 		if t.txSpan.IsRecording() {
 			t.txSpan.SetAttributes(
 				attribute.String("relay.commit_lsn", t.tx.CommitLSN.String()),
@@ -95,17 +104,19 @@ func (t *telem) event(e *event.Event) string {
 			)
 		}
 	}
-	_, span := t.tracer.Start(context.Background(), "event "+e.Type,
-		trace.WithNewRoot(),
-		trace.WithSpanKind(trace.SpanKindProducer),
-		trace.WithTimestamp(t.txStart),
-		trace.WithLinks(trace.LinkFromContext(t.txCtx)))
-	t.perType[e.Type]++
+	name, ok := t.names[e.Type]
+	if !ok {
+		name = "event " + e.Type
+		t.names[e.Type] = name
+	}
+	_, span := t.tracer.Start(context.Background(), name, t.evOpts...)
 	if !span.IsRecording() {
 		// Not sampled: nothing to end or export, but the trace's decision
 		// travels with the event so its attempts are not sampled either.
 		return telemetry.TraceParent(span.SpanContext())
 	}
+	// Linked once recording: an event that is not sampled costs no link.
+	span.AddLink(t.txLink)
 	span.SetAttributes(
 		attribute.String("relay.event_type", e.Type),
 		attribute.Int64("relay.company_id", e.CompanyID),
