@@ -42,7 +42,7 @@ type telem struct {
 	txCtx    context.Context
 	txSpan   trace.Span
 	txStart  time.Time
-	open     []trace.Span // recording event spans waiting for the commit
+	open     []trace.Span            // recording event spans waiting for the commit
 	evOpts   []trace.SpanStartOption // the open transaction's event span options
 	txLink   trace.Link
 	perType  map[string]int64
