@@ -503,6 +503,9 @@ func (d *Dispatcher) flush(ctx context.Context, batch []finished) {
 				"delivery_id", r.DeliveryID, "webhook_id", f.claim.WebhookID, "event_type", f.claim.EventType,
 				"attempts", r.Attempt, "error", r.Error)
 		case store.StatusRetrying:
+			d.log.DebugContext(sctx, "attempt failed; will retry",
+				"delivery_id", r.DeliveryID, "webhook_id", f.claim.WebhookID, "attempt", r.Attempt,
+				"status_code", r.StatusCode, "error", r.Error, "retry_in", r.RetryIn)
 			if soonest < 0 || r.RetryIn < soonest {
 				soonest = r.RetryIn
 			}

@@ -397,6 +397,7 @@ func TestObservabilityEndpoints(t *testing.T) {
 		`relay_webhook_success_rate_ratio{company_id="1",webhook="one",webhook_id=`,
 		`relay_webhook_attempts_24h{`,
 		`go_goroutines `,
+		`http_client_request_duration_seconds_bucket{`,
 	} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("/metrics lacks %q", want)
