@@ -34,6 +34,7 @@ type telem struct {
 	// tracer is nil when tracing is off: then no span is even started.
 	tracer  trace.Tracer
 	events  metric.Int64Counter
+	created metric.Int64Counter
 	lagNano atomic.Int64
 	reg     metric.Registration
 
@@ -63,6 +64,11 @@ func newTelem(tp trace.TracerProvider, mp metric.MeterProvider) (*telem, error) 
 	if t.events, err = meter.Int64Counter("relay.events",
 		metric.WithDescription("Events stored, by event type (each fans out to one delivery per subscribed webhook)."),
 		metric.WithUnit("{event}")); err != nil {
+		return t, err
+	}
+	if t.created, err = meter.Int64Counter("relay.deliveries.created",
+		metric.WithDescription("Deliveries created: one per event and subscribed, active webhook of its company."),
+		metric.WithUnit("{delivery}")); err != nil {
 		return t, err
 	}
 	lag, err := meter.Float64ObservableGauge("relay.replication.lag.seconds",
@@ -156,6 +162,9 @@ func (t *telem) committed(tx event.Tx, deliveries int64) {
 		t.events.Add(context.Background(), n, opt)
 	}
 	clear(t.perType)
+	if deliveries > 0 {
+		t.created.Add(context.Background(), deliveries)
+	}
 	if t.txSpan == nil {
 		return
 	}

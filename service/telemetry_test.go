@@ -296,6 +296,7 @@ func TestMetricsFollowDeliveries(t *testing.T) {
 		return n > 0 && d == 1 && r == 1
 	})
 	expect(rm1, "relay.events", "event_type", "audit.exported", 2)
+	expect(rm1, "relay.deliveries.created", "", "", 2)
 	expect(rm1, "relay.deliveries", "outcome", "delivered", 1)
 	expect(rm1, "relay.deliveries.stored", "status", "retrying", 1)
 	expect(rm1, "relay.deliveries.stored", "status", "failed", 0)
@@ -387,6 +388,7 @@ func TestObservabilityEndpoints(t *testing.T) {
 	})
 	for _, want := range []string{
 		`relay_events_total{event_type="audit.exported"} 1`,
+		`relay_deliveries_created_total 1`,
 		`relay_deliveries_total{outcome="delivered"} 1`,
 		`relay_delivery_attempt_duration_seconds_bucket{`,
 		`relay_delivery_latency_seconds_bucket{`,
