@@ -163,7 +163,20 @@ func instrumentTransport(base http.RoundTripper, tp trace.TracerProvider, mp met
 	} else {
 		opts = append(opts, otelhttp.WithMeterProvider(metricnoop.NewMeterProvider()))
 	}
-	return otelhttp.NewTransport(base, opts...)
+	return instrumented{RoundTripper: otelhttp.NewTransport(base, opts...), base: base}
+}
+
+// instrumented keeps the base transport's CloseIdleConnections, which the
+// dispatcher calls when it stops and otelhttp's wrapper does not pass on.
+type instrumented struct {
+	http.RoundTripper
+	base http.RoundTripper
+}
+
+func (t instrumented) CloseIdleConnections() {
+	if c, ok := t.base.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
 }
 
 // redactingProvider hands out tracers whose spans keep only the origin of

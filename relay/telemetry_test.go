@@ -74,3 +74,21 @@ func TestFailureLogLeadsToTrace(t *testing.T) {
 		}
 	}
 }
+
+// The instrumented transport still closes the pool's idle connections when
+// the dispatcher stops.
+func TestInstrumentedTransportClosesIdleConnections(t *testing.T) {
+	base := &closeCounter{RoundTripper: http.DefaultTransport}
+	c := &http.Client{Transport: instrumentTransport(base, sdktrace.NewTracerProvider(), nil)}
+	c.CloseIdleConnections()
+	if base.closed != 1 {
+		t.Fatalf("CloseIdleConnections reached the base transport %d times", base.closed)
+	}
+}
+
+type closeCounter struct {
+	http.RoundTripper
+	closed int
+}
+
+func (c *closeCounter) CloseIdleConnections() { c.closed++ }
