@@ -156,3 +156,42 @@ func TestServer(t *testing.T) {
 		t.Error("still serving after Run returned")
 	}
 }
+
+// OTEL_TRACES_SAMPLER decides what is recorded; the decision travels in
+// the traceparent, so the children of an event that was not sampled are
+// not recorded either.
+func TestSamplerFromEnvironment(t *testing.T) {
+	for _, k := range []string{"OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"} {
+		t.Setenv(k, "")
+	}
+	t.Setenv("OTEL_TRACES_EXPORTER", "otlp")
+	t.Setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+	t.Setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://127.0.0.1:1/v1/traces")
+	t.Setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+	t.Setenv("OTEL_TRACES_SAMPLER_ARG", "0")
+	p, err := Setup(context.Background(), Options{Getenv: os.Getenv})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_ = p.Shutdown(ctx)
+	}()
+	tr := p.Tracer.Tracer("t")
+	_, root := tr.Start(context.Background(), "event")
+	if root.IsRecording() || !root.SpanContext().IsValid() {
+		t.Fatalf("ratio 0: root recording %v, valid %v", root.IsRecording(), root.SpanContext().IsValid())
+	}
+	stored := TraceParent(root.SpanContext())
+	if !strings.HasSuffix(stored, "-00") {
+		t.Errorf("stored traceparent %q does not carry the not-sampled flag", stored)
+	}
+	if _, child := tr.Start(WithTraceParent(context.Background(), stored), "attempt"); child.IsRecording() {
+		t.Error("the attempt of an event that was not sampled is recorded")
+	}
+	sampled := "00-0123456789abcdef0123456789abcdef-0123456789abcdef-01"
+	if _, child := tr.Start(WithTraceParent(context.Background(), sampled), "attempt"); !child.IsRecording() {
+		t.Error("the attempt of a sampled event is not recorded")
+	}
+}
