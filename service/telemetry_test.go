@@ -409,3 +409,32 @@ func TestObservabilityEndpoints(t *testing.T) {
 		t.Logf("metrics:\n%s", metrics)
 	}
 }
+
+// A relay standing by for another one (which streams the slot) is ready:
+// it sends deliveries and takes over when the other dies.
+func TestReadyWhileStandingBy(t *testing.T) {
+	e := newRelay(t)
+	e.start()
+	second := *e.cfg
+	second.Observability.Listen = freeAddr(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	logs := &syncBuffer{}
+	go func() { done <- service.RunWith(ctx, &second, slog.New(slog.NewTextHandler(logs, nil)), service.Telemetry{}) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("second relay: %v", err)
+		}
+	}()
+	e.waitFor("the second relay standing by", func() bool { return strings.Contains(logs.String(), "standing by") })
+	resp, err := http.Get("http://" + second.Observability.Listen + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || !strings.Contains(string(body), `"replication":"ok"`) {
+		t.Errorf("readyz of a relay standing by: %d %s", resp.StatusCode, body)
+	}
+}
