@@ -420,7 +420,9 @@ func TestReadyWhileStandingBy(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	logs := &syncBuffer{}
-	go func() { done <- service.RunWith(ctx, &second, slog.New(slog.NewTextHandler(logs, nil)), service.Telemetry{}) }()
+	go func() {
+		done <- service.RunWith(ctx, &second, slog.New(slog.NewTextHandler(logs, nil)), service.Telemetry{})
+	}()
 	defer func() {
 		cancel()
 		if err := <-done; err != nil {
