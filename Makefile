@@ -1,6 +1,6 @@
 # Everyday commands. The README's two commands work without make.
 
-.PHONY: build test demo fuzz bench
+.PHONY: build test demo fuzz bench jaeger-e2e
 
 build:
 	go build -o bin/relay ./cmd/relay
@@ -21,3 +21,20 @@ fuzz:
 # The bench command at full size; see docs/PERFORMANCE.md.
 bench:
 	go run ./cmd/relaybench
+
+# End to end against a real Jaeger: builds Jaeger $(JAEGER_VERSION) from the
+# Go module proxy (in a throwaway module, so its dependencies stay out of
+# ours; it takes minutes the first time), then runs the relay binary with
+# OTLP pointed at it and finds a delivery's trace through Jaeger's query API.
+JAEGER_VERSION := v1.76.0
+JAEGER_BIN ?= $(CURDIR)/bin/jaeger-$(JAEGER_VERSION)
+
+jaeger-e2e: $(JAEGER_BIN)
+	JAEGER_BIN=$(JAEGER_BIN) go test -count=1 -v -run 'TestJaegerEndToEnd' ./cmd/relay
+
+$(JAEGER_BIN):
+	mkdir -p $(dir $(JAEGER_BIN))
+	dir=$$(mktemp -d) && trap 'rm -rf "$$dir"' EXIT && cd "$$dir" && \
+	go mod init jaegertool >/dev/null 2>&1 && \
+	go get -tool github.com/jaegertracing/jaeger/cmd/jaeger@$(JAEGER_VERSION) && \
+	go build -o $(JAEGER_BIN) github.com/jaegertracing/jaeger/cmd/jaeger

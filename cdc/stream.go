@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"net"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pglogrepl"
@@ -18,7 +19,33 @@ import (
 
 // Source streams committed changes of the published tables to a Handler.
 type Source struct {
-	cfg Config
+	cfg   Config
+	state atomic.Value // FeedState
+}
+
+// FeedState is what a running Source is doing, for readiness checks.
+type FeedState string
+
+// The states of a Source.
+const (
+	// FeedStarting: Run has not connected yet.
+	FeedStarting FeedState = "starting"
+	// FeedStreaming: this process streams the slot.
+	FeedStreaming FeedState = "streaming"
+	// FeedStandby: another relay streams the slot; this one waits to take over.
+	FeedStandby FeedState = "standby"
+	// FeedReconnecting: the stream was interrupted and is being resumed.
+	FeedReconnecting FeedState = "reconnecting"
+	// FeedStopped: Run has returned.
+	FeedStopped FeedState = "stopped"
+)
+
+// State reports what the Source is doing. It is safe to call at any time.
+func (s *Source) State() FeedState {
+	if v, ok := s.state.Load().(FeedState); ok {
+		return v
+	}
+	return FeedStarting
 }
 
 // New returns a Source. It connects nothing until Run.
@@ -38,9 +65,13 @@ func (s *Source) Run(ctx context.Context, h Handler) error {
 	log := s.cfg.Logger
 	backoff := 250 * time.Millisecond
 	connected, standingBy := false, false
+	defer s.state.Store(FeedStopped)
 	for {
 		started := time.Now()
-		err := s.session(ctx, h, func() { connected = true })
+		err := s.session(ctx, h, func() {
+			connected = true
+			s.state.Store(FeedStreaming)
+		})
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -50,6 +81,11 @@ func (s *Source) Run(ctx context.Context, h Handler) error {
 		standby := errors.Is(err, ErrSlotBusy)
 		if (!connected && !standby) || IsFatal(err) {
 			return err
+		}
+		if standby {
+			s.state.Store(FeedStandby)
+		} else {
+			s.state.Store(FeedReconnecting)
 		}
 		if time.Since(started) > time.Minute {
 			backoff = 250 * time.Millisecond

@@ -36,6 +36,8 @@ type Config struct {
 	Webhooks    Webhooks    `koanf:"webhooks"`
 	Admin       Admin       `koanf:"admin"`
 	Secrets     Secrets     `koanf:"secrets"`
+	// Observability configures the metrics and health endpoints.
+	Observability Observability `koanf:"observability"`
 
 	// envWarnings are RELAY_* variables that Load ignored.
 	envWarnings []string
@@ -155,6 +157,14 @@ type Webhooks struct {
 	ReloadInterval time.Duration `koanf:"reload_interval"`
 	// Endpoints are the webhooks when Source is "file".
 	Endpoints []Webhook `koanf:"endpoints"`
+}
+
+// Observability configures the HTTP listener for /metrics, /healthz and
+// /readyz. Traces and OTLP metrics are configured by the standard OTEL_*
+// environment variables, not here.
+type Observability struct {
+	// Listen is the host:port of the listener; "" serves nothing.
+	Listen string `koanf:"listen"`
 }
 
 // Webhook sources.

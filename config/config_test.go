@@ -125,7 +125,8 @@ func TestFullConfig(t *testing.T) {
 		c.Delivery.ResponseSnippetBytes != 0 || c.Delivery.DrainTimeout != 0 ||
 		!slices.Equal(c.Delivery.RetrySchedule, []time.Duration{2 * time.Second, 10 * time.Second, time.Minute}) ||
 		c.Retention.Interval != 10*time.Minute || c.Payload.DefaultTimeZone != "Asia/Jakarta" ||
-		!c.Mapping.ReplaceDefaults || c.Webhooks.ReloadInterval != 500*time.Millisecond {
+		!c.Mapping.ReplaceDefaults || c.Webhooks.ReloadInterval != 500*time.Millisecond ||
+		c.Observability.Listen != "127.0.0.1:9464" {
 		t.Errorf("unexpected values: %+v", c)
 	}
 

@@ -36,6 +36,7 @@ webhooks:
 		"RELAY_DELIVERY__USER_AGENT=Relay=1",
 		"RELAY_RETENTION__FAILED=2160h",
 		"RELAY_WEBHOOKS__RELOAD_INTERVAL=2s",
+		"RELAY_OBSERVABILITY__LISTEN=:9464",
 		"relay_log__format=json", // the prefix is case-sensitive
 	}
 	c, err := Load(path, env)
@@ -46,7 +47,7 @@ webhooks:
 		c.Database.URL != "postgres://relay:pw@db/platform" || c.Database.StateURL != "postgres://relay:pw@state/relay" ||
 		c.Delivery.Workers != 20 || c.Delivery.PerWebhook != 4 || c.Delivery.Timeout != 45*time.Second ||
 		c.Delivery.UserAgent != "Relay=1" || c.Retention.Failed != 2160*time.Hour ||
-		c.Webhooks.ReloadInterval != 2*time.Second {
+		c.Webhooks.ReloadInterval != 2*time.Second || c.Observability.Listen != ":9464" {
 		t.Errorf("environment not applied: %+v", c)
 	}
 	if want := []time.Duration{2 * time.Second, 30 * time.Second, 10 * time.Minute}; !slices.Equal(c.Delivery.RetrySchedule, want) {

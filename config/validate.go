@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -37,6 +38,8 @@ var reservedHeaders = []string{
 	"Content-Length",
 	"Content-Type",
 	"Host",
+	"Traceparent", // W3C trace context: the relay's own trace
+	"Tracestate",
 	"Transfer-Encoding",
 	"User-Agent",
 }
@@ -48,6 +51,8 @@ func (c *Config) Validate() error {
 
 	oneOf(&p, "log.level", c.Log.Level, "debug", "info", "warn", "error")
 	oneOf(&p, "log.format", c.Log.Format, "text", "json")
+
+	checkListen(&p, "observability.listen", c.Observability.Listen)
 
 	checkDatabaseURL(&p, "database.url", c.Database.URL)
 	checkDatabaseURL(&p, "database.state_url", c.Database.StateURL)
@@ -457,5 +462,21 @@ func oneOf(p *problems, key, value string, allowed ...string) {
 func positive(p *problems, key string, d time.Duration) {
 	if d <= 0 {
 		p.add(key, "must be > 0, got %s", d)
+	}
+}
+
+// checkListen accepts "" (off) or a host:port with a numeric port, such as
+// ":9464" or "127.0.0.1:9464".
+func checkListen(p *problems, key, addr string) {
+	if addr == "" {
+		return
+	}
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		p.add(key, "%q is not host:port (for example \":9464\" or \"127.0.0.1:9464\"; \"\" turns the endpoints off)", addr)
+		return
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		p.add(key, "%q: port %q is not a number from 0 to 65535", addr, port)
 	}
 }

@@ -128,10 +128,10 @@ func Run(ctx context.Context, opts Options, stdout, stderr io.Writer) error {
 	g.Go(func() error {
 		// Give the relay a moment to create its slot: changes before that
 		// are, by design, not delivered.
-		if err := waitForSlot(gctx, pool, cfg.Replication.Slot); err != nil {
+		if err := WaitForSlot(gctx, pool, cfg.Replication.Slot); err != nil {
 			return err
 		}
-		return simulate(gctx, pool, opts.Interval)
+		return Simulate(gctx, pool, opts.Interval)
 	})
 	err = g.Wait()
 	out.printf("\n%d deliveries received, %d signatures verified, %d failed verification\n",
@@ -220,7 +220,9 @@ func (r *receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-func waitForSlot(ctx context.Context, pool *pgxpool.Pool, slot string) error {
+// WaitForSlot waits until a relay streams the slot: changes committed before
+// the slot exists are, by design, never delivered.
+func WaitForSlot(ctx context.Context, pool *pgxpool.Pool, slot string) error {
 	for {
 		var ready bool
 		err := pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND active)`, slot).Scan(&ready)
@@ -238,8 +240,10 @@ func waitForSlot(ctx context.Context, pool *pgxpool.Pool, slot string) error {
 	}
 }
 
-// simulate performs random platform actions, as the platform's users would.
-func simulate(ctx context.Context, pool *pgxpool.Pool, every time.Duration) error {
+// Simulate performs random platform actions on a database with the
+// reference schema and sample companies, as the platform's users would, one
+// every interval until ctx is done.
+func Simulate(ctx context.Context, pool *pgxpool.Pool, every time.Duration) error {
 	rng := rand.New(rand.NewPCG(1, uint64(time.Now().UnixNano())))
 	techs := map[int64][]int64{1: {3, 4}, 2: {7}}
 	assets := map[int64][]int64{1: {1, 2}, 2: {3, 4}}

@@ -102,4 +102,8 @@ type Event struct {
 	Table string
 	Op    Op
 	Body  []byte
+	// TraceParent is the W3C traceparent of the event's trace, stored with
+	// the event so that every attempt of its deliveries joins that trace.
+	// Empty when the event is not traced.
+	TraceParent string
 }

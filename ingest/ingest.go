@@ -13,6 +13,9 @@ import (
 	"fmt"
 	"log/slog"
 
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/smartmaintenance/relay/cdc"
 	"github.com/smartmaintenance/relay/event"
 	"github.com/smartmaintenance/relay/mapper"
@@ -33,6 +36,11 @@ type Options struct {
 	// so the sender can start at once instead of waiting for its poll.
 	Committed func(deliveries int64)
 	Logger    *slog.Logger
+	// TracerProvider traces each event from decoding to the commit of its
+	// deliveries; nil traces nothing.
+	TracerProvider trace.TracerProvider
+	// MeterProvider receives the ingester's metrics; nil records none.
+	MeterProvider metric.MeterProvider
 }
 
 // Ingester implements cdc.Handler.
@@ -44,13 +52,15 @@ type Ingester struct {
 
 	companies *mapper.Companies
 	specs     map[string]mapper.TableSpec
+	tel       *telem
 
 	// The open store transaction: the source transactions committed since
 	// the last Flush (group commit), and the one being read.
 	w          *store.Writer
 	pending    []*event.Change
 	nextSeq    int
-	deliveries int64
+	deliveries int64     // created in the open store transaction
+	txStart    int64     // deliveries when the current source transaction began
 	end        event.LSN // position past the last committed source transaction
 }
 
@@ -70,7 +80,12 @@ func New(st *store.Store, m *mapper.Mapper, opts Options) *Ingester {
 	if opts.Committed == nil {
 		opts.Committed = func(int64) {}
 	}
-	return &Ingester{st: st, m: m, opts: opts, log: opts.Logger, specs: m.Tables(), companies: mapper.NewCompanies()}
+	tel, err := newTelem(opts.TracerProvider, opts.MeterProvider)
+	if err != nil {
+		// The instruments still work (as no-ops); the metrics are missing.
+		opts.Logger.Warn("ingest metrics not available", "err", err)
+	}
+	return &Ingester{st: st, m: m, opts: opts, log: opts.Logger, specs: m.Tables(), companies: mapper.NewCompanies(), tel: tel}
 }
 
 // Position implements cdc.Handler. It also reloads the company directory
@@ -150,6 +165,8 @@ func (in *Ingester) Seed(ctx context.Context, snap *cdc.Snapshot, start event.LS
 func (in *Ingester) Begin(ctx context.Context, tx event.Tx) error {
 	in.pending = in.pending[:0]
 	in.nextSeq = 0
+	in.txStart = in.deliveries
+	in.tel.begin(tx)
 	return nil
 }
 
@@ -169,6 +186,7 @@ func (in *Ingester) Commit(ctx context.Context, tx event.Tx) error {
 		return err
 	}
 	in.end = tx.EndLSN
+	in.tel.txCommitted(tx, in.deliveries-in.txStart)
 	return nil
 }
 
@@ -181,8 +199,10 @@ func (in *Ingester) Flush(ctx context.Context) error {
 	w, n := in.w, in.deliveries
 	in.w, in.deliveries = nil, 0
 	if err := w.Commit(ctx, in.end); err != nil {
+		in.tel.aborted("store commit failed")
 		return err
 	}
+	in.tel.committed()
 	if n > 0 {
 		in.opts.Committed(n)
 	}
@@ -191,7 +211,11 @@ func (in *Ingester) Flush(ctx context.Context) error {
 
 // Idle implements cdc.Handler.
 func (in *Ingester) Idle(ctx context.Context, lsn event.LSN) error {
-	return in.st.SaveIdle(ctx, in.opts.Slot, lsn)
+	if err := in.st.SaveIdle(ctx, in.opts.Slot, lsn); err != nil {
+		return err
+	}
+	in.tel.idle()
+	return nil
 }
 
 func (in *Ingester) writer(ctx context.Context) error {
@@ -215,6 +239,7 @@ func (in *Ingester) abort(ctx context.Context) {
 	}
 	in.pending = in.pending[:0]
 	in.deliveries = 0
+	in.tel.aborted("source transactions abandoned (connection lost)")
 }
 
 // flush maps the pending changes in order and writes what they produce.
@@ -269,13 +294,15 @@ func (in *Ingester) flush(ctx context.Context) error {
 		if err != nil {
 			// A rule that cannot be evaluated on this row is a rule problem:
 			// say so loudly; the other rules' events of the change still go.
-			in.log.Error("change not fully mapped", "table", c.Table, "op", c.Op, "commit_lsn", c.CommitLSN.String(), "err", err)
+			in.log.ErrorContext(in.tel.txCtxOr(ctx), "change not fully mapped", "table", c.Table, "op", c.Op, "commit_lsn", c.CommitLSN.String(), "err", err)
 		}
 		for _, d := range drafts {
 			events = append(events, event.Event{
 				Type: d.Type, CompanyID: d.CompanyID, CommitLSN: c.CommitLSN, Seq: in.nextSeq,
 				CommitTime: c.CommitTime, Table: c.Table, Op: c.Op, Body: d.Body,
 			})
+			e := &events[len(events)-1]
+			e.TraceParent = in.tel.event(e)
 			in.nextSeq++
 		}
 		in.m.UpdateCompanies(in.companies, c, next)
@@ -310,6 +337,7 @@ func (in *Ingester) write(ctx context.Context, events *[]event.Event, states *[]
 		return 0, err
 	}
 	in.deliveries += n
+	in.tel.written()
 	*events, *states = (*events)[:0], (*states)[:0]
 	return n, nil
 }

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/smartmaintenance/relay/egress"
 	"github.com/smartmaintenance/relay/store"
@@ -62,6 +64,12 @@ type Options struct {
 	// redirects, and Egress does not apply to it. Default: a client with its
 	// own connection pool that applies Egress.
 	Client *http.Client
+	// TracerProvider traces each attempt as a child of its event's stored
+	// trace, with an HTTP client span below it, and sends the W3C
+	// traceparent to the receiver. nil traces nothing.
+	TracerProvider trace.TracerProvider
+	// MeterProvider receives the dispatcher's metrics; nil records none.
+	MeterProvider metric.MeterProvider
 }
 
 // Defaults.
@@ -125,6 +133,7 @@ type Dispatcher struct {
 	opts    Options
 	log     *slog.Logger
 	send    sender
+	tel     *telem
 	notify  chan struct{}
 	wake    chan struct{}
 	running atomic.Bool
@@ -145,7 +154,16 @@ func New(st *store.Store, opts Options) *Dispatcher {
 		c.CheckRedirect = noRedirects
 		client = &c
 	}
+	if opts.TracerProvider != nil || opts.MeterProvider != nil {
+		client.Transport = instrumentTransport(client.Transport, opts.TracerProvider, opts.MeterProvider)
+	}
+	tel, err := newTelem(opts.TracerProvider, opts.MeterProvider)
+	if err != nil {
+		// The instruments still work (as no-ops); the metrics are missing.
+		opts.Logger.Warn("delivery metrics not available", "error", err)
+	}
 	return &Dispatcher{
+		tel:  tel,
 		st:   st,
 		opts: opts,
 		log:  opts.Logger,
@@ -174,6 +192,8 @@ func (d *Dispatcher) Notify() {
 type finished struct {
 	claim  *store.Claimed
 	result store.AttemptResult
+	// span is the attempt's span context, for logging its result.
+	span trace.SpanContext
 	// aborted attempts are not recorded; their claims are given back.
 	aborted bool
 }
@@ -386,6 +406,7 @@ func (d *Dispatcher) poke() {
 // attempt makes one attempt and hands its result over.
 func (d *Dispatcher) attempt(ctx context.Context, c *store.Claimed, attempts *sync.WaitGroup, results chan<- finished) {
 	defer attempts.Done()
+	ctx, span := d.tel.start(ctx, c)
 	out := d.send.send(ctx, c)
 	n := c.Attempts + 1
 	f := finished{claim: c, aborted: out.aborted}
@@ -407,6 +428,8 @@ func (d *Dispatcher) attempt(ctx context.Context, c *store.Claimed, attempts *sy
 	default:
 		f.result.Status = store.StatusFailed
 	}
+	d.tel.end(span, &f, &out)
+	f.span = span.SpanContext()
 	c.Body = nil // the body is not needed any more; do not hold it while queued
 	results <- f
 	d.free(c.WebhookID)
@@ -471,19 +494,24 @@ func (d *Dispatcher) flush(ctx context.Context, batch []finished) {
 	var soonest time.Duration = -1
 	for _, f := range batch {
 		r := f.result
+		sctx := trace.ContextWithSpanContext(ctx, f.span)
 		if f.aborted || results == nil || isLost[r.DeliveryID] {
 			if isLost[r.DeliveryID] {
-				d.log.Warn("attempt not recorded: the delivery's lease was lost to another dispatcher",
+				d.log.WarnContext(sctx, "attempt not recorded: the delivery's lease was lost to another dispatcher",
 					"delivery_id", r.DeliveryID, "webhook_id", f.claim.WebhookID, "attempt", r.Attempt)
 			}
 			continue
 		}
+		d.tel.recorded(sctx, &f)
 		switch r.Status {
 		case store.StatusFailed:
-			d.log.Warn("delivery failed permanently",
+			d.log.WarnContext(sctx, "delivery failed permanently",
 				"delivery_id", r.DeliveryID, "webhook_id", f.claim.WebhookID, "event_type", f.claim.EventType,
 				"attempts", r.Attempt, "error", r.Error)
 		case store.StatusRetrying:
+			d.log.DebugContext(sctx, "attempt failed; will retry",
+				"delivery_id", r.DeliveryID, "webhook_id", f.claim.WebhookID, "attempt", r.Attempt,
+				"status_code", r.StatusCode, "error", r.Error, "retry_in", r.RetryIn)
 			if soonest < 0 || r.RetryIn < soonest {
 				soonest = r.RetryIn
 			}

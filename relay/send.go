@@ -97,6 +97,9 @@ func reserved(name string) bool {
 	switch {
 	case strings.EqualFold(name, headerContentType), strings.EqualFold(name, headerUserAgent):
 		return true
+	case strings.EqualFold(name, "traceparent"), strings.EqualFold(name, "tracestate"):
+		// The trace context is the relay's: it names the event's trace.
+		return true
 	case len(name) >= len(reservedPrefix) && strings.EqualFold(name[:len(reservedPrefix)], reservedPrefix):
 		return true
 	}

@@ -10,11 +10,13 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/smartmaintenance/relay/admin"
@@ -25,6 +27,7 @@ import (
 	"github.com/smartmaintenance/relay/mapper"
 	"github.com/smartmaintenance/relay/relay"
 	"github.com/smartmaintenance/relay/store"
+	"github.com/smartmaintenance/relay/telemetry"
 )
 
 // ErrConfig marks problems with the configuration or the watched database's
@@ -92,8 +95,28 @@ func Inspect(ctx context.Context, conn *pgx.Conn, m *mapper.Mapper) (Catalogue, 
 	return cat, nil
 }
 
-// Run runs the relay until ctx is done or a component fails for good.
+// Run runs the relay until ctx is done or a component fails for good. It
+// exports traces and metrics as the OTEL_* environment variables say (see
+// package telemetry) and serves the observability endpoints when
+// observability.listen is set.
 func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
+	tel, err := telemetry.Setup(ctx, telemetry.Options{Getenv: os.Getenv, Prometheus: cfg.Observability.Listen != ""})
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrConfig, err)
+	}
+	defer func() {
+		// Flush the last spans and metrics.
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := tel.Shutdown(sctx); err != nil {
+			log.Warn("telemetry: flush on exit failed", "err", err)
+		}
+	}()
+	return RunWith(ctx, cfg, log, Telemetry{TracerProvider: tel.Tracer, MeterProvider: tel.Meter, Metrics: tel.Metrics})
+}
+
+// RunWith is Run with the telemetry providers given by the caller.
+func RunWith(ctx context.Context, cfg *config.Config, log *slog.Logger, tel Telemetry) error {
 	if cfg.Database.URL == "" {
 		return fmt.Errorf("%w: database.url is required (or RELAY_DATABASE__URL)", ErrConfig)
 	}
@@ -154,6 +177,9 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		DrainTimeout: cfg.Delivery.DrainTimeout,
 		UserAgent:    cfg.Delivery.UserAgent,
 		Logger:       log.With("component", "relay"),
+
+		TracerProvider: tel.TracerProvider,
+		MeterProvider:  tel.MeterProvider,
 	})
 	in := ingest.New(st, m, ingest.Options{
 		Slot:           cfg.Replication.Slot,
@@ -161,6 +187,8 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		CompaniesTable: m.CompaniesTable(),
 		Committed:      func(int64) { disp.Notify() },
 		Logger:         log.With("component", "ingest"),
+		TracerProvider: tel.TracerProvider,
+		MeterProvider:  tel.MeterProvider,
 	})
 	src := cdc.New(cdc.Config{
 		URL:            cfg.Database.URL,
@@ -186,9 +214,36 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		adminSrv = srv
 	}
 
+	// A small pool on the platform database for readiness and the slot's
+	// gauges; it connects when first used.
+	platform, err := platformPool(ctx, cfg.Database.URL)
+	if err != nil {
+		return err
+	}
+	defer platform.Close()
+	if tel.MeterProvider != nil {
+		reg, err := observeState(tel.MeterProvider, st, platform, cfg.Replication.Slot, log.With("component", "metrics"))
+		if err != nil {
+			log.Warn("metrics: database gauges not available", "err", err)
+		} else {
+			defer reg.Unregister() //nolint:errcheck
+		}
+	}
+	var obsSrv *telemetry.Server
+	if cfg.Observability.Listen != "" {
+		obsSrv, err = telemetry.NewServer(cfg.Observability.Listen, tel.Metrics, readiness(platform, src, st), log.With("component", "observability"))
+		if err != nil {
+			return fmt.Errorf("%w: %v", ErrConfig, err)
+		}
+	}
+
 	// The feed stops first on shutdown; the dispatcher drains in-flight
 	// attempts within its own deadline.
 	g, gctx := errgroup.WithContext(ctx)
+	if obsSrv != nil {
+		// Stops with the other components, shutting down gracefully.
+		g.Go(func() error { return obsSrv.Run(gctx) })
+	}
 	g.Go(func() error {
 		if err := src.Run(gctx, in); err != nil {
 			return fmt.Errorf("change feed: %w", err)
@@ -284,4 +339,20 @@ func prune(ctx context.Context, st *store.Store, r config.Retention, log *slog.L
 		case <-t.C:
 		}
 	}
+}
+
+// platformPool opens a pool of at most two connections on the platform
+// database. It connects lazily.
+func platformPool(ctx context.Context, url string) (*pgxpool.Pool, error) {
+	pcfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("%w: parse database.url: %v", ErrConfig, err)
+	}
+	pcfg.MaxConns = 2
+	pcfg.ConnConfig.RuntimeParams["application_name"] = "smtm-relay-observability"
+	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrDatabase, err)
+	}
+	return pool, nil
 }

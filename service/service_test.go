@@ -122,6 +122,8 @@ type relayEnv struct {
 	recv *receiver
 	logs *syncBuffer
 	stop func() error
+	// tel is handed to the next start.
+	tel service.Telemetry
 }
 
 type syncBuffer struct {
@@ -180,7 +182,7 @@ func (e *relayEnv) start() {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	log := slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	go func() { done <- service.Run(ctx, e.cfg, log) }()
+	go func() { done <- service.RunWith(ctx, e.cfg, log, e.tel) }()
 	var once sync.Once
 	var runErr error
 	e.stop = func() error {
@@ -195,10 +197,19 @@ func (e *relayEnv) start() {
 			e.t.Logf("relay log:\n%s", e.logs.String())
 		}
 	})
+	// The slot is active while the relay still seeds its record from the
+	// slot's snapshot too: only a ready checkpoint says that every change
+	// committed from now on will be delivered.
+	state, err := pgxpool.New(context.Background(), e.cfg.Database.StateDatabaseURL())
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer state.Close()
 	e.waitFor("slot streaming", func() bool {
-		var ok bool
-		_ = e.pool.QueryRow(context.Background(), `SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND active)`, e.cfg.Replication.Slot).Scan(&ok)
-		return ok
+		var active, ready bool
+		_ = e.pool.QueryRow(context.Background(), `SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND active)`, e.cfg.Replication.Slot).Scan(&active)
+		_ = state.QueryRow(context.Background(), `SELECT EXISTS (SELECT 1 FROM relay.checkpoints WHERE slot = $1 AND state = 'ready')`, e.cfg.Replication.Slot).Scan(&ready)
+		return active && ready
 	})
 }
 

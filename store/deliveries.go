@@ -38,6 +38,10 @@ type Claimed struct {
 	WebhookID int64
 	EventID   int64
 	EventType string
+	CompanyID int64
+	// TraceParent is the W3C traceparent of the event's trace; empty when
+	// the event was stored while tracing was off.
+	TraceParent string
 	// Attempts is the number of attempts made so far; the claimed attempt is
 	// number Attempts+1.
 	Attempts int
@@ -113,8 +117,8 @@ UPDATE {{schema}}.deliveries d
 SET lease_owner = $1, lease_until = now() + $5::bigint * interval '1 microsecond', updated_at = now()
 FROM pick, {{schema}}.events e, {{schema}}.webhooks w
 WHERE d.id = pick.id AND e.id = d.event_id AND w.id = d.webhook_id
-RETURNING d.id, d.webhook_id, d.event_id, d.event_type, d.attempts, d.retry_base,
-          d.next_attempt_at, d.lease_until, e.body, e.created_at, e.committed_at,
+RETURNING d.id, d.webhook_id, d.event_id, d.event_type, d.company_id, COALESCE(e.traceparent, ''),
+          d.attempts, d.retry_base, d.next_attempt_at, d.lease_until, e.body, e.created_at, e.committed_at,
           w.url, w.secret, w.headers`
 
 // ClaimDue claims up to limit due deliveries for owner, oldest due first,
@@ -163,7 +167,7 @@ func (s *Store) Claim(ctx context.Context, req ClaimRequest) ([]Claimed, error) 
 		var c Claimed
 		var secret *string
 		var headers []byte
-		if err := rows.Scan(&c.ID, &c.WebhookID, &c.EventID, &c.EventType, &c.Attempts, &c.RetryBase,
+		if err := rows.Scan(&c.ID, &c.WebhookID, &c.EventID, &c.EventType, &c.CompanyID, &c.TraceParent, &c.Attempts, &c.RetryBase,
 			&c.NextAttemptAt, &c.LeaseUntil, &c.Body, &c.CreatedAt, &c.CommittedAt,
 			&c.URL, &secret, &headers); err != nil {
 			rows.Close()

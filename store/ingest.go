@@ -188,15 +188,19 @@ func (w *Writer) Write(ctx context.Context, events []event.Event, states []State
 	companies := make([]int64, n)
 	times := make([]any, n)
 	bodies := make([][]byte, n)
+	traces := make([]string, n)
 	for i, e := range events {
 		lsns[i], seqs[i] = int64(e.CommitLSN), int32(e.Seq)
 		types[i], tables[i], ops[i] = e.Type, e.Table, string(e.Op)
 		companies[i], times[i], bodies[i] = e.CompanyID, e.CommitTime, e.Body
+		traces[i] = e.TraceParent
 	}
 	tag, err := w.tx.Exec(ctx, w.s.q(`
 		WITH ev AS (
-			INSERT INTO {{schema}}.events (source, commit_lsn, seq, event_type, company_id, source_table, op, committed_at, body)
-			SELECT $1, u.* FROM unnest($2::bigint[], $3::int[], $4::text[], $5::bigint[], $6::text[], $7::text[], $8::timestamptz[], $9::bytea[]) AS u
+			INSERT INTO {{schema}}.events (source, commit_lsn, seq, event_type, company_id, source_table, op, committed_at, body, traceparent)
+			SELECT $1, u.lsn, u.seq, u.typ, u.company, u.tbl, u.op, u.at, u.body, NULLIF(u.trace, '')
+			FROM unnest($2::bigint[], $3::int[], $4::text[], $5::bigint[], $6::text[], $7::text[], $8::timestamptz[], $9::bytea[], $10::text[])
+			  AS u(lsn, seq, typ, company, tbl, op, at, body, trace)
 			ON CONFLICT (source, commit_lsn, seq) DO NOTHING
 			RETURNING id, event_type, company_id, committed_at
 		)
@@ -207,7 +211,7 @@ func (w *Writer) Write(ctx context.Context, events []event.Event, states []State
 		 AND wh.active AND wh.deleted_at IS NULL
 		 AND ev.event_type = ANY (wh.events)
 		 AND wh.created_at <= ev.committed_at`),
-		w.slot, lsns, seqs, types, companies, tables, ops, times, bodies)
+		w.slot, lsns, seqs, types, companies, tables, ops, times, bodies, traces)
 	if err != nil {
 		return 0, fmt.Errorf("store events: %w", err)
 	}

@@ -11,6 +11,8 @@
 //	relay slot drop --config FILE --yes
 //	                             drop the replication slot and the relay's position
 //	relay demo                   a self-contained demo on a throwaway PostgreSQL
+//	relay simulate --database URL
+//	                             simulate platform activity on a database with the reference schema
 package main
 
 import (
@@ -25,12 +27,16 @@ import (
 	"slices"
 	"strings"
 	"syscall"
+	"time"
 	_ "time/tzdata" // company time zones work on hosts without zoneinfo
+
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/smartmaintenance/relay/cdc"
 	"github.com/smartmaintenance/relay/config"
 	"github.com/smartmaintenance/relay/demo"
 	"github.com/smartmaintenance/relay/service"
+	"github.com/smartmaintenance/relay/telemetry"
 )
 
 // Exit codes. They are documented in the README.
@@ -55,6 +61,9 @@ commands:
   slot drop --config FILE --yes
                           drop the replication slot and the relay's position
   demo                    run a self-contained demo on a throwaway PostgreSQL
+  simulate --database URL [--interval 700ms] [--slot smtm_relay]
+                          simulate platform activity on a database with the
+                          reference schema and sample data (docker-compose)
 `
 
 func main() {
@@ -85,6 +94,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdToken(stdout)
 	case "demo":
 		err = cmdDemo(ctx, rest, stdout, stderr)
+	case "simulate":
+		err = cmdSimulate(ctx, rest, stdout)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return exitOK
@@ -147,10 +158,11 @@ func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
 	var level slog.Level
 	_ = level.UnmarshalText([]byte(cfg.Log.Level))
 	opts := &slog.HandlerOptions{Level: level}
+	// Records logged inside a span carry trace_id and span_id.
 	if cfg.Log.Format == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
+		return slog.New(telemetry.LogHandler(slog.NewJSONHandler(w, opts)))
 	}
-	return slog.New(slog.NewTextHandler(w, opts))
+	return slog.New(telemetry.LogHandler(slog.NewTextHandler(w, opts)))
 }
 
 func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
@@ -242,4 +254,51 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return usageError{err}
 	}
 	return demo.Run(ctx, opts, stdout, stderr)
+}
+
+// simulateFlags are the flags of `relay simulate`.
+type simulateFlags struct {
+	database string
+	interval time.Duration
+	slot     string
+}
+
+func parseSimulate(args []string) (simulateFlags, error) {
+	var f simulateFlags
+	fs := flag.NewFlagSet("simulate", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.StringVar(&f.database, "database", "", "the platform database (reference schema and sample data)")
+	fs.DurationVar(&f.interval, "interval", 700*time.Millisecond, "time between simulated platform actions")
+	fs.StringVar(&f.slot, "slot", "smtm_relay", "wait until a relay streams this replication slot")
+	if err := fs.Parse(args); err != nil {
+		return f, usageError{err}
+	}
+	if f.database == "" || f.interval <= 0 || fs.NArg() > 0 {
+		return f, usageError{errors.New("usage: relay simulate --database URL [--interval 700ms] [--slot smtm_relay]")}
+	}
+	return f, nil
+}
+
+func cmdSimulate(ctx context.Context, args []string, stdout io.Writer) error {
+	f, err := parseSimulate(args)
+	if err != nil {
+		return err
+	}
+	pool, err := pgxpool.New(ctx, f.database)
+	if err != nil {
+		return usageError{fmt.Errorf("--database: %w", err)}
+	}
+	defer pool.Close()
+	fmt.Fprintf(stdout, "waiting for a relay to stream slot %s...\n", f.slot)
+	if err := demo.WaitForSlot(ctx, pool, f.slot); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("%w: %w", service.ErrDatabase, err)
+	}
+	fmt.Fprintf(stdout, "simulating platform activity every %v; Ctrl-C stops\n", f.interval)
+	if err := demo.Simulate(ctx, pool, f.interval); err != nil && ctx.Err() == nil {
+		return err
+	}
+	return nil
 }

@@ -189,7 +189,13 @@ func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool)
 func waitStreaming(t *testing.T, pool *pgxpool.Pool) {
 	waitFor(t, "slot streaming", 30*time.Second, func() bool {
 		var ok bool
-		_ = pool.QueryRow(context.Background(), `SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = 'smtm_relay' AND active)`).Scan(&ok)
+		// Active while seeding from the slot's snapshot too: wait for the
+		// relay's ready checkpoint as well.
+		_ = pool.QueryRow(context.Background(), `SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = 'smtm_relay' AND active)
+			AND EXISTS (SELECT 1 FROM information_schema.tables WHERE table_schema = 'relay' AND table_name = 'checkpoints')`).Scan(&ok)
+		if ok {
+			_ = pool.QueryRow(context.Background(), `SELECT EXISTS (SELECT 1 FROM relay.checkpoints WHERE slot = 'smtm_relay' AND state = 'ready')`).Scan(&ok)
+		}
 		return ok
 	})
 }

@@ -1,0 +1,85 @@
+package main
+
+import (
+	"bytes"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/smartmaintenance/relay/signature"
+)
+
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func TestReceiverVerifiesAndPrints(t *testing.T) {
+	out := &syncBuf{}
+	h := &handler{keys: secrets{"/a": "secret-of-webhook-a"}, failEvery: 2, out: out, seen: map[string]int{}}
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	body := []byte(`{"event":"task.completed","timestamp":"2026-04-24T09:15:30+07:00","company_id":1,"company_name":"PT Kahatex","data":{"task_id":1}}`)
+	post := func(path, sig, id string) int {
+		req, _ := http.NewRequest(http.MethodPost, srv.URL+path, bytes.NewReader(body))
+		req.Header.Set(signature.Header, sig)
+		req.Header.Set(signature.DeliveryHeader, id)
+		req.Header.Set("Traceparent", "00-0123456789abcdef0123456789abcdef-0123456789abcdef-01")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	good := signature.Sign([]byte("secret-of-webhook-a"), body)
+	if code := post("/a", good, "d1"); code != 204 {
+		t.Errorf("valid request: %d", code)
+	}
+	if code := post("/a", good, "d2"); code != 503 {
+		t.Errorf("second first attempt with --fail-every 2: %d", code)
+	}
+	if code := post("/a", good, "d2"); code != 204 {
+		t.Errorf("retry: %d", code)
+	}
+	if code := post("/a", signature.Sign([]byte("another-secret-xyz"), body), "d3"); code != 401 {
+		t.Errorf("wrong secret: %d", code)
+	}
+	if code := post("/b", good, "d4"); code != 404 {
+		t.Errorf("unknown path: %d", code)
+	}
+	for _, want := range []string{"task.completed", "delivery d1 attempt 1 trace 0123456789abcdef0123456789abcdef", "delivery d2 attempt 2", "REJECTED /a delivery d3"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, out.String())
+		}
+	}
+}
+
+func TestSecretsFlag(t *testing.T) {
+	s := secrets{}
+	if err := s.Set("/kahatex=one, /nordwerk=two"); err != nil || s["/kahatex"] != "one" || s["/nordwerk"] != "two" {
+		t.Errorf("%v %v", s, err)
+	}
+	for _, bad := range []string{"kahatex=one", "/x=", "/x"} {
+		if err := (secrets{}).Set(bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+	if err := run(nil, func(string) string { return "" }, &bytes.Buffer{}); err == nil || !strings.Contains(err.Error(), "no secrets") {
+		t.Errorf("no secrets: %v", err)
+	}
+}

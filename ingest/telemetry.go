@@ -1,0 +1,248 @@
+package ingest
+
+import (
+	"context"
+	"sync/atomic"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/smartmaintenance/relay/event"
+	"github.com/smartmaintenance/relay/telemetry"
+)
+
+// instrumentation is the name of the ingester's tracer and meter.
+const instrumentation = "github.com/smartmaintenance/relay/ingest"
+
+// maxOpenEventSpans bounds the event spans a source transaction keeps open
+// until its commit; the spans of a larger transaction's later events end
+// when their chunk is written, so memory stays bounded.
+const maxOpenEventSpans = 1000
+
+// Trace design: each event is the root of its own trace (one trace per
+// event, whatever the size of its source transaction). Its span runs from
+// the moment the transaction's begin was decoded to the store commit of its
+// deliveries, and links to one span per source transaction
+// ("ingest transaction"), which spans the same interval and carries the
+// transaction's own figures. The event span's context is stored with the
+// event as a traceparent; every delivery attempt is a child of it.
+type telem struct {
+	// tracer is nil when tracing is off: then no span is even started.
+	tracer  trace.Tracer
+	events  metric.Int64Counter
+	created metric.Int64Counter
+	lagNano atomic.Int64
+	reg     metric.Registration
+
+	// Source transactions committed into the open store transaction (group
+	// commit), waiting for it to commit.
+	group []groupTx
+
+	// The open source transaction.
+	tx       event.Tx
+	txCtx    context.Context
+	txSpan   trace.Span
+	txStart  time.Time
+	open     []trace.Span            // recording event spans waiting for the commit
+	evOpts   []trace.SpanStartOption // the open transaction's event span options
+	txLink   trace.Link
+	perType  map[string]int64
+	attrSets map[string]metric.MeasurementOption
+	names    map[string]string // event type -> span name
+}
+
+// groupTx is a committed source transaction waiting for its group's store
+// commit.
+type groupTx struct {
+	tx         event.Tx
+	span       trace.Span // nil when it produced no event or tracing is off
+	deliveries int64
+}
+
+func newTelem(tp trace.TracerProvider, mp metric.MeterProvider) (*telem, error) {
+	if mp == nil {
+		mp = metricnoop.NewMeterProvider()
+	}
+	t := &telem{perType: map[string]int64{}, attrSets: map[string]metric.MeasurementOption{}, names: map[string]string{}}
+	if tp != nil {
+		t.tracer = tp.Tracer(instrumentation)
+	}
+	meter := mp.Meter(instrumentation)
+	var err error
+	if t.events, err = meter.Int64Counter("relay.events",
+		metric.WithDescription("Events stored, by event type (each fans out to one delivery per subscribed webhook)."),
+		metric.WithUnit("{event}")); err != nil {
+		return t, err
+	}
+	if t.created, err = meter.Int64Counter("relay.deliveries.created",
+		metric.WithDescription("Deliveries created: one per event and subscribed, active webhook of its company."),
+		metric.WithUnit("{delivery}")); err != nil {
+		return t, err
+	}
+	lag, err := meter.Float64ObservableGauge("relay.replication.lag.seconds",
+		metric.WithDescription("Commit-to-stored delay of the last source transaction the relay stored; 0 once the feed is idle and caught up."),
+		metric.WithUnit("s"))
+	if err != nil {
+		return t, err
+	}
+	t.reg, err = meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		o.ObserveFloat64(lag, time.Duration(t.lagNano.Load()).Seconds())
+		return nil
+	}, lag)
+	return t, err
+}
+
+// begin notes the start of a source transaction. Its span is opened with
+// its first event, so transactions that produce no event leave no trace.
+func (t *telem) begin(tx event.Tx) {
+	t.txStart = time.Now()
+	t.tx = tx
+}
+
+// event starts the span of a new event, before it is written, and returns
+// the traceparent to store with it.
+func (t *telem) event(e *event.Event) string {
+	t.perType[e.Type]++
+	if t.tracer == nil {
+		return ""
+	}
+	if t.txSpan == nil {
+		t.txCtx, t.txSpan = t.tracer.Start(context.Background(), "ingest transaction", trace.WithTimestamp(t.txStart))
+		t.evOpts = append(t.evOpts[:0], trace.WithNewRoot(), trace.WithSpanKind(trace.SpanKindProducer), trace.WithTimestamp(t.txStart))
+		t.txLink = trace.LinkFromContext(t.txCtx)
+		if t.txSpan.IsRecording() {
+			t.txSpan.SetAttributes(
+				attribute.String("relay.commit_lsn", t.tx.CommitLSN.String()),
+				attribute.Int64("relay.source_xid", int64(t.tx.XID)),
+				attribute.String("relay.commit_time", t.tx.CommitTime.UTC().Format(time.RFC3339Nano)),
+			)
+		}
+	}
+	name, ok := t.names[e.Type]
+	if !ok {
+		name = "event " + e.Type
+		t.names[e.Type] = name
+	}
+	_, span := t.tracer.Start(context.Background(), name, t.evOpts...)
+	if !span.IsRecording() {
+		// Not sampled: nothing to end or export, but the trace's decision
+		// travels with the event so its attempts are not sampled either.
+		return telemetry.TraceParent(span.SpanContext())
+	}
+	// Linked once recording: an event that is not sampled costs no link.
+	span.AddLink(t.txLink)
+	span.SetAttributes(
+		attribute.String("relay.event_type", e.Type),
+		attribute.Int64("relay.company_id", e.CompanyID),
+		attribute.String("relay.table", e.Table),
+		attribute.String("relay.operation", string(e.Op)),
+		attribute.String("relay.commit_lsn", e.CommitLSN.String()),
+		attribute.Int("relay.event_seq", e.Seq),
+	)
+	t.open = append(t.open, span)
+	return telemetry.TraceParent(span.SpanContext())
+}
+
+// written ends the spans over the open-span bound once their chunk is in
+// the store transaction.
+func (t *telem) written() {
+	if len(t.open) <= maxOpenEventSpans {
+		return
+	}
+	for _, s := range t.open[maxOpenEventSpans:] {
+		s.SetAttributes(attribute.Bool("relay.ended_before_commit", true))
+		s.End()
+	}
+	clear(t.open[maxOpenEventSpans:])
+	t.open = t.open[:maxOpenEventSpans]
+}
+
+// txCommitted notes that the open source transaction was written into the
+// store transaction; its spans end when that commits.
+func (t *telem) txCommitted(tx event.Tx, deliveries int64) {
+	t.group = append(t.group, groupTx{tx: tx, span: t.txSpan, deliveries: deliveries})
+	t.txSpan, t.txCtx = nil, nil
+}
+
+// committed ends the spans of the source transactions in the store
+// transaction that just committed, and counts their events.
+func (t *telem) committed() {
+	now := time.Now()
+	if n := len(t.group); n > 0 {
+		t.lagNano.Store(int64(max(now.Sub(t.group[n-1].tx.CommitTime), 0)))
+	}
+	for typ, n := range t.perType {
+		opt, ok := t.attrSets[typ]
+		if !ok {
+			opt = metric.WithAttributeSet(attribute.NewSet(attribute.String("event_type", typ)))
+			t.attrSets[typ] = opt
+		}
+		t.events.Add(context.Background(), n, opt)
+	}
+	clear(t.perType)
+	var deliveries int64
+	for _, g := range t.group {
+		deliveries += g.deliveries
+	}
+	if deliveries > 0 {
+		t.created.Add(context.Background(), deliveries)
+	}
+	for _, s := range t.open {
+		s.End(trace.WithTimestamp(now))
+	}
+	for _, g := range t.group {
+		if g.span == nil {
+			continue
+		}
+		if g.span.IsRecording() {
+			g.span.SetAttributes(attribute.String("relay.end_lsn", g.tx.EndLSN.String()), attribute.Int64("relay.deliveries", g.deliveries))
+		}
+		g.span.End(trace.WithTimestamp(now))
+	}
+	t.reset()
+}
+
+// aborted ends the spans of the source transactions whose store
+// transaction was rolled back: their events are stored again (with new
+// traces) when they are streamed again.
+func (t *telem) aborted(reason string) {
+	clear(t.perType)
+	for _, s := range t.open {
+		s.SetStatus(codes.Error, reason)
+		s.End()
+	}
+	for _, g := range t.group {
+		if g.span != nil {
+			g.span.SetStatus(codes.Error, reason)
+			g.span.End()
+		}
+	}
+	if t.txSpan != nil {
+		t.txSpan.SetStatus(codes.Error, reason)
+		t.txSpan.End()
+	}
+	t.reset()
+}
+
+func (t *telem) reset() {
+	clear(t.open)
+	t.open = t.open[:0]
+	clear(t.group)
+	t.group = t.group[:0]
+	t.txSpan, t.txCtx = nil, nil
+}
+
+// idle notes that the feed is caught up.
+func (t *telem) idle() { t.lagNano.Store(0) }
+
+// txCtxOr returns the open transaction's span context for logging, or ctx.
+func (t *telem) txCtxOr(ctx context.Context) context.Context {
+	if t.txCtx != nil {
+		return t.txCtx
+	}
+	return ctx
+}

@@ -1,0 +1,226 @@
+package relay
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+
+	"time"
+
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/embedded"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
+
+	"github.com/smartmaintenance/relay/store"
+	"github.com/smartmaintenance/relay/telemetry"
+)
+
+// instrumentation names the dispatcher's tracer and meter.
+const instrumentation = "github.com/smartmaintenance/relay/relay"
+
+// Outcomes of an attempt, as span and metric attributes.
+const (
+	outcomeDelivered = "delivered"
+	outcomeRetrying  = "retrying"
+	outcomeFailed    = "failed"
+	outcomeAborted   = "aborted"
+)
+
+// telem traces each attempt as a child of the event's stored trace and
+// counts what the store recorded.
+type telem struct {
+	tracer     trace.Tracer
+	attempts   metric.Int64Counter
+	finished   metric.Int64Counter
+	attemptDur metric.Float64Histogram
+	latency    metric.Float64Histogram
+	byOutcome  map[store.Status]metric.MeasurementOption
+}
+
+func newTelem(tp trace.TracerProvider, mp metric.MeterProvider) (*telem, error) {
+	if tp == nil {
+		tp = tracenoop.NewTracerProvider()
+	}
+	if mp == nil {
+		mp = metricnoop.NewMeterProvider()
+	}
+	t := &telem{tracer: tp.Tracer(instrumentation), byOutcome: map[store.Status]metric.MeasurementOption{}}
+	for _, s := range []store.Status{store.StatusDelivered, store.StatusRetrying, store.StatusFailed} {
+		t.byOutcome[s] = metric.WithAttributeSet(attribute.NewSet(attribute.String("outcome", string(s))))
+	}
+	m := mp.Meter(instrumentation)
+	var err error
+	if t.attempts, err = m.Int64Counter("relay.delivery.attempts",
+		metric.WithDescription("Recorded delivery attempts, by outcome: delivered (2xx), retrying (failed, another attempt is scheduled), failed (failed, no attempt left)."),
+		metric.WithUnit("{attempt}")); err != nil {
+		return t, err
+	}
+	if t.finished, err = m.Int64Counter("relay.deliveries",
+		metric.WithDescription("Deliveries finished, by outcome: delivered or failed (permanently, after the last retry)."),
+		metric.WithUnit("{delivery}")); err != nil {
+		return t, err
+	}
+	if t.attemptDur, err = m.Float64Histogram("relay.delivery.attempt.duration",
+		metric.WithDescription("Duration of one attempt, from sending the request to reading the response, by outcome."),
+		metric.WithUnit("s"),
+		metric.WithExplicitBucketBoundaries(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)); err != nil {
+		return t, err
+	}
+	if t.latency, err = m.Float64Histogram("relay.delivery.latency",
+		metric.WithDescription("From the source transaction's commit to the receiver's 2xx answer, for delivered deliveries (retries included)."),
+		metric.WithUnit("s"),
+		metric.WithExplicitBucketBoundaries(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)); err != nil {
+		return t, err
+	}
+	return t, nil
+}
+
+// start opens the span of one attempt, a child of the event's trace as
+// stored with the event (also after a restart).
+func (t *telem) start(ctx context.Context, c *store.Claimed) (context.Context, trace.Span) {
+	ctx = telemetry.WithTraceParent(ctx, c.TraceParent)
+	ctx, span := t.tracer.Start(ctx, "delivery attempt")
+	if span.IsRecording() {
+		span.SetAttributes(
+			attribute.String("relay.delivery_id", c.ID.String()),
+			attribute.Int64("relay.webhook_id", c.WebhookID),
+			attribute.Int64("relay.company_id", c.CompanyID),
+			attribute.String("relay.event_type", c.EventType),
+			attribute.Int("relay.attempt", c.Attempts+1),
+		)
+	}
+	return ctx, span
+}
+
+// end closes an attempt's span with what it observed and decided.
+func (t *telem) end(span trace.Span, f *finished, out *outcome) {
+	if !span.IsRecording() {
+		return
+	}
+	r := &f.result
+	outcome := string(r.Status)
+	if f.aborted {
+		outcome = outcomeAborted
+	}
+	span.SetAttributes(
+		attribute.String("relay.outcome", outcome),
+		attribute.Float64("relay.duration_ms", float64(out.duration)/float64(time.Millisecond)),
+	)
+	if out.status != 0 {
+		span.SetAttributes(attribute.Int("http.response.status_code", out.status))
+	}
+	if r.Status == store.StatusRetrying && !f.aborted {
+		span.SetAttributes(attribute.String("relay.next_attempt_at", out.started.Add(out.duration+r.RetryIn).UTC().Format(time.RFC3339Nano)))
+	}
+	if out.err != "" {
+		span.SetStatus(codes.Error, out.err)
+	}
+	span.End()
+}
+
+// recorded counts an attempt the store recorded.
+func (t *telem) recorded(ctx context.Context, f *finished) {
+	r := &f.result
+	opt := t.byOutcome[r.Status]
+	t.attempts.Add(ctx, 1, opt)
+	t.attemptDur.Record(ctx, r.Duration.Seconds(), opt)
+	switch r.Status {
+	case store.StatusDelivered:
+		t.finished.Add(ctx, 1, opt)
+		if !f.claim.CommittedAt.IsZero() {
+			t.latency.Record(ctx, r.StartedAt.Add(r.Duration).Sub(f.claim.CommittedAt).Seconds())
+		}
+	case store.StatusFailed:
+		t.finished.Add(ctx, 1, opt)
+	}
+}
+
+// instrumentTransport wraps the client's transport with HTTP client spans
+// and metrics, and injects the W3C traceparent into each request. Webhook
+// URLs may carry secrets in their path or query (Slack's do), so the spans
+// record only the URL's scheme and host.
+func instrumentTransport(base http.RoundTripper, tp trace.TracerProvider, mp metric.MeterProvider) http.RoundTripper {
+	if base == nil {
+		base = http.DefaultTransport
+	}
+	opts := []otelhttp.Option{
+		otelhttp.WithPropagators(propagation.TraceContext{}),
+		otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string { return "POST webhook" }),
+	}
+	if tp != nil {
+		opts = append(opts, otelhttp.WithTracerProvider(redactingProvider{tp: tp}))
+	} else {
+		opts = append(opts, otelhttp.WithTracerProvider(tracenoop.NewTracerProvider()))
+	}
+	if mp != nil {
+		opts = append(opts, otelhttp.WithMeterProvider(mp))
+	} else {
+		opts = append(opts, otelhttp.WithMeterProvider(metricnoop.NewMeterProvider()))
+	}
+	return instrumented{RoundTripper: otelhttp.NewTransport(base, opts...), base: base}
+}
+
+// instrumented keeps the base transport's CloseIdleConnections, which the
+// dispatcher calls when it stops and otelhttp's wrapper does not pass on.
+type instrumented struct {
+	http.RoundTripper
+	base http.RoundTripper
+}
+
+func (t instrumented) CloseIdleConnections() {
+	if c, ok := t.base.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
+}
+
+// redactingProvider hands out tracers whose spans keep only the origin of
+// url.full.
+type redactingProvider struct {
+	embedded.TracerProvider
+	tp trace.TracerProvider
+}
+
+func (p redactingProvider) Tracer(name string, opts ...trace.TracerOption) trace.Tracer {
+	return redactingTracer{t: p.tp.Tracer(name, opts...)}
+}
+
+type redactingTracer struct {
+	embedded.Tracer
+	t trace.Tracer
+}
+
+func (r redactingTracer) Start(ctx context.Context, name string, opts ...trace.SpanStartOption) (context.Context, trace.Span) {
+	ctx, span := r.t.Start(ctx, name, opts...)
+	return ctx, redactingSpan{span}
+}
+
+// redactingSpan rewrites url.full as it is set.
+type redactingSpan struct{ trace.Span }
+
+func (s redactingSpan) SetAttributes(kv ...attribute.KeyValue) {
+	for i, a := range kv {
+		if a.Key == "url.full" {
+			clean := make([]attribute.KeyValue, len(kv))
+			copy(clean, kv)
+			clean[i] = attribute.String("url.full", origin(a.Value.AsString()))
+			kv = clean
+			break
+		}
+	}
+	s.Span.SetAttributes(kv...)
+}
+
+// origin reduces a URL to scheme://host[:port]/….
+func origin(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" {
+		return "redacted"
+	}
+	return u.Scheme + "://" + u.Host + "/…"
+}

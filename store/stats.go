@@ -1,0 +1,98 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// DeliveryCounts is how many deliveries are in each unfinished or failed
+// state.
+type DeliveryCounts struct {
+	Pending  int64
+	Retrying int64
+	// Failed counts the failed deliveries still kept (see Prune).
+	Failed int64
+}
+
+// CountDeliveries counts pending, retrying and failed deliveries. The
+// partial indexes on due and finished deliveries keep it cheap: delivered
+// rows are never read.
+func (s *Store) CountDeliveries(ctx context.Context) (DeliveryCounts, error) {
+	var c DeliveryCounts
+	err := s.pool.QueryRow(ctx, s.q(`SELECT
+			(SELECT count(*) FROM {{schema}}.deliveries WHERE status = 'pending'),
+			(SELECT count(*) FROM {{schema}}.deliveries WHERE status = 'retrying'),
+			(SELECT count(*) FROM {{schema}}.deliveries WHERE status = 'failed')`)).Scan(&c.Pending, &c.Retrying, &c.Failed)
+	if err != nil {
+		return c, fmt.Errorf("count deliveries: %w", err)
+	}
+	return c, nil
+}
+
+// WebhookSuccess is one webhook's attempts over a window, as the admin
+// guide's success rate counts them: 2xx responses over all attempts.
+type WebhookSuccess struct {
+	WebhookID int64
+	CompanyID int64
+	Name      string
+	Attempts  int64
+	// Succeeded counts the attempts answered with a 2xx status.
+	Succeeded int64
+}
+
+// Rate returns Succeeded/Attempts, or 1 when there were no attempts.
+func (w WebhookSuccess) Rate() float64 {
+	if w.Attempts == 0 {
+		return 1
+	}
+	return float64(w.Succeeded) / float64(w.Attempts)
+}
+
+// SuccessRates counts, per webhook not deleted, the attempts started in the
+// last window and those answered with 2xx. Webhooks without attempts in the
+// window are listed with zero counts. It reads the attempts through their
+// (webhook_id, started_at) index.
+func (s *Store) SuccessRates(ctx context.Context, window time.Duration) ([]WebhookSuccess, error) {
+	rows, err := s.pool.Query(ctx, s.q(`SELECT w.id, w.company_id, w.name, COALESCE(a.total, 0), COALESCE(a.ok, 0)
+		FROM {{schema}}.webhooks w
+		LEFT JOIN LATERAL (
+			SELECT count(*) AS total, count(*) FILTER (WHERE status_code BETWEEN 200 AND 299) AS ok
+			FROM {{schema}}.attempts
+			WHERE webhook_id = w.id AND started_at > now() - $1::bigint * interval '1 microsecond'
+		) a ON true
+		WHERE w.deleted_at IS NULL
+		ORDER BY w.id`), window.Microseconds())
+	if err != nil {
+		return nil, fmt.Errorf("read success rates: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (WebhookSuccess, error) {
+		var w WebhookSuccess
+		err := r.Scan(&w.WebhookID, &w.CompanyID, &w.Name, &w.Attempts, &w.Succeeded)
+		return w, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read success rates: %w", err)
+	}
+	return out, nil
+}
+
+// Writable checks that the state database accepts writes: it is not a
+// standby and the session is not read-only.
+func (s *Store) Writable(ctx context.Context) error {
+	var recovery bool
+	var readOnly string
+	err := s.pool.QueryRow(ctx, "SELECT pg_is_in_recovery(), current_setting('transaction_read_only')").Scan(&recovery, &readOnly)
+	if err != nil {
+		return fmt.Errorf("state database: %w", err)
+	}
+	if recovery {
+		return fmt.Errorf("state database is a standby in recovery: it cannot be written")
+	}
+	if readOnly == "on" {
+		return fmt.Errorf("state database session is read-only")
+	}
+	return nil
+}
