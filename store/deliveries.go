@@ -459,18 +459,7 @@ func (s *Store) Attempts(ctx context.Context, deliveryID uuid.UUID) ([]Attempt, 
 	if err != nil {
 		return nil, fmt.Errorf("read attempts of %s: %w", deliveryID, err)
 	}
-	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Attempt, error) {
-		var a Attempt
-		var ms float64
-		var code *int
-		var errText, snippet *string
-		err := row.Scan(&a.ID, &a.DeliveryID, &a.WebhookID, &a.Attempt, &a.StartedAt, &ms, &code, &errText, &snippet)
-		a.Duration = time.Duration(ms * float64(time.Millisecond))
-		a.StatusCode = deref(code)
-		a.Error = deref(errText)
-		a.Snippet = deref(snippet)
-		return a, err
-	})
+	out, err := pgx.CollectRows(rows, scanAttempt)
 	if err != nil {
 		return nil, fmt.Errorf("read attempts of %s: %w", deliveryID, err)
 	}
