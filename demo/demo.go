@@ -9,7 +9,6 @@ import (
 	"context"
 	crand "crypto/rand"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -18,7 +17,6 @@ import (
 	"net"
 	"net/http"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -28,8 +26,8 @@ import (
 	"github.com/smartmaintenance/relay/admin"
 	"github.com/smartmaintenance/relay/config"
 	"github.com/smartmaintenance/relay/internal/pgtest"
+	"github.com/smartmaintenance/relay/receiver"
 	"github.com/smartmaintenance/relay/service"
-	"github.com/smartmaintenance/relay/signature"
 )
 
 // Options tune the demo.
@@ -134,8 +132,8 @@ func Run(ctx context.Context, opts Options, stdout, stderr io.Writer) error {
 		return Simulate(gctx, pool, opts.Interval)
 	})
 	err = g.Wait()
-	out.printf("\n%d deliveries received, %d signatures verified, %d failed verification\n",
-		recv.received.Load(), recv.verified.Load(), recv.bad.Load())
+	received, verified, rejected := recv.Counts()
+	out.printf("\n%d deliveries received, %d signatures verified, %d failed verification\n", received, verified, rejected)
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil {
 		return nil
 	}
@@ -148,79 +146,35 @@ type printer struct {
 }
 
 func (p *printer) printf(format string, args ...any) {
+	fmt.Fprintf(p, format, args...)
+}
+
+// Write lets the receiver print through the same lock.
+func (p *printer) Write(b []byte) (int, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	fmt.Fprintf(p.w, format, args...)
+	return p.w.Write(b)
 }
 
-type receiver struct {
+// demoReceiver is the sample receiver on a loopback port.
+type demoReceiver struct {
 	*http.Server
-	URL      string
-	out      *printer
-	received atomic.Int64
-	verified atomic.Int64
-	bad      atomic.Int64
-	mu       sync.Mutex
-	seen     map[string]int
+	*receiver.Handler
+	URL string
 }
 
-func startReceiver(out *printer) (*receiver, error) {
+func startReceiver(out io.Writer) (*demoReceiver, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, fmt.Errorf("start receiver: %w", err)
 	}
-	r := &receiver{URL: "http://" + ln.Addr().String(), out: out, seen: map[string]int{}}
-	r.Server = &http.Server{Handler: r, ReadHeaderTimeout: 5 * time.Second}
+	h := receiver.New(map[string]string{"/kahatex": secrets[1], "/nordwerk": secrets[2]}, 7, out)
+	r := &demoReceiver{Handler: h, URL: "http://" + ln.Addr().String()}
+	r.Server = &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
 	go r.Serve(ln) //nolint:errcheck // ends with Close
 	return r, nil
 }
 
-func (r *receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
-	body, err := io.ReadAll(io.LimitReader(req.Body, 1<<20))
-	if err != nil {
-		http.Error(w, "read body", http.StatusBadRequest)
-		return
-	}
-	r.received.Add(1)
-	var company int64 = 1
-	if req.URL.Path == "/nordwerk" {
-		company = 2
-	}
-	id := req.Header.Get(signature.DeliveryHeader)
-	if err := signature.Verify([]byte(secrets[company]), body, req.Header.Get(signature.Header)); err != nil {
-		r.bad.Add(1)
-		r.out.printf("✗ %s rejected: %v\n", id, err)
-		http.Error(w, "bad signature", http.StatusUnauthorized)
-		return
-	}
-	r.verified.Add(1)
-	r.mu.Lock()
-	r.seen[id]++
-	attempt := r.seen[id]
-	r.mu.Unlock()
-	// Fail every seventh first attempt, to show a retry carrying the same
-	// delivery id.
-	if attempt == 1 && r.received.Load()%7 == 0 {
-		r.out.printf("  %s answered 503 to delivery %s (the relay retries it)\n", req.URL.Path, id)
-		http.Error(w, "busy", http.StatusServiceUnavailable)
-		return
-	}
-	var p struct {
-		Event       string          `json:"event"`
-		Timestamp   string          `json:"timestamp"`
-		CompanyName string          `json:"company_name"`
-		Data        json.RawMessage `json:"data"`
-	}
-	_ = json.Unmarshal(body, &p)
-	retry := ""
-	if attempt > 1 {
-		retry = fmt.Sprintf(" (attempt %d, same delivery id)", attempt)
-	}
-	r.out.printf("✓ %-22s %-14s %s  signature ok  delivery %s%s\n    %s\n", p.Event, p.CompanyName, p.Timestamp, id, retry, p.Data)
-	w.WriteHeader(http.StatusNoContent)
-}
-
-// WaitForSlot waits until a relay streams the slot: changes committed before
 // the slot exists are, by design, never delivered.
 func WaitForSlot(ctx context.Context, pool *pgxpool.Pool, slot string) error {
 	for {

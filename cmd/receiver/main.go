@@ -1,8 +1,7 @@
-// Command receiver is a sample webhook receiver: it verifies each request's
-// X-SMTM-Signature with the relay's signature package, prints the event
-// with its delivery id and the trace it belongs to (from the W3C
-// traceparent header), and answers 204. It is the receiver of the
-// docker-compose setup, and a starting point for a real one.
+// Command receiver runs the sample webhook receiver (package receiver): it
+// verifies each request's X-SMTM-Signature, prints the event with its
+// delivery id and the trace it belongs to, and answers 204. It is the
+// receiver of the docker-compose setup, and a starting point for a real one.
 //
 //	receiver --listen :8080 --secret /kahatex=SECRET --secret /nordwerk=SECRET [--fail-every 7]
 //
@@ -11,7 +10,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -20,11 +18,10 @@ import (
 	"os"
 	"os/signal"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
-	"github.com/smartmaintenance/relay/signature"
+	"github.com/smartmaintenance/relay/receiver"
 )
 
 func main() {
@@ -69,8 +66,7 @@ func run(args []string, getenv func(string) string, out io.Writer) error {
 	if len(keys) == 0 {
 		return errors.New("no secrets: pass --secret /path=secret or set RECEIVER_SECRETS")
 	}
-	h := &handler{keys: keys, failEvery: *failEvery, out: out, seen: map[string]int{}}
-	srv := &http.Server{Addr: *listen, Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Addr: *listen, Handler: receiver.New(keys, *failEvery, out), ReadHeaderTimeout: 5 * time.Second}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	go func() {
@@ -94,72 +90,3 @@ func paths(s secrets) []string {
 	return out
 }
 
-type handler struct {
-	keys      secrets
-	failEvery int
-	out       io.Writer
-
-	mu       sync.Mutex
-	received int
-	seen     map[string]int
-}
-
-func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodPost {
-		http.Error(w, "POST only", http.StatusMethodNotAllowed)
-		return
-	}
-	secret, ok := h.keys[r.URL.Path]
-	if !ok {
-		http.NotFound(w, r)
-		return
-	}
-	// Verify the raw bytes, never re-encoded JSON.
-	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
-	if err != nil {
-		http.Error(w, "read body", http.StatusBadRequest)
-		return
-	}
-	id := r.Header.Get(signature.DeliveryHeader)
-	trace := traceID(r.Header.Get("Traceparent"))
-	if err := signature.Verify([]byte(secret), body, r.Header.Get(signature.Header)); err != nil {
-		h.printf("REJECTED %s delivery %s: %v\n", r.URL.Path, id, err)
-		http.Error(w, "bad signature", http.StatusUnauthorized)
-		return
-	}
-	h.mu.Lock()
-	h.received++
-	h.seen[id]++
-	attempt, n := h.seen[id], h.received
-	h.mu.Unlock()
-	if h.failEvery > 0 && attempt == 1 && n%h.failEvery == 0 {
-		h.printf("503 to %s delivery %s (trace %s): the relay will retry it\n", r.URL.Path, id, trace)
-		http.Error(w, "busy", http.StatusServiceUnavailable)
-		return
-	}
-	var p struct {
-		Event       string          `json:"event"`
-		Timestamp   string          `json:"timestamp"`
-		CompanyName string          `json:"company_name"`
-		Data        json.RawMessage `json:"data"`
-	}
-	_ = json.Unmarshal(body, &p)
-	h.printf("OK %-22s %-14s %s signature ok delivery %s attempt %d trace %s\n   %s\n",
-		p.Event, p.CompanyName, p.Timestamp, id, attempt, trace, p.Data)
-	w.WriteHeader(http.StatusNoContent)
-}
-
-func (h *handler) printf(format string, args ...any) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	fmt.Fprintf(h.out, format, args...)
-}
-
-// traceID returns the trace id of a W3C traceparent, or "-".
-func traceID(traceparent string) string {
-	parts := strings.Split(traceparent, "-")
-	if len(parts) != 4 || len(parts[1]) != 32 {
-		return "-"
-	}
-	return parts[1]
-}

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/smartmaintenance/relay/receiver"
 	"github.com/smartmaintenance/relay/signature"
 )
 
@@ -30,7 +31,7 @@ func (s *syncBuf) String() string {
 
 func TestReceiverVerifiesAndPrints(t *testing.T) {
 	out := &syncBuf{}
-	h := &handler{keys: secrets{"/a": "secret-of-webhook-a"}, failEvery: 2, out: out, seen: map[string]int{}}
+	h := receiver.New(secrets{"/a": "secret-of-webhook-a"}, 2, out)
 	srv := httptest.NewServer(h)
 	defer srv.Close()
 	body := []byte(`{"event":"task.completed","timestamp":"2026-04-24T09:15:30+07:00","company_id":1,"company_name":"PT Kahatex","data":{"task_id":1}}`)
@@ -62,7 +63,7 @@ func TestReceiverVerifiesAndPrints(t *testing.T) {
 	if code := post("/b", good, "d4"); code != 404 {
 		t.Errorf("unknown path: %d", code)
 	}
-	for _, want := range []string{"task.completed", "delivery d1 attempt 1 trace 0123456789abcdef0123456789abcdef", "delivery d2 attempt 2", "REJECTED /a delivery d3"} {
+	for _, want := range []string{"task.completed", "delivery d1 attempt 1 trace 0123456789abcdef0123456789abcdef", "delivery d2 attempt 2 (a retry", "REJECTED /a delivery d3"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q:\n%s", want, out.String())
 		}

@@ -1,0 +1,123 @@
+// Package receiver is a sample webhook receiver: it verifies each request's
+// X-SMTM-Signature with the signature package, prints the event with its
+// delivery id, attempt and trace (from the W3C traceparent header), and
+// answers 204. The demo and cmd/receiver (the docker-compose receiver) use
+// it; it is also a starting point for a real receiver.
+package receiver
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+
+	"github.com/smartmaintenance/relay/signature"
+)
+
+// Handler receives the webhooks of several endpoints, one path each.
+type Handler struct {
+	secrets   map[string]string
+	failEvery int
+	out       io.Writer
+
+	mu       sync.Mutex
+	received int
+	verified int
+	rejected int
+	seen     map[string]int // delivery id -> attempts seen
+}
+
+// New returns a handler for the given paths and their signing secrets. With
+// failEvery > 0 it answers 503 to every failEvery-th first attempt, to show
+// that the relay retries with the same delivery id.
+func New(secrets map[string]string, failEvery int, out io.Writer) *Handler {
+	return &Handler{secrets: secrets, failEvery: failEvery, out: out, seen: map[string]int{}}
+}
+
+// Counts returns how many requests arrived, passed and failed verification.
+func (h *Handler) Counts() (received, verified, rejected int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.received, h.verified, h.rejected
+}
+
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		http.Error(w, "POST only", http.StatusMethodNotAllowed)
+		return
+	}
+	secret, ok := h.secrets[r.URL.Path]
+	if !ok {
+		http.NotFound(w, r)
+		return
+	}
+	// Verify the raw bytes, never re-encoded JSON.
+	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+	if err != nil {
+		http.Error(w, "read body", http.StatusBadRequest)
+		return
+	}
+	id := r.Header.Get(signature.DeliveryHeader)
+	trace := traceID(r.Header.Get("Traceparent"))
+	h.mu.Lock()
+	h.received++
+	n := h.received
+	h.mu.Unlock()
+	if err := signature.Verify([]byte(secret), body, r.Header.Get(signature.Header)); err != nil {
+		h.count(func() { h.rejected++ })
+		h.printf("✗ REJECTED %s delivery %s: %v\n", r.URL.Path, id, err)
+		http.Error(w, "bad signature", http.StatusUnauthorized)
+		return
+	}
+	var attempt int
+	h.count(func() {
+		h.verified++
+		h.seen[id]++
+		attempt = h.seen[id]
+	})
+	if h.failEvery > 0 && attempt == 1 && n%h.failEvery == 0 {
+		h.printf("  %s answered 503 to delivery %s: the relay retries it\n", r.URL.Path, id)
+		http.Error(w, "busy", http.StatusServiceUnavailable)
+		return
+	}
+	var p struct {
+		Event       string          `json:"event"`
+		Timestamp   string          `json:"timestamp"`
+		CompanyName string          `json:"company_name"`
+		Data        json.RawMessage `json:"data"`
+	}
+	_ = json.Unmarshal(body, &p)
+	retry := ""
+	if attempt > 1 {
+		retry = " (a retry: same delivery id)"
+	}
+	if trace != "" {
+		trace = " trace " + trace
+	}
+	h.printf("✓ %-22s %-14s %s  signature ok  delivery %s attempt %d%s%s\n    %s\n",
+		p.Event, p.CompanyName, p.Timestamp, id, attempt, retry, trace, p.Data)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (h *Handler) count(f func()) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	f()
+}
+
+func (h *Handler) printf(format string, args ...any) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	fmt.Fprintf(h.out, format, args...)
+}
+
+// traceID returns the trace id of a W3C traceparent, or "".
+func traceID(traceparent string) string {
+	parts := strings.Split(traceparent, "-")
+	if len(parts) != 4 || len(parts[1]) != 32 {
+		return ""
+	}
+	return parts[1]
+}
