@@ -41,6 +41,21 @@ type Config struct {
 	IdleInterval time.Duration
 	// MaxBackoff caps the wait between reconnection attempts. Default 30s.
 	MaxBackoff time.Duration
+	// HeartbeatInterval, when positive, makes the streaming relay write a
+	// non-transactional logical message (pg_logical_emit_message) this
+	// often, so that the slot advances even on a database where nothing
+	// at all is written. 0 turns heartbeats off.
+	HeartbeatInterval time.Duration
+	// WALCheckInterval is how often the streaming relay reads how much WAL
+	// its slot retains. Default 1m.
+	WALCheckInterval time.Duration
+	// RetainedWALWarn is the retained WAL, in bytes, above which each check
+	// logs a warning. 0 never warns.
+	RetainedWALWarn int64
+	// OnSlotStatus, when set, receives the slot's status after each check
+	// (for metrics). It is called from the streaming goroutine and must
+	// not block.
+	OnSlotStatus func(SlotStatus)
 	// Logger receives the feed's log lines; nil discards them.
 	Logger *slog.Logger
 }
@@ -54,6 +69,9 @@ func (c *Config) withDefaults() {
 	}
 	if c.MaxBackoff <= 0 {
 		c.MaxBackoff = 30 * time.Second
+	}
+	if c.WALCheckInterval <= 0 {
+		c.WALCheckInterval = time.Minute
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

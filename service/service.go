@@ -152,6 +152,11 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		StatusInterval: cfg.Replication.StatusInterval,
 		MaxBackoff:     cfg.Replication.ReconnectMaxBackoff,
 		Logger:         log.With("component", "cdc"),
+		// Retained WAL is logged on every check; Source.RetainedWAL and
+		// Config.OnSlotStatus expose it to metrics.
+		HeartbeatInterval: cfg.Replication.HeartbeatInterval,
+		WALCheckInterval:  cfg.Replication.WALCheckInterval,
+		RetainedWALWarn:   int64(cfg.Replication.RetainedWALWarn),
 	})
 
 	// The feed stops first on shutdown; the dispatcher drains in-flight
