@@ -392,7 +392,13 @@ func (p *proc) stop(timeout time.Duration) (int, time.Duration) {
 	select {
 	case <-p.done:
 	case <-time.After(timeout):
-		p.t.Fatalf("relay did not stop within %s of SIGTERM", timeout)
+		// SIGQUIT makes the Go runtime print every goroutine's stack.
+		_ = p.cmd.Process.Signal(syscall.SIGQUIT)
+		select {
+		case <-p.done:
+		case <-time.After(5 * time.Second):
+		}
+		p.t.Fatalf("relay did not stop within %s of SIGTERM; its goroutines:\n%s", timeout, tail(p.output(), 30000))
 	}
 	return p.cmd.ProcessState.ExitCode(), time.Since(start)
 }

@@ -183,6 +183,13 @@ func (in *Ingester) Commit(ctx context.Context, tx event.Tx) error {
 	return nil
 }
 
+// Close rolls back a store transaction that a stopped feed left open (it
+// stopped in the middle of a source transaction), so that the store's
+// connection pool can close. Call it after cdc.Source.Run returns.
+func (in *Ingester) Close(ctx context.Context) {
+	in.abort(context.WithoutCancel(ctx))
+}
+
 // Idle implements cdc.Handler.
 func (in *Ingester) Idle(ctx context.Context, lsn event.LSN) error {
 	return in.st.SaveIdle(ctx, in.opts.Slot, lsn)

@@ -163,7 +163,11 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	// attempts within its own deadline.
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
-		if err := src.Run(gctx, in); err != nil {
+		err := src.Run(gctx, in)
+		// A stop in the middle of a source transaction leaves its store
+		// transaction open; the store cannot close until it is rolled back.
+		in.Close(ctx)
+		if err != nil {
 			return fmt.Errorf("change feed: %w", err)
 		}
 		return nil
