@@ -48,6 +48,21 @@ type Config struct {
 	// GroupSize bounds how many transactions are made durable together.
 	// Default 1000.
 	GroupSize int
+	// HeartbeatInterval, when positive, makes the streaming relay write a
+	// non-transactional logical message (pg_logical_emit_message) this
+	// often, so that the slot advances even on a database where nothing
+	// at all is written. 0 turns heartbeats off.
+	HeartbeatInterval time.Duration
+	// WALCheckInterval is how often the streaming relay reads how much WAL
+	// its slot retains. Default 1m.
+	WALCheckInterval time.Duration
+	// RetainedWALWarn is the retained WAL, in bytes, above which each check
+	// logs a warning. 0 never warns.
+	RetainedWALWarn int64
+	// OnSlotStatus, when set, receives the slot's status after each check
+	// (for metrics). It is called from the streaming goroutine and must
+	// not block.
+	OnSlotStatus func(SlotStatus)
 	// Logger receives the feed's log lines; nil discards them.
 	Logger *slog.Logger
 }
@@ -67,6 +82,9 @@ func (c *Config) withDefaults() {
 	}
 	if c.GroupSize <= 0 {
 		c.GroupSize = 1000
+	}
+	if c.WALCheckInterval <= 0 {
+		c.WALCheckInterval = time.Minute
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

@@ -1,9 +1,11 @@
 package cdc_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"testing"
@@ -581,4 +583,74 @@ func TestGroupCommit(t *testing.T) {
 	if len(txs) != n || flushes >= n {
 		t.Fatalf("%d flushes for %d transactions: no grouping", flushes, n)
 	}
+}
+
+// TestHeartbeatsAndSlotChecks: on a database where nothing is written, the
+// heartbeats still move the slot; the slot's retained WAL is checked,
+// logged (with a warning above the threshold) and handed to the observer.
+func TestHeartbeatsAndSlotChecks(t *testing.T) {
+	e := newEnv(t)
+	var logBuf bytes.Buffer
+	var mu sync.Mutex
+	var statuses []cdc.SlotStatus
+	cfg := e.config()
+	cfg.HeartbeatInterval = 20 * time.Millisecond
+	cfg.WALCheckInterval = 50 * time.Millisecond
+	cfg.RetainedWALWarn = 1 // every check warns
+	cfg.Logger = slog.New(slog.NewTextHandler(lockedWriter{&mu, &logBuf}, nil))
+	cfg.OnSlotStatus = func(s cdc.SlotStatus) { mu.Lock(); statuses = append(statuses, s); mu.Unlock() }
+	src := cdc.New(cfg)
+	if got := src.RetainedWAL(); got != -1 {
+		t.Fatalf("RetainedWAL before streaming = %d, want -1", got)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- src.Run(ctx, e.h) }()
+	defer func() { cancel(); <-done }()
+	waitFor(t, "slot ready", func() bool { _, st, _ := e.h.Position(context.Background()); return st == cdc.StateReady })
+	start := e.confirmed()
+	var lsn string
+	if err := e.conn.QueryRow(context.Background(), "SELECT pg_current_wal_lsn()::text").Scan(&lsn); err != nil {
+		t.Fatal(err)
+	}
+	now, _ := event.ParseLSN(lsn)
+	// Nothing is written by the test: only heartbeats move the WAL, and
+	// they move the slot many times within seconds (the server's own
+	// background records come every 15 s).
+	seen := map[event.LSN]bool{}
+	deadline := time.Now().Add(4 * time.Second)
+	for len(seen) < 5 && time.Now().Before(deadline) {
+		if c := e.confirmed(); c > start && c > now {
+			seen[c] = true
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if len(seen) < 5 {
+		t.Fatalf("the slot advanced to %d distinct positions in 4 s without writes, want 5 (heartbeats)", len(seen))
+	}
+	waitFor(t, "slot checks", func() bool { mu.Lock(); defer mu.Unlock(); return len(statuses) >= 3 })
+	mu.Lock()
+	defer mu.Unlock()
+	for _, s := range statuses {
+		if !s.Exists || s.RetainedBytes < 0 {
+			t.Fatalf("slot status %+v", s)
+		}
+	}
+	if src.RetainedWAL() < 0 {
+		t.Fatalf("RetainedWAL = %d after checks", src.RetainedWAL())
+	}
+	if !strings.Contains(logBuf.String(), "replication slot retains much WAL") || !strings.Contains(logBuf.String(), "retained_wal_bytes=") {
+		t.Fatalf("no retained-WAL warning in the log:\n%s", logBuf.String())
+	}
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	b  *bytes.Buffer
+}
+
+func (w lockedWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
 }

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/smartmaintenance/relay/event"
 )
@@ -82,8 +83,9 @@ func EnsurePublication(ctx context.Context, conn *pgx.Conn, name string, tables 
 	err := conn.QueryRow(ctx, "SELECT puballtables FROM pg_publication WHERE pubname = $1", name).Scan(&allTables)
 	if errors.Is(err, pgx.ErrNoRows) {
 		list := quoteTables(tables)
-		if _, err := conn.Exec(ctx, fmt.Sprintf("CREATE PUBLICATION %s FOR TABLE %s", ident, list)); err != nil {
-			return nil, fmt.Errorf("create publication %s: %w", name, err)
+		stmt := fmt.Sprintf("CREATE PUBLICATION %s FOR TABLE %s", ident, list)
+		if _, err := conn.Exec(ctx, stmt); err != nil {
+			return nil, fmt.Errorf("create publication %s: %w%s", name, err, publicationHint(err, stmt))
 		}
 		return tables, nil
 	}
@@ -114,10 +116,21 @@ func EnsurePublication(ctx context.Context, conn *pgx.Conn, name string, tables 
 	if len(missing) == 0 {
 		return nil, nil
 	}
-	if _, err := conn.Exec(ctx, fmt.Sprintf("ALTER PUBLICATION %s ADD TABLE %s", ident, quoteTables(missing))); err != nil {
-		return nil, fmt.Errorf("add tables to publication %s: %w", name, err)
+	stmt := fmt.Sprintf("ALTER PUBLICATION %s ADD TABLE %s", ident, quoteTables(missing))
+	if _, err := conn.Exec(ctx, stmt); err != nil {
+		return nil, fmt.Errorf("add tables to publication %s: %w%s", name, err, publicationHint(err, stmt))
 	}
 	return missing, nil
+}
+
+// publicationHint says how to fix a publication the relay's role may not
+// create or change: the tables' owner or a superuser runs the statement once.
+func publicationHint(err error, stmt string) string {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "42501" {
+		return "; the relay's role does not own the watched tables: have their owner or a superuser run " + stmt + " once"
+	}
+	return ""
 }
 
 func quoteTables(tables []string) string {

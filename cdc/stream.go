@@ -2,6 +2,7 @@ package cdc
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -21,6 +22,9 @@ import (
 type Source struct {
 	cfg   Config
 	state atomic.Value // FeedState
+	// retained is the WAL the slot retained at the last check, in bytes;
+	// -1 before the first check.
+	retained atomic.Int64
 }
 
 // FeedState is what a running Source is doing, for readiness checks.
@@ -51,8 +55,15 @@ func (s *Source) State() FeedState {
 // New returns a Source. It connects nothing until Run.
 func New(cfg Config) *Source {
 	cfg.withDefaults()
-	return &Source{cfg: cfg}
+	s := &Source{cfg: cfg}
+	s.retained.Store(-1)
+	return s
 }
+
+// RetainedWAL returns how many bytes of WAL the slot retained at the last
+// check of this process, or -1 when it has not checked (it stands by, or
+// has not streamed yet).
+func (s *Source) RetainedWAL() int64 { return s.retained.Load() }
 
 // Run streams until ctx is done or a fatal error occurs. Lost connections
 // (a database restart, a network failure, a failing store) are retried with
@@ -160,7 +171,8 @@ func (s *Source) session(ctx context.Context, h Handler, streaming func()) error
 	}
 	log.Info("streaming changes", "slot", s.cfg.Slot, "publication", s.cfg.Publication, "from", start.String())
 	streaming()
-	st := &stream{cfg: &s.cfg, conn: rconn, h: h, dec: newDecoder(), durable: start, start: start}
+	st := &stream{cfg: &s.cfg, conn: rconn, h: h, dec: newDecoder(), durable: start, start: start,
+		sql: conn, check: s.checkSlot}
 	return st.loop(ctx)
 }
 
@@ -240,6 +252,38 @@ func (s *Source) resume(ctx context.Context, conn *pgx.Conn, rconn *pgconn.PgCon
 	return start, nil
 }
 
+// checkSlot reads the slot's retained WAL, logs it, warns above the
+// threshold and hands the status to the observer.
+func (s *Source) checkSlot(ctx context.Context, conn *pgx.Conn) error {
+	slot, err := Slot(ctx, conn, s.cfg.Slot)
+	if err != nil {
+		return err
+	}
+	if !slot.Exists {
+		return fmt.Errorf("%w: slot %q was dropped while the relay streamed it. See the README, section 'Recovering a lost slot'", ErrSlotMissing, s.cfg.Slot)
+	}
+	s.retained.Store(slot.RetainedBytes)
+	log := s.cfg.Logger
+	attrs := []any{"slot", s.cfg.Slot, "retained_wal_bytes", slot.RetainedBytes, "wal_status", slot.WALStatus,
+		"confirmed_flush_lsn", slot.ConfirmedFlush.String()}
+	if s.cfg.RetainedWALWarn > 0 && slot.RetainedBytes > s.cfg.RetainedWALWarn {
+		log.Warn("replication slot retains much WAL: the server keeps it until the relay confirms it; check that the relay keeps up and see the README, section 'WAL safety'",
+			append(attrs, "warn_above_bytes", s.cfg.RetainedWALWarn)...)
+	} else {
+		log.Info("replication slot WAL", attrs...)
+	}
+	if s.cfg.OnSlotStatus != nil {
+		s.cfg.OnSlotStatus(slot)
+	}
+	return nil
+}
+
+// heartbeatSQL writes a non-transactional logical message: a WAL record
+// that moves the server's WAL end without touching any table. pgoutput
+// does not forward it (messages are off), but the keepalive after it lets
+// the slot advance.
+const heartbeatSQL = "SELECT pg_logical_emit_message(false, 'smtm_relay_heartbeat', '')"
+
 // stream is one running replication session.
 type stream struct {
 	cfg     *Config
@@ -248,6 +292,11 @@ type stream struct {
 	dec     *decoder
 	start   event.LSN // transactions committed before this were handled
 	durable event.LSN // highest position the Handler made durable
+
+	// sql is the session's plain connection (it holds the slot lock);
+	// check reads the slot's status through it.
+	sql   *pgx.Conn
+	check func(context.Context, *pgx.Conn) error
 
 	inTx bool
 	skip bool
@@ -272,7 +321,13 @@ func (st *stream) loop(ctx context.Context) error {
 		}
 		_ = st.sendStatus(context.WithoutCancel(ctx))
 	}()
-	next := time.Now().Add(st.cfg.StatusInterval)
+	now := time.Now()
+	next := now.Add(st.cfg.StatusInterval)
+	nextCheck := now // once at the start, then every WALCheckInterval
+	var nextBeat time.Time
+	if st.cfg.HeartbeatInterval > 0 {
+		nextBeat = now.Add(st.cfg.HeartbeatInterval)
+	}
 	for {
 		now := time.Now()
 		if !now.Before(next) {
@@ -281,7 +336,25 @@ func (st *stream) loop(ctx context.Context) error {
 			}
 			next = now.Add(st.cfg.StatusInterval)
 		}
-		deadline := next
+		if st.check != nil && !now.Before(nextCheck) {
+			if err := st.check(ctx, st.sql); err != nil {
+				return fmt.Errorf("check replication slot: %w", err)
+			}
+			nextCheck = now.Add(st.cfg.WALCheckInterval)
+		}
+		if !nextBeat.IsZero() && !now.Before(nextBeat) {
+			if _, err := st.sql.Exec(ctx, heartbeatSQL); err != nil {
+				return fmt.Errorf("write heartbeat: %w", err)
+			}
+			nextBeat = now.Add(st.cfg.HeartbeatInterval)
+		}
+		wake := next
+		if st.check != nil && nextCheck.Before(wake) {
+			wake = nextCheck
+		}
+		if !nextBeat.IsZero() && nextBeat.Before(wake) {
+			wake = nextBeat
+		}
 		if st.pending > 0 && !st.inTx {
 			// Group commit: flush when the group is old enough, or as soon
 			// as the stream pauses.
@@ -292,9 +365,9 @@ func (st *stream) loop(ctx context.Context) error {
 				}
 				continue
 			}
-			deadline = minTime(deadline, minTime(due, now.Add(time.Millisecond)))
+			wake = minTime(wake, minTime(due, now.Add(time.Millisecond)))
 		}
-		rctx, cancel := context.WithDeadline(ctx, deadline)
+		rctx, cancel := context.WithDeadline(ctx, wake)
 		raw, err := st.conn.ReceiveMessage(rctx)
 		cancel()
 		if err != nil {
@@ -455,14 +528,85 @@ func (st *stream) message(ctx context.Context, data []byte) error {
 }
 
 // parse decodes a pgoutput message, turning a panic of the decoder on a
-// malformed message into an error.
+// malformed message into an error. Counts and lengths are checked against
+// the message's size first: the decoder allocates what they declare, so a
+// corrupt length would otherwise ask for gigabytes.
 func parse(data []byte) (m pglogrepl.Message, err error) {
+	if len(data) == 0 {
+		return nil, errors.New("empty message")
+	}
+	if err := checkSizes(data); err != nil {
+		return nil, fmt.Errorf("malformed %q message (%d bytes): %w", data[0], len(data), err)
+	}
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("malformed message (%d bytes): %v", len(data), r)
 		}
 	}()
 	return pglogrepl.Parse(data)
+}
+
+// checkSizes verifies that the counts and lengths a row-change or truncate
+// message declares fit in the message (protocol version 1 layout).
+func checkSizes(data []byte) error {
+	body := data[1:]
+	switch pglogrepl.MessageType(data[0]) {
+	case pglogrepl.MessageTypeTruncate:
+		if len(body) < 5 {
+			return errors.New("too short")
+		}
+		n := uint64(binary.BigEndian.Uint32(body))
+		if 5+4*n > uint64(len(body)) {
+			return fmt.Errorf("declares %d relations", n)
+		}
+	case pglogrepl.MessageTypeInsert, pglogrepl.MessageTypeUpdate, pglogrepl.MessageTypeDelete:
+		if len(body) < 5 {
+			return errors.New("too short")
+		}
+		rest := body[4:]
+		for len(rest) > 0 {
+			switch rest[0] {
+			case 'N', 'K', 'O':
+			default:
+				return fmt.Errorf("unknown tuple marker %q", rest[0])
+			}
+			used, err := checkTuple(rest[1:])
+			if err != nil {
+				return err
+			}
+			rest = rest[1+used:]
+		}
+	}
+	return nil
+}
+
+// checkTuple verifies one TupleData and returns its size.
+func checkTuple(b []byte) (int, error) {
+	if len(b) < 2 {
+		return 0, errors.New("truncated tuple")
+	}
+	n := int(binary.BigEndian.Uint16(b))
+	pos := 2
+	for range n {
+		if pos >= len(b) {
+			return 0, fmt.Errorf("tuple declares %d columns", n)
+		}
+		kind := b[pos]
+		pos++
+		switch kind {
+		case pglogrepl.TupleDataTypeText, pglogrepl.TupleDataTypeBinary:
+			if len(b)-pos < 4 {
+				return 0, errors.New("truncated column length")
+			}
+			l := uint64(binary.BigEndian.Uint32(b[pos:]))
+			pos += 4
+			if l > uint64(len(b)-pos) {
+				return 0, fmt.Errorf("column declares %d bytes", l)
+			}
+			pos += int(l)
+		}
+	}
+	return pos, nil
 }
 
 func (st *stream) sendStatus(ctx context.Context) error {

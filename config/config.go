@@ -73,7 +73,21 @@ type Replication struct {
 	Publication         string        `koanf:"publication"`
 	StatusInterval      time.Duration `koanf:"status_interval"`
 	ReconnectMaxBackoff time.Duration `koanf:"reconnect_max_backoff"`
+	// HeartbeatInterval, when positive, makes the relay write a small
+	// logical message into the WAL this often, so a database whose watched
+	// tables (and everything else) stay idle still moves the slot. 0 = off.
+	HeartbeatInterval time.Duration `koanf:"heartbeat_interval"`
+	// RetainedWALWarn is the amount of WAL held by the slot above which the
+	// relay logs a warning. 0 = never warn.
+	RetainedWALWarn ByteSize `koanf:"retained_wal_warn"`
+	// WALCheckInterval is how often the slot's retained WAL is read.
+	WALCheckInterval time.Duration `koanf:"wal_check_interval"`
 }
+
+// ByteSize is an amount of bytes. In files and the environment it is a
+// whole number of bytes or a number with a unit: "512MB", "1GB" (units of
+// 1024: kB, MB, GB, TB).
+type ByteSize int64
 
 // Delivery configures how webhook requests are sent.
 type Delivery struct {
@@ -199,6 +213,8 @@ func Default() *Config {
 			Publication:         "smtm_relay",
 			StatusInterval:      10 * time.Second,
 			ReconnectMaxBackoff: 30 * time.Second,
+			RetainedWALWarn:     1 << 30,
+			WALCheckInterval:    time.Minute,
 		},
 		Delivery: Delivery{
 			Timeout: 30 * time.Second,

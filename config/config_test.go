@@ -121,6 +121,8 @@ func TestFullConfig(t *testing.T) {
 	if !c.Production || c.Log.Level != "debug" || c.Log.Format != "json" ||
 		c.Database.Schema != "relay_v2" || c.Database.StateDatabaseURL() != "postgres://state:other@state.internal/relay" ||
 		c.Replication.Slot != "relay_2" || c.Replication.ReconnectMaxBackoff != time.Minute ||
+		c.Replication.HeartbeatInterval != 10*time.Second || c.Replication.RetainedWALWarn != 512<<20 ||
+		c.Replication.WALCheckInterval != 30*time.Second ||
 		c.Delivery.Workers != 16 || c.Delivery.PollInterval != 250*time.Millisecond ||
 		c.Delivery.ResponseSnippetBytes != 0 || c.Delivery.DrainTimeout != 0 ||
 		!slices.Equal(c.Delivery.RetrySchedule, []time.Duration{2 * time.Second, 10 * time.Second, time.Minute}) ||
@@ -479,5 +481,23 @@ func TestCheckWebhook(t *testing.T) {
 	}
 	if got := CheckWebhook(bad, false); !slices.Equal(got, want) {
 		t.Errorf("CheckWebhook(bad) =\n%q\nwant\n%q", got, want)
+	}
+}
+
+func TestByteSizes(t *testing.T) {
+	for in, want := range map[string]ByteSize{"0": 0, "100": 100, "100B": 100, "64kB": 64 << 10, "512MB": 512 << 20, " 1GB ": 1 << 30, "2TB": 2 << 40} {
+		got, err := ParseByteSize(in)
+		if err != nil || got != want {
+			t.Errorf("ParseByteSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "GB", "-1GB", "1.5GB", "1 GiB", "99999999999TB"} {
+		if _, err := ParseByteSize(in); err == nil {
+			t.Errorf("ParseByteSize(%q) succeeded", in)
+		}
+	}
+	c, err := Load("", []string{"RELAY_REPLICATION__RETAINED_WAL_WARN=2GB"})
+	if err != nil || c.Replication.RetainedWALWarn != 2<<30 {
+		t.Fatalf("from the environment: %v, %d", err, c.Replication.RetainedWALWarn)
 	}
 }

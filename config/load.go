@@ -81,6 +81,7 @@ var (
 	configType   = reflect.TypeFor[Config]()
 	durationType = reflect.TypeFor[time.Duration]()
 	webhookType  = reflect.TypeFor[Webhook]()
+	byteSizeType = reflect.TypeFor[ByteSize]()
 )
 
 // decode turns the merged map into a Config, strictly: unknown keys, wrong
@@ -98,6 +99,7 @@ func decode(k *koanf.Koanf) (*Config, error) {
 				shapeHook,
 				webhookDefaultsHook,
 				durationHook,
+				byteSizeHook,
 				integerHook,
 			),
 			ErrorUnused: true,
@@ -175,6 +177,65 @@ func durationHook(_, to reflect.Type, data any) (any, error) {
 	default:
 		return nil, fmt.Errorf("want a duration such as \"30s\", got %s", describe(data))
 	}
+}
+
+// byteSizeHook decodes "1GB"-style strings and whole numbers of bytes.
+func byteSizeHook(_, to reflect.Type, data any) (any, error) {
+	if to != byteSizeType {
+		return data, nil
+	}
+	switch v := data.(type) {
+	case ByteSize:
+		return v, nil
+	case string:
+		n, err := ParseByteSize(v)
+		if err != nil {
+			return nil, err
+		}
+		return n, nil
+	case int:
+		return ByteSize(v), checkSize(int64(v))
+	case int64:
+		return ByteSize(v), checkSize(v)
+	case uint64:
+		return ByteSize(v), checkSize(int64(v))
+	case float64:
+		if v != math.Trunc(v) || v < 0 {
+			return nil, fmt.Errorf("want a whole number of bytes or a size such as \"1GB\", got %v", v)
+		}
+		return ByteSize(v), nil
+	default:
+		return nil, fmt.Errorf("want a size such as \"1GB\", got %s", describe(data))
+	}
+}
+
+func checkSize(n int64) error {
+	if n < 0 {
+		return fmt.Errorf("want a size of at least 0, got %d", n)
+	}
+	return nil
+}
+
+// ParseByteSize reads "1GB", "512MB", "64kB", "100B" or a plain number of
+// bytes. Units are powers of 1024, as in postgresql.conf.
+func ParseByteSize(s string) (ByteSize, error) {
+	t := strings.TrimSpace(s)
+	units := []struct {
+		suffix string
+		mult   int64
+	}{{"TB", 1 << 40}, {"GB", 1 << 30}, {"MB", 1 << 20}, {"kB", 1 << 10}, {"KB", 1 << 10}, {"B", 1}}
+	mult := int64(1)
+	for _, u := range units {
+		if strings.HasSuffix(t, u.suffix) {
+			t, mult = strings.TrimSpace(strings.TrimSuffix(t, u.suffix)), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(t, 10, 64)
+	if err != nil || n < 0 || n > math.MaxInt64/mult {
+		return 0, fmt.Errorf("%q is not a size (write e.g. \"1GB\", \"512MB\" or a number of bytes)", s)
+	}
+	return ByteSize(n * mult), nil
 }
 
 // integerHook refuses fractions for integer keys (mapstructure truncates).
@@ -451,6 +512,9 @@ func fromEnv(environ []string) (map[string]any, []string, error) {
 // envValue converts the text of an environment variable to the type of the
 // key it sets.
 func envValue(t reflect.Type, s string) (any, error) {
+	if t == byteSizeType {
+		return ParseByteSize(s)
+	}
 	if t == durationType {
 		d, err := time.ParseDuration(strings.TrimSpace(s))
 		if err != nil {

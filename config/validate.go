@@ -68,6 +68,10 @@ func (c *Config) Validate() error {
 	}
 	positive(&p, "replication.status_interval", c.Replication.StatusInterval)
 	positive(&p, "replication.reconnect_max_backoff", c.Replication.ReconnectMaxBackoff)
+	positive(&p, "replication.wal_check_interval", c.Replication.WALCheckInterval)
+	if c.Replication.HeartbeatInterval < 0 {
+		p.add("replication.heartbeat_interval", "must be 0 (off) or positive, got %s", c.Replication.HeartbeatInterval)
+	}
 
 	d := c.Delivery
 	positive(&p, "delivery.timeout", d.Timeout)

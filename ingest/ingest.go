@@ -209,6 +209,13 @@ func (in *Ingester) Flush(ctx context.Context) error {
 	return nil
 }
 
+// Close rolls back a store transaction that a stopped feed left open (it
+// stopped in the middle of a source transaction), so that the store's
+// connection pool can close. Call it after cdc.Source.Run returns.
+func (in *Ingester) Close(ctx context.Context) {
+	in.abort(context.WithoutCancel(ctx))
+}
+
 // Idle implements cdc.Handler.
 func (in *Ingester) Idle(ctx context.Context, lsn event.LSN) error {
 	if err := in.st.SaveIdle(ctx, in.opts.Slot, lsn); err != nil {

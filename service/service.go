@@ -198,6 +198,11 @@ func RunWith(ctx context.Context, cfg *config.Config, log *slog.Logger, tel Tele
 		StatusInterval: cfg.Replication.StatusInterval,
 		MaxBackoff:     cfg.Replication.ReconnectMaxBackoff,
 		Logger:         log.With("component", "cdc"),
+		// Retained WAL is logged on every check; Source.RetainedWAL and
+		// Config.OnSlotStatus expose it to metrics.
+		HeartbeatInterval: cfg.Replication.HeartbeatInterval,
+		WALCheckInterval:  cfg.Replication.WALCheckInterval,
+		RetainedWALWarn:   int64(cfg.Replication.RetainedWALWarn),
 	})
 
 	var adminSrv *admin.Server
@@ -245,7 +250,11 @@ func RunWith(ctx context.Context, cfg *config.Config, log *slog.Logger, tel Tele
 		g.Go(func() error { return obsSrv.Run(gctx) })
 	}
 	g.Go(func() error {
-		if err := src.Run(gctx, in); err != nil {
+		err := src.Run(gctx, in)
+		// A stop in the middle of a source transaction leaves its store
+		// transaction open; the store cannot close until it is rolled back.
+		in.Close(ctx)
+		if err != nil {
 			return fmt.Errorf("change feed: %w", err)
 		}
 		return nil

@@ -28,6 +28,9 @@ type Webhook struct {
 	UpdatedAt   time.Time
 }
 
+// webhookSyncLock is the advisory lock key that serialises SyncFileWebhooks.
+const webhookSyncLock = 0x5e1a7_0002
+
 // SyncFileWebhooks makes the file-managed webhooks equal to hooks: matching
 // (company, name) rows are updated, new ones inserted, and file-managed ones
 // no longer listed are deleted (soft: their history stays). Webhooks managed
@@ -35,6 +38,11 @@ type Webhook struct {
 // an error.
 func (s *Store) SyncFileWebhooks(ctx context.Context, hooks []Webhook) (added, updated, removed int, err error) {
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		// Relays started together sync the same file at once: one at a
+		// time, or both insert the same webhook.
+		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", webhookSyncLock); err != nil {
+			return fmt.Errorf("lock webhooks for the sync: %w", err)
+		}
 		added, updated, removed = 0, 0, 0
 		keep := make([]int64, 0, len(hooks))
 		for _, h := range hooks {

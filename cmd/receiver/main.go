@@ -89,4 +89,3 @@ func paths(s secrets) []string {
 	}
 	return out
 }
-

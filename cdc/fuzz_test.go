@@ -1,0 +1,147 @@
+package cdc
+
+import (
+	"encoding/binary"
+	"runtime"
+	"testing"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5/pgtype"
+
+	"github.com/smartmaintenance/relay/event"
+)
+
+// fuzzColumns is the relation the fuzzer's row changes refer to: one column
+// of each kind the decoder treats specially.
+var fuzzColumns = []struct {
+	name string
+	oid  uint32
+}{
+	{"id", pgtype.Int8OID}, {"n", pgtype.Int4OID}, {"f", pgtype.Float8OID}, {"b", pgtype.BoolOID},
+	{"t", pgtype.TextOID}, {"j", pgtype.JSONBOID}, {"ts", pgtype.TimestamptzOID}, {"lt", pgtype.TimestampOID},
+	{"a", pgtype.Int4ArrayOID}, {"ta", pgtype.TextArrayOID}, {"num", pgtype.NumericOID}, {"u", pgtype.UUIDOID},
+	{"d", pgtype.DateOID},
+}
+
+func relationMsg(id uint32) []byte {
+	b := []byte{'R'}
+	b = binary.BigEndian.AppendUint32(b, id)
+	b = append(b, "public\x00items\x00"...)
+	b = append(b, 'd')
+	b = binary.BigEndian.AppendUint16(b, uint16(len(fuzzColumns)))
+	for i, c := range fuzzColumns {
+		flags := byte(0)
+		if i == 0 {
+			flags = 1
+		}
+		b = append(b, flags)
+		b = append(b, c.name+"\x00"...)
+		b = binary.BigEndian.AppendUint32(b, c.oid)
+		b = binary.BigEndian.AppendUint32(b, 0xffffffff)
+	}
+	return b
+}
+
+func tupleData(vals ...string) []byte {
+	b := binary.BigEndian.AppendUint16(nil, uint16(len(vals)))
+	for _, v := range vals {
+		switch v {
+		case "<null>":
+			b = append(b, 'n')
+		case "<toast>":
+			b = append(b, 'u')
+		default:
+			b = append(b, 't')
+			b = binary.BigEndian.AppendUint32(b, uint32(len(v)))
+			b = append(b, v...)
+		}
+	}
+	return b
+}
+
+func rowMsg(kind byte, id uint32, parts ...[]byte) []byte {
+	b := binary.BigEndian.AppendUint32([]byte{kind}, id)
+	for _, p := range parts {
+		b = append(b, p...)
+	}
+	return b
+}
+
+// FuzzDecode feeds arbitrary bytes through the pgoutput parser and the
+// decoder, as the stream does: a first message (often a Relation) and a
+// second one (often a row change). Nothing may panic or hang; a malformed
+// message is an error.
+func FuzzDecode(f *testing.F) {
+	full := tupleData("1", "-7", "1.5e3", "t", "héllo", `{"a":[1,2,{"b":null}]}`, "2026-04-24 09:15:30.5+07",
+		"2026-04-24 09:15:30", "{1,2,NULL}", `{"a b",c,NULL}`, "12.50", "6ba7b810-9dad-11d1-80b4-00c04fd430c8", "2026-04-24")
+	odd := tupleData("x", "<null>", "nan", "maybe", "<toast>", "{bad json", "infinity", "-infinity", "{{1,2},{3}}", "{", "NaN", "z", "epoch")
+	for _, seed := range [][2][]byte{
+		{relationMsg(1), rowMsg('I', 1, []byte{'N'}, full)},
+		{relationMsg(1), rowMsg('I', 1, []byte{'N'}, odd)},
+		{relationMsg(1), rowMsg('U', 1, []byte{'K'}, tupleData("1"), []byte{'N'}, full)},
+		{relationMsg(1), rowMsg('U', 1, []byte{'O'}, full, []byte{'N'}, odd)},
+		{relationMsg(1), rowMsg('D', 1, []byte{'K'}, tupleData("1"))},
+		{relationMsg(1), append(binary.BigEndian.AppendUint32([]byte{'T'}, 2), append([]byte{0}, binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint32(nil, 1), 9)...)...)},
+		{relationMsg(1), binary.BigEndian.AppendUint32([]byte{'T'}, 0xffffffff)},
+		{relationMsg(1), rowMsg('I', 1, []byte{'N'}, []byte{0, 1, 't', 0xff, 0xff, 0xff, 0xff})},
+		{relationMsg(2), rowMsg('I', 1, []byte{'N'}, full)},
+		{[]byte{'B'}, []byte{'C'}},
+		{nil, nil},
+	} {
+		f.Add(seed[0], seed[1])
+	}
+	f.Fuzz(func(t *testing.T, first, second []byte) {
+		d := newDecoder()
+		d.relation(mustRelation(t))
+		tx := &event.Tx{CommitLSN: 1}
+		for _, data := range [][]byte{first, second} {
+			msg, err := parse(data)
+			if err != nil {
+				continue
+			}
+			switch m := msg.(type) {
+			case *pglogrepl.RelationMessage:
+				d.relation(m)
+			case *pglogrepl.TruncateMessage:
+				_, _ = d.truncated(m, tx, 0)
+			default:
+				c, err := d.change(msg, tx, 0)
+				if err == nil && c != nil && c.Table == "" {
+					t.Fatalf("change without a table: %+v", c)
+				}
+			}
+		}
+	})
+}
+
+func mustRelation(t *testing.T) *pglogrepl.RelationMessage {
+	msg, err := parse(relationMsg(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return msg.(*pglogrepl.RelationMessage)
+}
+
+// TestParseRefusesOversizedLengths: a corrupt count or length is refused
+// before the decoder allocates what it declares.
+func TestParseRefusesOversizedLengths(t *testing.T) {
+	for name, data := range map[string][]byte{
+		"truncate":    binary.BigEndian.AppendUint32([]byte{'T'}, 0x3fffffff),
+		"column":      rowMsg('I', 1, []byte{'N'}, []byte{0, 1, 't', 0x7f, 0xff, 0xff, 0xff}),
+		"old column":  rowMsg('U', 1, []byte{'O'}, []byte{0, 1, 't', 0x7f, 0xff, 0xff, 0xff}, []byte{'N'}, tupleData("1")),
+		"empty":       nil,
+		"bad marker":  rowMsg('I', 1, []byte{'X'}, tupleData("1")),
+		"few columns": rowMsg('I', 1, []byte{'N'}, []byte{0xff, 0xff, 'n'}),
+	} {
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		_, err := parse(data)
+		runtime.ReadMemStats(&after)
+		if err == nil {
+			t.Errorf("%s: parsed", name)
+		}
+		if grown := after.TotalAlloc - before.TotalAlloc; grown > 1<<20 {
+			t.Errorf("%s: allocated %d bytes", name, grown)
+		}
+	}
+}
