@@ -269,6 +269,7 @@ delivery:
   drain_timeout: 3s
   workers: 32
   per_webhook: 16
+  allow_networks: [127.0.0.0/8]
 %s
 webhooks:
   endpoints:%s
