@@ -107,14 +107,18 @@ func (b *run) paced(ctx context.Context, rate int, d time.Duration, hooks []webh
 	if err := pace(ctx, pool, rate, n); err != nil {
 		return Result{}, err
 	}
+	loaded := time.Since(start)
+	stored := waitStored(ctx, pool, n*len(hooks), start)
 	st, err := b.waitReceived(ctx, n*ok, 10*time.Minute)
 	if err != nil {
 		return Result{}, err
 	}
 	r := Result{Events: n, Deliveries: n * ok, Seconds: st.LastAt.Sub(start).Seconds()}
 	fill(&r, st, rp, rp.cpu()-cpu0, ctx, pool)
+	r.Note = fmt.Sprintf("load took %v (%.0f tx/s); all deliveries stored %v after the start",
+		loaded.Round(time.Millisecond), float64(n)/loaded.Seconds(), stored.Round(time.Millisecond))
 	if behind := st.LastAt.Sub(start) - d; behind > time.Second {
-		r.Note = fmt.Sprintf("fell behind the load by %v", behind.Round(time.Millisecond))
+		r.Note += fmt.Sprintf("; the last receipt came %v after the load's end", behind.Round(time.Millisecond))
 	}
 	return r, nil
 }

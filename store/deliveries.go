@@ -86,35 +86,37 @@ type ClaimRequest struct {
 	Busy map[int64]int
 }
 
-// claimScanFactor bounds how many due rows a capped claim looks at per row
-// it may return, so that one webhook's backlog does not fill a claim whose
-// rows would then be over its cap.
-const claimScanFactor = 4
-
+// claimSQL claims due deliveries webhook by webhook: for each active webhook
+// that is not excluded, its oldest due deliveries up to its room (an index
+// range scan), then the oldest of those up to the limit. A webhook with a
+// large backlog, or one at its limit, costs the others nothing; rows other
+// senders are claiming are skipped, never waited for.
 const claimSQL = `
-WITH cand AS (
-    SELECT d.id, d.webhook_id, d.next_attempt_at
-    FROM {{schema}}.deliveries d
-    JOIN {{schema}}.webhooks w ON w.id = d.webhook_id
-    WHERE d.status IN ('pending', 'retrying')
-      AND d.next_attempt_at <= now()
-      AND (d.lease_until IS NULL OR d.lease_until <= now())
-      AND w.active AND w.deleted_at IS NULL
-      AND d.webhook_id <> ALL($3::bigint[])
-    ORDER BY d.next_attempt_at
-    LIMIT $4
-    FOR UPDATE OF d SKIP LOCKED
-), ranked AS (
-    SELECT c.id, c.next_attempt_at,
-           row_number() OVER (PARTITION BY c.webhook_id ORDER BY c.next_attempt_at, c.id) AS rn,
-           COALESCE(b.room, $6::int) AS room
-    FROM cand c
-    LEFT JOIN unnest($7::bigint[], $8::int[]) AS b(webhook_id, room) ON b.webhook_id = c.webhook_id
+WITH hooks AS (
+    SELECT w.id, COALESCE(b.room, $5::int) AS room
+    FROM {{schema}}.webhooks w
+    LEFT JOIN unnest($6::bigint[], $7::int[]) AS b(webhook_id, room) ON b.webhook_id = w.id
+    WHERE w.active AND w.deleted_at IS NULL AND w.id <> ALL($3::bigint[])
 ), pick AS (
-    SELECT id FROM ranked WHERE rn <= room ORDER BY next_attempt_at, id LIMIT $2
+    SELECT c.id, c.next_attempt_at
+    FROM hooks h
+    CROSS JOIN LATERAL (
+        SELECT d.id, d.next_attempt_at
+        FROM {{schema}}.deliveries d
+        WHERE d.webhook_id = h.id
+          AND d.status IN ('pending', 'retrying')
+          AND d.next_attempt_at <= now()
+          AND (d.lease_until IS NULL OR d.lease_until <= now())
+        ORDER BY d.next_attempt_at
+        LIMIT h.room
+        FOR UPDATE OF d SKIP LOCKED
+    ) c
+    WHERE h.room > 0
+    ORDER BY c.next_attempt_at, c.id
+    LIMIT $2
 )
 UPDATE {{schema}}.deliveries d
-SET lease_owner = $1, lease_until = now() + $5::bigint * interval '1 microsecond', updated_at = now()
+SET lease_owner = $1, lease_until = now() + $4::bigint * interval '1 microsecond', updated_at = now()
 FROM pick, {{schema}}.events e, {{schema}}.webhooks w
 WHERE d.id = pick.id AND e.id = d.event_id AND w.id = d.webhook_id
 RETURNING d.id, d.webhook_id, d.event_id, d.event_type, d.company_id, COALESCE(e.traceparent, ''),
@@ -143,11 +145,11 @@ func (s *Store) Claim(ctx context.Context, req ClaimRequest) ([]Claimed, error) 
 	if req.Limit <= 0 {
 		return nil, nil
 	}
-	scan, room := req.Limit, req.Limit
+	room := req.Limit
 	busyIDs := make([]int64, 0, len(req.Busy))
 	busyRoom := make([]int32, 0, len(req.Busy))
 	if req.PerWebhook > 0 {
-		scan, room = req.Limit*claimScanFactor, req.PerWebhook
+		room = min(req.PerWebhook, req.Limit)
 		for id, n := range req.Busy {
 			busyIDs = append(busyIDs, id)
 			busyRoom = append(busyRoom, int32(max(req.PerWebhook-n, 0)))
@@ -157,7 +159,7 @@ func (s *Store) Claim(ctx context.Context, req ClaimRequest) ([]Claimed, error) 
 	if exclude == nil {
 		exclude = []int64{}
 	}
-	rows, err := s.pool.Query(ctx, s.q(claimSQL), req.Owner, req.Limit, exclude, scan,
+	rows, err := s.pool.Query(ctx, s.q(claimSQL), req.Owner, req.Limit, exclude,
 		req.Lease.Microseconds(), room, busyIDs, busyRoom)
 	if err != nil {
 		return nil, fmt.Errorf("claim deliveries: %w", err)

@@ -176,12 +176,41 @@ func (w *Writer) RowState(ctx context.Context, table string, keys []string) (map
 // (a replayed transaction) are skipped with their deliveries, so replays
 // never create a delivery twice. It returns the number of deliveries created.
 func (w *Writer) Write(ctx context.Context, events []event.Event, states []StateRow) (int64, error) {
-	if err := w.writeState(ctx, states); err != nil {
+	// One round trip: the row state statements and the events statement go
+	// to the server together.
+	b := &pgx.Batch{}
+	if err := w.queueState(b, states); err != nil {
 		return 0, err
 	}
-	if len(events) == 0 {
+	eventsAt := -1
+	if len(events) > 0 {
+		eventsAt = b.Len()
+		w.queueEvents(b, events)
+	}
+	if b.Len() == 0 {
 		return 0, nil
 	}
+	br := w.tx.SendBatch(ctx, b)
+	var created int64
+	for i := range b.Len() {
+		tag, err := br.Exec()
+		if err != nil {
+			br.Close()
+			return 0, fmt.Errorf("store events and row state: %w", err)
+		}
+		if i == eventsAt {
+			created = tag.RowsAffected()
+		}
+	}
+	if err := br.Close(); err != nil {
+		return 0, fmt.Errorf("store events and row state: %w", err)
+	}
+	return created, nil
+}
+
+// queueEvents queues the statement that stores events with one delivery per
+// subscribed, active webhook of the event's company.
+func (w *Writer) queueEvents(b *pgx.Batch, events []event.Event) {
 	n := len(events)
 	lsns, seqs := make([]int64, n), make([]int32, n)
 	types, tables, ops := make([]string, n), make([]string, n), make([]string, n)
@@ -195,7 +224,7 @@ func (w *Writer) Write(ctx context.Context, events []event.Event, states []State
 		companies[i], times[i], bodies[i] = e.CompanyID, e.CommitTime, e.Body
 		traces[i] = e.TraceParent
 	}
-	tag, err := w.tx.Exec(ctx, w.s.q(`
+	b.Queue(w.s.q(`
 		WITH ev AS (
 			INSERT INTO {{schema}}.events (source, commit_lsn, seq, event_type, company_id, source_table, op, committed_at, body, traceparent)
 			SELECT $1, u.lsn, u.seq, u.typ, u.company, u.tbl, u.op, u.at, u.body, NULLIF(u.trace, '')
@@ -212,13 +241,10 @@ func (w *Writer) Write(ctx context.Context, events []event.Event, states []State
 		 AND ev.event_type = ANY (wh.events)
 		 AND wh.created_at <= ev.committed_at`),
 		w.slot, lsns, seqs, types, companies, tables, ops, times, bodies, traces)
-	if err != nil {
-		return 0, fmt.Errorf("store events: %w", err)
-	}
-	return tag.RowsAffected(), nil
 }
 
-func (w *Writer) writeState(ctx context.Context, states []StateRow) error {
+// queueState queues the statements that apply row state changes.
+func (w *Writer) queueState(b *pgx.Batch, states []StateRow) error {
 	if len(states) == 0 {
 		return nil
 	}
@@ -248,19 +274,13 @@ func (w *Writer) writeState(ctx context.Context, states []StateRow) error {
 		upTables, upKeys, upVals = append(upTables, k.table), append(upKeys, k.pk), append(upVals, b)
 	}
 	if len(delKeys) > 0 {
-		_, err := w.tx.Exec(ctx, w.s.q(`DELETE FROM {{schema}}.row_state r USING unnest($2::text[], $3::text[]) AS d(tbl, pk)
+		b.Queue(w.s.q(`DELETE FROM {{schema}}.row_state r USING unnest($2::text[], $3::text[]) AS d(tbl, pk)
 			WHERE r.slot = $1 AND r.tbl = d.tbl AND r.pk = d.pk`), w.slot, delTables, delKeys)
-		if err != nil {
-			return fmt.Errorf("delete row state: %w", err)
-		}
 	}
 	if len(upKeys) > 0 {
-		_, err := w.tx.Exec(ctx, w.s.q(`INSERT INTO {{schema}}.row_state (slot, tbl, pk, vals)
+		b.Queue(w.s.q(`INSERT INTO {{schema}}.row_state (slot, tbl, pk, vals)
 			SELECT $1, u.* FROM unnest($2::text[], $3::text[], $4::jsonb[]) AS u
 			ON CONFLICT (slot, tbl, pk) DO UPDATE SET vals = EXCLUDED.vals`), w.slot, upTables, upKeys, upVals)
-		if err != nil {
-			return fmt.Errorf("save row state: %w", err)
-		}
 	}
 	return nil
 }
