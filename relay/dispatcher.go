@@ -141,9 +141,41 @@ type Dispatcher struct {
 	mu       sync.Mutex
 	inflight int
 	perHook  map[int64]int
+	// queue holds claimed deliveries of a webhook waiting for one of its
+	// slots (prefetch), oldest first; queued counts them all.
+	queue  map[int64][]queuedClaim
+	queued int
+	// lastClaim is when the last claim round began.
+	lastClaim time.Time
+	// run is set while Run runs: what a freed slot needs to start the next
+	// queued attempt.
+	run *runState
 	// retryAt is the earliest time a retry this dispatcher recorded is due.
 	retryAt time.Time
 }
+
+// queuedClaim is a claimed delivery waiting for a slot of its webhook.
+type queuedClaim struct {
+	c  *store.Claimed
+	at time.Time // when it was claimed
+}
+
+// runState is what attempts started outside the claim loop need.
+type runState struct {
+	dbCtx, sendCtx context.Context
+	attempts       *sync.WaitGroup
+	results        chan<- finished
+	draining       bool
+}
+
+// prefetch is how many deliveries per slot of a webhook are claimed ahead,
+// so that a busy endpoint's next attempt starts as soon as a slot frees,
+// without a claim query each time.
+const prefetch = 8
+
+// minClaimGap spaces the claim rounds that freed slots trigger; Notify and
+// the poll timer are not delayed.
+const minClaimGap = 2 * time.Millisecond
 
 // New returns a dispatcher sending the deliveries of st.
 func New(st *store.Store, opts Options) *Dispatcher {
@@ -176,6 +208,7 @@ func New(st *store.Store, opts Options) *Dispatcher {
 		notify:  make(chan struct{}, 1),
 		wake:    make(chan struct{}, 1),
 		perHook: map[int64]int{},
+		queue:   map[int64][]queuedClaim{},
 	}
 }
 
@@ -224,7 +257,23 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	}()
 
 	var attempts sync.WaitGroup
+	d.mu.Lock()
+	d.run = &runState{dbCtx: dbCtx, sendCtx: sendCtx, attempts: &attempts, results: results}
+	d.mu.Unlock()
 	d.claimLoop(ctx, dbCtx, sendCtx, &attempts, results)
+	// No new attempts from here on: give back what waits in the queues.
+	d.mu.Lock()
+	d.run.draining = true
+	var waiting []uuid.UUID
+	for id, q := range d.queue {
+		for _, qc := range q {
+			waiting = append(waiting, qc.c.ID)
+		}
+		delete(d.queue, id)
+	}
+	d.queued = 0
+	d.mu.Unlock()
+	d.giveBack(dbCtx, waiting)
 
 	drained := make(chan struct{})
 	go func() {
@@ -270,17 +319,26 @@ func (d *Dispatcher) claimLoop(ctx, dbCtx, sendCtx context.Context, attempts *sy
 	// (no free slot, or webhooks at their limit), so a freed slot is worth
 	// a claim.
 	backlog := false
+	var last time.Time
 	for {
-		claim := true
+		claim, fromWake := true, false
 		select {
 		case <-ctx.Done():
 			return
 		case <-d.notify:
 		case <-timer.C:
 		case <-d.wake:
-			claim = backlog || d.retryDue()
+			claim, fromWake = backlog || d.retryDue(), true
+		}
+		if claim && fromWake {
+			// Freed slots wake the loop often; space their claim rounds.
+			if wait := minClaimGap - time.Since(last); wait > 0 {
+				timer.Reset(wait)
+				continue
+			}
 		}
 		if claim {
+			last = time.Now()
 			backlog = d.claimRound(ctx, dbCtx, sendCtx, attempts, results)
 		}
 		timer.Reset(d.nextPoll())
@@ -328,7 +386,7 @@ func (d *Dispatcher) claimRound(ctx, dbCtx, sendCtx context.Context, attempts *s
 			Limit:      min(free, maxClaim),
 			Lease:      d.opts.Lease,
 			Exclude:    exclude,
-			PerWebhook: d.opts.PerWebhook,
+			PerWebhook: d.opts.PerWebhook * prefetch,
 			Busy:       busy,
 		})
 		if err != nil {
@@ -338,39 +396,45 @@ func (d *Dispatcher) claimRound(ctx, dbCtx, sendCtx context.Context, attempts *s
 		if len(claimed) == 0 {
 			return len(exclude) > 0
 		}
-		var giveBack []uuid.UUID
+		now := time.Now()
 		for i := range claimed {
 			c := &claimed[i]
-			if !d.acquire(c.WebhookID) {
-				giveBack = append(giveBack, c.ID)
+			if d.acquire(c.WebhookID) {
+				attempts.Add(1)
+				go d.attempt(sendCtx, c, attempts, results)
 				continue
 			}
-			attempts.Add(1)
-			go d.attempt(sendCtx, c, attempts, results)
-		}
-		if len(giveBack) > 0 {
-			if err := d.st.ReleaseClaims(dbCtx, d.opts.Owner, giveBack); err != nil {
-				d.log.Error("give back claims", "deliveries", len(giveBack), "error", err)
-			}
-			return true // what was given back is due again; claim when a slot frees
+			// Its webhook is at its limit: it starts when a slot frees.
+			d.mu.Lock()
+			d.queue[c.WebhookID] = append(d.queue[c.WebhookID], queuedClaim{c: c, at: now})
+			d.queued++
+			d.mu.Unlock()
 		}
 	}
 	return true
 }
 
-// capacity returns the free worker slots, the attempts in flight per
-// webhook, and the webhooks at their limit.
+// capacity returns how many more deliveries may be claimed (in flight and
+// queued together), the deliveries each webhook has in flight or queued,
+// and the webhooks not to claim for now: those with less than half their
+// window free, so that a claim brings a webhook a batch, not one delivery.
 func (d *Dispatcher) capacity() (free int, busy map[int64]int, exclude []int64) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	busy = make(map[int64]int, len(d.perHook))
+	window := d.opts.PerWebhook * prefetch
+	busy = make(map[int64]int, len(d.perHook)+len(d.queue))
 	for id, n := range d.perHook {
-		busy[id] = n
-		if n >= d.opts.PerWebhook {
+		busy[id] += n
+	}
+	for id, q := range d.queue {
+		busy[id] += len(q)
+	}
+	for id, n := range busy {
+		if n > window/2 {
 			exclude = append(exclude, id)
 		}
 	}
-	return d.opts.Workers - d.inflight, busy, exclude
+	return d.opts.Workers*prefetch - d.inflight - d.queued, busy, exclude
 }
 
 // acquire takes a worker slot for an attempt to webhook, if one is free.
@@ -385,15 +449,83 @@ func (d *Dispatcher) acquire(webhook int64) bool {
 	return true
 }
 
-// free gives back the slot of a finished attempt and wakes the claim loop.
+// free gives back the slot of a finished attempt, starts the next queued
+// delivery that the slot allows, and wakes the claim loop.
 func (d *Dispatcher) free(webhook int64) {
 	d.mu.Lock()
 	d.inflight--
 	if d.perHook[webhook]--; d.perHook[webhook] <= 0 {
 		delete(d.perHook, webhook)
 	}
+	var next *store.Claimed
+	var stale []uuid.UUID
+	run := d.run
+	if run != nil && !run.draining {
+		next, stale = d.dequeue(webhook)
+		if next == nil {
+			// The slot is also a worker slot: another webhook may wait for one.
+			for id := range d.queue {
+				if d.perHook[id] < d.opts.PerWebhook {
+					var more []uuid.UUID
+					next, more = d.dequeue(id)
+					stale = append(stale, more...)
+					if next != nil {
+						break
+					}
+				}
+			}
+		}
+		if next != nil {
+			d.inflight++
+			d.perHook[next.WebhookID]++
+			run.attempts.Add(1)
+		}
+	}
 	d.mu.Unlock()
+	if next != nil {
+		go d.attempt(run.sendCtx, next, run.attempts, run.results)
+	}
+	if len(stale) > 0 {
+		d.giveBack(run.dbCtx, stale)
+	}
 	d.poke()
+}
+
+// dequeue pops the oldest queued delivery of webhook that can still be sent
+// within its lease; those that waited too long are returned as stale, to be
+// given back. d.mu must be held.
+func (d *Dispatcher) dequeue(webhook int64) (next *store.Claimed, stale []uuid.UUID) {
+	q := d.queue[webhook]
+	// An attempt started now must end (Timeout) before the lease does.
+	oldest := time.Now().Add(-(d.opts.Lease - d.opts.Timeout - 5*time.Second))
+	for len(q) > 0 && next == nil {
+		qc := q[0]
+		q[0] = queuedClaim{}
+		q = q[1:]
+		d.queued--
+		if qc.at.Before(oldest) {
+			stale = append(stale, qc.c.ID)
+			continue
+		}
+		next = qc.c
+	}
+	if len(q) == 0 {
+		delete(d.queue, webhook)
+	} else {
+		d.queue[webhook] = q
+	}
+	return next, stale
+}
+
+// giveBack releases claims without an attempt, so that any sender may claim
+// them again at once.
+func (d *Dispatcher) giveBack(ctx context.Context, ids []uuid.UUID) {
+	if len(ids) == 0 {
+		return
+	}
+	if err := d.st.ReleaseClaims(ctx, d.opts.Owner, ids); err != nil {
+		d.log.Error("give back claims; their deliveries will be sent when their leases expire", "deliveries", len(ids), "error", err)
+	}
 }
 
 func (d *Dispatcher) poke() {

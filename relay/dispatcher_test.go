@@ -638,3 +638,67 @@ func TestZeroDrainTimeoutAbortsAtOnce(t *testing.T) {
 		t.Fatalf("after the drain: %+v", d)
 	}
 }
+
+// TestQueuedClaimsAreGivenBack covers the deliveries claimed ahead of a
+// busy webhook's slots: they wait in memory and are given back unsent when
+// the dispatcher stops.
+func TestQueuedClaimsAreGivenBack(t *testing.T) {
+	e := newEnv(t)
+	rc := newReceiver(t, hang)
+	hook := e.webhook(rc.URL, "", nil)
+	var ids []uuid.UUID
+	for range 5 {
+		ids = append(ids, e.delivery(hook, body))
+	}
+	_, stop := e.start(fast(Options{PerWebhook: 1, Timeout: 30 * time.Second, DrainTimeout: 200 * time.Millisecond}))
+	eventually(t, 5*time.Second, func() bool { return rc.active() == 1 }, func() string { return "request never arrived" })
+	time.Sleep(100 * time.Millisecond)
+	if n := rc.active(); n != 1 {
+		t.Fatalf("%d attempts in flight to a webhook limited to 1", n)
+	}
+	if err, _ := stop(); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	for _, id := range ids {
+		if d := e.get(id); d.LeaseOwner != "" || d.Status != store.StatusPending || d.Attempts != 0 {
+			t.Fatalf("after the stop: %+v", d)
+		}
+	}
+}
+
+// TestQueuedClaimTooOldForItsLeaseIsNotSent: a claimed delivery that waited
+// so long for a slot that its lease could end during the attempt is not
+// sent: by then another dispatcher may hold it.
+func TestQueuedClaimTooOldForItsLeaseIsNotSent(t *testing.T) {
+	e := newEnv(t)
+	release := make(chan struct{})
+	rc := newReceiver(t, func(w http.ResponseWriter, r *http.Request, n int) {
+		if n == 1 {
+			select { // the first attempt holds the only slot
+			case <-release:
+			case <-r.Context().Done():
+			}
+		}
+		w.WriteHeader(http.StatusOK)
+	})
+	hook := e.webhook(rc.URL, "", nil)
+	e.delivery(hook, body)
+	// Timeout 2s, lease 7.5s: a queued claim may wait at most 500ms, and
+	// the first attempt holds the slot for up to 2s.
+	_, stop := e.start(fast(Options{PerWebhook: 1, Timeout: 2 * time.Second, Lease: 7500 * time.Millisecond}))
+	defer stop()
+	eventually(t, 5*time.Second, func() bool { return rc.active() == 1 }, func() string { return "first request never arrived" })
+	second := e.delivery(hook, body)
+	eventually(t, 5*time.Second, func() bool { return e.get(second).LeaseOwner != "" }, func() string { return "second delivery not claimed ahead" })
+	time.Sleep(700 * time.Millisecond) // older than the lease allows
+	// As if its lease had run out and another dispatcher had claimed it.
+	e.exec(`UPDATE relay.deliveries SET lease_owner = 'another-dispatcher', lease_until = now() + interval '1 hour' WHERE id = $1`, second)
+	close(release)
+	time.Sleep(500 * time.Millisecond)
+	if n := len(rc.receipts(second)); n != 0 {
+		t.Fatalf("the stale claim was sent %d times", n)
+	}
+	if d := e.get(second); d.LeaseOwner != "another-dispatcher" || d.Attempts != 0 {
+		t.Fatalf("second delivery: %+v", d)
+	}
+}

@@ -12,5 +12,8 @@
 // by the X-SMTM-Delivery header, which is the same for every attempt.
 //
 // A webhook never gets more than its share of concurrent attempts, so a slow
-// or hanging endpoint delays only its own deliveries.
+// or hanging endpoint delays only its own deliveries. A dispatcher claims a
+// bounded number of a busy webhook's deliveries ahead of its free slots, so
+// the next attempt starts as soon as a slot frees; a claimed delivery that
+// waited so long that its lease could end mid-attempt is given back unsent.
 package relay
