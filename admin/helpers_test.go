@@ -19,6 +19,7 @@ import (
 	"github.com/smartmaintenance/relay/config"
 	"github.com/smartmaintenance/relay/egress"
 	"github.com/smartmaintenance/relay/internal/pgtest"
+	"github.com/smartmaintenance/relay/internal/syncbuf"
 	"github.com/smartmaintenance/relay/mapper"
 	"github.com/smartmaintenance/relay/relay"
 	"github.com/smartmaintenance/relay/secrets"
@@ -36,24 +37,6 @@ const (
 
 var allEvents = []string{"task.assigned", "task.completed", "task.approved", "task.rejected", "repair_request.created",
 	"repair_request.updated", "shutdown.reported", "shutdown.resolved", "user.created", "user.deactivated", "audit.exported"}
-
-// syncBuffer collects log output across goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // received is one request a receiver got.
 type received struct {
@@ -301,3 +284,6 @@ func (e *env) waitStatus(id uuid.UUID, want store.Status) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// syncBuffer collects output written from many goroutines.
+type syncBuffer = syncbuf.Buffer

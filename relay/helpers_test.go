@@ -1,7 +1,6 @@
 package relay
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/smartmaintenance/relay/egress"
 	"github.com/smartmaintenance/relay/internal/pgtest"
+	"github.com/smartmaintenance/relay/internal/syncbuf"
 	"github.com/smartmaintenance/relay/store"
 )
 
@@ -233,20 +233,5 @@ func (rc *receiver) active() int {
 // hang blocks until the client gives up on the request.
 func hang(w http.ResponseWriter, r *http.Request, _ int) { <-r.Context().Done() }
 
-// logBuffer collects log output safely across goroutines.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+// logBuffer collects output written from many goroutines.
+type logBuffer = syncbuf.Buffer

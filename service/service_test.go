@@ -20,6 +20,7 @@ import (
 	reference "github.com/smartmaintenance/relay"
 	"github.com/smartmaintenance/relay/config"
 	"github.com/smartmaintenance/relay/internal/pgtest"
+	"github.com/smartmaintenance/relay/internal/syncbuf"
 	"github.com/smartmaintenance/relay/mapper"
 	"github.com/smartmaintenance/relay/service"
 	"github.com/smartmaintenance/relay/signature"
@@ -124,23 +125,6 @@ type relayEnv struct {
 	stop func() error
 	// tel is handed to the next start.
 	tel service.Telemetry
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // newRelay prepares a database with the reference schema, a receiver and a
@@ -642,3 +626,6 @@ func TestSeparateStateDatabase(t *testing.T) {
 		t.Fatalf("%d deliveries in the state database", n)
 	}
 }
+
+// syncBuffer collects output written from many goroutines.
+type syncBuffer = syncbuf.Buffer

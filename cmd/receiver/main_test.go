@@ -5,29 +5,12 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 
+	"github.com/smartmaintenance/relay/internal/syncbuf"
 	"github.com/smartmaintenance/relay/receiver"
 	"github.com/smartmaintenance/relay/signature"
 )
-
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func TestReceiverVerifiesAndPrints(t *testing.T) {
 	out := &syncBuf{}
@@ -84,3 +67,6 @@ func TestSecretsFlag(t *testing.T) {
 		t.Errorf("no secrets: %v", err)
 	}
 }
+
+// syncBuf collects output written from many goroutines.
+type syncBuf = syncbuf.Buffer

@@ -19,6 +19,7 @@ import (
 
 	reference "github.com/smartmaintenance/relay"
 	"github.com/smartmaintenance/relay/internal/pgtest"
+	"github.com/smartmaintenance/relay/internal/syncbuf"
 	"github.com/smartmaintenance/relay/signature"
 )
 
@@ -170,20 +171,5 @@ func tail(s string, n int) string {
 	return s
 }
 
-// syncText collects a child's output.
-type syncText struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncText) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncText) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncText collects output written from many goroutines.
+type syncText = syncbuf.Buffer
