@@ -293,7 +293,10 @@ func TestMetricsFollowDeliveries(t *testing.T) {
 		n, _ := point(t, rm1, "relay.delivery.attempts", "", "")
 		d, _ := point(t, rm1, "relay.delivery.attempts", "outcome", "delivered")
 		r, _ := point(t, rm1, "relay.delivery.attempts", "outcome", "retrying")
-		return n > 0 && d == 1 && r == 1
+		// The stored-deliveries gauge reads the store, which records
+		// attempts in batches just after they are counted.
+		stored, _ := point(t, rm1, "relay.deliveries.stored", "status", "retrying")
+		return n > 0 && d == 1 && r == 1 && stored == 1
 	})
 	expect(rm1, "relay.events", "event_type", "audit.exported", 2)
 	expect(rm1, "relay.deliveries.created", "", "", 2)
