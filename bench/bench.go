@@ -10,7 +10,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -25,6 +24,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	reference "github.com/smartmaintenance/relay"
+	"github.com/smartmaintenance/relay/demo"
 	"github.com/smartmaintenance/relay/internal/pgtest"
 )
 
@@ -239,19 +239,13 @@ func (b *run) startRelay(ctx context.Context, db string, pool *pgxpool.Pool, hoo
 		return nil, fmt.Errorf("start relay: %w", err)
 	}
 	r := &relayProc{cmd: cmd, log: logf, slot: slot}
-	deadline := time.Now().Add(5 * time.Minute)
-	for {
-		var ok bool
-		_ = pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND active)`, slot).Scan(&ok)
-		if ok {
-			return r, nil
-		}
-		if time.Now().After(deadline) || cmd.ProcessState != nil {
-			r.stop()
-			return nil, errors.New("relay did not start streaming: see " + logf.Name())
-		}
-		time.Sleep(50 * time.Millisecond)
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	if err := demo.WaitForSlot(wctx, pool, slot); err != nil {
+		r.stop()
+		return nil, fmt.Errorf("relay did not start streaming (see %s): %w", logf.Name(), err)
 	}
+	return r, nil
 }
 
 func (r *relayProc) stop() {

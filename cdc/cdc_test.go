@@ -161,9 +161,11 @@ func (e *env) start(h cdc.Handler) (stop func() error) {
 	e.t.Cleanup(func() { stop() })
 	// Changes committed before the slot exists are, rightly, not streamed:
 	// wait until it is being streamed.
+	// The slot is active already while it is being created, before its
+	// consistent point: wait until the handler recorded that point too.
 	waitFor(e.t, "slot streaming", func() bool {
 		st, err := cdc.Slot(context.Background(), e.conn, e.slot)
-		return err == nil && st.Active
+		return err == nil && st.Active && e.h.ready()
 	})
 	return stop
 }

@@ -175,11 +175,12 @@ func startReceiver(out io.Writer) (*demoReceiver, error) {
 	return r, nil
 }
 
-// the slot exists are, by design, never delivered.
+// WaitForSlot waits until a relay streams the slot from a recorded starting
+// point: changes committed before that point are, by design, never
+// delivered.
 func WaitForSlot(ctx context.Context, pool *pgxpool.Pool, slot string) error {
 	for {
-		var ready bool
-		err := pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND active)`, slot).Scan(&ready)
+		ready, err := slotReady(ctx, pool, slot)
 		if err != nil {
 			return err
 		}
@@ -192,6 +193,22 @@ func WaitForSlot(ctx context.Context, pool *pgxpool.Pool, slot string) error {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// slotReady reports whether the slot is streamed and, when the relay keeps
+// its state in this database, its starting point is recorded: the slot is
+// active already while it is being created, and changes committed before
+// its consistent point are not delivered.
+func slotReady(ctx context.Context, pool *pgxpool.Pool, slot string) (bool, error) {
+	var active, hasState bool
+	err := pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND active),
+			to_regclass('relay.checkpoints') IS NOT NULL`, slot).Scan(&active, &hasState)
+	if err != nil || !active || !hasState {
+		return active && err == nil, err
+	}
+	var ready bool
+	err = pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM relay.checkpoints WHERE slot = $1 AND state = 'ready')`, slot).Scan(&ready)
+	return ready, err
 }
 
 // Simulate performs random platform actions on a database with the

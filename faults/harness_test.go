@@ -25,6 +25,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	reference "github.com/smartmaintenance/relay"
+	"github.com/smartmaintenance/relay/demo"
 	"github.com/smartmaintenance/relay/internal/pgtest"
 	"github.com/smartmaintenance/relay/signature"
 )
@@ -235,11 +236,13 @@ func (e *env) expected() int64 {
 
 func (e *env) waitStreaming() {
 	e.t.Helper()
-	waitFor(e.t, "the slot to be streamed", 60*time.Second, func() bool {
-		var ok bool
-		_ = e.pool.QueryRow(context.Background(), `SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = 'smtm_relay' AND active)`).Scan(&ok)
-		return ok
-	})
+	// Streamed from a recorded starting point: the slot is active already
+	// while it is being created.
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := demo.WaitForSlot(ctx, e.pool, "smtm_relay"); err != nil {
+		e.t.Fatalf("waiting for the slot to be streamed: %v", err)
+	}
 }
 
 // config writes a relay config whose webhooks (company 1, every event type)
