@@ -115,6 +115,10 @@ func TestLostSlot(t *testing.T) {
 		if code, _ := p.stop(20 * time.Second); code != 0 {
 			t.Fatalf("exit %d on SIGTERM", code)
 		}
+		// The server ends the relay's walsender just after the relay exits.
+		waitFor(t, "the slot to be released", 10*time.Second, func() bool {
+			return e.scalar(`SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'smtm_relay' AND active`) == 0
+		})
 		e.exec(`SELECT pg_drop_replication_slot('smtm_relay')`)
 		code, out := runRelay(t, 60*time.Second, "run", "--config", cfg)
 		if code != 3 || !strings.Contains(out, "Recovering a lost slot") || !strings.Contains(out, "does not exist") {
