@@ -582,12 +582,19 @@ func (s *Server) deliveryID(r *http.Request) (uuid.UUID, error) {
 	return id, nil
 }
 
-func (s *Server) delivery(w http.ResponseWriter, r *http.Request, who principal) error {
+// webhookDelivery resolves the webhook and the delivery id a delivery route
+// names, within the caller's scope.
+func (s *Server) webhookDelivery(r *http.Request, who principal) (store.WebhookStats, uuid.UUID, error) {
 	h, err := s.webhook(r.Context(), r, who)
 	if err != nil {
-		return err
+		return h, uuid.Nil, err
 	}
 	id, err := s.deliveryID(r)
+	return h, id, err
+}
+
+func (s *Server) delivery(w http.ResponseWriter, r *http.Request, who principal) error {
+	h, id, err := s.webhookDelivery(r, who)
 	if err != nil {
 		return err
 	}
@@ -600,11 +607,7 @@ func (s *Server) delivery(w http.ResponseWriter, r *http.Request, who principal)
 }
 
 func (s *Server) refire(w http.ResponseWriter, r *http.Request, who principal) error {
-	h, err := s.webhook(r.Context(), r, who)
-	if err != nil {
-		return err
-	}
-	id, err := s.deliveryID(r)
+	h, id, err := s.webhookDelivery(r, who)
 	if err != nil {
 		return err
 	}

@@ -216,6 +216,8 @@ func RunWith(ctx context.Context, cfg *config.Config, log *slog.Logger, tel Tele
 		if adminLn, err = net.Listen("tcp", cfg.Admin.Listen); err != nil {
 			return fmt.Errorf("%w: admin.listen: %v", ErrConfig, err)
 		}
+		// Serve closes it; this closes it when a later step fails first.
+		defer adminLn.Close()
 		adminSrv = srv
 	}
 
