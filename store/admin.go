@@ -389,8 +389,7 @@ func (s *Store) WebhookDeliveries(ctx context.Context, f DeliveryFilter) ([]Deli
 		ids[i] = d.ID
 		index[d.ID] = i
 	}
-	arows, err := s.pool.Query(ctx, s.q(`SELECT id, delivery_id, webhook_id, attempt, started_at,
-			duration_ms, status_code, error, response_snippet
+	arows, err := s.pool.Query(ctx, s.q(`SELECT `+attemptColumns+`
 		FROM {{schema}}.attempts WHERE delivery_id = ANY($1) ORDER BY delivery_id, attempt`), ids)
 	if err != nil {
 		return nil, fmt.Errorf("list attempts: %w", err)
@@ -413,12 +412,13 @@ func scanAttempt(row pgx.CollectableRow) (Attempt, error) {
 	var a Attempt
 	var ms float64
 	var code *int
-	var errText, snippet *string
-	err := row.Scan(&a.ID, &a.DeliveryID, &a.WebhookID, &a.Attempt, &a.StartedAt, &ms, &code, &errText, &snippet)
+	var errText, snippet, sentBy *string
+	err := row.Scan(&a.ID, &a.DeliveryID, &a.WebhookID, &a.Attempt, &a.StartedAt, &ms, &code, &errText, &snippet, &sentBy)
 	a.Duration = time.Duration(ms * float64(time.Millisecond))
 	a.StatusCode = deref(code)
 	a.Error = deref(errText)
 	a.Snippet = deref(snippet)
+	a.SentBy = deref(sentBy)
 	return a, err
 }
 

@@ -259,9 +259,9 @@ WITH r AS (
     RETURNING d.id, d.webhook_id
 )
 INSERT INTO {{schema}}.attempts
-    (delivery_id, webhook_id, attempt, started_at, duration_ms, status_code, error, response_snippet)
+    (delivery_id, webhook_id, attempt, started_at, duration_ms, status_code, error, response_snippet, sent_by)
 SELECT r.id, upd.webhook_id, r.attempt, r.started_at, r.duration_ms,
-       NULLIF(r.status_code, 0), NULLIF(r.error, ''), NULLIF(r.snippet, '')
+       NULLIF(r.status_code, 0), NULLIF(r.error, ''), NULLIF(r.snippet, ''), $1
 FROM r JOIN upd ON upd.id = r.id
 RETURNING delivery_id`
 
@@ -450,13 +450,19 @@ type Attempt struct {
 	StatusCode int
 	Error      string
 	Snippet    string
+	// SentBy names the relay process that made the attempt (its lease
+	// owner name); empty for attempts recorded before it was kept.
+	SentBy string
 }
+
+// attemptColumns are the columns scanAttempt reads, in its order.
+const attemptColumns = `id, delivery_id, webhook_id, attempt, started_at,
+	duration_ms, status_code, error, response_snippet, sent_by`
 
 // Attempts lists a delivery's attempts in order. It returns no error and no
 // attempts for an unknown delivery.
 func (s *Store) Attempts(ctx context.Context, deliveryID uuid.UUID) ([]Attempt, error) {
-	rows, err := s.pool.Query(ctx, s.q(`SELECT id, delivery_id, webhook_id, attempt, started_at,
-			duration_ms, status_code, error, response_snippet
+	rows, err := s.pool.Query(ctx, s.q(`SELECT `+attemptColumns+`
 		FROM {{schema}}.attempts WHERE delivery_id = $1 ORDER BY attempt`), deliveryID)
 	if err != nil {
 		return nil, fmt.Errorf("read attempts of %s: %w", deliveryID, err)

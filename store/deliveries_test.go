@@ -251,7 +251,7 @@ func TestRecordAttempts(t *testing.T) {
 		t.Fatalf("attempts: %v %v", as, err)
 	}
 	if a := as[0]; a.Attempt != 1 || a.StatusCode != 200 || a.Snippet != "ok\uFFFD" || a.WebhookID != wh ||
-		a.Duration != 12*time.Millisecond || !a.StartedAt.Equal(start.Truncate(time.Microsecond)) {
+		a.Duration != 12*time.Millisecond || !a.StartedAt.Equal(start.Truncate(time.Microsecond)) || a.SentBy != "me" {
 		t.Fatalf("attempt: %+v", a)
 	}
 
