@@ -40,6 +40,12 @@ type Options struct {
 	Short bool
 	// Progress receives one line per step.
 	Progress io.Writer
+	// ProfileDir, when set, receives a CPU profile of each relay run
+	// (relay run --cpuprofile), named after its database.
+	ProfileDir string
+	// PGStats prints, after each scenario, the statements PostgreSQL spent
+	// most time on (pg_stat_statements), to Progress.
+	PGStats bool
 }
 
 // Result is one scenario's figures.
@@ -85,7 +91,11 @@ func Run(ctx context.Context, opts Options) ([]Result, error) {
 		}
 	}
 	say(opts.Progress, "starting PostgreSQL (fsync on, synchronous_commit on)")
-	pg, err := pgtest.Start(ctx, pgtest.Options{Durable: true, Settings: []string{"max_wal_size = 4GB", "checkpoint_timeout = 15min"}})
+	settings := []string{"max_wal_size = 4GB", "checkpoint_timeout = 15min"}
+	if opts.PGStats {
+		settings = append(settings, "shared_preload_libraries = 'pg_stat_statements'", "pg_stat_statements.track = all")
+	}
+	pg, err := pgtest.Start(ctx, pgtest.Options{Durable: true, Settings: settings})
 	if err != nil {
 		return nil, err
 	}
@@ -191,7 +201,11 @@ type webhook struct {
 
 // setup creates a database with the reference schema and runs prepare in it.
 func (b *run) setup(ctx context.Context, prepare string) (string, *pgxpool.Pool, error) {
-	db, err := b.pg.CreateDatabase(ctx, reference.Schema, reference.Sample, prepare)
+	scripts := []string{reference.Schema, reference.Sample, prepare}
+	if b.opts.PGStats {
+		scripts = append(scripts, "CREATE EXTENSION pg_stat_statements")
+	}
+	db, err := b.pg.CreateDatabase(ctx, scripts...)
 	if err != nil {
 		return "", nil, err
 	}
@@ -205,6 +219,9 @@ func (b *run) setup(ctx context.Context, prepare string) (string, *pgxpool.Pool,
 func (b *run) teardown(db string, pool *pgxpool.Pool, r *relayProc) {
 	if r != nil {
 		r.stop()
+	}
+	if b.opts.PGStats {
+		b.printPGStats(pool)
 	}
 	pool.Close()
 	_ = b.pg.DropDatabase(context.Background(), db)
@@ -230,7 +247,11 @@ func (b *run) startRelay(ctx context.Context, db string, pool *pgxpool.Pool, hoo
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.CommandContext(ctx, b.opts.Relay, "run", "--config", cfg)
+	args := []string{"run", "--config", cfg}
+	if b.opts.ProfileDir != "" {
+		args = append(args, "--cpuprofile", filepath.Join(b.opts.ProfileDir, db+".cpu.pprof"))
+	}
+	cmd := exec.CommandContext(ctx, b.opts.Relay, args...)
 	// The receivers are local: open loopback, which the relay refuses by
 	// default.
 	cmd.Env = append(os.Environ(), "RELAY_DELIVERY__ALLOW_NETWORKS=127.0.0.0/8,::1")
@@ -351,4 +372,30 @@ func freePort() (string, error) {
 	}
 	defer l.Close()
 	return l.Addr().String(), nil
+}
+
+// printPGStats prints the statements PostgreSQL spent most time on since
+// the server started (every database of the run), with their calls and
+// rows, and resets the figures for the next scenario.
+func (b *run) printPGStats(pool *pgxpool.Pool) {
+	ctx := context.Background()
+	rows, err := pool.Query(ctx, `SELECT round(total_exec_time)::bigint, calls, rows,
+			left(regexp_replace(query, '\s+', ' ', 'g'), 100)
+		FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 12`)
+	if err != nil {
+		say(b.opts.Progress, "pg_stat_statements: "+err.Error())
+		return
+	}
+	defer rows.Close()
+	fmt.Fprintf(b.opts.Progress, "%10s %9s %9s %8s  %s\n", "total ms", "calls", "rows", "µs/row", "statement")
+	for rows.Next() {
+		var ms, calls, n int64
+		var q string
+		if rows.Scan(&ms, &calls, &n, &q) != nil {
+			return
+		}
+		fmt.Fprintf(b.opts.Progress, "%10d %9d %9d %8.1f  %s\n", ms, calls, n, float64(ms)*1000/float64(max(n, 1)), q)
+	}
+	rows.Close()
+	_, _ = pool.Exec(ctx, `SELECT pg_stat_statements_reset()`)
 }

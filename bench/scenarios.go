@@ -33,7 +33,7 @@ func (b *run) burst(ctx context.Context) (Result, error) {
 	}
 	committed := time.Now()
 	stored := make(chan time.Duration, 1)
-	go func() { stored <- waitStored(ctx, pool, n, committed) }()
+	go func() { stored <- waitStored(ctx, pool, committed) }()
 	st, err := b.waitReceived(ctx, n, 15*time.Minute)
 	if err != nil {
 		return Result{}, err
@@ -108,15 +108,15 @@ func (b *run) paced(ctx context.Context, rate int, d time.Duration, hooks []webh
 		return Result{}, err
 	}
 	loaded := time.Since(start)
-	stored := waitStored(ctx, pool, n*len(hooks), start)
+	stored := waitStored(ctx, pool, start)
 	st, err := b.waitReceived(ctx, n*ok, 10*time.Minute)
 	if err != nil {
 		return Result{}, err
 	}
 	r := Result{Events: n, Deliveries: n * ok, Seconds: st.LastAt.Sub(start).Seconds()}
 	fill(&r, st, rp, rp.cpu()-cpu0, ctx, pool)
-	r.Note = fmt.Sprintf("load took %v (%.0f tx/s); all deliveries stored %v after the start",
-		loaded.Round(time.Millisecond), float64(n)/loaded.Seconds(), stored.Round(time.Millisecond))
+	r.Note = fmt.Sprintf("load took %v (%.0f tx/s); all deliveries stored %v after the start; %s",
+		loaded.Round(time.Millisecond), float64(n)/loaded.Seconds(), stored.Round(time.Millisecond), stages(ctx, pool))
 	if behind := st.LastAt.Sub(start) - d; behind > time.Second {
 		r.Note += fmt.Sprintf("; the last receipt came %v after the load's end", behind.Round(time.Millisecond))
 	}
@@ -216,16 +216,47 @@ func (b *run) backlog(ctx context.Context) (Result, error) {
 	return r, nil
 }
 
-// waitStored polls until n deliveries are stored and returns how long after
-// since that was.
-func waitStored(ctx context.Context, pool *pgxpool.Pool, n int, since time.Time) time.Duration {
+// waitStored waits until the relay has stored everything written so far
+// (its recorded position passes the current WAL position) and returns the
+// time since since. It reads one row, so polling costs the run nothing.
+func waitStored(ctx context.Context, pool *pgxpool.Pool, since time.Time) time.Duration {
+	var target int64
+	if err := pool.QueryRow(ctx, `SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint`).Scan(&target); err != nil {
+		return 0
+	}
 	for ctx.Err() == nil {
-		var stored int
-		_ = pool.QueryRow(ctx, `SELECT count(*) FROM relay.deliveries`).Scan(&stored)
-		if stored >= n {
+		var at int64
+		_ = pool.QueryRow(ctx, `SELECT coalesce(max(lsn), 0) FROM relay.checkpoints`).Scan(&at)
+		if at >= target {
 			return time.Since(since)
 		}
-		time.Sleep(10 * time.Millisecond)
+		time.Sleep(5 * time.Millisecond)
 	}
 	return 0
+}
+
+// stages reports where the time between a source commit and the first
+// attempt goes, from what the relay stored: the source commit to the start
+// of the store transaction that recorded the event, and to the start of the
+// first attempt.
+func stages(ctx context.Context, pool *pgxpool.Pool) string {
+	var s50, s99, a50, a99, d50, d99 float64
+	err := pool.QueryRow(ctx, `
+		SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY stored),
+		       percentile_cont(0.99) WITHIN GROUP (ORDER BY stored),
+		       percentile_cont(0.5) WITHIN GROUP (ORDER BY sent),
+		       percentile_cont(0.99) WITHIN GROUP (ORDER BY sent),
+		       percentile_cont(0.5) WITHIN GROUP (ORDER BY took),
+		       percentile_cont(0.99) WITHIN GROUP (ORDER BY took)
+		FROM (SELECT extract(epoch FROM e.created_at - e.committed_at) * 1000 AS stored,
+		             extract(epoch FROM a.started_at - e.committed_at) * 1000 AS sent,
+		             a.duration_ms AS took
+		      FROM relay.events e
+		      JOIN relay.deliveries d ON d.event_id = e.id
+		      JOIN relay.attempts a ON a.delivery_id = d.id AND a.attempt = 1) x`).Scan(&s50, &s99, &a50, &a99, &d50, &d99)
+	if err != nil {
+		return "stages: " + err.Error()
+	}
+	return fmt.Sprintf("p50/p99 ms from the source commit: store transaction began %.1f/%.1f, first attempt began %.1f/%.1f; attempt took %.1f/%.1f",
+		s50, s99, a50, a99, d50, d99)
 }

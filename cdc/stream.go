@@ -365,7 +365,7 @@ func (st *stream) loop(ctx context.Context) error {
 				}
 				continue
 			}
-			wake = minTime(wake, minTime(due, now.Add(time.Millisecond)))
+			wake = minTime(wake, minTime(due, now.Add(groupPause)))
 		}
 		rctx, cancel := context.WithDeadline(ctx, wake)
 		raw, err := st.conn.ReceiveMessage(rctx)
@@ -395,6 +395,11 @@ func (st *stream) loop(ctx context.Context) error {
 		}
 	}
 }
+
+// groupPause is how long the stream must stay quiet for a group to be made
+// durable before GroupDelay: a pause this long means the transactions that
+// arrived together have all been read.
+const groupPause = 200 * time.Microsecond
 
 func minTime(a, b time.Time) time.Time {
 	if a.Before(b) {

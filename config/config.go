@@ -179,6 +179,8 @@ type Webhooks struct {
 type Observability struct {
 	// Listen is the host:port of the listener; "" serves nothing.
 	Listen string `koanf:"listen"`
+	// Pprof also serves Go's runtime profiles under /debug/pprof/ on Listen.
+	Pprof bool `koanf:"pprof"`
 }
 
 // Webhook sources.

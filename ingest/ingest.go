@@ -57,11 +57,19 @@ type Ingester struct {
 	// The open store transaction: the source transactions committed since
 	// the last Flush (group commit), and the one being read.
 	w          *store.Writer
-	pending    []*event.Change
+	pending    []*event.Change // changes not mapped yet
+	events     []event.Event   // mapped, not written yet
+	states     []store.StateRow
 	nextSeq    int
+	txEvents   int64     // events of the current source transaction
 	deliveries int64     // created in the open store transaction
-	txStart    int64     // deliveries when the current source transaction began
 	end        event.LSN // position past the last committed source transaction
+
+	// known is the recorded state of rows as the open store transaction
+	// has it, written or buffered (a nil row: no state), for rows seen
+	// lately: mapping an update to one of them needs no read. It is
+	// dropped whenever a store transaction rolls back or a session starts.
+	known map[string]map[string]event.Row
 }
 
 var _ cdc.Handler = (*Ingester)(nil)
@@ -165,7 +173,7 @@ func (in *Ingester) Seed(ctx context.Context, snap *cdc.Snapshot, start event.LS
 func (in *Ingester) Begin(ctx context.Context, tx event.Tx) error {
 	in.pending = in.pending[:0]
 	in.nextSeq = 0
-	in.txStart = in.deliveries
+	in.txEvents = 0
 	in.tel.begin(tx)
 	return nil
 }
@@ -174,35 +182,55 @@ func (in *Ingester) Begin(ctx context.Context, tx event.Tx) error {
 func (in *Ingester) Change(ctx context.Context, c *event.Change) error {
 	in.pending = append(in.pending, c)
 	if len(in.pending) >= in.opts.ChunkSize {
-		return in.flush(ctx)
+		if err := in.mapPending(ctx); err != nil {
+			return err
+		}
+		if err := in.write(ctx); err != nil {
+			return err
+		}
+		in.forget()
 	}
 	return nil
 }
 
-// Commit implements cdc.Handler: it writes what is left of the transaction
-// into the open store transaction, which Flush commits.
+// Commit implements cdc.Handler: it maps what is left of the transaction.
+// What it produced is written into the open store transaction when enough
+// has gathered or at the latest by Flush, so the source transactions of a
+// group cost one write together.
 func (in *Ingester) Commit(ctx context.Context, tx event.Tx) error {
-	if err := in.flush(ctx); err != nil {
+	if err := in.mapPending(ctx); err != nil {
 		return err
 	}
+	if len(in.events)+len(in.states) >= in.opts.ChunkSize {
+		if err := in.write(ctx); err != nil {
+			return err
+		}
+		in.forget()
+	}
 	in.end = tx.EndLSN
-	in.tel.txCommitted(tx, in.deliveries-in.txStart)
+	in.tel.txCommitted(tx, in.txEvents)
 	return nil
 }
 
 // Flush implements cdc.Handler: it records the position past the last
 // committed source transaction and commits the store transaction.
 func (in *Ingester) Flush(ctx context.Context) error {
+	if err := in.write(ctx); err != nil {
+		return err
+	}
 	if err := in.writer(ctx); err != nil {
 		return err
 	}
 	w, n := in.w, in.deliveries
 	in.w, in.deliveries = nil, 0
 	if err := w.Commit(ctx, in.end); err != nil {
+		// What the rolled-back transaction wrote is not known any more.
+		in.known = nil
 		in.tel.aborted("store commit failed")
 		return err
 	}
-	in.tel.committed()
+	in.tel.committed(n)
+	in.forget()
 	if n > 0 {
 		in.opts.Committed(n)
 	}
@@ -245,59 +273,108 @@ func (in *Ingester) abort(ctx context.Context) {
 		in.w = nil
 	}
 	in.pending = in.pending[:0]
+	clear(in.events)
+	in.events = in.events[:0]
+	clear(in.states)
+	in.states = in.states[:0]
 	in.deliveries = 0
+	// The rolled-back writes may be in it; the store is the truth again.
+	in.known = nil
 	in.tel.aborted("source transactions abandoned (connection lost)")
 }
 
-// flush maps the pending changes in order and writes what they produce.
-func (in *Ingester) flush(ctx context.Context) error {
-	if len(in.pending) == 0 {
-		return nil
-	}
-	if err := in.writer(ctx); err != nil {
-		return err
-	}
-	// Load the recorded state of every row the chunk touches, per table.
-	keys := map[string][]string{}
-	priorKeys := make([]string, len(in.pending))
+// maxKnownRows bounds the row states the ingester keeps in memory.
+const maxKnownRows = 20_000
+
+// prior returns the key of the recorded state each pending change's row
+// had before the change ("" for inserts and rows without state), and makes
+// sure that every such state is known: what is not in memory is read from
+// the store in one query per table.
+func (in *Ingester) prior(ctx context.Context) ([]string, error) {
+	keys := make([]string, len(in.pending))
+	var missing map[string][]string
 	for i, c := range in.pending {
 		// An inserted row has no prior state to read (the mapper's old is
-		// empty for inserts), which saves a query for insert-heavy loads.
+		// empty for inserts).
 		if c.Op == event.Truncate || c.Op == event.Insert || len(in.specs[c.Table].Tracked) == 0 {
 			continue
 		}
-		if k, ok := in.m.PriorKey(c); ok {
-			priorKeys[i] = k
-			keys[c.Table] = append(keys[c.Table], k)
+		k, ok := in.m.PriorKey(c)
+		if !ok {
+			continue
+		}
+		keys[i] = k
+		if _, ok := in.known[c.Table][k]; !ok {
+			if missing == nil {
+				missing = map[string][]string{}
+			}
+			missing[c.Table] = append(missing[c.Table], k)
 		}
 	}
-	prior := map[string]map[string]event.Row{}
-	for table, ks := range keys {
-		rows, err := in.w.RowState(ctx, table, ks)
-		if err != nil {
-			return err
+	if len(missing) > 0 {
+		if err := in.writer(ctx); err != nil {
+			return nil, err
 		}
-		prior[table] = rows
+		// What is buffered must be in the store transaction before it is
+		// read back; nothing buffered is missing from memory, though, so
+		// reading first is safe.
+		for table, ks := range missing {
+			got, err := in.w.RowState(ctx, table, ks)
+			if err != nil {
+				return nil, err
+			}
+			known := in.knownTable(table)
+			for _, k := range ks {
+				known[k] = got[k] // nil: the store has no state for it
+			}
+		}
 	}
+	return keys, nil
+}
 
-	var events []event.Event
-	var states []store.StateRow
+func (in *Ingester) knownTable(table string) map[string]event.Row {
+	if in.known == nil {
+		in.known = map[string]map[string]event.Row{}
+	}
+	t := in.known[table]
+	if t == nil {
+		t = map[string]event.Row{}
+		in.known[table] = t
+	}
+	return t
+}
+
+// mapPending maps the pending changes in order into events and row state
+// changes, buffered for the next write.
+func (in *Ingester) mapPending(ctx context.Context) error {
+	if len(in.pending) == 0 {
+		return nil
+	}
+	priorKeys, err := in.prior(ctx)
+	if err != nil {
+		return err
+	}
 	for i, c := range in.pending {
 		if c.Op == event.Truncate {
 			// Changes before the truncate must be written first.
-			if _, err := in.write(ctx, &events, &states); err != nil {
+			if err := in.write(ctx); err != nil {
+				return err
+			}
+			if err := in.writer(ctx); err != nil {
 				return err
 			}
 			if err := in.w.TruncateState(ctx, c.Table); err != nil {
 				return err
 			}
-			delete(prior, c.Table)
+			delete(in.known, c.Table)
 			in.m.UpdateCompanies(in.companies, c, nil)
 			continue
 		}
+		// Read as each change comes: an earlier change of the chunk may
+		// have moved the row on.
 		var before event.Row
-		if rows := prior[c.Table]; rows != nil && priorKeys[i] != "" {
-			before = rows[priorKeys[i]]
+		if pk := priorKeys[i]; pk != "" {
+			before = in.known[c.Table][pk]
 		}
 		drafts, next, err := in.m.Map(c, before, in.companies)
 		if err != nil {
@@ -306,47 +383,83 @@ func (in *Ingester) flush(ctx context.Context) error {
 			in.log.ErrorContext(in.tel.txCtxOr(ctx), "change not fully mapped", "table", c.Table, "op", c.Op, "commit_lsn", c.CommitLSN.String(), "err", err)
 		}
 		for _, d := range drafts {
-			events = append(events, event.Event{
+			in.events = append(in.events, event.Event{
 				Type: d.Type, CompanyID: d.CompanyID, CommitLSN: c.CommitLSN, Seq: in.nextSeq,
 				CommitTime: c.CommitTime, Table: c.Table, Op: c.Op, Body: d.Body,
 			})
-			e := &events[len(events)-1]
+			e := &in.events[len(in.events)-1]
 			e.TraceParent = in.tel.event(e)
 			in.nextSeq++
+			in.txEvents++
 		}
 		in.m.UpdateCompanies(in.companies, c, next)
 		if len(in.specs[c.Table].Tracked) == 0 {
 			continue
 		}
 		key, ok := in.m.RowKey(c)
-		if prior[c.Table] == nil {
-			prior[c.Table] = map[string]event.Row{}
-		}
+		known := in.knownTable(c.Table)
 		if pk := priorKeys[i]; pk != "" && (c.Op == event.Delete || !ok || pk != key) {
 			// The key changed (or the row is gone): the old record is obsolete.
-			prior[c.Table][pk] = nil
-			states = append(states, store.StateRow{Table: c.Table, Key: pk})
+			known[pk] = nil
+			in.states = append(in.states, store.StateRow{Table: c.Table, Key: pk})
 		}
 		if ok && c.Op != event.Delete {
-			prior[c.Table][key] = next
-			states = append(states, store.StateRow{Table: c.Table, Key: key, Vals: next})
+			known[key] = next
+			in.states = append(in.states, store.StateRow{Table: c.Table, Key: key, Vals: next})
 		}
 	}
+	clear(in.pending)
 	in.pending = in.pending[:0]
-	_, err := in.write(ctx, &events, &states)
-	return err
+	return nil
 }
 
-func (in *Ingester) write(ctx context.Context, events *[]event.Event, states *[]store.StateRow) (int64, error) {
-	if len(*events) == 0 && len(*states) == 0 {
-		return 0, nil
+// write writes the buffered events and row state changes into the open
+// store transaction.
+func (in *Ingester) write(ctx context.Context) error {
+	if len(in.events) == 0 && len(in.states) == 0 {
+		return nil
 	}
-	n, err := in.w.Write(ctx, *events, *states)
+	if err := in.writer(ctx); err != nil {
+		return err
+	}
+	n, err := in.w.Write(ctx, in.events, in.states)
 	if err != nil {
-		return 0, err
+		return err
 	}
 	in.deliveries += n
 	in.tel.written()
-	*events, *states = (*events)[:0], (*states)[:0]
-	return n, nil
+	clear(in.events)
+	in.events = in.events[:0]
+	clear(in.states)
+	in.states = in.states[:0]
+	return nil
+}
+
+// forget bounds the row states kept in memory. Call it only when nothing is
+// pending or buffered: everything known is then in the store transaction,
+// so any of it may be dropped (map order picks which at random) and read
+// again when needed.
+func (in *Ingester) forget() {
+	if len(in.pending) > 0 || len(in.events) > 0 || len(in.states) > 0 {
+		return
+	}
+	total := 0
+	for _, t := range in.known {
+		total += len(t)
+	}
+	for table, t := range in.known {
+		if total <= maxKnownRows {
+			return
+		}
+		for k := range t {
+			delete(t, k)
+			total--
+			if total <= maxKnownRows*3/4 {
+				break
+			}
+		}
+		if len(t) == 0 {
+			delete(in.known, table)
+		}
+	}
 }

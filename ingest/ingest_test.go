@@ -2,9 +2,11 @@ package ingest_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
+	"github.com/smartmaintenance/relay/cdc"
 	"github.com/smartmaintenance/relay/event"
 	"github.com/smartmaintenance/relay/ingest"
 	"github.com/smartmaintenance/relay/internal/pgtest"
@@ -52,5 +54,172 @@ func TestCloseReleasesAnOpenTransaction(t *testing.T) {
 	case <-closed:
 	case <-time.After(10 * time.Second):
 		t.Fatal("store.Close hangs: the ingester's transaction still holds a connection")
+	}
+}
+
+// fixture is an ingester on a fresh store whose recorded state holds n
+// active users of company 1.
+type fixture struct {
+	t   *testing.T
+	st  *store.Store
+	m   *mapper.Mapper
+	in  *ingest.Ingester
+	lsn event.LSN
+}
+
+func newFixture(t *testing.T, users int, chunk int) *fixture {
+	t.Helper()
+	ctx := context.Background()
+	st, err := store.Open(ctx, pgtest.NewDatabase(t), "relay")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(st.Close)
+	if err := st.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	m, err := mapper.New(mapper.DefaultRules(), mapper.Options{DefaultLocation: time.UTC})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fixture{t: t, st: st, m: m, lsn: 1000}
+	if err := st.MarkSeeding(ctx, "s"); err != nil {
+		t.Fatal(err)
+	}
+	err = st.Seed(ctx, "s", f.lsn, func(yield func(store.StateRow) error) error {
+		for id := 1; id <= users; id++ {
+			r := user(id, true)
+			key, _ := m.RowKey(&event.Change{Table: "users", Op: event.Insert, New: r})
+			if err := yield(store.StateRow{Table: "users", Key: key, Vals: m.State("users", r)}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.in = ingest.New(st, m, ingest.Options{Slot: "s", Tables: []string{"users"}, ChunkSize: chunk})
+	f.start()
+	return f
+}
+
+// start begins a session, as the feed does after each (re)connection.
+func (f *fixture) start() {
+	f.t.Helper()
+	if _, state, err := f.in.Position(context.Background()); err != nil || state != cdc.StateReady {
+		f.t.Fatalf("position: %v %v", state, err)
+	}
+}
+
+func user(id int, active bool) event.Row {
+	return event.Row{"id": int64(id), "company_id": int64(1), "email": fmt.Sprintf("u%d@example.com", id),
+		"full_name": fmt.Sprintf("User %d", id), "role": "technician", "active": active}
+}
+
+// set is one update: user id's active column becomes active.
+type set struct {
+	id     int
+	active bool
+}
+
+// tx feeds one source transaction of updates, without flushing (the next
+// transactions join the same group).
+func (f *fixture) tx(updates ...set) {
+	f.t.Helper()
+	ctx := context.Background()
+	f.lsn += 10
+	tx := event.Tx{CommitLSN: f.lsn, EndLSN: f.lsn + 1, CommitTime: time.Now()}
+	if err := f.in.Begin(ctx, tx); err != nil {
+		f.t.Fatal(err)
+	}
+	for _, u := range updates {
+		c := &event.Change{CommitLSN: tx.CommitLSN, CommitTime: tx.CommitTime, Table: "users", Op: event.Update, New: user(u.id, u.active)}
+		if err := f.in.Change(ctx, c); err != nil {
+			f.t.Fatal(err)
+		}
+	}
+	if err := f.in.Commit(ctx, tx); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+func (f *fixture) flush() {
+	f.t.Helper()
+	if err := f.in.Flush(context.Background()); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+func (f *fixture) deactivations() int {
+	f.t.Helper()
+	var n int
+	if err := f.st.Pool().QueryRow(context.Background(), `SELECT count(*) FROM relay.events WHERE event_type = 'user.deactivated'`).Scan(&n); err != nil {
+		f.t.Fatal(err)
+	}
+	return n
+}
+
+// Transactions of one group, and changes of one transaction, see the state
+// that the ones before them left, though none of it is written yet.
+func TestTransitionsWithinAGroup(t *testing.T) {
+	f := newFixture(t, 3, 1000)
+	f.tx(set{1, false})                // deactivated
+	f.tx(set{1, false})                // an edit of an inactive user: nothing
+	f.tx(set{1, true})                 // reactivated
+	f.tx(set{1, false}, set{2, false}) // deactivated again, and user 2
+	// One transaction, one chunk: off, on, off, off.
+	f.tx(set{3, false}, set{3, true}, set{3, false}, set{3, false})
+	f.flush()
+	if got := f.deactivations(); got != 5 {
+		t.Fatalf("%d user.deactivated, want 5", got)
+	}
+	// The next group starts from what this one committed.
+	f.tx(set{1, false}, set{2, true})
+	f.flush()
+	if got := f.deactivations(); got != 5 {
+		t.Fatalf("%d user.deactivated after edits that change nothing, want still 5", got)
+	}
+}
+
+// A store transaction that is rolled back takes its row state with it: the
+// ingester must not remember what it had written, or the replay of those
+// source transactions would miss their transitions.
+func TestRollbackForgetsState(t *testing.T) {
+	f := newFixture(t, 2, 1) // chunks of one: written at once
+	f.tx(set{1, false})
+	// The connection is lost before the group commits; the session restarts
+	// and the transaction is streamed again.
+	f.in.Close(context.Background())
+	f.start()
+	f.lsn -= 10
+	f.tx(set{1, false})
+	f.flush()
+	if got := f.deactivations(); got != 1 {
+		t.Fatalf("%d user.deactivated after the replay, want 1", got)
+	}
+}
+
+// More rows than the ingester keeps in memory: what it forgets is read
+// again, and every transition is still seen exactly once.
+func TestManyRows(t *testing.T) {
+	const n = 25_000
+	f := newFixture(t, n, 2000)
+	all := func(active bool) []set {
+		out := make([]set, n)
+		for i := range out {
+			out[i] = set{i + 1, active}
+		}
+		return out
+	}
+	f.tx(all(false)...)
+	f.flush()
+	f.tx(all(false)...) // no transition
+	f.tx(all(true)...)
+	f.flush()
+	f.tx(all(false)...)
+	f.flush()
+	if got := f.deactivations(); got != 2*n {
+		t.Fatalf("%d user.deactivated, want %d", got, 2*n)
 	}
 }

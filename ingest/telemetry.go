@@ -58,9 +58,9 @@ type telem struct {
 // groupTx is a committed source transaction waiting for its group's store
 // commit.
 type groupTx struct {
-	tx         event.Tx
-	span       trace.Span // nil when it produced no event or tracing is off
-	deliveries int64
+	tx     event.Tx
+	span   trace.Span // nil when it produced no event or tracing is off
+	events int64
 }
 
 func newTelem(tp trace.TracerProvider, mp metric.MeterProvider) (*telem, error) {
@@ -161,16 +161,18 @@ func (t *telem) written() {
 	t.open = t.open[:maxOpenEventSpans]
 }
 
-// txCommitted notes that the open source transaction was written into the
-// store transaction; its spans end when that commits.
-func (t *telem) txCommitted(tx event.Tx, deliveries int64) {
-	t.group = append(t.group, groupTx{tx: tx, span: t.txSpan, deliveries: deliveries})
+// txCommitted notes that the open source transaction, which produced
+// events, was mapped into the store transaction; its spans end when that
+// commits.
+func (t *telem) txCommitted(tx event.Tx, events int64) {
+	t.group = append(t.group, groupTx{tx: tx, span: t.txSpan, events: events})
 	t.txSpan, t.txCtx = nil, nil
 }
 
 // committed ends the spans of the source transactions in the store
-// transaction that just committed, and counts their events.
-func (t *telem) committed() {
+// transaction that just committed, and counts their events and the
+// deliveries it created.
+func (t *telem) committed(deliveries int64) {
 	now := time.Now()
 	if n := len(t.group); n > 0 {
 		t.lagNano.Store(int64(max(now.Sub(t.group[n-1].tx.CommitTime), 0)))
@@ -184,10 +186,6 @@ func (t *telem) committed() {
 		t.events.Add(context.Background(), n, opt)
 	}
 	clear(t.perType)
-	var deliveries int64
-	for _, g := range t.group {
-		deliveries += g.deliveries
-	}
 	if deliveries > 0 {
 		t.created.Add(context.Background(), deliveries)
 	}
@@ -199,7 +197,7 @@ func (t *telem) committed() {
 			continue
 		}
 		if g.span.IsRecording() {
-			g.span.SetAttributes(attribute.String("relay.end_lsn", g.tx.EndLSN.String()), attribute.Int64("relay.deliveries", g.deliveries))
+			g.span.SetAttributes(attribute.String("relay.end_lsn", g.tx.EndLSN.String()), attribute.Int64("relay.events", g.events))
 		}
 		g.span.End(trace.WithTimestamp(now))
 	}

@@ -30,7 +30,7 @@ func benchTx(b *testing.B, tp trace.TracerProvider, n int) {
 			e.TraceParent = t.event(&e)
 		}
 		t.txCommitted(tx, int64(n))
-		t.committed()
+		t.committed(int64(n))
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/event")
 }
@@ -65,7 +65,7 @@ func TestEventSpans(t *testing.T) {
 	tx := event.Tx{CommitLSN: 0x10, EndLSN: 0x20, CommitTime: time.Now(), XID: 3}
 	tel.begin(tx)
 	tel.txCommitted(tx, 0)
-	tel.committed()
+	tel.committed(3)
 	if n := len(exp.GetSpans()); n != 0 {
 		t.Fatalf("a transaction without events left %d spans", n)
 	}
@@ -80,7 +80,7 @@ func TestEventSpans(t *testing.T) {
 		t.Fatalf("%d spans ended at the chunk write, want the 5 over the bound", n)
 	}
 	tel.txCommitted(tx, 3)
-	tel.committed()
+	tel.committed(3)
 	spans := exp.GetSpans()
 	if len(spans) != maxOpenEventSpans+5+1 {
 		t.Fatalf("%d spans, want %d events and 1 transaction", len(spans), maxOpenEventSpans+5)

@@ -242,6 +242,7 @@ func RunWith(ctx context.Context, cfg *config.Config, log *slog.Logger, tel Tele
 		if err != nil {
 			return fmt.Errorf("%w: %v", ErrConfig, err)
 		}
+		obsSrv.Profiling = cfg.Observability.Pprof
 	}
 
 	// The feed stops first on shutdown; the dispatcher drains in-flight

@@ -413,7 +413,7 @@ func scanAttempt(row pgx.CollectableRow) (Attempt, error) {
 	var ms float64
 	var code *int
 	var errText, snippet, sentBy *string
-	err := row.Scan(&a.ID, &a.DeliveryID, &a.WebhookID, &a.Attempt, &a.StartedAt, &ms, &code, &errText, &snippet, &sentBy)
+	err := row.Scan(&a.DeliveryID, &a.WebhookID, &a.Attempt, &a.StartedAt, &ms, &code, &errText, &snippet, &sentBy)
 	a.Duration = time.Duration(ms * float64(time.Millisecond))
 	a.StatusCode = deref(code)
 	a.Error = deref(errText)

@@ -440,7 +440,6 @@ func (s *Store) DeliveryByID(ctx context.Context, id uuid.UUID) (Delivery, error
 
 // Attempt is one recorded attempt of a delivery.
 type Attempt struct {
-	ID         int64
 	DeliveryID uuid.UUID
 	WebhookID  int64
 	Attempt    int
@@ -456,7 +455,7 @@ type Attempt struct {
 }
 
 // attemptColumns are the columns scanAttempt reads, in its order.
-const attemptColumns = `id, delivery_id, webhook_id, attempt, started_at,
+const attemptColumns = `delivery_id, webhook_id, attempt, started_at,
 	duration_ms, status_code, error, response_snippet, sent_by`
 
 // Attempts lists a delivery's attempts in order. It returns no error and no

@@ -89,6 +89,12 @@ func (s *Store) Seed(ctx context.Context, slot string, start event.LSN, rows fun
 		if err := flush(); err != nil {
 			return fmt.Errorf("seed row state: %w", err)
 		}
+		// The table may have grown from nothing to millions of rows: without
+		// fresh statistics the planner reads it whole for every lookup of
+		// prior state until autovacuum gets to it.
+		if _, err := tx.Exec(ctx, s.q("ANALYZE {{schema}}.row_state")); err != nil {
+			return fmt.Errorf("analyze row state: %w", err)
+		}
 		tag, err := tx.Exec(ctx, s.q(`UPDATE {{schema}}.checkpoints SET lsn = $2, state = 'ready', updated_at = now()
 			WHERE slot = $1 AND state = 'seeding'`), slot, int64(start))
 		if err != nil {

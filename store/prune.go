@@ -26,6 +26,8 @@ func (s *Store) Prune(ctx context.Context, deliveredAge, failedAge time.Duration
 				WHERE status = $1 AND finished_at < now() - $2::bigint * interval '1 microsecond'
 				LIMIT $3
 				FOR UPDATE SKIP LOCKED
+			), attempts AS (
+				DELETE FROM {{schema}}.attempts a USING victims v WHERE a.delivery_id = v.id
 			)
 			DELETE FROM {{schema}}.deliveries d USING victims v WHERE d.id = v.id`,
 			string(step.status), step.age.Microseconds(), pruneBatch)

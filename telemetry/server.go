@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"time"
 )
 
@@ -20,6 +21,10 @@ type Check struct {
 // Server serves /metrics, /healthz and /readyz. Create it with NewServer
 // and run it with Run.
 type Server struct {
+	// Profiling adds Go's runtime profiles under /debug/pprof/. Set it
+	// before Run.
+	Profiling bool
+
 	addr    string
 	metrics http.Handler
 	checks  []Check
@@ -57,6 +62,13 @@ func (s *Server) Handler() http.Handler {
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("GET /readyz", s.ready)
+	if s.Profiling {
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
 	return mux
 }
 
@@ -88,7 +100,11 @@ func (s *Server) Run(ctx context.Context) error {
 	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 5 * time.Second}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(s.ln) }()
-	s.log.Info("observability endpoints listening", "addr", s.Addr(), "paths", "/metrics /healthz /readyz")
+	paths := "/metrics /healthz /readyz"
+	if s.Profiling {
+		paths += " /debug/pprof/"
+	}
+	s.log.Info("observability endpoints listening", "addr", s.Addr(), "paths", paths)
 	select {
 	case err := <-errc:
 		return fmt.Errorf("observability server: %w", err)

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
 	"sync/atomic"
@@ -154,6 +155,30 @@ func TestServer(t *testing.T) {
 	}
 	if _, err := http.Get("http://" + srv.Addr() + "/healthz"); err == nil {
 		t.Error("still serving after Run returned")
+	}
+}
+
+// Runtime profiles are served only when asked for.
+func TestServerProfiling(t *testing.T) {
+	for _, on := range []bool{false, true} {
+		srv, err := NewServer("127.0.0.1:0", nil, nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv.Profiling = on
+		ts := httptest.NewServer(srv.Handler())
+		resp, err := http.Get(ts.URL + "/debug/pprof/goroutine?debug=1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		ts.Close()
+		srv.ln.Close()
+		served := resp.StatusCode == 200 && strings.Contains(string(body), "goroutine profile")
+		if served != on {
+			t.Errorf("Profiling=%v: /debug/pprof/goroutine answered %d", on, resp.StatusCode)
+		}
 	}
 }
 

@@ -24,6 +24,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"syscall"
@@ -50,7 +51,7 @@ const (
 const usage = `usage: relay <command> [flags]
 
 commands:
-  run     --config FILE   run the relay
+  run     --config FILE   run the relay (--cpuprofile FILE: profile the run)
   check   --config FILE   validate a config file without running
   events  --config FILE   list the event types this database offers
   events  --url URL --token TOKEN
@@ -166,9 +167,19 @@ func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
 }
 
 func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
-	cfg, _, err := flags("run", args, nil)
+	var cpuProfile string
+	cfg, _, err := flags("run", args, func(fs *flag.FlagSet) {
+		fs.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to this file (go tool pprof)")
+	})
 	if err != nil {
 		return err
+	}
+	if cpuProfile != "" {
+		stop, err := startCPUProfile(cpuProfile)
+		if err != nil {
+			return usageError{err}
+		}
+		defer stop()
 	}
 	log := newLogger(cfg, stderr)
 	log.Info("relay starting", "slot", cfg.Replication.Slot, "webhooks_source", cfg.Webhooks.Source)
@@ -177,6 +188,23 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	log.Info("relay stopped")
 	return nil
+}
+
+// startCPUProfile profiles the process into path until the returned
+// function is called.
+func startCPUProfile(path string) (func(), error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("--cpuprofile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("--cpuprofile: %w", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
 }
 
 func cmdCheck(args []string, stdout io.Writer) error {

@@ -7,6 +7,7 @@
 //	go run ./cmd/relaybench                    all scenarios, full size
 //	go run ./cmd/relaybench -short             seconds-long smoke run
 //	go run ./cmd/relaybench -scenario burst -json
+//	go run ./cmd/relaybench -scenario burst -profile /tmp/prof   CPU profiles of the relay
 package main
 
 import (
@@ -38,6 +39,8 @@ func main() {
 	short := flag.Bool("short", false, "seconds-long smoke run")
 	asJSON := flag.Bool("json", false, "print JSON")
 	relay := flag.String("relay", "", "relay binary (default: go build ./cmd/relay)")
+	profile := flag.String("profile", "", "write a CPU profile of each relay run into this directory")
+	pgstats := flag.Bool("pgstats", false, "print the statements PostgreSQL spent most time on, per scenario")
 	flag.Parse()
 
 	self, err := os.Executable()
@@ -45,7 +48,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "relaybench:", err)
 		os.Exit(1)
 	}
-	opts := bench.Options{Relay: *relay, Self: self, Short: *short, Progress: os.Stderr}
+	opts := bench.Options{Relay: *relay, Self: self, Short: *short, Progress: os.Stderr, ProfileDir: *profile, PGStats: *pgstats}
 	if *scenario != "" {
 		opts.Scenarios = strings.Split(*scenario, ",")
 	}
