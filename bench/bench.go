@@ -63,6 +63,10 @@ type Result struct {
 	PeakRSSMB        float64 `json:"relay_peak_rss_mb"`
 	CPUSecPer10k     float64 `json:"relay_cpu_sec_per_10k_events"`
 	CPUMicrosPerDel  float64 `json:"relay_cpu_us_per_delivery"`
+	// PostgreSQL's CPU (every backend, the relay's and the load's) and the
+	// receiver's, per delivery, over the same interval.
+	PGMicrosPerDel   float64 `json:"postgres_cpu_us_per_delivery"`
+	RecvMicrosPerDel float64 `json:"receiver_cpu_us_per_delivery"`
 	SlotLagBytes     int64   `json:"slot_lag_bytes"`
 	Note             string  `json:"note,omitempty"`
 }
@@ -173,10 +177,13 @@ func (r *receiverProc) stop() {
 	r.cmd.Wait()
 }
 
-func (r *receiverProc) stats(reset bool) (Stats, error) {
-	u := r.url + "/stats"
+func (r *receiverProc) stats(reset, latencies bool) (Stats, error) {
+	u := r.url + "/stats?"
 	if reset {
-		u += "?reset=1"
+		u += "reset=1&"
+	}
+	if latencies {
+		u += "latencies=1"
 	}
 	resp, err := http.Get(u)
 	if err != nil {
@@ -283,19 +290,74 @@ func (r *relayProc) stop() {
 }
 
 // cpu returns the relay's CPU time so far.
-func (r *relayProc) cpu() time.Duration {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", r.cmd.Process.Pid))
-	if err != nil {
+func (r *relayProc) cpu() time.Duration { return procCPU(r.cmd.Process.Pid, false) }
+
+// procCPU returns the CPU time of process pid so far, from /proc; with
+// children, also that of its children, running and exited (for the
+// postmaster: every backend).
+func procCPU(pid int, children bool) time.Duration {
+	f := statFields(pid)
+	if len(f) < 15 {
 		return 0
+	}
+	ticks := field(f, 11) + field(f, 12)
+	if children {
+		ticks += field(f, 13) + field(f, 14)
+		entries, _ := os.ReadDir("/proc")
+		for _, e := range entries {
+			child, err := strconv.Atoi(e.Name())
+			if err != nil {
+				continue
+			}
+			if cf := statFields(child); len(cf) > 12 && field(cf, 1) == int64(pid) {
+				ticks += field(cf, 11) + field(cf, 12)
+			}
+		}
+	}
+	return time.Duration(ticks) * time.Second / 100 // USER_HZ
+}
+
+// statFields returns the fields of /proc/pid/stat after the command name,
+// from the state on (so index 1 is the parent's pid, 11 utime).
+func statFields(pid int) []string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return nil
 	}
 	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	if len(f) < 13 {
-		return 0
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 || i+2 > len(s) {
+		return nil
 	}
-	ut, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(ut+st) * time.Second / 100 // USER_HZ
+	return strings.Fields(s[i+2:])
+}
+
+func field(f []string, i int) int64 {
+	n, _ := strconv.ParseInt(f[i], 10, 64)
+	return n
+}
+
+// cpuMeter measures the CPU the relay, PostgreSQL and the receiver use from
+// its start.
+type cpuMeter struct {
+	b                *run
+	rp               *relayProc
+	relay, pg, recv0 time.Duration
+}
+
+func (b *run) cpuMeter(rp *relayProc) *cpuMeter {
+	return &cpuMeter{b: b, rp: rp, relay: rp.cpu(), pg: procCPU(b.pg.PID(), true), recv0: procCPU(b.recv.cmd.Process.Pid, false)}
+}
+
+// fill records the CPU used since the start, per delivery, in r.
+func (m *cpuMeter) fill(r *Result) time.Duration {
+	relay := m.rp.cpu() - m.relay
+	if r.Deliveries > 0 {
+		per := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(r.Deliveries) }
+		r.PGMicrosPerDel = per(procCPU(m.b.pg.PID(), true) - m.pg)
+		r.RecvMicrosPerDel = per(procCPU(m.b.recv.cmd.Process.Pid, false) - m.recv0)
+	}
+	return relay
 }
 
 // peakRSS returns the relay's peak resident memory in MB.
@@ -319,16 +381,17 @@ func slotLag(ctx context.Context, pool *pgxpool.Pool, slot string) int64 {
 	return lag
 }
 
-// waitReceived waits until the receiver has n unique deliveries.
+// waitReceived waits until the receiver has n unique deliveries, and
+// returns its figures with the latencies.
 func (b *run) waitReceived(ctx context.Context, n int, timeout time.Duration) (Stats, error) {
 	deadline := time.Now().Add(timeout)
 	for {
-		st, err := b.recv.stats(false)
+		st, err := b.recv.stats(false, false)
 		if err != nil {
 			return st, err
 		}
 		if st.Unique >= n {
-			return st, nil
+			return b.recv.stats(false, true)
 		}
 		if time.Now().After(deadline) {
 			return st, fmt.Errorf("received %d of %d deliveries in %v", st.Unique, n, timeout)

@@ -47,7 +47,8 @@ var titleKey = []byte(`"title":"`)
 func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	now := time.Now()
 	if req.Method == http.MethodGet && req.URL.Path == "/stats" {
-		r.stats(w, req.URL.Query().Get("reset") == "1")
+		q := req.URL.Query()
+		r.stats(w, q.Get("reset") == "1", q.Get("latencies") == "1")
 		return
 	}
 	if req.URL.Path == "/hang" {
@@ -77,12 +78,17 @@ func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-func (r *Receiver) stats(w http.ResponseWriter, reset bool) {
+// stats answers the counts, and the sorted latencies when asked for (the
+// bench polls the counts often while a run goes on; copying and sorting
+// every latency each time would cost the run).
+func (r *Receiver) stats(w http.ResponseWriter, reset, latencies bool) {
 	r.mu.Lock()
 	st := Stats{Received: r.received, Unique: len(r.ids), ByPath: maps(r.byPath), LastAt: r.last}
-	st.Latencies = make([]int64, len(r.lat))
-	for i, d := range r.lat {
-		st.Latencies[i] = d.Microseconds()
+	if latencies {
+		st.Latencies = make([]int64, len(r.lat))
+		for i, d := range r.lat {
+			st.Latencies[i] = d.Microseconds()
+		}
 	}
 	if reset {
 		r.ids, r.received, r.lat, r.byPath = map[string]struct{}{}, 0, r.lat[:0], map[string]int{}

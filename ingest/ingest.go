@@ -32,9 +32,14 @@ type Options struct {
 	CompaniesTable string
 	// ChunkSize is how many changes are mapped and written at a time.
 	ChunkSize int
+	// Lease, when set, is asked before each write how many of the new
+	// deliveries the sender can take at once (see store.WriteLeasing); it
+	// returns false to lease none.
+	Lease func() (store.ClaimRequest, bool)
 	// Committed is called after each store commit that created deliveries,
-	// so the sender can start at once instead of waiting for its poll.
-	Committed func(deliveries int64)
+	// with those leased to the sender, so it can start at once instead of
+	// claiming them or waiting for its poll.
+	Committed func(deliveries int64, leased []store.Claimed)
 	Logger    *slog.Logger
 	// TracerProvider traces each event from decoding to the commit of its
 	// deliveries; nil traces nothing.
@@ -61,9 +66,10 @@ type Ingester struct {
 	events     []event.Event   // mapped, not written yet
 	states     []store.StateRow
 	nextSeq    int
-	txEvents   int64     // events of the current source transaction
-	deliveries int64     // created in the open store transaction
-	end        event.LSN // position past the last committed source transaction
+	txEvents   int64           // events of the current source transaction
+	deliveries int64           // created in the open store transaction
+	leased     []store.Claimed // leased to the sender in it
+	end        event.LSN       // position past the last committed source transaction
 
 	// known is the recorded state of rows as the open store transaction
 	// has it, written or buffered (a nil row: no state), for rows seen
@@ -86,7 +92,7 @@ func New(st *store.Store, m *mapper.Mapper, opts Options) *Ingester {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	if opts.Committed == nil {
-		opts.Committed = func(int64) {}
+		opts.Committed = func(int64, []store.Claimed) {}
 	}
 	tel, err := newTelem(opts.TracerProvider, opts.MeterProvider)
 	if err != nil {
@@ -221,8 +227,8 @@ func (in *Ingester) Flush(ctx context.Context) error {
 	if err := in.writer(ctx); err != nil {
 		return err
 	}
-	w, n := in.w, in.deliveries
-	in.w, in.deliveries = nil, 0
+	w, n, leased := in.w, in.deliveries, in.leased
+	in.w, in.deliveries, in.leased = nil, 0, nil
 	if err := w.Commit(ctx, in.end); err != nil {
 		// What the rolled-back transaction wrote is not known any more.
 		in.known = nil
@@ -232,7 +238,7 @@ func (in *Ingester) Flush(ctx context.Context) error {
 	in.tel.committed(n)
 	in.forget()
 	if n > 0 {
-		in.opts.Committed(n)
+		in.opts.Committed(n, leased)
 	}
 	return nil
 }
@@ -278,6 +284,7 @@ func (in *Ingester) abort(ctx context.Context) {
 	clear(in.states)
 	in.states = in.states[:0]
 	in.deliveries = 0
+	in.leased = nil
 	// The rolled-back writes may be in it; the store is the truth again.
 	in.known = nil
 	in.tel.aborted("source transactions abandoned (connection lost)")
@@ -422,17 +429,45 @@ func (in *Ingester) write(ctx context.Context) error {
 	if err := in.writer(ctx); err != nil {
 		return err
 	}
-	n, err := in.w.Write(ctx, in.events, in.states)
+	n, leased, err := in.w.WriteLeasing(ctx, in.events, in.states, in.leaseRequest())
 	if err != nil {
 		return err
 	}
 	in.deliveries += n
+	in.leased = append(in.leased, leased...)
 	in.tel.written()
 	clear(in.events)
 	in.events = in.events[:0]
 	clear(in.states)
 	in.states = in.states[:0]
 	return nil
+}
+
+// leaseRequest asks the sender what it can take now, less what this store
+// transaction has leased to it already.
+func (in *Ingester) leaseRequest() store.ClaimRequest {
+	if in.opts.Lease == nil {
+		return store.ClaimRequest{}
+	}
+	req, ok := in.opts.Lease()
+	if !ok {
+		return store.ClaimRequest{}
+	}
+	req.Limit -= len(in.leased)
+	if req.Limit <= 0 {
+		return store.ClaimRequest{}
+	}
+	if len(in.leased) > 0 {
+		busy := make(map[int64]int, len(req.Busy)+1)
+		for id, n := range req.Busy {
+			busy[id] = n
+		}
+		for _, c := range in.leased {
+			busy[c.WebhookID]++
+		}
+		req.Busy = busy
+	}
+	return req
 }
 
 // forget bounds the row states kept in memory. Call it only when nothing is

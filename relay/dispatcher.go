@@ -173,6 +173,12 @@ type runState struct {
 // without a claim query each time.
 const prefetch = 8
 
+// minAhead is the least number of deliveries the dispatcher holds in
+// flight and queued together, whatever Workers is: with many webhooks, a
+// few thousand deliveries (a few megabytes) keep every endpoint's window
+// fed straight from the store writes, without claims.
+const minAhead = 4096
+
 // minClaimGap spaces the claim rounds that freed slots trigger; Notify and
 // the poll timer are not delayed.
 const minClaimGap = 2 * time.Millisecond
@@ -218,6 +224,71 @@ func (d *Dispatcher) Notify() {
 	select {
 	case d.notify <- struct{}{}:
 	default:
+	}
+}
+
+// Reserve says how many new deliveries the dispatcher can take at once, as
+// a lease request for store.Writer.WriteLeasing: its free capacity, within
+// each webhook's window. It returns false when the dispatcher is not
+// running.
+func (d *Dispatcher) Reserve() (store.ClaimRequest, bool) {
+	d.mu.Lock()
+	running := d.run != nil && !d.run.draining
+	d.mu.Unlock()
+	if !running {
+		return store.ClaimRequest{}, false
+	}
+	free, busy, _ := d.capacity()
+	if free <= 0 {
+		return store.ClaimRequest{}, false
+	}
+	return store.ClaimRequest{
+		Owner:      d.opts.Owner,
+		Limit:      min(free, maxClaim),
+		Lease:      d.opts.Lease,
+		PerWebhook: d.opts.PerWebhook * prefetch,
+		Busy:       busy,
+	}, true
+}
+
+// Handoff takes deliveries leased to this dispatcher when they were stored
+// (see Reserve), once their store transaction has committed: each starts
+// at once if its webhook has a free slot, else waits in its queue as a
+// claimed one does. A dispatcher that has stopped gives them back.
+func (d *Dispatcher) Handoff(claims []store.Claimed) {
+	if len(claims) == 0 {
+		return
+	}
+	now := time.Now()
+	d.mu.Lock()
+	run := d.run
+	if run == nil || run.draining {
+		d.mu.Unlock()
+		ids := make([]uuid.UUID, len(claims))
+		for i := range claims {
+			ids[i] = claims[i].ID
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), flushGrace)
+		defer cancel()
+		d.giveBack(ctx, ids)
+		return
+	}
+	var start []*store.Claimed
+	for i := range claims {
+		c := &claims[i]
+		if d.inflight < d.opts.Workers && d.perHook[c.WebhookID] < d.opts.PerWebhook {
+			d.inflight++
+			d.perHook[c.WebhookID]++
+			run.attempts.Add(1)
+			start = append(start, c)
+			continue
+		}
+		d.queue[c.WebhookID] = append(d.queue[c.WebhookID], queuedClaim{c: c, at: now})
+		d.queued++
+	}
+	d.mu.Unlock()
+	for _, c := range start {
+		go d.attempt(run.sendCtx, c, run.attempts, run.results)
 	}
 }
 
@@ -434,7 +505,7 @@ func (d *Dispatcher) capacity() (free int, busy map[int64]int, exclude []int64) 
 			exclude = append(exclude, id)
 		}
 	}
-	return d.opts.Workers*prefetch - d.inflight - d.queued, busy, exclude
+	return max(d.opts.Workers*prefetch, minAhead) - d.inflight - d.queued, busy, exclude
 }
 
 // acquire takes a worker slot for an attempt to webhook, if one is free.

@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/smartmaintenance/relay/event"
 	"github.com/smartmaintenance/relay/store"
 )
 
@@ -700,5 +702,112 @@ func TestQueuedClaimTooOldForItsLeaseIsNotSent(t *testing.T) {
 	}
 	if d := e.get(second); d.LeaseOwner != "another-dispatcher" || d.Attempts != 0 {
 		t.Fatalf("second delivery: %+v", d)
+	}
+}
+
+// handoffWrite stores n events for webhook in one store transaction,
+// leasing what d reserves, and returns the leased deliveries and the ids of
+// all of them.
+func (e *env) handoffWrite(d *Dispatcher, lsn event.LSN, n int) []store.Claimed {
+	e.t.Helper()
+	ctx := context.Background()
+	events := make([]event.Event, n)
+	for i := range events {
+		events[i] = event.Event{Type: "task.completed", CompanyID: 1, CommitLSN: lsn, Seq: i, CommitTime: time.Now(),
+			Table: "tasks", Op: event.Update, Body: body}
+	}
+	w, err := e.st.BeginWrite(ctx, "s")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	req, ok := d.Reserve()
+	if !ok {
+		e.t.Fatal("a running dispatcher reserves nothing")
+	}
+	_, leased, err := w.WriteLeasing(ctx, events, nil, req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if err := w.Commit(ctx, lsn+1); err != nil {
+		e.t.Fatal(err)
+	}
+	return leased
+}
+
+func (e *env) ready() {
+	e.t.Helper()
+	ctx := context.Background()
+	if err := e.st.MarkSeeding(ctx, "s"); err != nil {
+		e.t.Fatal(err)
+	}
+	if err := e.st.Seed(ctx, "s", 1, func(func(store.StateRow) error) error { return nil }); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// Deliveries leased when they are stored are sent on Handoff, without a
+// claim or a poll; what did not fit the reservation waits for a claim.
+func TestHandoffSendsWithoutClaiming(t *testing.T) {
+	e := newEnv(t)
+	e.ready()
+	rc := newReceiver(t, nil)
+	e.webhook(rc.URL, "handoff-secret-0123", nil)
+	// Polls never come; Notify is never called.
+	d, _ := e.start(fast(Options{PollInterval: time.Hour, Workers: 2, PerWebhook: 2}))
+	time.Sleep(50 * time.Millisecond) // the first poll has passed
+	const n = 40
+	leased := e.handoffWrite(d, 100, n)
+	// Workers 2 × prefetch: the dispatcher takes 2*prefetch at most.
+	if len(leased) != 2*prefetch {
+		t.Fatalf("%d leased, want %d", len(leased), 2*prefetch)
+	}
+	d.Handoff(leased)
+	for _, c := range leased {
+		got := e.waitStatus(c.ID, store.StatusDelivered, 5*time.Second)
+		if got.Attempts != 1 {
+			t.Fatalf("delivery %s: %d attempts", c.ID, got.Attempts)
+		}
+		r := rc.receipts(c.ID)
+		if len(r) != 1 || r[0].header.Get("X-SMTM-Signature") != wantSignature("handoff-secret-0123", body) {
+			t.Fatalf("delivery %s received %d times, headers %v", c.ID, len(r), r)
+		}
+	}
+	var pending int
+	e.st.Pool().QueryRow(context.Background(), strings.ReplaceAll(`SELECT count(*) FROM {{schema}}.deliveries WHERE status = 'pending' AND lease_owner IS NULL`, "{{schema}}", e.st.Schema())).Scan(&pending)
+	if pending != n-len(leased) {
+		t.Fatalf("%d pending and unclaimed, want %d", pending, n-len(leased))
+	}
+	if rc.count() != len(leased) {
+		t.Fatalf("the receiver got %d requests, want %d", rc.count(), len(leased))
+	}
+}
+
+// A dispatcher that has stopped gives handed-off deliveries back, due at
+// once for any sender, instead of holding them until their leases expire.
+func TestHandoffAfterStopGivesBack(t *testing.T) {
+	e := newEnv(t)
+	e.ready()
+	rc := newReceiver(t, nil)
+	e.webhook(rc.URL, "", nil)
+	d, stop := e.start(fast(Options{PollInterval: time.Hour}))
+	time.Sleep(50 * time.Millisecond)
+	leased := e.handoffWrite(d, 100, 3)
+	if len(leased) != 3 {
+		t.Fatalf("%d leased", len(leased))
+	}
+	if err, _ := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := d.Reserve(); ok {
+		t.Fatal("a stopped dispatcher still reserves")
+	}
+	d.Handoff(leased)
+	for _, c := range leased {
+		if got := e.get(c.ID); got.LeaseOwner != "" || got.Status != store.StatusPending {
+			t.Fatalf("delivery %s after the hand-off to a stopped dispatcher: %+v", c.ID, got)
+		}
+	}
+	if rc.count() != 0 {
+		t.Fatalf("a stopped dispatcher sent %d requests", rc.count())
 	}
 }

@@ -185,7 +185,13 @@ func RunWith(ctx context.Context, cfg *config.Config, log *slog.Logger, tel Tele
 		Slot:           cfg.Replication.Slot,
 		Tables:         cat.Tables,
 		CompaniesTable: m.CompaniesTable(),
-		Committed:      func(int64) { disp.Notify() },
+		Lease:          disp.Reserve,
+		Committed: func(n int64, leased []store.Claimed) {
+			disp.Handoff(leased)
+			if n > int64(len(leased)) {
+				disp.Notify()
+			}
+		},
 		Logger:         log.With("component", "ingest"),
 		TracerProvider: tel.TracerProvider,
 		MeterProvider:  tel.MeterProvider,

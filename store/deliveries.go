@@ -175,14 +175,7 @@ func (s *Store) Claim(ctx context.Context, req ClaimRequest) ([]Claimed, error) 
 			rows.Close()
 			return nil, fmt.Errorf("claim deliveries: %w", err)
 		}
-		if secret != nil {
-			plain, err := s.box.Open(*secret)
-			if err != nil {
-				c.SecretError = fmt.Sprintf("webhook %d: %v; configure the key that encrypted it (secrets.previous_keys) or save a new secret", c.WebhookID, err)
-			}
-			c.Secret = plain
-		}
-		c.Headers = decodeHeaders(headers)
+		s.endpoint(&c, secret, headers)
 		out = append(out, c)
 	}
 	if err := rows.Err(); err != nil {
@@ -190,6 +183,19 @@ func (s *Store) Claim(ctx context.Context, req ClaimRequest) ([]Claimed, error) 
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].NextAttemptAt.Before(out[j].NextAttemptAt) })
 	return out, nil
+}
+
+// endpoint fills in a claimed delivery's signing secret, decrypted, and its
+// webhook's own headers.
+func (s *Store) endpoint(c *Claimed, secret *string, headers []byte) {
+	if secret != nil {
+		plain, err := s.box.Open(*secret)
+		if err != nil {
+			c.SecretError = fmt.Sprintf("webhook %d: %v; configure the key that encrypted it (secrets.previous_keys) or save a new secret", c.WebhookID, err)
+		}
+		c.Secret = plain
+	}
+	c.Headers = decodeHeaders(headers)
 }
 
 // decodeHeaders reads a webhook's headers object. String values are taken
@@ -238,24 +244,40 @@ WITH r AS (
     SELECT * FROM unnest($2::uuid[], $3::int[], $4::timestamptz[], $5::float8[], $6::int[],
                          $7::text[], $8::text[], $9::text[], $10::bigint[])
         AS r(id, attempt, started_at, duration_ms, status_code, error, snippet, status, retry_us)
+), held AS (
+    -- Each delivery by primary key, whatever the planner believes about
+    -- leases and due deliveries from statistics taken when the table
+    -- looked different (the status is not written as "IN ('pending',
+    -- 'retrying')", which would offer the due deliveries' index: a plan
+    -- through it compares every due delivery with every result, a cost that
+    -- grows with the backlog).
+    SELECT r.*, d.ctid AS tid, d.webhook_id
+    FROM r CROSS JOIN LATERAL (
+        SELECT d.ctid, d.webhook_id FROM {{schema}}.deliveries d
+        WHERE d.id = r.id
+          AND d.lease_owner = $1
+          AND d.attempts = r.attempt - 1
+          AND d.status NOT IN ('delivered', 'failed')
+        LIMIT 1 -- keeps the lookup per result, never flattened into a join
+    ) d
 ), upd AS (
     UPDATE {{schema}}.deliveries d
-    SET attempts = r.attempt,
-        status = r.status,
-        next_attempt_at = CASE WHEN r.status = 'retrying'
-                               THEN now() + r.retry_us * interval '1 microsecond'
+    SET attempts = h.attempt,
+        status = h.status,
+        next_attempt_at = CASE WHEN h.status = 'retrying'
+                               THEN now() + h.retry_us * interval '1 microsecond'
                                ELSE d.next_attempt_at END,
-        last_status_code = NULLIF(r.status_code, 0),
-        last_error = NULLIF(r.error, ''),
-        finished_at = CASE WHEN r.status IN ('delivered', 'failed') THEN now() END,
+        last_status_code = NULLIF(h.status_code, 0),
+        last_error = NULLIF(h.error, ''),
+        finished_at = CASE WHEN h.status IN ('delivered', 'failed') THEN now() END,
         lease_owner = NULL,
         lease_until = NULL,
         updated_at = now()
-    FROM r
-    WHERE d.id = r.id
-      AND d.lease_owner = $1
-      AND d.attempts = r.attempt - 1
-      AND d.status IN ('pending', 'retrying')
+    FROM held h
+    -- By physical address (a TID scan). A row changed since it was read
+    -- (its lease was lost) no longer matches and is not recorded.
+    WHERE d.ctid = ANY (ARRAY(SELECT tid FROM held))
+      AND d.ctid = h.tid
     RETURNING d.id, d.webhook_id
 )
 INSERT INTO {{schema}}.attempts

@@ -4,11 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
 	"github.com/smartmaintenance/relay/internal/pgtest"
 )
 
@@ -495,5 +498,60 @@ func TestMigrateIsIdempotent(t *testing.T) {
 			t.Fatalf("migration run %d: %v", i+1, err)
 		}
 		st.Close()
+	}
+}
+
+// Recording attempts finds its deliveries by primary key whatever the
+// planner believes about the due deliveries: a plan through the due
+// deliveries' index compares each of them with every result, and its cost
+// grows with the backlog (seen with statistics taken while the table was
+// nearly empty).
+func TestRecordPlanUsesPrimaryKey(t *testing.T) {
+	s := newTestStore(t)
+	ctx := context.Background()
+	wh := s.addWebhook(t, "http://a", "", "")
+	// Statistics of a small table: few due deliveries.
+	for range 5 {
+		s.addDelivery(t, wh, "{}")
+	}
+	s.mustExec(t, `ANALYZE {{schema}}.deliveries`)
+	// Then a backlog builds up.
+	s.mustExec(t, `INSERT INTO {{schema}}.events (source, commit_lsn, seq, event_type, company_id, source_table, op, committed_at, body)
+		SELECT 'test', 1000, g, 'task.completed', 1, 'tasks', 'update', now(), '{}' FROM generate_series(1, 30000) g`)
+	s.mustExec(t, `INSERT INTO {{schema}}.deliveries (id, event_id, webhook_id, company_id, event_type, lease_owner, lease_until)
+		SELECT gen_random_uuid(), e.id, $1, 1, 'task.completed', 'me', now() + interval '1 minute'
+		FROM {{schema}}.events e WHERE e.commit_lsn = 1000`, wh)
+	rows, err := s.pool.Query(ctx, s.q(`SELECT id FROM {{schema}}.deliveries WHERE lease_owner = 'me' LIMIT 200`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := len(ids)
+	attempts, codes := make([]int32, n), make([]int32, n)
+	started, durations := make([]time.Time, n), make([]float64, n)
+	texts, statuses, retry := make([]string, n), make([]string, n), make([]int64, n)
+	for i := range ids {
+		attempts[i], codes[i], started[i], statuses[i] = 1, 200, time.Now(), "delivered"
+	}
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	rows, err = tx.Query(ctx, "EXPLAIN "+s.q(recordSQL), "me", ids, attempts, started, durations, codes, texts, texts, statuses, retry)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan := strings.Join(lines, "\n")
+	if !strings.Contains(plan, "deliveries_pkey") || !strings.Contains(plan, "Tid Scan on deliveries") ||
+		strings.Contains(plan, "deliveries_due_by_webhook") || strings.Contains(plan, "Seq Scan on deliveries") {
+		t.Fatalf("recording attempts does not find deliveries by primary key:\n%s", plan)
 	}
 }

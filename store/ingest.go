@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/smartmaintenance/relay/event"
@@ -182,41 +184,58 @@ func (w *Writer) RowState(ctx context.Context, table string, keys []string) (map
 // (a replayed transaction) are skipped with their deliveries, so replays
 // never create a delivery twice. It returns the number of deliveries created.
 func (w *Writer) Write(ctx context.Context, events []event.Event, states []StateRow) (int64, error) {
+	n, _, err := w.WriteLeasing(ctx, events, states, ClaimRequest{})
+	return n, err
+}
+
+// WriteLeasing is Write that also leases some of the new deliveries to
+// lease.Owner, as Claim would once they are committed: up to lease.Limit in
+// all and, when lease.PerWebhook is set, up to PerWebhook minus Busy per
+// webhook, oldest first. It returns them ready to send, so the sender can
+// start their first attempts as soon as the store transaction commits,
+// without claiming them. If the transaction rolls back they never existed;
+// if the owner stops before sending them, their leases expire and any
+// sender claims them. A zero lease leases nothing.
+func (w *Writer) WriteLeasing(ctx context.Context, events []event.Event, states []StateRow, lease ClaimRequest) (int64, []Claimed, error) {
 	// One round trip: the row state statements and the events statement go
 	// to the server together.
 	b := &pgx.Batch{}
 	if err := w.queueState(b, states); err != nil {
-		return 0, err
+		return 0, nil, err
 	}
-	eventsAt := -1
+	nState := b.Len()
 	if len(events) > 0 {
-		eventsAt = b.Len()
-		w.queueEvents(b, events)
+		w.queueEvents(b, events, lease)
 	}
 	if b.Len() == 0 {
-		return 0, nil
+		return 0, nil, nil
 	}
 	br := w.tx.SendBatch(ctx, b)
-	var created int64
-	for i := range b.Len() {
-		tag, err := br.Exec()
-		if err != nil {
+	for range nState {
+		if _, err := br.Exec(); err != nil {
 			br.Close()
-			return 0, fmt.Errorf("store events and row state: %w", err)
+			return 0, nil, fmt.Errorf("store row state: %w", err)
 		}
-		if i == eventsAt {
-			created = tag.RowsAffected()
+	}
+	var created int64
+	var leased []Claimed
+	if len(events) > 0 {
+		var err error
+		if created, leased, err = w.scanEvents(br.QueryRow(), events); err != nil {
+			br.Close()
+			return 0, nil, fmt.Errorf("store events: %w", err)
 		}
 	}
 	if err := br.Close(); err != nil {
-		return 0, fmt.Errorf("store events and row state: %w", err)
+		return 0, nil, fmt.Errorf("store events and row state: %w", err)
 	}
-	return created, nil
+	return created, leased, nil
 }
 
 // queueEvents queues the statement that stores events with one delivery per
-// subscribed, active webhook of the event's company.
-func (w *Writer) queueEvents(b *pgx.Batch, events []event.Event) {
+// subscribed, active webhook of the event's company, leasing some of them
+// (see WriteLeasing).
+func (w *Writer) queueEvents(b *pgx.Batch, events []event.Event, lease ClaimRequest) {
 	n := len(events)
 	lsns, seqs := make([]int64, n), make([]int32, n)
 	types, tables, ops := make([]string, n), make([]string, n), make([]string, n)
@@ -230,23 +249,106 @@ func (w *Writer) queueEvents(b *pgx.Batch, events []event.Event) {
 		companies[i], times[i], bodies[i] = e.CompanyID, e.CommitTime, e.Body
 		traces[i] = e.TraceParent
 	}
-	b.Queue(w.s.q(`
-		WITH ev AS (
-			INSERT INTO {{schema}}.events (source, commit_lsn, seq, event_type, company_id, source_table, op, committed_at, body, traceparent)
-			SELECT $1, u.lsn, u.seq, u.typ, u.company, u.tbl, u.op, u.at, u.body, NULLIF(u.trace, '')
-			FROM unnest($2::bigint[], $3::int[], $4::text[], $5::bigint[], $6::text[], $7::text[], $8::timestamptz[], $9::bytea[], $10::text[])
-			  AS u(lsn, seq, typ, company, tbl, op, at, body, trace)
-			ON CONFLICT (source, commit_lsn, seq) DO NOTHING
-			RETURNING id, event_type, company_id, committed_at
-		)
-		INSERT INTO {{schema}}.deliveries (id, event_id, webhook_id, company_id, event_type, next_attempt_at)
-		SELECT gen_random_uuid(), ev.id, wh.id, ev.company_id, ev.event_type, now()
-		FROM ev JOIN {{schema}}.webhooks wh
-		  ON wh.company_id = ev.company_id
-		 AND wh.active AND wh.deleted_at IS NULL
-		 AND ev.event_type = ANY (wh.events)
-		 AND wh.created_at <= ev.committed_at`),
-		w.slot, lsns, seqs, types, companies, tables, ops, times, bodies, traces)
+	limit, room := 0, 0
+	var busyIDs []int64
+	var busyRoom []int32
+	if lease.Owner != "" && lease.Lease > 0 && lease.Limit > 0 {
+		limit, room = lease.Limit, lease.Limit
+		if lease.PerWebhook > 0 {
+			room = min(lease.PerWebhook, lease.Limit)
+			for id, k := range lease.Busy {
+				busyIDs = append(busyIDs, id)
+				busyRoom = append(busyRoom, int32(max(lease.PerWebhook-k, 0)))
+			}
+		}
+	}
+	b.Queue(w.s.q(writeEventsSQL), w.slot, lsns, seqs, types, companies, tables, ops, times, bodies, traces,
+		lease.Owner, lease.Lease.Microseconds(), limit, room, busyIDs, busyRoom)
+}
+
+// writeEventsSQL stores events, fans each out to one delivery per
+// subscribed, active webhook of its company that existed when it was
+// committed, leases the first deliveries within the limits given, and
+// returns how many deliveries it created and the leased ones.
+const writeEventsSQL = `
+WITH ev AS (
+    INSERT INTO {{schema}}.events (source, commit_lsn, seq, event_type, company_id, source_table, op, committed_at, body, traceparent)
+    SELECT $1, u.lsn, u.seq, u.typ, u.company, u.tbl, u.op, u.at, u.body, NULLIF(u.trace, '')
+    FROM unnest($2::bigint[], $3::int[], $4::text[], $5::bigint[], $6::text[], $7::text[], $8::timestamptz[], $9::bytea[], $10::text[])
+      AS u(lsn, seq, typ, company, tbl, op, at, body, trace)
+    ON CONFLICT (source, commit_lsn, seq) DO NOTHING
+    RETURNING id, commit_lsn, seq, event_type, company_id, committed_at
+), fan AS (
+    SELECT ev.id AS event_id, ev.commit_lsn, ev.seq, wh.id AS webhook_id, ev.company_id, ev.event_type,
+           row_number() OVER (PARTITION BY wh.id ORDER BY ev.commit_lsn, ev.seq) AS nth
+    FROM ev JOIN {{schema}}.webhooks wh
+      ON wh.company_id = ev.company_id
+     AND wh.active AND wh.deleted_at IS NULL
+     AND ev.event_type = ANY (wh.events)
+     AND wh.created_at <= ev.committed_at
+), eligible AS (
+    SELECT fan.*, fan.nth <= COALESCE(b.room, $14::int) AS fits
+    FROM fan LEFT JOIN unnest($15::bigint[], $16::int[]) AS b(webhook_id, room) ON b.webhook_id = fan.webhook_id
+), ranked AS (
+    SELECT eligible.*, fits AND row_number() OVER (PARTITION BY fits ORDER BY commit_lsn, seq, webhook_id) <= $13 AS leased
+    FROM eligible
+), ins AS (
+    INSERT INTO {{schema}}.deliveries (id, event_id, webhook_id, company_id, event_type, next_attempt_at, lease_owner, lease_until)
+    SELECT gen_random_uuid(), r.event_id, r.webhook_id, r.company_id, r.event_type, now(),
+           CASE WHEN r.leased THEN $11 END,
+           CASE WHEN r.leased THEN now() + $12::bigint * interval '1 microsecond' END
+    FROM ranked r
+    RETURNING id, event_id, webhook_id, lease_owner IS NOT NULL AS leased
+)
+SELECT (SELECT count(*) FROM ins),
+       array_agg(i.id), array_agg(e.commit_lsn), array_agg(e.seq), array_agg(i.webhook_id),
+       array_agg(i.event_id), array_agg(e.committed_at), now(), now() + $12::bigint * interval '1 microsecond',
+       array_agg(w.url), array_agg(w.secret), array_agg(w.headers::text)
+FROM ins i JOIN ev e ON e.id = i.event_id JOIN {{schema}}.webhooks w ON w.id = i.webhook_id
+WHERE i.leased`
+
+// scanEvents reads writeEventsSQL's answer into the number of deliveries
+// created and the leased deliveries, with their events' payloads.
+func (w *Writer) scanEvents(row pgx.Row, events []event.Event) (int64, []Claimed, error) {
+	var created int64
+	var ids []uuid.UUID
+	var lsns, hooks, eventIDs []int64
+	var seqs []int32
+	var committed []time.Time
+	var now, until time.Time
+	var urls []string
+	var secrets, headers []*string
+	if err := row.Scan(&created, &ids, &lsns, &seqs, &hooks, &eventIDs, &committed, &now, &until, &urls, &secrets, &headers); err != nil {
+		return 0, nil, err
+	}
+	if len(ids) == 0 {
+		return created, nil, nil
+	}
+	type pos struct {
+		lsn int64
+		seq int32
+	}
+	byPos := make(map[pos]*event.Event, len(events))
+	for i := range events {
+		byPos[pos{int64(events[i].CommitLSN), int32(events[i].Seq)}] = &events[i]
+	}
+	out := make([]Claimed, 0, len(ids))
+	for i, id := range ids {
+		e := byPos[pos{lsns[i], seqs[i]}]
+		if e == nil {
+			return 0, nil, fmt.Errorf("leased delivery %s: its event %s/%d is not in the batch", id, event.LSN(lsns[i]), seqs[i])
+		}
+		c := Claimed{ID: id, WebhookID: hooks[i], EventID: eventIDs[i], EventType: e.Type, CompanyID: e.CompanyID,
+			TraceParent: e.TraceParent, NextAttemptAt: now, LeaseUntil: until, Body: e.Body,
+			CreatedAt: now, CommittedAt: committed[i], URL: urls[i]}
+		var h []byte
+		if headers[i] != nil {
+			h = []byte(*headers[i])
+		}
+		w.s.endpoint(&c, secrets[i], h)
+		out = append(out, c)
+	}
+	return created, out, nil
 }
 
 // queueState queues the statements that apply row state changes.

@@ -70,11 +70,11 @@ func main() {
 
 func print(results []bench.Result) {
 	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "scenario\tevents\tdeliveries\tseconds\tevents/s\tdeliveries/s\tp50 ms\tp95 ms\tp99 ms\tmax ms\tpeak RSS MB\tCPU s/10k ev\tCPU µs/delivery\tslot lag B\t")
+	fmt.Fprintln(tw, "scenario\tevents\tdeliveries\tseconds\tevents/s\tdeliveries/s\tp50 ms\tp95 ms\tp99 ms\tmax ms\tpeak RSS MB\tCPU s/10k ev\tCPU µs/delivery\tPG µs/delivery\trecv µs/delivery\tslot lag B\t")
 	for _, r := range results {
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%.2f\t%.0f\t%.0f\t%.1f\t%.1f\t%.1f\t%.1f\t%.0f\t%.2f\t%.0f\t%d\t\n",
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%.2f\t%.0f\t%.0f\t%.1f\t%.1f\t%.1f\t%.1f\t%.0f\t%.2f\t%.0f\t%.0f\t%.0f\t%d\t\n",
 			r.Scenario, r.Events, r.Deliveries, r.Seconds, r.EventsPerSec, r.DeliveriesPerSec,
-			r.P50ms, r.P95ms, r.P99ms, r.MaxMs, r.PeakRSSMB, r.CPUSecPer10k, r.CPUMicrosPerDel, r.SlotLagBytes)
+			r.P50ms, r.P95ms, r.P99ms, r.MaxMs, r.PeakRSSMB, r.CPUSecPer10k, r.CPUMicrosPerDel, r.PGMicrosPerDel, r.RecvMicrosPerDel, r.SlotLagBytes)
 	}
 	tw.Flush()
 	for _, r := range results {

@@ -1,0 +1,114 @@
+package store
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/smartmaintenance/relay/event"
+)
+
+// The deliveries a write leases are held by their owner from the moment
+// the store transaction commits, within the limits asked for, oldest
+// first; the rest are left for claims. A rolled-back write leases nothing.
+func TestWriteLeasing(t *testing.T) {
+	s := newTestStore(t)
+	ctx := context.Background()
+	a := s.addWebhook(t, "http://a.example/hook", "a-secret-0123456789", `{"X-Team": "maintenance"}`)
+	b := s.addWebhook(t, "http://b.example/hook", "", "")
+	if err := s.MarkSeeding(ctx, "s"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Seed(ctx, "s", 1, func(func(StateRow) error) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	events := func(lsn event.LSN, n int) []event.Event {
+		out := make([]event.Event, n)
+		for i := range out {
+			out[i] = event.Event{Type: "task.completed", CompanyID: 1, CommitLSN: lsn, Seq: i, CommitTime: time.Now(),
+				Table: "tasks", Op: event.Update, Body: []byte(`{"n":` + string(rune('0'+i)) + `}`), TraceParent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+		}
+		return out
+	}
+	// Four events, two webhooks: eight deliveries. At most 3 leased, at
+	// most 2 per webhook, and webhook a already has one in flight.
+	req := ClaimRequest{Owner: "me", Limit: 3, Lease: time.Minute, PerWebhook: 2, Busy: map[int64]int{a: 1}}
+
+	w, err := s.BeginWrite(ctx, "s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, leased, err := w.WriteLeasing(ctx, events(10, 4), nil, req); err != nil || len(leased) == 0 {
+		t.Fatalf("write: %v %v", leased, err)
+	}
+	w.Rollback(ctx)
+	var n int
+	s.pool.QueryRow(ctx, s.q(`SELECT count(*) FROM {{schema}}.deliveries`)).Scan(&n)
+	if n != 0 {
+		t.Fatalf("%d deliveries after a rollback", n)
+	}
+
+	w, err = s.BeginWrite(ctx, "s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	created, leased, err := w.WriteLeasing(ctx, events(10, 4), nil, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Commit(ctx, 11); err != nil {
+		t.Fatal(err)
+	}
+	if created != 8 || len(leased) != 3 {
+		t.Fatalf("created %d, leased %d; want 8 and 3", created, len(leased))
+	}
+	per := map[int64]int{}
+	for _, c := range leased {
+		per[c.WebhookID]++
+		if c.Attempts != 0 || c.EventType != "task.completed" || c.CompanyID != 1 || len(c.Body) == 0 ||
+			c.TraceParent == "" || c.CommittedAt.IsZero() || c.LeaseUntil.Before(time.Now().Add(50*time.Second)) {
+			t.Errorf("leased delivery: %+v", c)
+		}
+		switch c.WebhookID {
+		case a:
+			if c.URL != "http://a.example/hook" || c.Secret != "a-secret-0123456789" || c.Headers["X-Team"] != "maintenance" {
+				t.Errorf("webhook a's delivery: %+v", c)
+			}
+		case b:
+			if c.URL != "http://b.example/hook" || c.Secret != "" {
+				t.Errorf("webhook b's delivery: %+v", c)
+			}
+		}
+	}
+	if per[a] != 1 || per[b] != 2 {
+		t.Fatalf("leased per webhook %v; want 1 for a (one busy of 2) and 2 for b", per)
+	}
+	// The oldest of each webhook's deliveries are the leased ones.
+	var first int
+	s.pool.QueryRow(ctx, s.q(`SELECT count(*) FROM {{schema}}.deliveries d JOIN {{schema}}.events e ON e.id = d.event_id
+		WHERE d.lease_owner = 'me' AND e.seq < 2`)).Scan(&first)
+	if first != 3 {
+		t.Errorf("%d of the leased deliveries are of the first two events; want 3", first)
+	}
+	// Another sender claims only the five that were not leased.
+	others, err := s.ClaimDue(ctx, "other", 100, time.Minute, nil)
+	if err != nil || len(others) != 5 {
+		t.Fatalf("another sender claimed %d: %v", len(others), err)
+	}
+	for _, c := range leased {
+		if err := s.RecordAttempt(ctx, "me", AttemptResult{DeliveryID: c.ID, Attempt: 1, StartedAt: time.Now(), Status: StatusDelivered, StatusCode: 200}); err != nil {
+			t.Fatalf("record an attempt of a leased delivery: %v", err)
+		}
+	}
+
+	// Replayed events create nothing and lease nothing.
+	w, err = s.BeginWrite(ctx, "s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	created, leased, err = w.WriteLeasing(ctx, events(10, 4), nil, req)
+	w.Rollback(ctx)
+	if err != nil || created != 0 || len(leased) != 0 {
+		t.Fatalf("replay: created %d, leased %d, %v", created, len(leased), err)
+	}
+}
