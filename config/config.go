@@ -223,8 +223,8 @@ func Default() *Config {
 			RetrySchedule: []time.Duration{
 				1 * time.Second, 5 * time.Second, 25 * time.Second, 125 * time.Second, 625 * time.Second,
 			},
-			Workers:              64,
-			PerWebhook:           8,
+			Workers:              128,
+			PerWebhook:           16,
 			PollInterval:         500 * time.Millisecond,
 			ResponseSnippetBytes: 1024,
 			DrainTimeout:         15 * time.Second,

@@ -26,10 +26,10 @@ type Options struct {
 	// among the dispatchers sharing a database. Default: host, process id
 	// and a random suffix.
 	Owner string
-	// Workers is the most attempts in flight at once. Default 64.
+	// Workers is the most attempts in flight at once. Default 128.
 	Workers int
 	// PerWebhook is the most attempts in flight at once to one webhook, so
-	// that a slow endpoint holds at most this many workers. Default 8, and
+	// that a slow endpoint holds at most this many workers. Default 16, and
 	// never more than Workers.
 	PerWebhook int
 	// Timeout bounds one attempt, from connecting to reading the response.
@@ -74,8 +74,8 @@ type Options struct {
 
 // Defaults.
 const (
-	DefaultWorkers      = 64
-	DefaultPerWebhook   = 8
+	DefaultWorkers      = 128
+	DefaultPerWebhook   = 16
 	DefaultTimeout      = 30 * time.Second
 	DefaultPollInterval = 500 * time.Millisecond
 	DefaultUserAgent    = "SmartMaintenance/1.0"
@@ -152,6 +152,16 @@ type Dispatcher struct {
 	run *runState
 	// retryAt is the earliest time a retry this dispatcher recorded is due.
 	retryAt time.Time
+	// behind holds the webhooks the last claim round left out because
+	// their windows were more than half full: they may have due
+	// deliveries, worth a claim once their windows drain. starved is set
+	// when a round stopped for want of room at all. wantClaim asks the
+	// claim loop, woken by a freed slot, for a round.
+	behind    map[int64]bool
+	starved   bool
+	wantClaim bool
+	// claims counts claim queries, for tests.
+	claims atomic.Int64
 }
 
 // queuedClaim is a claimed delivery waiting for a slot of its webhook.
@@ -215,6 +225,7 @@ func New(st *store.Store, opts Options) *Dispatcher {
 		wake:    make(chan struct{}, 1),
 		perHook: map[int64]int{},
 		queue:   map[int64][]queuedClaim{},
+		behind:  map[int64]bool{},
 	}
 }
 
@@ -386,10 +397,6 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 func (d *Dispatcher) claimLoop(ctx, dbCtx, sendCtx context.Context, attempts *sync.WaitGroup, results chan<- finished) {
 	timer := time.NewTimer(0)
 	defer timer.Stop()
-	// backlog: the last claim round may have left due deliveries behind
-	// (no free slot, or webhooks at their limit), so a freed slot is worth
-	// a claim.
-	backlog := false
 	var last time.Time
 	for {
 		claim, fromWake := true, false
@@ -399,7 +406,7 @@ func (d *Dispatcher) claimLoop(ctx, dbCtx, sendCtx context.Context, attempts *sy
 		case <-d.notify:
 		case <-timer.C:
 		case <-d.wake:
-			claim, fromWake = backlog || d.retryDue(), true
+			claim, fromWake = d.takeWant() || d.retryDue(), true
 		}
 		if claim && fromWake {
 			// Freed slots wake the loop often; space their claim rounds.
@@ -410,10 +417,20 @@ func (d *Dispatcher) claimLoop(ctx, dbCtx, sendCtx context.Context, attempts *sy
 		}
 		if claim {
 			last = time.Now()
-			backlog = d.claimRound(ctx, dbCtx, sendCtx, attempts, results)
+			d.claimRound(ctx, dbCtx, sendCtx, attempts, results)
 		}
 		timer.Reset(d.nextPoll())
 	}
+}
+
+// takeWant reports whether a freed slot asked for a claim round, and
+// forgets the request.
+func (d *Dispatcher) takeWant() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	want := d.wantClaim
+	d.wantClaim = false
+	return want
 }
 
 // nextPoll returns how long to sleep: the poll interval, or less when a
@@ -440,8 +457,8 @@ func (d *Dispatcher) retryDue() bool {
 }
 
 // claimRound claims and starts deliveries until none are due or no slot is
-// free. It reports whether due deliveries may have been left behind.
-func (d *Dispatcher) claimRound(ctx, dbCtx, sendCtx context.Context, attempts *sync.WaitGroup, results chan<- finished) (backlog bool) {
+// free, and notes what it left behind (see Dispatcher.behind).
+func (d *Dispatcher) claimRound(ctx, dbCtx, sendCtx context.Context, attempts *sync.WaitGroup, results chan<- finished) {
 	d.mu.Lock()
 	if !d.retryAt.IsZero() && !time.Now().Before(d.retryAt) {
 		d.retryAt = time.Time{}
@@ -450,8 +467,12 @@ func (d *Dispatcher) claimRound(ctx, dbCtx, sendCtx context.Context, attempts *s
 	for ctx.Err() == nil {
 		free, busy, exclude := d.capacity()
 		if free == 0 {
-			return true
+			d.mu.Lock()
+			d.starved = true
+			d.mu.Unlock()
+			return
 		}
+		d.claims.Add(1)
 		claimed, err := d.st.Claim(dbCtx, store.ClaimRequest{
 			Owner:      d.opts.Owner,
 			Limit:      min(free, maxClaim),
@@ -462,10 +483,17 @@ func (d *Dispatcher) claimRound(ctx, dbCtx, sendCtx context.Context, attempts *s
 		})
 		if err != nil {
 			d.log.Error("claim due deliveries", "error", err)
-			return false // the next poll tries again
+			return // the next poll tries again
 		}
 		if len(claimed) == 0 {
-			return len(exclude) > 0
+			d.mu.Lock()
+			d.starved = false
+			clear(d.behind)
+			for _, id := range exclude {
+				d.behind[id] = true
+			}
+			d.mu.Unlock()
+			return
 		}
 		now := time.Now()
 		for i := range claimed {
@@ -482,8 +510,13 @@ func (d *Dispatcher) claimRound(ctx, dbCtx, sendCtx context.Context, attempts *s
 			d.mu.Unlock()
 		}
 	}
-	return true
 }
+
+// claimAt is how full a webhook's window of in-flight and queued
+// deliveries may be for a claim to include it: a quarter free, so that a
+// claim brings a batch, early enough that the queue does not run dry while
+// the claim runs.
+func claimAt(window int) int { return window * 3 / 4 }
 
 // capacity returns how many more deliveries may be claimed (in flight and
 // queued together), the deliveries each webhook has in flight or queued,
@@ -501,7 +534,7 @@ func (d *Dispatcher) capacity() (free int, busy map[int64]int, exclude []int64) 
 		busy[id] += len(q)
 	}
 	for id, n := range busy {
-		if n > window/2 {
+		if n > claimAt(window) {
 			exclude = append(exclude, id)
 		}
 	}
@@ -521,7 +554,8 @@ func (d *Dispatcher) acquire(webhook int64) bool {
 }
 
 // free gives back the slot of a finished attempt, starts the next queued
-// delivery that the slot allows, and wakes the claim loop.
+// delivery that the slot allows, and wakes the claim loop when the last
+// round left deliveries behind that the slot makes room for.
 func (d *Dispatcher) free(webhook int64) {
 	d.mu.Lock()
 	d.inflight--
@@ -552,6 +586,15 @@ func (d *Dispatcher) free(webhook int64) {
 			run.attempts.Add(1)
 		}
 	}
+	want := d.starved || len(stale) > 0
+	if d.behind[webhook] && d.perHook[webhook]+len(d.queue[webhook]) <= claimAt(d.opts.PerWebhook*prefetch) {
+		// Its window has drained enough: the next round includes it.
+		delete(d.behind, webhook)
+		want = true
+	}
+	if want {
+		d.wantClaim = true
+	}
 	d.mu.Unlock()
 	if next != nil {
 		go d.attempt(run.sendCtx, next, run.attempts, run.results)
@@ -559,7 +602,9 @@ func (d *Dispatcher) free(webhook int64) {
 	if len(stale) > 0 {
 		d.giveBack(run.dbCtx, stale)
 	}
-	d.poke()
+	if want {
+		d.poke()
+	}
 }
 
 // dequeue pops the oldest queued delivery of webhook that can still be sent

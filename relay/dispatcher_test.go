@@ -811,3 +811,30 @@ func TestHandoffAfterStopGivesBack(t *testing.T) {
 		t.Fatalf("a stopped dispatcher sent %d requests", rc.count())
 	}
 }
+
+// A webhook with a backlog is claimed for in batches as its window drains,
+// not once per finished attempt: claims are the dispatcher's most costly
+// statement.
+func TestBacklogIsClaimedInBatches(t *testing.T) {
+	e := newEnv(t)
+	rc := newReceiver(t, func(w http.ResponseWriter, r *http.Request, n int) {
+		time.Sleep(20 * time.Millisecond)
+		w.WriteHeader(http.StatusNoContent)
+	})
+	wh := e.webhook(rc.URL, "", nil)
+	const n = 120
+	ids := make([]uuid.UUID, n)
+	for i := range ids {
+		ids[i] = e.delivery(wh, body)
+	}
+	d, _ := e.start(fast(Options{PollInterval: time.Hour, Workers: 2, PerWebhook: 2}))
+	for _, id := range ids {
+		e.waitStatus(id, store.StatusDelivered, 30*time.Second)
+	}
+	// The window is 2*prefetch; a claim comes each time a quarter of it
+	// is free.
+	window := 2 * prefetch
+	if got, most := d.claims.Load(), int64(2*n/(window-claimAt(window))); got > most {
+		t.Fatalf("%d claim queries for %d deliveries, want at most %d", got, n, most)
+	}
+}

@@ -7,7 +7,7 @@ import (
 
 func TestOptionsDefaults(t *testing.T) {
 	o := Options{}.withDefaults()
-	if o.Owner == "" || o.Workers != 64 || o.PerWebhook != 8 || o.Timeout != 30*time.Second ||
+	if o.Owner == "" || o.Workers != 128 || o.PerWebhook != 16 || o.Timeout != 30*time.Second ||
 		len(o.Schedule) != 5 || o.PollInterval != 500*time.Millisecond || o.Lease != 70*time.Second ||
 		o.SnippetBytes != 0 || o.DrainTimeout != 0 || o.UserAgent != "SmartMaintenance/1.0" || o.Logger == nil {
 		t.Fatalf("defaults: %+v", o)
