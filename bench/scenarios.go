@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -28,12 +29,21 @@ func (b *run) burst(ctx context.Context) (Result, error) {
 		return Result{}, err
 	}
 	cpu := b.cpuMeter(rp)
-	if _, err := pool.Exec(ctx, `UPDATE tasks SET status = 'completed', title = $1`, nanos()); err != nil {
+	// The relay's recorded position passes the WAL position read just
+	// before the commit exactly when it has stored the transaction.
+	var before int64
+	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `UPDATE tasks SET status = 'completed', title = $1`, nanos()); err != nil {
+			return err
+		}
+		return tx.QueryRow(ctx, `SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '0/0')::bigint`).Scan(&before)
+	})
+	if err != nil {
 		return Result{}, err
 	}
 	committed := time.Now()
 	stored := make(chan time.Duration, 1)
-	go func() { stored <- waitStored(ctx, pool, n, committed) }()
+	go func() { stored <- waitPosition(ctx, pool, before, committed) }()
 	st, err := b.waitReceived(ctx, n, 15*time.Minute)
 	if err != nil {
 		return Result{}, err
@@ -230,6 +240,22 @@ func waitStored(ctx context.Context, pool *pgxpool.Pool, n int, since time.Time)
 			if stored >= int64(n) {
 				return time.Since(since)
 			}
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return 0
+}
+
+// waitPosition waits until the relay's recorded position passes lsn and
+// returns the time since since. It reads one row: polling costs nothing
+// even while a large store transaction is open (unlike reading the events
+// table, whose newest index entries are then all invisible).
+func waitPosition(ctx context.Context, pool *pgxpool.Pool, lsn int64, since time.Time) time.Duration {
+	for ctx.Err() == nil {
+		var at int64
+		_ = pool.QueryRow(ctx, `SELECT coalesce(max(lsn), 0) FROM relay.checkpoints`).Scan(&at)
+		if at > lsn {
+			return time.Since(since)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}

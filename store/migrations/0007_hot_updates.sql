@@ -25,3 +25,11 @@ ALTER TABLE {{schema}}.attempts ADD PRIMARY KEY (delivery_id, attempt);
 -- delivery insert: the relay is the only writer of both tables, and prune
 -- deletes an event only once no delivery refers to it.
 ALTER TABLE {{schema}}.deliveries DROP CONSTRAINT deliveries_event_id_fkey;
+
+-- Deliveries stored by one transaction share their next_attempt_at, so
+-- their entries in the claims' index are equal: deduplicated into one
+-- posting list, an entry whose delivery was sent cannot be marked dead on
+-- its own, and every claim walks all the sent ones again until vacuum runs
+-- (a cost that grows with the backlog). Kept apart, each is skipped once.
+ALTER INDEX {{schema}}.deliveries_due_by_webhook SET (deduplicate_items = off);
+REINDEX INDEX {{schema}}.deliveries_due_by_webhook;
