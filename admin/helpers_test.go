@@ -19,6 +19,7 @@ import (
 	"github.com/smartmaintenance/relay/config"
 	"github.com/smartmaintenance/relay/egress"
 	"github.com/smartmaintenance/relay/internal/pgtest"
+	"github.com/smartmaintenance/relay/internal/storetest"
 	"github.com/smartmaintenance/relay/internal/syncbuf"
 	"github.com/smartmaintenance/relay/mapper"
 	"github.com/smartmaintenance/relay/relay"
@@ -101,15 +102,7 @@ type envOptions struct {
 
 func newEnv(t *testing.T, o envOptions) *env {
 	t.Helper()
-	ctx := context.Background()
-	st, err := store.Open(ctx, pgtest.NewDatabase(t), "relay")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(st.Close)
-	if err := st.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
+	st := storetest.Open(t)
 	if o.key {
 		box, _ := secrets.New(bytes.Repeat([]byte{42}, secrets.KeyBytes))
 		st.UseSecrets(box)

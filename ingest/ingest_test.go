@@ -10,6 +10,7 @@ import (
 	"github.com/smartmaintenance/relay/event"
 	"github.com/smartmaintenance/relay/ingest"
 	"github.com/smartmaintenance/relay/internal/pgtest"
+	"github.com/smartmaintenance/relay/internal/storetest"
 	"github.com/smartmaintenance/relay/mapper"
 	"github.com/smartmaintenance/relay/store"
 )
@@ -22,13 +23,7 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 // store.Close).
 func TestCloseReleasesAnOpenTransaction(t *testing.T) {
 	ctx := context.Background()
-	st, err := store.Open(ctx, pgtest.NewDatabase(t), "relay")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := st.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
+	st := storetest.Open(t)
 	m, err := mapper.New(mapper.DefaultRules(), mapper.Options{DefaultLocation: time.UTC})
 	if err != nil {
 		t.Fatal(err)
@@ -70,14 +65,7 @@ type fixture struct {
 func newFixture(t *testing.T, users int, chunk int) *fixture {
 	t.Helper()
 	ctx := context.Background()
-	st, err := store.Open(ctx, pgtest.NewDatabase(t), "relay")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(st.Close)
-	if err := st.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
+	st := storetest.Open(t)
 	m, err := mapper.New(mapper.DefaultRules(), mapper.Options{DefaultLocation: time.UTC})
 	if err != nil {
 		t.Fatal(err)
