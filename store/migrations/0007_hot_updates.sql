@@ -33,3 +33,8 @@ ALTER TABLE {{schema}}.deliveries DROP CONSTRAINT deliveries_event_id_fkey;
 -- (a cost that grows with the backlog). Kept apart, each is skipped once.
 ALTER INDEX {{schema}}.deliveries_due_by_webhook SET (deduplicate_items = off);
 REINDEX INDEX {{schema}}.deliveries_due_by_webhook;
+
+-- Listing a webhook's deliveries newest first reads one range of
+-- deliveries_webhook_status per status and merges them, so this index only
+-- cost every stored and every recorded delivery an entry.
+DROP INDEX {{schema}}.deliveries_webhook;
