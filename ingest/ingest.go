@@ -105,7 +105,7 @@ func New(st *store.Store, m *mapper.Mapper, opts Options) *Ingester {
 // Position implements cdc.Handler. It also reloads the company directory
 // from the state that belongs to that position.
 func (in *Ingester) Position(ctx context.Context) (event.LSN, cdc.State, error) {
-	in.abort(ctx)
+	in.abort(ctx, lostConnection)
 	lsn, state, err := in.st.Position(ctx, in.opts.Slot)
 	if err != nil {
 		return 0, 0, err
@@ -221,10 +221,12 @@ func (in *Ingester) Commit(ctx context.Context, tx event.Tx) error {
 // Flush implements cdc.Handler: it records the position past the last
 // committed source transaction and commits the store transaction.
 func (in *Ingester) Flush(ctx context.Context) error {
-	if err := in.write(ctx); err != nil {
-		return err
+	if in.w == nil {
+		// Nothing of the group is in the store yet (no large transaction,
+		// no state read): all of it goes in one round trip.
+		return in.writeCommit(ctx)
 	}
-	if err := in.writer(ctx); err != nil {
+	if err := in.write(ctx); err != nil {
 		return err
 	}
 	w, n, leased := in.w, in.deliveries, in.leased
@@ -243,11 +245,32 @@ func (in *Ingester) Flush(ctx context.Context) error {
 	return nil
 }
 
+// writeCommit stores the buffered group and its position at once (see
+// store.WriteCommit).
+func (in *Ingester) writeCommit(ctx context.Context) error {
+	n, leased, err := in.st.WriteCommit(ctx, in.opts.Slot, in.events, in.states, in.leaseRequest(), in.end)
+	if err != nil {
+		in.abort(ctx, "store commit failed")
+		return err
+	}
+	in.tel.written()
+	clear(in.events)
+	in.events = in.events[:0]
+	clear(in.states)
+	in.states = in.states[:0]
+	in.tel.committed(n)
+	in.forget()
+	if n > 0 {
+		in.opts.Committed(n, leased)
+	}
+	return nil
+}
+
 // Close rolls back a store transaction that a stopped feed left open (it
 // stopped in the middle of a source transaction), so that the store's
 // connection pool can close. Call it after cdc.Source.Run returns.
 func (in *Ingester) Close(ctx context.Context) {
-	in.abort(context.WithoutCancel(ctx))
+	in.abort(context.WithoutCancel(ctx), lostConnection)
 }
 
 // Idle implements cdc.Handler.
@@ -271,9 +294,13 @@ func (in *Ingester) writer(ctx context.Context) error {
 	return nil
 }
 
+// lostConnection is why source transactions are abandoned when a session
+// ends in the middle of a group.
+const lostConnection = "source transactions abandoned (connection lost)"
+
 // abort drops a store transaction left open by a lost connection: the
 // source transactions in it were never confirmed and are streamed again.
-func (in *Ingester) abort(ctx context.Context) {
+func (in *Ingester) abort(ctx context.Context, reason string) {
 	if in.w != nil {
 		in.w.Rollback(ctx)
 		in.w = nil
@@ -287,7 +314,7 @@ func (in *Ingester) abort(ctx context.Context) {
 	in.leased = nil
 	// The rolled-back writes may be in it; the store is the truth again.
 	in.known = nil
-	in.tel.aborted("source transactions abandoned (connection lost)")
+	in.tel.aborted(reason)
 }
 
 // maxKnownRows bounds the row states the ingester keeps in memory.

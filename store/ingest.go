@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/smartmaintenance/relay/event"
 )
@@ -228,6 +229,56 @@ func (w *Writer) WriteLeasing(ctx context.Context, events []event.Event, states 
 	}
 	if err := br.Close(); err != nil {
 		return 0, nil, fmt.Errorf("store events and row state: %w", err)
+	}
+	return created, leased, nil
+}
+
+// WriteCommit is BeginWrite, WriteLeasing and Commit(end) in one round
+// trip: the statements go to the server as one pipeline, which PostgreSQL
+// runs as one implicit transaction, so either all of it is stored or
+// nothing. It fails, storing nothing, when slot is not ready.
+func (s *Store) WriteCommit(ctx context.Context, slot string, events []event.Event, states []StateRow, lease ClaimRequest, end event.LSN) (int64, []Claimed, error) {
+	w := &Writer{s: s, slot: slot}
+	b := &pgx.Batch{}
+	// First, so that a slot that is not ready stops the rest: the division
+	// fails when no checkpoint row was updated.
+	b.Queue(s.q(`WITH u AS (
+			UPDATE {{schema}}.checkpoints SET lsn = $2, updated_at = now()
+			WHERE slot = $1 AND state = 'ready' RETURNING 1)
+		SELECT 1 / (SELECT count(*)::int FROM u)`), slot, int64(end))
+	if err := w.queueState(b, states); err != nil {
+		return 0, nil, err
+	}
+	nState := b.Len() - 1
+	if len(events) > 0 {
+		w.queueEvents(b, events, lease)
+	}
+	br := s.pool.SendBatch(ctx, b)
+	if _, err := br.Exec(); err != nil {
+		br.Close()
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == "22012" { // division_by_zero
+			return 0, nil, fmt.Errorf("save checkpoint: slot %s is not ready", slot)
+		}
+		return 0, nil, fmt.Errorf("save checkpoint: %w", err)
+	}
+	for range nState {
+		if _, err := br.Exec(); err != nil {
+			br.Close()
+			return 0, nil, fmt.Errorf("store row state: %w", err)
+		}
+	}
+	var created int64
+	var leased []Claimed
+	if len(events) > 0 {
+		var err error
+		if created, leased, err = w.scanEvents(br.QueryRow(), events); err != nil {
+			br.Close()
+			return 0, nil, fmt.Errorf("store events: %w", err)
+		}
+	}
+	if err := br.Close(); err != nil {
+		return 0, nil, fmt.Errorf("commit store transaction: %w", err)
 	}
 	return created, leased, nil
 }

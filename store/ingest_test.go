@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -110,5 +111,60 @@ func TestWriteLeasing(t *testing.T) {
 	w.Rollback(ctx)
 	if err != nil || created != 0 || len(leased) != 0 {
 		t.Fatalf("replay: created %d, leased %d, %v", created, len(leased), err)
+	}
+}
+
+// WriteCommit stores a group and its position in one round trip, all or
+// nothing.
+func TestWriteCommit(t *testing.T) {
+	s := newTestStore(t)
+	ctx := context.Background()
+	s.addWebhook(t, "http://a.example/hook", "", "")
+	ev := []event.Event{{Type: "task.completed", CompanyID: 1, CommitLSN: 10, Seq: 0, CommitTime: time.Now(),
+		Table: "tasks", Op: event.Update, Body: []byte(`{}`)}}
+	st := []StateRow{{Table: "tasks", Key: "1", Vals: event.Row{"status": "completed"}}}
+	count := func(table string) int {
+		var n int
+		if err := s.pool.QueryRow(ctx, s.q(`SELECT count(*) FROM {{schema}}.`+table)).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+
+	// The slot is not ready: nothing is stored.
+	if _, _, err := s.WriteCommit(ctx, "s", ev, st, ClaimRequest{}, 11); err == nil || !strings.Contains(err.Error(), "not ready") {
+		t.Fatalf("write to a slot that is not ready: %v", err)
+	}
+	if count("events") != 0 || count("row_state") != 0 {
+		t.Fatal("a refused write stored something")
+	}
+	if err := s.MarkSeeding(ctx, "s"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Seed(ctx, "s", 1, func(func(StateRow) error) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+
+	// A statement after the position fails: the position is not moved.
+	bad := []StateRow{{Table: "tasks\x00", Key: "1", Vals: event.Row{"status": "x"}}}
+	if _, _, err := s.WriteCommit(ctx, "s", ev, bad, ClaimRequest{}, 11); err == nil {
+		t.Fatal("a failing write succeeded")
+	}
+	if lsn, _, err := s.Position(ctx, "s"); err != nil || lsn != 1 {
+		t.Fatalf("position after a failed write: %v %v, want 1", lsn, err)
+	}
+	if count("events") != 0 {
+		t.Fatal("a failed write stored events")
+	}
+
+	created, leased, err := s.WriteCommit(ctx, "s", ev, st, ClaimRequest{Owner: "me", Limit: 10, Lease: time.Minute}, 11)
+	if err != nil || created != 1 || len(leased) != 1 {
+		t.Fatalf("write: %d %v %v", created, leased, err)
+	}
+	if lsn, _, err := s.Position(ctx, "s"); err != nil || lsn != 11 {
+		t.Fatalf("position %v %v, want 11", lsn, err)
+	}
+	if count("events") != 1 || count("deliveries") != 1 || count("row_state") != 1 {
+		t.Fatal("the write did not store everything")
 	}
 }
