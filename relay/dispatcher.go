@@ -265,7 +265,8 @@ func (d *Dispatcher) Reserve() (store.ClaimRequest, bool) {
 // Handoff takes deliveries leased to this dispatcher when they were stored
 // (see Reserve), once their store transaction has committed: each starts
 // at once if its webhook has a free slot, else waits in its queue as a
-// claimed one does. A dispatcher that has stopped gives them back.
+// claimed one does. A dispatcher that has stopped gives them back. The
+// dispatcher owns claims from then on: the caller must not touch them.
 func (d *Dispatcher) Handoff(claims []store.Claimed) {
 	if len(claims) == 0 {
 		return

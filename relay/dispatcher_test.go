@@ -761,24 +761,28 @@ func TestHandoffSendsWithoutClaiming(t *testing.T) {
 	if len(leased) != 2*prefetch {
 		t.Fatalf("%d leased, want %d", len(leased), 2*prefetch)
 	}
-	d.Handoff(leased)
-	for _, c := range leased {
-		got := e.waitStatus(c.ID, store.StatusDelivered, 5*time.Second)
+	ids := make([]uuid.UUID, len(leased))
+	for i, c := range leased {
+		ids[i] = c.ID
+	}
+	d.Handoff(leased) // the dispatcher owns them now
+	for _, id := range ids {
+		got := e.waitStatus(id, store.StatusDelivered, 5*time.Second)
 		if got.Attempts != 1 {
-			t.Fatalf("delivery %s: %d attempts", c.ID, got.Attempts)
+			t.Fatalf("delivery %s: %d attempts", id, got.Attempts)
 		}
-		r := rc.receipts(c.ID)
+		r := rc.receipts(id)
 		if len(r) != 1 || r[0].header.Get("X-SMTM-Signature") != wantSignature("handoff-secret-0123", body) {
-			t.Fatalf("delivery %s received %d times, headers %v", c.ID, len(r), r)
+			t.Fatalf("delivery %s received %d times, headers %v", id, len(r), r)
 		}
 	}
 	var pending int
 	e.st.Pool().QueryRow(context.Background(), strings.ReplaceAll(`SELECT count(*) FROM {{schema}}.deliveries WHERE status = 'pending' AND lease_owner IS NULL`, "{{schema}}", e.st.Schema())).Scan(&pending)
-	if pending != n-len(leased) {
-		t.Fatalf("%d pending and unclaimed, want %d", pending, n-len(leased))
+	if pending != n-len(ids) {
+		t.Fatalf("%d pending and unclaimed, want %d", pending, n-len(ids))
 	}
-	if rc.count() != len(leased) {
-		t.Fatalf("the receiver got %d requests, want %d", rc.count(), len(leased))
+	if rc.count() != len(ids) {
+		t.Fatalf("the receiver got %d requests, want %d", rc.count(), len(ids))
 	}
 }
 
@@ -801,10 +805,14 @@ func TestHandoffAfterStopGivesBack(t *testing.T) {
 	if _, ok := d.Reserve(); ok {
 		t.Fatal("a stopped dispatcher still reserves")
 	}
+	ids := make([]uuid.UUID, len(leased))
+	for i, c := range leased {
+		ids[i] = c.ID
+	}
 	d.Handoff(leased)
-	for _, c := range leased {
-		if got := e.get(c.ID); got.LeaseOwner != "" || got.Status != store.StatusPending {
-			t.Fatalf("delivery %s after the hand-off to a stopped dispatcher: %+v", c.ID, got)
+	for _, id := range ids {
+		if got := e.get(id); got.LeaseOwner != "" || got.Status != store.StatusPending {
+			t.Fatalf("delivery %s after the hand-off to a stopped dispatcher: %+v", id, got)
 		}
 	}
 	if rc.count() != 0 {
