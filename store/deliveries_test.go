@@ -555,3 +555,43 @@ func TestRecordPlanUsesPrimaryKey(t *testing.T) {
 		t.Fatalf("recording attempts does not find deliveries by primary key:\n%s", plan)
 	}
 }
+
+// A webhook's deliveries of every status come newest first, page after
+// page, though each status is read from its own index range.
+func TestWebhookDeliveriesAcrossStatuses(t *testing.T) {
+	s := newTestStore(t)
+	ctx := context.Background()
+	wh := s.addWebhook(t, "http://a", "", "")
+	other := s.addWebhook(t, "http://b", "", "")
+	statuses := []Status{StatusDelivered, StatusPending, StatusFailed, StatusRetrying, StatusDelivered, StatusFailed, StatusPending}
+	var want []uuid.UUID // newest first
+	for i, st := range statuses {
+		id := s.addDelivery(t, wh, "{}")
+		s.mustExec(t, `UPDATE {{schema}}.deliveries SET status = $2, created_at = now() - $3 * interval '1 minute' WHERE id = $1`, id, string(st), len(statuses)-i)
+		want = append([]uuid.UUID{id}, want...)
+	}
+	s.addDelivery(t, other, "{}")
+	var got []uuid.UUID
+	f := DeliveryFilter{WebhookID: wh, Limit: 3}
+	for range 5 {
+		page, err := s.WebhookDeliveries(ctx, f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range page {
+			got = append(got, d.ID)
+		}
+		if len(page) < f.Limit {
+			break
+		}
+		last := page[len(page)-1]
+		f.After = &DeliveryCursor{CreatedAt: last.CreatedAt, ID: last.ID}
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("listing gave\n%v\nwant\n%v", got, want)
+	}
+	failed, err := s.WebhookDeliveries(ctx, DeliveryFilter{WebhookID: wh, Statuses: []Status{StatusFailed, StatusRetrying}, Limit: 10})
+	if err != nil || len(failed) != 3 {
+		t.Fatalf("failed and retrying: %d %v", len(failed), err)
+	}
+}
