@@ -839,10 +839,11 @@ func TestBacklogIsClaimedInBatches(t *testing.T) {
 	for _, id := range ids {
 		e.waitStatus(id, store.StatusDelivered, 30*time.Second)
 	}
-	// The window is 2*prefetch; a claim comes each time a quarter of it
-	// is free.
+	// The window is 2*prefetch; a claim round comes each time a quarter of
+	// it is free, and takes two queries (the second finds nothing more).
+	// A claim per finished attempt made about 130.
 	window := 2 * prefetch
-	if got, most := d.claims.Load(), int64(2*n/(window-claimAt(window))); got > most {
+	if got, most := d.claims.Load(), int64(3*n/(window-claimAt(window))); got > most {
 		t.Fatalf("%d claim queries for %d deliveries, want at most %d", got, n, most)
 	}
 }
