@@ -254,10 +254,7 @@ func (in *Ingester) writeCommit(ctx context.Context) error {
 		return err
 	}
 	in.tel.written()
-	clear(in.events)
-	in.events = in.events[:0]
-	clear(in.states)
-	in.states = in.states[:0]
+	in.dropBuffered()
 	in.tel.committed(n)
 	in.forget()
 	if n > 0 {
@@ -306,10 +303,7 @@ func (in *Ingester) abort(ctx context.Context, reason string) {
 		in.w = nil
 	}
 	in.pending = in.pending[:0]
-	clear(in.events)
-	in.events = in.events[:0]
-	clear(in.states)
-	in.states = in.states[:0]
+	in.dropBuffered()
 	in.deliveries = 0
 	in.leased = nil
 	// The rolled-back writes may be in it; the store is the truth again.
@@ -463,10 +457,7 @@ func (in *Ingester) write(ctx context.Context) error {
 	in.deliveries += n
 	in.leased = append(in.leased, leased...)
 	in.tel.written()
-	clear(in.events)
-	in.events = in.events[:0]
-	clear(in.states)
-	in.states = in.states[:0]
+	in.dropBuffered()
 	return nil
 }
 
@@ -495,6 +486,15 @@ func (in *Ingester) leaseRequest() store.ClaimRequest {
 		req.Busy = busy
 	}
 	return req
+}
+
+// dropBuffered empties the buffers of mapped, unwritten events and row
+// state, keeping their capacity.
+func (in *Ingester) dropBuffered() {
+	clear(in.events)
+	in.events = in.events[:0]
+	clear(in.states)
+	in.states = in.states[:0]
 }
 
 // forget bounds the row states kept in memory. Call it only when nothing is

@@ -734,6 +734,15 @@ func (e *env) handoffWrite(d *Dispatcher, lsn event.LSN, n int) []store.Claimed 
 	return leased
 }
 
+// claimIDs returns the ids of claims, to be read after they are handed over.
+func claimIDs(claims []store.Claimed) []uuid.UUID {
+	ids := make([]uuid.UUID, len(claims))
+	for i, c := range claims {
+		ids[i] = c.ID
+	}
+	return ids
+}
+
 func (e *env) ready() {
 	e.t.Helper()
 	ctx := context.Background()
@@ -761,10 +770,7 @@ func TestHandoffSendsWithoutClaiming(t *testing.T) {
 	if len(leased) != 2*prefetch {
 		t.Fatalf("%d leased, want %d", len(leased), 2*prefetch)
 	}
-	ids := make([]uuid.UUID, len(leased))
-	for i, c := range leased {
-		ids[i] = c.ID
-	}
+	ids := claimIDs(leased)
 	d.Handoff(leased) // the dispatcher owns them now
 	for _, id := range ids {
 		got := e.waitStatus(id, store.StatusDelivered, 5*time.Second)
@@ -805,10 +811,7 @@ func TestHandoffAfterStopGivesBack(t *testing.T) {
 	if _, ok := d.Reserve(); ok {
 		t.Fatal("a stopped dispatcher still reserves")
 	}
-	ids := make([]uuid.UUID, len(leased))
-	for i, c := range leased {
-		ids[i] = c.ID
-	}
+	ids := claimIDs(leased)
 	d.Handoff(leased)
 	for _, id := range ids {
 		if got := e.get(id); got.LeaseOwner != "" || got.Status != store.StatusPending {

@@ -211,7 +211,12 @@ func (w *Writer) WriteLeasing(ctx context.Context, events []event.Event, states 
 	if b.Len() == 0 {
 		return 0, nil, nil
 	}
-	br := w.tx.SendBatch(ctx, b)
+	return w.results(w.tx.SendBatch(ctx, b), nState, events)
+}
+
+// results reads what queueState and queueEvents queued, in that order, and
+// closes br: the number of deliveries created and the leased ones.
+func (w *Writer) results(br pgx.BatchResults, nState int, events []event.Event) (int64, []Claimed, error) {
 	for range nState {
 		if _, err := br.Exec(); err != nil {
 			br.Close()
@@ -262,25 +267,7 @@ func (s *Store) WriteCommit(ctx context.Context, slot string, events []event.Eve
 		}
 		return 0, nil, fmt.Errorf("save checkpoint: %w", err)
 	}
-	for range nState {
-		if _, err := br.Exec(); err != nil {
-			br.Close()
-			return 0, nil, fmt.Errorf("store row state: %w", err)
-		}
-	}
-	var created int64
-	var leased []Claimed
-	if len(events) > 0 {
-		var err error
-		if created, leased, err = w.scanEvents(br.QueryRow(), events); err != nil {
-			br.Close()
-			return 0, nil, fmt.Errorf("store events: %w", err)
-		}
-	}
-	if err := br.Close(); err != nil {
-		return 0, nil, fmt.Errorf("commit store transaction: %w", err)
-	}
-	return created, leased, nil
+	return w.results(br, nState, events)
 }
 
 // queueEvents queues the statement that stores events with one delivery per
