@@ -21,6 +21,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	reference "github.com/smartmaintenance/relay"
@@ -46,6 +47,10 @@ type Options struct {
 	// PGStats prints, after each scenario, the statements PostgreSQL spent
 	// most time on (pg_stat_statements), to Progress.
 	PGStats bool
+	// SeparateState keeps the relay's own tables in a database of their
+	// own in the same cluster (database.state_url) instead of the platform
+	// database.
+	SeparateState bool
 }
 
 // Result is one scenario's figures.
@@ -67,8 +72,11 @@ type Result struct {
 	// receiver's, per delivery, over the same interval.
 	PGMicrosPerDel   float64 `json:"postgres_cpu_us_per_delivery"`
 	RecvMicrosPerDel float64 `json:"receiver_cpu_us_per_delivery"`
-	SlotLagBytes     int64   `json:"slot_lag_bytes"`
-	Note             string  `json:"note,omitempty"`
+	// PostgreSQL's CPU per delivery by process: walsender, the relay's
+	// state connections, the load, autovacuum, the WAL writer...
+	PGByProcess  map[string]float64 `json:"postgres_cpu_us_per_delivery_by_process,omitempty"`
+	SlotLagBytes int64              `json:"slot_lag_bytes"`
+	Note         string             `json:"note,omitempty"`
 }
 
 // Scenario names, in the order they run.
@@ -199,6 +207,10 @@ type relayProc struct {
 	cmd  *exec.Cmd
 	log  *os.File
 	slot string
+	// state reaches the relay's own tables; stateDB is their database
+	// when it is not the platform's.
+	state   *pgxpool.Pool
+	stateDB string
 }
 
 type webhook struct {
@@ -232,6 +244,10 @@ func (b *run) teardown(db string, pool *pgxpool.Pool, r *relayProc) {
 	}
 	pool.Close()
 	_ = b.pg.DropDatabase(context.Background(), db)
+	if r != nil && r.stateDB != "" {
+		r.state.Close()
+		_ = b.pg.DropDatabase(context.Background(), r.stateDB)
+	}
 }
 
 // startRelay runs the relay binary on db with the given webhooks and waits
@@ -239,7 +255,22 @@ func (b *run) teardown(db string, pool *pgxpool.Pool, r *relayProc) {
 func (b *run) startRelay(ctx context.Context, db string, pool *pgxpool.Pool, hooks []webhook, extra string) (*relayProc, error) {
 	slot := "bench_" + db
 	var sb strings.Builder
-	fmt.Fprintf(&sb, "log:\n  level: warn\ndatabase:\n  url: %q\nreplication:\n  slot: %s\n  publication: %s\n", b.pg.URL(db), slot, slot)
+	r := &relayProc{slot: slot, state: pool}
+	fmt.Fprintf(&sb, "log:\n  level: warn\ndatabase:\n  url: %q\n", b.pg.URL(db))
+	if b.opts.SeparateState {
+		stateDB, err := b.pg.CreateDatabase(ctx)
+		if err != nil {
+			return r, err
+		}
+		state, err := pgxpool.New(ctx, b.pg.URL(stateDB))
+		if err != nil {
+			_ = b.pg.DropDatabase(ctx, stateDB)
+			return r, err
+		}
+		r.state, r.stateDB = state, stateDB
+		fmt.Fprintf(&sb, "  state_url: %q\n", b.pg.URL(stateDB))
+	}
+	fmt.Fprintf(&sb, "replication:\n  slot: %s\n  publication: %s\n", slot, slot)
 	sb.WriteString(extra)
 	sb.WriteString("webhooks:\n  endpoints:\n")
 	for i, h := range hooks {
@@ -248,11 +279,11 @@ func (b *run) startRelay(ctx context.Context, db string, pool *pgxpool.Pool, hoo
 	}
 	cfg := filepath.Join(b.dir, db+".yaml")
 	if err := os.WriteFile(cfg, []byte(sb.String()), 0o600); err != nil {
-		return nil, err
+		return r, err
 	}
 	logf, err := os.Create(filepath.Join(b.dir, db+".log"))
 	if err != nil {
-		return nil, err
+		return r, err
 	}
 	args := []string{"run", "--config", cfg}
 	if b.opts.ProfileDir != "" {
@@ -263,20 +294,22 @@ func (b *run) startRelay(ctx context.Context, db string, pool *pgxpool.Pool, hoo
 	// default.
 	cmd.Env = append(os.Environ(), "RELAY_DELIVERY__ALLOW_NETWORKS=127.0.0.0/8,::1")
 	cmd.Stdout, cmd.Stderr = logf, logf
+	r.cmd, r.log = cmd, logf
 	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start relay: %w", err)
+		return r, fmt.Errorf("start relay: %w", err)
 	}
-	r := &relayProc{cmd: cmd, log: logf, slot: slot}
 	wctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
 	if err := demo.WaitForSlot(wctx, pool, slot); err != nil {
-		r.stop()
-		return nil, fmt.Errorf("relay did not start streaming (see %s): %w", logf.Name(), err)
+		return r, fmt.Errorf("relay did not start streaming (see %s): %w", logf.Name(), err)
 	}
 	return r, nil
 }
 
 func (r *relayProc) stop() {
+	if r.cmd == nil || r.cmd.Process == nil {
+		return
+	}
 	r.cmd.Process.Signal(os.Interrupt)
 	done := make(chan struct{})
 	go func() { r.cmd.Wait(); close(done) }()
@@ -342,22 +375,65 @@ func field(f []string, i int) int64 {
 type cpuMeter struct {
 	b                *run
 	rp               *relayProc
+	pool             *pgxpool.Pool
 	relay, pg, recv0 time.Duration
+	procs            map[int]pgProc
 }
 
-func (b *run) cpuMeter(rp *relayProc) *cpuMeter {
-	return &cpuMeter{b: b, rp: rp, relay: rp.cpu(), pg: procCPU(b.pg.PID(), true), recv0: procCPU(b.recv.cmd.Process.Pid, false)}
+func (b *run) cpuMeter(ctx context.Context, pool *pgxpool.Pool, rp *relayProc) *cpuMeter {
+	return &cpuMeter{b: b, rp: rp, pool: pool, relay: rp.cpu(), pg: procCPU(b.pg.PID(), true),
+		recv0: procCPU(b.recv.cmd.Process.Pid, false), procs: pgProcs(ctx, pool)}
 }
 
 // fill records the CPU used since the start, per delivery, in r.
-func (m *cpuMeter) fill(r *Result) time.Duration {
+func (m *cpuMeter) fill(ctx context.Context, r *Result) time.Duration {
 	relay := m.rp.cpu() - m.relay
 	if r.Deliveries > 0 {
 		per := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(r.Deliveries) }
-		r.PGMicrosPerDel = per(procCPU(m.b.pg.PID(), true) - m.pg)
+		pg := procCPU(m.b.pg.PID(), true) - m.pg
+		r.PGMicrosPerDel = per(pg)
 		r.RecvMicrosPerDel = per(procCPU(m.b.recv.cmd.Process.Pid, false) - m.recv0)
+		r.PGByProcess = map[string]float64{}
+		rest := pg
+		for pid, now := range pgProcs(ctx, m.pool) {
+			d := now.cpu - m.procs[pid].cpu // a process started since counts whole
+			r.PGByProcess[now.role] += per(d)
+			rest -= d
+		}
+		r.PGByProcess["exited or unnamed"] = per(rest)
 	}
 	return relay
+}
+
+// pgProc is one PostgreSQL process: what it does and its CPU time so far.
+type pgProc struct {
+	role string
+	cpu  time.Duration
+}
+
+// pgProcs returns PostgreSQL's live processes by pid. The relay's
+// connections are named by their application_name; other client
+// connections are the load generator's and the bench's.
+func pgProcs(ctx context.Context, pool *pgxpool.Pool) map[int]pgProc {
+	rows, err := pool.Query(ctx, `SELECT pid, coalesce(backend_type, ''), coalesce(application_name, '') FROM pg_stat_activity`)
+	if err != nil {
+		return nil
+	}
+	procs := map[int]pgProc{}
+	var pid int
+	var typ, app string
+	_, _ = pgx.ForEachRow(rows, []any{&pid, &typ, &app}, func() error {
+		role := typ
+		switch {
+		case strings.HasPrefix(app, "smtm-relay"):
+			role = app
+		case typ == "client backend":
+			role = "load and bench"
+		}
+		procs[pid] = pgProc{role: role, cpu: procCPU(pid, false)}
+		return nil
+	})
+	return procs
 }
 
 // peakRSS returns the relay's peak resident memory in MB.

@@ -28,7 +28,7 @@ func (b *run) burst(ctx context.Context) (Result, error) {
 	if _, err := b.recv.stats(true, false); err != nil {
 		return Result{}, err
 	}
-	cpu := b.cpuMeter(rp)
+	cpu := b.cpuMeter(ctx, pool, rp)
 	// The relay's recorded position passes the WAL position read just
 	// before the commit exactly when it has stored the transaction.
 	var before int64
@@ -43,7 +43,7 @@ func (b *run) burst(ctx context.Context) (Result, error) {
 	}
 	committed := time.Now()
 	stored := make(chan time.Duration, 1)
-	go func() { stored <- waitPosition(ctx, pool, before, committed) }()
+	go func() { stored <- waitPosition(ctx, rp.state, before, committed) }()
 	st, err := b.waitReceived(ctx, n, 15*time.Minute)
 	if err != nil {
 		return Result{}, err
@@ -51,7 +51,7 @@ func (b *run) burst(ctx context.Context) (Result, error) {
 	r := Result{Events: n, Deliveries: n, Seconds: st.LastAt.Sub(committed).Seconds(),
 		Note: fmt.Sprintf("all deliveries stored %v after the commit; latency percentiles include the UPDATE itself (title is set when it starts)",
 			(<-stored).Round(time.Millisecond))}
-	fill(&r, st, rp, cpu.fill(&r), ctx, pool)
+	fill(&r, st, rp, cpu.fill(ctx, &r), ctx, pool)
 	return r, nil
 }
 
@@ -112,21 +112,21 @@ func (b *run) paced(ctx context.Context, rate int, d time.Duration, hooks []webh
 			ok++
 		}
 	}
-	cpu := b.cpuMeter(rp)
+	cpu := b.cpuMeter(ctx, pool, rp)
 	start := time.Now()
 	if err := pace(ctx, pool, rate, n); err != nil {
 		return Result{}, err
 	}
 	loaded := time.Since(start)
-	stored := waitStored(ctx, pool, n, start)
+	stored := waitStored(ctx, rp.state, n, start)
 	st, err := b.waitReceived(ctx, n*ok, 10*time.Minute)
 	if err != nil {
 		return Result{}, err
 	}
 	r := Result{Events: n, Deliveries: n * ok, Seconds: st.LastAt.Sub(start).Seconds()}
-	fill(&r, st, rp, cpu.fill(&r), ctx, pool)
+	fill(&r, st, rp, cpu.fill(ctx, &r), ctx, pool)
 	r.Note = fmt.Sprintf("load took %v (%.0f tx/s); all deliveries stored %v after the start; %s",
-		loaded.Round(time.Millisecond), float64(n)/loaded.Seconds(), stored.Round(time.Millisecond), stages(ctx, pool))
+		loaded.Round(time.Millisecond), float64(n)/loaded.Seconds(), stored.Round(time.Millisecond), stages(ctx, rp.state))
 	if behind := st.LastAt.Sub(start) - d; behind > time.Second {
 		r.Note += fmt.Sprintf("; the last receipt came %v after the load's end", behind.Round(time.Millisecond))
 	}
@@ -197,7 +197,7 @@ func (b *run) backlog(ctx context.Context) (Result, error) {
 	deadline := time.Now().Add(10 * time.Minute)
 	for {
 		var stored int
-		_ = pool.QueryRow(ctx, `SELECT count(*) FROM relay.deliveries`).Scan(&stored)
+		_ = rp.state.QueryRow(ctx, `SELECT count(*) FROM relay.deliveries`).Scan(&stored)
 		if stored >= n {
 			break
 		}
@@ -214,7 +214,7 @@ func (b *run) backlog(ctx context.Context) (Result, error) {
 	prev := b.recv
 	b.recv = back
 	defer func() { b.recv = prev }()
-	cpu := b.cpuMeter(rp)
+	cpu := b.cpuMeter(ctx, pool, rp)
 	up := time.Now()
 	st, err := b.waitReceived(ctx, n, 15*time.Minute)
 	if err != nil {
@@ -222,7 +222,7 @@ func (b *run) backlog(ctx context.Context) (Result, error) {
 	}
 	r := Result{Events: n, Deliveries: n, Seconds: st.LastAt.Sub(up).Seconds(),
 		Note: "latency percentiles include the time the receiver was down"}
-	fill(&r, st, rp, cpu.fill(&r), ctx, pool)
+	fill(&r, st, rp, cpu.fill(ctx, &r), ctx, pool)
 	return r, nil
 }
 

@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"sort"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -41,6 +42,7 @@ func main() {
 	relay := flag.String("relay", "", "relay binary (default: go build ./cmd/relay)")
 	profile := flag.String("profile", "", "write a CPU profile of each relay run into this directory")
 	pgstats := flag.Bool("pgstats", false, "print the statements PostgreSQL spent most time on, per scenario")
+	separate := flag.Bool("separate-state", false, "keep the relay's tables in a database of their own (database.state_url) instead of the platform database")
 	flag.Parse()
 
 	self, err := os.Executable()
@@ -48,7 +50,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "relaybench:", err)
 		os.Exit(1)
 	}
-	opts := bench.Options{Relay: *relay, Self: self, Short: *short, Progress: os.Stderr, ProfileDir: *profile, PGStats: *pgstats}
+	opts := bench.Options{Relay: *relay, Self: self, Short: *short, Progress: os.Stderr, ProfileDir: *profile, PGStats: *pgstats, SeparateState: *separate}
 	if *scenario != "" {
 		opts.Scenarios = strings.Split(*scenario, ",")
 	}
@@ -81,5 +83,20 @@ func print(results []bench.Result) {
 		if r.Note != "" {
 			fmt.Printf("%s: %s\n", r.Scenario, r.Note)
 		}
+	}
+	for _, r := range results {
+		if len(r.PGByProcess) == 0 {
+			continue
+		}
+		roles := make([]string, 0, len(r.PGByProcess))
+		for role := range r.PGByProcess {
+			roles = append(roles, role)
+		}
+		sort.Slice(roles, func(i, j int) bool { return r.PGByProcess[roles[i]] > r.PGByProcess[roles[j]] })
+		parts := make([]string, len(roles))
+		for i, role := range roles {
+			parts[i] = fmt.Sprintf("%s %.0f", role, r.PGByProcess[role])
+		}
+		fmt.Printf("%s: PostgreSQL µs/delivery by process: %s\n", r.Scenario, strings.Join(parts, ", "))
 	}
 }
