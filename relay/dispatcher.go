@@ -554,10 +554,11 @@ func (d *Dispatcher) acquire(webhook int64) bool {
 	return true
 }
 
-// free gives back the slot of a finished attempt, starts the next queued
-// delivery that the slot allows, and wakes the claim loop when the last
+// free gives back the slot of a finished attempt, takes it again for the
+// next queued delivery that the slot allows and returns that delivery with
+// its run (the caller sends it), and wakes the claim loop when the last
 // round left deliveries behind that the slot makes room for.
-func (d *Dispatcher) free(webhook int64) {
+func (d *Dispatcher) free(webhook int64) (*store.Claimed, *runState) {
 	d.mu.Lock()
 	d.inflight--
 	if d.perHook[webhook]--; d.perHook[webhook] <= 0 {
@@ -597,15 +598,13 @@ func (d *Dispatcher) free(webhook int64) {
 		d.wantClaim = true
 	}
 	d.mu.Unlock()
-	if next != nil {
-		go d.attempt(run.sendCtx, next, run.attempts, run.results)
-	}
 	if len(stale) > 0 {
 		d.giveBack(run.dbCtx, stale)
 	}
 	if want {
 		d.poke()
 	}
+	return next, run
 }
 
 // dequeue pops the oldest queued delivery of webhook that can still be sent
@@ -652,9 +651,23 @@ func (d *Dispatcher) poke() {
 	}
 }
 
-// attempt makes one attempt and hands its result over.
+// attempt makes one attempt, hands its result over, and goes on with the
+// next delivery its slot is given, if any: one goroutine serves a slot for
+// as long as work waits, so its stack is grown once, not per attempt.
 func (d *Dispatcher) attempt(ctx context.Context, c *store.Claimed, attempts *sync.WaitGroup, results chan<- finished) {
-	defer attempts.Done()
+	for c != nil {
+		webhook := c.WebhookID
+		d.attemptOne(ctx, c, results)
+		attempts.Done()
+		var run *runState
+		if c, run = d.free(webhook); c != nil {
+			ctx, attempts, results = run.sendCtx, run.attempts, run.results
+		}
+	}
+}
+
+// attemptOne makes one attempt and hands its result over.
+func (d *Dispatcher) attemptOne(ctx context.Context, c *store.Claimed, results chan<- finished) {
 	ctx, span := d.tel.start(ctx, c)
 	out := d.send.send(ctx, c)
 	n := c.Attempts + 1
@@ -681,7 +694,6 @@ func (d *Dispatcher) attempt(ctx context.Context, c *store.Claimed, attempts *sy
 	f.span = span.SpanContext()
 	c.Body = nil // the body is not needed any more; do not hold it while queued
 	results <- f
-	d.free(c.WebhookID)
 }
 
 // recordLoop writes results to the store in batches: whatever has arrived
