@@ -310,7 +310,7 @@ func (s *Store) RecordAttempts(ctx context.Context, owner string, results []Atte
 		return nil, nil
 	}
 	n := len(results)
-	ids := make([]uuid.UUID, n)
+	ids := make([][16]byte, n) // not []uuid.UUID, which pgx encodes as text, one string each
 	attempts := make([]int32, n)
 	started := make([]time.Time, n)
 	durations := make([]float64, n)

@@ -278,7 +278,7 @@ func (w *Writer) queueEvents(b *pgx.Batch, events []event.Event, lease ClaimRequ
 	lsns, seqs := make([]int64, n), make([]int32, n)
 	types, tables, ops := make([]string, n), make([]string, n), make([]string, n)
 	companies := make([]int64, n)
-	times := make([]any, n)
+	times := make([]time.Time, n)
 	bodies := make([][]byte, n)
 	traces := make([]string, n)
 	for i, e := range events {
