@@ -469,6 +469,12 @@ func (d *Dispatcher) claimRound(ctx, dbCtx, sendCtx context.Context, attempts *s
 		free, busy, exclude := d.capacity()
 		if free == 0 {
 			d.mu.Lock()
+			if d.room() > 0 {
+				// Attempts finished since capacity looked: they did not
+				// know to ask for a round.
+				d.mu.Unlock()
+				continue
+			}
 			d.starved = true
 			d.mu.Unlock()
 			return
@@ -490,10 +496,24 @@ func (d *Dispatcher) claimRound(ctx, dbCtx, sendCtx context.Context, attempts *s
 			d.mu.Lock()
 			d.starved = false
 			clear(d.behind)
+			drained := false
 			for _, id := range exclude {
+				if !d.fullLocked(id) {
+					// Its window drained while the claim ran, and the
+					// attempts that drained it did not know to ask for a
+					// round: ask now.
+					drained = true
+					continue
+				}
 				d.behind[id] = true
 			}
+			if drained {
+				d.wantClaim = true
+			}
 			d.mu.Unlock()
+			if drained {
+				d.poke()
+			}
 			return
 		}
 		now := time.Now()
@@ -539,7 +559,19 @@ func (d *Dispatcher) capacity() (free int, busy map[int64]int, exclude []int64) 
 			exclude = append(exclude, id)
 		}
 	}
-	return max(d.opts.Workers*prefetch, minAhead) - d.inflight - d.queued, busy, exclude
+	return d.room(), busy, exclude
+}
+
+// room is how many more deliveries may be claimed, in flight and queued
+// together. d.mu must be held.
+func (d *Dispatcher) room() int {
+	return max(d.opts.Workers*prefetch, minAhead) - d.inflight - d.queued
+}
+
+// fullLocked reports whether webhook's window is too full for a claim to
+// include it (see claimAt). d.mu must be held.
+func (d *Dispatcher) fullLocked(webhook int64) bool {
+	return d.perHook[webhook]+len(d.queue[webhook]) > claimAt(d.opts.PerWebhook*prefetch)
 }
 
 // acquire takes a worker slot for an attempt to webhook, if one is free.
@@ -589,7 +621,7 @@ func (d *Dispatcher) free(webhook int64) (*store.Claimed, *runState) {
 		}
 	}
 	want := d.starved || len(stale) > 0
-	if d.behind[webhook] && d.perHook[webhook]+len(d.queue[webhook]) <= claimAt(d.opts.PerWebhook*prefetch) {
+	if d.behind[webhook] && !d.fullLocked(webhook) {
 		// Its window has drained enough: the next round includes it.
 		delete(d.behind, webhook)
 		want = true
@@ -658,9 +690,11 @@ func (d *Dispatcher) attempt(ctx context.Context, c *store.Claimed, attempts *sy
 	for c != nil {
 		webhook := c.WebhookID
 		d.attemptOne(ctx, c, results)
+		// free counts the next attempt in before this one is counted out, so
+		// a drain never sees the count touch zero between them.
+		next, run := d.free(webhook)
 		attempts.Done()
-		var run *runState
-		if c, run = d.free(webhook); c != nil {
+		if c = next; c != nil {
 			ctx, attempts, results = run.sendCtx, run.attempts, run.results
 		}
 	}

@@ -850,3 +850,41 @@ func TestBacklogIsClaimedInBatches(t *testing.T) {
 		t.Fatalf("%d claim queries for %d deliveries, want at most %d", got, n, most)
 	}
 }
+
+// Batches that fill several webhooks' windows are all sent without a poll:
+// a webhook left out of a claim because its window was full is claimed for
+// again as soon as its window drains, even when it drained while that claim
+// ran (the attempts that drained it could not know to ask).
+func TestWindowsDrainedDuringAClaimAreClaimedAgain(t *testing.T) {
+	const rounds, perRound = 15, 2000
+	e := newEnv(t)
+	rc := newReceiver(t, nil)
+	var hooks []int64
+	for range 10 {
+		hooks = append(hooks, e.webhook(rc.URL, "a-secret-of-16-bytes", nil))
+	}
+	d, _ := e.start(Options{PollInterval: time.Hour, Timeout: 5 * time.Second})
+	sent := 0
+	for round := range rounds {
+		e.exec(`WITH ev AS (
+				INSERT INTO {{schema}}.events (source, commit_lsn, seq, event_type, company_id, source_table, op, committed_at, body)
+				SELECT 'test', (SELECT coalesce(max(commit_lsn), 0) FROM {{schema}}.events) + g, 0,
+				       'task.completed', 1, 'tasks', 'update', now(), $2::bytea
+				FROM generate_series(1, $3::int) g RETURNING id)
+			INSERT INTO {{schema}}.deliveries (id, event_id, webhook_id, company_id, event_type)
+			SELECT gen_random_uuid(), ev.id, ($1::bigint[])[1 + ev.id % 10], 1, 'task.completed' FROM ev`,
+			hooks, body, perRound)
+		d.Notify()
+		sent += perRound
+		delivered := 0
+		eventually(t, 20*time.Second, func() bool {
+			if err := e.st.Pool().QueryRow(context.Background(),
+				"SELECT count(*) FROM "+e.st.Schema()+".deliveries WHERE status = 'delivered'").Scan(&delivered); err != nil {
+				t.Fatal(err)
+			}
+			return delivered == sent
+		}, func() string {
+			return fmt.Sprintf("round %d: %d of %d deliveries arrived, %d recorded, and the poll is an hour away", round+1, rc.count(), sent, delivered)
+		})
+	}
+}
