@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -47,6 +48,7 @@ type sender struct {
 	userAgent    string
 	timeout      time.Duration
 	snippetBytes int
+	urls         urlCache
 }
 
 // outcome is what one attempt observed.
@@ -63,9 +65,21 @@ type outcome struct {
 	aborted bool
 }
 
+// The relay's own header names in the form net/http writes them, so that
+// they are set without canonicalising each time, and the values that never
+// change. Nothing appends to a header's values in place.
+var (
+	canonContentType = http.CanonicalHeaderKey(headerContentType)
+	canonUserAgent   = http.CanonicalHeaderKey(headerUserAgent)
+	canonEvent       = http.CanonicalHeaderKey(headerEvent)
+	canonDelivery    = http.CanonicalHeaderKey(headerDelivery)
+	canonSignature   = http.CanonicalHeaderKey(headerSignature)
+	jsonContentType  = []string{"application/json"}
+)
+
 // newRequest builds the POST for a claimed delivery.
 func (s *sender) newRequest(ctx context.Context, c *store.Claimed) (*http.Request, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.URL, bytes.NewReader(c.Body))
+	u, err := s.urls.parse(c.URL)
 	if err != nil {
 		// The URL may carry credentials: report the reason, not the URL.
 		var uerr *url.Error
@@ -74,21 +88,68 @@ func (s *sender) newRequest(ctx context.Context, c *store.Claimed) (*http.Reques
 		}
 		return nil, fmt.Errorf("invalid webhook URL: %w", err)
 	}
+	h := make(http.Header, 5+len(c.Headers))
 	for k, v := range c.Headers {
 		if k == "" || reserved(k) {
 			continue
 		}
-		req.Header.Set(k, v)
+		h.Set(k, v)
 	}
-	req.Header.Set(headerContentType, "application/json")
-	req.Header.Set(headerUserAgent, s.userAgent)
-	req.Header.Set(headerEvent, c.EventType)
-	req.Header.Set(headerDelivery, c.ID.String())
+	h[canonContentType] = jsonContentType
+	h[canonUserAgent] = []string{s.userAgent}
+	h[canonEvent] = []string{c.EventType}
+	h[canonDelivery] = []string{c.ID.String()}
 	// An empty secret signs nothing a stranger could not sign too.
 	if c.Secret != "" {
-		req.Header.Set(headerSignature, signature.Sign([]byte(c.Secret), c.Body))
+		h[canonSignature] = []string{signature.Sign([]byte(c.Secret), c.Body)}
 	}
-	return req, nil
+	req := &http.Request{
+		Method:        http.MethodPost,
+		URL:           u, // shared and read-only: nothing on the way out writes to it
+		Proto:         "HTTP/1.1",
+		ProtoMajor:    1,
+		ProtoMinor:    1,
+		Header:        h,
+		Body:          http.NoBody,
+		ContentLength: int64(len(c.Body)),
+	}
+	if len(c.Body) > 0 {
+		req.Body = io.NopCloser(bytes.NewReader(c.Body))
+	}
+	return req.WithContext(ctx), nil
+}
+
+// urlCache keeps webhook URLs parsed: every attempt to a webhook would parse
+// the same string again. It holds at most maxCachedURLs and starts over
+// when full (webhooks are few; edited URLs leave stale entries behind).
+type urlCache struct {
+	mu   sync.RWMutex
+	urls map[string]*url.URL
+}
+
+const maxCachedURLs = 4096
+
+func (c *urlCache) parse(raw string) (*url.URL, error) {
+	c.mu.RLock()
+	u, ok := c.urls[raw]
+	c.mu.RUnlock()
+	if ok {
+		return u, nil
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, err
+	}
+	if u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+		return nil, fmt.Errorf("an absolute http or https URL is needed")
+	}
+	c.mu.Lock()
+	if c.urls == nil || len(c.urls) >= maxCachedURLs {
+		c.urls = make(map[string]*url.URL)
+	}
+	c.urls[raw] = u
+	c.mu.Unlock()
+	return u, nil
 }
 
 // reserved reports whether a webhook's own header would replace one the
@@ -123,7 +184,9 @@ func (s *sender) send(ctx context.Context, c *store.Claimed) (out outcome) {
 		out.err = oneLine(err.Error())
 		return out
 	}
-	resp, err := s.client.Do(req)
+	// The transport directly: the client would copy the headers and the URL
+	// for redirects, which are never followed.
+	resp, err := s.transport().RoundTrip(req)
 	if err != nil {
 		switch {
 		case ctx.Err() != nil:
@@ -137,10 +200,15 @@ func (s *sender) send(ctx context.Context, c *store.Claimed) (out outcome) {
 	}
 	// Read what a well-behaved endpoint sends, so the connection can be
 	// reused; a body larger than that costs the connection.
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxResponseRead))
+	buf := readBuffers.Get().(*bytes.Buffer)
+	buf.Reset()
+	_, _ = buf.ReadFrom(io.LimitReader(resp.Body, maxResponseRead))
 	resp.Body.Close()
 	out.status = resp.StatusCode
-	out.snippet = snippet(body, s.snippetBytes)
+	out.snippet = snippet(buf.Bytes(), s.snippetBytes)
+	if buf.Cap() <= 4<<10 {
+		readBuffers.Put(buf)
+	}
 	switch {
 	case resp.StatusCode >= 200 && resp.StatusCode <= 299:
 	case resp.StatusCode >= 300 && resp.StatusCode <= 399:
@@ -149,6 +217,19 @@ func (s *sender) send(ctx context.Context, c *store.Claimed) (out outcome) {
 		out.err = fmt.Sprintf("HTTP %d", resp.StatusCode)
 	}
 	return out
+}
+
+// readBuffers hold response bodies while they are read; snippet copies
+// what it keeps.
+var readBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// transport is what sends the requests: the client's transport, or the
+// default one for a client without.
+func (s *sender) transport() http.RoundTripper {
+	if s.client.Transport != nil {
+		return s.client.Transport
+	}
+	return http.DefaultTransport
 }
 
 // describe turns a transport error into one line that names the cause and
