@@ -595,3 +595,54 @@ func TestWebhookDeliveriesAcrossStatuses(t *testing.T) {
 		t.Fatalf("failed and retrying: %d %v", len(failed), err)
 	}
 }
+
+// Claims, records and releases commit without waiting for the disk, and
+// only they do: the setting ends with their own transaction, so the
+// pooled connection they used commits events, deliveries and the position
+// durably afterwards.
+func TestAsyncCommitStaysInItsTransaction(t *testing.T) {
+	ctx := context.Background()
+	// The tests' server commits asynchronously by default; these sessions
+	// start with it on, as in production.
+	url := pgtest.NewDatabase(t)
+	if strings.Contains(url, "?") {
+		url += "&synchronous_commit=on"
+	} else {
+		url += "?synchronous_commit=on"
+	}
+	s, err := Open(ctx, url, "relay")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	if err := s.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	wh := s.addWebhook(t, "http://a", "", "")
+	sent, given := s.addDelivery(t, wh, "{}"), s.addDelivery(t, wh, "{}")
+	if got, err := s.ClaimDue(ctx, "me", 10, time.Minute, nil); err != nil || len(got) != 2 {
+		t.Fatalf("claim: %d, %v", len(got), err)
+	}
+	if lost, err := s.RecordAttempts(ctx, "me", []AttemptResult{{DeliveryID: sent, Attempt: 1, StartedAt: time.Now(),
+		StatusCode: 200, Status: StatusDelivered}}); err != nil || len(lost) != 0 {
+		t.Fatalf("record: lost %v, %v", lost, err)
+	}
+	if err := s.ReleaseClaims(ctx, "me", []uuid.UUID{given}); err != nil {
+		t.Fatal(err)
+	}
+	if d, _ := s.DeliveryByID(ctx, given); d.LeaseOwner != "" {
+		t.Fatalf("released delivery still leased: %+v", d)
+	}
+	conns := s.pool.AcquireAllIdle(ctx)
+	if len(conns) == 0 {
+		t.Fatal("no idle connection to check")
+	}
+	for _, c := range conns {
+		var setting string
+		err := c.QueryRow(ctx, `SHOW synchronous_commit`).Scan(&setting)
+		c.Release()
+		if err != nil || setting != "on" {
+			t.Fatalf("synchronous_commit on a pooled connection after the async commits: %q, %v", setting, err)
+		}
+	}
+}
