@@ -159,24 +159,28 @@ func (s *Store) Claim(ctx context.Context, req ClaimRequest) ([]Claimed, error) 
 	if exclude == nil {
 		exclude = []int64{}
 	}
-	var out []Claimed
-	err := s.asyncCommit(ctx, s.q(claimSQL), []any{req.Owner, req.Limit, exclude,
-		req.Lease.Microseconds(), room, busyIDs, busyRoom}, func(rows pgx.Rows) error {
-		for rows.Next() {
-			var c Claimed
-			var secret *string
-			var headers []byte
-			if err := rows.Scan(&c.ID, &c.WebhookID, &c.EventID, &c.EventType, &c.CompanyID, &c.TraceParent, &c.Attempts, &c.RetryBase,
-				&c.NextAttemptAt, &c.LeaseUntil, &c.Body, &c.CreatedAt, &c.CommittedAt,
-				&c.URL, &secret, &headers); err != nil {
-				return err
-			}
-			s.endpoint(&c, secret, headers)
-			out = append(out, c)
-		}
-		return rows.Err()
-	})
+	// Claims commit durably: a claim PostgreSQL forgot in a crash would let
+	// another sender claim a delivery whose attempt is still in flight.
+	rows, err := s.pool.Query(ctx, s.q(claimSQL), req.Owner, req.Limit, exclude,
+		req.Lease.Microseconds(), room, busyIDs, busyRoom)
 	if err != nil {
+		return nil, fmt.Errorf("claim deliveries: %w", err)
+	}
+	var out []Claimed
+	for rows.Next() {
+		var c Claimed
+		var secret *string
+		var headers []byte
+		if err := rows.Scan(&c.ID, &c.WebhookID, &c.EventID, &c.EventType, &c.CompanyID, &c.TraceParent, &c.Attempts, &c.RetryBase,
+			&c.NextAttemptAt, &c.LeaseUntil, &c.Body, &c.CreatedAt, &c.CommittedAt,
+			&c.URL, &secret, &headers); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("claim deliveries: %w", err)
+		}
+		s.endpoint(&c, secret, headers)
+		out = append(out, c)
+	}
+	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("claim deliveries: %w", err)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].NextAttemptAt.Before(out[j].NextAttemptAt) })
@@ -368,11 +372,14 @@ func (s *Store) RecordAttempts(ctx context.Context, owner string, results []Atte
 // asyncCommit runs one statement in a transaction of its own that commits
 // without waiting for its WAL to reach the disk (synchronous_commit off for
 // that transaction only), in one round trip, and hands its rows to read
-// (nil: none are wanted). Claims, attempt records and given-back claims
-// commit this way: a PostgreSQL crash can forget the last fraction of a
-// second of them, which sends those deliveries again with the same id, as
-// a relay crash between an attempt and its record already does. Events,
-// deliveries and the replication position always wait for the disk.
+// (nil: none are wanted). Attempt records and given-back claims commit this
+// way. A PostgreSQL crash can forget the last fraction of a second of them:
+// a forgotten record leaves its delivery leased to the sender that made the
+// attempt, so it is sent again under the same id once that lease expires
+// (as when a relay dies between an attempt and its record), and never while
+// the attempt could still be in flight; a forgotten give-back only delays a
+// delivery until its lease expires. Claims, events, deliveries and the
+// replication position always wait for the disk.
 func (s *Store) asyncCommit(ctx context.Context, sql string, args []any, read func(pgx.Rows) error) error {
 	b := &pgx.Batch{}
 	b.Queue(`SELECT set_config('synchronous_commit', 'off', true)`)

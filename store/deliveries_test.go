@@ -596,10 +596,10 @@ func TestWebhookDeliveriesAcrossStatuses(t *testing.T) {
 	}
 }
 
-// Claims, records and releases commit without waiting for the disk, and
-// only they do: the setting ends with their own transaction, so the
-// pooled connection they used commits events, deliveries and the position
-// durably afterwards.
+// Attempt records and given-back claims commit without waiting for the
+// disk, and only they do: the setting ends with their own transaction, so
+// the pooled connection they used commits claims, events, deliveries and
+// the position durably afterwards.
 func TestAsyncCommitStaysInItsTransaction(t *testing.T) {
 	ctx := context.Background()
 	// The tests' server commits asynchronously by default; these sessions
