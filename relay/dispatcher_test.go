@@ -866,14 +866,7 @@ func TestWindowsDrainedDuringAClaimAreClaimedAgain(t *testing.T) {
 	d, _ := e.start(Options{PollInterval: time.Hour, Timeout: 5 * time.Second})
 	sent := 0
 	for round := range rounds {
-		e.exec(`WITH ev AS (
-				INSERT INTO {{schema}}.events (source, commit_lsn, seq, event_type, company_id, source_table, op, committed_at, body)
-				SELECT 'test', (SELECT coalesce(max(commit_lsn), 0) FROM {{schema}}.events) + g, 0,
-				       'task.completed', 1, 'tasks', 'update', now(), $2::bytea
-				FROM generate_series(1, $3::int) g RETURNING id)
-			INSERT INTO {{schema}}.deliveries (id, event_id, webhook_id, company_id, event_type)
-			SELECT gen_random_uuid(), ev.id, ($1::bigint[])[1 + ev.id % 10], 1, 'task.completed' FROM ev`,
-			hooks, body, perRound)
+		e.deliveries(hooks, perRound)
 		d.Notify()
 		sent += perRound
 		delivered := 0

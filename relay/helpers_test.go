@@ -80,6 +80,20 @@ func (e *env) delivery(webhook int64, body []byte) uuid.UUID {
 	return id
 }
 
+// deliveries stores n events, each with one pending delivery due now to
+// one of hooks in turn.
+func (e *env) deliveries(hooks []int64, n int) {
+	e.t.Helper()
+	e.exec(`WITH ev AS (
+			INSERT INTO {{schema}}.events (source, commit_lsn, seq, event_type, company_id, source_table, op, committed_at, body)
+			SELECT 'test', (SELECT coalesce(max(commit_lsn), 0) FROM {{schema}}.events) + g, 0,
+			       'task.completed', 1, 'tasks', 'update', now(), $2::bytea
+			FROM generate_series(1, $3::int) g RETURNING id)
+		INSERT INTO {{schema}}.deliveries (id, event_id, webhook_id, company_id, event_type)
+		SELECT gen_random_uuid(), ev.id, ($1::bigint[])[1 + ev.id % cardinality($1::bigint[])], 1, 'task.completed' FROM ev`,
+		hooks, body, n)
+}
+
 func (e *env) get(id uuid.UUID) store.Delivery {
 	e.t.Helper()
 	d, err := e.st.DeliveryByID(context.Background(), id)
