@@ -332,7 +332,7 @@ WITH ev AS (
     FROM eligible
 ), ins AS (
     INSERT INTO {{schema}}.deliveries (id, event_id, webhook_id, company_id, event_type, next_attempt_at, lease_owner, lease_until)
-    SELECT gen_random_uuid(), r.event_id, r.webhook_id, r.company_id, r.event_type, now(),
+    SELECT {{schema}}.uuid_v7(), r.event_id, r.webhook_id, r.company_id, r.event_type, now(),
            CASE WHEN r.leased THEN $11 END,
            CASE WHEN r.leased THEN now() + $12::bigint * interval '1 microsecond' END
     FROM ranked r

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"github.com/google/uuid"
 	"strings"
 	"testing"
 	"time"
@@ -166,5 +167,44 @@ func TestWriteCommit(t *testing.T) {
 	}
 	if count("events") != 1 || count("deliveries") != 1 || count("row_state") != 1 {
 		t.Fatal("the write did not store everything")
+	}
+}
+
+// Deliveries get time-ordered ids (UUID version 7): the primary keys of
+// deliveries and attempts grow at their right edge.
+func TestDeliveryIDsAreTimeOrdered(t *testing.T) {
+	s := newTestStore(t)
+	ctx := context.Background()
+	s.addWebhook(t, "http://a.example/hook", "", "")
+	if err := s.MarkSeeding(ctx, "s"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Seed(ctx, "s", 1, func(func(StateRow) error) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	var ids []uuid.UUID
+	for i := range 3 {
+		before := time.Now().Truncate(time.Millisecond)
+		ev := []event.Event{{Type: "task.completed", CompanyID: 1, CommitLSN: event.LSN(10 + i), CommitTime: time.Now(),
+			Table: "tasks", Op: event.Update, Body: []byte(`{}`)}}
+		_, leased, err := s.WriteCommit(ctx, "s", ev, nil, ClaimRequest{Owner: "me", Limit: 10, Lease: time.Minute}, event.LSN(11+i))
+		if err != nil || len(leased) != 1 {
+			t.Fatalf("write %d: %v %v", i, leased, err)
+		}
+		id := leased[0].ID
+		if id.Version() != 7 || id.Variant() != uuid.RFC4122 {
+			t.Fatalf("delivery id %s: version %d, variant %v; want 7, RFC 4122", id, id.Version(), id.Variant())
+		}
+		sec, nsec := id.Time().UnixTime()
+		if at := time.Unix(sec, nsec); at.Before(before) || at.After(time.Now()) {
+			t.Fatalf("delivery id %s carries %v, not the time it was made (after %v)", id, at, before)
+		}
+		ids = append(ids, id)
+		time.Sleep(2 * time.Millisecond)
+	}
+	for i := 1; i < len(ids); i++ {
+		if ids[i].String() <= ids[i-1].String() {
+			t.Fatalf("ids not increasing: %s then %s", ids[i-1], ids[i])
+		}
 	}
 }
