@@ -369,6 +369,18 @@ func (s *Store) RecordAttempts(ctx context.Context, owner string, results []Atte
 	return lost, nil
 }
 
+// genericPlansSQL makes the statements after it in its transaction use
+// their prepared statement's generic plan instead of planning each
+// execution for its parameters. The hot statements (storing events and
+// their deliveries, row state, the position, attempt records) are planned
+// once per connection this way; planning them anew for every batch cost
+// PostgreSQL more than executing them. They are written so that the
+// generic plan is the right one (keyed lookups, unnest of the batch's
+// arrays), and TestRecordPlanUsesPrimaryKey checks the record's. Other
+// statements keep custom plans: some need a parameter's value to use a
+// partial index.
+const genericPlansSQL = `SELECT set_config('plan_cache_mode', 'force_generic_plan', true)`
+
 // asyncCommit runs one statement in a transaction of its own that commits
 // without waiting for its WAL to reach the disk (synchronous_commit off for
 // that transaction only), in one round trip, and hands its rows to read
@@ -379,13 +391,18 @@ func (s *Store) RecordAttempts(ctx context.Context, owner string, results []Atte
 // (as when a relay dies between an attempt and its record), and never while
 // the attempt could still be in flight; a forgotten give-back only delays a
 // delivery until its lease expires. Claims, events, deliveries and the
-// replication position always wait for the disk.
+// replication position always wait for the disk. The statement runs with a
+// generic plan (see genericPlansSQL).
 func (s *Store) asyncCommit(ctx context.Context, sql string, args []any, read func(pgx.Rows) error) error {
 	b := &pgx.Batch{}
 	b.Queue(`SELECT set_config('synchronous_commit', 'off', true)`)
+	b.Queue(genericPlansSQL)
 	b.Queue(sql, args...)
 	br := s.pool.SendBatch(ctx, b)
 	_, err := br.Exec()
+	if err == nil {
+		_, err = br.Exec()
+	}
 	if err == nil {
 		var rows pgx.Rows
 		if rows, err = br.Query(); err == nil {

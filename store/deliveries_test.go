@@ -530,29 +530,41 @@ func TestRecordPlanUsesPrimaryKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	n := len(ids)
-	attempts, codes := make([]int32, n), make([]int32, n)
-	started, durations := make([]time.Time, n), make([]float64, n)
-	texts, statuses, retry := make([]string, n), make([]string, n), make([]int64, n)
-	for i := range ids {
-		attempts[i], codes[i], started[i], statuses[i] = 1, 200, time.Now(), "delivered"
-	}
 	tx, err := s.pool.Begin(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer tx.Rollback(ctx)
-	rows, err = tx.Query(ctx, "EXPLAIN "+s.q(recordSQL), "me", ids, attempts, started, durations, codes, texts, texts, statuses, retry)
-	if err != nil {
+	// Recording runs with generic plans (see asyncCommit); both kinds must
+	// find deliveries by primary key.
+	if _, err := tx.Exec(ctx, "PREPARE rec AS "+s.q(recordSQL)); err != nil {
 		t.Fatal(err)
 	}
-	lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		t.Fatal(err)
-	}
-	plan := strings.Join(lines, "\n")
-	if !strings.Contains(plan, "deliveries_pkey") || !strings.Contains(plan, "Tid Scan on deliveries") ||
-		strings.Contains(plan, "deliveries_due_by_webhook") || strings.Contains(plan, "Seq Scan on deliveries") {
-		t.Fatalf("recording attempts does not find deliveries by primary key:\n%s", plan)
+	for _, mode := range []string{"force_custom_plan", "force_generic_plan"} {
+		if _, err := tx.Exec(ctx, "SET LOCAL plan_cache_mode = "+mode); err != nil {
+			t.Fatal(err)
+		}
+		// EXECUTE takes no bind parameters: the arrays are written out.
+		idList := make([]string, n)
+		for i, id := range ids {
+			idList[i] = id.String()
+		}
+		rows, err = tx.Query(ctx, fmt.Sprintf(`EXPLAIN EXECUTE rec('me', '{%s}', array_fill(1, ARRAY[%[2]d]),
+			array_fill(now(), ARRAY[%[2]d]), array_fill(0::float8, ARRAY[%[2]d]), array_fill(200, ARRAY[%[2]d]),
+			array_fill(''::text, ARRAY[%[2]d]), array_fill(''::text, ARRAY[%[2]d]), array_fill('delivered'::text, ARRAY[%[2]d]),
+			array_fill(0::bigint, ARRAY[%[2]d]))`, strings.Join(idList, ","), n), pgx.QueryExecModeSimpleProtocol)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			t.Fatal(err)
+		}
+		plan := strings.Join(lines, "\n")
+		if !strings.Contains(plan, "deliveries_pkey") || !strings.Contains(plan, "Tid Scan on deliveries") ||
+			strings.Contains(plan, "deliveries_due_by_webhook") || strings.Contains(plan, "Seq Scan on deliveries") {
+			t.Fatalf("%s: recording attempts does not find deliveries by primary key:\n%s", mode, plan)
+		}
 	}
 }
 

@@ -156,6 +156,10 @@ func (s *Store) BeginWrite(ctx context.Context, slot string) (*Writer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("begin store transaction: %w", err)
 	}
+	if _, err := tx.Exec(ctx, genericPlansSQL); err != nil {
+		_ = tx.Rollback(ctx)
+		return nil, fmt.Errorf("begin store transaction: %w", err)
+	}
 	return &Writer{s: s, slot: slot, tx: tx}, nil
 }
 
@@ -245,7 +249,8 @@ func (w *Writer) results(br pgx.BatchResults, nState int, events []event.Event) 
 func (s *Store) WriteCommit(ctx context.Context, slot string, events []event.Event, states []StateRow, lease ClaimRequest, end event.LSN) (int64, []Claimed, error) {
 	w := &Writer{s: s, slot: slot}
 	b := &pgx.Batch{}
-	// First, so that a slot that is not ready stops the rest: the division
+	b.Queue(genericPlansSQL)
+	// Next, so that a slot that is not ready stops the rest: the division
 	// fails when no checkpoint row was updated.
 	b.Queue(s.q(`WITH u AS (
 			UPDATE {{schema}}.checkpoints SET lsn = $2, updated_at = now()
@@ -254,11 +259,15 @@ func (s *Store) WriteCommit(ctx context.Context, slot string, events []event.Eve
 	if err := w.queueState(b, states); err != nil {
 		return 0, nil, err
 	}
-	nState := b.Len() - 1
+	nState := b.Len() - 2
 	if len(events) > 0 {
 		w.queueEvents(b, events, lease)
 	}
 	br := s.pool.SendBatch(ctx, b)
+	if _, err := br.Exec(); err != nil {
+		br.Close()
+		return 0, nil, fmt.Errorf("store events: %w", err)
+	}
 	if _, err := br.Exec(); err != nil {
 		br.Close()
 		var pgErr *pgconn.PgError
