@@ -369,17 +369,19 @@ func (s *Store) RecordAttempts(ctx context.Context, owner string, results []Atte
 	return lost, nil
 }
 
-// genericPlansSQL makes the statements after it in its transaction use
+// hotSettingsSQL makes the statements after it in its transaction use
 // their prepared statement's generic plan instead of planning each
-// execution for its parameters. The hot statements (storing events and
-// their deliveries, row state, the position, attempt records) are planned
-// once per connection this way; planning them anew for every batch cost
-// PostgreSQL more than executing them. They are written so that the
-// generic plan is the right one (keyed lookups, unnest of the batch's
-// arrays), and TestRecordPlanUsesPrimaryKey checks the record's. Other
+// execution for its parameters, and never scan a whole table. The hot
+// statements (storing events and their deliveries, row state, the
+// position, attempt records) are planned once per connection this way;
+// planning them anew for every batch cost PostgreSQL more than executing
+// them. A generic plan is made once, often while the tables are nearly
+// empty, when a sequential scan looks cheapest, and is kept as they grow:
+// with sequential scans off it is made of the keyed lookups these
+// statements are written for (TestRecordPlanUsesPrimaryKey). Other
 // statements keep custom plans: some need a parameter's value to use a
 // partial index.
-const genericPlansSQL = `SELECT set_config('plan_cache_mode', 'force_generic_plan', true)`
+const hotSettingsSQL = `SELECT set_config('plan_cache_mode', 'force_generic_plan', true), set_config('enable_seqscan', 'off', true)`
 
 // asyncCommit runs one statement in a transaction of its own that commits
 // without waiting for its WAL to reach the disk (synchronous_commit off for
@@ -392,11 +394,11 @@ const genericPlansSQL = `SELECT set_config('plan_cache_mode', 'force_generic_pla
 // the attempt could still be in flight; a forgotten give-back only delays a
 // delivery until its lease expires. Claims, events, deliveries and the
 // replication position always wait for the disk. The statement runs with a
-// generic plan (see genericPlansSQL).
+// generic plan (see hotSettingsSQL).
 func (s *Store) asyncCommit(ctx context.Context, sql string, args []any, read func(pgx.Rows) error) error {
 	b := &pgx.Batch{}
 	b.Queue(`SELECT set_config('synchronous_commit', 'off', true)`)
-	b.Queue(genericPlansSQL)
+	b.Queue(hotSettingsSQL)
 	b.Queue(sql, args...)
 	br := s.pool.SendBatch(ctx, b)
 	_, err := br.Exec()

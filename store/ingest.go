@@ -156,7 +156,7 @@ func (s *Store) BeginWrite(ctx context.Context, slot string) (*Writer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("begin store transaction: %w", err)
 	}
-	if _, err := tx.Exec(ctx, genericPlansSQL); err != nil {
+	if _, err := tx.Exec(ctx, hotSettingsSQL); err != nil {
 		_ = tx.Rollback(ctx)
 		return nil, fmt.Errorf("begin store transaction: %w", err)
 	}
@@ -249,7 +249,7 @@ func (w *Writer) results(br pgx.BatchResults, nState int, events []event.Event) 
 func (s *Store) WriteCommit(ctx context.Context, slot string, events []event.Event, states []StateRow, lease ClaimRequest, end event.LSN) (int64, []Claimed, error) {
 	w := &Writer{s: s, slot: slot}
 	b := &pgx.Batch{}
-	b.Queue(genericPlansSQL)
+	b.Queue(hotSettingsSQL)
 	// Next, so that a slot that is not ready stops the rest: the division
 	// fails when no checkpoint row was updated.
 	b.Queue(s.q(`WITH u AS (
