@@ -397,30 +397,34 @@ const hotSettingsSQL = `SELECT set_config('plan_cache_mode', 'force_generic_plan
 // generic plan (see hotSettingsSQL).
 func (s *Store) asyncCommit(ctx context.Context, sql string, args []any, read func(pgx.Rows) error) error {
 	b := &pgx.Batch{}
-	b.Queue(`SELECT set_config('synchronous_commit', 'off', true)`)
-	b.Queue(hotSettingsSQL)
+	b.Queue(hotSettingsSQL + `, set_config('synchronous_commit', 'off', true)`)
 	b.Queue(sql, args...)
 	br := s.pool.SendBatch(ctx, b)
-	_, err := br.Exec()
-	if err == nil {
-		_, err = br.Exec()
-	}
-	if err == nil {
-		var rows pgx.Rows
-		if rows, err = br.Query(); err == nil {
-			if read != nil {
-				err = read(rows)
-			}
-			rows.Close()
-			if err == nil {
-				err = rows.Err()
-			}
-		}
-	}
+	err := readStatement(br, read)
 	if cerr := br.Close(); err == nil {
 		err = cerr
 	}
 	return err
+}
+
+// readStatement reads the answers of a settings statement and then of the
+// statement after it, whose rows go to read (nil: none are wanted).
+func readStatement(br pgx.BatchResults, read func(pgx.Rows) error) error {
+	if _, err := br.Exec(); err != nil {
+		return err
+	}
+	rows, err := br.Query()
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	if read != nil {
+		if err := read(rows); err != nil {
+			return err
+		}
+	}
+	rows.Close()
+	return rows.Err()
 }
 
 // cleanText makes s storable as PostgreSQL text: valid UTF-8 without NUL.

@@ -20,8 +20,14 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 // newTestStore returns a migrated store on a fresh database.
 func newTestStore(t testing.TB) *Store {
 	t.Helper()
+	return openTestStore(t, pgtest.NewDatabase(t))
+}
+
+// openTestStore returns a migrated store on the database at url.
+func openTestStore(t testing.TB, url string) *Store {
+	t.Helper()
 	ctx := context.Background()
-	s, err := Open(ctx, pgtest.NewDatabase(t), "relay")
+	s, err := Open(ctx, url, "relay")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -636,14 +642,7 @@ func TestAsyncCommitStaysInItsTransaction(t *testing.T) {
 	} else {
 		url += "?synchronous_commit=on"
 	}
-	s, err := Open(ctx, url, "relay")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(s.Close)
-	if err := s.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
+	s := openTestStore(t, url)
 	wh := s.addWebhook(t, "http://a", "", "")
 	sent, given := s.addDelivery(t, wh, "{}"), s.addDelivery(t, wh, "{}")
 	if got, err := s.ClaimDue(ctx, "me", 10, time.Minute, nil); err != nil || len(got) != 2 {

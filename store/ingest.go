@@ -266,7 +266,7 @@ func (s *Store) WriteCommit(ctx context.Context, slot string, events []event.Eve
 	br := s.pool.SendBatch(ctx, b)
 	if _, err := br.Exec(); err != nil {
 		br.Close()
-		return 0, nil, fmt.Errorf("store events: %w", err)
+		return 0, nil, fmt.Errorf("set up store transaction: %w", err)
 	}
 	if _, err := br.Exec(); err != nil {
 		br.Close()

@@ -2,10 +2,11 @@ package store
 
 import (
 	"context"
-	"github.com/google/uuid"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/google/uuid"
 
 	"github.com/smartmaintenance/relay/event"
 )
