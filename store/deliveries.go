@@ -90,18 +90,22 @@ type ClaimRequest struct {
 // that is not excluded, its oldest due deliveries up to its room (an index
 // range scan), then the oldest of those up to the limit. A webhook with a
 // large backlog, or one at its limit, costs the others nothing; rows other
-// senders are claiming are skipped, never waited for.
+// senders are claiming are skipped, never waited for. The picked rows are
+// updated by physical address and their events read by primary key, one
+// lookup per row: a join the planner chose from the pick's estimated size
+// (its limit) read the whole deliveries table for every claim
+// (TestClaimPlanReadsNoWholeTable).
 const claimSQL = `
 WITH hooks AS (
-    SELECT w.id, COALESCE(b.room, $5::int) AS room
+    SELECT w.id, w.url, w.secret, w.headers, COALESCE(b.room, $5::int) AS room
     FROM {{schema}}.webhooks w
     LEFT JOIN unnest($6::bigint[], $7::int[]) AS b(webhook_id, room) ON b.webhook_id = w.id
     WHERE w.active AND w.deleted_at IS NULL AND w.id <> ALL($3::bigint[])
 ), pick AS (
-    SELECT c.id, c.next_attempt_at
+    SELECT c.tid, c.next_attempt_at, c.id, h.url, h.secret, h.headers, e.traceparent, e.body, e.created_at, e.committed_at
     FROM hooks h
     CROSS JOIN LATERAL (
-        SELECT d.id, d.next_attempt_at
+        SELECT d.ctid AS tid, d.id, d.event_id, d.next_attempt_at
         FROM {{schema}}.deliveries d
         WHERE d.webhook_id = h.id
           AND d.status IN ('pending', 'retrying')
@@ -111,17 +115,24 @@ WITH hooks AS (
         LIMIT h.room
         FOR UPDATE OF d SKIP LOCKED
     ) c
+    CROSS JOIN LATERAL (
+        SELECT e.traceparent, e.body, e.created_at, e.committed_at
+        FROM {{schema}}.events e
+        WHERE e.id = c.event_id
+        LIMIT 1 -- one lookup per picked row, never a join over the table
+    ) e
     WHERE h.room > 0
     ORDER BY c.next_attempt_at, c.id
     LIMIT $2
 )
 UPDATE {{schema}}.deliveries d
 SET lease_owner = $1, lease_until = now() + $4::bigint * interval '1 microsecond', updated_at = now()
-FROM pick, {{schema}}.events e, {{schema}}.webhooks w
-WHERE d.id = pick.id AND e.id = d.event_id AND w.id = d.webhook_id
-RETURNING d.id, d.webhook_id, d.event_id, d.event_type, d.company_id, COALESCE(e.traceparent, ''),
-          d.attempts, d.retry_base, d.next_attempt_at, d.lease_until, e.body, e.created_at, e.committed_at,
-          w.url, w.secret, w.headers`
+FROM pick p
+WHERE d.ctid = ANY (ARRAY(SELECT tid FROM pick))
+  AND d.ctid = p.tid
+RETURNING d.id, d.webhook_id, d.event_id, d.event_type, d.company_id, COALESCE(p.traceparent, ''),
+          d.attempts, d.retry_base, d.next_attempt_at, d.lease_until, p.body, p.created_at, p.committed_at,
+          p.url, p.secret, p.headers`
 
 // ClaimDue claims up to limit due deliveries for owner, oldest due first,
 // for the length of lease. A delivery is due when it is pending or retrying,
@@ -161,26 +172,26 @@ func (s *Store) Claim(ctx context.Context, req ClaimRequest) ([]Claimed, error) 
 	}
 	// Claims commit durably: a claim PostgreSQL forgot in a crash would let
 	// another sender claim a delivery whose attempt is still in flight.
-	rows, err := s.pool.Query(ctx, s.q(claimSQL), req.Owner, req.Limit, exclude,
-		req.Lease.Microseconds(), room, busyIDs, busyRoom)
-	if err != nil {
-		return nil, fmt.Errorf("claim deliveries: %w", err)
-	}
+	// They run with a generic plan (see hotSettingsSQL).
 	var out []Claimed
-	for rows.Next() {
-		var c Claimed
-		var secret *string
-		var headers []byte
-		if err := rows.Scan(&c.ID, &c.WebhookID, &c.EventID, &c.EventType, &c.CompanyID, &c.TraceParent, &c.Attempts, &c.RetryBase,
-			&c.NextAttemptAt, &c.LeaseUntil, &c.Body, &c.CreatedAt, &c.CommittedAt,
-			&c.URL, &secret, &headers); err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("claim deliveries: %w", err)
-		}
-		s.endpoint(&c, secret, headers)
-		out = append(out, c)
-	}
-	if err := rows.Err(); err != nil {
+	err := s.hotStatement(ctx, durable, s.q(claimSQL), []any{req.Owner, req.Limit, exclude,
+		req.Lease.Microseconds(), room, busyIDs, busyRoom},
+		func(rows pgx.Rows) error {
+			for rows.Next() {
+				var c Claimed
+				var secret *string
+				var headers []byte
+				if err := rows.Scan(&c.ID, &c.WebhookID, &c.EventID, &c.EventType, &c.CompanyID, &c.TraceParent, &c.Attempts, &c.RetryBase,
+					&c.NextAttemptAt, &c.LeaseUntil, &c.Body, &c.CreatedAt, &c.CommittedAt,
+					&c.URL, &secret, &headers); err != nil {
+					return err
+				}
+				s.endpoint(&c, secret, headers)
+				out = append(out, c)
+			}
+			return rows.Err()
+		})
+	if err != nil {
 		return nil, fmt.Errorf("claim deliveries: %w", err)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].NextAttemptAt.Before(out[j].NextAttemptAt) })
@@ -346,7 +357,7 @@ func (s *Store) RecordAttempts(ctx context.Context, owner string, results []Atte
 		retry[i] = max(r.RetryIn, 0).Microseconds()
 	}
 	var done []uuid.UUID
-	err = s.asyncCommit(ctx, s.q(recordSQL), []any{owner, ids, attempts, started, durations, codes, errs, snippets, statuses, retry},
+	err = s.hotStatement(ctx, async, s.q(recordSQL), []any{owner, ids, attempts, started, durations, codes, errs, snippets, statuses, retry},
 		func(rows pgx.Rows) (err error) {
 			done, err = pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
 			return err
@@ -383,21 +394,32 @@ func (s *Store) RecordAttempts(ctx context.Context, owner string, results []Atte
 // partial index.
 const hotSettingsSQL = `SELECT set_config('plan_cache_mode', 'force_generic_plan', true), set_config('enable_seqscan', 'off', true)`
 
-// asyncCommit runs one statement in a transaction of its own that commits
-// without waiting for its WAL to reach the disk (synchronous_commit off for
-// that transaction only), in one round trip, and hands its rows to read
-// (nil: none are wanted). Attempt records and given-back claims commit this
-// way. A PostgreSQL crash can forget the last fraction of a second of them:
-// a forgotten record leaves its delivery leased to the sender that made the
+// Commit modes of hotStatement.
+const (
+	// durable waits for the transaction's WAL to reach the disk.
+	durable = false
+	// async does not: synchronous_commit is off for the transaction only.
+	async = true
+)
+
+// hotStatement runs one statement in a transaction of its own, with
+// hotSettingsSQL, in one round trip, and hands its rows to read (nil: none
+// are wanted). With async its commit does not wait for its WAL to reach
+// the disk. Attempt records and given-back claims commit this way: a
+// PostgreSQL crash can forget the last fraction of a second of them. A
+// forgotten record leaves its delivery leased to the sender that made the
 // attempt, so it is sent again under the same id once that lease expires
 // (as when a relay dies between an attempt and its record), and never while
 // the attempt could still be in flight; a forgotten give-back only delays a
 // delivery until its lease expires. Claims, events, deliveries and the
-// replication position always wait for the disk. The statement runs with a
-// generic plan (see hotSettingsSQL).
-func (s *Store) asyncCommit(ctx context.Context, sql string, args []any, read func(pgx.Rows) error) error {
+// replication position always wait for the disk.
+func (s *Store) hotStatement(ctx context.Context, noWait bool, sql string, args []any, read func(pgx.Rows) error) error {
+	settings := hotSettingsSQL
+	if noWait {
+		settings += `, set_config('synchronous_commit', 'off', true)`
+	}
 	b := &pgx.Batch{}
-	b.Queue(hotSettingsSQL + `, set_config('synchronous_commit', 'off', true)`)
+	b.Queue(settings)
 	b.Queue(sql, args...)
 	br := s.pool.SendBatch(ctx, b)
 	err := readStatement(br, read)
@@ -441,7 +463,7 @@ func (s *Store) ReleaseClaims(ctx context.Context, owner string, ids []uuid.UUID
 	if len(ids) == 0 {
 		return nil
 	}
-	err := s.asyncCommit(ctx, s.q(`UPDATE {{schema}}.deliveries
+	err := s.hotStatement(ctx, async, s.q(`UPDATE {{schema}}.deliveries
 		SET lease_owner = NULL, lease_until = NULL, updated_at = now()
 		WHERE id = ANY($2::uuid[]) AND lease_owner = $1`), []any{owner, ids}, nil)
 	if err != nil {

@@ -512,6 +512,68 @@ func TestMigrateIsIdempotent(t *testing.T) {
 // deliveries' index compares each of them with every result, and its cost
 // grows with the backlog (seen with statistics taken while the table was
 // nearly empty).
+// planTx is a transaction in which a hot statement is prepared as the
+// store runs it (with hotSettingsSQL: a generic plan, made once per
+// connection, as a relay that starts on an empty table makes it, and kept
+// while the table grows), for its plans to be checked.
+type planTx struct {
+	t  *testing.T
+	tx pgx.Tx
+}
+
+func (s *Store) preparePlan(t *testing.T, sql string) planTx {
+	t.Helper()
+	ctx := context.Background()
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tx.Rollback(ctx) })
+	if _, err := tx.Exec(ctx, hotSettingsSQL); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, "PREPARE hot AS "+s.q(sql)); err != nil {
+		t.Fatal(err)
+	}
+	return planTx{t: t, tx: tx}
+}
+
+// exec runs sql in the transaction.
+func (p planTx) exec(sql string, args ...any) {
+	p.t.Helper()
+	if _, err := p.tx.Exec(context.Background(), sql, args...); err != nil {
+		p.t.Fatal(err)
+	}
+}
+
+// explain returns the plan of EXECUTE hot(args), args written out as SQL
+// (EXECUTE takes no bind parameters).
+func (p planTx) explain(args string) string {
+	p.t.Helper()
+	rows, err := p.tx.Query(context.Background(), "EXPLAIN EXECUTE hot("+args+")", pgx.QueryExecModeSimpleProtocol)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	return strings.Join(lines, "\n")
+}
+
+// grow adds a backlog of n deliveries of webhook wh, leased to owner until
+// lease from now, to the plan's transaction.
+func (s *Store) grow(p planTx, wh int64, n int, owner string, lease time.Duration) {
+	p.t.Helper()
+	p.exec(s.q(`INSERT INTO {{schema}}.events (source, commit_lsn, seq, event_type, company_id, source_table, op, committed_at, body)
+		SELECT 'test', 1000, g, 'task.completed', 1, 'tasks', 'update', now(), '{}' FROM generate_series(1, $1::int) g`), n)
+	p.exec(s.q(`INSERT INTO {{schema}}.deliveries (id, event_id, webhook_id, company_id, event_type, lease_owner, lease_until)
+		SELECT {{schema}}.uuid_v7(), e.id, $1, 1, 'task.completed', NULLIF($2::text, ''), now() + $3::bigint * interval '1 microsecond'
+		FROM {{schema}}.events e WHERE e.commit_lsn = 1000`), wh, owner, lease.Microseconds())
+}
+
+// Recording attempts finds each delivery by primary key and updates it by
+// physical address, whatever plan the statistics suggest.
 func TestRecordPlanUsesPrimaryKey(t *testing.T) {
 	s := newTestStore(t)
 	ctx := context.Background()
@@ -522,39 +584,17 @@ func TestRecordPlanUsesPrimaryKey(t *testing.T) {
 		ids = append(ids, s.addDelivery(t, wh, "{}"))
 	}
 	s.mustExec(t, `ANALYZE {{schema}}.deliveries`)
-	tx, err := s.pool.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Rollback(ctx)
-	// Recording runs with hotSettingsSQL (see asyncCommit): a generic plan,
-	// made once per connection, as a relay that starts on an empty table
-	// makes it, and kept while the table grows.
-	if _, err := tx.Exec(ctx, hotSettingsSQL); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tx.Exec(ctx, "PREPARE rec AS "+s.q(recordSQL)); err != nil {
-		t.Fatal(err)
-	}
+	p := s.preparePlan(t, recordSQL)
 	explain := func(when string, ids []uuid.UUID) {
 		t.Helper()
-		// EXECUTE takes no bind parameters: the arrays are written out.
 		idList := make([]string, len(ids))
 		for i, id := range ids {
 			idList[i] = id.String()
 		}
-		rows, err := tx.Query(ctx, fmt.Sprintf(`EXPLAIN EXECUTE rec('me', '{%s}', array_fill(1, ARRAY[%[2]d]),
+		plan := p.explain(fmt.Sprintf(`'me', '{%s}', array_fill(1, ARRAY[%[2]d]),
 			array_fill(now(), ARRAY[%[2]d]), array_fill(0::float8, ARRAY[%[2]d]), array_fill(200, ARRAY[%[2]d]),
 			array_fill(''::text, ARRAY[%[2]d]), array_fill(''::text, ARRAY[%[2]d]), array_fill('delivered'::text, ARRAY[%[2]d]),
-			array_fill(0::bigint, ARRAY[%[2]d]))`, strings.Join(idList, ","), len(ids)), pgx.QueryExecModeSimpleProtocol)
-		if err != nil {
-			t.Fatal(err)
-		}
-		lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
-		if err != nil {
-			t.Fatal(err)
-		}
-		plan := strings.Join(lines, "\n")
+			array_fill(0::bigint, ARRAY[%[2]d])`, strings.Join(idList, ","), len(ids)))
 		if !strings.Contains(plan, "deliveries_pkey") || !strings.Contains(plan, "Tid Scan on deliveries") ||
 			strings.Contains(plan, "deliveries_due_by_webhook") || strings.Contains(plan, "Seq Scan on deliveries") {
 			t.Fatalf("%s: recording attempts does not find deliveries by primary key:\n%s", when, plan)
@@ -563,16 +603,8 @@ func TestRecordPlanUsesPrimaryKey(t *testing.T) {
 	explain("generic plan on a small table", ids)
 
 	// Then a backlog builds up.
-	if _, err := tx.Exec(ctx, s.q(`INSERT INTO {{schema}}.events (source, commit_lsn, seq, event_type, company_id, source_table, op, committed_at, body)
-		SELECT 'test', 1000, g, 'task.completed', 1, 'tasks', 'update', now(), '{}' FROM generate_series(1, 30000) g`)); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tx.Exec(ctx, s.q(`INSERT INTO {{schema}}.deliveries (id, event_id, webhook_id, company_id, event_type, lease_owner, lease_until)
-		SELECT gen_random_uuid(), e.id, $1, 1, 'task.completed', 'me', now() + interval '1 minute'
-		FROM {{schema}}.events e WHERE e.commit_lsn = 1000`), wh); err != nil {
-		t.Fatal(err)
-	}
-	rows, err := tx.Query(ctx, s.q(`SELECT id FROM {{schema}}.deliveries WHERE lease_owner = 'me' LIMIT 200`))
+	s.grow(p, wh, 30000, "me", time.Minute)
+	rows, err := p.tx.Query(ctx, s.q(`SELECT id FROM {{schema}}.deliveries WHERE lease_owner = 'me' LIMIT 200`))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -582,10 +614,42 @@ func TestRecordPlanUsesPrimaryKey(t *testing.T) {
 	}
 	explain("generic plan on the grown table", ids)
 	// A custom plan, from the small table's statistics.
-	if _, err := tx.Exec(ctx, "SET LOCAL plan_cache_mode = force_custom_plan"); err != nil {
-		t.Fatal(err)
-	}
+	p.exec("SET LOCAL plan_cache_mode = force_custom_plan")
 	explain("custom plan on the grown table", ids)
+}
+
+// A claim reads the due deliveries of each webhook from its index range,
+// updates them by physical address and reads their events by primary key:
+// no plan reads a whole table, however many deliveries the table holds.
+// (A custom plan once joined the picked rows with all deliveries by
+// hashing, for every claim.)
+func TestClaimPlanReadsNoWholeTable(t *testing.T) {
+	s := newTestStore(t)
+	wh := s.addWebhook(t, "http://a", "", "")
+	for range 5 {
+		s.addDelivery(t, wh, "{}")
+	}
+	s.mustExec(t, `ANALYZE {{schema}}.deliveries`)
+	s.mustExec(t, `ANALYZE {{schema}}.events`)
+	p := s.preparePlan(t, claimSQL)
+	explain := func(when string) {
+		t.Helper()
+		for _, limit := range []int{1, 32, 500} {
+			plan := p.explain(fmt.Sprintf(`'me', %d, '{}', 60000000, 128, '{%d}', '{32}'`, limit, wh))
+			if !strings.Contains(plan, "Tid Scan on deliveries") || !strings.Contains(plan, "deliveries_due_by_webhook") ||
+				!strings.Contains(plan, "events_pkey") || strings.Contains(plan, "Seq Scan on deliveries") ||
+				strings.Contains(plan, "Seq Scan on events") || strings.Contains(plan, "Hash Join") && strings.Contains(plan, "deliveries_pkey") {
+				t.Fatalf("%s, limit %d: the claim reads a whole table:\n%s", when, limit, plan)
+			}
+		}
+	}
+	explain("generic plan on a small table")
+	s.grow(p, wh, 30000, "", 0)
+	p.exec(s.q(`ANALYZE {{schema}}.deliveries`))
+	p.exec(s.q(`ANALYZE {{schema}}.events`))
+	explain("generic plan on the grown table")
+	p.exec("SET LOCAL plan_cache_mode = force_custom_plan")
+	explain("custom plan on the grown table")
 }
 
 // A webhook's deliveries of every status come newest first, page after
@@ -668,6 +732,14 @@ func TestAsyncCommitStaysInItsTransaction(t *testing.T) {
 		c.Release()
 		if err != nil || setting != "on" {
 			t.Fatalf("synchronous_commit on a pooled connection after the async commits: %q, %v", setting, err)
+		}
+	}
+	for _, c := range s.pool.AcquireAllIdle(ctx) {
+		var seqscan, planMode string
+		err := c.QueryRow(ctx, `SELECT current_setting('enable_seqscan'), current_setting('plan_cache_mode')`).Scan(&seqscan, &planMode)
+		c.Release()
+		if err != nil || seqscan != "on" || planMode != "auto" {
+			t.Fatalf("the hot statements' settings reached a pooled connection: enable_seqscan %q, plan_cache_mode %q, %v", seqscan, planMode, err)
 		}
 	}
 }
