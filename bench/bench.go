@@ -90,6 +90,11 @@ func Run(ctx context.Context, opts Options) ([]Result, error) {
 	if len(opts.Scenarios) == 0 {
 		opts.Scenarios = Scenarios
 	}
+	if opts.ProfileDir != "" {
+		if err := os.MkdirAll(opts.ProfileDir, 0o755); err != nil {
+			return nil, fmt.Errorf("profile directory: %w", err)
+		}
+	}
 	dir, err := os.MkdirTemp("", "relaybench-")
 	if err != nil {
 		return nil, err
@@ -204,8 +209,10 @@ func (r *receiverProc) stats(reset, latencies bool) (Stats, error) {
 
 // relayProc is the relay under test.
 type relayProc struct {
-	cmd  *exec.Cmd
-	log  *os.File
+	cmd *exec.Cmd
+	// exited is closed once the relay has exited (its Wait returned).
+	exited chan struct{}
+	log    *os.File
 	slot string
 	// state reaches the relay's own tables; stateDB is their database
 	// when it is not the platform's.
@@ -298,12 +305,36 @@ func (b *run) startRelay(ctx context.Context, db string, pool *pgxpool.Pool, hoo
 	if err := cmd.Start(); err != nil {
 		return r, fmt.Errorf("start relay: %w", err)
 	}
+	r.exited = make(chan struct{})
+	go func() { cmd.Wait(); close(r.exited) }()
 	wctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
+	go func() {
+		select {
+		case <-r.exited:
+			cancel()
+		case <-wctx.Done():
+		}
+	}()
 	if err := demo.WaitForSlot(wctx, pool, slot); err != nil {
+		select {
+		case <-r.exited:
+			return r, fmt.Errorf("relay exited before streaming (%s): %s", cmd.ProcessState, lastLine(logf.Name()))
+		default:
+		}
 		return r, fmt.Errorf("relay did not start streaming (see %s): %w", logf.Name(), err)
 	}
 	return r, nil
+}
+
+// lastLine returns the last line of the file at path, or why it cannot.
+func lastLine(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err.Error()
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	return lines[len(lines)-1]
 }
 
 func (r *relayProc) stop() {
@@ -311,13 +342,11 @@ func (r *relayProc) stop() {
 		return
 	}
 	r.cmd.Process.Signal(os.Interrupt)
-	done := make(chan struct{})
-	go func() { r.cmd.Wait(); close(done) }()
 	select {
-	case <-done:
+	case <-r.exited:
 	case <-time.After(30 * time.Second):
 		r.cmd.Process.Kill()
-		<-done
+		<-r.exited
 	}
 	r.log.Close()
 }
