@@ -764,7 +764,7 @@ func TestHandoffSendsWithoutClaiming(t *testing.T) {
 	// Polls never come; Notify is never called.
 	d, _ := e.start(fast(Options{PollInterval: time.Hour, Workers: 2, PerWebhook: 2}))
 	time.Sleep(50 * time.Millisecond) // the first poll has passed
-	const n = 40
+	const n = 2*prefetch + 24
 	leased := e.handoffWrite(d, 100, n)
 	// Workers 2 × prefetch: the dispatcher takes 2*prefetch at most.
 	if len(leased) != 2*prefetch {
