@@ -213,7 +213,7 @@ type relayProc struct {
 	// exited is closed once the relay has exited (its Wait returned).
 	exited chan struct{}
 	log    *os.File
-	slot string
+	slot   string
 	// state reaches the relay's own tables; stateDB is their database
 	// when it is not the platform's.
 	state   *pgxpool.Pool
