@@ -87,6 +87,15 @@ const maxClaim = 500
 // maxRecordBatch is the most attempts recorded in one statement.
 const maxRecordBatch = 500
 
+// recordLinger is how long a finished attempt waits for others to be
+// recorded with it. At a steady trickle each attempt was recorded by a
+// statement and a commit of its own, which cost PostgreSQL more than the
+// recording itself; the receiver has its request by then, so the wait
+// delays only what the admin API shows, and a crash in it only means
+// re-sending those attempts under the same delivery ids, as for any
+// attempt not yet recorded.
+const recordLinger = 2 * time.Millisecond
+
 // flushGrace bounds the store work left after the drain: recording the last
 // results and giving back the claims of aborted attempts.
 const flushGrace = 5 * time.Second
@@ -741,8 +750,11 @@ func (d *Dispatcher) attemptOne(ctx context.Context, c *store.Claimed, results c
 // while the previous batch was written goes in the next one.
 func (d *Dispatcher) recordLoop(ctx context.Context, results <-chan finished) {
 	batch := make([]finished, 0, maxRecordBatch)
+	linger := time.NewTimer(recordLinger)
+	defer linger.Stop()
 	for f := range results {
 		batch = append(batch[:0], f)
+		linger.Reset(recordLinger)
 	more:
 		for len(batch) < maxRecordBatch {
 			select {
@@ -751,7 +763,7 @@ func (d *Dispatcher) recordLoop(ctx context.Context, results <-chan finished) {
 					break more
 				}
 				batch = append(batch, f)
-			default:
+			case <-linger.C:
 				break more
 			}
 		}
