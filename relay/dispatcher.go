@@ -150,6 +150,8 @@ type Dispatcher struct {
 	mu       sync.Mutex
 	inflight int
 	perHook  map[int64]int
+	// pace is each webhook's recent attempt duration (see windowLocked).
+	pace map[int64]time.Duration
 	// queue holds claimed deliveries of a webhook waiting for one of its
 	// slots (prefetch), oldest first; queued counts them all.
 	queue  map[int64][]queuedClaim
@@ -187,15 +189,16 @@ type runState struct {
 	draining       bool
 }
 
-// prefetch is how many deliveries per slot of a webhook are held ahead
-// (leased as they are stored, or claimed), so that a busy endpoint's next
-// attempt starts as soon as a slot frees, without a claim query each time.
-// With the default PerWebhook that is 512 deliveries a webhook: over a
-// second of its traffic even at the fan-out scenario's rate, so that a
+// prefetch is how many deliveries per slot of a webhook are held ahead at
+// most (leased as they are stored, or claimed), so that a busy endpoint's
+// next attempt starts as soon as a slot frees, without a claim query each
+// time. With the default PerWebhook that is 512 deliveries a webhook: over
+// a second of its traffic even at the fan-out scenario's rate, so that a
 // relay falling briefly behind keeps taking new deliveries from the store
 // writes instead of switching to claims, which cost PostgreSQL a locked
 // update per delivery and fell further behind (the fan-out scenario's
-// p99 went from 5.7 s to 0.6 s when this went from 8 to 32).
+// p99 went from 5.7 s to 0.6 s when this went from 8 to 32). A slow
+// webhook holds less: see windowLocked.
 const prefetch = 32
 
 // minAhead is the least number of deliveries the dispatcher holds in
@@ -240,6 +243,7 @@ func New(st *store.Store, opts Options) *Dispatcher {
 		notify:  make(chan struct{}, 1),
 		wake:    make(chan struct{}, 1),
 		perHook: map[int64]int{},
+		pace:    map[int64]time.Duration{},
 		queue:   map[int64][]queuedClaim{},
 		behind:  map[int64]bool{},
 	}
@@ -562,8 +566,12 @@ func claimAt(window int) int { return window * 3 / 4 }
 func (d *Dispatcher) capacity() (free int, busy map[int64]int, exclude []int64) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	window := d.opts.PerWebhook * prefetch
-	busy = make(map[int64]int, len(d.perHook)+len(d.queue))
+	return d.capacityLocked()
+}
+
+// capacityLocked is capacity with d.mu held.
+func (d *Dispatcher) capacityLocked() (free int, busy map[int64]int, exclude []int64) {
+	busy = make(map[int64]int, len(d.perHook)+len(d.queue)+len(d.pace))
 	for id, n := range d.perHook {
 		busy[id] += n
 	}
@@ -571,8 +579,16 @@ func (d *Dispatcher) capacity() (free int, busy map[int64]int, exclude []int64) 
 		busy[id] += len(q)
 	}
 	for id, n := range busy {
-		if n > claimAt(window) {
+		if n > claimAt(d.windowLocked(id)) {
 			exclude = append(exclude, id)
+		}
+	}
+	// A claim or a store write gives each webhook the largest window less
+	// what is busy: a slow webhook's smaller window counts as busy too.
+	most := d.opts.PerWebhook * prefetch
+	for id := range d.pace {
+		if w := d.windowLocked(id); w < most {
+			busy[id] += most - w
 		}
 	}
 	return d.room(), busy, exclude
@@ -587,8 +603,43 @@ func (d *Dispatcher) room() int {
 // fullLocked reports whether webhook's window is too full for a claim to
 // include it (see claimAt). d.mu must be held.
 func (d *Dispatcher) fullLocked(webhook int64) bool {
-	return d.perHook[webhook]+len(d.queue[webhook]) > claimAt(d.opts.PerWebhook*prefetch)
+	return d.perHook[webhook]+len(d.queue[webhook]) > claimAt(d.windowLocked(webhook))
 }
+
+// aheadFor is how much of a webhook's traffic its window holds: far less
+// than a queued delivery may wait before its lease is too short to send it
+// (dequeue), so that what is held ahead is sent, not given back and claimed
+// again.
+const aheadFor = 5 * time.Second
+
+// windowLocked is how many deliveries webhook may have in flight and
+// queued together: what its slots send in aheadFor at the pace its recent
+// attempts took, between two per slot and prefetch per slot. d.mu must be
+// held.
+func (d *Dispatcher) windowLocked(webhook int64) int {
+	most := d.opts.PerWebhook * prefetch
+	took, ok := d.pace[webhook]
+	if !ok || took <= 0 {
+		return most
+	}
+	w := float64(d.opts.PerWebhook) * float64(aheadFor) / float64(took)
+	return int(min(max(w, float64(2*d.opts.PerWebhook)), float64(most)))
+}
+
+// notePace folds an attempt's duration into its webhook's recent pace (a
+// moving average). d.mu must be held.
+func (d *Dispatcher) notePace(webhook int64, took time.Duration) {
+	if took <= 0 {
+		return
+	}
+	if old, ok := d.pace[webhook]; ok {
+		took = old - old/paceWeight + took/paceWeight
+	}
+	d.pace[webhook] = took
+}
+
+// paceWeight is the inverse weight of the latest attempt in a webhook's pace.
+const paceWeight = 8
 
 // acquire takes a worker slot for an attempt to webhook, if one is free.
 func (d *Dispatcher) acquire(webhook int64) bool {
@@ -606,8 +657,9 @@ func (d *Dispatcher) acquire(webhook int64) bool {
 // next queued delivery that the slot allows and returns that delivery with
 // its run (the caller sends it), and wakes the claim loop when the last
 // round left deliveries behind that the slot makes room for.
-func (d *Dispatcher) free(webhook int64) (*store.Claimed, *runState) {
+func (d *Dispatcher) free(webhook int64, took time.Duration) (*store.Claimed, *runState) {
 	d.mu.Lock()
+	d.notePace(webhook, took)
 	d.inflight--
 	if d.perHook[webhook]--; d.perHook[webhook] <= 0 {
 		delete(d.perHook, webhook)
@@ -705,10 +757,10 @@ func (d *Dispatcher) poke() {
 func (d *Dispatcher) attempt(ctx context.Context, c *store.Claimed, attempts *sync.WaitGroup, results chan<- finished) {
 	for c != nil {
 		webhook := c.WebhookID
-		d.attemptOne(ctx, c, results)
+		took := d.attemptOne(ctx, c, results)
 		// free counts the next attempt in before this one is counted out, so
 		// a drain never sees the count touch zero between them.
-		next, run := d.free(webhook)
+		next, run := d.free(webhook, took)
 		attempts.Done()
 		if c = next; c != nil {
 			ctx, attempts, results = run.sendCtx, run.attempts, run.results
@@ -717,7 +769,9 @@ func (d *Dispatcher) attempt(ctx context.Context, c *store.Claimed, attempts *sy
 }
 
 // attemptOne makes one attempt and hands its result over.
-func (d *Dispatcher) attemptOne(ctx context.Context, c *store.Claimed, results chan<- finished) {
+// attemptOne sends one attempt, hands its result to results, and returns
+// how long the attempt took.
+func (d *Dispatcher) attemptOne(ctx context.Context, c *store.Claimed, results chan<- finished) time.Duration {
 	ctx, span := d.tel.start(ctx, c)
 	out := d.send.send(ctx, c)
 	n := c.Attempts + 1
@@ -744,6 +798,7 @@ func (d *Dispatcher) attemptOne(ctx context.Context, c *store.Claimed, results c
 	f.span = span.SpanContext()
 	c.Body = nil // the body is not needed any more; do not hold it while queued
 	results <- f
+	return out.duration
 }
 
 // recordLoop writes results to the store in batches: whatever has arrived

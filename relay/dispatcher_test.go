@@ -881,3 +881,78 @@ func TestWindowsDrainedDuringAClaimAreClaimedAgain(t *testing.T) {
 		})
 	}
 }
+
+// A slow endpoint's window holds about aheadFor of its traffic, not
+// prefetch per slot: what the dispatcher holds ahead for it is sent before
+// its lease runs short, instead of waiting, being given back and claimed
+// again.
+func TestSlowWebhookHoldsLessAhead(t *testing.T) {
+	e := newEnv(t)
+	const took = 500 * time.Millisecond
+	rc := newReceiver(t, func(w http.ResponseWriter, r *http.Request, n int) {
+		time.Sleep(took)
+		w.WriteHeader(http.StatusOK)
+	})
+	wh := e.webhook(rc.URL, "", nil)
+	d, _ := e.start(fast(Options{PollInterval: 50 * time.Millisecond, Workers: 8, PerWebhook: 2}))
+	// The first attempts tell the dispatcher the endpoint's pace.
+	first := e.delivery(wh, body)
+	e.waitStatus(first, store.StatusDelivered, 10*time.Second)
+	d.mu.Lock()
+	window := d.windowLocked(wh)
+	d.mu.Unlock()
+	// Two slots, 0.5 s an attempt: aheadFor holds 2 × 5 s / 0.5 s.
+	if want := int(2 * aheadFor / took); window < want*3/4 || window > want*5/4 {
+		t.Fatalf("window %d, want about %d", window, want)
+	}
+	if most := 2 * prefetch; window >= most {
+		t.Fatalf("window %d, not below the most a webhook may hold (%d)", window, most)
+	}
+	e.deliveries([]int64{wh}, 200)
+	d.Notify()
+	time.Sleep(time.Second)
+	var leased int
+	e.st.Pool().QueryRow(context.Background(), strings.ReplaceAll(`SELECT count(*) FROM {{schema}}.deliveries
+		WHERE lease_owner IS NOT NULL AND status = 'pending'`, "{{schema}}", e.st.Schema())).Scan(&leased)
+	if leased == 0 || leased > window {
+		t.Fatalf("%d deliveries held for the slow webhook, want 1 to %d", leased, window)
+	}
+}
+
+// A webhook's window follows the pace of its attempts, between two per
+// slot and prefetch per slot.
+func TestWindowFollowsPace(t *testing.T) {
+	d := New(nil, Options{Workers: 8, PerWebhook: 4})
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if got := d.windowLocked(1); got != 4*prefetch {
+		t.Fatalf("unknown pace: window %d, want %d", got, 4*prefetch)
+	}
+	for _, c := range []struct {
+		took time.Duration
+		want int
+	}{
+		{time.Millisecond, 4 * prefetch},
+		{time.Second, 4 * int(aheadFor/time.Second)},
+		{time.Minute, 2 * 4},
+	} {
+		d.pace = map[int64]time.Duration{}
+		for range 50 {
+			d.notePace(1, c.took)
+		}
+		if got := d.windowLocked(1); got != c.want {
+			t.Errorf("attempts of %v: window %d, want %d", c.took, got, c.want)
+		}
+	}
+	// The pace moves with the latest attempts, not at once.
+	d.pace = map[int64]time.Duration{}
+	d.notePace(1, time.Millisecond)
+	d.notePace(1, 2*time.Second)
+	if got := d.windowLocked(1); got <= 2*4 || got >= 4*prefetch {
+		t.Errorf("one 2 s attempt after a 1 ms one: window %d, want between %d and %d", got, 2*4, 4*prefetch)
+	}
+	_, busy, _ := d.capacityLocked()
+	if got, want := busy[1], 4*prefetch-d.windowLocked(1); got != want {
+		t.Errorf("a slow webhook with nothing held counts %d as busy, want %d", got, want)
+	}
+}
