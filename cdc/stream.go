@@ -359,7 +359,7 @@ func (st *stream) loop(ctx context.Context) error {
 			// Group commit: flush when the group is old enough, or as soon
 			// as the stream pauses.
 			due := st.pendingSince.Add(st.cfg.GroupDelay)
-			if !now.Before(due) {
+			if !now.Before(due) || st.quiet() {
 				if err := st.flush(ctx); err != nil {
 					return err
 				}
@@ -397,9 +397,23 @@ func (st *stream) loop(ctx context.Context) error {
 }
 
 // groupPause is how long the stream must stay quiet for a group to be made
-// durable before GroupDelay: a pause this long means the transactions that
-// arrived together have all been read.
+// durable before GroupDelay, where quiet cannot tell: a pause this long
+// means the transactions that arrived together have all been read. (Go's
+// timers shorter than a millisecond fire after about a millisecond on an
+// otherwise idle process.)
 const groupPause = 200 * time.Microsecond
+
+// quiet reports whether everything the server has sent so far has been
+// read: nothing buffered in the connection and nothing in its socket. The
+// group is then complete, and waiting for more only adds latency; what
+// arrived while the previous group was stored is all read before it.
+func (st *stream) quiet() bool {
+	if st.conn.Frontend().ReadBufferLen() > 0 {
+		return false
+	}
+	quiet, known := socketQuiet(st.conn.Conn())
+	return quiet && known
+}
 
 func minTime(a, b time.Time) time.Time {
 	if a.Before(b) {
