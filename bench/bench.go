@@ -235,6 +235,11 @@ func (b *run) setup(ctx context.Context, prepare string) (string, *pgxpool.Pool,
 	if err != nil {
 		return "", nil, err
 	}
+	// What the previous scenario wrote is flushed now, not by a checkpoint
+	// in the middle of this one.
+	if err := b.pg.Exec(ctx, "postgres", "CHECKPOINT"); err != nil {
+		return "", nil, fmt.Errorf("checkpoint: %w", err)
+	}
 	pool, err := pgxpool.New(ctx, b.pg.URL(db))
 	if err != nil {
 		return "", nil, err
