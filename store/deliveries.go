@@ -384,27 +384,29 @@ func (s *Store) RecordAttempts(ctx context.Context, owner string, results []Atte
 // their prepared statement's generic plan instead of planning each
 // execution for its parameters, and never scan a whole table. The hot
 // statements (storing events and their deliveries, row state, the
-// position, attempt records) are planned once per connection this way;
-// planning them anew for every batch cost PostgreSQL more than executing
-// them. A generic plan is made once, often while the tables are nearly
-// empty, when a sequential scan looks cheapest, and is kept as they grow:
-// with sequential scans off it is made of the keyed lookups these
-// statements are written for (TestRecordPlanUsesPrimaryKey). Other
-// statements keep custom plans: some need a parameter's value to use a
-// partial index.
+// position, claims, attempt records) are planned once per connection this
+// way; planning them anew for every batch cost PostgreSQL more than
+// executing them. A generic plan is made once, often while the tables are
+// nearly empty, when a sequential scan looks cheapest, and is kept as they
+// grow: with sequential scans off it is made of the keyed lookups these
+// statements are written for (TestRecordPlanUsesPrimaryKey,
+// TestClaimPlanReadsNoWholeTable). Other statements keep custom plans:
+// some need a parameter's value to use a partial index.
 const hotSettingsSQL = `SELECT set_config('plan_cache_mode', 'force_generic_plan', true), set_config('enable_seqscan', 'off', true)`
 
-// Commit modes of hotStatement.
+// commitMode says whether a hotStatement's commit waits for the disk.
+type commitMode int
+
 const (
 	// durable waits for the transaction's WAL to reach the disk.
-	durable = false
+	durable commitMode = iota
 	// async does not: synchronous_commit is off for the transaction only.
-	async = true
+	async
 )
 
 // hotStatement runs one statement in a transaction of its own, with
 // hotSettingsSQL, in one round trip, and hands its rows to read (nil: none
-// are wanted). With async its commit does not wait for its WAL to reach
+// are wanted). In async mode its commit does not wait for its WAL to reach
 // the disk. Attempt records and given-back claims commit this way: a
 // PostgreSQL crash can forget the last fraction of a second of them. A
 // forgotten record leaves its delivery leased to the sender that made the
@@ -413,9 +415,9 @@ const (
 // the attempt could still be in flight; a forgotten give-back only delays a
 // delivery until its lease expires. Claims, events, deliveries and the
 // replication position always wait for the disk.
-func (s *Store) hotStatement(ctx context.Context, noWait bool, sql string, args []any, read func(pgx.Rows) error) error {
+func (s *Store) hotStatement(ctx context.Context, mode commitMode, sql string, args []any, read func(pgx.Rows) error) error {
 	settings := hotSettingsSQL
-	if noWait {
+	if mode == async {
 		settings += `, set_config('synchronous_commit', 'off', true)`
 	}
 	b := &pgx.Batch{}
