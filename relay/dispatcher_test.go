@@ -902,7 +902,8 @@ func TestSlowWebhookHoldsLessAhead(t *testing.T) {
 	window := d.windowLocked(wh)
 	d.mu.Unlock()
 	// Two slots, 0.5 s an attempt: aheadFor holds 2 × 5 s / 0.5 s.
-	if want := int(2 * aheadFor / took); window < want*3/4 || window > want*5/4 {
+	// (An attempt takes a little longer than the endpoint's sleep.)
+	if want := int(2 * aheadFor / took); window < want/2 || window > want {
 		t.Fatalf("window %d, want about %d", window, want)
 	}
 	if most := 2 * prefetch; window >= most {
