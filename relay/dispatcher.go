@@ -152,6 +152,8 @@ type Dispatcher struct {
 	perHook  map[int64]int
 	// pace is each webhook's recent attempt duration (see windowLocked).
 	pace map[int64]time.Duration
+	// bodySize is the recent payload size of held deliveries (see room).
+	bodySize int
 	// queue holds claimed deliveries of a webhook waiting for one of its
 	// slots (prefetch), oldest first; queued counts them all.
 	queue  map[int64][]queuedClaim
@@ -201,11 +203,13 @@ type runState struct {
 // webhook holds less: see windowLocked.
 const prefetch = 32
 
-// minAhead is the least number of deliveries the dispatcher holds in
-// flight and queued together, whatever Workers is: with many webhooks,
-// that many deliveries (each its payload and about 300 bytes, some 16 MB
-// at most in all) keep every endpoint's window fed straight from the store
-// writes, without claims. The backlog scenario's peak RSS stays at 80 MB.
+// minAhead is how many deliveries the dispatcher may hold in flight and
+// queued together however few Workers there are (Workers × prefetch when
+// that is more), unless their payloads are large (aheadBytes): with many
+// webhooks, that many deliveries (each its
+// payload and about 300 bytes) keep every endpoint's window fed straight
+// from the store writes, without claims. The backlog scenario's peak RSS
+// stays at 80 MB.
 const minAhead = 16384
 
 // minClaimGap spaces the claim rounds that freed slots trigger; Notify and
@@ -305,6 +309,7 @@ func (d *Dispatcher) Handoff(claims []store.Claimed) {
 		d.giveBack(ctx, ids)
 		return
 	}
+	d.noteBodies(claims)
 	var start []*store.Claimed
 	for i := range claims {
 		c := &claims[i]
@@ -536,6 +541,9 @@ func (d *Dispatcher) claimRound(ctx, dbCtx, sendCtx context.Context, attempts *s
 			}
 			return
 		}
+		d.mu.Lock()
+		d.noteBodies(claimed)
+		d.mu.Unlock()
 		now := time.Now()
 		for i := range claimed {
 			c := &claimed[i]
@@ -597,7 +605,30 @@ func (d *Dispatcher) capacityLocked() (free int, busy map[int64]int, exclude []i
 // room is how many more deliveries may be claimed, in flight and queued
 // together. d.mu must be held.
 func (d *Dispatcher) room() int {
-	return max(d.opts.Workers*prefetch, minAhead) - d.inflight - d.queued
+	most := max(d.opts.Workers*prefetch, minAhead)
+	if d.bodySize > 0 {
+		most = min(most, max(aheadBytes/d.bodySize, d.opts.Workers))
+	}
+	return most - d.inflight - d.queued
+}
+
+// aheadBytes bounds the payloads the dispatcher holds in flight and queued
+// together, at the recent payload size: minAhead deliveries of a few
+// hundred bytes each are well within it, but large payloads hold fewer
+// deliveries ahead (never fewer than Workers).
+const aheadBytes = 24 << 20
+
+// noteBodies folds the payload sizes of newly held deliveries into the
+// recent payload size (a moving average). d.mu must be held.
+func (d *Dispatcher) noteBodies(claims []store.Claimed) {
+	for i := range claims {
+		n := max(len(claims[i].Body), 1)
+		if d.bodySize == 0 {
+			d.bodySize = n
+			continue
+		}
+		d.bodySize += (n - d.bodySize) / paceWeight
+	}
 }
 
 // fullLocked reports whether webhook's window is too full for a claim to

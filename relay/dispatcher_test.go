@@ -957,3 +957,33 @@ func TestWindowFollowsPace(t *testing.T) {
 		t.Errorf("a slow webhook with nothing held counts %d as busy, want %d", got, want)
 	}
 }
+
+// Large payloads hold fewer deliveries ahead: what the dispatcher holds is
+// bounded in bytes too, never below one delivery per worker.
+func TestRoomFollowsPayloadSize(t *testing.T) {
+	d := New(nil, Options{Workers: 8, PerWebhook: 4})
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if got := d.room(); got != minAhead {
+		t.Fatalf("no payload seen: room %d, want %d", got, minAhead)
+	}
+	held := func(size, n int) {
+		claims := make([]store.Claimed, n)
+		for i := range claims {
+			claims[i].Body = make([]byte, size)
+		}
+		d.noteBodies(claims)
+	}
+	held(500, 100)
+	if got := d.room(); got != minAhead {
+		t.Fatalf("500-byte payloads: room %d, want %d", got, minAhead)
+	}
+	held(64<<10, 100)
+	if got, want := d.room(), aheadBytes/(64<<10); got < want*9/10 || got > want*11/10 {
+		t.Fatalf("64 KiB payloads: room %d, want about %d", got, want)
+	}
+	held(16<<20, 100)
+	if got := d.room(); got != 8 {
+		t.Fatalf("16 MiB payloads: room %d, want one per worker (8)", got)
+	}
+}
