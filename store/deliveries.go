@@ -50,7 +50,9 @@ type Claimed struct {
 	RetryBase     int
 	NextAttemptAt time.Time
 	LeaseUntil    time.Time
-	// Body is the event's payload, sent unchanged by every attempt.
+	// Body is the event's payload, sent unchanged by every attempt. It may
+	// be shared with the other deliveries of its event: read it, never change
+	// it.
 	Body []byte
 	// CreatedAt is when the event was recorded, CommittedAt when its source
 	// transaction committed.
@@ -174,6 +176,9 @@ func (s *Store) Claim(ctx context.Context, req ClaimRequest) ([]Claimed, error) 
 	// another sender claim a delivery whose attempt is still in flight.
 	// They run with a generic plan (see hotSettingsSQL).
 	var out []Claimed
+	// The deliveries of one event to several webhooks share its payload:
+	// a fanned-out backlog holds one copy per event, not one per webhook.
+	bodies := map[int64][]byte{}
 	err := s.hotStatement(ctx, durable, s.q(claimSQL), []any{req.Owner, req.Limit, exclude,
 		req.Lease.Microseconds(), room, busyIDs, busyRoom},
 		func(rows pgx.Rows) error {
@@ -185,6 +190,11 @@ func (s *Store) Claim(ctx context.Context, req ClaimRequest) ([]Claimed, error) 
 					&c.NextAttemptAt, &c.LeaseUntil, &c.Body, &c.CreatedAt, &c.CommittedAt,
 					&c.URL, &secret, &headers); err != nil {
 					return err
+				}
+				if b, ok := bodies[c.EventID]; ok {
+					c.Body = b
+				} else {
+					bodies[c.EventID] = c.Body
 				}
 				s.endpoint(&c, secret, headers)
 				out = append(out, c)

@@ -743,3 +743,47 @@ func TestAsyncCommitStaysInItsTransaction(t *testing.T) {
 		}
 	}
 }
+
+// The deliveries of one event to several webhooks claimed together share
+// one copy of its payload.
+func TestClaimSharesAnEventsPayload(t *testing.T) {
+	s := newTestStore(t)
+	ctx := context.Background()
+	hooks := []int64{s.addWebhook(t, "http://a", "", ""), s.addWebhook(t, "http://b", "", ""), s.addWebhook(t, "http://c", "", "")}
+	s.mustExec(t, `WITH e AS (
+			INSERT INTO {{schema}}.events (source, commit_lsn, seq, event_type, company_id, source_table, op, committed_at, body)
+			VALUES ('test', 1, 0, 'task.completed', 1, 'tasks', 'update', now(), '{"task_id":1}')
+			RETURNING id)
+		INSERT INTO {{schema}}.deliveries (id, event_id, webhook_id, company_id, event_type)
+		SELECT gen_random_uuid(), e.id, h, 1, 'task.completed' FROM e, unnest($1::bigint[]) h`, hooks)
+	s.addDelivery(t, hooks[0], `{"task_id":2}`)
+	got, err := s.ClaimDue(ctx, "me", 10, time.Minute, nil)
+	if err != nil || len(got) != 4 {
+		t.Fatalf("claim: %d, %v", len(got), err)
+	}
+	byEvent := map[int64][]*Claimed{}
+	for i := range got {
+		byEvent[got[i].EventID] = append(byEvent[got[i].EventID], &got[i])
+	}
+	for _, cs := range byEvent {
+		for _, c := range cs[1:] {
+			if string(c.Body) != string(cs[0].Body) || &c.Body[0] != &cs[0].Body[0] {
+				t.Fatalf("deliveries of event %d do not share its payload: %q, %q", c.EventID, c.Body, cs[0].Body)
+			}
+		}
+	}
+	if len(byEvent) != 2 {
+		t.Fatalf("%d events, want 2", len(byEvent))
+	}
+	var shared, other []byte
+	for _, cs := range byEvent {
+		if len(cs) == 3 {
+			shared = cs[0].Body
+		} else {
+			other = cs[0].Body
+		}
+	}
+	if string(shared) != `{"task_id":1}` || string(other) != `{"task_id":2}` || &shared[0] == &other[0] {
+		t.Fatalf("payloads %q and %q", shared, other)
+	}
+}
