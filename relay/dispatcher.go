@@ -206,10 +206,9 @@ const prefetch = 32
 // minAhead is how many deliveries the dispatcher may hold in flight and
 // queued together however few Workers there are (Workers × prefetch when
 // that is more), unless their payloads are large (aheadBytes): with many
-// webhooks, that many deliveries (each its
-// payload and about 300 bytes) keep every endpoint's window fed straight
-// from the store writes, without claims. The backlog scenario's peak RSS
-// stays at 80 MB.
+// webhooks, that many deliveries (each its payload and about 300 bytes)
+// keep every endpoint's window fed straight from the store writes, without
+// claims. The backlog scenario's peak RSS stays at 80 MB.
 const minAhead = 16384
 
 // minClaimGap spaces the claim rounds that freed slots trigger; Notify and
@@ -627,7 +626,7 @@ func (d *Dispatcher) noteBodies(claims []store.Claimed) {
 			d.bodySize = n
 			continue
 		}
-		d.bodySize += (n - d.bodySize) / paceWeight
+		d.bodySize += (n - d.bodySize) / averageWeight
 	}
 }
 
@@ -664,13 +663,14 @@ func (d *Dispatcher) notePace(webhook int64, took time.Duration) {
 		return
 	}
 	if old, ok := d.pace[webhook]; ok {
-		took = old - old/paceWeight + took/paceWeight
+		took = old - old/averageWeight + took/averageWeight
 	}
 	d.pace[webhook] = took
 }
 
-// paceWeight is the inverse weight of the latest attempt in a webhook's pace.
-const paceWeight = 8
+// averageWeight is the inverse weight of the latest sample in the moving
+// averages of a webhook's pace and of the payload size.
+const averageWeight = 8
 
 // acquire takes a worker slot for an attempt to webhook, if one is free.
 func (d *Dispatcher) acquire(webhook int64) bool {
@@ -799,7 +799,6 @@ func (d *Dispatcher) attempt(ctx context.Context, c *store.Claimed, attempts *sy
 	}
 }
 
-// attemptOne makes one attempt and hands its result over.
 // attemptOne sends one attempt, hands its result to results, and returns
 // how long the attempt took.
 func (d *Dispatcher) attemptOne(ctx context.Context, c *store.Claimed, results chan<- finished) time.Duration {
@@ -833,7 +832,8 @@ func (d *Dispatcher) attemptOne(ctx context.Context, c *store.Claimed, results c
 }
 
 // recordLoop writes results to the store in batches: whatever has arrived
-// while the previous batch was written goes in the next one.
+// while the previous batch was written, or within recordLinger of the
+// batch's first result, goes in the next one.
 func (d *Dispatcher) recordLoop(ctx context.Context, results <-chan finished) {
 	batch := make([]finished, 0, maxRecordBatch)
 	linger := time.NewTimer(recordLinger)
