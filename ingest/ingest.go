@@ -33,13 +33,14 @@ type Options struct {
 	// ChunkSize is how many changes are mapped and written at a time.
 	ChunkSize int
 	// Lease, when set, is asked before each write how many of the new
-	// deliveries the sender can take at once (see store.WriteLeasing); it
+	// deliveries the sender can take at once (see store.WriteLeasing),
+	// given what the open store transaction has leased to it already; it
 	// returns false to lease none.
-	Lease func() (store.ClaimRequest, bool)
+	Lease func(open *store.Leased) (store.ClaimRequest, bool)
 	// Committed is called after each store commit that created deliveries,
 	// with those leased to the sender, so it can start at once instead of
 	// claiming them or waiting for its poll.
-	Committed func(deliveries int64, leased []store.Claimed)
+	Committed func(deliveries int64, leased store.Leased)
 	Logger    *slog.Logger
 	// TracerProvider traces each event from decoding to the commit of its
 	// deliveries; nil traces nothing.
@@ -66,10 +67,10 @@ type Ingester struct {
 	events     []event.Event   // mapped, not written yet
 	states     []store.StateRow
 	nextSeq    int
-	txEvents   int64           // events of the current source transaction
-	deliveries int64           // created in the open store transaction
-	leased     []store.Claimed // leased to the sender in it
-	end        event.LSN       // position past the last committed source transaction
+	txEvents   int64        // events of the current source transaction
+	deliveries int64        // created in the open store transaction
+	leased     store.Leased // leased to the sender in it
+	end        event.LSN    // position past the last committed source transaction
 
 	// known is the recorded state of rows as the open store transaction
 	// has it, written or buffered (a nil row: no state), for rows seen
@@ -92,7 +93,7 @@ func New(st *store.Store, m *mapper.Mapper, opts Options) *Ingester {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	if opts.Committed == nil {
-		opts.Committed = func(int64, []store.Claimed) {}
+		opts.Committed = func(int64, store.Leased) {}
 	}
 	tel, err := newTelem(opts.TracerProvider, opts.MeterProvider)
 	if err != nil {
@@ -230,7 +231,7 @@ func (in *Ingester) Flush(ctx context.Context) error {
 		return err
 	}
 	w, n, leased := in.w, in.deliveries, in.leased
-	in.w, in.deliveries, in.leased = nil, 0, nil
+	in.w, in.deliveries, in.leased = nil, 0, store.Leased{}
 	if err := w.Commit(ctx, in.end); err != nil {
 		// What the rolled-back transaction wrote is not known any more.
 		in.known = nil
@@ -305,7 +306,7 @@ func (in *Ingester) abort(ctx context.Context, reason string) {
 	in.pending = in.pending[:0]
 	in.dropBuffered()
 	in.deliveries = 0
-	in.leased = nil
+	in.leased = store.Leased{}
 	// The rolled-back writes may be in it; the store is the truth again.
 	in.known = nil
 	in.tel.aborted(reason)
@@ -455,35 +456,21 @@ func (in *Ingester) write(ctx context.Context) error {
 		return err
 	}
 	in.deliveries += n
-	in.leased = append(in.leased, leased...)
+	in.leased.Add(leased)
 	in.tel.written()
 	in.dropBuffered()
 	return nil
 }
 
-// leaseRequest asks the sender what it can take now, less what this store
+// leaseRequest asks the sender what it can take now, given what this store
 // transaction has leased to it already.
 func (in *Ingester) leaseRequest() store.ClaimRequest {
 	if in.opts.Lease == nil {
 		return store.ClaimRequest{}
 	}
-	req, ok := in.opts.Lease()
+	req, ok := in.opts.Lease(&in.leased)
 	if !ok {
 		return store.ClaimRequest{}
-	}
-	req.Limit -= len(in.leased)
-	if req.Limit <= 0 {
-		return store.ClaimRequest{}
-	}
-	if len(in.leased) > 0 {
-		busy := make(map[int64]int, len(req.Busy)+1)
-		for id, n := range req.Busy {
-			busy[id] = n
-		}
-		for _, c := range in.leased {
-			busy[c.WebhookID]++
-		}
-		req.Busy = busy
 	}
 	return req
 }

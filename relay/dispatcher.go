@@ -165,6 +165,12 @@ type Dispatcher struct {
 	run *runState
 	// retryAt is the earliest time a retry this dispatcher recorded is due.
 	retryAt time.Time
+	// held holds the deliveries leased to this dispatcher as they were
+	// stored but not read yet (store.Leased.Held), webhook by webhook,
+	// oldest first; nHeld counts them all. A claim round reads a webhook's
+	// next ones (store.LoadHeld) once its window has room for them.
+	held  map[int64][]heldBatch
+	nHeld int
 	// behind holds the webhooks the last claim round left out because
 	// their windows were more than half full: they may have due
 	// deliveries, worth a claim once their windows drain. starved is set
@@ -173,8 +179,19 @@ type Dispatcher struct {
 	behind    map[int64]bool
 	starved   bool
 	wantClaim bool
-	// claims counts claim queries, for tests.
-	claims atomic.Int64
+	// claims and loads count claim queries and reads of held deliveries,
+	// for tests.
+	claims, loads atomic.Int64
+}
+
+// heldBatch is some held deliveries of one webhook from one store
+// transaction.
+type heldBatch struct {
+	ids []uuid.UUID
+	// due is their next attempt time, by the database's clock.
+	due time.Time
+	// at is when their leases began at the latest.
+	at time.Time
 }
 
 // queuedClaim is a claimed delivery waiting for a slot of its webhook.
@@ -248,6 +265,7 @@ func New(st *store.Store, opts Options) *Dispatcher {
 		perHook: map[int64]int{},
 		pace:    map[int64]time.Duration{},
 		queue:   map[int64][]queuedClaim{},
+		held:    map[int64][]heldBatch{},
 		behind:  map[int64]bool{},
 	}
 }
@@ -262,56 +280,140 @@ func (d *Dispatcher) Notify() {
 }
 
 // Reserve says how many new deliveries the dispatcher can take at once, as
-// a lease request for store.Writer.WriteLeasing: its free capacity, within
-// each webhook's window. It returns false when the dispatcher is not
-// running.
-func (d *Dispatcher) Reserve() (store.ClaimRequest, bool) {
+// a lease request for store.Writer.WriteLeasing, given what the open store
+// transaction has leased to it already (open; nil for none): its free
+// capacity within each webhook's window, ready to send, and beyond that up
+// to maxHeld held as ids, within each webhook's hold window. A webhook
+// that has held deliveries gets no new ready ones, so that its deliveries
+// are sent in the order they were stored. It returns false when the
+// dispatcher is not running.
+func (d *Dispatcher) Reserve(open *store.Leased) (store.ClaimRequest, bool) {
+	if open == nil {
+		open = &store.Leased{}
+	}
 	d.mu.Lock()
-	running := d.run != nil && !d.run.draining
-	d.mu.Unlock()
-	if !running {
+	defer d.mu.Unlock()
+	if d.run == nil || d.run.draining {
 		return store.ClaimRequest{}, false
 	}
-	free, busy, _ := d.capacity()
-	if free <= 0 {
+	most := d.opts.PerWebhook * prefetch
+	req := store.ClaimRequest{
+		Owner:          d.opts.Owner,
+		Limit:          min(d.room()-len(open.Ready), maxClaim),
+		Lease:          d.opts.Lease,
+		PerWebhook:     most,
+		Busy:           map[int64]int{},
+		Hold:           maxHeld - d.nHeld - len(open.Held),
+		HoldRoom:       map[int64]int{},
+		HoldPerWebhook: maxHeld,
+	}
+	if req.Limit <= 0 && req.Hold <= 0 {
 		return store.ClaimRequest{}, false
 	}
-	return store.ClaimRequest{
-		Owner:      d.opts.Owner,
-		Limit:      min(free, maxClaim),
-		Lease:      d.opts.Lease,
-		PerWebhook: d.opts.PerWebhook * prefetch,
-		Busy:       busy,
-	}, true
+	hooks := map[int64]bool{}
+	for id := range d.perHook {
+		hooks[id] = true
+	}
+	for id := range d.queue {
+		hooks[id] = true
+	}
+	for id := range d.pace {
+		hooks[id] = true
+	}
+	for id := range d.held {
+		hooks[id] = true
+	}
+	open.Webhooks(func(id int64) { hooks[id] = true })
+	for id := range hooks {
+		ready, held := open.Of(id)
+		ahead := d.perHook[id] + len(d.queue[id]) + ready
+		held += d.heldOf(id)
+		window := d.windowLocked(id)
+		room := max(window-ahead, 0)
+		if held > 0 {
+			room = 0 // behind the held ones
+		}
+		req.Busy[id] = most - room
+		req.HoldRoom[id] = max(d.holdWindowLocked(id)-ahead-held-room, 0)
+	}
+	return req, true
+}
+
+// maxHeld is how many deliveries the dispatcher holds as ids at most: an
+// id and its share of a batch take about 20 bytes, so 2 MiB at most,
+// against 16,384 deliveries with payloads (minAhead).
+const maxHeld = 100_000
+
+// holdFor is how much of a webhook's traffic it may have held at most, at
+// the pace of its recent attempts: far less than a held delivery may wait
+// before its lease is too short to send it (staleAfter), so that what is
+// held is sent, not given back.
+const holdFor = 15 * time.Second
+
+// holdWindowLocked is how many deliveries webhook may have in flight,
+// queued and held together: what its slots send in holdFor (or half the
+// time a lease allows, if less) at its recent pace; maxHeld while its pace
+// is not known. d.mu must be held.
+func (d *Dispatcher) holdWindowLocked(webhook int64) int {
+	took, ok := d.pace[webhook]
+	if !ok || took <= 0 {
+		return maxHeld
+	}
+	span := min(holdFor, d.staleAfter()/2)
+	w := float64(d.opts.PerWebhook) * float64(span) / float64(took)
+	return int(min(max(w, float64(d.windowLocked(webhook))), maxHeld))
+}
+
+// staleAfter is how long a leased delivery may wait in this dispatcher for
+// its attempt: an attempt started later might outlast its lease.
+func (d *Dispatcher) staleAfter() time.Duration {
+	return d.opts.Lease - d.opts.Timeout - 5*time.Second
+}
+
+// heldOf is the number of webhook's held deliveries. d.mu must be held.
+func (d *Dispatcher) heldOf(webhook int64) int {
+	n := 0
+	for _, b := range d.held[webhook] {
+		n += len(b.ids)
+	}
+	return n
 }
 
 // Handoff takes deliveries leased to this dispatcher when they were stored
-// (see Reserve), once their store transaction has committed: each starts
-// at once if its webhook has a free slot, else waits in its queue as a
-// claimed one does. A dispatcher that has stopped gives them back. The
-// dispatcher owns claims from then on: the caller must not touch them.
-func (d *Dispatcher) Handoff(claims []store.Claimed) {
-	if len(claims) == 0 {
+// (see Reserve), once their store transaction has committed: each ready one
+// starts at once if its webhook has a free slot, else waits in its queue as
+// a claimed one does; held ones wait until their webhook has room for them.
+// A dispatcher that has stopped gives them back. The dispatcher owns them
+// from then on: the caller must not touch them.
+func (d *Dispatcher) Handoff(l store.Leased) {
+	if l.Len() == 0 {
 		return
 	}
-	now := time.Now()
+	at := l.At
+	if at.IsZero() {
+		at = time.Now()
+	}
 	d.mu.Lock()
 	run := d.run
 	if run == nil || run.draining {
 		d.mu.Unlock()
-		ids := make([]uuid.UUID, len(claims))
-		for i := range claims {
-			ids[i] = claims[i].ID
+		ids := make([]uuid.UUID, 0, l.Len())
+		for i := range l.Ready {
+			ids = append(ids, l.Ready[i].ID)
+		}
+		for _, h := range l.Held {
+			ids = append(ids, h.ID)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), flushGrace)
 		defer cancel()
 		d.giveBack(ctx, ids)
 		return
 	}
-	d.noteBodies(claims)
+	d.hold(l.Held, l.Due, at)
+	d.noteBodies(l.Ready)
 	var start []*store.Claimed
-	for i := range claims {
-		c := &claims[i]
+	for i := range l.Ready {
+		c := &l.Ready[i]
 		if d.inflight < d.opts.Workers && d.perHook[c.WebhookID] < d.opts.PerWebhook {
 			d.inflight++
 			d.perHook[c.WebhookID]++
@@ -319,13 +421,118 @@ func (d *Dispatcher) Handoff(claims []store.Claimed) {
 			start = append(start, c)
 			continue
 		}
-		d.queue[c.WebhookID] = append(d.queue[c.WebhookID], queuedClaim{c: c, at: now})
+		d.queue[c.WebhookID] = append(d.queue[c.WebhookID], queuedClaim{c: c, at: at})
 		d.queued++
 	}
+	want := len(l.Held) > 0
+	if want {
+		d.wantClaim = true
+	}
 	d.mu.Unlock()
+	if want {
+		d.poke()
+	}
 	for _, c := range start {
 		go d.attempt(run.sendCtx, c, run.attempts, run.results)
 	}
+}
+
+// hold adds held deliveries to their webhooks' batches. d.mu must be held.
+func (d *Dispatcher) hold(held []store.Held, due, at time.Time) {
+	if len(held) == 0 {
+		return
+	}
+	batch := map[int64]int{} // webhook → its batch of this handoff
+	for _, h := range held {
+		i, ok := batch[h.WebhookID]
+		if !ok {
+			i = len(d.held[h.WebhookID])
+			batch[h.WebhookID] = i
+			d.held[h.WebhookID] = append(d.held[h.WebhookID], heldBatch{due: due, at: at})
+		}
+		b := &d.held[h.WebhookID][i]
+		b.ids = append(b.ids, h.ID)
+	}
+	d.nHeld += len(held)
+}
+
+// takeHeld takes the next held deliveries of the webhooks whose windows have
+// room for them, up to limit in all: those that can still be sent within
+// their leases, with when each lease began, and those that waited too long,
+// to be given back. d.mu must be held.
+func (d *Dispatcher) takeHeld(limit int) (load []uuid.UUID, at []time.Time, stale []uuid.UUID) {
+	oldest := time.Now().Add(-d.staleAfter())
+	for id, batches := range d.held {
+		if len(load) >= limit {
+			break
+		}
+		window := d.windowLocked(id)
+		ahead := d.perHook[id] + len(d.queue[id])
+		if ahead > claimAt(window) {
+			continue
+		}
+		want := min(window-ahead, limit-len(load))
+		for len(batches) > 0 && want > 0 {
+			b := &batches[0]
+			n := min(want, len(b.ids))
+			if b.at.Before(oldest) {
+				stale = append(stale, b.ids[:n]...)
+			} else {
+				load = append(load, b.ids[:n]...)
+				for range n {
+					at = append(at, b.at)
+				}
+				want -= n
+			}
+			b.ids = b.ids[n:]
+			d.nHeld -= n
+			if len(b.ids) == 0 {
+				batches[0] = heldBatch{}
+				batches = batches[1:]
+			}
+		}
+		if len(batches) == 0 {
+			delete(d.held, id)
+		} else {
+			d.held[id] = batches
+		}
+	}
+	return load, at, stale
+}
+
+// loadHeld reads the next held deliveries of the webhooks that have room
+// for them (see takeHeld) and returns them with when their leases began.
+// It gives back those that waited too long and those that cannot be read
+// as held any more (their webhook was disabled or deleted, or the lease
+// is too short to send them), so that they are due for any sender.
+func (d *Dispatcher) loadHeld(ctx context.Context) ([]store.Claimed, []time.Time) {
+	d.mu.Lock()
+	ids, ats, stale := d.takeHeld(min(d.room(), maxClaim))
+	d.mu.Unlock()
+	d.giveBack(ctx, stale)
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	d.loads.Add(1)
+	got, err := d.st.LoadHeld(ctx, d.opts.Owner, ids, d.opts.Timeout+5*time.Second)
+	if err != nil {
+		d.log.Error("read held deliveries; giving them back", "deliveries", len(ids), "error", err)
+		d.giveBack(ctx, ids)
+		return nil, nil
+	}
+	out := make([]time.Time, len(got))
+	var lost []uuid.UUID
+	j := 0
+	for i := range got { // in the order of ids
+		for ids[j] != got[i].ID {
+			lost = append(lost, ids[j])
+			j++
+		}
+		out[i] = ats[j]
+		j++
+	}
+	d.giveBack(ctx, append(lost, ids[j:]...))
+	return got, out
 }
 
 // finished is an attempt's result on its way to the store.
@@ -379,6 +586,13 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		delete(d.queue, id)
 	}
 	d.queued = 0
+	for id, batches := range d.held {
+		for _, b := range batches {
+			waiting = append(waiting, b.ids...)
+		}
+		delete(d.held, id)
+	}
+	d.nHeld = 0
 	d.mu.Unlock()
 	d.giveBack(dbCtx, waiting)
 
@@ -490,7 +704,7 @@ func (d *Dispatcher) claimRound(ctx, dbCtx, sendCtx context.Context, attempts *s
 	}
 	d.mu.Unlock()
 	for ctx.Err() == nil {
-		free, busy, exclude := d.capacity()
+		free, busy, exclude, before := d.capacity()
 		if free == 0 {
 			d.mu.Lock()
 			if d.room() > 0 {
@@ -511,10 +725,16 @@ func (d *Dispatcher) claimRound(ctx, dbCtx, sendCtx context.Context, attempts *s
 			Exclude:    exclude,
 			PerWebhook: d.opts.PerWebhook * prefetch,
 			Busy:       busy,
+			Before:     before,
 		})
 		if err != nil {
 			d.log.Error("claim due deliveries", "error", err)
 			return // the next poll tries again
+		}
+		var at []time.Time
+		if len(claimed) == 0 {
+			// Nothing due before the held deliveries: read those next.
+			claimed, at = d.loadHeld(dbCtx)
 		}
 		if len(claimed) == 0 {
 			d.mu.Lock()
@@ -552,8 +772,12 @@ func (d *Dispatcher) claimRound(ctx, dbCtx, sendCtx context.Context, attempts *s
 				continue
 			}
 			// Its webhook is at its limit: it starts when a slot frees.
+			qc := queuedClaim{c: c, at: now}
+			if at != nil {
+				qc.at = at[i]
+			}
 			d.mu.Lock()
-			d.queue[c.WebhookID] = append(d.queue[c.WebhookID], queuedClaim{c: c, at: now})
+			d.queue[c.WebhookID] = append(d.queue[c.WebhookID], qc)
 			d.queued++
 			d.mu.Unlock()
 		}
@@ -568,15 +792,24 @@ func claimAt(window int) int { return window * 3 / 4 }
 
 // capacity returns how many more deliveries may be claimed (in flight and
 // queued together), the deliveries each webhook has in flight or queued,
-// and the webhooks not to claim for now: those with less than half their
-// window free, so that a claim brings a webhook a batch, not one delivery.
-func (d *Dispatcher) capacity() (free int, busy map[int64]int, exclude []int64) {
+// the webhooks not to claim for now (those with less than a quarter of
+// their window free, so that a claim brings a webhook a batch, not one
+// delivery), and for the webhooks with held deliveries the time before
+// which a claim looks (store.ClaimRequest.Before).
+func (d *Dispatcher) capacity() (free int, busy map[int64]int, exclude []int64, before map[int64]time.Time) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.capacityLocked()
+	free, busy, exclude = d.capacityLocked()
+	if len(d.held) > 0 {
+		before = make(map[int64]time.Time, len(d.held))
+		for id, batches := range d.held {
+			before[id] = batches[0].due
+		}
+	}
+	return free, busy, exclude, before
 }
 
-// capacityLocked is capacity with d.mu held.
+// capacityLocked is capacity with d.mu held, without the bounds.
 func (d *Dispatcher) capacityLocked() (free int, busy map[int64]int, exclude []int64) {
 	busy = make(map[int64]int, len(d.perHook)+len(d.queue)+len(d.pace))
 	for id, n := range d.perHook {
@@ -720,6 +953,9 @@ func (d *Dispatcher) free(webhook int64, took time.Duration) (*store.Claimed, *r
 		}
 	}
 	want := d.starved || len(stale) > 0
+	if len(d.held[webhook]) > 0 && !d.fullLocked(webhook) {
+		want = true // room for its held deliveries
+	}
 	if d.behind[webhook] && !d.fullLocked(webhook) {
 		// Its window has drained enough: the next round includes it.
 		delete(d.behind, webhook)
@@ -744,7 +980,7 @@ func (d *Dispatcher) free(webhook int64, took time.Duration) (*store.Claimed, *r
 func (d *Dispatcher) dequeue(webhook int64) (next *store.Claimed, stale []uuid.UUID) {
 	q := d.queue[webhook]
 	// An attempt started now must end (Timeout) before the lease does.
-	oldest := time.Now().Add(-(d.opts.Lease - d.opts.Timeout - 5*time.Second))
+	oldest := time.Now().Add(-d.staleAfter())
 	for len(q) > 0 && next == nil {
 		qc := q[0]
 		q[0] = queuedClaim{}
@@ -767,13 +1003,18 @@ func (d *Dispatcher) dequeue(webhook int64) (next *store.Claimed, stale []uuid.U
 // giveBack releases claims without an attempt, so that any sender may claim
 // them again at once.
 func (d *Dispatcher) giveBack(ctx context.Context, ids []uuid.UUID) {
-	if len(ids) == 0 {
-		return
-	}
-	if err := d.st.ReleaseClaims(ctx, d.opts.Owner, ids); err != nil {
-		d.log.Error("give back claims; their deliveries will be sent when their leases expire", "deliveries", len(ids), "error", err)
+	for len(ids) > 0 {
+		n := min(len(ids), maxGiveBack)
+		if err := d.st.ReleaseClaims(ctx, d.opts.Owner, ids[:n]); err != nil {
+			d.log.Error("give back claims; their deliveries will be sent when their leases expire", "deliveries", len(ids), "error", err)
+			return
+		}
+		ids = ids[n:]
 	}
 }
+
+// maxGiveBack is the most claims given back by one statement.
+const maxGiveBack = 10_000
 
 func (d *Dispatcher) poke() {
 	select {

@@ -706,9 +706,8 @@ func TestQueuedClaimTooOldForItsLeaseIsNotSent(t *testing.T) {
 }
 
 // handoffWrite stores n events for webhook in one store transaction,
-// leasing what d reserves, and returns the leased deliveries and the ids of
-// all of them.
-func (e *env) handoffWrite(d *Dispatcher, lsn event.LSN, n int) []store.Claimed {
+// leasing what d reserves, and returns the leased deliveries.
+func (e *env) handoffWrite(d *Dispatcher, lsn event.LSN, n int) store.Leased {
 	e.t.Helper()
 	ctx := context.Background()
 	events := make([]event.Event, n)
@@ -720,7 +719,7 @@ func (e *env) handoffWrite(d *Dispatcher, lsn event.LSN, n int) []store.Claimed 
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	req, ok := d.Reserve()
+	req, ok := d.Reserve(nil)
 	if !ok {
 		e.t.Fatal("a running dispatcher reserves nothing")
 	}
@@ -734,11 +733,15 @@ func (e *env) handoffWrite(d *Dispatcher, lsn event.LSN, n int) []store.Claimed 
 	return leased
 }
 
-// claimIDs returns the ids of claims, to be read after they are handed over.
-func claimIDs(claims []store.Claimed) []uuid.UUID {
-	ids := make([]uuid.UUID, len(claims))
-	for i, c := range claims {
-		ids[i] = c.ID
+// leasedIDs returns the ids of leased deliveries, ready and held, to be
+// read after they are handed over.
+func leasedIDs(l store.Leased) []uuid.UUID {
+	ids := make([]uuid.UUID, 0, l.Len())
+	for _, c := range l.Ready {
+		ids = append(ids, c.ID)
+	}
+	for _, h := range l.Held {
+		ids = append(ids, h.ID)
 	}
 	return ids
 }
@@ -755,7 +758,8 @@ func (e *env) ready() {
 }
 
 // Deliveries leased when they are stored are sent on Handoff, without a
-// claim or a poll; what did not fit the reservation waits for a claim.
+// poll: those that fit the dispatcher's room at once, the rest held as ids
+// and read as slots free. None is claimed.
 func TestHandoffSendsWithoutClaiming(t *testing.T) {
 	e := newEnv(t)
 	e.ready()
@@ -766,11 +770,12 @@ func TestHandoffSendsWithoutClaiming(t *testing.T) {
 	time.Sleep(50 * time.Millisecond) // the first poll has passed
 	const n = 2*prefetch + 24
 	leased := e.handoffWrite(d, 100, n)
-	// Workers 2 × prefetch: the dispatcher takes 2*prefetch at most.
-	if len(leased) != 2*prefetch {
-		t.Fatalf("%d leased, want %d", len(leased), 2*prefetch)
+	// Workers 2 × prefetch: the dispatcher takes 2*prefetch with payloads
+	// at most; the rest are held.
+	if len(leased.Ready) != 2*prefetch || len(leased.Held) != n-2*prefetch {
+		t.Fatalf("%d leased and %d held, want %d and %d", len(leased.Ready), len(leased.Held), 2*prefetch, n-2*prefetch)
 	}
-	ids := claimIDs(leased)
+	ids := leasedIDs(leased)
 	d.Handoff(leased) // the dispatcher owns them now
 	for _, id := range ids {
 		got := e.waitStatus(id, store.StatusDelivered, 5*time.Second)
@@ -782,14 +787,143 @@ func TestHandoffSendsWithoutClaiming(t *testing.T) {
 			t.Fatalf("delivery %s received %d times, headers %v", id, len(r), r)
 		}
 	}
-	var pending int
-	e.st.Pool().QueryRow(context.Background(), strings.ReplaceAll(`SELECT count(*) FROM {{schema}}.deliveries WHERE status = 'pending' AND lease_owner IS NULL`, "{{schema}}", e.st.Schema())).Scan(&pending)
-	if pending != n-len(ids) {
-		t.Fatalf("%d pending and unclaimed, want %d", pending, n-len(ids))
+	if rc.count() != n {
+		t.Fatalf("the receiver got %d requests, want %d", rc.count(), n)
 	}
-	if rc.count() != len(ids) {
-		t.Fatalf("the receiver got %d requests, want %d", rc.count(), len(ids))
+	if d.loads.Load() == 0 {
+		t.Fatal("the held deliveries were sent without being read")
 	}
+	// Every claim round bounded by the held deliveries found nothing.
+	var claimed int
+	e.st.Pool().QueryRow(context.Background(), strings.ReplaceAll(`SELECT count(*) FROM {{schema}}.deliveries WHERE updated_at > created_at AND status <> 'delivered'`, "{{schema}}", e.st.Schema())).Scan(&claimed)
+	if claimed != 0 {
+		t.Fatalf("%d deliveries not delivered", claimed)
+	}
+}
+
+// While a webhook has held deliveries, claims still find its deliveries
+// due before them (a retry, a backlog from before), and those are sent
+// too; deliveries written beyond what may be held are claimed once the
+// held ones are sent.
+func TestHeldDeliveriesLeaveOlderOnesClaimable(t *testing.T) {
+	e := newEnv(t)
+	e.ready()
+	rc := newReceiver(t, nil)
+	wh := e.webhook(rc.URL, "", nil)
+	// Polls never come: only the hand-off wakes the dispatcher.
+	d, _ := e.start(fast(Options{PollInterval: time.Hour, Workers: 2, PerWebhook: 2}))
+	time.Sleep(50 * time.Millisecond) // the first claim round has passed
+	older := e.delivery(wh, body)     // due before the write, not leased
+	leased := e.handoffWrite(d, 100, 3*prefetch)
+	if len(leased.Held) == 0 {
+		t.Fatal("nothing held")
+	}
+	d.Handoff(leased)
+	for _, id := range append(leasedIDs(leased), older) {
+		e.waitStatus(id, store.StatusDelivered, 5*time.Second)
+		if n := len(rc.receipts(id)); n != 1 {
+			t.Fatalf("delivery %s received %d times", id, n)
+		}
+	}
+}
+
+// Held deliveries that wait longer than their leases allow are given back,
+// not sent late, and then claimed and sent like any other; those of a
+// webhook disabled while they were held are given back unsent. Stopping
+// gives back the ones still held, with those queued and in flight.
+func TestHeldDeliveriesGivenBack(t *testing.T) {
+	t.Run("stale", func(t *testing.T) {
+		e := newEnv(t)
+		e.ready()
+		rc := newReceiver(t, nil)
+		e.webhook(rc.URL, "", nil)
+		// A lease that allows no wait at all: every held delivery is stale
+		// by the time a slot frees.
+		opts := fast(Options{PollInterval: 50 * time.Millisecond, Workers: 2, PerWebhook: 2})
+		opts.Lease = opts.Timeout + 5*time.Second
+		d, _ := e.start(opts)
+		time.Sleep(20 * time.Millisecond)
+		leased := e.handoffWrite(d, 100, 2*prefetch+10)
+		d.Handoff(leased)
+		for _, id := range leasedIDs(leased) {
+			got := e.waitStatus(id, store.StatusDelivered, 10*time.Second)
+			if got.Attempts != 1 || len(rc.receipts(id)) != 1 {
+				t.Fatalf("delivery %s: %d attempts, received %d times", id, got.Attempts, len(rc.receipts(id)))
+			}
+		}
+		if d.loads.Load() != 0 {
+			t.Fatalf("%d reads of held deliveries that were stale", d.loads.Load())
+		}
+	})
+	t.Run("disabled webhook", func(t *testing.T) {
+		e := newEnv(t)
+		e.ready()
+		release := make(chan struct{})
+		rc := newReceiver(t, func(w http.ResponseWriter, r *http.Request, n int) {
+			<-release
+			w.WriteHeader(http.StatusNoContent)
+		})
+		wh := e.webhook(rc.URL, "", nil)
+		other := e.webhook(rc.URL+"/other", "", nil)
+		d, stop := e.start(fast(Options{PollInterval: 50 * time.Millisecond, Workers: 4, PerWebhook: 2}))
+		time.Sleep(20 * time.Millisecond)
+		leased := e.handoffWrite(d, 100, 2*prefetch+10)
+		ready, held := leased.Of(wh)
+		if ready == 0 || held == 0 {
+			t.Fatalf("webhook: %d ready, %d held", ready, held)
+		}
+		d.Handoff(leased)
+		e.exec(`UPDATE {{schema}}.webhooks SET active = false WHERE id = $1`, wh)
+		close(release)
+		// Webhook wh's ready deliveries are sent; its held ones are given
+		// back when their turn comes, unsent.
+		for _, h := range leased.Held {
+			if h.WebhookID != wh {
+				continue
+			}
+			eventually(t, 5*time.Second, func() bool { return e.get(h.ID).LeaseOwner == "" },
+				func() string { return "held delivery of a disabled webhook still leased" })
+			if got := e.get(h.ID); got.Status != store.StatusPending || len(rc.receipts(h.ID)) != 0 {
+				t.Fatalf("held delivery of a disabled webhook: %+v, sent %d times", got, len(rc.receipts(h.ID)))
+			}
+		}
+		// The other webhook's are all sent.
+		for _, id := range leasedIDs(leased) {
+			if got := e.get(id); got.WebhookID == other {
+				e.waitStatus(id, store.StatusDelivered, 5*time.Second)
+			}
+		}
+		if err, _ := stop(); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("stop", func(t *testing.T) {
+		e := newEnv(t)
+		e.ready()
+		release := make(chan struct{})
+		rc := newReceiver(t, func(w http.ResponseWriter, r *http.Request, n int) {
+			<-release
+			w.WriteHeader(http.StatusNoContent)
+		})
+		defer close(release)
+		e.webhook(rc.URL, "", nil)
+		d, stop := e.start(fast(Options{PollInterval: 50 * time.Millisecond, Workers: 2, PerWebhook: 2, DrainTimeout: 100 * time.Millisecond}))
+		time.Sleep(20 * time.Millisecond)
+		leased := e.handoffWrite(d, 100, 2*prefetch+10)
+		if len(leased.Held) == 0 {
+			t.Fatal("nothing held")
+		}
+		d.Handoff(leased)
+		eventually(t, 5*time.Second, func() bool { return rc.count() == 2 }, func() string { return "the first attempts never came" })
+		if err, _ := stop(); err != nil {
+			t.Fatal(err)
+		}
+		var leasedLeft int
+		e.st.Pool().QueryRow(context.Background(), strings.ReplaceAll(`SELECT count(*) FROM {{schema}}.deliveries WHERE lease_owner IS NOT NULL OR status <> 'pending'`, "{{schema}}", e.st.Schema())).Scan(&leasedLeft)
+		if leasedLeft != 0 {
+			t.Fatalf("%d deliveries still leased or not pending after the stop", leasedLeft)
+		}
+	})
 }
 
 // A dispatcher that has stopped gives handed-off deliveries back, due at
@@ -799,19 +933,19 @@ func TestHandoffAfterStopGivesBack(t *testing.T) {
 	e.ready()
 	rc := newReceiver(t, nil)
 	e.webhook(rc.URL, "", nil)
-	d, stop := e.start(fast(Options{PollInterval: time.Hour}))
+	d, stop := e.start(fast(Options{PollInterval: time.Hour, Workers: 1, PerWebhook: 1}))
 	time.Sleep(50 * time.Millisecond)
-	leased := e.handoffWrite(d, 100, 3)
-	if len(leased) != 3 {
-		t.Fatalf("%d leased", len(leased))
+	leased := e.handoffWrite(d, 100, prefetch+3)
+	if len(leased.Ready) != prefetch || len(leased.Held) != 3 {
+		t.Fatalf("%d leased, %d held", len(leased.Ready), len(leased.Held))
 	}
 	if err, _ := stop(); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := d.Reserve(); ok {
+	if _, ok := d.Reserve(nil); ok {
 		t.Fatal("a stopped dispatcher still reserves")
 	}
-	ids := claimIDs(leased)
+	ids := leasedIDs(leased)
 	d.Handoff(leased)
 	for _, id := range ids {
 		if got := e.get(id); got.LeaseOwner != "" || got.Status != store.StatusPending {

@@ -186,9 +186,9 @@ func RunWith(ctx context.Context, cfg *config.Config, log *slog.Logger, tel Tele
 		Tables:         cat.Tables,
 		CompaniesTable: m.CompaniesTable(),
 		Lease:          disp.Reserve,
-		Committed: func(n int64, leased []store.Claimed) {
+		Committed: func(n int64, leased store.Leased) {
 			disp.Handoff(leased)
-			if n > int64(len(leased)) {
+			if n > int64(leased.Len()) {
 				disp.Notify()
 			}
 		},

@@ -12,6 +12,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 )
 
 // Status is the state of a delivery.
@@ -86,6 +87,20 @@ type ClaimRequest struct {
 	// Busy maps a webhook to the number of its deliveries the caller
 	// already has in flight.
 	Busy map[int64]int
+	// Before maps a webhook to a time: only its deliveries due before it
+	// are claimed. The caller holds its deliveries due from then on
+	// (Leased.Held), which a claim would otherwise walk past one by one.
+	Before map[int64]time.Time
+
+	// Hold (WriteLeasing only) is the most new deliveries to lease beyond
+	// those within Limit and PerWebhook, as Held: without their payloads,
+	// which the sender reads when it has room (LoadHeld).
+	Hold int
+	// HoldRoom maps a webhook to how many of its new deliveries may be held
+	// beyond its room (PerWebhook less Busy); the webhooks not in it may
+	// have HoldPerWebhook less their room.
+	HoldRoom       map[int64]int
+	HoldPerWebhook int
 }
 
 // claimSQL claims due deliveries webhook by webhook: for each active webhook
@@ -99,9 +114,10 @@ type ClaimRequest struct {
 // (TestClaimPlanReadsNoWholeTable).
 const claimSQL = `
 WITH hooks AS (
-    SELECT w.id, w.url, w.secret, w.headers, COALESCE(b.room, $5::int) AS room
+    SELECT w.id, w.url, w.secret, w.headers, COALESCE(b.room, $5::int) AS room,
+           COALESCE(b.before, 'infinity') AS before
     FROM {{schema}}.webhooks w
-    LEFT JOIN unnest($6::bigint[], $7::int[]) AS b(webhook_id, room) ON b.webhook_id = w.id
+    LEFT JOIN unnest($6::bigint[], $7::int[], $8::timestamptz[]) AS b(webhook_id, room, before) ON b.webhook_id = w.id
     WHERE w.active AND w.deleted_at IS NULL AND w.id <> ALL($3::bigint[])
 ), pick AS (
     SELECT c.tid, c.next_attempt_at, c.id, h.url, h.secret, h.headers, e.traceparent, e.body, e.created_at, e.committed_at
@@ -112,6 +128,7 @@ WITH hooks AS (
         WHERE d.webhook_id = h.id
           AND d.status IN ('pending', 'retrying')
           AND d.next_attempt_at <= now()
+          AND d.next_attempt_at < h.before
           AND (d.lease_until IS NULL OR d.lease_until <= now())
         ORDER BY d.next_attempt_at
         LIMIT h.room
@@ -135,6 +152,33 @@ WHERE d.ctid = ANY (ARRAY(SELECT tid FROM pick))
 RETURNING d.id, d.webhook_id, d.event_id, d.event_type, d.company_id, COALESCE(p.traceparent, ''),
           d.attempts, d.retry_base, d.next_attempt_at, d.lease_until, p.body, p.created_at, p.committed_at,
           p.url, p.secret, p.headers`
+
+// loadHeldSQL reads held deliveries by id (see LoadHeld), with the same
+// columns as claimSQL returns: those owner still holds for at least the
+// given time, unfinished, of active webhooks.
+const loadHeldSQL = `
+SELECT d.id, d.webhook_id, d.event_id, d.event_type, d.company_id, COALESCE(e.traceparent, ''),
+       d.attempts, d.retry_base, d.next_attempt_at, d.lease_until, e.body, e.created_at, e.committed_at,
+       w.url, w.secret, w.headers
+FROM unnest($2::uuid[]) WITH ORDINALITY AS u(id, n)
+CROSS JOIN LATERAL (
+    SELECT d.id, d.webhook_id, d.event_id, d.event_type, d.company_id, d.attempts, d.retry_base,
+           d.next_attempt_at, d.lease_until
+    FROM {{schema}}.deliveries d
+    WHERE d.id = u.id
+      AND d.lease_owner = $1
+      AND d.lease_until > now() + $3::bigint * interval '1 microsecond'
+      AND d.status NOT IN ('delivered', 'failed')
+    LIMIT 1 -- one lookup per id, never a join over the table
+) d
+CROSS JOIN LATERAL (
+    SELECT e.traceparent, e.body, e.created_at, e.committed_at
+    FROM {{schema}}.events e
+    WHERE e.id = d.event_id
+    LIMIT 1
+) e
+JOIN {{schema}}.webhooks w ON w.id = d.webhook_id AND w.active AND w.deleted_at IS NULL
+ORDER BY u.n`
 
 // ClaimDue claims up to limit due deliveries for owner, oldest due first,
 // for the length of lease. A delivery is due when it is pending or retrying,
@@ -176,36 +220,92 @@ func (s *Store) Claim(ctx context.Context, req ClaimRequest) ([]Claimed, error) 
 	// another sender claim a delivery whose attempt is still in flight.
 	// They run with a generic plan (see hotSettingsSQL).
 	var out []Claimed
-	// The deliveries of one event to several webhooks share its payload:
-	// a fanned-out backlog holds one copy per event, not one per webhook.
-	bodies := map[int64][]byte{}
-	err := s.hotStatement(ctx, durable, s.q(claimSQL), []any{req.Owner, req.Limit, exclude,
-		req.Lease.Microseconds(), room, busyIDs, busyRoom},
-		func(rows pgx.Rows) error {
-			for rows.Next() {
-				var c Claimed
-				var secret *string
-				var headers []byte
-				if err := rows.Scan(&c.ID, &c.WebhookID, &c.EventID, &c.EventType, &c.CompanyID, &c.TraceParent, &c.Attempts, &c.RetryBase,
-					&c.NextAttemptAt, &c.LeaseUntil, &c.Body, &c.CreatedAt, &c.CommittedAt,
-					&c.URL, &secret, &headers); err != nil {
-					return err
-				}
-				if b, ok := bodies[c.EventID]; ok {
-					c.Body = b
-				} else {
-					bodies[c.EventID] = c.Body
-				}
-				s.endpoint(&c, secret, headers)
-				out = append(out, c)
+	var before []pgtype.Timestamptz
+	if len(req.Before) > 0 {
+		before = make([]pgtype.Timestamptz, len(busyIDs))
+		for i, id := range busyIDs {
+			before[i] = pgtype.Timestamptz{InfinityModifier: pgtype.Infinity, Valid: true}
+			if t, ok := req.Before[id]; ok {
+				before[i] = pgtype.Timestamptz{Time: t, Valid: true}
 			}
-			return rows.Err()
+		}
+		for id, t := range req.Before {
+			if _, ok := req.Busy[id]; !ok || req.PerWebhook <= 0 {
+				busyIDs = append(busyIDs, id)
+				busyRoom = append(busyRoom, int32(room))
+				before = append(before, pgtype.Timestamptz{Time: t, Valid: true})
+			}
+		}
+	}
+	err := s.hotStatement(ctx, durable, s.q(claimSQL), []any{req.Owner, req.Limit, exclude,
+		req.Lease.Microseconds(), room, busyIDs, busyRoom, before},
+		func(rows pgx.Rows) (err error) {
+			out, err = s.scanClaimed(rows)
+			return err
 		})
 	if err != nil {
 		return nil, fmt.Errorf("claim deliveries: %w", err)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].NextAttemptAt.Before(out[j].NextAttemptAt) })
 	return out, nil
+}
+
+// scanClaimed reads the rows of claimSQL or loadHeldSQL. The deliveries of
+// one event to several webhooks share its payload: a fanned-out backlog
+// holds one copy per event, not one per webhook.
+func (s *Store) scanClaimed(rows pgx.Rows) ([]Claimed, error) {
+	var out []Claimed
+	bodies := map[int64][]byte{}
+	for rows.Next() {
+		var c Claimed
+		var secret *string
+		var headers []byte
+		if err := rows.Scan(&c.ID, &c.WebhookID, &c.EventID, &c.EventType, &c.CompanyID, &c.TraceParent, &c.Attempts, &c.RetryBase,
+			&c.NextAttemptAt, &c.LeaseUntil, &c.Body, &c.CreatedAt, &c.CommittedAt,
+			&c.URL, &secret, &headers); err != nil {
+			return nil, err
+		}
+		if b, ok := bodies[c.EventID]; ok {
+			c.Body = b
+		} else {
+			bodies[c.EventID] = c.Body
+		}
+		s.endpoint(&c, secret, headers)
+		out = append(out, c)
+	}
+	return out, rows.Err()
+}
+
+// LoadHeld reads held deliveries (Leased.Held) by id, ready to send, as a
+// claim would return them, without taking a lock or writing anything: the
+// lease taken when they were stored holds them. It returns those owner
+// still holds for at least minLease, that are not finished and whose
+// webhooks are active, in the order of ids; the caller gives back the
+// others (ReleaseClaims), if any are still its own.
+func (s *Store) LoadHeld(ctx context.Context, owner string, ids []uuid.UUID, minLease time.Duration) ([]Claimed, error) {
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	var out []Claimed
+	err := s.hotStatement(ctx, async, s.q(loadHeldSQL), []any{owner, uuidArray(ids), minLease.Microseconds()},
+		func(rows pgx.Rows) (err error) {
+			out, err = s.scanClaimed(rows)
+			return err
+		})
+	if err != nil {
+		return nil, fmt.Errorf("load held deliveries: %w", err)
+	}
+	return out, nil
+}
+
+// uuidArray returns ids as pgx sends them in binary: a []uuid.UUID goes as
+// text, one string per id.
+func uuidArray(ids []uuid.UUID) [][16]byte {
+	out := make([][16]byte, len(ids))
+	for i, id := range ids {
+		out[i] = id
+	}
+	return out
 }
 
 // endpoint fills in a claimed delivery's signing secret, decrypted, and its
@@ -480,7 +580,7 @@ func (s *Store) ReleaseClaims(ctx context.Context, owner string, ids []uuid.UUID
 	}
 	err := s.hotStatement(ctx, async, s.q(`UPDATE {{schema}}.deliveries
 		SET lease_owner = NULL, lease_until = NULL, updated_at = now()
-		WHERE id = ANY($2::uuid[]) AND lease_owner = $1`), []any{owner, ids}, nil)
+		WHERE id = ANY($2::uuid[]) AND lease_owner = $1`), []any{owner, uuidArray(ids)}, nil)
 	if err != nil {
 		return fmt.Errorf("release claims: %w", err)
 	}

@@ -635,7 +635,7 @@ func TestClaimPlanReadsNoWholeTable(t *testing.T) {
 	explain := func(when string) {
 		t.Helper()
 		for _, limit := range []int{1, 32, 500} {
-			plan := p.explain(fmt.Sprintf(`'me', %d, '{}', 60000000, 128, '{%d}', '{32}'`, limit, wh))
+			plan := p.explain(fmt.Sprintf(`'me', %d, '{}', 60000000, 128, '{%d}', '{32}', '{"2100-01-01 00:00:00+00"}'`, limit, wh))
 			if !strings.Contains(plan, "Tid Scan on deliveries") || !strings.Contains(plan, "deliveries_due_by_webhook") ||
 				!strings.Contains(plan, "events_pkey") || strings.Contains(plan, "Seq Scan on deliveries") ||
 				strings.Contains(plan, "Seq Scan on events") || strings.Contains(plan, "Hash Join") && strings.Contains(plan, "deliveries_pkey") {
@@ -645,6 +645,42 @@ func TestClaimPlanReadsNoWholeTable(t *testing.T) {
 	}
 	explain("generic plan on a small table")
 	s.grow(p, wh, 30000, "", 0)
+	p.exec(s.q(`ANALYZE {{schema}}.deliveries`))
+	p.exec(s.q(`ANALYZE {{schema}}.events`))
+	explain("generic plan on the grown table")
+	p.exec("SET LOCAL plan_cache_mode = force_custom_plan")
+	explain("custom plan on the grown table")
+}
+
+// Held deliveries load by primary key, with their events by primary key:
+// no plan reads a whole table.
+func TestLoadHeldPlanReadsNoWholeTable(t *testing.T) {
+	s := newTestStore(t)
+	wh := s.addWebhook(t, "http://a", "", "")
+	for range 5 {
+		s.addDelivery(t, wh, "{}")
+	}
+	s.mustExec(t, `ANALYZE {{schema}}.deliveries`)
+	s.mustExec(t, `ANALYZE {{schema}}.events`)
+	p := s.preparePlan(t, loadHeldSQL)
+	explain := func(when string) {
+		t.Helper()
+		rows, err := p.tx.Query(context.Background(), s.q(`SELECT id::text FROM {{schema}}.deliveries LIMIT 500`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			t.Fatal(err)
+		}
+		plan := p.explain(`'me', '{` + strings.Join(ids, ",") + `}', 35000000`)
+		if !strings.Contains(plan, "deliveries_pkey") || !strings.Contains(plan, "events_pkey") ||
+			strings.Contains(plan, "Seq Scan on deliveries") || strings.Contains(plan, "Seq Scan on events") {
+			t.Fatalf("%s: loading held deliveries reads a whole table:\n%s", when, plan)
+		}
+	}
+	explain("generic plan on a small table")
+	s.grow(p, wh, 30000, "me", time.Minute)
 	p.exec(s.q(`ANALYZE {{schema}}.deliveries`))
 	p.exec(s.q(`ANALYZE {{schema}}.events`))
 	explain("generic plan on the grown table")

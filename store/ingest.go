@@ -148,10 +148,14 @@ type Writer struct {
 	s    *Store
 	slot string
 	tx   pgx.Tx
+	// began is when the transaction was begun, by this process's clock: no
+	// later than the database's now() in it, from which leases run.
+	began time.Time
 }
 
 // BeginWrite opens a store transaction for one source transaction.
 func (s *Store) BeginWrite(ctx context.Context, slot string) (*Writer, error) {
+	began := time.Now()
 	tx, err := s.pool.Begin(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("begin store transaction: %w", err)
@@ -160,7 +164,7 @@ func (s *Store) BeginWrite(ctx context.Context, slot string) (*Writer, error) {
 		_ = tx.Rollback(ctx)
 		return nil, fmt.Errorf("begin store transaction: %w", err)
 	}
-	return &Writer{s: s, slot: slot, tx: tx}, nil
+	return &Writer{s: s, slot: slot, tx: tx, began: began}, nil
 }
 
 // RowState loads the recorded state of the given rows of a table. Rows with
@@ -193,51 +197,130 @@ func (w *Writer) Write(ctx context.Context, events []event.Event, states []State
 	return n, err
 }
 
+// Leased is what a write leased to the sender that asked for it: deliveries
+// ready to send, with their payloads, and deliveries held as ids, whose
+// payloads the sender reads when it has room for them (LoadHeld).
+type Leased struct {
+	Ready []Claimed
+	Held  []Held
+	// per counts Ready and Held by webhook.
+	per map[int64][2]int
+	// Due is the held deliveries' next attempt time, by the database's
+	// clock: that of the store transaction that wrote them. Claims of
+	// their webhooks look only before it (ClaimRequest.Before) while they
+	// are held, so that they are not walked past.
+	Due time.Time
+	// At is when the leases began at the latest, by this process's clock:
+	// each lasts at least ClaimRequest.Lease from then.
+	At time.Time
+}
+
+// Held is a delivery leased as it was stored, without its payload.
+type Held struct {
+	ID        uuid.UUID
+	WebhookID int64
+}
+
+// Add appends what another write of the same store transaction leased.
+func (l *Leased) Add(o Leased) {
+	tally(l.counts(), o.Ready, o.Held)
+	l.Ready = append(l.Ready, o.Ready...)
+	l.Held = append(l.Held, o.Held...)
+	if l.At.IsZero() || (!o.At.IsZero() && o.At.Before(l.At)) {
+		l.At = o.At
+	}
+	if len(o.Held) > 0 {
+		l.Due = o.Due
+	}
+}
+
+// Len is the number of deliveries leased, ready and held.
+func (l *Leased) Len() int { return len(l.Ready) + len(l.Held) }
+
+// Of returns how many deliveries of webhook were leased ready and held.
+func (l *Leased) Of(webhook int64) (ready, held int) {
+	n := l.counts()[webhook]
+	return n[0], n[1]
+}
+
+// Webhooks calls f with each webhook that has leased deliveries.
+func (l *Leased) Webhooks(f func(webhook int64)) {
+	for id := range l.counts() {
+		f(id)
+	}
+}
+
+// counts returns the deliveries leased by webhook, ready and held, counted
+// once and then kept up to date by Add.
+func (l *Leased) counts() map[int64][2]int {
+	if l.per == nil {
+		l.per = map[int64][2]int{}
+		tally(l.per, l.Ready, l.Held)
+	}
+	return l.per
+}
+
+// tally adds ready and held deliveries to per.
+func tally(per map[int64][2]int, ready []Claimed, held []Held) {
+	for i := range ready {
+		n := per[ready[i].WebhookID]
+		n[0]++
+		per[ready[i].WebhookID] = n
+	}
+	for i := range held {
+		n := per[held[i].WebhookID]
+		n[1]++
+		per[held[i].WebhookID] = n
+	}
+}
+
 // WriteLeasing is Write that also leases some of the new deliveries to
 // lease.Owner, as Claim would once they are committed: up to lease.Limit in
 // all and, when lease.PerWebhook is set, up to PerWebhook minus Busy per
 // webhook, oldest first. It returns them ready to send, so the sender can
 // start their first attempts as soon as the store transaction commits,
-// without claiming them. If the transaction rolls back they never existed;
+// without claiming them. With lease.Hold it leases up to that many more, up
+// to HoldRoom (or HoldPerWebhook) more per webhook, and returns them as
+// Held, without payloads. If the transaction rolls back they never existed;
 // if the owner stops before sending them, their leases expire and any
 // sender claims them. A zero lease leases nothing.
-func (w *Writer) WriteLeasing(ctx context.Context, events []event.Event, states []StateRow, lease ClaimRequest) (int64, []Claimed, error) {
+func (w *Writer) WriteLeasing(ctx context.Context, events []event.Event, states []StateRow, lease ClaimRequest) (int64, Leased, error) {
 	// One round trip: the row state statements and the events statement go
 	// to the server together.
 	b := &pgx.Batch{}
 	if err := w.queueState(b, states); err != nil {
-		return 0, nil, err
+		return 0, Leased{}, err
 	}
 	nState := b.Len()
 	if len(events) > 0 {
 		w.queueEvents(b, events, lease)
 	}
 	if b.Len() == 0 {
-		return 0, nil, nil
+		return 0, Leased{}, nil
 	}
 	return w.results(w.tx.SendBatch(ctx, b), nState, events)
 }
 
 // results reads what queueState and queueEvents queued, in that order, and
 // closes br: the number of deliveries created and the leased ones.
-func (w *Writer) results(br pgx.BatchResults, nState int, events []event.Event) (int64, []Claimed, error) {
+func (w *Writer) results(br pgx.BatchResults, nState int, events []event.Event) (int64, Leased, error) {
 	for range nState {
 		if _, err := br.Exec(); err != nil {
 			br.Close()
-			return 0, nil, fmt.Errorf("store row state: %w", err)
+			return 0, Leased{}, fmt.Errorf("store row state: %w", err)
 		}
 	}
 	var created int64
-	var leased []Claimed
+	var leased Leased
 	if len(events) > 0 {
 		var err error
 		if created, leased, err = w.scanEvents(br.QueryRow(), events); err != nil {
 			br.Close()
-			return 0, nil, fmt.Errorf("store events: %w", err)
+			return 0, Leased{}, fmt.Errorf("store events: %w", err)
 		}
 	}
 	if err := br.Close(); err != nil {
-		return 0, nil, fmt.Errorf("store events and row state: %w", err)
+		return 0, Leased{}, fmt.Errorf("store events and row state: %w", err)
 	}
 	return created, leased, nil
 }
@@ -246,8 +329,8 @@ func (w *Writer) results(br pgx.BatchResults, nState int, events []event.Event) 
 // trip: the statements go to the server as one pipeline, which PostgreSQL
 // runs as one implicit transaction, so either all of it is stored or
 // nothing. It fails, storing nothing, when slot is not ready.
-func (s *Store) WriteCommit(ctx context.Context, slot string, events []event.Event, states []StateRow, lease ClaimRequest, end event.LSN) (int64, []Claimed, error) {
-	w := &Writer{s: s, slot: slot}
+func (s *Store) WriteCommit(ctx context.Context, slot string, events []event.Event, states []StateRow, lease ClaimRequest, end event.LSN) (int64, Leased, error) {
+	w := &Writer{s: s, slot: slot, began: time.Now()}
 	b := &pgx.Batch{}
 	b.Queue(hotSettingsSQL)
 	// Next, so that a slot that is not ready stops the rest: the division
@@ -257,7 +340,7 @@ func (s *Store) WriteCommit(ctx context.Context, slot string, events []event.Eve
 			WHERE slot = $1 AND state = 'ready' RETURNING 1)
 		SELECT 1 / (SELECT count(*)::int FROM u)`), slot, int64(end))
 	if err := w.queueState(b, states); err != nil {
-		return 0, nil, err
+		return 0, Leased{}, err
 	}
 	nState := b.Len() - 2
 	if len(events) > 0 {
@@ -266,15 +349,15 @@ func (s *Store) WriteCommit(ctx context.Context, slot string, events []event.Eve
 	br := s.pool.SendBatch(ctx, b)
 	if _, err := br.Exec(); err != nil {
 		br.Close()
-		return 0, nil, fmt.Errorf("set up store transaction: %w", err)
+		return 0, Leased{}, fmt.Errorf("set up store transaction: %w", err)
 	}
 	if _, err := br.Exec(); err != nil {
 		br.Close()
 		var pgErr *pgconn.PgError
 		if errors.As(err, &pgErr) && pgErr.Code == "22012" { // division_by_zero
-			return 0, nil, fmt.Errorf("save checkpoint: slot %s is not ready", slot)
+			return 0, Leased{}, fmt.Errorf("save checkpoint: slot %s is not ready", slot)
 		}
-		return 0, nil, fmt.Errorf("save checkpoint: %w", err)
+		return 0, Leased{}, fmt.Errorf("save checkpoint: %w", err)
 	}
 	return w.results(br, nState, events)
 }
@@ -296,27 +379,53 @@ func (w *Writer) queueEvents(b *pgx.Batch, events []event.Event, lease ClaimRequ
 		companies[i], times[i], bodies[i] = e.CompanyID, e.CommitTime, e.Body
 		traces[i] = e.TraceParent
 	}
-	limit, room := 0, 0
-	var busyIDs []int64
-	var busyRoom []int32
-	if lease.Owner != "" && lease.Lease > 0 && lease.Limit > 0 {
-		limit, room = lease.Limit, lease.Limit
+	limit, room, hold, holdLimit := 0, 0, 0, 0
+	var ids []int64
+	var rooms, holds []int32
+	if lease.Owner != "" && lease.Lease > 0 && (lease.Limit > 0 || lease.Hold > 0) {
+		limit, room = max(lease.Limit, 0), max(lease.Limit, 0)
 		if lease.PerWebhook > 0 {
-			room = min(lease.PerWebhook, lease.Limit)
-			for id, k := range lease.Busy {
-				busyIDs = append(busyIDs, id)
-				busyRoom = append(busyRoom, int32(max(lease.PerWebhook-k, 0)))
+			room = min(lease.PerWebhook, room)
+		}
+		if lease.Hold > 0 {
+			holdLimit = lease.Hold
+			hold = max(lease.HoldPerWebhook-room, 0)
+		}
+		// Each listed webhook's room, and what may be held beyond it.
+		listed := make(map[int64]int, len(lease.Busy)+len(lease.HoldRoom))
+		for id := range lease.Busy {
+			listed[id] = len(listed)
+		}
+		for id := range lease.HoldRoom {
+			if _, ok := listed[id]; !ok {
+				listed[id] = len(listed)
 			}
+		}
+		ids = make([]int64, len(listed))
+		rooms, holds = make([]int32, len(listed)), make([]int32, len(listed))
+		for id, i := range listed {
+			r := room
+			if k, ok := lease.Busy[id]; ok && lease.PerWebhook > 0 {
+				r = min(max(lease.PerWebhook-k, 0), room)
+			}
+			h := hold
+			if k, ok := lease.HoldRoom[id]; ok {
+				h = max(k, 0)
+			}
+			ids[i], rooms[i], holds[i] = id, int32(r), int32(h)
 		}
 	}
 	b.Queue(w.s.q(writeEventsSQL), w.slot, lsns, seqs, types, companies, tables, ops, times, bodies, traces,
-		lease.Owner, lease.Lease.Microseconds(), limit, room, busyIDs, busyRoom)
+		lease.Owner, lease.Lease.Microseconds(), limit, room, ids, rooms, holds, hold, holdLimit)
 }
 
 // writeEventsSQL stores events, fans each out to one delivery per
 // subscribed, active webhook of its company that existed when it was
-// committed, leases the first deliveries within the limits given, and
-// returns how many deliveries it created and the leased ones.
+// committed, leases the first deliveries within the limits given, holds
+// the next ones within theirs, and returns how many deliveries it created,
+// the leased ones with what sending them needs, and the held ones' ids.
+// A webhook's nth delivery of the write is leased when n is within its
+// room (and the whole write's limit), held when within its room and hold.
 const writeEventsSQL = `
 WITH ev AS (
     INSERT INTO {{schema}}.events (source, commit_lsn, seq, event_type, company_id, source_table, op, committed_at, body, traceparent)
@@ -334,42 +443,58 @@ WITH ev AS (
      AND ev.event_type = ANY (wh.events)
      AND wh.created_at <= ev.committed_at
 ), eligible AS (
-    SELECT fan.*, fan.nth <= COALESCE(b.room, $14::int) AS fits
-    FROM fan LEFT JOIN unnest($15::bigint[], $16::int[]) AS b(webhook_id, room) ON b.webhook_id = fan.webhook_id
+    SELECT fan.*, fan.nth <= COALESCE(b.room, $14::int) AS fits,
+           fan.nth <= COALESCE(b.room, $14::int) + COALESCE(b.hold, $18::int) AS holdable
+    FROM fan LEFT JOIN unnest($15::bigint[], $16::int[], $17::int[]) AS b(webhook_id, room, hold) ON b.webhook_id = fan.webhook_id
 ), ranked AS (
     SELECT eligible.*, fits AND row_number() OVER (PARTITION BY fits ORDER BY commit_lsn, seq, webhook_id) <= $13 AS leased
     FROM eligible
+), kinds AS (
+    SELECT ranked.*, {{schema}}.uuid_v7() AS id,
+           NOT leased AND holdable
+             AND row_number() OVER (PARTITION BY NOT leased AND holdable ORDER BY commit_lsn, seq, webhook_id) <= $19 AS held
+    FROM ranked
 ), ins AS (
     INSERT INTO {{schema}}.deliveries (id, event_id, webhook_id, company_id, event_type, next_attempt_at, lease_owner, lease_until)
-    SELECT {{schema}}.uuid_v7(), r.event_id, r.webhook_id, r.company_id, r.event_type, now(),
-           CASE WHEN r.leased THEN $11 END,
-           CASE WHEN r.leased THEN now() + $12::bigint * interval '1 microsecond' END
-    FROM ranked r
-    RETURNING id, event_id, webhook_id, lease_owner IS NOT NULL AS leased
+    SELECT k.id, k.event_id, k.webhook_id, k.company_id, k.event_type, now(),
+           CASE WHEN k.leased OR k.held THEN $11 END,
+           CASE WHEN k.leased OR k.held THEN now() + $12::bigint * interval '1 microsecond' END
+    FROM kinds k
+    RETURNING 1
 )
 SELECT (SELECT count(*) FROM ins),
-       array_agg(i.id), array_agg(e.commit_lsn), array_agg(e.seq), array_agg(i.webhook_id),
-       array_agg(i.event_id), array_agg(e.committed_at), now(), now() + $12::bigint * interval '1 microsecond',
-       array_agg(w.url), array_agg(w.secret), array_agg(w.headers::text)
-FROM ins i JOIN ev e ON e.id = i.event_id JOIN {{schema}}.webhooks w ON w.id = i.webhook_id
-WHERE i.leased`
+       array_agg(k.id), array_agg(e.commit_lsn), array_agg(e.seq), array_agg(k.webhook_id),
+       array_agg(k.event_id), array_agg(e.committed_at), now(), now() + $12::bigint * interval '1 microsecond',
+       array_agg(w.url), array_agg(w.secret), array_agg(w.headers::text),
+       (SELECT array_agg(h.id ORDER BY h.commit_lsn, h.seq, h.webhook_id) FROM kinds h WHERE h.held),
+       (SELECT array_agg(h.webhook_id ORDER BY h.commit_lsn, h.seq, h.webhook_id) FROM kinds h WHERE h.held)
+FROM kinds k JOIN ev e ON e.id = k.event_id JOIN {{schema}}.webhooks w ON w.id = k.webhook_id
+WHERE k.leased`
 
 // scanEvents reads writeEventsSQL's answer into the number of deliveries
 // created and the leased deliveries, with their events' payloads.
-func (w *Writer) scanEvents(row pgx.Row, events []event.Event) (int64, []Claimed, error) {
+func (w *Writer) scanEvents(row pgx.Row, events []event.Event) (int64, Leased, error) {
 	var created int64
-	var ids []uuid.UUID
-	var lsns, hooks, eventIDs []int64
+	var ids, heldIDs []uuid.UUID
+	var lsns, hooks, eventIDs, heldHooks []int64
 	var seqs []int32
 	var committed []time.Time
 	var now, until time.Time
 	var urls []string
 	var secrets, headers []*string
-	if err := row.Scan(&created, &ids, &lsns, &seqs, &hooks, &eventIDs, &committed, &now, &until, &urls, &secrets, &headers); err != nil {
-		return 0, nil, err
+	if err := row.Scan(&created, &ids, &lsns, &seqs, &hooks, &eventIDs, &committed, &now, &until, &urls, &secrets, &headers,
+		&heldIDs, &heldHooks); err != nil {
+		return 0, Leased{}, err
+	}
+	leased := Leased{Due: now, At: w.began}
+	if len(heldIDs) > 0 {
+		leased.Held = make([]Held, len(heldIDs))
+		for i, id := range heldIDs {
+			leased.Held[i] = Held{ID: id, WebhookID: heldHooks[i]}
+		}
 	}
 	if len(ids) == 0 {
-		return created, nil, nil
+		return created, leased, nil
 	}
 	type pos struct {
 		lsn int64
@@ -379,11 +504,11 @@ func (w *Writer) scanEvents(row pgx.Row, events []event.Event) (int64, []Claimed
 	for i := range events {
 		byPos[pos{int64(events[i].CommitLSN), int32(events[i].Seq)}] = &events[i]
 	}
-	out := make([]Claimed, 0, len(ids))
+	leased.Ready = make([]Claimed, 0, len(ids))
 	for i, id := range ids {
 		e := byPos[pos{lsns[i], seqs[i]}]
 		if e == nil {
-			return 0, nil, fmt.Errorf("leased delivery %s: its event %s/%d is not in the batch", id, event.LSN(lsns[i]), seqs[i])
+			return 0, Leased{}, fmt.Errorf("leased delivery %s: its event %s/%d is not in the batch", id, event.LSN(lsns[i]), seqs[i])
 		}
 		c := Claimed{ID: id, WebhookID: hooks[i], EventID: eventIDs[i], EventType: e.Type, CompanyID: e.CompanyID,
 			TraceParent: e.TraceParent, NextAttemptAt: now, LeaseUntil: until, Body: e.Body,
@@ -393,9 +518,9 @@ func (w *Writer) scanEvents(row pgx.Row, events []event.Event) (int64, []Claimed
 			h = []byte(*headers[i])
 		}
 		w.s.endpoint(&c, secrets[i], h)
-		out = append(out, c)
+		leased.Ready = append(leased.Ready, c)
 	}
-	return created, out, nil
+	return created, leased, nil
 }
 
 // queueState queues the statements that apply row state changes.

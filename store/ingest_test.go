@@ -41,7 +41,7 @@ func TestWriteLeasing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, leased, err := w.WriteLeasing(ctx, events(10, 4), nil, req); err != nil || len(leased) == 0 {
+	if _, leased, err := w.WriteLeasing(ctx, events(10, 4), nil, req); err != nil || len(leased.Ready) == 0 {
 		t.Fatalf("write: %v %v", leased, err)
 	}
 	w.Rollback(ctx)
@@ -62,11 +62,11 @@ func TestWriteLeasing(t *testing.T) {
 	if err := w.Commit(ctx, 11); err != nil {
 		t.Fatal(err)
 	}
-	if created != 8 || len(leased) != 3 {
-		t.Fatalf("created %d, leased %d; want 8 and 3", created, len(leased))
+	if created != 8 || len(leased.Ready) != 3 || len(leased.Held) != 0 {
+		t.Fatalf("created %d, leased %d, held %d; want 8, 3 and none", created, len(leased.Ready), len(leased.Held))
 	}
 	per := map[int64]int{}
-	for _, c := range leased {
+	for _, c := range leased.Ready {
 		per[c.WebhookID]++
 		if c.Attempts != 0 || c.EventType != "task.completed" || c.CompanyID != 1 || len(c.Body) == 0 ||
 			c.TraceParent == "" || c.CommittedAt.IsZero() || c.LeaseUntil.Before(time.Now().Add(50*time.Second)) {
@@ -98,7 +98,7 @@ func TestWriteLeasing(t *testing.T) {
 	if err != nil || len(others) != 5 {
 		t.Fatalf("another sender claimed %d: %v", len(others), err)
 	}
-	for _, c := range leased {
+	for _, c := range leased.Ready {
 		if err := s.RecordAttempt(ctx, "me", AttemptResult{DeliveryID: c.ID, Attempt: 1, StartedAt: time.Now(), Status: StatusDelivered, StatusCode: 200}); err != nil {
 			t.Fatalf("record an attempt of a leased delivery: %v", err)
 		}
@@ -111,8 +111,8 @@ func TestWriteLeasing(t *testing.T) {
 	}
 	created, leased, err = w.WriteLeasing(ctx, events(10, 4), nil, req)
 	w.Rollback(ctx)
-	if err != nil || created != 0 || len(leased) != 0 {
-		t.Fatalf("replay: created %d, leased %d, %v", created, len(leased), err)
+	if err != nil || created != 0 || leased.Len() != 0 {
+		t.Fatalf("replay: created %d, leased %d, %v", created, leased.Len(), err)
 	}
 }
 
@@ -160,7 +160,7 @@ func TestWriteCommit(t *testing.T) {
 	}
 
 	created, leased, err := s.WriteCommit(ctx, "s", ev, st, ClaimRequest{Owner: "me", Limit: 10, Lease: time.Minute}, 11)
-	if err != nil || created != 1 || len(leased) != 1 {
+	if err != nil || created != 1 || len(leased.Ready) != 1 {
 		t.Fatalf("write: %d %v %v", created, leased, err)
 	}
 	if lsn, _, err := s.Position(ctx, "s"); err != nil || lsn != 11 {
@@ -189,10 +189,10 @@ func TestDeliveryIDsAreTimeOrdered(t *testing.T) {
 		ev := []event.Event{{Type: "task.completed", CompanyID: 1, CommitLSN: event.LSN(10 + i), CommitTime: time.Now(),
 			Table: "tasks", Op: event.Update, Body: []byte(`{}`)}}
 		_, leased, err := s.WriteCommit(ctx, "s", ev, nil, ClaimRequest{Owner: "me", Limit: 10, Lease: time.Minute}, event.LSN(11+i))
-		if err != nil || len(leased) != 1 {
+		if err != nil || len(leased.Ready) != 1 {
 			t.Fatalf("write %d: %v %v", i, leased, err)
 		}
-		id := leased[0].ID
+		id := leased.Ready[0].ID
 		if id.Version() != 7 || id.Variant() != uuid.RFC4122 {
 			t.Fatalf("delivery id %s: version %d, variant %v; want 7, RFC 4122", id, id.Version(), id.Variant())
 		}
@@ -207,5 +207,130 @@ func TestDeliveryIDsAreTimeOrdered(t *testing.T) {
 		if ids[i].String() <= ids[i-1].String() {
 			t.Fatalf("ids not increasing: %s then %s", ids[i-1], ids[i])
 		}
+	}
+}
+
+// A write holds the deliveries beyond its room as ids, leased but without
+// payloads, up to each webhook's hold room and the write's hold limit;
+// LoadHeld reads them ready to send, without writing; claims bounded
+// before them still find older due deliveries.
+func TestWriteHolding(t *testing.T) {
+	s := newTestStore(t)
+	ctx := context.Background()
+	a := s.addWebhook(t, "http://a.example/hook", "a-secret-0123456789", `{"X-Team": "maintenance"}`)
+	b := s.addWebhook(t, "http://b.example/hook", "", "")
+	if err := s.MarkSeeding(ctx, "s"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Seed(ctx, "s", 1, func(func(StateRow) error) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	events := func(lsn event.LSN, n int) []event.Event {
+		out := make([]event.Event, n)
+		for i := range out {
+			out[i] = event.Event{Type: "task.completed", CompanyID: 1, CommitLSN: lsn, Seq: i, CommitTime: time.Now(),
+				Table: "tasks", Op: event.Update, Body: []byte(`{"seq":` + string(rune('0'+i)) + `}`)}
+		}
+		return out
+	}
+	// An older due delivery of each webhook, not leased.
+	if _, _, err := s.WriteCommit(ctx, "s", events(5, 1), nil, ClaimRequest{}, 6); err != nil {
+		t.Fatal(err)
+	}
+
+	// Six events, two webhooks: twelve deliveries. One of each webhook
+	// leased with its payload; a may hold 2 more, b the default 5 less
+	// its room; 5 held at most in all.
+	req := ClaimRequest{Owner: "me", Limit: 10, Lease: time.Minute, PerWebhook: 1,
+		Hold: 5, HoldPerWebhook: 5, HoldRoom: map[int64]int{a: 2}}
+	before := time.Now()
+	created, leased, err := s.WriteCommit(ctx, "s", events(10, 6), nil, req, 11)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if created != 12 || len(leased.Ready) != 2 || len(leased.Held) != 5 {
+		t.Fatalf("created %d, ready %d, held %d; want 12, 2, 5", created, len(leased.Ready), len(leased.Held))
+	}
+	if leased.At.Before(before) || leased.At.After(time.Now()) || leased.Due.IsZero() {
+		t.Fatalf("leases began at %v, due %v", leased.At, leased.Due)
+	}
+	per := map[int64]int{}
+	var heldIDs []uuid.UUID
+	for _, h := range leased.Held {
+		per[h.WebhookID]++
+		heldIDs = append(heldIDs, h.ID)
+	}
+	if per[a] != 2 || per[b] != 3 {
+		t.Fatalf("held per webhook %v; want 2 of a, 3 of b (the limit of 5)", per)
+	}
+	var leasedRows int
+	s.pool.QueryRow(ctx, s.q(`SELECT count(*) FROM {{schema}}.deliveries WHERE lease_owner = 'me' AND lease_until > now() + interval '50 seconds'`)).Scan(&leasedRows)
+	if leasedRows != 7 {
+		t.Fatalf("%d deliveries leased; want 7 (2 ready, 5 held)", leasedRows)
+	}
+
+	// A claim bounded before the held deliveries finds the older ones only
+	// (the others of the write are due at the same time as the held).
+	claimed, err := s.Claim(ctx, ClaimRequest{Owner: "other", Limit: 100, Lease: time.Minute,
+		Before: map[int64]time.Time{a: leased.Due, b: leased.Due}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(claimed) != 2 || !claimed[0].NextAttemptAt.Before(leased.Due) || !claimed[1].NextAttemptAt.Before(leased.Due) {
+		t.Fatalf("bounded claim returned %d deliveries; want the older one of each webhook", len(claimed))
+	}
+	// Bounded for one webhook only, the other's are all claimed.
+	claimed, err = s.Claim(ctx, ClaimRequest{Owner: "third", Limit: 100, Lease: time.Minute,
+		Before: map[int64]time.Time{a: leased.Due}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(claimed) != 2 || claimed[0].WebhookID != b || claimed[1].WebhookID != b {
+		t.Fatalf("claim bounded for webhook a only returned %d deliveries; want b's 2 neither leased nor held", len(claimed))
+	}
+	// Without the bound the rest are claimed: 12 - 7 leased - 2 above.
+	claimed, err = s.Claim(ctx, ClaimRequest{Owner: "other", Limit: 100, Lease: time.Minute})
+	if err != nil || len(claimed) != 3 {
+		t.Fatalf("claimed %d: %v; want a's 3 neither leased nor held", len(claimed), err)
+	}
+
+	// Held deliveries load with their payloads and endpoints, in order.
+	got, err := s.LoadHeld(ctx, "me", heldIDs, 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 5 {
+		t.Fatalf("loaded %d of 5", len(got))
+	}
+	for i, c := range got {
+		if c.ID != heldIDs[i] || len(c.Body) == 0 || c.Attempts != 0 || c.EventType != "task.completed" {
+			t.Errorf("loaded %d: %+v", i, c)
+		}
+		if c.WebhookID == a && (c.Secret != "a-secret-0123456789" || c.Headers["X-Team"] != "maintenance") {
+			t.Errorf("webhook a's endpoint: %+v", c)
+		}
+	}
+	// Another owner, a lease shorter than asked for, a disabled webhook:
+	// none load.
+	if got, err := s.LoadHeld(ctx, "other", heldIDs, 0); err != nil || len(got) != 0 {
+		t.Fatalf("another owner loaded %d: %v", len(got), err)
+	}
+	if got, err := s.LoadHeld(ctx, "me", heldIDs, 2*time.Minute); err != nil || len(got) != 0 {
+		t.Fatalf("loaded %d with less lease left than asked: %v", len(got), err)
+	}
+	if _, err := s.pool.Exec(ctx, s.q(`UPDATE {{schema}}.webhooks SET active = false WHERE id = $1`), b); err != nil {
+		t.Fatal(err)
+	}
+	got, err = s.LoadHeld(ctx, "me", heldIDs, 0)
+	if err != nil || len(got) != 2 {
+		t.Fatalf("loaded %d with webhook b disabled: %v; want a's 2", len(got), err)
+	}
+	// Given back, they are due for anyone.
+	if err := s.ReleaseClaims(ctx, "me", heldIDs); err != nil {
+		t.Fatal(err)
+	}
+	claimed, err = s.Claim(ctx, ClaimRequest{Owner: "other", Limit: 100, Lease: time.Minute})
+	if err != nil || len(claimed) != 2 {
+		t.Fatalf("claimed %d after the give-back: %v; want a's 2", len(claimed), err)
 	}
 }
