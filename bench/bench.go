@@ -41,8 +41,9 @@ type Options struct {
 	Short bool
 	// Progress receives one line per step.
 	Progress io.Writer
-	// ProfileDir, when set, receives a CPU profile of each relay run
-	// (relay run --cpuprofile), named after its database.
+	// ProfileDir, when set, receives a CPU profile and an allocation
+	// profile of each relay run (relay run --cpuprofile, --memprofile),
+	// named after its database.
 	ProfileDir string
 	// PGStats prints, after each scenario, the statements PostgreSQL spent
 	// most time on (pg_stat_statements), to Progress.
@@ -299,7 +300,8 @@ func (b *run) startRelay(ctx context.Context, db string, pool *pgxpool.Pool, hoo
 	}
 	args := []string{"run", "--config", cfg}
 	if b.opts.ProfileDir != "" {
-		args = append(args, "--cpuprofile", filepath.Join(b.opts.ProfileDir, db+".cpu.pprof"))
+		args = append(args, "--cpuprofile", filepath.Join(b.opts.ProfileDir, db+".cpu.pprof"),
+			"--memprofile", filepath.Join(b.opts.ProfileDir, db+".allocs.pprof"))
 	}
 	cmd := exec.CommandContext(ctx, b.opts.Relay, args...)
 	// The receivers are local: open loopback, which the relay refuses by

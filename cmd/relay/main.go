@@ -51,7 +51,7 @@ const (
 const usage = `usage: relay <command> [flags]
 
 commands:
-  run     --config FILE   run the relay (--cpuprofile FILE: profile the run)
+  run     --config FILE   run the relay (--cpuprofile FILE, --memprofile FILE: profile the run)
   check   --config FILE   validate a config file without running
   events  --config FILE   list the event types this database offers
   events  --url URL --token TOKEN
@@ -167,9 +167,10 @@ func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
 }
 
 func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
-	var cpuProfile string
+	var cpuProfile, memProfile string
 	cfg, _, err := flags("run", args, func(fs *flag.FlagSet) {
 		fs.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to this file (go tool pprof)")
+		fs.StringVar(&memProfile, "memprofile", "", "write a profile of the run's memory allocations to this file when it stops (go tool pprof)")
 	})
 	if err != nil {
 		return err
@@ -180,6 +181,18 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 			return usageError{err}
 		}
 		defer stop()
+	}
+	if memProfile != "" {
+		f, err := os.Create(memProfile)
+		if err != nil {
+			return usageError{fmt.Errorf("--memprofile: %w", err)}
+		}
+		defer func() {
+			if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+				fmt.Fprintln(stderr, "--memprofile:", err)
+			}
+			f.Close()
+		}()
 	}
 	log := newLogger(cfg, stderr)
 	log.Info("relay starting", "slot", cfg.Replication.Slot, "webhooks_source", cfg.Webhooks.Source)

@@ -7,7 +7,7 @@
 //	go run ./cmd/relaybench                    all scenarios, full size
 //	go run ./cmd/relaybench -short             seconds-long smoke run
 //	go run ./cmd/relaybench -scenario burst -json
-//	go run ./cmd/relaybench -scenario burst -profile /tmp/prof   CPU profiles of the relay
+//	go run ./cmd/relaybench -scenario burst -profile /tmp/prof   CPU and allocation profiles of the relay
 package main
 
 import (
@@ -40,7 +40,7 @@ func main() {
 	short := flag.Bool("short", false, "seconds-long smoke run")
 	asJSON := flag.Bool("json", false, "print JSON")
 	relay := flag.String("relay", "", "relay binary (default: go build ./cmd/relay)")
-	profile := flag.String("profile", "", "write a CPU profile of each relay run into this directory")
+	profile := flag.String("profile", "", "write a CPU and an allocation profile of each relay run into this directory")
 	pgstats := flag.Bool("pgstats", false, "print the statements PostgreSQL spent most time on, per scenario")
 	separate := flag.Bool("separate-state", false, "keep the relay's tables in a database of their own (database.state_url) instead of the platform database")
 	flag.Parse()
