@@ -65,6 +65,7 @@ type Ingester struct {
 	w          *store.Writer
 	pending    []*event.Change // changes not mapped yet
 	events     []event.Event   // mapped, not written yet
+	spare      []event.Event   // a second buffer for events (mapChunk)
 	states     []store.StateRow
 	nextSeq    int
 	txEvents   int64        // events of the current source transaction
@@ -77,6 +78,8 @@ type Ingester struct {
 	// lately: mapping an update to one of them needs no read. It is
 	// dropped whenever a store transaction rolls back or a session starts.
 	known map[string]map[string]event.Row
+	// maxKnown bounds known (maxKnownRows; tests set less).
+	maxKnown int
 }
 
 var _ cdc.Handler = (*Ingester)(nil)
@@ -100,7 +103,8 @@ func New(st *store.Store, m *mapper.Mapper, opts Options) *Ingester {
 		// The instruments still work (as no-ops); the metrics are missing.
 		opts.Logger.Warn("ingest metrics not available", "err", err)
 	}
-	return &Ingester{st: st, m: m, opts: opts, log: opts.Logger, specs: m.Tables(), companies: mapper.NewCompanies(), tel: tel}
+	return &Ingester{st: st, m: m, opts: opts, log: opts.Logger, specs: m.Tables(), companies: mapper.NewCompanies(), tel: tel,
+		maxKnown: maxKnownRows}
 }
 
 // Position implements cdc.Handler. It also reloads the company directory
@@ -189,15 +193,71 @@ func (in *Ingester) Begin(ctx context.Context, tx event.Tx) error {
 func (in *Ingester) Change(ctx context.Context, c *event.Change) error {
 	in.pending = append(in.pending, c)
 	if len(in.pending) >= in.opts.ChunkSize {
+		return in.mapChunk(ctx)
+	}
+	return nil
+}
+
+// mapChunk maps a chunk of a large source transaction's changes while the
+// store writes what the previous chunk produced. What a chunk produces is
+// kept until the next chunk comes; then the prior row state the new chunk
+// needs is read and the kept write is sent behind it, in one round trip,
+// and the new chunk is mapped as soon as the read is answered, while the
+// write runs. The read need not see the write: every row the kept write
+// changes is in memory (known), and nothing is dropped from memory that a
+// write still to be sent changes (forget).
+func (in *Ingester) mapChunk(ctx context.Context) error {
+	if len(in.events) == 0 && len(in.states) == 0 || in.pendingTruncate() {
 		if err := in.mapPending(ctx); err != nil {
 			return err
 		}
-		if err := in.write(ctx); err != nil {
-			return err
-		}
 		in.forget()
+		return nil
 	}
+	if err := in.writer(ctx); err != nil {
+		return err
+	}
+	keys, missing := in.priorKeys()
+	x, err := in.w.ReadThenWrite(ctx, missing, in.events, in.states, in.leaseRequest())
+	if err != nil {
+		return err
+	}
+	defer x.Close()
+	// The write owns the buffers until it is finished: map into the spares.
+	sent := in.events
+	in.events, in.spare = in.spare[:0], nil
+	clear(in.states) // encoded when sent
+	in.states = in.states[:0]
+	got, err := x.State()
+	if err != nil {
+		return err
+	}
+	in.learn(missing, got)
+	if err := in.mapChanges(ctx, keys); err != nil {
+		return err
+	}
+	n, leased, err := x.Finish()
+	if err != nil {
+		return err
+	}
+	in.deliveries += n
+	in.leased.Add(leased)
+	in.tel.written()
+	clear(sent)
+	in.spare = sent[:0]
+	in.forget()
 	return nil
+}
+
+// pendingTruncate reports whether a pending change is a truncate, which
+// mapChunk leaves to mapPending.
+func (in *Ingester) pendingTruncate() bool {
+	for _, c := range in.pending {
+		if c.Op == event.Truncate {
+			return true
+		}
+	}
+	return false
 }
 
 // Commit implements cdc.Handler: it maps what is left of the transaction.
@@ -320,6 +380,31 @@ const maxKnownRows = 20_000
 // sure that every such state is known: what is not in memory is read from
 // the store in one query per table.
 func (in *Ingester) prior(ctx context.Context) ([]string, error) {
+	keys, missing := in.priorKeys()
+	if len(missing) > 0 {
+		if err := in.writer(ctx); err != nil {
+			return nil, err
+		}
+		// What is buffered must be in the store transaction before it is
+		// read back; nothing buffered is missing from memory, though, so
+		// reading first is safe.
+		got := make(map[string]map[string]event.Row, len(missing))
+		for table, ks := range missing {
+			rows, err := in.w.RowState(ctx, table, ks)
+			if err != nil {
+				return nil, err
+			}
+			got[table] = rows
+		}
+		in.learn(missing, got)
+	}
+	return keys, nil
+}
+
+// priorKeys returns the key of the recorded state each pending change's
+// row had before the change ("" for inserts and rows without state), and
+// the keys of those states that are not in memory, by table.
+func (in *Ingester) priorKeys() ([]string, map[string][]string) {
 	keys := make([]string, len(in.pending))
 	var missing map[string][]string
 	for i, c := range in.pending {
@@ -340,25 +425,18 @@ func (in *Ingester) prior(ctx context.Context) ([]string, error) {
 			missing[c.Table] = append(missing[c.Table], k)
 		}
 	}
-	if len(missing) > 0 {
-		if err := in.writer(ctx); err != nil {
-			return nil, err
-		}
-		// What is buffered must be in the store transaction before it is
-		// read back; nothing buffered is missing from memory, though, so
-		// reading first is safe.
-		for table, ks := range missing {
-			got, err := in.w.RowState(ctx, table, ks)
-			if err != nil {
-				return nil, err
-			}
-			known := in.knownTable(table)
-			for _, k := range ks {
-				known[k] = got[k] // nil: the store has no state for it
-			}
+	return keys, missing
+}
+
+// learn keeps the state read for the missing keys; a key the store has no
+// state for is known to have none.
+func (in *Ingester) learn(missing map[string][]string, got map[string]map[string]event.Row) {
+	for table, ks := range missing {
+		known := in.knownTable(table)
+		for _, k := range ks {
+			known[k] = got[table][k] // nil: the store has no state for it
 		}
 	}
-	return keys, nil
 }
 
 func (in *Ingester) knownTable(table string) map[string]event.Row {
@@ -383,6 +461,13 @@ func (in *Ingester) mapPending(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	return in.mapChanges(ctx, priorKeys)
+}
+
+// mapChanges maps the pending changes, whose prior states (by priorKeys)
+// are known, in order into events and row state changes, buffered for the
+// next write, and empties pending.
+func (in *Ingester) mapChanges(ctx context.Context, priorKeys []string) error {
 	for i, c := range in.pending {
 		if c.Op == event.Truncate {
 			// Changes before the truncate must be written first.
@@ -485,25 +570,39 @@ func (in *Ingester) dropBuffered() {
 }
 
 // forget bounds the row states kept in memory. Call it only when nothing is
-// pending or buffered: everything known is then in the store transaction,
-// so any of it may be dropped (map order picks which at random) and read
-// again when needed.
+// pending: everything known is then in the store transaction or in the
+// buffered row state changes, so any of it but the buffered rows may be
+// dropped (map order picks which at random) and read again when needed.
 func (in *Ingester) forget() {
-	if len(in.pending) > 0 || len(in.events) > 0 || len(in.states) > 0 {
+	if len(in.pending) > 0 {
 		return
 	}
 	total := 0
 	for _, t := range in.known {
 		total += len(t)
 	}
+	if total <= in.maxKnown {
+		return
+	}
+	type row struct{ table, key string }
+	var buffered map[row]bool
+	if len(in.states) > 0 {
+		buffered = make(map[row]bool, len(in.states))
+		for _, st := range in.states {
+			buffered[row{st.Table, st.Key}] = true
+		}
+	}
 	for table, t := range in.known {
-		if total <= maxKnownRows {
+		if total <= in.maxKnown {
 			return
 		}
 		for k := range t {
+			if buffered[row{table, k}] {
+				continue
+			}
 			delete(t, k)
 			total--
-			if total <= maxKnownRows*3/4 {
+			if total <= in.maxKnown*3/4 {
 				break
 			}
 		}

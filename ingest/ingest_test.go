@@ -33,12 +33,14 @@ func TestCloseReleasesAnOpenTransaction(t *testing.T) {
 	if err := in.Begin(ctx, tx); err != nil {
 		t.Fatal(err)
 	}
-	// A chunk of one: the change is written at once, in an open store
-	// transaction.
-	c := &event.Change{CommitLSN: 100, CommitTime: tx.CommitTime, Table: "users", Op: event.Insert,
-		New: event.Row{"id": int64(1), "company_id": int64(1), "email": "a@b.example", "full_name": "A", "role": "technician", "active": true}}
-	if err := in.Change(ctx, c); err != nil {
-		t.Fatal(err)
+	// Chunks of one: the first change is written when the second comes,
+	// in an open store transaction.
+	for id := range int64(2) {
+		c := &event.Change{CommitLSN: 100, CommitTime: tx.CommitTime, Table: "users", Op: event.Insert,
+			New: event.Row{"id": id + 1, "company_id": int64(1), "email": "a@b.example", "full_name": "A", "role": "technician", "active": true}}
+		if err := in.Change(ctx, c); err != nil {
+			t.Fatal(err)
+		}
 	}
 	cancelled, cancel := context.WithCancel(ctx)
 	cancel()
@@ -209,5 +211,51 @@ func TestManyRows(t *testing.T) {
 	f.flush()
 	if got := f.deactivations(); got != 2*n {
 		t.Fatalf("%d user.deactivated, want %d", got, 2*n)
+	}
+}
+
+// One source transaction larger than what the ingester keeps in memory,
+// with one row changed once in every chunk: each chunk is mapped while the
+// previous one is written, from the state the previous one left (which
+// the store does not have yet when the chunk's state is read), and rows
+// changed long before are read again from the open store transaction.
+func TestLargeTransactionAcrossChunks(t *testing.T) {
+	const n, chunk = 5000, 100
+	f := newFixture(t, n, chunk)
+	// Memory for a chunk and a half: most of what a chunk leaves is
+	// forgotten by the next.
+	ingest.SetMaxKnown(f.in, 3*chunk/2)
+	var changes []set
+	hot, hotActive := 0, true // deactivations of user 1, and its state
+	for id := 2; id <= n; id++ {
+		changes = append(changes, set{id, false})
+		if len(changes)%chunk == chunk-1 {
+			// The last change of each chunk toggles user 1.
+			hotActive = !hotActive
+			if !hotActive {
+				hot++
+			}
+			changes = append(changes, set{1, hotActive})
+		}
+	}
+	f.tx(changes...)
+	f.flush()
+	if got, want := f.deactivations(), n-1+hot; got != want {
+		t.Fatalf("%d user.deactivated, want %d", got, want)
+	}
+	// Deactivating everyone again finds a transition only if user 1's
+	// last change left it active.
+	all := make([]set, n)
+	for i := range all {
+		all[i] = set{i + 1, false}
+	}
+	f.tx(all...)
+	f.flush()
+	want := n - 1 + hot
+	if hotActive {
+		want++
+	}
+	if got := f.deactivations(); got != want {
+		t.Fatalf("%d user.deactivated after deactivating everyone, want %d", got, want)
 	}
 }

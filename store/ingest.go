@@ -170,14 +170,21 @@ func (s *Store) BeginWrite(ctx context.Context, slot string) (*Writer, error) {
 // RowState loads the recorded state of the given rows of a table. Rows with
 // no record are absent from the result. It sees the writer's own writes.
 func (w *Writer) RowState(ctx context.Context, table string, keys []string) (map[string]event.Row, error) {
-	rows, err := w.tx.Query(ctx, w.s.q("SELECT pk, vals FROM {{schema}}.row_state WHERE slot = $1 AND tbl = $2 AND pk = ANY($3)"), w.slot, table, keys)
+	rows, err := w.tx.Query(ctx, w.s.q(rowStateSQL), w.slot, table, keys)
 	if err != nil {
 		return nil, fmt.Errorf("read row state of %s: %w", table, err)
 	}
-	out := make(map[string]event.Row, len(keys))
+	return readRowState(rows, table, len(keys))
+}
+
+const rowStateSQL = "SELECT pk, vals FROM {{schema}}.row_state WHERE slot = $1 AND tbl = $2 AND pk = ANY($3)"
+
+// readRowState reads rowStateSQL's rows and closes them.
+func readRowState(rows pgx.Rows, table string, n int) (map[string]event.Row, error) {
+	out := make(map[string]event.Row, n)
 	var key string
 	var vals event.Row
-	_, err = pgx.ForEachRow(rows, []any{&key, &vals}, func() error {
+	_, err := pgx.ForEachRow(rows, []any{&key, &vals}, func() error {
 		out[key] = wholeNumbers(vals)
 		vals = nil
 		return nil
@@ -186,6 +193,84 @@ func (w *Writer) RowState(ctx context.Context, table string, keys []string) (map
 		return nil, fmt.Errorf("read row state of %s: %w", table, err)
 	}
 	return out, nil
+}
+
+// Exchange is a read of row state and a write sent together in one round
+// trip (ReadThenWrite): the read's answer comes back as soon as the read
+// has run, while the write still runs, so the caller can work with it in
+// the meantime. Read it with State, then Finish the write; Close releases
+// the connection if either is skipped.
+type Exchange struct {
+	w      *Writer
+	br     pgx.BatchResults
+	tables []string
+	keys   [][]string
+	nState int
+	events []event.Event
+	read   bool
+	closed bool
+}
+
+// ReadThenWrite reads the recorded state of the given rows (keys by table)
+// and then writes events and states as WriteLeasing does, in one round
+// trip. The read runs first, so it does not see the write. The caller must
+// not change events until Finish returns.
+func (w *Writer) ReadThenWrite(ctx context.Context, reads map[string][]string, events []event.Event, states []StateRow, lease ClaimRequest) (*Exchange, error) {
+	x := &Exchange{w: w, events: events}
+	b := &pgx.Batch{}
+	for table, keys := range reads {
+		x.tables, x.keys = append(x.tables, table), append(x.keys, keys)
+		b.Queue(w.s.q(rowStateSQL), w.slot, table, keys)
+	}
+	if err := w.queueState(b, states); err != nil {
+		return nil, err
+	}
+	x.nState = b.Len() - len(x.tables)
+	if len(events) > 0 {
+		w.queueEvents(b, events, lease)
+	}
+	x.br = w.tx.SendBatch(ctx, b)
+	return x, nil
+}
+
+// State returns what the read found, by table and row key; rows with no
+// record are absent.
+func (x *Exchange) State() (map[string]map[string]event.Row, error) {
+	x.read = true
+	out := make(map[string]map[string]event.Row, len(x.tables))
+	for i, table := range x.tables {
+		rows, err := x.br.Query()
+		if err != nil {
+			return nil, fmt.Errorf("read row state of %s: %w", table, err)
+		}
+		got, err := readRowState(rows, table, len(x.keys[i]))
+		if err != nil {
+			return nil, err
+		}
+		out[table] = got
+	}
+	return out, nil
+}
+
+// Finish waits for the write and returns what WriteLeasing would. It
+// closes the exchange.
+func (x *Exchange) Finish() (int64, Leased, error) {
+	if !x.read {
+		if _, err := x.State(); err != nil {
+			x.Close()
+			return 0, Leased{}, err
+		}
+	}
+	x.closed = true
+	return x.w.results(x.br, x.nState, x.events)
+}
+
+// Close abandons what was not read yet. It is safe to call after Finish.
+func (x *Exchange) Close() {
+	if !x.closed {
+		x.closed = true
+		x.br.Close()
+	}
 }
 
 // Write stores events with one delivery per subscribed, active webhook of
