@@ -182,6 +182,9 @@ type Dispatcher struct {
 	// claims and loads count claim queries and reads of held deliveries,
 	// for tests.
 	claims, loads atomic.Int64
+	// peers is how many other senders share the store (see heartbeats);
+	// while there are any, nothing is held beyond a webhook's window.
+	peers atomic.Int64
 }
 
 // heldBatch is some held deliveries of one webhook from one store
@@ -249,7 +252,7 @@ func New(st *store.Store, opts Options) *Dispatcher {
 		// The instruments still work (as no-ops); the metrics are missing.
 		opts.Logger.Warn("delivery metrics not available", "error", err)
 	}
-	return &Dispatcher{
+	d := &Dispatcher{
 		tel:  tel,
 		st:   st,
 		opts: opts,
@@ -268,6 +271,7 @@ func New(st *store.Store, opts Options) *Dispatcher {
 		held:    map[int64][]heldBatch{},
 		behind:  map[int64]bool{},
 	}
+	return d
 }
 
 // Notify wakes the dispatcher to look for due deliveries now rather than at
@@ -307,6 +311,9 @@ func (d *Dispatcher) Reserve(open *store.Leased) (store.ClaimRequest, bool) {
 		HoldRoom:       map[int64]int{},
 		HoldPerWebhook: maxHeld,
 	}
+	if d.peers.Load() > 0 {
+		req.Hold = 0 // see holdWindowLocked
+	}
 	if req.Limit <= 0 && req.Hold <= 0 {
 		return store.ClaimRequest{}, false
 	}
@@ -339,8 +346,8 @@ func (d *Dispatcher) Reserve(open *store.Leased) (store.ClaimRequest, bool) {
 	return req, true
 }
 
-// maxHeld is how many deliveries the dispatcher holds as ids at most: an
-// id and its share of a batch take about 20 bytes, so 2 MiB at most,
+// maxHeld is how many deliveries the dispatcher holds as ids at most:
+// 16 bytes each (up to twice that while their batches grow), a few MB,
 // against 16,384 deliveries with payloads (minAhead).
 const maxHeld = 100_000
 
@@ -351,17 +358,24 @@ const maxHeld = 100_000
 const holdFor = 15 * time.Second
 
 // holdWindowLocked is how many deliveries webhook may have in flight,
-// queued and held together: what its slots send in holdFor (or half the
-// time a lease allows, if less) at its recent pace; maxHeld while its pace
-// is not known. d.mu must be held.
+// queued and held together. A webhook whose window is smaller than the
+// largest (a slow one) holds nothing beyond it, and no webhook does while
+// other relays share the store: what this one cannot send soon is left for
+// claims, by any relay, instead of waiting here. A fast one may hold what its slots send in holdFor (or half the
+// time a lease allows, if less) at its recent pace, and maxHeld while its
+// pace is not known. d.mu must be held.
 func (d *Dispatcher) holdWindowLocked(webhook int64) int {
+	window := d.windowLocked(webhook)
+	if window < d.opts.PerWebhook*prefetch || d.peers.Load() > 0 {
+		return window
+	}
 	took, ok := d.pace[webhook]
 	if !ok || took <= 0 {
 		return maxHeld
 	}
 	span := min(holdFor, d.staleAfter()/2)
 	w := float64(d.opts.PerWebhook) * float64(span) / float64(took)
-	return int(min(max(w, float64(d.windowLocked(webhook))), maxHeld))
+	return int(min(max(w, float64(window)), maxHeld))
 }
 
 // staleAfter is how long a leased delivery may wait in this dispatcher for
@@ -454,6 +468,22 @@ func (d *Dispatcher) hold(held []store.Held, due, at time.Time) {
 		b.ids = append(b.ids, h.ID)
 	}
 	d.nHeld += len(held)
+}
+
+// dropHeld forgets every held delivery and returns their ids, to be
+// given back.
+func (d *Dispatcher) dropHeld() []uuid.UUID {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	ids := make([]uuid.UUID, 0, d.nHeld)
+	for id, batches := range d.held {
+		for _, b := range batches {
+			ids = append(ids, b.ids...)
+		}
+		delete(d.held, id)
+	}
+	d.nHeld = 0
+	return ids
 }
 
 // takeHeld takes the next held deliveries of the webhooks whose windows have
@@ -570,6 +600,18 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		d.recordLoop(dbCtx, results)
 	}()
 
+	beating := make(chan struct{})
+	go func() {
+		defer close(beating)
+		d.heartbeats(ctx, dbCtx)
+	}()
+	defer func() {
+		<-beating
+		if err := d.st.Leave(dbCtx, d.opts.Owner); err != nil {
+			d.log.Warn("sender not unregistered; its peers see it gone within seconds", "error", err)
+		}
+	}()
+
 	var attempts sync.WaitGroup
 	d.mu.Lock()
 	d.run = &runState{dbCtx: dbCtx, sendCtx: sendCtx, attempts: &attempts, results: results}
@@ -586,14 +628,8 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		delete(d.queue, id)
 	}
 	d.queued = 0
-	for id, batches := range d.held {
-		for _, b := range batches {
-			waiting = append(waiting, b.ids...)
-		}
-		delete(d.held, id)
-	}
-	d.nHeld = 0
 	d.mu.Unlock()
+	waiting = append(waiting, d.dropHeld()...)
 	d.giveBack(dbCtx, waiting)
 
 	drained := make(chan struct{})
@@ -628,6 +664,42 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	<-recorded
 	d.send.client.CloseIdleConnections()
 	return nil
+}
+
+// heartbeatEvery is how often a dispatcher says it is sending, and
+// peerWithin how recently another must have said so to count as a peer.
+const (
+	heartbeatEvery = time.Second
+	peerWithin     = 5 * heartbeatEvery
+)
+
+// heartbeats records that this dispatcher is sending, every
+// heartbeatEvery until ctx is done, and keeps count of its peers. When
+// peers appear, it gives back what it holds as ids, for any of them to
+// claim. While the store cannot be asked, it assumes peers: holding
+// nothing beyond the windows is the choice that is safe with them.
+func (d *Dispatcher) heartbeats(ctx, dbCtx context.Context) {
+	tick := time.NewTicker(heartbeatEvery)
+	defer tick.Stop()
+	for {
+		n, err := d.st.Heartbeat(dbCtx, d.opts.Owner, peerWithin)
+		if err != nil {
+			d.log.Debug("sender heartbeat failed", "error", err)
+			n = 1
+		}
+		old := d.peers.Swap(int64(n))
+		if old != int64(n) && err == nil {
+			d.log.Info("relays sending from this store", "others", n)
+		}
+		if old == 0 && n > 0 {
+			d.giveBack(dbCtx, d.dropHeld())
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
 }
 
 // claimLoop claims due deliveries and starts their attempts until ctx is

@@ -700,3 +700,31 @@ func deref[T any](p *T) T {
 	}
 	return *p
 }
+
+// Heartbeat records that owner is sending now and returns how many other
+// senders did so within the last within. Records older than an hour (of
+// senders that died) are removed on the way.
+func (s *Store) Heartbeat(ctx context.Context, owner string, within time.Duration) (peers int, err error) {
+	err = s.pool.QueryRow(ctx, s.q(`WITH beat AS (
+			INSERT INTO {{schema}}.senders (owner, seen_at) VALUES ($1, now())
+			ON CONFLICT (owner) DO UPDATE SET seen_at = now()
+			RETURNING 1
+		), gone AS (
+			DELETE FROM {{schema}}.senders WHERE seen_at < now() - interval '1 hour' AND owner <> $1
+		)
+		SELECT count(*) FROM {{schema}}.senders
+		WHERE owner <> $1 AND seen_at > now() - $2::bigint * interval '1 microsecond'`),
+		owner, within.Microseconds()).Scan(&peers)
+	if err != nil {
+		return 0, fmt.Errorf("sender heartbeat: %w", err)
+	}
+	return peers, nil
+}
+
+// Leave forgets owner's heartbeat: a sender that stops is no peer any more.
+func (s *Store) Leave(ctx context.Context, owner string) error {
+	if _, err := s.pool.Exec(ctx, s.q(`DELETE FROM {{schema}}.senders WHERE owner = $1`), owner); err != nil {
+		return fmt.Errorf("sender leave: %w", err)
+	}
+	return nil
+}

@@ -334,3 +334,30 @@ func TestWriteHolding(t *testing.T) {
 		t.Fatalf("claimed %d after the give-back: %v; want a's 2", len(claimed), err)
 	}
 }
+
+// Senders see each other through their heartbeats, until one leaves or
+// stops beating.
+func TestHeartbeat(t *testing.T) {
+	s := newTestStore(t)
+	ctx := context.Background()
+	if n, err := s.Heartbeat(ctx, "a", time.Minute); err != nil || n != 0 {
+		t.Fatalf("alone: %d peers, %v", n, err)
+	}
+	if n, err := s.Heartbeat(ctx, "b", time.Minute); err != nil || n != 1 {
+		t.Fatalf("b sees %d peers, %v; want a", n, err)
+	}
+	if n, err := s.Heartbeat(ctx, "a", time.Minute); err != nil || n != 1 {
+		t.Fatalf("a sees %d peers, %v; want b", n, err)
+	}
+	// b stops beating: after the window it is no peer.
+	time.Sleep(20 * time.Millisecond)
+	if n, err := s.Heartbeat(ctx, "a", 10*time.Millisecond); err != nil || n != 0 {
+		t.Fatalf("a sees %d peers after b went quiet, %v", n, err)
+	}
+	if err := s.Leave(ctx, "b"); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.Heartbeat(ctx, "a", time.Minute); err != nil || n != 0 {
+		t.Fatalf("a sees %d peers after b left, %v", n, err)
+	}
+}
