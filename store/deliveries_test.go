@@ -492,6 +492,38 @@ func BenchmarkClaimAndRecord(b *testing.B) {
 	b.ReportMetric(float64(b.N*batch)/b.Elapsed().Seconds(), "attempts/s")
 }
 
+// BenchmarkLoadHeld reads held deliveries by id, ready to send: what a
+// relay does instead of a claim for the deliveries it leased as it stored
+// them (no lock, no write).
+func BenchmarkLoadHeld(b *testing.B) {
+	const batch = 500
+	s := newTestStore(b)
+	ctx := context.Background()
+	wh := s.addWebhook(b, "http://h", "bench-secret-0123456789", "")
+	s.mustExec(b, `WITH e AS (
+			INSERT INTO {{schema}}.events (source, commit_lsn, seq, event_type, company_id, source_table, op, committed_at, body)
+			SELECT 'bench', g, 0, 'task.completed', 1, 'tasks', 'update', now(), convert_to(repeat('x', 512), 'UTF8')
+			FROM generate_series(1, $2::int) g RETURNING id)
+		INSERT INTO {{schema}}.deliveries (id, event_id, webhook_id, company_id, event_type, lease_owner, lease_until)
+		SELECT {{schema}}.uuid_v7(), e.id, $1, 1, 'task.completed', 'bench', now() + interval '1 hour' FROM e`,
+		wh, batch)
+	rows, err := s.pool.Query(ctx, s.q(`SELECT id FROM {{schema}}.deliveries`))
+	if err != nil {
+		b.Fatal(err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+	if err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		got, err := s.LoadHeld(ctx, "bench", ids, time.Minute)
+		if err != nil || len(got) != batch {
+			b.Fatalf("loaded %d of %d: %v", len(got), batch, err)
+		}
+	}
+	b.ReportMetric(float64(b.N*batch)/b.Elapsed().Seconds(), "deliveries/s")
+}
+
 func TestMigrateIsIdempotent(t *testing.T) {
 	url := pgtest.NewDatabase(t)
 	ctx := context.Background()
