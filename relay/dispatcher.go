@@ -271,6 +271,14 @@ func New(st *store.Store, opts Options) *Dispatcher {
 		held:    map[int64][]heldBatch{},
 		behind:  map[int64]bool{},
 	}
+	err = observeAhead(opts.MeterProvider, func() (int, int, int) {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		return d.inflight, d.queued, d.nHeld
+	})
+	if err != nil {
+		opts.Logger.Warn("delivery metrics not available", "error", err)
+	}
 	return d
 }
 

@@ -81,6 +81,29 @@ func newTelem(tp trace.TracerProvider, mp metric.MeterProvider) (*telem, error) 
 	return t, nil
 }
 
+// observeAhead reports, each time metrics are collected, the deliveries a
+// dispatcher holds: in flight, queued with their payloads, and held as ids.
+func observeAhead(mp metric.MeterProvider, read func() (inFlight, queued, held int)) error {
+	if mp == nil {
+		return nil
+	}
+	states := [3]metric.ObserveOption{}
+	for i, s := range []string{"in_flight", "queued", "held"} {
+		states[i] = metric.WithAttributeSet(attribute.NewSet(attribute.String("state", s)))
+	}
+	_, err := mp.Meter(instrumentation).Int64ObservableGauge("relay.deliveries.ahead",
+		metric.WithDescription("Deliveries this relay holds: in flight, queued with their payloads for a free slot of their webhook, and held as ids (leased as they were stored, read when their webhook has room)."),
+		metric.WithUnit("{delivery}"),
+		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
+			inFlight, queued, held := read()
+			o.Observe(int64(inFlight), states[0])
+			o.Observe(int64(queued), states[1])
+			o.Observe(int64(held), states[2])
+			return nil
+		}))
+	return err
+}
+
 // start opens the span of one attempt, a child of the event's trace as
 // stored with the event (also after a restart).
 func (t *telem) start(ctx context.Context, c *store.Claimed) (context.Context, trace.Span) {

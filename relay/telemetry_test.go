@@ -1,13 +1,18 @@
 package relay
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
@@ -92,3 +97,47 @@ type closeCounter struct {
 }
 
 func (c *closeCounter) CloseIdleConnections() { c.closed++ }
+
+// The deliveries a relay holds are visible in its metrics: in flight,
+// queued with their payloads, and held as ids.
+func TestAheadGauge(t *testing.T) {
+	e := newEnv(t)
+	e.ready()
+	release := make(chan struct{})
+	rc := newReceiver(t, func(w http.ResponseWriter, r *http.Request, n int) {
+		<-release
+		w.WriteHeader(http.StatusNoContent)
+	})
+	t.Cleanup(sync.OnceFunc(func() { close(release) }))
+	e.webhook(rc.URL, "", nil)
+	reader := sdkmetric.NewManualReader()
+	d, _ := e.start(fast(Options{PollInterval: time.Hour, Workers: 2, PerWebhook: 2,
+		MeterProvider: sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))}))
+	time.Sleep(50 * time.Millisecond)
+	d.Handoff(e.handoffWrite(d, 100, 2*prefetch+50))
+	ahead := func() map[string]int64 {
+		var rm metricdata.ResourceMetrics
+		if err := reader.Collect(context.Background(), &rm); err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]int64{}
+		for _, sm := range rm.ScopeMetrics {
+			for _, m := range sm.Metrics {
+				if g, ok := m.Data.(metricdata.Gauge[int64]); ok && m.Name == "relay.deliveries.ahead" {
+					for _, p := range g.DataPoints {
+						v, _ := p.Attributes.Value("state")
+						out[v.AsString()] = p.Value
+					}
+				}
+			}
+		}
+		return out
+	}
+	var got map[string]int64
+	eventually(t, 5*time.Second, func() bool {
+		got = ahead()
+		return got["in_flight"] == 2 && got["queued"] == 2*prefetch-2 && got["held"] == 50
+	}, func() string {
+		return fmt.Sprintf("deliveries ahead %v, want 2 in flight, %d queued, 50 held", got, 2*prefetch-2)
+	})
+}
