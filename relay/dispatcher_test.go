@@ -793,11 +793,9 @@ func TestHandoffSendsWithoutClaiming(t *testing.T) {
 	if d.loads.Load() == 0 {
 		t.Fatal("the held deliveries were sent without being read")
 	}
-	// Every claim round bounded by the held deliveries found nothing.
-	var claimed int
-	e.st.Pool().QueryRow(context.Background(), strings.ReplaceAll(`SELECT count(*) FROM {{schema}}.deliveries WHERE updated_at > created_at AND status <> 'delivered'`, "{{schema}}", e.st.Schema())).Scan(&claimed)
-	if claimed != 0 {
-		t.Fatalf("%d deliveries not delivered", claimed)
+	// Nothing is left behind.
+	if n := e.countDeliveries(`status <> 'delivered'`); n != 0 {
+		t.Fatalf("%d deliveries not delivered", n)
 	}
 }
 
@@ -860,13 +858,7 @@ func TestHeldDeliveriesGivenBack(t *testing.T) {
 	t.Run("disabled webhook", func(t *testing.T) {
 		e := newEnv(t)
 		e.ready()
-		release := make(chan struct{})
-		rc := newReceiver(t, func(w http.ResponseWriter, r *http.Request, n int) {
-			<-release
-			w.WriteHeader(http.StatusNoContent)
-		})
-		releaseOnce := sync.OnceFunc(func() { close(release) })
-		t.Cleanup(releaseOnce) // before the receiver closes, also when the test fails
+		rc, release := heldReceiver(t)
 		wh := e.webhook(rc.URL, "", nil)
 		other := e.webhook(rc.URL+"/other", "", nil)
 		d, stop := e.start(fast(Options{PollInterval: 50 * time.Millisecond, Workers: 4, PerWebhook: 2}))
@@ -879,7 +871,7 @@ func TestHeldDeliveriesGivenBack(t *testing.T) {
 		ids := leasedIDs(leased) // read before the dispatcher owns them
 		d.Handoff(leased)
 		e.exec(`UPDATE {{schema}}.webhooks SET active = false WHERE id = $1`, wh)
-		releaseOnce()
+		release()
 		// Webhook wh's ready deliveries are sent; its held ones are given
 		// back when their turn comes, unsent.
 		for _, h := range leased.Held {
@@ -905,12 +897,7 @@ func TestHeldDeliveriesGivenBack(t *testing.T) {
 	t.Run("stop", func(t *testing.T) {
 		e := newEnv(t)
 		e.ready()
-		release := make(chan struct{})
-		rc := newReceiver(t, func(w http.ResponseWriter, r *http.Request, n int) {
-			<-release
-			w.WriteHeader(http.StatusNoContent)
-		})
-		defer close(release)
+		rc, _ := heldReceiver(t)
 		e.webhook(rc.URL, "", nil)
 		d, stop := e.start(fast(Options{PollInterval: 50 * time.Millisecond, Workers: 2, PerWebhook: 2, DrainTimeout: 100 * time.Millisecond}))
 		time.Sleep(20 * time.Millisecond)
@@ -923,10 +910,8 @@ func TestHeldDeliveriesGivenBack(t *testing.T) {
 		if err, _ := stop(); err != nil {
 			t.Fatal(err)
 		}
-		var leasedLeft int
-		e.st.Pool().QueryRow(context.Background(), strings.ReplaceAll(`SELECT count(*) FROM {{schema}}.deliveries WHERE lease_owner IS NOT NULL OR status <> 'pending'`, "{{schema}}", e.st.Schema())).Scan(&leasedLeft)
-		if leasedLeft != 0 {
-			t.Fatalf("%d deliveries still leased or not pending after the stop", leasedLeft)
+		if n := e.countDeliveries(`lease_owner IS NOT NULL OR status <> 'pending'`); n != 0 {
+			t.Fatalf("%d deliveries still leased or not pending after the stop", n)
 		}
 	})
 }
@@ -1184,13 +1169,7 @@ func TestRoomFollowsPayloadSize(t *testing.T) {
 func TestPeerTakesHeldDeliveries(t *testing.T) {
 	e := newEnv(t)
 	e.ready()
-	release := make(chan struct{})
-	rc := newReceiver(t, func(w http.ResponseWriter, r *http.Request, n int) {
-		<-release
-		w.WriteHeader(http.StatusNoContent)
-	})
-	releaseOnce := sync.OnceFunc(func() { close(release) })
-	t.Cleanup(releaseOnce) // before the receiver closes, also when the test fails
+	rc, release := heldReceiver(t)
 	e.webhook(rc.URL, "", nil)
 	d, _ := e.start(fast(Options{PollInterval: 50 * time.Millisecond, Workers: 2, PerWebhook: 2}))
 	time.Sleep(50 * time.Millisecond)
@@ -1219,7 +1198,7 @@ func TestPeerTakesHeldDeliveries(t *testing.T) {
 	if req, ok := d.Reserve(nil); !ok || req.Hold != 0 {
 		t.Fatalf("with a peer the dispatcher still holds: %+v", req)
 	}
-	releaseOnce()
+	release()
 	for _, id := range held {
 		e.waitStatus(id, store.StatusDelivered, 5*time.Second)
 		if n := len(rc.receipts(id)); n != 1 {

@@ -242,3 +242,28 @@ func hang(w http.ResponseWriter, r *http.Request, _ int) { <-r.Context().Done() 
 
 // logBuffer collects output written from many goroutines.
 type logBuffer = syncbuf.Buffer
+
+// heldReceiver is a receiver whose answers wait until release is called
+// (at the latest when the test ends, before the receiver closes).
+func heldReceiver(t testing.TB) (rc *receiver, release func()) {
+	t.Helper()
+	ch := make(chan struct{})
+	rc = newReceiver(t, func(w http.ResponseWriter, r *http.Request, n int) {
+		<-ch
+		w.WriteHeader(http.StatusNoContent)
+	})
+	release = sync.OnceFunc(func() { close(ch) })
+	t.Cleanup(release)
+	return rc, release
+}
+
+// countDeliveries counts the deliveries that match a condition.
+func (e *env) countDeliveries(where string) int {
+	e.t.Helper()
+	var n int
+	sql := strings.ReplaceAll(`SELECT count(*) FROM {{schema}}.deliveries WHERE `+where, "{{schema}}", e.st.Schema())
+	if err := e.st.Pool().QueryRow(context.Background(), sql).Scan(&n); err != nil {
+		e.t.Fatal(err)
+	}
+	return n
+}

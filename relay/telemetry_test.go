@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -103,12 +102,7 @@ func (c *closeCounter) CloseIdleConnections() { c.closed++ }
 func TestAheadGauge(t *testing.T) {
 	e := newEnv(t)
 	e.ready()
-	release := make(chan struct{})
-	rc := newReceiver(t, func(w http.ResponseWriter, r *http.Request, n int) {
-		<-release
-		w.WriteHeader(http.StatusNoContent)
-	})
-	t.Cleanup(sync.OnceFunc(func() { close(release) }))
+	rc, _ := heldReceiver(t)
 	e.webhook(rc.URL, "", nil)
 	reader := sdkmetric.NewManualReader()
 	d, _ := e.start(fast(Options{PollInterval: time.Hour, Workers: 2, PerWebhook: 2,

@@ -650,12 +650,11 @@ func TestRecordPlanUsesPrimaryKey(t *testing.T) {
 	explain("custom plan on the grown table", ids)
 }
 
-// A claim reads the due deliveries of each webhook from its index range,
-// updates them by physical address and reads their events by primary key:
-// no plan reads a whole table, however many deliveries the table holds.
-// (A custom plan once joined the picked rows with all deliveries by
-// hashing, for every claim.)
-func TestClaimPlanReadsNoWholeTable(t *testing.T) {
+// smallTablePlan prepares sql as the store runs it (preparePlan) on a
+// store with one webhook and five deliveries, with fresh statistics of
+// that small table.
+func smallTablePlan(t *testing.T, sql string) (*Store, int64, planTx) {
+	t.Helper()
 	s := newTestStore(t)
 	wh := s.addWebhook(t, "http://a", "", "")
 	for range 5 {
@@ -663,7 +662,16 @@ func TestClaimPlanReadsNoWholeTable(t *testing.T) {
 	}
 	s.mustExec(t, `ANALYZE {{schema}}.deliveries`)
 	s.mustExec(t, `ANALYZE {{schema}}.events`)
-	p := s.preparePlan(t, claimSQL)
+	return s, wh, s.preparePlan(t, sql)
+}
+
+// A claim reads the due deliveries of each webhook from its index range,
+// updates them by physical address and reads their events by primary key:
+// no plan reads a whole table, however many deliveries the table holds.
+// (A custom plan once joined the picked rows with all deliveries by
+// hashing, for every claim.)
+func TestClaimPlanReadsNoWholeTable(t *testing.T) {
+	s, wh, p := smallTablePlan(t, claimSQL)
 	explain := func(when string) {
 		t.Helper()
 		for _, limit := range []int{1, 32, 500} {
@@ -687,14 +695,7 @@ func TestClaimPlanReadsNoWholeTable(t *testing.T) {
 // Held deliveries load by primary key, with their events by primary key:
 // no plan reads a whole table.
 func TestLoadHeldPlanReadsNoWholeTable(t *testing.T) {
-	s := newTestStore(t)
-	wh := s.addWebhook(t, "http://a", "", "")
-	for range 5 {
-		s.addDelivery(t, wh, "{}")
-	}
-	s.mustExec(t, `ANALYZE {{schema}}.deliveries`)
-	s.mustExec(t, `ANALYZE {{schema}}.events`)
-	p := s.preparePlan(t, loadHeldSQL)
+	s, wh, p := smallTablePlan(t, loadHeldSQL)
 	explain := func(when string) {
 		t.Helper()
 		rows, err := p.tx.Query(context.Background(), s.q(`SELECT id::text FROM {{schema}}.deliveries LIMIT 500`))

@@ -15,24 +15,8 @@ import (
 // the store transaction commits, within the limits asked for, oldest
 // first; the rest are left for claims. A rolled-back write leases nothing.
 func TestWriteLeasing(t *testing.T) {
-	s := newTestStore(t)
+	s, a, b := twoWebhooks(t)
 	ctx := context.Background()
-	a := s.addWebhook(t, "http://a.example/hook", "a-secret-0123456789", `{"X-Team": "maintenance"}`)
-	b := s.addWebhook(t, "http://b.example/hook", "", "")
-	if err := s.MarkSeeding(ctx, "s"); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Seed(ctx, "s", 1, func(func(StateRow) error) error { return nil }); err != nil {
-		t.Fatal(err)
-	}
-	events := func(lsn event.LSN, n int) []event.Event {
-		out := make([]event.Event, n)
-		for i := range out {
-			out[i] = event.Event{Type: "task.completed", CompanyID: 1, CommitLSN: lsn, Seq: i, CommitTime: time.Now(),
-				Table: "tasks", Op: event.Update, Body: []byte(`{"n":` + string(rune('0'+i)) + `}`), TraceParent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
-		}
-		return out
-	}
 	// Four events, two webhooks: eight deliveries. At most 3 leased, at
 	// most 2 per webhook, and webhook a already has one in flight.
 	req := ClaimRequest{Owner: "me", Limit: 3, Lease: time.Minute, PerWebhook: 2, Busy: map[int64]int{a: 1}}
@@ -114,6 +98,40 @@ func TestWriteLeasing(t *testing.T) {
 	if err != nil || created != 0 || leased.Len() != 0 {
 		t.Fatalf("replay: created %d, leased %d, %v", created, leased.Len(), err)
 	}
+}
+
+// twoWebhooks returns a store whose slot "s" is ready, with two webhooks
+// of company 1 on task.completed: a (with a secret and a header) and b.
+func twoWebhooks(t *testing.T) (s *Store, a, b int64) {
+	t.Helper()
+	s = newTestStore(t)
+	a = s.addWebhook(t, "http://a.example/hook", "a-secret-0123456789", `{"X-Team": "maintenance"}`)
+	b = s.addWebhook(t, "http://b.example/hook", "", "")
+	s.readySlot(t)
+	return s, a, b
+}
+
+// readySlot makes slot "s" ready at position 1, with no row state.
+func (s *Store) readySlot(t *testing.T) {
+	t.Helper()
+	ctx := context.Background()
+	if err := s.MarkSeeding(ctx, "s"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Seed(ctx, "s", 1, func(func(StateRow) error) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// events returns n traced task.completed events of one source transaction,
+// each with a payload of its own.
+func events(lsn event.LSN, n int) []event.Event {
+	out := make([]event.Event, n)
+	for i := range out {
+		out[i] = event.Event{Type: "task.completed", CompanyID: 1, CommitLSN: lsn, Seq: i, CommitTime: time.Now(),
+			Table: "tasks", Op: event.Update, Body: []byte(`{"n":` + string(rune('0'+i)) + `}`), TraceParent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+	}
+	return out
 }
 
 // WriteCommit stores a group and its position in one round trip, all or
@@ -215,24 +233,8 @@ func TestDeliveryIDsAreTimeOrdered(t *testing.T) {
 // LoadHeld reads them ready to send, without writing; claims bounded
 // before them still find older due deliveries.
 func TestWriteHolding(t *testing.T) {
-	s := newTestStore(t)
+	s, a, b := twoWebhooks(t)
 	ctx := context.Background()
-	a := s.addWebhook(t, "http://a.example/hook", "a-secret-0123456789", `{"X-Team": "maintenance"}`)
-	b := s.addWebhook(t, "http://b.example/hook", "", "")
-	if err := s.MarkSeeding(ctx, "s"); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Seed(ctx, "s", 1, func(func(StateRow) error) error { return nil }); err != nil {
-		t.Fatal(err)
-	}
-	events := func(lsn event.LSN, n int) []event.Event {
-		out := make([]event.Event, n)
-		for i := range out {
-			out[i] = event.Event{Type: "task.completed", CompanyID: 1, CommitLSN: lsn, Seq: i, CommitTime: time.Now(),
-				Table: "tasks", Op: event.Update, Body: []byte(`{"seq":` + string(rune('0'+i)) + `}`)}
-		}
-		return out
-	}
 	// An older due delivery of each webhook, not leased.
 	if _, _, err := s.WriteCommit(ctx, "s", events(5, 1), nil, ClaimRequest{}, 6); err != nil {
 		t.Fatal(err)
