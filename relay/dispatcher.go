@@ -368,10 +368,11 @@ const holdFor = 15 * time.Second
 // holdWindowLocked is how many deliveries webhook may have in flight,
 // queued and held together. A webhook whose window is smaller than the
 // largest (a slow one) holds nothing beyond it, and no webhook does while
-// other relays share the store: what this one cannot send soon is left for
-// claims, by any relay, instead of waiting here. A fast one may hold what its slots send in holdFor (or half the
-// time a lease allows, if less) at its recent pace, and maxHeld while its
-// pace is not known. d.mu must be held.
+// other relays share the store: what this one cannot send soon is left
+// for claims, by any relay, instead of waiting here. A fast one may hold
+// what its slots send in holdFor (or half the time a lease allows, if
+// less) at its recent pace, and maxHeld while its pace is not known. d.mu
+// must be held.
 func (d *Dispatcher) holdWindowLocked(webhook int64) int {
 	window := d.windowLocked(webhook)
 	if window < d.opts.PerWebhook*prefetch || d.peers.Load() > 0 {
@@ -682,10 +683,11 @@ const (
 )
 
 // heartbeats records that this dispatcher is sending, every
-// heartbeatEvery until ctx is done, and keeps count of its peers. When
-// peers appear, it gives back what it holds as ids, for any of them to
-// claim. While the store cannot be asked, it assumes peers: holding
-// nothing beyond the windows is the choice that is safe with them.
+// heartbeatEvery until ctx is done, and keeps count of its peers. While
+// it has peers, it gives back what it holds as ids (held when it was
+// alone, or by a write that began before they came), for any of them to
+// claim. While the store cannot be asked, it holds nothing new, as with
+// peers, but keeps what it holds.
 func (d *Dispatcher) heartbeats(ctx, dbCtx context.Context) {
 	tick := time.NewTicker(heartbeatEvery)
 	defer tick.Stop()
@@ -699,7 +701,7 @@ func (d *Dispatcher) heartbeats(ctx, dbCtx context.Context) {
 		if old != int64(n) && err == nil {
 			d.log.Info("relays sending from this store", "others", n)
 		}
-		if old == 0 && n > 0 {
+		if err == nil && n > 0 {
 			d.giveBack(dbCtx, d.dropHeld())
 		}
 		select {
