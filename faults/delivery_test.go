@@ -177,3 +177,46 @@ func TestHugeTransaction(t *testing.T) {
 		t.Errorf("peak RSS %.0f MB for one transaction of %d rows: memory is not bounded", peak, rows)
 	}
 }
+
+// TestKillWhileHolding: the relay is killed while it holds most of a large
+// transaction's deliveries as ids (leased when they were stored, not read
+// yet). Nothing is lost and nothing is sent twice under two ids: the
+// restarted relay sends them once their leases expire (twice
+// delivery.timeout plus 10 s).
+func TestKillWhileHolding(t *testing.T) {
+	rows := size(20000, 5000)
+	e := newEnv(t, fmt.Sprintf(`INSERT INTO tasks (company_id, asset_id, title, technician_id) SELECT 1, 1, 'bulk ' || g, 3 FROM generate_series(1, %d) g`, rows))
+	r := newReceiver(t)
+	// 16 slots at 20 ms an answer: 800 a second, so most of the
+	// transaction's deliveries are still held when the relay is killed.
+	r.slowFor.Store(int64(20 * time.Millisecond))
+	cfg := config(t, e.url, []string{r.url("/slow")}, "")
+	p := startRelay(t, "run", "--config", cfg)
+	e.waitStreaming()
+	tx, err := e.pool.Begin(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tag, err := tx.Exec(context.Background(), `UPDATE tasks SET technician_id = 2, title = 'bulk upd ' || id WHERE title LIKE 'bulk %'`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(context.Background(), `INSERT INTO fault_ledger (events) VALUES ($1)`, tag.RowsAffected()); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	var held int64
+	waitFor(t, "sending to begin with most deliveries held", 2*time.Minute, func() bool {
+		held = e.scalar(`SELECT count(*) FROM relay.deliveries WHERE lease_owner IS NOT NULL AND attempts = 0`)
+		return r.tally().events > 100 && held > int64(rows)/2
+	})
+	p.kill()
+	peak := p.peakMB()
+	r.slowFor.Store(0)
+	p = startRelay(t, "run", "--config", cfg)
+	got := checkDelivered(t, e, r, 1, 3*time.Minute)
+	figures{changes: tag.RowsAffected(), expected: e.expected(), delivered: int64(got.events), dupIDs: int64(got.multiIDs),
+		repeats: int64(got.repeats), peakMB: max(peak, p.peakMB()), extra: fmt.Sprintf("rows_in_one_tx=%d leased_unsent_at_kill=%d", rows, held)}.log(t)
+}
