@@ -220,3 +220,48 @@ func TestKillWhileHolding(t *testing.T) {
 	figures{changes: tag.RowsAffected(), expected: e.expected(), delivered: int64(got.events), dupIDs: int64(got.multiIDs),
 		repeats: int64(got.repeats), peakMB: max(peak, p.peakMB()), extra: fmt.Sprintf("rows_in_one_tx=%d leased_unsent_at_kill=%d", rows, held)}.log(t)
 }
+
+// TestKillWhileStoringInParts: the relay is killed while it stores a large
+// transaction in parts: some parts are committed, the transaction's row
+// state and position are not. The restarted relay streams the transaction
+// again and stores only what the parts did not: every event is delivered,
+// each under one delivery id.
+func TestKillWhileStoringInParts(t *testing.T) {
+	rows := size(100000, 20000)
+	e := newEnv(t, fmt.Sprintf(`INSERT INTO tasks (company_id, asset_id, title, technician_id) SELECT 1, 1, 'bulk ' || g, 3 FROM generate_series(1, %d) g`, rows))
+	r := newReceiver(t)
+	cfg := config(t, e.url, []string{r.url("/a")}, "")
+	p := startRelay(t, "run", "--config", cfg)
+	e.waitStreaming()
+	tx, err := e.pool.Begin(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tag, err := tx.Exec(context.Background(), `UPDATE tasks SET technician_id = 2, title = 'bulk upd ' || id WHERE title LIKE 'bulk %'`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(context.Background(), `INSERT INTO fault_ledger (events) VALUES ($1)`, tag.RowsAffected()); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	var stored int64
+	waitFor(t, "the first parts to be stored", 2*time.Minute, func() bool {
+		stored = e.scalar(`SELECT coalesce(max(changes), 0) FROM relay.parts`)
+		return stored > 0
+	})
+	p.kill()
+	peak := p.peakMB()
+	if e.scalar(`SELECT count(*) FROM relay.parts`) == 0 {
+		t.Fatal("the transaction was stored whole before the kill; nothing was left to replay")
+	}
+	p = startRelay(t, "run", "--config", cfg)
+	got := checkDelivered(t, e, r, 1, 3*time.Minute)
+	if left := e.scalar(`SELECT count(*) FROM relay.parts`); left != 0 {
+		t.Errorf("%d parts left after the transaction was stored", left)
+	}
+	figures{changes: tag.RowsAffected(), expected: e.expected(), delivered: int64(got.events), dupIDs: int64(got.multiIDs),
+		repeats: int64(got.repeats), peakMB: max(peak, p.peakMB()), extra: fmt.Sprintf("rows_in_one_tx=%d changes_in_parts_at_kill=%d", rows, stored)}.log(t)
+}

@@ -62,13 +62,23 @@ type Ingester struct {
 
 	// The open store transaction: the source transactions committed since
 	// the last Flush (group commit), and the one being read.
-	w          *store.Writer
-	pending    []*event.Change // changes not mapped yet
-	events     []event.Event   // mapped, not written yet
-	spare      []event.Event   // a second buffer for events (mapChunk)
-	states     []store.StateRow
-	nextSeq    int
-	txEvents   int64        // events of the current source transaction
+	w        *store.Writer
+	pending  []*event.Change // changes not mapped yet
+	events   []event.Event   // mapped, not written yet
+	states   []store.StateRow
+	nextSeq  int
+	txEvents int64 // events of the current source transaction
+	// tx is the source transaction being read; txChanges counts its
+	// changes mapped so far. inParts is set once its events are stored in
+	// parts (see mapChunk); resume is how far a part stored before a
+	// restart got (store.Parts), until mapping passes it.
+	tx        event.Tx
+	txChanges int64
+	inParts   bool
+	resume    *store.Part
+	// parts are the stored parts of source transactions not committed
+	// yet, read when a session starts.
+	parts      map[event.LSN]store.Part
 	deliveries int64        // created in the open store transaction
 	leased     store.Leased // leased to the sender in it
 	end        event.LSN    // position past the last committed source transaction
@@ -122,6 +132,9 @@ func (in *Ingester) Position(ctx context.Context) (event.LSN, cdc.State, error) 
 		return 0, cdc.StateSeeding, nil
 	}
 	if err := in.loadCompanies(ctx); err != nil {
+		return 0, 0, err
+	}
+	if in.parts, err = in.st.Parts(ctx, in.opts.Slot); err != nil {
 		return 0, 0, err
 	}
 	return lsn, cdc.StateReady, nil
@@ -185,6 +198,13 @@ func (in *Ingester) Begin(ctx context.Context, tx event.Tx) error {
 	in.pending = in.pending[:0]
 	in.nextSeq = 0
 	in.txEvents = 0
+	in.tx, in.txChanges, in.inParts, in.resume = tx, 0, false, nil
+	if p, ok := in.parts[tx.CommitLSN]; ok {
+		// Stored in part before a restart: its first p.Changes changes'
+		// events are stored already.
+		in.resume = &p
+		delete(in.parts, tx.CommitLSN)
+	}
 	in.tel.begin(tx)
 	return nil
 }
@@ -198,34 +218,49 @@ func (in *Ingester) Change(ctx context.Context, c *event.Change) error {
 	return nil
 }
 
-// mapChunk maps a chunk of a large source transaction's changes while the
-// store writes what the previous chunk produced. What a chunk produces is
-// kept until the next chunk comes; then the prior row state the new chunk
-// needs is read and the kept write is sent behind it, in one round trip,
-// and the new chunk is mapped as soon as the read is answered, while the
-// write runs. The read need not see the write: every row the kept write
-// changes is in memory (known), and nothing is dropped from memory that a
-// write still to be sent changes (forget).
+// mapChunk maps a chunk of a large source transaction's changes and stores
+// its events and their deliveries at once, in a part of their own
+// (store.WritePart), so that sending starts while the rest is read. The
+// transaction's row state and the slot's position stay in the store
+// transaction that commits at its end; the part records how far into the
+// source transaction it goes, so that a relay that streams it again after
+// a crash stores neither an event twice nor skips one (see Begin). The
+// group's earlier transactions are committed first, so that their events
+// are not sent after this one's.
+//
+// The chunk's row state changes are kept until the next chunk comes; then
+// the prior row state the new chunk needs is read and the kept changes are
+// written behind the read, in one round trip, and the new chunk is mapped
+// as soon as the read is answered, while the write runs. The read need not
+// see the write: every row the kept changes touch is in memory (known),
+// and nothing is dropped from memory that a write still to be sent
+// changes (forget).
 func (in *Ingester) mapChunk(ctx context.Context) error {
-	if len(in.events) == 0 && len(in.states) == 0 || in.pendingTruncate() {
+	if in.pendingTruncate() {
 		if err := in.mapPending(ctx); err != nil {
 			return err
 		}
 		in.forget()
 		return nil
 	}
-	if err := in.writer(ctx); err != nil {
-		return err
+	if !in.inParts {
+		if in.w != nil || len(in.events) > 0 || len(in.states) > 0 {
+			if err := in.Flush(ctx); err != nil {
+				return err
+			}
+		}
+		if err := in.writer(ctx); err != nil {
+			return err
+		}
+		in.w.SawParts()
+		in.inParts = true
 	}
 	keys, missing := in.priorKeys()
-	x, err := in.w.ReadThenWrite(ctx, missing, in.events, in.states, in.leaseRequest())
+	x, err := in.w.ReadThenWrite(ctx, missing, nil, in.states, store.ClaimRequest{})
 	if err != nil {
 		return err
 	}
 	defer x.Close()
-	// The write owns the buffers until it is finished: map into the spares.
-	sent := in.events
-	in.events, in.spare = in.spare[:0], nil
 	clear(in.states) // encoded when sent
 	in.states = in.states[:0]
 	got, err := x.State()
@@ -236,15 +271,26 @@ func (in *Ingester) mapChunk(ctx context.Context) error {
 	if err := in.mapChanges(ctx, keys); err != nil {
 		return err
 	}
-	n, leased, err := x.Finish()
+	var lease store.ClaimRequest
+	if in.opts.Lease != nil {
+		// Handed to the sender as soon as the part commits: nothing is open.
+		lease, _ = in.opts.Lease(&store.Leased{})
+	}
+	n, leased, err := in.st.WritePart(ctx, in.opts.Slot, in.tx.CommitLSN,
+		store.Part{Changes: in.txChanges, NextSeq: in.nextSeq}, in.events, lease)
 	if err != nil {
 		return err
 	}
-	in.deliveries += n
-	in.leased.Add(leased)
 	in.tel.written()
-	clear(sent)
-	in.spare = sent[:0]
+	in.tel.committed(n)
+	if n > 0 {
+		in.opts.Committed(n, leased)
+	}
+	clear(in.events)
+	in.events = in.events[:0]
+	if _, _, err := x.Finish(); err != nil {
+		return err
+	}
 	in.forget()
 	return nil
 }
@@ -491,6 +537,14 @@ func (in *Ingester) mapChanges(ctx context.Context, priorKeys []string) error {
 			before = in.known[c.Table][pk]
 		}
 		drafts, next, err := in.m.Map(c, before, in.companies)
+		if r := in.resume; r != nil {
+			if in.txChanges < r.Changes {
+				drafts = nil // stored in a part before a restart
+			} else {
+				in.nextSeq, in.resume = r.NextSeq, nil
+			}
+		}
+		in.txChanges++
 		if err != nil {
 			// A rule that cannot be evaluated on this row is a rule problem:
 			// say so loudly; the other rules' events of the change still go.

@@ -259,3 +259,100 @@ func TestLargeTransactionAcrossChunks(t *testing.T) {
 		t.Fatalf("%d user.deactivated after deactivating everyone, want %d", got, want)
 	}
 }
+
+// A large transaction's events are stored in parts as it is read. When the
+// session ends before it commits, the replay stores the rest, numbered on
+// from the parts, and never an event twice; the group's earlier
+// transactions are committed before the first part.
+func TestLargeTransactionInParts(t *testing.T) {
+	const n, chunk = 500, 100
+	f := newFixture(t, n, chunk)
+	ctx := context.Background()
+	// An earlier transaction of the same group.
+	f.tx(set{n, false})
+	begin := func() event.Tx {
+		tx := event.Tx{CommitLSN: f.lsn + 10, EndLSN: f.lsn + 11, CommitTime: time.Now()}
+		if err := f.in.Begin(ctx, tx); err != nil {
+			t.Fatal(err)
+		}
+		return tx
+	}
+	change := func(tx event.Tx, id int) {
+		c := &event.Change{CommitLSN: tx.CommitLSN, CommitTime: tx.CommitTime, Table: "users", Op: event.Update, New: user(id, false)}
+		if err := f.in.Change(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tx := begin()
+	for id := 1; id <= 350; id++ {
+		change(tx, id)
+	}
+	// Three chunks mapped: three parts stored, and the earlier transaction
+	// before them.
+	if got := f.deactivations(); got != 1+3*chunk {
+		t.Fatalf("%d user.deactivated stored while the transaction is read, want %d", got, 1+3*chunk)
+	}
+	parts, err := f.st.Parts(ctx, "s")
+	if err != nil || parts[tx.CommitLSN].Changes != 3*chunk {
+		t.Fatalf("parts %v, %v", parts, err)
+	}
+	// The connection is lost; the relay restarts with a rule more (each
+	// deactivation now also fires user.created) and the transaction is
+	// streamed again, whole. The stored parts stand; the rest follows the
+	// new rules, numbered on from the parts.
+	f.in.Close(ctx)
+	rules := mapper.DefaultRules()
+	var deactivated mapper.Rule
+	for _, r := range rules {
+		if r.Event == "user.deactivated" {
+			deactivated = r
+		}
+	}
+	for i, r := range rules {
+		if r.Event == "user.created" {
+			rules[i].Table, rules[i].On, rules[i].When = deactivated.Table, deactivated.On, deactivated.When
+		}
+	}
+	m2, err := mapper.New(rules, mapper.Options{DefaultLocation: time.UTC})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.in = ingest.New(f.st, m2, ingest.Options{Slot: "s", Tables: []string{"users"}, ChunkSize: chunk})
+	f.start()
+	tx = begin()
+	for id := 1; id < n; id++ {
+		change(tx, id)
+	}
+	if err := f.in.Commit(ctx, tx); err != nil {
+		t.Fatal(err)
+	}
+	f.lsn += 10
+	f.flush()
+	if got := f.deactivations(); got != n {
+		t.Fatalf("%d user.deactivated after the replay, want %d (each user once)", got, n)
+	}
+	// The parts' users (1 to 300) have their one event from the first run;
+	// the others two each, under the new rules.
+	var stored, created, early int
+	f.st.Pool().QueryRow(ctx, `SELECT count(*), count(*) FILTER (WHERE event_type = 'user.created'),
+			count(*) FILTER (WHERE (convert_from(body, 'UTF8')::jsonb #>> '{data,user_id}')::int <= $2 AND event_type = 'user.created')
+		FROM relay.events WHERE commit_lsn = $1`,
+		int64(tx.CommitLSN), 3*chunk).Scan(&stored, &created, &early)
+	if rest := n - 1 - 3*chunk; stored != 3*chunk+2*rest || created != rest || early != 0 {
+		t.Fatalf("%d events of the transaction (%d user.created, %d of them for the parts' users), want %d (%d, 0)",
+			stored, created, early, 3*chunk+2*rest, rest)
+	}
+	if parts, err := f.st.Parts(ctx, "s"); err != nil || len(parts) != 0 {
+		t.Fatalf("parts left after the commit: %v, %v", parts, err)
+	}
+	// The row state is the transaction's: nobody is active any more.
+	all := make([]set, n)
+	for i := range all {
+		all[i] = set{i + 1, false}
+	}
+	f.tx(all...)
+	f.flush()
+	if got := f.deactivations(); got != n {
+		t.Fatalf("%d user.deactivated after deactivating everyone again, want still %d", got, n)
+	}
+}

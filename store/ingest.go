@@ -151,6 +151,71 @@ type Writer struct {
 	// began is when the transaction was begun, by this process's clock: no
 	// later than the database's now() in it, from which leases run.
 	began time.Time
+	// parts is set when a source transaction in it was stored in parts.
+	parts bool
+}
+
+// SawParts tells the writer that a source transaction it commits was
+// stored in parts (WritePart): Commit forgets them.
+func (w *Writer) SawParts() { w.parts = true }
+
+// Part is how far a source transaction stored in parts got: its first
+// Changes changes produced the events stored, numbered below NextSeq.
+type Part struct {
+	Changes int64
+	NextSeq int
+}
+
+// Parts returns the parts stored of the slot's source transactions that
+// are not committed yet, by commit LSN: at most the one a relay was
+// storing when it stopped.
+func (s *Store) Parts(ctx context.Context, slot string) (map[event.LSN]Part, error) {
+	rows, err := s.pool.Query(ctx, s.q(`SELECT commit_lsn, changes, next_seq FROM {{schema}}.parts WHERE slot = $1`), slot)
+	if err != nil {
+		return nil, fmt.Errorf("read stored parts: %w", err)
+	}
+	out := map[event.LSN]Part{}
+	var lsn, changes int64
+	var next int32
+	_, err = pgx.ForEachRow(rows, []any{&lsn, &changes, &next}, func() error {
+		out[event.LSN(lsn)] = Part{Changes: changes, NextSeq: int(next)}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read stored parts: %w", err)
+	}
+	return out, nil
+}
+
+// WritePart stores events of a source transaction that is not completely
+// read yet, with their deliveries, leasing as WriteLeasing does, in one
+// transaction of its own that also records how far into the source
+// transaction they go (p). The source transaction's row state and the
+// slot's position are left to the writer that commits it; until then a
+// relay that streams it again maps its first p.Changes changes for their
+// row state only (Parts). It commits at once.
+func (s *Store) WritePart(ctx context.Context, slot string, commitLSN event.LSN, p Part, events []event.Event, lease ClaimRequest) (int64, Leased, error) {
+	w := &Writer{s: s, slot: slot, began: time.Now()}
+	b := &pgx.Batch{}
+	b.Queue(hotSettingsSQL)
+	b.Queue(s.q(`INSERT INTO {{schema}}.parts (slot, commit_lsn, changes, next_seq) VALUES ($1, $2, $3, $4)
+		ON CONFLICT (slot, commit_lsn) DO UPDATE SET changes = excluded.changes, next_seq = excluded.next_seq`),
+		slot, int64(commitLSN), p.Changes, int32(p.NextSeq))
+	if len(events) > 0 {
+		w.queueEvents(b, events, lease)
+	}
+	br := s.pool.SendBatch(ctx, b)
+	for range 2 {
+		if _, err := br.Exec(); err != nil {
+			br.Close()
+			return 0, Leased{}, fmt.Errorf("store part: %w", err)
+		}
+	}
+	n, leased, err := w.results(br, 0, events)
+	if err != nil {
+		return 0, Leased{}, fmt.Errorf("store part: %w", err)
+	}
+	return n, leased, nil
 }
 
 // BeginWrite opens a store transaction for one source transaction.
@@ -658,7 +723,9 @@ func (w *Writer) TruncateState(ctx context.Context, table string) error {
 	return nil
 }
 
-// Commit records end as the slot's position and commits everything written.
+// Commit records end as the slot's position, forgets the parts of the
+// source transactions before it (WritePart), and commits everything
+// written.
 func (w *Writer) Commit(ctx context.Context, end event.LSN) error {
 	tag, err := w.tx.Exec(ctx, w.s.q(`UPDATE {{schema}}.checkpoints SET lsn = $2, updated_at = now()
 		WHERE slot = $1 AND state = 'ready'`), w.slot, int64(end))
@@ -669,6 +736,12 @@ func (w *Writer) Commit(ctx context.Context, end event.LSN) error {
 	if tag.RowsAffected() != 1 {
 		w.Rollback(ctx)
 		return fmt.Errorf("save checkpoint: slot %s is not ready", w.slot)
+	}
+	if w.parts {
+		if _, err := w.tx.Exec(ctx, w.s.q(`DELETE FROM {{schema}}.parts WHERE slot = $1 AND commit_lsn < $2`), w.slot, int64(end)); err != nil {
+			w.Rollback(ctx)
+			return fmt.Errorf("forget stored parts: %w", err)
+		}
 	}
 	if err := w.tx.Commit(ctx); err != nil {
 		return fmt.Errorf("commit store transaction: %w", err)
