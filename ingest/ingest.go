@@ -4,8 +4,10 @@
 // transaction, in one store transaction. It implements cdc.Handler.
 //
 // Memory stays bounded for transactions of any size: changes are mapped and
-// written in chunks inside the one store transaction that the source
-// transaction's commit finally commits.
+// written in chunks. A large transaction's events are stored in parts, each
+// committed at once with how far into the transaction it goes, while its
+// row state and the position commit with the store transaction that its
+// commit finally commits (see mapChunk).
 package ingest
 
 import (
