@@ -77,6 +77,7 @@ type Ingester struct {
 	tx        event.Tx
 	txChanges int64
 	inParts   bool
+	noParts   bool // a chunk of it went to the store transaction: no parts
 	resume    *store.Part
 	// parts are the stored parts of source transactions not committed
 	// yet, read when a session starts.
@@ -200,7 +201,7 @@ func (in *Ingester) Begin(ctx context.Context, tx event.Tx) error {
 	in.pending = in.pending[:0]
 	in.nextSeq = 0
 	in.txEvents = 0
-	in.tx, in.txChanges, in.inParts, in.resume = tx, 0, false, nil
+	in.tx, in.txChanges, in.inParts, in.noParts, in.resume = tx, 0, false, false, nil
 	if p, ok := in.parts[tx.CommitLSN]; ok {
 		// Stored in part before a restart: its first p.Changes changes'
 		// events are stored already.
@@ -238,8 +239,15 @@ func (in *Ingester) Change(ctx context.Context, c *event.Change) error {
 // and nothing is dropped from memory that a write still to be sent
 // changes (forget).
 func (in *Ingester) mapChunk(ctx context.Context) error {
-	if in.pendingTruncate() {
+	if in.noParts || in.pendingTruncate() {
+		// A truncate is applied in the store transaction, and with it what
+		// its chunk produced: the parts (if any) end before it, and the
+		// rest of the transaction goes where the truncate went.
+		in.noParts = true
 		if err := in.mapPending(ctx); err != nil {
+			return err
+		}
+		if err := in.write(ctx); err != nil {
 			return err
 		}
 		in.forget()

@@ -296,11 +296,23 @@ func TestLargeTransactionInParts(t *testing.T) {
 	if err != nil || parts[tx.CommitLSN].Changes != 3*chunk {
 		t.Fatalf("parts %v, %v", parts, err)
 	}
-	// The connection is lost; the relay restarts with a rule more (each
-	// deactivation now also fires user.created) and the transaction is
-	// streamed again, whole. The stored parts stand; the rest follows the
-	// new rules, numbered on from the parts.
+	// The connection is lost, and lost again while the transaction is
+	// streamed a second time, before that reaches the parts' end: its first
+	// part must not lower what the parts record.
 	f.in.Close(ctx)
+	f.start()
+	tx = begin()
+	for id := 1; id <= 150; id++ {
+		change(tx, id)
+	}
+	f.in.Close(ctx)
+	if parts, err := f.st.Parts(ctx, "s"); err != nil || parts[tx.CommitLSN].Changes != 3*chunk {
+		t.Fatalf("parts after a replay stopped short of them: %v, %v", parts, err)
+	}
+	// The relay restarts with a rule more (each deactivation now also
+	// fires user.created) and the transaction is streamed again, whole.
+	// The stored parts stand; the rest follows the new rules, numbered on
+	// from the parts.
 	rules := mapper.DefaultRules()
 	var deactivated mapper.Rule
 	for _, r := range rules {
@@ -354,5 +366,50 @@ func TestLargeTransactionInParts(t *testing.T) {
 	f.flush()
 	if got := f.deactivations(); got != n {
 		t.Fatalf("%d user.deactivated after deactivating everyone again, want still %d", got, n)
+	}
+}
+
+// A truncate in a large transaction ends its parts: what follows goes to
+// the store transaction with the truncate. A replay after a lost session
+// stores what the parts did not, exactly as a run without the loss does.
+func TestLargeTransactionWithTruncate(t *testing.T) {
+	const n, chunk = 500, 100
+	run := func(lose bool) (events int, distinct int) {
+		f := newFixture(t, n, chunk)
+		ctx := context.Background()
+		tx := event.Tx{CommitLSN: f.lsn + 10, EndLSN: f.lsn + 11, CommitTime: time.Now()}
+		feed := func(upTo int) {
+			if err := f.in.Begin(ctx, tx); err != nil {
+				t.Fatal(err)
+			}
+			for i := 1; i <= upTo; i++ {
+				c := &event.Change{CommitLSN: tx.CommitLSN, CommitTime: tx.CommitTime, Table: "users", Op: event.Update, New: user(i, false)}
+				if i == 250 {
+					c = &event.Change{CommitLSN: tx.CommitLSN, CommitTime: tx.CommitTime, Table: "users", Op: event.Truncate}
+				}
+				if err := f.in.Change(ctx, c); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		if lose {
+			feed(450) // two parts, the truncate's chunk, one more chunk, half a chunk
+			f.in.Close(ctx)
+			f.start()
+		}
+		feed(n)
+		if err := f.in.Commit(ctx, tx); err != nil {
+			t.Fatal(err)
+		}
+		f.flush()
+		f.st.Pool().QueryRow(ctx, `SELECT count(*), count(DISTINCT body) FROM relay.events WHERE commit_lsn = $1`, int64(tx.CommitLSN)).Scan(&events, &distinct)
+		return events, distinct
+	}
+	wantEvents, wantDistinct := run(false)
+	if wantEvents == 0 || wantEvents != wantDistinct {
+		t.Fatalf("reference run: %d events, %d distinct", wantEvents, wantDistinct)
+	}
+	if got, distinct := run(true); got != wantEvents || distinct != wantDistinct {
+		t.Fatalf("after a lost session: %d events (%d distinct), want %d (%d)", got, distinct, wantEvents, wantDistinct)
 	}
 }

@@ -190,8 +190,9 @@ func (s *Store) Parts(ctx context.Context, slot string) (map[event.LSN]Part, err
 // WritePart stores events of a source transaction that is not completely
 // read yet, with their deliveries, leasing as WriteLeasing does, in one
 // transaction of its own that also records how far into the source
-// transaction they go (p). The source transaction's row state and the
-// slot's position are left to the writer that commits it; until then a
+// transaction they go (p); a part recorded earlier that went further (a
+// replay's first parts) is kept. The source transaction's row state and
+// the slot's position are left to the writer that commits it; until then a
 // relay that streams it again maps its first p.Changes changes for their
 // row state only (Parts). It commits at once.
 func (s *Store) WritePart(ctx context.Context, slot string, commitLSN event.LSN, p Part, events []event.Event, lease ClaimRequest) (int64, Leased, error) {
@@ -199,7 +200,8 @@ func (s *Store) WritePart(ctx context.Context, slot string, commitLSN event.LSN,
 	b := &pgx.Batch{}
 	b.Queue(hotSettingsSQL)
 	b.Queue(s.q(`INSERT INTO {{schema}}.parts (slot, commit_lsn, changes, next_seq) VALUES ($1, $2, $3, $4)
-		ON CONFLICT (slot, commit_lsn) DO UPDATE SET changes = excluded.changes, next_seq = excluded.next_seq`),
+		ON CONFLICT (slot, commit_lsn) DO UPDATE SET changes = excluded.changes, next_seq = excluded.next_seq
+		WHERE parts.changes < excluded.changes`),
 		slot, int64(commitLSN), p.Changes, int32(p.NextSeq))
 	if len(events) > 0 {
 		w.queueEvents(b, events, lease)
