@@ -148,30 +148,17 @@ func TestHangingReceiver(t *testing.T) {
 // delivered and the relay's memory stays bounded.
 func TestHugeTransaction(t *testing.T) {
 	rows := size(100000, 10000)
-	e := newEnv(t, fmt.Sprintf(`INSERT INTO tasks (company_id, asset_id, title, technician_id) SELECT 1, 1, 'bulk ' || g, 3 FROM generate_series(1, %d) g`, rows))
+	e := newEnv(t, bulkTasks(rows))
 	r := newReceiver(t)
 	cfg := config(t, e.url, []string{r.url("/a")}, "")
 	p := startRelay(t, "run", "--config", cfg)
 	e.waitStreaming()
 	start := time.Now()
-	tx, err := e.pool.Begin(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	tag, err := tx.Exec(context.Background(), `UPDATE tasks SET technician_id = 2, title = 'bulk upd ' || id WHERE title LIKE 'bulk %'`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tx.Exec(context.Background(), `INSERT INTO fault_ledger (events) VALUES ($1)`, tag.RowsAffected()); err != nil {
-		t.Fatal(err)
-	}
-	if err := tx.Commit(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	changed := e.bulkUpdate()
 	got := checkDelivered(t, e, r, 1, 10*time.Minute)
 	took := time.Since(start)
 	peak := p.peakMB()
-	figures{changes: tag.RowsAffected(), expected: e.expected(), delivered: int64(got.events), dupIDs: int64(got.multiIDs),
+	figures{changes: changed, expected: e.expected(), delivered: int64(got.events), dupIDs: int64(got.multiIDs),
 		repeats: int64(got.repeats), peakMB: peak, extra: fmt.Sprintf("rows_in_one_tx=%d end_to_end=%s", rows, took.Round(time.Second))}.log(t)
 	if peak > 512 {
 		t.Errorf("peak RSS %.0f MB for one transaction of %d rows: memory is not bounded", peak, rows)
@@ -185,7 +172,7 @@ func TestHugeTransaction(t *testing.T) {
 // delivery.timeout plus 10 s).
 func TestKillWhileHolding(t *testing.T) {
 	rows := size(20000, 5000)
-	e := newEnv(t, fmt.Sprintf(`INSERT INTO tasks (company_id, asset_id, title, technician_id) SELECT 1, 1, 'bulk ' || g, 3 FROM generate_series(1, %d) g`, rows))
+	e := newEnv(t, bulkTasks(rows))
 	r := newReceiver(t)
 	// 16 slots at 20 ms an answer: 800 a second, so most of the
 	// transaction's deliveries are still held when the relay is killed.
@@ -193,20 +180,7 @@ func TestKillWhileHolding(t *testing.T) {
 	cfg := config(t, e.url, []string{r.url("/slow")}, "")
 	p := startRelay(t, "run", "--config", cfg)
 	e.waitStreaming()
-	tx, err := e.pool.Begin(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	tag, err := tx.Exec(context.Background(), `UPDATE tasks SET technician_id = 2, title = 'bulk upd ' || id WHERE title LIKE 'bulk %'`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tx.Exec(context.Background(), `INSERT INTO fault_ledger (events) VALUES ($1)`, tag.RowsAffected()); err != nil {
-		t.Fatal(err)
-	}
-	if err := tx.Commit(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	changed := e.bulkUpdate()
 	var held int64
 	waitFor(t, "sending to begin with most deliveries held", 2*time.Minute, func() bool {
 		held = e.scalar(`SELECT count(*) FROM relay.deliveries WHERE lease_owner IS NOT NULL AND attempts = 0`)
@@ -217,7 +191,7 @@ func TestKillWhileHolding(t *testing.T) {
 	r.slowFor.Store(0)
 	p = startRelay(t, "run", "--config", cfg)
 	got := checkDelivered(t, e, r, 1, 3*time.Minute)
-	figures{changes: tag.RowsAffected(), expected: e.expected(), delivered: int64(got.events), dupIDs: int64(got.multiIDs),
+	figures{changes: changed, expected: e.expected(), delivered: int64(got.events), dupIDs: int64(got.multiIDs),
 		repeats: int64(got.repeats), peakMB: max(peak, p.peakMB()), extra: fmt.Sprintf("rows_in_one_tx=%d leased_unsent_at_kill=%d", rows, held)}.log(t)
 }
 
@@ -228,25 +202,12 @@ func TestKillWhileHolding(t *testing.T) {
 // each under one delivery id.
 func TestKillWhileStoringInParts(t *testing.T) {
 	rows := size(100000, 20000)
-	e := newEnv(t, fmt.Sprintf(`INSERT INTO tasks (company_id, asset_id, title, technician_id) SELECT 1, 1, 'bulk ' || g, 3 FROM generate_series(1, %d) g`, rows))
+	e := newEnv(t, bulkTasks(rows))
 	r := newReceiver(t)
 	cfg := config(t, e.url, []string{r.url("/a")}, "")
 	p := startRelay(t, "run", "--config", cfg)
 	e.waitStreaming()
-	tx, err := e.pool.Begin(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	tag, err := tx.Exec(context.Background(), `UPDATE tasks SET technician_id = 2, title = 'bulk upd ' || id WHERE title LIKE 'bulk %'`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tx.Exec(context.Background(), `INSERT INTO fault_ledger (events) VALUES ($1)`, tag.RowsAffected()); err != nil {
-		t.Fatal(err)
-	}
-	if err := tx.Commit(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	changed := e.bulkUpdate()
 	var stored int64
 	waitFor(t, "the first parts to be stored", 2*time.Minute, func() bool {
 		stored = e.scalar(`SELECT coalesce(max(changes), 0) FROM relay.parts`)
@@ -262,6 +223,34 @@ func TestKillWhileStoringInParts(t *testing.T) {
 	if left := e.scalar(`SELECT count(*) FROM relay.parts`); left != 0 {
 		t.Errorf("%d parts left after the transaction was stored", left)
 	}
-	figures{changes: tag.RowsAffected(), expected: e.expected(), delivered: int64(got.events), dupIDs: int64(got.multiIDs),
+	figures{changes: changed, expected: e.expected(), delivered: int64(got.events), dupIDs: int64(got.multiIDs),
 		repeats: int64(got.repeats), peakMB: max(peak, p.peakMB()), extra: fmt.Sprintf("rows_in_one_tx=%d changes_in_parts_at_kill=%d", rows, stored)}.log(t)
+}
+
+// bulkTasks is a script that creates rows tasks for bulkUpdate.
+func bulkTasks(rows int) string {
+	return fmt.Sprintf(`INSERT INTO tasks (company_id, asset_id, title, technician_id) SELECT 1, 1, 'bulk ' || g, 3 FROM generate_series(1, %d) g`, rows)
+}
+
+// bulkUpdate reassigns every bulk task in one transaction, recording the
+// events it must produce (one task.assigned each), and returns how many
+// rows it changed.
+func (e *env) bulkUpdate() int64 {
+	e.t.Helper()
+	ctx := context.Background()
+	tx, err := e.pool.Begin(ctx)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	tag, err := tx.Exec(ctx, `UPDATE tasks SET technician_id = 2, title = 'bulk upd ' || id WHERE title LIKE 'bulk %'`)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO fault_ledger (events) VALUES ($1)`, tag.RowsAffected()); err != nil {
+		e.t.Fatal(err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		e.t.Fatal(err)
+	}
+	return tag.RowsAffected()
 }

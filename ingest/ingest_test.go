@@ -141,6 +141,17 @@ func (f *fixture) flush() {
 	}
 }
 
+// deactivateAll deactivates users 1 to n in one transaction and commits it.
+func (f *fixture) deactivateAll(n int) {
+	f.t.Helper()
+	all := make([]set, n)
+	for i := range all {
+		all[i] = set{i + 1, false}
+	}
+	f.tx(all...)
+	f.flush()
+}
+
 func (f *fixture) deactivations() int {
 	f.t.Helper()
 	var n int
@@ -245,12 +256,7 @@ func TestLargeTransactionAcrossChunks(t *testing.T) {
 	}
 	// Deactivating everyone again finds a transition only if user 1's
 	// last change left it active.
-	all := make([]set, n)
-	for i := range all {
-		all[i] = set{i + 1, false}
-	}
-	f.tx(all...)
-	f.flush()
+	f.deactivateAll(n)
 	want := n - 1 + hot
 	if hotActive {
 		want++
@@ -358,12 +364,7 @@ func TestLargeTransactionInParts(t *testing.T) {
 		t.Fatalf("parts left after the commit: %v, %v", parts, err)
 	}
 	// The row state is the transaction's: nobody is active any more.
-	all := make([]set, n)
-	for i := range all {
-		all[i] = set{i + 1, false}
-	}
-	f.tx(all...)
-	f.flush()
+	f.deactivateAll(n)
 	if got := f.deactivations(); got != n {
 		t.Fatalf("%d user.deactivated after deactivating everyone again, want still %d", got, n)
 	}
