@@ -266,7 +266,7 @@ func (in *Ingester) mapChunk(ctx context.Context) error {
 		in.inParts = true
 	}
 	keys, missing := in.priorKeys()
-	x, err := in.w.ReadThenWrite(ctx, missing, nil, in.states, store.ClaimRequest{})
+	x, err := in.w.ReadThenWrite(ctx, missing, in.states)
 	if err != nil {
 		return err
 	}
@@ -298,7 +298,7 @@ func (in *Ingester) mapChunk(ctx context.Context) error {
 	}
 	clear(in.events)
 	in.events = in.events[:0]
-	if _, _, err := x.Finish(); err != nil {
+	if err := x.Finish(); err != nil {
 		return err
 	}
 	in.forget()

@@ -262,28 +262,26 @@ func readRowState(rows pgx.Rows, table string, n int) (map[string]event.Row, err
 	return out, nil
 }
 
-// Exchange is a read of row state and a write sent together in one round
-// trip (ReadThenWrite): the read's answer comes back as soon as the read
-// has run, while the write still runs, so the caller can work with it in
-// the meantime. Read it with State, then Finish the write; Close releases
-// the connection if either is skipped.
+// Exchange is a read of row state and row state changes sent together in
+// one round trip (ReadThenWrite): the read's answer comes back as soon as
+// the read has run, while the changes are still being applied, so the
+// caller can work with it in the meantime. Read it with State, then Finish
+// the write; Close releases the connection if either is skipped.
 type Exchange struct {
 	w      *Writer
 	br     pgx.BatchResults
 	tables []string
 	keys   [][]string
 	nState int
-	events []event.Event
 	read   bool
 	closed bool
 }
 
 // ReadThenWrite reads the recorded state of the given rows (keys by table)
-// and then writes events and states as WriteLeasing does, in one round
-// trip. The read runs first, so it does not see the write. The caller must
-// not change events until Finish returns.
-func (w *Writer) ReadThenWrite(ctx context.Context, reads map[string][]string, events []event.Event, states []StateRow, lease ClaimRequest) (*Exchange, error) {
-	x := &Exchange{w: w, events: events}
+// and then applies the row state changes states, in one round trip. The
+// read runs first, so it does not see the changes.
+func (w *Writer) ReadThenWrite(ctx context.Context, reads map[string][]string, states []StateRow) (*Exchange, error) {
+	x := &Exchange{w: w}
 	b := &pgx.Batch{}
 	for table, keys := range reads {
 		x.tables, x.keys = append(x.tables, table), append(x.keys, keys)
@@ -293,9 +291,6 @@ func (w *Writer) ReadThenWrite(ctx context.Context, reads map[string][]string, e
 		return nil, err
 	}
 	x.nState = b.Len() - len(x.tables)
-	if len(events) > 0 {
-		w.queueEvents(b, events, lease)
-	}
 	x.br = w.tx.SendBatch(ctx, b)
 	return x, nil
 }
@@ -319,17 +314,17 @@ func (x *Exchange) State() (map[string]map[string]event.Row, error) {
 	return out, nil
 }
 
-// Finish waits for the write and returns what WriteLeasing would. It
-// closes the exchange.
-func (x *Exchange) Finish() (int64, Leased, error) {
+// Finish waits for the row state changes. It closes the exchange.
+func (x *Exchange) Finish() error {
 	if !x.read {
 		if _, err := x.State(); err != nil {
 			x.Close()
-			return 0, Leased{}, err
+			return err
 		}
 	}
 	x.closed = true
-	return x.w.results(x.br, x.nState, x.events)
+	_, _, err := x.w.results(x.br, x.nState, nil)
+	return err
 }
 
 // Close abandons what was not read yet. It is safe to call after Finish.
