@@ -240,7 +240,7 @@ func (s *Store) Claim(ctx context.Context, req ClaimRequest) ([]Claimed, error) 
 	err := s.hotStatement(ctx, durable, s.q(claimSQL), []any{req.Owner, req.Limit, exclude,
 		req.Lease.Microseconds(), room, busyIDs, busyRoom, before},
 		func(rows pgx.Rows) (err error) {
-			out, err = s.scanClaimed(rows)
+			out, err = s.scanClaimed(rows, min(req.Limit, 256))
 			return err
 		})
 	if err != nil {
@@ -250,28 +250,41 @@ func (s *Store) Claim(ctx context.Context, req ClaimRequest) ([]Claimed, error) 
 	return out, nil
 }
 
-// scanClaimed reads the rows of claimSQL or loadHeldSQL. The deliveries of
-// one event to several webhooks share its payload: a fanned-out backlog
-// holds one copy per event, not one per webhook.
-func (s *Store) scanClaimed(rows pgx.Rows) ([]Claimed, error) {
-	var out []Claimed
-	bodies := map[int64][]byte{}
+// scanClaimed reads the rows of claimSQL or loadHeldSQL; n is how many
+// are expected, if known. The deliveries of one event to several webhooks
+// share its payload, those of one webhook its endpoint: a fanned-out
+// backlog holds one copy of each.
+func (s *Store) scanClaimed(rows pgx.Rows, n int) ([]Claimed, error) {
+	out := make([]Claimed, 0, n)
+	type shared struct {
+		body  []byte
+		trace string
+	}
+	events := make(map[int64]shared, n)
+	types := make(map[string]string)
+	// Read from the driver's buffer, copied only when first seen.
+	var eventType, trace, body, url, secret, headers pgtype.DriverBytes
 	for rows.Next() {
-		var c Claimed
-		var secret *string
-		var headers []byte
-		if err := rows.Scan(&c.ID, &c.WebhookID, &c.EventID, &c.EventType, &c.CompanyID, &c.TraceParent, &c.Attempts, &c.RetryBase,
-			&c.NextAttemptAt, &c.LeaseUntil, &c.Body, &c.CreatedAt, &c.CommittedAt,
-			&c.URL, &secret, &headers); err != nil {
+		out = append(out, Claimed{})
+		c := &out[len(out)-1]
+		if err := rows.Scan((*[16]byte)(&c.ID), &c.WebhookID, &c.EventID, &eventType, &c.CompanyID, &trace, &c.Attempts, &c.RetryBase,
+			&c.NextAttemptAt, &c.LeaseUntil, &body, &c.CreatedAt, &c.CommittedAt,
+			&url, &secret, &headers); err != nil {
 			return nil, err
 		}
-		if b, ok := bodies[c.EventID]; ok {
-			c.Body = b
-		} else {
-			bodies[c.EventID] = c.Body
+		t, ok := types[string(eventType)]
+		if !ok {
+			t = string(eventType)
+			types[t] = t
 		}
-		s.endpoint(&c, secret, headers)
-		out = append(out, c)
+		c.EventType = t
+		e, ok := events[c.EventID]
+		if !ok {
+			e = shared{body: append([]byte{}, body...), trace: string(trace)}
+			events[c.EventID] = e
+		}
+		c.Body, c.TraceParent = e.body, e.trace
+		s.endpoint(c.WebhookID, url, secret, headers).fill(c)
 	}
 	return out, rows.Err()
 }
@@ -289,7 +302,7 @@ func (s *Store) LoadHeld(ctx context.Context, owner string, ids []uuid.UUID, min
 	var out []Claimed
 	err := s.hotStatement(ctx, async, s.q(loadHeldSQL), []any{owner, uuidArray(ids), minLease.Microseconds()},
 		func(rows pgx.Rows) (err error) {
-			out, err = s.scanClaimed(rows)
+			out, err = s.scanClaimed(rows, len(ids))
 			return err
 		})
 	if err != nil {
@@ -306,19 +319,6 @@ func uuidArray(ids []uuid.UUID) [][16]byte {
 		out[i] = id
 	}
 	return out
-}
-
-// endpoint fills in a claimed delivery's signing secret, decrypted, and its
-// webhook's own headers.
-func (s *Store) endpoint(c *Claimed, secret *string, headers []byte) {
-	if secret != nil {
-		plain, err := s.box.Open(*secret)
-		if err != nil {
-			c.SecretError = fmt.Sprintf("webhook %d: %v; configure the key that encrypted it (secrets.previous_keys) or save a new secret", c.WebhookID, err)
-		}
-		c.Secret = plain
-	}
-	c.Headers = decodeHeaders(headers)
 }
 
 // decodeHeaders reads a webhook's headers object. String values are taken
@@ -469,10 +469,10 @@ func (s *Store) RecordAttempts(ctx context.Context, owner string, results []Atte
 		statuses[i] = string(r.Status)
 		retry[i] = max(r.RetryIn, 0).Microseconds()
 	}
-	var done []uuid.UUID
+	var done [][16]byte // not uuid.UUID, which pgx scans as text through sql.Scanner
 	err = s.hotStatement(ctx, async, s.q(recordSQL), []any{owner, ids, attempts, started, durations, codes, errs, snippets, statuses, retry},
 		func(rows pgx.Rows) (err error) {
-			done, err = pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+			done, err = pgx.CollectRows(rows, pgx.RowTo[[16]byte])
 			return err
 		})
 	if err != nil {
@@ -481,13 +481,13 @@ func (s *Store) RecordAttempts(ctx context.Context, owner string, results []Atte
 	if len(done) == n {
 		return nil, nil
 	}
-	recorded := make(map[uuid.UUID]bool, len(done))
+	recorded := make(map[[16]byte]bool, len(done))
 	for _, id := range done {
 		recorded[id] = true
 	}
 	for _, id := range ids {
 		if !recorded[id] {
-			lost = append(lost, id)
+			lost = append(lost, uuid.UUID(id))
 		}
 	}
 	return lost, nil

@@ -856,3 +856,45 @@ func TestClaimSharesAnEventsPayload(t *testing.T) {
 		t.Fatalf("payloads %q and %q", shared, other)
 	}
 }
+
+// TestClaimSeesAnEditedWebhook checks that the cache of webhook endpoints
+// never outlives an edit: the next claim after a change of URL, secret or
+// headers sends with the new ones, and deliveries of an unchanged webhook
+// share one endpoint.
+func TestClaimSeesAnEditedWebhook(t *testing.T) {
+	s := newTestStore(t)
+	ctx := context.Background()
+	wh := s.addWebhook(t, "http://example.invalid/a", "one", `{"X-A": "1"}`)
+	claim := func() []Claimed {
+		t.Helper()
+		got, err := s.ClaimDue(ctx, "me", 10, time.Minute, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	s.addDelivery(t, wh, `{}`)
+	s.addDelivery(t, wh, `{}`)
+	first := claim()
+	if len(first) != 2 || first[0].URL != "http://example.invalid/a" || first[0].Secret != "one" || first[0].Headers["X-A"] != "1" {
+		t.Fatalf("first claim: %+v", first)
+	}
+	if fmt.Sprintf("%p", first[0].Headers) != fmt.Sprintf("%p", first[1].Headers) {
+		t.Fatal("deliveries of one webhook decode its headers apart")
+	}
+	for _, edit := range []struct {
+		sql, url, secret, header string
+	}{
+		{"UPDATE {{schema}}.webhooks SET url = 'http://example.invalid/b'", "http://example.invalid/b", "one", "1"},
+		{"UPDATE {{schema}}.webhooks SET secret = 'two'", "http://example.invalid/b", "two", "1"},
+		{`UPDATE {{schema}}.webhooks SET headers = '{"X-A": "2"}'`, "http://example.invalid/b", "two", "2"},
+		{"UPDATE {{schema}}.webhooks SET secret = NULL", "http://example.invalid/b", "", "2"},
+	} {
+		s.mustExec(t, edit.sql)
+		s.addDelivery(t, wh, `{}`)
+		got := claim()
+		if len(got) != 1 || got[0].URL != edit.url || got[0].Secret != edit.secret || got[0].Headers["X-A"] != edit.header {
+			t.Fatalf("after %s: %+v", edit.sql, got)
+		}
+	}
+}

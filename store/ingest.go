@@ -622,13 +622,12 @@ WHERE k.leased`
 // created and the leased deliveries, with their events' payloads.
 func (w *Writer) scanEvents(row pgx.Row, events []event.Event) (int64, Leased, error) {
 	var created int64
-	var ids, heldIDs []uuid.UUID
+	var ids, heldIDs [][16]byte // not uuid.UUID, which pgx scans as text through sql.Scanner
 	var lsns, hooks, eventIDs, heldHooks []int64
 	var seqs []int32
 	var committed []time.Time
 	var now, until time.Time
-	var urls []string
-	var secrets, headers []*string
+	var urls, secrets, headers [][]byte
 	if err := row.Scan(&created, &ids, &lsns, &seqs, &hooks, &eventIDs, &committed, &now, &until, &urls, &secrets, &headers,
 		&heldIDs, &heldHooks); err != nil {
 		return 0, Leased{}, err
@@ -637,7 +636,7 @@ func (w *Writer) scanEvents(row pgx.Row, events []event.Event) (int64, Leased, e
 	if len(heldIDs) > 0 {
 		leased.Held = make([]Held, len(heldIDs))
 		for i, id := range heldIDs {
-			leased.Held[i] = Held{ID: id, WebhookID: heldHooks[i]}
+			leased.Held[i] = Held{ID: uuid.UUID(id), WebhookID: heldHooks[i]}
 		}
 	}
 	if len(ids) == 0 {
@@ -657,15 +656,10 @@ func (w *Writer) scanEvents(row pgx.Row, events []event.Event) (int64, Leased, e
 		if e == nil {
 			return 0, Leased{}, fmt.Errorf("leased delivery %s: its event %s/%d is not in the batch", id, event.LSN(lsns[i]), seqs[i])
 		}
-		c := Claimed{ID: id, WebhookID: hooks[i], EventID: eventIDs[i], EventType: e.Type, CompanyID: e.CompanyID,
+		leased.Ready = append(leased.Ready, Claimed{ID: id, WebhookID: hooks[i], EventID: eventIDs[i], EventType: e.Type, CompanyID: e.CompanyID,
 			TraceParent: e.TraceParent, NextAttemptAt: now, LeaseUntil: until, Body: e.Body,
-			CreatedAt: now, CommittedAt: committed[i], URL: urls[i]}
-		var h []byte
-		if headers[i] != nil {
-			h = []byte(*headers[i])
-		}
-		w.s.endpoint(&c, secrets[i], h)
-		leased.Ready = append(leased.Ready, c)
+			CreatedAt: now, CommittedAt: committed[i]})
+		w.s.endpoint(hooks[i], urls[i], secrets[i], headers[i]).fill(&leased.Ready[i])
 	}
 	return created, leased, nil
 }

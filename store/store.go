@@ -34,6 +34,8 @@ type Store struct {
 	// box seals webhook secrets when they are written and opens them when
 	// they are read; nil keeps them in plain text.
 	box *secrets.Box
+	// endpoints caches the webhooks of claimed deliveries.
+	endpoints endpoints
 }
 
 // UseSecrets makes the store encrypt webhook secrets it writes and decrypt

@@ -1,0 +1,62 @@
+package store
+
+import (
+	"fmt"
+	"sync"
+)
+
+// endpoint is what a claimed delivery needs of its webhook, ready to send:
+// the URL, the decrypted secret and the decoded headers. Every delivery of
+// the webhook shares it, so nothing in it may be changed.
+type endpoint struct {
+	// The stored forms it was made from.
+	url, sealed, headersJSON string
+
+	secret, secretErr string
+	headers           map[string]string
+}
+
+// endpoints keeps one endpoint per webhook, so that a batch of deliveries
+// to a webhook decrypts its secret and decodes its headers once, not once
+// per delivery, and shares one copy of its URL. An entry is used only while
+// the stored forms are the same: an edited webhook gets a new one. It holds
+// at most maxEndpoints and starts over when full.
+type endpoints struct {
+	mu sync.Mutex
+	m  map[int64]*endpoint
+}
+
+const maxEndpoints = 4096
+
+// endpoint returns the endpoint of webhook for its stored URL, secret (sealed by
+// s.box, or plain; nil or empty for none) and headers (a JSON object).
+func (s *Store) endpoint(webhook int64, url, sealed, headers []byte) *endpoint {
+	c := &s.endpoints
+	c.mu.Lock()
+	e := c.m[webhook]
+	c.mu.Unlock()
+	if e != nil && e.url == string(url) && e.sealed == string(sealed) && e.headersJSON == string(headers) {
+		return e
+	}
+	e = &endpoint{url: string(url), sealed: string(sealed), headersJSON: string(headers)}
+	if e.sealed != "" {
+		plain, err := s.box.Open(e.sealed)
+		if err != nil {
+			e.secretErr = fmt.Sprintf("webhook %d: %v; configure the key that encrypted it (secrets.previous_keys) or save a new secret", webhook, err)
+		}
+		e.secret = plain
+	}
+	e.headers = decodeHeaders(headers)
+	c.mu.Lock()
+	if c.m == nil || len(c.m) >= maxEndpoints {
+		c.m = make(map[int64]*endpoint)
+	}
+	c.m[webhook] = e
+	c.mu.Unlock()
+	return e
+}
+
+// fill sets c's webhook fields from e.
+func (e *endpoint) fill(c *Claimed) {
+	c.URL, c.Secret, c.SecretError, c.Headers = e.url, e.secret, e.secretErr, e.headers
+}
