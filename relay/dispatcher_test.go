@@ -105,6 +105,27 @@ func TestHeadersAndSignature(t *testing.T) {
 	}
 }
 
+// TestSignatureFollowsANewSecret checks that the signers kept per secret
+// never sign with a secret the webhook no longer has.
+func TestSignatureFollowsANewSecret(t *testing.T) {
+	e := newEnv(t)
+	rc := newReceiver(t, nil)
+	wh := e.webhook(rc.URL, "whsec_first_0123456789", nil)
+	e.start(fast(Options{}))
+	for _, secret := range []string{"whsec_first_0123456789", "whsec_second_0123456789"} {
+		e.exec("UPDATE {{schema}}.webhooks SET secret = $1", secret)
+		id := e.delivery(wh, body)
+		e.waitStatus(id, store.StatusDelivered, 5*time.Second)
+		got := rc.receipts(id)
+		if len(got) != 1 {
+			t.Fatalf("secret %s: %d requests, want 1", secret, len(got))
+		}
+		if sig := got[0].header.Get("X-SMTM-Signature"); sig != wantSignature(secret, body) {
+			t.Fatalf("secret %s: signature %q, want %q", secret, sig, wantSignature(secret, body))
+		}
+	}
+}
+
 func TestNoSignatureWithoutSecret(t *testing.T) {
 	e := newEnv(t)
 	rc := newReceiver(t, nil)

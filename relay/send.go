@@ -48,7 +48,8 @@ type sender struct {
 	userAgent    string
 	timeout      time.Duration
 	snippetBytes int
-	urls         urlCache
+	urls         cache[*url.URL]
+	signers      cache[*signature.Signer]
 }
 
 // outcome is what one attempt observed.
@@ -79,7 +80,7 @@ var (
 
 // newRequest builds the POST for a claimed delivery.
 func (s *sender) newRequest(ctx context.Context, c *store.Claimed) (*http.Request, error) {
-	u, err := s.urls.parse(c.URL)
+	u, err := s.urls.get(c.URL, parseURL)
 	if err != nil {
 		// The URL may carry credentials: report the reason, not the URL.
 		var uerr *url.Error
@@ -101,9 +102,10 @@ func (s *sender) newRequest(ctx context.Context, c *store.Claimed) (*http.Reques
 	h[canonDelivery] = []string{c.ID.String()}
 	// An empty secret signs nothing a stranger could not sign too.
 	if c.Secret != "" {
-		h[canonSignature] = []string{signature.Sign([]byte(c.Secret), c.Body)}
+		signer, _ := s.signers.get(c.Secret, newSigner)
+		h[canonSignature] = []string{signer.Sign(c.Body)}
 	}
-	req := &http.Request{
+	req := http.Request{
 		Method:        http.MethodPost,
 		URL:           u, // shared and read-only: nothing on the way out writes to it
 		Proto:         "HTTP/1.1",
@@ -119,23 +121,39 @@ func (s *sender) newRequest(ctx context.Context, c *store.Claimed) (*http.Reques
 	return req.WithContext(ctx), nil
 }
 
-// urlCache keeps webhook URLs parsed: every attempt to a webhook would parse
-// the same string again. It holds at most maxCachedURLs and starts over
-// when full (webhooks are few; edited URLs leave stale entries behind).
-type urlCache struct {
-	mu   sync.RWMutex
-	urls map[string]*url.URL
+// cache keeps what is made from a webhook's URL or secret for every
+// attempt: the parsed URL, the signer keyed with the secret. It holds at
+// most maxCached and starts over when full (webhooks are few; edited ones
+// leave stale entries behind).
+type cache[V any] struct {
+	mu sync.RWMutex
+	m  map[string]V
 }
 
-const maxCachedURLs = 4096
+const maxCached = 4096
 
-func (c *urlCache) parse(raw string) (*url.URL, error) {
+// get returns what make made of key, making it on first use.
+func (c *cache[V]) get(key string, make func(string) (V, error)) (V, error) {
 	c.mu.RLock()
-	u, ok := c.urls[raw]
+	v, ok := c.m[key]
 	c.mu.RUnlock()
 	if ok {
-		return u, nil
+		return v, nil
 	}
+	v, err := make(key)
+	if err != nil {
+		return v, err
+	}
+	c.mu.Lock()
+	if c.m == nil || len(c.m) >= maxCached {
+		c.m = map[string]V{}
+	}
+	c.m[key] = v
+	c.mu.Unlock()
+	return v, nil
+}
+
+func parseURL(raw string) (*url.URL, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return nil, err
@@ -143,13 +161,11 @@ func (c *urlCache) parse(raw string) (*url.URL, error) {
 	if u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
 		return nil, fmt.Errorf("an absolute http or https URL is needed")
 	}
-	c.mu.Lock()
-	if c.urls == nil || len(c.urls) >= maxCachedURLs {
-		c.urls = make(map[string]*url.URL)
-	}
-	c.urls[raw] = u
-	c.mu.Unlock()
 	return u, nil
+}
+
+func newSigner(secret string) (*signature.Signer, error) {
+	return signature.NewSigner([]byte(secret)), nil
 }
 
 // reserved reports whether a webhook's own header would replace one the

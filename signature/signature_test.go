@@ -62,6 +62,13 @@ func TestValidVectors(t *testing.T) {
 			if got := signature.Sign([]byte(v.Secret), []byte(v.Body)); got != v.Signature {
 				t.Errorf("Sign = %s, want %s", got, v.Signature)
 			}
+			// A Signer reuses its keyed hash: twice, to sign after a reset.
+			signer := signature.NewSigner([]byte(v.Secret))
+			for range 2 {
+				if got := signer.Sign([]byte(v.Body)); got != v.Signature {
+					t.Errorf("Signer.Sign = %s, want %s", got, v.Signature)
+				}
+			}
 			if err := signature.Verify([]byte(v.Secret), []byte(v.Body), v.Signature); err != nil {
 				t.Errorf("Verify: %v", err)
 			}
