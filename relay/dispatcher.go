@@ -171,6 +171,9 @@ type Dispatcher struct {
 	// next ones (store.LoadHeld) once its window has room for them.
 	held  map[int64][]heldBatch
 	nHeld int
+	// heldLooked is when a claim last looked for deliveries due before a
+	// webhook's held ones (see capacity).
+	heldLooked time.Time
 	// behind holds the webhooks the last claim round left out because
 	// their windows were more than half full: they may have due
 	// deliveries, worth a claim once their windows drain. starved is set
@@ -180,8 +183,8 @@ type Dispatcher struct {
 	starved   bool
 	wantClaim bool
 	// claims and loads count claim queries and reads of held deliveries,
-	// for tests.
-	claims, loads atomic.Int64
+	// looks the claims that looked before held deliveries, for tests.
+	claims, loads, looks atomic.Int64
 	// peers is how many other senders share the store (see heartbeats);
 	// while there are any, nothing is held beyond a webhook's window.
 	peers atomic.Int64
@@ -786,7 +789,7 @@ func (d *Dispatcher) claimRound(ctx, dbCtx, sendCtx context.Context, attempts *s
 	}
 	d.mu.Unlock()
 	for ctx.Err() == nil {
-		free, busy, exclude, before := d.capacity()
+		free, busy, exclude, before, skip := d.capacity()
 		if free == 0 {
 			d.mu.Lock()
 			if d.room() > 0 {
@@ -800,11 +803,14 @@ func (d *Dispatcher) claimRound(ctx, dbCtx, sendCtx context.Context, attempts *s
 			return
 		}
 		d.claims.Add(1)
+		if before != nil {
+			d.looks.Add(1)
+		}
 		claimed, err := d.st.Claim(dbCtx, store.ClaimRequest{
 			Owner:      d.opts.Owner,
 			Limit:      min(free, maxClaim),
 			Lease:      d.opts.Lease,
-			Exclude:    exclude,
+			Exclude:    append(exclude, skip...),
 			PerWebhook: d.opts.PerWebhook * prefetch,
 			Busy:       busy,
 			Before:     before,
@@ -876,19 +882,35 @@ func claimAt(window int) int { return window * 3 / 4 }
 // queued together), the deliveries each webhook has in flight or queued,
 // the webhooks not to claim for now (those with less than a quarter of
 // their window free, so that a claim brings a webhook a batch, not one
-// delivery), and for the webhooks with held deliveries the time before
-// which a claim looks (store.ClaimRequest.Before).
-func (d *Dispatcher) capacity() (free int, busy map[int64]int, exclude []int64, before map[int64]time.Time) {
+// delivery), and for the webhooks with held deliveries either the time
+// before which a claim looks (store.ClaimRequest.Before) or, in skip, that
+// the claim leaves them out.
+//
+// A claim looks for what is due before a webhook's held deliveries (a
+// retry come due, a re-fire, another relay's write) at most once per poll
+// interval, as a poll would: in between, their held deliveries are read
+// instead. Looking every round walked the webhook's sent deliveries in the
+// index again and again while a burst drained, for nothing.
+func (d *Dispatcher) capacity() (free int, busy map[int64]int, exclude []int64, before map[int64]time.Time, skip []int64) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	free, busy, exclude = d.capacityLocked()
-	if len(d.held) > 0 {
-		before = make(map[int64]time.Time, len(d.held))
-		for id, batches := range d.held {
-			before[id] = batches[0].due
-		}
+	if len(d.held) == 0 {
+		return free, busy, exclude, nil, nil
 	}
-	return free, busy, exclude, before
+	now := time.Now()
+	if now.Sub(d.heldLooked) < d.opts.PollInterval {
+		for id := range d.held {
+			skip = append(skip, id)
+		}
+		return free, busy, exclude, nil, skip
+	}
+	d.heldLooked = now
+	before = make(map[int64]time.Time, len(d.held))
+	for id, batches := range d.held {
+		before[id] = batches[0].due
+	}
+	return free, busy, exclude, before, nil
 }
 
 // capacityLocked is capacity with d.mu held, without the bounds.

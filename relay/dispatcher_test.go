@@ -820,6 +820,31 @@ func TestHandoffSendsWithoutClaiming(t *testing.T) {
 	}
 }
 
+// While a webhook's held deliveries drain, claims look for what is due
+// before them once per poll interval, not in every round: each such look
+// walks the webhook's sent deliveries in the index.
+func TestHeldDeliveriesLookedBeforeOncePerPoll(t *testing.T) {
+	e := newEnv(t)
+	e.ready()
+	rc := newReceiver(t, nil)
+	e.webhook(rc.URL, "", nil)
+	const poll = 300 * time.Millisecond
+	d, _ := e.start(fast(Options{PollInterval: poll, Workers: 2, PerWebhook: 2}))
+	time.Sleep(50 * time.Millisecond) // the first claim round has passed
+	leased := e.handoffWrite(d, 100, 2000)
+	ids := leasedIDs(leased)
+	looks, loads := d.looks.Load(), d.loads.Load()
+	began := time.Now()
+	d.Handoff(leased)
+	for _, id := range ids {
+		e.waitStatus(id, store.StatusDelivered, 20*time.Second)
+	}
+	looks, loads = d.looks.Load()-looks, d.loads.Load()-loads
+	if max := int64(time.Since(began)/poll) + 2; looks > max || loads < 10 {
+		t.Fatalf("%d claims looked before held deliveries, want at most %d; %d reads of held ones, want 10 or more", looks, max, loads)
+	}
+}
+
 // While a webhook has held deliveries, claims still find its deliveries
 // due before them (a retry, a backlog from before), and those are sent
 // too; deliveries written beyond what may be held are claimed once the
