@@ -1,6 +1,7 @@
 package cdc
 
 import (
+	"bytes"
 	"encoding/binary"
 	"runtime"
 	"testing"
@@ -104,8 +105,8 @@ func FuzzDecode(f *testing.F) {
 				d.relation(m)
 			case *pglogrepl.TruncateMessage:
 				_, _ = d.truncated(m, tx, 0)
-			default:
-				c, err := d.change(msg, tx, 0)
+			case rowMessage:
+				c, err := d.change(m, tx, 0)
 				if err == nil && c != nil && c.Table == "" {
 					t.Fatalf("change without a table: %+v", c)
 				}
@@ -144,4 +145,87 @@ func TestParseRefusesOversizedLengths(t *testing.T) {
 			t.Errorf("%s: allocated %d bytes", name, grown)
 		}
 	}
+}
+
+// FuzzParseRowAgreesWithPglogrepl checks the in-place reading of row
+// changes against pglogrepl's parser: whatever parseRow accepts, pglogrepl
+// reads as the same relation, operation and columns.
+func FuzzParseRowAgreesWithPglogrepl(f *testing.F) {
+	f.Add(rowMsg('I', 1, []byte{'N'}, tupleData("1", "<null>", "<toast>", "x")))
+	f.Add(rowMsg('U', 7, []byte{'K'}, tupleData("1"), []byte{'N'}, tupleData("1", "two")))
+	f.Add(rowMsg('U', 7, []byte{'O'}, tupleData("1", "<null>"), []byte{'N'}, tupleData("1", "<toast>")))
+	f.Add(rowMsg('U', 7, []byte{'N'}, tupleData("")))
+	f.Add(rowMsg('D', 2, []byte{'K'}, tupleData("9")))
+	f.Add(rowMsg('D', 2, []byte{'O'}, tupleData("9", "<null>")))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if len(data) == 0 {
+			return
+		}
+		m, err := parseRow(data)
+		if err != nil {
+			return
+		}
+		theirs, err := pglogrepl.Parse(data)
+		if err != nil {
+			t.Fatalf("pglogrepl refuses what parseRow reads: %v", err)
+		}
+		var rel uint32
+		var old, nu *pglogrepl.TupleData
+		var oldKind uint8
+		var op event.Op
+		switch x := theirs.(type) {
+		case *pglogrepl.InsertMessage:
+			rel, nu, op = x.RelationID, x.Tuple, event.Insert
+		case *pglogrepl.UpdateMessage:
+			rel, old, nu, oldKind, op = x.RelationID, x.OldTuple, x.NewTuple, x.OldTupleType, event.Update
+		case *pglogrepl.DeleteMessage:
+			rel, old, oldKind, op = x.RelationID, x.OldTuple, x.OldTupleType, event.Delete
+		default:
+			t.Fatalf("pglogrepl reads %T", theirs)
+		}
+		if rel != m.relation || op != m.op || (old != nil) != (m.old != nil) || (nu != nil) != (m.new != nil) ||
+			old != nil && oldKind != m.oldKind {
+			t.Fatalf("parseRow %+v, pglogrepl %+v", m, theirs)
+		}
+		for _, pair := range []struct {
+			ours   []byte
+			theirs *pglogrepl.TupleData
+		}{{m.old, old}, {m.new, nu}} {
+			if pair.theirs == nil {
+				continue
+			}
+			cols := tupleColumns(pair.ours)
+			if len(cols) != len(pair.theirs.Columns) {
+				t.Fatalf("%d columns, pglogrepl %d", len(cols), len(pair.theirs.Columns))
+			}
+			for i, c := range pair.theirs.Columns {
+				if cols[i].kind != c.DataType || !bytes.Equal(cols[i].data, c.Data) {
+					t.Fatalf("column %d: %q %q, pglogrepl %q %q", i, cols[i].kind, cols[i].data, c.DataType, c.Data)
+				}
+			}
+		}
+	})
+}
+
+type tupleColumn struct {
+	kind byte
+	data []byte
+}
+
+// tupleColumns lists the columns of a TupleData that parseRow checked.
+func tupleColumns(t []byte) []tupleColumn {
+	n := int(binary.BigEndian.Uint16(t))
+	out := make([]tupleColumn, 0, n)
+	pos := 2
+	for range n {
+		c := tupleColumn{kind: t[pos]}
+		pos++
+		if c.kind == pglogrepl.TupleDataTypeText || c.kind == pglogrepl.TupleDataTypeBinary {
+			l := int(binary.BigEndian.Uint32(t[pos:]))
+			c.data = t[pos+4 : pos+4+l]
+			pos += 4 + l
+		}
+		out = append(out, c)
+	}
+	return out
 }

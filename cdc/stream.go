@@ -526,16 +526,13 @@ func (st *stream) message(ctx context.Context, data []byte) error {
 				return err
 			}
 		}
-	default:
+	case rowMessage:
 		if st.skip {
 			return nil
 		}
-		c, err := st.dec.change(msg, &st.tx, st.seq)
+		c, err := st.dec.change(m, &st.tx, st.seq)
 		if err != nil {
 			return err
-		}
-		if c == nil {
-			return nil
 		}
 		if !st.inTx {
 			return errors.New("row change outside a transaction")
@@ -546,16 +543,29 @@ func (st *stream) message(ctx context.Context, data []byte) error {
 	return nil
 }
 
-// parse decodes a pgoutput message, turning a panic of the decoder on a
+// parse decodes a pgoutput message: a row change into a rowMessage, any
+// other into pglogrepl's message, turning a panic of its decoder on a
 // malformed message into an error. Counts and lengths are checked against
 // the message's size first: the decoder allocates what they declare, so a
 // corrupt length would otherwise ask for gigabytes.
-func parse(data []byte) (m pglogrepl.Message, err error) {
+func parse(data []byte) (m any, err error) {
 	if len(data) == 0 {
 		return nil, errors.New("empty message")
 	}
-	if err := checkSizes(data); err != nil {
-		return nil, fmt.Errorf("malformed %q message (%d bytes): %w", data[0], len(data), err)
+	switch pglogrepl.MessageType(data[0]) {
+	case pglogrepl.MessageTypeInsert, pglogrepl.MessageTypeUpdate, pglogrepl.MessageTypeDelete:
+		m, err := parseRow(data)
+		if err != nil {
+			return nil, fmt.Errorf("malformed %q message (%d bytes): %w", data[0], len(data), err)
+		}
+		return m, nil
+	case pglogrepl.MessageTypeTruncate:
+		if len(data) < 6 {
+			return nil, fmt.Errorf("malformed %q message (%d bytes): too short", data[0], len(data))
+		}
+		if n := uint64(binary.BigEndian.Uint32(data[1:])); 5+4*n > uint64(len(data)-1) {
+			return nil, fmt.Errorf("malformed %q message (%d bytes): declares %d relations", data[0], len(data), n)
+		}
 	}
 	defer func() {
 		if r := recover(); r != nil {
@@ -563,40 +573,6 @@ func parse(data []byte) (m pglogrepl.Message, err error) {
 		}
 	}()
 	return pglogrepl.Parse(data)
-}
-
-// checkSizes verifies that the counts and lengths a row-change or truncate
-// message declares fit in the message (protocol version 1 layout).
-func checkSizes(data []byte) error {
-	body := data[1:]
-	switch pglogrepl.MessageType(data[0]) {
-	case pglogrepl.MessageTypeTruncate:
-		if len(body) < 5 {
-			return errors.New("too short")
-		}
-		n := uint64(binary.BigEndian.Uint32(body))
-		if 5+4*n > uint64(len(body)) {
-			return fmt.Errorf("declares %d relations", n)
-		}
-	case pglogrepl.MessageTypeInsert, pglogrepl.MessageTypeUpdate, pglogrepl.MessageTypeDelete:
-		if len(body) < 5 {
-			return errors.New("too short")
-		}
-		rest := body[4:]
-		for len(rest) > 0 {
-			switch rest[0] {
-			case 'N', 'K', 'O':
-			default:
-				return fmt.Errorf("unknown tuple marker %q", rest[0])
-			}
-			used, err := checkTuple(rest[1:])
-			if err != nil {
-				return err
-			}
-			rest = rest[1+used:]
-		}
-	}
-	return nil
 }
 
 // checkTuple verifies one TupleData and returns its size.
