@@ -240,7 +240,7 @@ func (s *Store) Claim(ctx context.Context, req ClaimRequest) ([]Claimed, error) 
 	err := s.hotStatement(ctx, durable, s.q(claimSQL), []any{req.Owner, req.Limit, exclude,
 		req.Lease.Microseconds(), room, busyIDs, busyRoom, before},
 		func(rows pgx.Rows) (err error) {
-			out, err = s.scanClaimed(rows, min(req.Limit, 256))
+			out, err = s.scanClaimed(rows, 0) // most claims find nothing
 			return err
 		})
 	if err != nil {
@@ -255,16 +255,20 @@ func (s *Store) Claim(ctx context.Context, req ClaimRequest) ([]Claimed, error) 
 // share its payload, those of one webhook its endpoint: a fanned-out
 // backlog holds one copy of each.
 func (s *Store) scanClaimed(rows pgx.Rows, n int) ([]Claimed, error) {
-	out := make([]Claimed, 0, n)
+	var out []Claimed
 	type shared struct {
 		body  []byte
 		trace string
 	}
-	events := make(map[int64]shared, n)
-	types := make(map[string]string)
+	var events map[int64]shared
+	var types map[string]string
 	// Read from the driver's buffer, copied only when first seen.
 	var eventType, trace, body, url, secret, headers pgtype.DriverBytes
 	for rows.Next() {
+		if out == nil {
+			out = make([]Claimed, 0, n)
+			events, types = make(map[int64]shared, n), make(map[string]string)
+		}
 		out = append(out, Claimed{})
 		c := &out[len(out)-1]
 		if err := rows.Scan((*[16]byte)(&c.ID), &c.WebhookID, &c.EventID, &eventType, &c.CompanyID, &trace, &c.Attempts, &c.RetryBase,
