@@ -172,8 +172,10 @@ type Dispatcher struct {
 	held  map[int64][]heldBatch
 	nHeld int
 	// heldLooked is when a claim last looked for deliveries due before a
-	// webhook's held ones (see capacity).
-	heldLooked time.Time
+	// webhook's held ones (see capacity); emptyClaim when a claim that left
+	// out webhooks with held deliveries last found nothing (the claim loop's
+	// own, see quietClaimGap).
+	heldLooked, emptyClaim time.Time
 	// behind holds the webhooks the last claim round left out because
 	// their windows were more than half full: they may have due
 	// deliveries, worth a claim once their windows drain. starved is set
@@ -802,22 +804,29 @@ func (d *Dispatcher) claimRound(ctx, dbCtx, sendCtx context.Context, attempts *s
 			d.mu.Unlock()
 			return
 		}
-		d.claims.Add(1)
-		if before != nil {
-			d.looks.Add(1)
-		}
-		claimed, err := d.st.Claim(dbCtx, store.ClaimRequest{
-			Owner:      d.opts.Owner,
-			Limit:      min(free, maxClaim),
-			Lease:      d.opts.Lease,
-			Exclude:    append(exclude, skip...),
-			PerWebhook: d.opts.PerWebhook * prefetch,
-			Busy:       busy,
-			Before:     before,
-		})
-		if err != nil {
-			d.log.Error("claim due deliveries", "error", err)
-			return // the next poll tries again
+		var claimed []store.Claimed
+		if len(skip) == 0 || time.Since(d.emptyClaim) >= min(quietClaimGap, d.opts.PollInterval) {
+			d.claims.Add(1)
+			if before != nil {
+				d.looks.Add(1)
+			}
+			var err error
+			claimed, err = d.st.Claim(dbCtx, store.ClaimRequest{
+				Owner:      d.opts.Owner,
+				Limit:      min(free, maxClaim),
+				Lease:      d.opts.Lease,
+				Exclude:    append(exclude, skip...),
+				PerWebhook: d.opts.PerWebhook * prefetch,
+				Busy:       busy,
+				Before:     before,
+			})
+			if err != nil {
+				d.log.Error("claim due deliveries", "error", err)
+				return // the next poll tries again
+			}
+			if len(claimed) == 0 && len(skip) > 0 {
+				d.emptyClaim = time.Now()
+			}
 		}
 		var at []time.Time
 		if len(claimed) == 0 {
@@ -871,6 +880,14 @@ func (d *Dispatcher) claimRound(ctx, dbCtx, sendCtx context.Context, attempts *s
 		}
 	}
 }
+
+// quietClaimGap is how long after a claim that found nothing the next one
+// waits while held deliveries are being read: rounds then come as fast as
+// windows drain (a hundred a second in a burst), and each would ask the
+// store again for what it just said it does not have. What becomes due
+// meanwhile (a retry, a write beyond the windows of another webhook) waits
+// this long at most; deliveries handed over by writes do not wait.
+const quietClaimGap = 50 * time.Millisecond
 
 // claimAt is how full a webhook's window of in-flight and queued
 // deliveries may be for a claim to include it: a quarter free, so that a

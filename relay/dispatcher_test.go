@@ -821,8 +821,9 @@ func TestHandoffSendsWithoutClaiming(t *testing.T) {
 }
 
 // While a webhook's held deliveries drain, claims look for what is due
-// before them once per poll interval, not in every round: each such look
-// walks the webhook's sent deliveries in the index.
+// before them once per poll interval, not in every round (each such look
+// walks the webhook's sent deliveries in the index), and the claims that
+// leave them out follow one that found nothing only after quietClaimGap.
 func TestHeldDeliveriesLookedBeforeOncePerPoll(t *testing.T) {
 	e := newEnv(t)
 	e.ready()
@@ -833,15 +834,19 @@ func TestHeldDeliveriesLookedBeforeOncePerPoll(t *testing.T) {
 	time.Sleep(50 * time.Millisecond) // the first claim round has passed
 	leased := e.handoffWrite(d, 100, 2000)
 	ids := leasedIDs(leased)
-	looks, loads := d.looks.Load(), d.loads.Load()
+	looks, loads, claims := d.looks.Load(), d.loads.Load(), d.claims.Load()
 	began := time.Now()
 	d.Handoff(leased)
 	for _, id := range ids {
 		e.waitStatus(id, store.StatusDelivered, 20*time.Second)
 	}
-	looks, loads = d.looks.Load()-looks, d.loads.Load()-loads
-	if max := int64(time.Since(began)/poll) + 2; looks > max || loads < 10 {
+	took := time.Since(began)
+	looks, loads, claims = d.looks.Load()-looks, d.loads.Load()-loads, d.claims.Load()-claims
+	if max := int64(took/poll) + 2; looks > max || loads < 10 {
 		t.Fatalf("%d claims looked before held deliveries, want at most %d; %d reads of held ones, want 10 or more", looks, max, loads)
+	}
+	if max := looks + int64(took/quietClaimGap) + 2; claims > max {
+		t.Fatalf("%d claims in %v with %d reads of held deliveries, want at most %d", claims, took, loads, max)
 	}
 }
 
