@@ -417,10 +417,6 @@ func TestTwoDispatchersNeverSendOneAttemptTwice(t *testing.T) {
 		}
 		w.WriteHeader(http.StatusOK)
 	})
-	var ids []uuid.UUID
-	for i := range 200 {
-		ids = append(ids, e.delivery(e.webhook(fmt.Sprintf("%s/%d", rc.URL, i%5), "", nil), body))
-	}
 	var logs logBuffer
 	logger := slog.New(slog.NewTextHandler(&logs, nil))
 	opts := fast(Options{Workers: 8, PerWebhook: 2, Schedule: Schedule{5 * time.Millisecond}, PollInterval: 5 * time.Millisecond, Logger: logger})
@@ -429,6 +425,15 @@ func TestTwoDispatchersNeverSendOneAttemptTwice(t *testing.T) {
 	a.UserAgent, b.UserAgent = "A/1", "B/1"
 	e.start(a)
 	e.start(b)
+	// In waves, a poll interval apart: either dispatcher can claim a
+	// whole wave, so one wave would often go to one of them only.
+	var ids []uuid.UUID
+	for i := range 200 {
+		ids = append(ids, e.delivery(e.webhook(fmt.Sprintf("%s/%d", rc.URL, i%5), "", nil), body))
+		if i%20 == 19 {
+			time.Sleep(opts.PollInterval)
+		}
+	}
 	for _, id := range ids {
 		e.waitStatus(id, store.StatusDelivered, 20*time.Second)
 	}
@@ -845,7 +850,8 @@ func TestHeldDeliveriesLookedBeforeOncePerPoll(t *testing.T) {
 	if max := int64(took/poll) + 2; looks > max || loads < 10 {
 		t.Fatalf("%d claims looked before held deliveries, want at most %d; %d reads of held ones, want 10 or more", looks, max, loads)
 	}
-	if max := looks + int64(took/quietClaimGap) + 2; claims > max {
+	// Besides: a claim per round once nothing is held any more.
+	if max := looks + int64(took/quietClaimGap) + 5; claims > max {
 		t.Fatalf("%d claims in %v with %d reads of held deliveries, want at most %d", claims, took, loads, max)
 	}
 }
