@@ -724,6 +724,7 @@ func (d *Dispatcher) claimLoop(ctx, dbCtx, sendCtx context.Context, attempts *sy
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	var last time.Time
+	spaced := false // the timer runs for a wake's round, not a poll
 	for {
 		claim, fromWake := true, false
 		select {
@@ -731,18 +732,30 @@ func (d *Dispatcher) claimLoop(ctx, dbCtx, sendCtx context.Context, attempts *sy
 			return
 		case <-d.notify:
 		case <-timer.C:
+			fromWake = spaced
 		case <-d.wake:
-			claim, fromWake = d.takeWant() || d.retryDue(), true
+			want, retry := d.takeWant(), d.retryDue()
+			claim, fromWake = want || retry, true
+			if retry {
+				d.emptyClaim = time.Time{} // see below
+			}
 		}
 		if claim && fromWake {
 			// Freed slots wake the loop often; space their claim rounds.
 			if wait := minClaimGap - time.Since(last); wait > 0 {
 				timer.Reset(wait)
+				spaced = true
 				continue
 			}
 		}
+		spaced = false
 		if claim {
 			last = time.Now()
+			if !fromWake {
+				// A notice, a poll or a retry: something may be due that
+				// the last claim did not see (see quietClaimGap).
+				d.emptyClaim = time.Time{}
+			}
 			d.claimRound(ctx, dbCtx, sendCtx, attempts, results)
 		}
 		timer.Reset(d.nextPoll())
@@ -882,11 +895,11 @@ func (d *Dispatcher) claimRound(ctx, dbCtx, sendCtx context.Context, attempts *s
 }
 
 // quietClaimGap is how long after a claim that found nothing the next one
-// waits while held deliveries are being read: rounds then come as fast as
-// windows drain (a hundred a second in a burst), and each would ask the
-// store again for what it just said it does not have. What becomes due
-// meanwhile (a retry, a write beyond the windows of another webhook) waits
-// this long at most; deliveries handed over by writes do not wait.
+// waits while held deliveries are being read, unless a notice (a write
+// that left deliveries to be claimed, a re-fire), a poll or a retry's time
+// starts the round: rounds then come as fast as windows drain (a hundred a
+// second in a burst), and each would ask the store again for what it just
+// said it does not have.
 const quietClaimGap = 50 * time.Millisecond
 
 // claimAt is how full a webhook's window of in-flight and queued

@@ -856,6 +856,38 @@ func TestHeldDeliveriesLookedBeforeOncePerPoll(t *testing.T) {
 	}
 }
 
+// A claim that found nothing while a webhook's held deliveries wait does
+// not keep the next notice from claiming: what a write left to be claimed
+// for another webhook (its window was full) is claimed as the write
+// notifies, not after the quiet gap or the next poll.
+func TestNoticeClaimsBesideHeldDeliveries(t *testing.T) {
+	e := newEnv(t)
+	e.ready()
+	stuck, _ := heldReceiver(t) // its window stays full: the rest is held
+	e.webhook(stuck.URL, "", nil)
+	d, _ := e.start(fast(Options{PollInterval: time.Hour, Workers: 4, PerWebhook: 2}))
+	time.Sleep(50 * time.Millisecond) // the first claim round has passed
+	leased := e.handoffWrite(d, 100, 4*prefetch)
+	if len(leased.Held) == 0 {
+		t.Fatal("nothing held")
+	}
+	d.Handoff(leased)
+	rc := newReceiver(t, nil)
+	other := e.webhook(rc.URL, "", nil)
+	for i := range 5 {
+		claims := d.claims.Load()
+		// A notice with nothing to claim: the claim finds nothing.
+		d.Notify()
+		eventually(t, 2*time.Second, func() bool { return d.claims.Load() > claims }, func() string { return "no claim after a notice" })
+		id := e.delivery(other, body)
+		d.Notify()
+		e.waitStatus(id, store.StatusDelivered, 2*time.Second)
+		if i == 0 && d.looks.Load() == 0 {
+			t.Fatal("no claim looked before the held deliveries")
+		}
+	}
+}
+
 // While a webhook has held deliveries, claims still find its deliveries
 // due before them (a retry, a backlog from before), and those are sent
 // too; deliveries written beyond what may be held are claimed once the
