@@ -165,26 +165,28 @@ func TestHugeTransaction(t *testing.T) {
 	}
 }
 
-// TestKillWhileHolding: the relay is killed while it holds most of a large
-// transaction's deliveries as ids (leased when they were stored, not read
-// yet). Nothing is lost and nothing is sent twice under two ids: the
+// TestKillWhileHolding: the relay is killed while it holds thousands of a
+// large transaction's deliveries as ids (leased when they were stored, not
+// read yet). Nothing is lost and nothing is sent twice under two ids: the
 // restarted relay sends them once their leases expire (twice
 // delivery.timeout plus 10 s).
 func TestKillWhileHolding(t *testing.T) {
 	rows := size(20000, 5000)
 	e := newEnv(t, bulkTasks(rows))
 	r := newReceiver(t)
-	// 16 slots at 20 ms an answer: 800 a second, so most of the
-	// transaction's deliveries are still held when the relay is killed.
+	// 16 slots at 20 ms an answer: 800 a second. Once the relay knows that
+	// pace it holds what the webhook takes in 5 s (half the time a lease
+	// leaves for waiting with this timeout), about 4,000; the parts
+	// stored before it knows are held whole.
 	r.slowFor.Store(int64(20 * time.Millisecond))
 	cfg := config(t, e.url, []string{r.url("/slow")}, "")
 	p := startRelay(t, "run", "--config", cfg)
 	e.waitStreaming()
 	changed := e.bulkUpdate()
 	var held int64
-	waitFor(t, "sending to begin with most deliveries held", 2*time.Minute, func() bool {
+	waitFor(t, "sending to begin with an eighth of the deliveries or more held", 2*time.Minute, func() bool {
 		held = e.scalar(`SELECT count(*) FROM relay.deliveries WHERE lease_owner IS NOT NULL AND attempts = 0`)
-		return r.tally().events > 100 && held > int64(rows)/2
+		return r.tally().events > 100 && held > int64(rows)/8
 	})
 	p.kill()
 	peak := p.peakMB()
