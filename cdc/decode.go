@@ -72,22 +72,20 @@ func (d *decoder) tuple(r *relation, t []byte) (event.Row, []string, error) {
 	pos := 2
 	for i := range n {
 		col := r.columns[i]
-		kind := t[pos]
-		pos++
+		var kind byte
+		var data []byte
+		kind, data, pos = tupleColumnAt(t, pos)
 		switch kind {
 		case pglogrepl.TupleDataTypeNull:
 			row[col.name] = nil
 		case pglogrepl.TupleDataTypeToast:
 			unchanged = append(unchanged, col.name)
 		case pglogrepl.TupleDataTypeText:
-			l := int(binary.BigEndian.Uint32(t[pos:]))
-			pos += 4
-			v, err := d.value(col.oid, t[pos:pos+l])
+			v, err := d.value(col.oid, data)
 			if err != nil {
 				return nil, nil, fmt.Errorf("table %s column %s: %w", r.name, col.name, err)
 			}
 			row[col.name] = v
-			pos += l
 		default:
 			return nil, nil, fmt.Errorf("table %s column %s: unsupported tuple data kind %q", r.name, col.name, kind)
 		}
@@ -211,6 +209,18 @@ func (d *decoder) change(m rowMessage, tx *event.Tx, seq int) (*event.Change, er
 		}
 	}
 	return c, nil
+}
+
+// tupleColumnAt reads the column of a checked TupleData that starts at pos: its
+// kind, its data (text and binary columns only) and where the next one
+// starts.
+func tupleColumnAt(t []byte, pos int) (kind byte, data []byte, next int) {
+	kind, pos = t[pos], pos+1
+	if kind == pglogrepl.TupleDataTypeText || kind == pglogrepl.TupleDataTypeBinary {
+		l := int(binary.BigEndian.Uint32(t[pos:]))
+		return kind, t[pos+4 : pos+4+l], pos + 4 + l
+	}
+	return kind, nil, pos
 }
 
 // rowMessage is a pgoutput Insert, Update or Delete message (protocol

@@ -218,13 +218,8 @@ func tupleColumns(t []byte) []tupleColumn {
 	out := make([]tupleColumn, 0, n)
 	pos := 2
 	for range n {
-		c := tupleColumn{kind: t[pos]}
-		pos++
-		if c.kind == pglogrepl.TupleDataTypeText || c.kind == pglogrepl.TupleDataTypeBinary {
-			l := int(binary.BigEndian.Uint32(t[pos:]))
-			c.data = t[pos+4 : pos+4+l]
-			pos += 4 + l
-		}
+		var c tupleColumn
+		c.kind, c.data, pos = tupleColumnAt(t, pos)
 		out = append(out, c)
 	}
 	return out

@@ -148,11 +148,7 @@ func TestHangingReceiver(t *testing.T) {
 // delivered and the relay's memory stays bounded.
 func TestHugeTransaction(t *testing.T) {
 	rows := size(100000, 10000)
-	e := newEnv(t, bulkTasks(rows))
-	r := newReceiver(t)
-	cfg := config(t, e.url, []string{r.url("/a")}, "")
-	p := startRelay(t, "run", "--config", cfg)
-	e.waitStreaming()
+	e, r, _, p := bulkRelay(t, rows, "/a")
 	start := time.Now()
 	changed := e.bulkUpdate()
 	got := checkDelivered(t, e, r, 1, 10*time.Minute)
@@ -172,16 +168,12 @@ func TestHugeTransaction(t *testing.T) {
 // delivery.timeout plus 10 s).
 func TestKillWhileHolding(t *testing.T) {
 	rows := size(20000, 5000)
-	e := newEnv(t, bulkTasks(rows))
-	r := newReceiver(t)
+	e, r, cfg, p := bulkRelay(t, rows, "/slow")
 	// 16 slots at 20 ms an answer: 800 a second. Once the relay knows that
 	// pace it holds what the webhook takes in 5 s (half the time a lease
 	// leaves for waiting with this timeout), about 4,000; the parts
 	// stored before it knows are held whole.
 	r.slowFor.Store(int64(20 * time.Millisecond))
-	cfg := config(t, e.url, []string{r.url("/slow")}, "")
-	p := startRelay(t, "run", "--config", cfg)
-	e.waitStreaming()
 	changed := e.bulkUpdate()
 	var held int64
 	waitFor(t, "sending to begin with an eighth of the deliveries or more held", 2*time.Minute, func() bool {
@@ -204,11 +196,7 @@ func TestKillWhileHolding(t *testing.T) {
 // each under one delivery id.
 func TestKillWhileStoringInParts(t *testing.T) {
 	rows := size(100000, 20000)
-	e := newEnv(t, bulkTasks(rows))
-	r := newReceiver(t)
-	cfg := config(t, e.url, []string{r.url("/a")}, "")
-	p := startRelay(t, "run", "--config", cfg)
-	e.waitStreaming()
+	e, r, cfg, p := bulkRelay(t, rows, "/a")
 	changed := e.bulkUpdate()
 	var stored int64
 	waitFor(t, "the first parts to be stored", 2*time.Minute, func() bool {
@@ -227,6 +215,19 @@ func TestKillWhileStoringInParts(t *testing.T) {
 	}
 	figures{changes: changed, expected: e.expected(), delivered: int64(got.events), dupIDs: int64(got.multiIDs),
 		repeats: int64(got.repeats), peakMB: max(peak, p.peakMB()), extra: fmt.Sprintf("rows_in_one_tx=%d changes_in_parts_at_kill=%d", rows, stored)}.log(t)
+}
+
+// bulkRelay starts a relay streaming a fresh database that holds rows bulk
+// tasks (bulkTasks) to one webhook at path of a new receiver, and returns
+// them with the relay's config file, to start it again with.
+func bulkRelay(t *testing.T, rows int, path string) (e *env, r *receiver, cfg string, p *proc) {
+	t.Helper()
+	e = newEnv(t, bulkTasks(rows))
+	r = newReceiver(t)
+	cfg = config(t, e.url, []string{r.url(path)}, "")
+	p = startRelay(t, "run", "--config", cfg)
+	e.waitStreaming()
+	return e, r, cfg, p
 }
 
 // bulkTasks is a script that creates rows tasks for bulkUpdate.

@@ -724,21 +724,24 @@ func (d *Dispatcher) claimLoop(ctx, dbCtx, sendCtx context.Context, attempts *sy
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	var last time.Time
-	spaced := false // the timer runs for a wake's round, not a poll
+	// spaced: the timer runs for a wake's round, not a poll. fresh: a
+	// notice, a poll or a retry's time asks for the next round, so its
+	// claim runs whatever the claim before found (see quietClaimGap).
+	spaced, fresh := false, false
 	for {
 		claim, fromWake := true, false
 		select {
 		case <-ctx.Done():
 			return
 		case <-d.notify:
+			fresh = true
 		case <-timer.C:
 			fromWake = spaced
+			fresh = fresh || !spaced
 		case <-d.wake:
 			want, retry := d.takeWant(), d.retryDue()
 			claim, fromWake = want || retry, true
-			if retry {
-				d.emptyClaim = time.Time{} // see below
-			}
+			fresh = fresh || retry
 		}
 		if claim && fromWake {
 			// Freed slots wake the loop often; space their claim rounds.
@@ -751,10 +754,8 @@ func (d *Dispatcher) claimLoop(ctx, dbCtx, sendCtx context.Context, attempts *sy
 		spaced = false
 		if claim {
 			last = time.Now()
-			if !fromWake {
-				// A notice, a poll or a retry: something may be due that
-				// the last claim did not see (see quietClaimGap).
-				d.emptyClaim = time.Time{}
+			if fresh {
+				d.emptyClaim, fresh = time.Time{}, false
 			}
 			d.claimRound(ctx, dbCtx, sendCtx, attempts, results)
 		}

@@ -517,8 +517,7 @@ func TestNotifySendsAtOnce(t *testing.T) {
 	e := newEnv(t)
 	rc := newReceiver(t, nil)
 	wh := e.webhook(rc.URL, "", nil)
-	d, _ := e.start(fast(Options{PollInterval: time.Hour}))
-	time.Sleep(50 * time.Millisecond) // the first poll has passed
+	d, _ := e.startAfterFirstRound(fast(Options{PollInterval: time.Hour}))
 	id := e.delivery(wh, body)
 	d.Notify()
 	e.waitStatus(id, store.StatusDelivered, 2*time.Second)
@@ -792,8 +791,7 @@ func TestHandoffSendsWithoutClaiming(t *testing.T) {
 	rc := newReceiver(t, nil)
 	e.webhook(rc.URL, "handoff-secret-0123", nil)
 	// Polls never come; Notify is never called.
-	d, _ := e.start(fast(Options{PollInterval: time.Hour, Workers: 2, PerWebhook: 2}))
-	time.Sleep(50 * time.Millisecond) // the first poll has passed
+	d, _ := e.startAfterFirstRound(fast(Options{PollInterval: time.Hour, Workers: 2, PerWebhook: 2}))
 	const n = 2*prefetch + 24
 	leased := e.handoffWrite(d, 100, n)
 	// Workers 2 × prefetch: the dispatcher takes 2*prefetch with payloads
@@ -835,8 +833,7 @@ func TestHeldDeliveriesLookedBeforeOncePerPoll(t *testing.T) {
 	rc := newReceiver(t, nil)
 	e.webhook(rc.URL, "", nil)
 	const poll = 300 * time.Millisecond
-	d, _ := e.start(fast(Options{PollInterval: poll, Workers: 2, PerWebhook: 2}))
-	time.Sleep(50 * time.Millisecond) // the first claim round has passed
+	d, _ := e.startAfterFirstRound(fast(Options{PollInterval: poll, Workers: 2, PerWebhook: 2}))
 	leased := e.handoffWrite(d, 100, 2000)
 	ids := leasedIDs(leased)
 	looks, loads, claims := d.looks.Load(), d.loads.Load(), d.claims.Load()
@@ -865,8 +862,7 @@ func TestNoticeClaimsBesideHeldDeliveries(t *testing.T) {
 	e.ready()
 	stuck, _ := heldReceiver(t) // its window stays full: the rest is held
 	e.webhook(stuck.URL, "", nil)
-	d, _ := e.start(fast(Options{PollInterval: time.Hour, Workers: 4, PerWebhook: 2}))
-	time.Sleep(50 * time.Millisecond) // the first claim round has passed
+	d, _ := e.startAfterFirstRound(fast(Options{PollInterval: time.Hour, Workers: 4, PerWebhook: 2}))
 	leased := e.handoffWrite(d, 100, 4*prefetch)
 	if len(leased.Held) == 0 {
 		t.Fatal("nothing held")
@@ -898,9 +894,8 @@ func TestHeldDeliveriesLeaveOlderOnesClaimable(t *testing.T) {
 	rc := newReceiver(t, nil)
 	wh := e.webhook(rc.URL, "", nil)
 	// Polls never come: only the hand-off wakes the dispatcher.
-	d, _ := e.start(fast(Options{PollInterval: time.Hour, Workers: 2, PerWebhook: 2}))
-	time.Sleep(50 * time.Millisecond) // the first claim round has passed
-	older := e.delivery(wh, body)     // due before the write, not leased
+	d, _ := e.startAfterFirstRound(fast(Options{PollInterval: time.Hour, Workers: 2, PerWebhook: 2}))
+	older := e.delivery(wh, body) // due before the write, not leased
 	leased := e.handoffWrite(d, 100, 3*prefetch)
 	if len(leased.Held) == 0 {
 		t.Fatal("nothing held")
@@ -1012,8 +1007,7 @@ func TestHandoffAfterStopGivesBack(t *testing.T) {
 	e.ready()
 	rc := newReceiver(t, nil)
 	e.webhook(rc.URL, "", nil)
-	d, stop := e.start(fast(Options{PollInterval: time.Hour, Workers: 1, PerWebhook: 1}))
-	time.Sleep(50 * time.Millisecond)
+	d, stop := e.startAfterFirstRound(fast(Options{PollInterval: time.Hour, Workers: 1, PerWebhook: 1}))
 	leased := e.handoffWrite(d, 100, prefetch+3)
 	if len(leased.Ready) != prefetch || len(leased.Held) != 3 {
 		t.Fatalf("%d leased, %d held", len(leased.Ready), len(leased.Held))
@@ -1260,8 +1254,7 @@ func TestPeerTakesHeldDeliveries(t *testing.T) {
 	e.ready()
 	rc, release := heldReceiver(t)
 	e.webhook(rc.URL, "", nil)
-	d, _ := e.start(fast(Options{PollInterval: 50 * time.Millisecond, Workers: 2, PerWebhook: 2}))
-	time.Sleep(50 * time.Millisecond)
+	d, _ := e.startAfterFirstRound(fast(Options{PollInterval: 50 * time.Millisecond, Workers: 2, PerWebhook: 2}))
 	if d.peers.Load() != 0 {
 		t.Fatal("a lone dispatcher sees peers")
 	}

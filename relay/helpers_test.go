@@ -257,6 +257,16 @@ func heldReceiver(t testing.TB) (rc *receiver, release func()) {
 	return rc, release
 }
 
+// startAfterFirstRound starts a dispatcher (see start) and lets its first
+// claim round pass, so that what the test writes or hands over next is not
+// found by that round.
+func (e *env) startAfterFirstRound(opts Options) (*Dispatcher, func() (error, time.Duration)) {
+	e.t.Helper()
+	d, stop := e.start(opts)
+	time.Sleep(50 * time.Millisecond)
+	return d, stop
+}
+
 // countDeliveries counts the deliveries that match a condition.
 func (e *env) countDeliveries(where string) int {
 	e.t.Helper()

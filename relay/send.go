@@ -137,15 +137,15 @@ type cache[V any] struct {
 
 const maxCached = 4096
 
-// get returns what make made of key, making it on first use.
-func (c *cache[V]) get(key string, make func(string) (V, error)) (V, error) {
+// get returns what build made of key, building it on first use.
+func (c *cache[V]) get(key string, build func(string) (V, error)) (V, error) {
 	c.mu.RLock()
 	v, ok := c.m[key]
 	c.mu.RUnlock()
 	if ok {
 		return v, nil
 	}
-	v, err := make(key)
+	v, err := build(key)
 	if err != nil {
 		return v, err
 	}

@@ -288,7 +288,7 @@ func (s *Store) scanClaimed(rows pgx.Rows, n int) ([]Claimed, error) {
 			events[c.EventID] = e
 		}
 		c.Body, c.TraceParent = e.body, e.trace
-		s.endpoint(c.WebhookID, url, secret, headers).fill(c)
+		s.endpointOf(c.WebhookID, url, secret, headers).fill(c)
 	}
 	return out, rows.Err()
 }

@@ -28,9 +28,10 @@ type endpoints struct {
 
 const maxEndpoints = 4096
 
-// endpoint returns the endpoint of webhook for its stored URL, secret (sealed by
-// s.box, or plain; nil or empty for none) and headers (a JSON object).
-func (s *Store) endpoint(webhook int64, url, sealed, headers []byte) *endpoint {
+// endpointOf returns the endpoint of webhook for its stored URL, secret
+// (sealed by s.box, or plain; nil or empty for none) and headers (a JSON
+// object).
+func (s *Store) endpointOf(webhook int64, url, sealed, headers []byte) *endpoint {
 	c := &s.endpoints
 	c.mu.Lock()
 	e := c.m[webhook]

@@ -659,7 +659,7 @@ func (w *Writer) scanEvents(row pgx.Row, events []event.Event) (int64, Leased, e
 		leased.Ready = append(leased.Ready, Claimed{ID: id, WebhookID: hooks[i], EventID: eventIDs[i], EventType: e.Type, CompanyID: e.CompanyID,
 			TraceParent: e.TraceParent, NextAttemptAt: now, LeaseUntil: until, Body: e.Body,
 			CreatedAt: now, CommittedAt: committed[i]})
-		w.s.endpoint(hooks[i], urls[i], secrets[i], headers[i]).fill(&leased.Ready[i])
+		w.s.endpointOf(hooks[i], urls[i], secrets[i], headers[i]).fill(&leased.Ready[len(leased.Ready)-1])
 	}
 	return created, leased, nil
 }
