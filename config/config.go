@@ -38,6 +38,8 @@ type Config struct {
 	Secrets     Secrets     `koanf:"secrets"`
 	// Observability configures the metrics and health endpoints.
 	Observability Observability `koanf:"observability"`
+	// Runtime tunes Go's garbage collector.
+	Runtime Runtime `koanf:"runtime"`
 
 	// envWarnings are RELAY_* variables that Load ignored.
 	envWarnings []string
@@ -183,6 +185,18 @@ type Observability struct {
 	Pprof bool `koanf:"pprof"`
 }
 
+// Runtime tunes Go's garbage collector for the relay's process. GOGC and
+// GOMEMLIMIT in the environment, which Go reads itself, take precedence.
+type Runtime struct {
+	// GCPercent is GOGC: how far the heap grows past what the last
+	// collection kept before the next one starts; -1 turns the percentage
+	// off, leaving MemoryLimit alone to start collections.
+	GCPercent int `koanf:"gc_percent"`
+	// MemoryLimit is GOMEMLIMIT: a soft limit on the memory of Go's runtime;
+	// as the heap nears it, collections start sooner. 0 = no limit.
+	MemoryLimit ByteSize `koanf:"memory_limit"`
+}
+
 // Webhook sources.
 const (
 	SourceFile  = "file"
@@ -245,5 +259,6 @@ func Default() *Config {
 		},
 		Admin:   Admin{Tokens: []AdminToken{}},
 		Secrets: Secrets{PreviousKeys: []string{}},
+		Runtime: Runtime{GCPercent: 200, MemoryLimit: 64 << 20},
 	}
 }

@@ -53,6 +53,15 @@ func (c *Config) Validate() error {
 	oneOf(&p, "log.format", c.Log.Format, "text", "json")
 
 	checkListen(&p, "observability.listen", c.Observability.Listen)
+	switch {
+	case c.Runtime.GCPercent == -1 && c.Runtime.MemoryLimit == 0:
+		p.add("runtime.gc_percent", "-1 (off) needs runtime.memory_limit, or the heap grows without bound")
+	case c.Runtime.GCPercent != -1 && c.Runtime.GCPercent < 10:
+		p.add("runtime.gc_percent", "%d is below 10 (collections would take most of the CPU); -1 turns it off", c.Runtime.GCPercent)
+	}
+	if c.Runtime.MemoryLimit != 0 && c.Runtime.MemoryLimit < 32<<20 {
+		p.add("runtime.memory_limit", "%d bytes is below 32MB, less than the relay needs to work; 0 = no limit", c.Runtime.MemoryLimit)
+	}
 
 	checkDatabaseURL(&p, "database.url", c.Database.URL)
 	checkDatabaseURL(&p, "database.state_url", c.Database.StateURL)

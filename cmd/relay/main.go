@@ -196,6 +196,7 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	log := newLogger(cfg, stderr)
 	log.Info("relay starting", "slot", cfg.Replication.Slot, "webhooks_source", cfg.Webhooks.Source)
+	log.Info("garbage collector", tuneGC(cfg.Runtime, os.Getenv)...)
 	if err := service.Run(ctx, cfg, log); err != nil {
 		return err
 	}
