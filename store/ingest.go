@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -76,7 +75,7 @@ func (s *Store) Seed(ctx context.Context, slot string, start event.LSN, rows fun
 			return err
 		}
 		err := rows(func(r StateRow) error {
-			vals, err := json.Marshal(r.Vals)
+			vals, err := appendRow(nil, r.Vals)
 			if err != nil {
 				return err
 			}
@@ -129,10 +128,9 @@ func (s *Store) AllRowState(ctx context.Context, slot, table string) ([]StateRow
 	}
 	var out []StateRow
 	var key string
-	var vals event.Row
+	var vals rowScan
 	_, err = pgx.ForEachRow(rows, []any{&key, &vals}, func() error {
-		out = append(out, StateRow{Table: table, Key: key, Vals: wholeNumbers(vals)})
-		vals = nil
+		out = append(out, StateRow{Table: table, Key: key, Vals: vals.row})
 		return nil
 	})
 	if err != nil {
@@ -250,10 +248,9 @@ const rowStateSQL = "SELECT pk, vals FROM {{schema}}.row_state WHERE slot = $1 A
 func readRowState(rows pgx.Rows, table string, n int) (map[string]event.Row, error) {
 	out := make(map[string]event.Row, n)
 	var key string
-	var vals event.Row
+	var vals rowScan
 	_, err := pgx.ForEachRow(rows, []any{&key, &vals}, func() error {
-		out[key] = wholeNumbers(vals)
-		vals = nil
+		out[key] = vals.row
 		return nil
 	})
 	if err != nil {
@@ -682,17 +679,19 @@ func (w *Writer) queueState(b *pgx.Batch, states []StateRow) error {
 	}
 	var upTables, upKeys, delTables, delKeys []string
 	var upVals [][]byte
+	var buf []byte // every row's JSON, one after the other
 	for _, k := range order {
 		v := last[k]
 		if v == nil {
 			delTables, delKeys = append(delTables, k.table), append(delKeys, k.pk)
 			continue
 		}
-		b, err := json.Marshal(v)
-		if err != nil {
+		start := len(buf)
+		var err error
+		if buf, err = appendRow(buf, v); err != nil {
 			return fmt.Errorf("encode row state: %w", err)
 		}
-		upTables, upKeys, upVals = append(upTables, k.table), append(upKeys, k.pk), append(upVals, b)
+		upTables, upKeys, upVals = append(upTables, k.table), append(upKeys, k.pk), append(upVals, buf[start:len(buf):len(buf)])
 	}
 	if len(delKeys) > 0 {
 		b.Queue(w.s.q(`DELETE FROM {{schema}}.row_state r USING unnest($2::text[], $3::text[]) AS d(tbl, pk)
