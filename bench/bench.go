@@ -77,7 +77,9 @@ type Result struct {
 	// state connections, the load, autovacuum, the WAL writer...
 	PGByProcess  map[string]float64 `json:"postgres_cpu_us_per_delivery_by_process,omitempty"`
 	SlotLagBytes int64              `json:"slot_lag_bytes"`
-	Note         string             `json:"note,omitempty"`
+	// Disk is how long the disk took to sync while the scenario ran.
+	Disk DiskSyncs `json:"disk_syncs"`
+	Note string    `json:"note,omitempty"`
 }
 
 // Scenario names, in the order they run.
@@ -414,16 +416,19 @@ type cpuMeter struct {
 	pool             *pgxpool.Pool
 	relay, pg, recv0 time.Duration
 	procs            map[int]pgProc
+	disk             *diskProbe
 }
 
 func (b *run) cpuMeter(ctx context.Context, pool *pgxpool.Pool, rp *relayProc) *cpuMeter {
 	return &cpuMeter{b: b, rp: rp, pool: pool, relay: rp.cpu(), pg: procCPU(b.pg.PID(), true),
-		recv0: procCPU(b.recv.cmd.Process.Pid, false), procs: pgProcs(ctx, pool)}
+		recv0: procCPU(b.recv.cmd.Process.Pid, false), procs: pgProcs(ctx, pool), disk: startDiskProbe(b.dir)}
 }
 
-// fill records the CPU used since the start, per delivery, in r.
+// fill records the CPU used since the start, per delivery, and the disk's
+// syncs in r.
 func (m *cpuMeter) fill(ctx context.Context, r *Result) time.Duration {
 	relay := m.rp.cpu() - m.relay
+	r.Disk = m.disk.finish()
 	if r.Deliveries > 0 {
 		per := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(r.Deliveries) }
 		pg := procCPU(m.b.pg.PID(), true) - m.pg

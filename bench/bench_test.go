@@ -32,7 +32,8 @@ func TestSmoke(t *testing.T) {
 	}
 	for _, r := range results {
 		t.Logf("%+v", r)
-		if r.Events == 0 || r.Deliveries == 0 || r.EventsPerSec <= 0 || r.PeakRSSMB <= 0 || r.P99ms <= 0 {
+		if r.Events == 0 || r.Deliveries == 0 || r.EventsPerSec <= 0 || r.PeakRSSMB <= 0 || r.P99ms <= 0 ||
+			r.Disk.Syncs == 0 || r.Disk.Err != "" {
 			t.Errorf("%s: missing figures: %+v", r.Scenario, r)
 		}
 	}

@@ -85,6 +85,9 @@ func print(results []bench.Result) {
 		}
 	}
 	for _, r := range results {
+		fmt.Printf("%s: %s\n", r.Scenario, r.Disk)
+	}
+	for _, r := range results {
 		if len(r.PGByProcess) == 0 {
 			continue
 		}

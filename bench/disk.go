@@ -1,0 +1,91 @@
+package bench
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+)
+
+// diskProbe measures the disk while a scenario runs: every 10 ms it writes
+// 8 kB to a file of its own and waits for the disk to sync it, as
+// PostgreSQL does for each commit. A sync that takes tens of milliseconds
+// holds up every commit of those milliseconds (the platform's, and so the
+// change feed, and the relay's), whatever the relay does; the slow syncs
+// it counts explain a tail that the relay's own stages do not.
+type diskProbe struct {
+	stop chan struct{}
+	done chan struct{}
+	mu   sync.Mutex
+	res  DiskSyncs
+}
+
+// DiskSyncs is what a diskProbe measured.
+type DiskSyncs struct {
+	Syncs int `json:"syncs"`
+	// Slow counts syncs over 20 ms.
+	Slow  int     `json:"slow"`
+	MaxMs float64 `json:"max_ms"`
+	Err   string  `json:"error,omitempty"`
+}
+
+func (d DiskSyncs) String() string {
+	if d.Err != "" {
+		return "disk probe: " + d.Err
+	}
+	return fmt.Sprintf("disk: %d of %d syncs of 8 kB took over 20 ms, the slowest %.0f ms", d.Slow, d.Syncs, d.MaxMs)
+}
+
+func startDiskProbe(dir string) *diskProbe {
+	p := &diskProbe{stop: make(chan struct{}), done: make(chan struct{})}
+	go p.run(dir)
+	return p
+}
+
+func (p *diskProbe) run(dir string) {
+	defer close(p.done)
+	path := filepath.Join(dir, fmt.Sprintf("disk-probe-%d", time.Now().UnixNano()))
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY, 0o600)
+	if err != nil {
+		p.res.Err = err.Error()
+		return
+	}
+	defer os.Remove(path)
+	defer f.Close()
+	buf := make([]byte, 8192)
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-p.stop:
+			return
+		case <-t.C:
+		}
+		start := time.Now()
+		if _, err := f.WriteAt(buf, 0); err == nil {
+			err = f.Sync()
+		}
+		if err != nil {
+			p.mu.Lock()
+			p.res.Err = err.Error()
+			p.mu.Unlock()
+			return
+		}
+		ms := float64(time.Since(start).Microseconds()) / 1000
+		p.mu.Lock()
+		p.res.Syncs++
+		if ms > 20 {
+			p.res.Slow++
+		}
+		p.res.MaxMs = max(p.res.MaxMs, ms)
+		p.mu.Unlock()
+	}
+}
+
+// finish stops the probe and returns what it measured.
+func (p *diskProbe) finish() DiskSyncs {
+	close(p.stop)
+	<-p.done
+	return p.res
+}
