@@ -4,9 +4,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sync"
 	"time"
 )
+
+// slowSync is how long a sync takes before the probe counts it as slow.
+const slowSync = 20 * time.Millisecond
 
 // diskProbe measures the disk while a scenario runs: every 10 ms it writes
 // 8 kB to a file of its own and waits for the disk to sync it, as
@@ -16,15 +18,14 @@ import (
 // it counts explain a tail that the relay's own stages do not.
 type diskProbe struct {
 	stop chan struct{}
-	done chan struct{}
-	mu   sync.Mutex
+	done chan struct{} // closed when run has returned: res is final
 	res  DiskSyncs
 }
 
 // DiskSyncs is what a diskProbe measured.
 type DiskSyncs struct {
 	Syncs int `json:"syncs"`
-	// Slow counts syncs over 20 ms.
+	// Slow counts syncs over slowSync.
 	Slow  int     `json:"slow"`
 	MaxMs float64 `json:"max_ms"`
 	Err   string  `json:"error,omitempty"`
@@ -34,7 +35,7 @@ func (d DiskSyncs) String() string {
 	if d.Err != "" {
 		return "disk probe: " + d.Err
 	}
-	return fmt.Sprintf("disk: %d of %d syncs of 8 kB took over 20 ms, the slowest %.0f ms", d.Slow, d.Syncs, d.MaxMs)
+	return fmt.Sprintf("disk: %d of %d syncs of 8 kB took over %v, the slowest %.0f ms", d.Slow, d.Syncs, slowSync, d.MaxMs)
 }
 
 func startDiskProbe(dir string) *diskProbe {
@@ -67,19 +68,15 @@ func (p *diskProbe) run(dir string) {
 			err = f.Sync()
 		}
 		if err != nil {
-			p.mu.Lock()
 			p.res.Err = err.Error()
-			p.mu.Unlock()
 			return
 		}
-		ms := float64(time.Since(start).Microseconds()) / 1000
-		p.mu.Lock()
+		took := time.Since(start)
 		p.res.Syncs++
-		if ms > 20 {
+		if took > slowSync {
 			p.res.Slow++
 		}
-		p.res.MaxMs = max(p.res.MaxMs, ms)
-		p.mu.Unlock()
+		p.res.MaxMs = max(p.res.MaxMs, float64(took.Microseconds())/1000)
 	}
 }
 

@@ -749,11 +749,20 @@ func (w *Writer) Rollback(ctx context.Context) {
 // same value arriving in the stream.
 func wholeNumbers(r event.Row) event.Row {
 	for k, v := range r {
-		if f, ok := v.(float64); ok && f == math.Trunc(f) && math.Abs(f) < 1<<53 {
-			r[k] = int64(f)
+		if f, ok := v.(float64); ok {
+			r[k] = whole(f)
 		}
 	}
 	return r
+}
+
+// whole returns f as an int64 when it is a whole number that a float64
+// holds exactly, and f otherwise.
+func whole(f float64) any {
+	if f == math.Trunc(f) && math.Abs(f) < 1<<53 {
+		return int64(f)
+	}
+	return f
 }
 
 // ForgetSlot deletes a slot's position and row record. Events and

@@ -230,10 +230,7 @@ func (p *flatParser) number() (any, bool) {
 	if err != nil { // out of float64's range: encoding/json's error
 		return nil, false
 	}
-	if f == math.Trunc(f) && math.Abs(f) < 1<<53 {
-		return int64(f), true
-	}
-	return f, true
+	return whole(f), true
 }
 
 func (p *flatParser) digits() bool {
