@@ -3,8 +3,9 @@
 // transactions. It knows the replication protocol and nothing about webhooks.
 //
 // Its promises:
-//   - the slot is confirmed only up to positions the Handler has made durable
-//     (Commit or Idle returned nil), never merely what was received;
+//   - the slot is confirmed only up to positions the Handler has stored
+//     (Flush or Idle returned nil) and then made durable (Sync returned nil),
+//     never merely what was received;
 //   - keepalives are answered, and a feed whose published tables are quiet
 //     still advances the slot (through Handler.Idle), so the relay does not
 //     pin WAL;
@@ -34,18 +35,19 @@ type Config struct {
 	// Tables are the tables to publish (unqualified names in schema public).
 	Tables []string
 	// StatusInterval is how often the durable position is reported to the
-	// server even when nothing happens. Default 10s.
+	// server even when nothing happens, each report after a Handler.Sync
+	// when something was stored since the last. Default 10s.
 	StatusInterval time.Duration
 	// IdleInterval bounds how often a quiet feed persists an advanced
 	// position through Handler.Idle. Default 1s.
 	IdleInterval time.Duration
 	// MaxBackoff caps the wait between reconnection attempts. Default 30s.
 	MaxBackoff time.Duration
-	// GroupDelay bounds how long a committed transaction may wait to be made
-	// durable together with the ones that follow it (group commit). The feed
+	// GroupDelay bounds how long a committed transaction may wait to be
+	// stored together with the ones that follow it (group commit). The feed
 	// flushes sooner when the stream pauses. Default 10ms.
 	GroupDelay time.Duration
-	// GroupSize bounds how many transactions are made durable together.
+	// GroupSize bounds how many transactions are stored together.
 	// Default 1000.
 	GroupSize int
 	// HeartbeatInterval, when positive, makes the streaming relay write a
@@ -124,11 +126,18 @@ type Handler interface {
 	Begin(ctx context.Context, tx event.Tx) error
 	Change(ctx context.Context, c *event.Change) error
 	Commit(ctx context.Context, tx event.Tx) error
-	// Flush makes every transaction passed to Commit durable, with the
-	// position past the last one. It is called only between transactions.
-	// When it returns nil, the feed confirms that position.
+	// Flush stores every transaction passed to Commit, with the position
+	// past the last one. It is called only between transactions. What it
+	// stored need not be durable yet: the feed confirms the position only
+	// after a Sync.
 	Flush(ctx context.Context) error
-	// Idle persists lsn as the position when no transaction is open or
-	// pending and all before it has been handled; the feed then confirms it.
+	// Idle stores lsn as the position when no transaction is open or
+	// pending and all before it has been handled; the feed confirms it
+	// after a Sync.
 	Idle(ctx context.Context, lsn event.LSN) error
+	// Sync makes everything Flush and Idle stored so far durable. The feed
+	// calls it before it reports a position it has not reported yet (every
+	// StatusInterval, and when the server asks), so its cost is paid once
+	// per report, not once per transaction.
+	Sync(ctx context.Context) error
 }

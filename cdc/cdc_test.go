@@ -33,6 +33,11 @@ type memHandler struct {
 	txs       []event.Tx
 	idles     int
 	failAfter int // fail Commit when len(txs) reaches this (0 = never)
+	// synced is the position the last Sync made durable; failSync makes
+	// Sync fail.
+	synced   event.LSN
+	syncs    int
+	failSync bool
 }
 
 func (h *memHandler) MarkSeeding(context.Context) error {
@@ -108,6 +113,17 @@ func (h *memHandler) Idle(_ context.Context, lsn event.LSN) error {
 	defer h.mu.Unlock()
 	h.pos = lsn
 	h.idles++
+	return nil
+}
+
+func (h *memHandler) Sync(context.Context) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.failSync {
+		return errors.New("store cannot sync")
+	}
+	h.synced = h.pos
+	h.syncs++
 	return nil
 }
 
@@ -371,6 +387,40 @@ func TestAcksOnlyDurablePositions(t *testing.T) {
 	got := e.waitChanges(2)
 	if got[1].New["id"] != int64(41) {
 		t.Fatalf("redelivered %v", got[1].New)
+	}
+}
+
+// TestConfirmsOnlySyncedPositions: a position the handler stored but could
+// not make durable is never confirmed; once Sync succeeds it is.
+func TestConfirmsOnlySyncedPositions(t *testing.T) {
+	e := newEnv(t)
+	e.start(e.h)
+	before := e.confirmed()
+	e.h.mu.Lock()
+	e.h.failSync = true
+	e.h.mu.Unlock()
+	e.exec(`INSERT INTO items (id, status) VALUES (50, 'open')`)
+	e.waitChanges(1)
+	_, txs, pos := e.h.snapshot()
+	if pos < txs[0].EndLSN {
+		t.Fatalf("stored position %s, want the transaction's end %s", pos, txs[0].EndLSN)
+	}
+	time.Sleep(700 * time.Millisecond) // seven status intervals
+	if c := e.confirmed(); c >= txs[0].EndLSN || c < before {
+		t.Fatalf("slot confirmed %s while nothing past %s was made durable", c, before)
+	}
+	e.h.mu.Lock()
+	e.h.failSync = false
+	e.h.mu.Unlock()
+	waitFor(t, "confirm after a sync", func() bool { return e.confirmed() >= txs[0].EndLSN })
+	e.h.mu.Lock()
+	synced, syncs := e.h.synced, e.h.syncs
+	e.h.mu.Unlock()
+	if synced < e.confirmed() {
+		t.Fatalf("slot confirmed %s, past the last synced position %s", e.confirmed(), synced)
+	}
+	if syncs == 0 {
+		t.Fatal("no Sync was made")
 	}
 }
 

@@ -171,7 +171,7 @@ func (s *Source) session(ctx context.Context, h Handler, streaming func()) error
 	}
 	log.Info("streaming changes", "slot", s.cfg.Slot, "publication", s.cfg.Publication, "from", start.String())
 	streaming()
-	st := &stream{cfg: &s.cfg, conn: rconn, h: h, dec: newDecoder(), durable: start, start: start,
+	st := &stream{cfg: &s.cfg, conn: rconn, h: h, dec: newDecoder(), stored: start, start: start,
 		sql: conn, check: s.checkSlot}
 	return st.loop(ctx)
 }
@@ -286,12 +286,17 @@ const heartbeatSQL = "SELECT pg_logical_emit_message(false, 'smtm_relay_heartbea
 
 // stream is one running replication session.
 type stream struct {
-	cfg     *Config
-	conn    *pgconn.PgConn
-	h       Handler
-	dec     *decoder
-	start   event.LSN // transactions committed before this were handled
-	durable event.LSN // highest position the Handler made durable
+	cfg   *Config
+	conn  *pgconn.PgConn
+	h     Handler
+	dec   *decoder
+	start event.LSN // transactions committed before this were handled
+	// stored is the highest position the Handler stored (Flush, Idle, or
+	// its position at the start); durable the highest it made durable
+	// (Sync), which is what the feed confirms. A session starts with
+	// nothing known durable: the position it resumes from may have been
+	// stored but not yet synced when the last session ended.
+	stored, durable event.LSN
 
 	// sql is the session's plain connection (it holds the slot lock);
 	// check reads the slot's status through it.
@@ -300,7 +305,7 @@ type stream struct {
 
 	inTx bool
 	skip bool
-	// Committed transactions not yet durable (group commit), the time the
+	// Committed transactions not yet stored (group commit), the time the
 	// first of them was committed, and the position past the last one.
 	pending      int
 	pendingSince time.Time
@@ -315,7 +320,7 @@ func (st *stream) loop(ctx context.Context) error {
 	// waiting for a message, so no handler call was cut short.
 	stopped := false
 	defer func() {
-		// On a clean stop, make durable what is complete, and report it.
+		// On a clean stop, store what is complete, and report it (durable).
 		if stopped && !st.inTx && st.pending > 0 {
 			_ = st.flush(context.WithoutCancel(ctx))
 		}
@@ -396,8 +401,8 @@ func (st *stream) loop(ctx context.Context) error {
 	}
 }
 
-// groupPause is how long the stream must stay quiet for a group to be made
-// durable before GroupDelay, where quiet cannot tell: a pause this long
+// groupPause is how long the stream must stay quiet for a group to be
+// stored before GroupDelay, where quiet cannot tell: a pause this long
 // means the transactions that arrived together have all been read. (Go's
 // timers shorter than a millisecond fire after about a millisecond on an
 // otherwise idle process.)
@@ -422,15 +427,15 @@ func minTime(a, b time.Time) time.Time {
 	return b
 }
 
-// flush makes the pending transactions durable and moves the position the
-// feed confirms.
+// flush stores the pending transactions and moves the position the feed
+// confirms after its next Sync.
 func (st *stream) flush(ctx context.Context) error {
 	if err := st.h.Flush(ctx); err != nil {
 		return fmt.Errorf("store transactions up to %s: %w", st.committed, err)
 	}
 	st.pending = 0
-	if st.committed > st.durable {
-		st.durable = st.committed
+	if st.committed > st.stored {
+		st.stored = st.committed
 	}
 	return nil
 }
@@ -449,7 +454,7 @@ func (st *stream) copyData(ctx context.Context, data []byte) error {
 		// Nothing is open and everything sent before this keepalive has been
 		// handled: the position may move to the server's WAL end, so a quiet
 		// publication does not pin WAL.
-		if !st.inTx && end > st.durable && (ka.ReplyRequested || time.Since(st.lastIdle) >= st.cfg.IdleInterval) {
+		if !st.inTx && end > st.stored && (ka.ReplyRequested || time.Since(st.lastIdle) >= st.cfg.IdleInterval) {
 			if st.pending > 0 {
 				if err := st.flush(ctx); err != nil {
 					return err
@@ -458,7 +463,7 @@ func (st *stream) copyData(ctx context.Context, data []byte) error {
 			if err := st.h.Idle(ctx, end); err != nil {
 				return fmt.Errorf("persist idle position %s: %w", end, err)
 			}
-			st.durable = end
+			st.stored = end
 			st.lastIdle = time.Now()
 		}
 		if ka.ReplyRequested {
@@ -604,7 +609,15 @@ func checkTuple(b []byte) (int, error) {
 	return pos, nil
 }
 
+// sendStatus reports the durable position to the server, first making
+// durable what the Handler stored since the last report.
 func (st *stream) sendStatus(ctx context.Context) error {
+	if st.stored > st.durable {
+		if err := st.h.Sync(ctx); err != nil {
+			return fmt.Errorf("make the position %s durable: %w", st.stored, err)
+		}
+		st.durable = st.stored
+	}
 	err := pglogrepl.SendStandbyStatusUpdate(ctx, st.conn, pglogrepl.StandbyStatusUpdate{
 		WALWritePosition: pglogrepl.LSN(st.durable),
 		WALFlushPosition: pglogrepl.LSN(st.durable),

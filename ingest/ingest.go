@@ -85,6 +85,12 @@ type Ingester struct {
 	deliveries int64        // created in the open store transaction
 	leased     store.Leased // leased to the sender in it
 	end        event.LSN    // position past the last committed source transaction
+	// stored is the position the store has as far as this ingester knows:
+	// read at the session's start, then what each write and Idle stored.
+	// Every write that moves it, and every Sync, checks that the store
+	// still has it, so that writes PostgreSQL forgot are noticed (see
+	// store.ErrPositionMoved).
+	stored event.LSN
 
 	// known is the recorded state of rows as the open store transaction
 	// has it, written or buffered (a nil row: no state), for rows seen
@@ -140,6 +146,7 @@ func (in *Ingester) Position(ctx context.Context) (event.LSN, cdc.State, error) 
 	if in.parts, err = in.st.Parts(ctx, in.opts.Slot); err != nil {
 		return 0, 0, err
 	}
+	in.stored = lsn
 	return lsn, cdc.StateReady, nil
 }
 
@@ -193,6 +200,7 @@ func (in *Ingester) Seed(ctx context.Context, snap *cdc.Snapshot, start event.LS
 	if err != nil {
 		return err
 	}
+	in.stored = start
 	return in.loadCompanies(ctx)
 }
 
@@ -348,12 +356,13 @@ func (in *Ingester) Flush(ctx context.Context) error {
 	}
 	w, n, leased := in.w, in.deliveries, in.leased
 	in.w, in.deliveries, in.leased = nil, 0, store.Leased{}
-	if err := w.Commit(ctx, in.end); err != nil {
+	if err := w.Commit(ctx, in.stored, in.end); err != nil {
 		// What the rolled-back transaction wrote is not known any more.
 		in.known = nil
 		in.tel.aborted("store commit failed")
 		return err
 	}
+	in.stored = in.end
 	in.tel.committed(n)
 	in.forget()
 	if n > 0 {
@@ -365,11 +374,12 @@ func (in *Ingester) Flush(ctx context.Context) error {
 // writeCommit stores the buffered group and its position at once (see
 // store.WriteCommit).
 func (in *Ingester) writeCommit(ctx context.Context) error {
-	n, leased, err := in.st.WriteCommit(ctx, in.opts.Slot, in.events, in.states, in.leaseRequest(), in.end)
+	n, leased, err := in.st.WriteCommit(ctx, in.opts.Slot, in.events, in.states, in.leaseRequest(), in.stored, in.end)
 	if err != nil {
 		in.abort(ctx, "store commit failed")
 		return err
 	}
+	in.stored = in.end
 	in.tel.written()
 	in.dropBuffered()
 	in.tel.committed(n)
@@ -389,11 +399,18 @@ func (in *Ingester) Close(ctx context.Context) {
 
 // Idle implements cdc.Handler.
 func (in *Ingester) Idle(ctx context.Context, lsn event.LSN) error {
-	if err := in.st.SaveIdle(ctx, in.opts.Slot, lsn); err != nil {
+	if err := in.st.SaveIdle(ctx, in.opts.Slot, in.stored, lsn); err != nil {
 		return err
 	}
+	in.stored = lsn
 	in.tel.idle()
 	return nil
+}
+
+// Sync implements cdc.Handler: it makes what the store transactions
+// committed so far durable.
+func (in *Ingester) Sync(ctx context.Context) error {
+	return in.st.Sync(ctx, in.opts.Slot, in.stored)
 }
 
 func (in *Ingester) writer(ctx context.Context) error {

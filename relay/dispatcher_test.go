@@ -752,7 +752,11 @@ func (e *env) handoffWrite(d *Dispatcher, lsn event.LSN, n int) store.Leased {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	if err := w.Commit(ctx, lsn+1); err != nil {
+	from, _, err := e.st.Position(ctx, "s")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if err := w.Commit(ctx, from, lsn+1); err != nil {
 		e.t.Fatal(err)
 	}
 	return leased

@@ -511,6 +511,10 @@ func (s *Store) RecordAttempts(ctx context.Context, owner string, results []Atte
 // some need a parameter's value to use a partial index.
 const hotSettingsSQL = `SELECT set_config('plan_cache_mode', 'force_generic_plan', true), set_config('enable_seqscan', 'off', true)`
 
+// asyncSettingsSQL is hotSettingsSQL for a transaction whose commit does not
+// wait for the disk (synchronous_commit off for that transaction only).
+const asyncSettingsSQL = `SELECT set_config('plan_cache_mode', 'force_generic_plan', true), set_config('enable_seqscan', 'off', true), set_config('synchronous_commit', 'off', true)`
+
 // commitMode says whether a hotStatement's commit waits for the disk.
 type commitMode int
 
@@ -530,12 +534,13 @@ const (
 // attempt, so it is sent again under the same id once that lease expires
 // (as when a relay dies between an attempt and its record), and never while
 // the attempt could still be in flight; a forgotten give-back only delays a
-// delivery until its lease expires. Claims, events, deliveries and the
-// replication position always wait for the disk.
+// delivery until its lease expires. Claims always wait for the disk; so do
+// events, deliveries and the replication position before the slot is
+// confirmed past them (see Store.Sync).
 func (s *Store) hotStatement(ctx context.Context, mode commitMode, sql string, args []any, read func(pgx.Rows) error) error {
 	settings := hotSettingsSQL
 	if mode == async {
-		settings += `, set_config('synchronous_commit', 'off', true)`
+		settings = asyncSettingsSQL
 	}
 	b := &pgx.Batch{}
 	b.Queue(settings)

@@ -761,10 +761,10 @@ func TestWebhookDeliveriesAcrossStatuses(t *testing.T) {
 	}
 }
 
-// Attempt records and given-back claims commit without waiting for the
-// disk, and only they do: the setting ends with their own transaction, so
-// the pooled connection they used commits claims, events, deliveries and
-// the position durably afterwards.
+// Attempt records, given-back claims and the change feed's writes commit
+// without waiting for the disk, and only they do: the setting ends with
+// their own transaction, so the pooled connections they used commit claims
+// and Sync durably afterwards.
 func TestAsyncCommitStaysInItsTransaction(t *testing.T) {
 	ctx := context.Background()
 	// The tests' server commits asynchronously by default; these sessions
@@ -790,6 +790,23 @@ func TestAsyncCommitStaysInItsTransaction(t *testing.T) {
 	}
 	if d, _ := s.DeliveryByID(ctx, given); d.LeaseOwner != "" {
 		t.Fatalf("released delivery still leased: %+v", d)
+	}
+	s.readySlot(t)
+	if _, _, err := s.WriteCommit(ctx, "s", events(5, 1), nil, ClaimRequest{}, s.at(t), 6); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.WritePart(ctx, "s", 8, Part{Changes: 1, NextSeq: 1}, events(8, 1), ClaimRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	w, err := s.BeginWrite(ctx, "s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write(ctx, events(9, 1), nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Commit(ctx, s.at(t), 10); err != nil {
+		t.Fatal(err)
 	}
 	conns := s.pool.AcquireAllIdle(ctx)
 	if len(conns) == 0 {

@@ -109,12 +109,67 @@ func (s *Store) Seed(ctx context.Context, slot string, start event.LSN, rows fun
 	})
 }
 
-// SaveIdle advances a ready slot's position when no transaction is pending.
-func (s *Store) SaveIdle(ctx context.Context, slot string, lsn event.LSN) error {
-	_, err := s.pool.Exec(ctx, s.q(`UPDATE {{schema}}.checkpoints SET lsn = $2, updated_at = now()
-		WHERE slot = $1 AND state = 'ready' AND lsn < $2`), slot, int64(lsn))
+// Sync makes every store transaction committed so far durable, the ones
+// that did not wait for the disk (Writer) among them: it commits a write
+// of its own that waits for the disk, which flushes the WAL up to its
+// commit record and so everything committed before it. at is the position
+// the caller last stored: if the store's is another, PostgreSQL forgot
+// writes that had not reached the disk, and Sync fails (ErrPositionMoved)
+// rather than make the rest durable without them.
+func (s *Store) Sync(ctx context.Context, slot string, at event.LSN) error {
+	b := &pgx.Batch{}
+	b.Queue(`SELECT set_config('synchronous_commit', 'on', true)`)
+	b.Queue(s.q(`UPDATE {{schema}}.checkpoints SET updated_at = now() WHERE slot = $1 AND state = 'ready' AND lsn = $2`), slot, int64(at))
+	br := s.pool.SendBatch(ctx, b)
+	_, err := br.Exec()
+	var tag pgconn.CommandTag
+	if err == nil {
+		tag, err = br.Exec()
+	}
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("sync the store: %w", err)
+	}
+	if tag.RowsAffected() != 1 {
+		// Without a row to write, the commit would not wait for the disk.
+		return fmt.Errorf("sync the store: %w", s.positionMoved(ctx, slot, at))
+	}
+	return nil
+}
+
+// ErrPositionMoved means that the store's position of a slot is not the one
+// its writer last stored: PostgreSQL forgot writes that had not reached the
+// disk (it crashed or was stopped in immediate mode), or another process
+// moved it. The change feed must resume from the store's position.
+var ErrPositionMoved = errors.New("the store's position is not the one last stored")
+
+// positionMoved describes why a write that expected the slot's position to
+// be want found another.
+func (s *Store) positionMoved(ctx context.Context, slot string, want event.LSN) error {
+	lsn, state, err := s.Position(ctx, slot)
+	switch {
+	case err != nil:
+		return fmt.Errorf("%w (slot %s, expected %s; reading it: %v)", ErrPositionMoved, slot, want, err)
+	case state != StateReady:
+		return fmt.Errorf("slot %s is not ready (state %q)", slot, state)
+	default:
+		return fmt.Errorf("%w: slot %s is at %s, expected %s (PostgreSQL lost writes that were not yet on disk?)", ErrPositionMoved, slot, lsn, want)
+	}
+}
+
+// SaveIdle advances a ready slot's position from from to lsn when no
+// transaction is pending. It fails (ErrPositionMoved) when the position is
+// not from.
+func (s *Store) SaveIdle(ctx context.Context, slot string, from, lsn event.LSN) error {
+	tag, err := s.pool.Exec(ctx, s.q(`UPDATE {{schema}}.checkpoints SET lsn = $2, updated_at = now()
+		WHERE slot = $1 AND state = 'ready' AND lsn = $3`), slot, int64(lsn), int64(from))
 	if err != nil {
 		return fmt.Errorf("save idle checkpoint: %w", err)
+	}
+	if tag.RowsAffected() != 1 {
+		return fmt.Errorf("save idle checkpoint: %w", s.positionMoved(ctx, slot, from))
 	}
 	return nil
 }
@@ -142,6 +197,16 @@ func (s *Store) AllRowState(ctx context.Context, slot, table string) ([]StateRow
 // Writer writes what one source transaction produces: events, their
 // deliveries and row state, and finally the position past the transaction,
 // all in one database transaction of the store.
+//
+// Its commits (and those of WriteCommit and WritePart) do not wait for the
+// disk: the leased deliveries' first attempts start as soon as the commit
+// is visible, one disk flush earlier. A PostgreSQL crash can forget the
+// last fraction of a second of them, events, deliveries, row state and
+// position together, after some of those deliveries were sent; the change
+// feed then streams the forgotten source transactions again, since the
+// slot is confirmed only past what Sync made durable, and their deliveries
+// are stored again under the same ids (delivery_id), so a receiver sees a
+// repeated X-SMTM-Delivery, never a new one for the same event.
 type Writer struct {
 	s    *Store
 	slot string
@@ -196,13 +261,15 @@ func (s *Store) Parts(ctx context.Context, slot string) (map[event.LSN]Part, err
 func (s *Store) WritePart(ctx context.Context, slot string, commitLSN event.LSN, p Part, events []event.Event, lease ClaimRequest) (int64, Leased, error) {
 	w := &Writer{s: s, slot: slot, began: time.Now()}
 	b := &pgx.Batch{}
-	b.Queue(hotSettingsSQL)
+	b.Queue(asyncSettingsSQL)
 	b.Queue(s.q(`INSERT INTO {{schema}}.parts (slot, commit_lsn, changes, next_seq) VALUES ($1, $2, $3, $4)
 		ON CONFLICT (slot, commit_lsn) DO UPDATE SET changes = excluded.changes, next_seq = excluded.next_seq
 		WHERE parts.changes < excluded.changes`),
 		slot, int64(commitLSN), p.Changes, int32(p.NextSeq))
 	if len(events) > 0 {
-		w.queueEvents(b, events, lease)
+		if err := w.queueEvents(ctx, b, events, lease); err != nil {
+			return 0, Leased{}, err
+		}
 	}
 	br := s.pool.SendBatch(ctx, b)
 	for range 2 {
@@ -225,7 +292,7 @@ func (s *Store) BeginWrite(ctx context.Context, slot string) (*Writer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("begin store transaction: %w", err)
 	}
-	if _, err := tx.Exec(ctx, hotSettingsSQL); err != nil {
+	if _, err := tx.Exec(ctx, asyncSettingsSQL); err != nil {
 		_ = tx.Rollback(ctx)
 		return nil, fmt.Errorf("begin store transaction: %w", err)
 	}
@@ -437,7 +504,9 @@ func (w *Writer) WriteLeasing(ctx context.Context, events []event.Event, states 
 	}
 	nState := b.Len()
 	if len(events) > 0 {
-		w.queueEvents(b, events, lease)
+		if err := w.queueEvents(ctx, b, events, lease); err != nil {
+			return 0, Leased{}, err
+		}
 	}
 	if b.Len() == 0 {
 		return 0, Leased{}, nil
@@ -469,26 +538,29 @@ func (w *Writer) results(br pgx.BatchResults, nState int, events []event.Event) 
 	return created, leased, nil
 }
 
-// WriteCommit is BeginWrite, WriteLeasing and Commit(end) in one round
-// trip: the statements go to the server as one pipeline, which PostgreSQL
-// runs as one implicit transaction, so either all of it is stored or
-// nothing. It fails, storing nothing, when slot is not ready.
-func (s *Store) WriteCommit(ctx context.Context, slot string, events []event.Event, states []StateRow, lease ClaimRequest, end event.LSN) (int64, Leased, error) {
+// WriteCommit is BeginWrite, WriteLeasing and Commit(from, end) in one
+// round trip: the statements go to the server as one pipeline, which
+// PostgreSQL runs as one implicit transaction, so either all of it is
+// stored or nothing. It fails, storing nothing, when slot is not ready or
+// its position is not from.
+func (s *Store) WriteCommit(ctx context.Context, slot string, events []event.Event, states []StateRow, lease ClaimRequest, from, end event.LSN) (int64, Leased, error) {
 	w := &Writer{s: s, slot: slot, began: time.Now()}
 	b := &pgx.Batch{}
-	b.Queue(hotSettingsSQL)
+	b.Queue(asyncSettingsSQL)
 	// Next, so that a slot that is not ready stops the rest: the division
 	// fails when no checkpoint row was updated.
 	b.Queue(s.q(`WITH u AS (
 			UPDATE {{schema}}.checkpoints SET lsn = $2, updated_at = now()
-			WHERE slot = $1 AND state = 'ready' RETURNING 1)
-		SELECT 1 / (SELECT count(*)::int FROM u)`), slot, int64(end))
+			WHERE slot = $1 AND state = 'ready' AND lsn = $3 RETURNING 1)
+		SELECT 1 / (SELECT count(*)::int FROM u)`), slot, int64(end), int64(from))
 	if err := w.queueState(b, states); err != nil {
 		return 0, Leased{}, err
 	}
 	nState := b.Len() - 2
 	if len(events) > 0 {
-		w.queueEvents(b, events, lease)
+		if err := w.queueEvents(ctx, b, events, lease); err != nil {
+			return 0, Leased{}, err
+		}
 	}
 	br := s.pool.SendBatch(ctx, b)
 	if _, err := br.Exec(); err != nil {
@@ -499,7 +571,7 @@ func (s *Store) WriteCommit(ctx context.Context, slot string, events []event.Eve
 		br.Close()
 		var pgErr *pgconn.PgError
 		if errors.As(err, &pgErr) && pgErr.Code == "22012" { // division_by_zero
-			return 0, Leased{}, fmt.Errorf("save checkpoint: slot %s is not ready", slot)
+			return 0, Leased{}, fmt.Errorf("save checkpoint: %w", s.positionMoved(ctx, slot, from))
 		}
 		return 0, Leased{}, fmt.Errorf("save checkpoint: %w", err)
 	}
@@ -509,7 +581,11 @@ func (s *Store) WriteCommit(ctx context.Context, slot string, events []event.Eve
 // queueEvents queues the statement that stores events with one delivery per
 // subscribed, active webhook of the event's company, leasing some of them
 // (see WriteLeasing).
-func (w *Writer) queueEvents(b *pgx.Batch, events []event.Event, lease ClaimRequest) {
+func (w *Writer) queueEvents(ctx context.Context, b *pgx.Batch, events []event.Event, lease ClaimRequest) error {
+	key, err := w.s.deliveryKey(ctx)
+	if err != nil {
+		return err
+	}
 	n := len(events)
 	lsns, seqs := make([]int64, n), make([]int32, n)
 	types, tables, ops := make([]string, n), make([]string, n), make([]string, n)
@@ -560,7 +636,26 @@ func (w *Writer) queueEvents(b *pgx.Batch, events []event.Event, lease ClaimRequ
 		}
 	}
 	b.Queue(w.s.q(writeEventsSQL), w.slot, lsns, seqs, types, companies, tables, ops, times, bodies, traces,
-		lease.Owner, lease.Lease.Microseconds(), limit, room, ids, rooms, holds, hold, holdLimit)
+		lease.Owner, lease.Lease.Microseconds(), limit, room, ids, rooms, holds, hold, holdLimit, key)
+	return nil
+}
+
+// deliveryKey returns the installation's key for delivery ids (migration
+// 0012), read once. (Passed to writeEventsSQL as a parameter: read from
+// its table inside the statement, it made PostgreSQL take a plan that cost
+// a hundred times more.)
+func (s *Store) deliveryKey(ctx context.Context) ([]byte, error) {
+	s.key.mu.Lock()
+	defer s.key.mu.Unlock()
+	if s.key.b != nil {
+		return s.key.b, nil
+	}
+	var k []byte
+	if err := s.pool.QueryRow(ctx, s.q(`SELECT delivery_key FROM {{schema}}.installation`)).Scan(&k); err != nil {
+		return nil, fmt.Errorf("read the installation's key for delivery ids: %w", err)
+	}
+	s.key.b = k
+	return k, nil
 }
 
 // writeEventsSQL stores events, fans each out to one delivery per
@@ -570,6 +665,8 @@ func (w *Writer) queueEvents(b *pgx.Batch, events []event.Event, lease ClaimRequ
 // the leased ones with what sending them needs, and the held ones' ids.
 // A webhook's nth delivery of the write is leased when n is within its
 // room (and the whole write's limit), held when within its room and hold.
+// A delivery's id is derived from its event's place in the feed and its
+// webhook (delivery_id), so that a replay stores it under the same id.
 const writeEventsSQL = `
 WITH ev AS (
     INSERT INTO {{schema}}.events (source, commit_lsn, seq, event_type, company_id, source_table, op, committed_at, body, traceparent)
@@ -579,7 +676,7 @@ WITH ev AS (
     ON CONFLICT (source, commit_lsn, seq) DO NOTHING
     RETURNING id, commit_lsn, seq, event_type, company_id, committed_at
 ), fan AS (
-    SELECT ev.id AS event_id, ev.commit_lsn, ev.seq, wh.id AS webhook_id, ev.company_id, ev.event_type,
+    SELECT ev.id AS event_id, ev.commit_lsn, ev.seq, ev.committed_at, wh.id AS webhook_id, ev.company_id, ev.event_type,
            row_number() OVER (PARTITION BY wh.id ORDER BY ev.commit_lsn, ev.seq) AS nth
     FROM ev JOIN {{schema}}.webhooks wh
       ON wh.company_id = ev.company_id
@@ -594,7 +691,8 @@ WITH ev AS (
     SELECT eligible.*, fits AND row_number() OVER (PARTITION BY fits ORDER BY commit_lsn, seq, webhook_id) <= $13 AS leased
     FROM eligible
 ), kinds AS (
-    SELECT ranked.*, {{schema}}.uuid_v7() AS id,
+    SELECT ranked.*,
+           {{schema}}.delivery_id($20, $1, commit_lsn, seq, webhook_id, committed_at) AS id,
            NOT leased AND holdable
              AND row_number() OVER (PARTITION BY NOT leased AND holdable ORDER BY commit_lsn, seq, webhook_id) <= $19 AS held
     FROM ranked
@@ -713,19 +811,20 @@ func (w *Writer) TruncateState(ctx context.Context, table string) error {
 	return nil
 }
 
-// Commit records end as the slot's position, forgets the parts of the
-// source transactions before it (WritePart), and commits everything
-// written.
-func (w *Writer) Commit(ctx context.Context, end event.LSN) error {
+// Commit moves the slot's position from from to end, forgets the parts of
+// the source transactions before it (WritePart), and commits everything
+// written. It rolls back when the slot is not ready or its position is not
+// from (ErrPositionMoved).
+func (w *Writer) Commit(ctx context.Context, from, end event.LSN) error {
 	tag, err := w.tx.Exec(ctx, w.s.q(`UPDATE {{schema}}.checkpoints SET lsn = $2, updated_at = now()
-		WHERE slot = $1 AND state = 'ready'`), w.slot, int64(end))
+		WHERE slot = $1 AND state = 'ready' AND lsn = $3`), w.slot, int64(end), int64(from))
 	if err != nil {
 		w.Rollback(ctx)
 		return fmt.Errorf("save checkpoint: %w", err)
 	}
 	if tag.RowsAffected() != 1 {
 		w.Rollback(ctx)
-		return fmt.Errorf("save checkpoint: slot %s is not ready", w.slot)
+		return fmt.Errorf("save checkpoint: %w", w.s.positionMoved(ctx, w.slot, from))
 	}
 	if w.parts {
 		if _, err := w.tx.Exec(ctx, w.s.q(`DELETE FROM {{schema}}.parts WHERE slot = $1 AND commit_lsn < $2`), w.slot, int64(end)); err != nil {

@@ -35,7 +35,7 @@ func BenchmarkWriteBatch(b *testing.B) {
 	}
 	const batch = 500
 	body := []byte(`{"event":"task.completed","timestamp":"2026-04-24T09:15:30+07:00","company_id":1,"company_name":"PT Kahatex","data":{"task_id":12345,"asset_id":678,"technician_id":42}}`)
-	lsn := event.LSN(100)
+	lsn, prev := event.LSN(100), event.LSN(1)
 	b.ReportAllocs()
 	for b.Loop() {
 		lsn++
@@ -53,9 +53,10 @@ func BenchmarkWriteBatch(b *testing.B) {
 		if err != nil || n != batch {
 			b.Fatalf("wrote %d deliveries: %v", n, err)
 		}
-		if err := w.Commit(ctx, lsn); err != nil {
+		if err := w.Commit(ctx, prev, lsn); err != nil {
 			b.Fatal(err)
 		}
+		prev = lsn
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*batch), "ns/event")
 }

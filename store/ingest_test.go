@@ -2,6 +2,8 @@ package store
 
 import (
 	"context"
+	"encoding/binary"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -9,6 +11,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/smartmaintenance/relay/event"
+	"github.com/smartmaintenance/relay/internal/pgtest"
 )
 
 // The deliveries a write leases are held by their owner from the moment
@@ -43,7 +46,7 @@ func TestWriteLeasing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := w.Commit(ctx, 11); err != nil {
+	if err := w.Commit(ctx, s.at(t), 11); err != nil {
 		t.Fatal(err)
 	}
 	if created != 8 || len(leased.Ready) != 3 || len(leased.Held) != 0 {
@@ -111,6 +114,16 @@ func twoWebhooks(t *testing.T) (s *Store, a, b int64) {
 	return s, a, b
 }
 
+// at returns slot "s"'s position, what a writer expects it to be.
+func (s *Store) at(t testing.TB) event.LSN {
+	t.Helper()
+	lsn, _, err := s.Position(context.Background(), "s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return lsn
+}
+
 // readySlot makes slot "s" ready at position 1, with no row state.
 func (s *Store) readySlot(t *testing.T) {
 	t.Helper()
@@ -152,7 +165,7 @@ func TestWriteCommit(t *testing.T) {
 	}
 
 	// The slot is not ready: nothing is stored.
-	if _, _, err := s.WriteCommit(ctx, "s", ev, st, ClaimRequest{}, 11); err == nil || !strings.Contains(err.Error(), "not ready") {
+	if _, _, err := s.WriteCommit(ctx, "s", ev, st, ClaimRequest{}, 0, 11); err == nil || !strings.Contains(err.Error(), "not ready") {
 		t.Fatalf("write to a slot that is not ready: %v", err)
 	}
 	if count("events") != 0 || count("row_state") != 0 {
@@ -167,7 +180,7 @@ func TestWriteCommit(t *testing.T) {
 
 	// A statement after the position fails: the position is not moved.
 	bad := []StateRow{{Table: "tasks\x00", Key: "1", Vals: event.Row{"status": "x"}}}
-	if _, _, err := s.WriteCommit(ctx, "s", ev, bad, ClaimRequest{}, 11); err == nil {
+	if _, _, err := s.WriteCommit(ctx, "s", ev, bad, ClaimRequest{}, 1, 11); err == nil {
 		t.Fatal("a failing write succeeded")
 	}
 	if lsn, _, err := s.Position(ctx, "s"); err != nil || lsn != 1 {
@@ -177,7 +190,7 @@ func TestWriteCommit(t *testing.T) {
 		t.Fatal("a failed write stored events")
 	}
 
-	created, leased, err := s.WriteCommit(ctx, "s", ev, st, ClaimRequest{Owner: "me", Limit: 10, Lease: time.Minute}, 11)
+	created, leased, err := s.WriteCommit(ctx, "s", ev, st, ClaimRequest{Owner: "me", Limit: 10, Lease: time.Minute}, 1, 11)
 	if err != nil || created != 1 || len(leased.Ready) != 1 {
 		t.Fatalf("write: %d %v %v", created, leased, err)
 	}
@@ -189,42 +202,180 @@ func TestWriteCommit(t *testing.T) {
 	}
 }
 
-// Deliveries get time-ordered ids (UUID version 7): the primary keys of
-// deliveries and attempts grow at their right edge.
-func TestDeliveryIDsAreTimeOrdered(t *testing.T) {
-	s := newTestStore(t)
+// Delivery ids are derived from the event's place in the feed and the
+// webhook, keyed with the installation's own key: the same on a replay,
+// different per webhook and per installation, and time-ordered by the
+// source commit (the layout of UUID version 7, marked version 8).
+func TestDeliveryIDsAreStableAndTimeOrdered(t *testing.T) {
+	s, a, b := twoWebhooks(t)
 	ctx := context.Background()
-	s.addWebhook(t, "http://a.example/hook", "", "")
-	if err := s.MarkSeeding(ctx, "s"); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Seed(ctx, "s", 1, func(func(StateRow) error) error { return nil }); err != nil {
-		t.Fatal(err)
-	}
-	var ids []uuid.UUID
-	for i := range 3 {
-		before := time.Now().Truncate(time.Millisecond)
-		ev := []event.Event{{Type: "task.completed", CompanyID: 1, CommitLSN: event.LSN(10 + i), CommitTime: time.Now(),
+	base := time.Now().Add(time.Minute).Truncate(time.Millisecond) // after every webhook here is made
+	write := func(s *Store, i int) map[int64]uuid.UUID {
+		t.Helper()
+		ev := []event.Event{{Type: "task.completed", CompanyID: 1, CommitLSN: event.LSN(10 + i), CommitTime: base.Add(time.Duration(i) * time.Millisecond),
 			Table: "tasks", Op: event.Update, Body: []byte(`{}`)}}
-		_, leased, err := s.WriteCommit(ctx, "s", ev, nil, ClaimRequest{Owner: "me", Limit: 10, Lease: time.Minute}, event.LSN(11+i))
-		if err != nil || len(leased.Ready) != 1 {
+		_, leased, err := s.WriteCommit(ctx, "s", ev, nil, ClaimRequest{Owner: "me", Limit: 10, Lease: time.Minute}, s.at(t), event.LSN(11+i))
+		if err != nil || len(leased.Ready) != 2 {
 			t.Fatalf("write %d: %v %v", i, leased, err)
 		}
-		id := leased.Ready[0].ID
-		if id.Version() != 7 || id.Variant() != uuid.RFC4122 {
-			t.Fatalf("delivery id %s: version %d, variant %v; want 7, RFC 4122", id, id.Version(), id.Variant())
+		out := map[int64]uuid.UUID{}
+		for _, c := range leased.Ready {
+			out[c.WebhookID] = c.ID
 		}
-		sec, nsec := id.Time().UnixTime()
-		if at := time.Unix(sec, nsec); at.Before(before) || at.After(time.Now()) {
-			t.Fatalf("delivery id %s carries %v, not the time it was made (after %v)", id, at, before)
+		return out
+	}
+	var ids []uuid.UUID
+	var first map[int64]uuid.UUID
+	for i := range 3 {
+		got := write(s, i)
+		if i == 0 {
+			first = got
 		}
-		ids = append(ids, id)
-		time.Sleep(2 * time.Millisecond)
+		for _, wh := range []int64{a, b} {
+			id := got[wh]
+			if id.Version() != 8 || id.Variant() != uuid.RFC4122 {
+				t.Fatalf("delivery id %s: version %d, variant %v; want 8, RFC 4122", id, id.Version(), id.Variant())
+			}
+			ms := int64(binary.BigEndian.Uint64(append([]byte{0, 0}, id[:6]...)))
+			if want := base.Add(time.Duration(i) * time.Millisecond).UnixMilli(); ms != want {
+				t.Fatalf("delivery id %s carries %d ms, want the source commit's %d", id, ms, want)
+			}
+		}
+		if got[a] == got[b] {
+			t.Fatalf("two webhooks got the same delivery id %s", got[a])
+		}
+		ids = append(ids, got[a])
 	}
 	for i := 1; i < len(ids); i++ {
 		if ids[i].String() <= ids[i-1].String() {
 			t.Fatalf("ids not increasing: %s then %s", ids[i-1], ids[i])
 		}
+	}
+	// A replay of the first write, as after a crash forgot it, gives it the
+	// same ids.
+	s.mustExec(t, `DELETE FROM {{schema}}.deliveries`)
+	s.mustExec(t, `DELETE FROM {{schema}}.events`)
+	s.mustExec(t, `UPDATE {{schema}}.checkpoints SET lsn = 1`)
+	if again := write(s, 0); again[a] != first[a] || again[b] != first[b] {
+		t.Fatalf("replayed write got ids %v, first %v", again, first)
+	}
+	// Another installation (its own key) gives the same event other ids.
+	o, oa, _ := twoWebhooks(t)
+	if oa != a {
+		t.Skipf("webhook ids differ between databases (%d, %d)", oa, a)
+	}
+	if other := write(o, 0); other[a] == first[a] {
+		t.Fatalf("two installations gave one event the same id %s", first[a])
+	}
+}
+
+// The change feed's writes commit without waiting for the disk, so that
+// their deliveries are sent one flush sooner; Sync makes them durable. A
+// PostgreSQL crash before a Sync forgets a write, and its replay stores the
+// same deliveries again under the same ids.
+func TestForgottenWriteComesBackUnderTheSameIDs(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a server of its own")
+	}
+	ctx := context.Background()
+	// A durable server whose WAL writer flushes asynchronous commits only
+	// after 10 s, and no full-page images to fill a WAL page sooner: a
+	// write that did not wait for the disk is still in PostgreSQL's own
+	// buffers when it crashes.
+	srv, err := pgtest.Start(ctx, pgtest.Options{Durable: true, Settings: []string{
+		"wal_writer_delay = 10s", "full_page_writes = off", "synchronous_commit = on"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Stop() })
+	db, err := srv.CreateDatabase(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := srv.URL(db)
+	s := openTestStore(t, url)
+	s.addWebhook(t, "http://a.example/hook", "", "")
+	s.readySlot(t)
+	crash := func() {
+		t.Helper()
+		if err := srv.Restart(ctx, "immediate"); err != nil {
+			t.Fatal(err)
+		}
+		s.pool.Reset()
+	}
+	committed := time.Now()
+	write := func(lsn event.LSN) uuid.UUID {
+		t.Helper()
+		ev := events(lsn, 1)
+		ev[0].CommitTime = committed // as the feed gives it again
+		_, leased, err := s.WriteCommit(ctx, "s", ev, nil, ClaimRequest{Owner: "me", Limit: 10, Lease: time.Minute}, s.at(t), lsn+1)
+		if err != nil || len(leased.Ready) != 1 {
+			t.Fatalf("write at %s: %v %v", lsn, leased, err)
+		}
+		return leased.Ready[0].ID
+	}
+	position := func() event.LSN {
+		t.Helper()
+		var lsn event.LSN
+		err := retry(func() (err error) { lsn, _, err = s.Position(ctx, "s"); return err })
+		if err != nil {
+			t.Fatal(err)
+		}
+		return lsn
+	}
+
+	// Written, then synced: it survives the crash.
+	kept := write(10)
+	if err := s.Sync(ctx, "s", 11); err != nil {
+		t.Fatal(err)
+	}
+	crash()
+	if lsn := position(); lsn != 11 {
+		t.Fatalf("after a crash that followed Sync, the position is %s, want 11", lsn)
+	}
+	if _, err := s.DeliveryByID(ctx, kept); err != nil {
+		t.Fatalf("synced delivery %s lost in the crash: %v", kept, err)
+	}
+
+	// Written, not synced: the crash forgets it, position and all.
+	sent := write(20)
+	crash()
+	if lsn := position(); lsn != 11 {
+		t.Fatalf("after a crash before Sync, the position is %s, want 11 (the write was durable at once)", lsn)
+	}
+	if _, err := s.DeliveryByID(ctx, sent); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("forgotten delivery %s: %v, want ErrNotFound", sent, err)
+	}
+	// A writer that goes on from what it stored notices, whatever it does
+	// next: nothing is made durable or stored past the forgotten write.
+	if err := s.Sync(ctx, "s", 21); !errors.Is(err, ErrPositionMoved) {
+		t.Fatalf("sync after a forgotten write: %v, want ErrPositionMoved", err)
+	}
+	if err := s.SaveIdle(ctx, "s", 21, 30); !errors.Is(err, ErrPositionMoved) {
+		t.Fatalf("idle position after a forgotten write: %v, want ErrPositionMoved", err)
+	}
+	if _, _, err := s.WriteCommit(ctx, "s", events(30, 1), nil, ClaimRequest{}, 21, 31); !errors.Is(err, ErrPositionMoved) {
+		t.Fatalf("write after a forgotten write: %v, want ErrPositionMoved", err)
+	}
+	if lsn := position(); lsn != 11 {
+		t.Fatalf("the refused calls moved the position to %s", lsn)
+	}
+	// The feed streams the transaction again: same event, same id.
+	if again := write(20); again != sent {
+		t.Fatalf("replayed write stored delivery %s, first sent as %s", again, sent)
+	}
+}
+
+// retry runs f until it succeeds or 30 s pass, for the moments after a
+// restart when the pool's connections are still being replaced.
+func retry(f func() error) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		err := f()
+		if err == nil || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 
@@ -236,7 +387,7 @@ func TestWriteHolding(t *testing.T) {
 	s, a, b := twoWebhooks(t)
 	ctx := context.Background()
 	// An older due delivery of each webhook, not leased.
-	if _, _, err := s.WriteCommit(ctx, "s", events(5, 1), nil, ClaimRequest{}, 6); err != nil {
+	if _, _, err := s.WriteCommit(ctx, "s", events(5, 1), nil, ClaimRequest{}, s.at(t), 6); err != nil {
 		t.Fatal(err)
 	}
 
@@ -246,7 +397,7 @@ func TestWriteHolding(t *testing.T) {
 	req := ClaimRequest{Owner: "me", Limit: 10, Lease: time.Minute, PerWebhook: 1,
 		Hold: 5, HoldPerWebhook: 5, HoldRoom: map[int64]int{a: 2}}
 	before := time.Now()
-	created, leased, err := s.WriteCommit(ctx, "s", events(10, 6), nil, req, 11)
+	created, leased, err := s.WriteCommit(ctx, "s", events(10, 6), nil, req, s.at(t), 11)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,6 +16,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -36,6 +37,11 @@ type Store struct {
 	box *secrets.Box
 	// endpoints caches the webhooks of claimed deliveries.
 	endpoints endpoints
+	// key is the installation's key for delivery ids, once read.
+	key struct {
+		mu sync.Mutex
+		b  []byte
+	}
 }
 
 // UseSecrets makes the store encrypt webhook secrets it writes and decrypt
