@@ -642,8 +642,8 @@ func (w *Writer) queueEvents(ctx context.Context, b *pgx.Batch, events []event.E
 
 // deliveryKey returns the installation's key for delivery ids (migration
 // 0012), read once. (Passed to writeEventsSQL as a parameter: read from
-// its table inside the statement, it made PostgreSQL take a plan that cost
-// a hundred times more.)
+// its table inside the statement, it made the statement fifty times
+// slower, BenchmarkWriteBatch 1.4 ms per event instead of 28 µs.)
 func (s *Store) deliveryKey(ctx context.Context) ([]byte, error) {
 	s.key.mu.Lock()
 	defer s.key.mu.Unlock()
