@@ -512,8 +512,13 @@ func (s *Store) RecordAttempts(ctx context.Context, owner string, results []Atte
 const hotSettingsSQL = `SELECT set_config('plan_cache_mode', 'force_generic_plan', true), set_config('enable_seqscan', 'off', true)`
 
 // asyncSettingsSQL is hotSettingsSQL for a transaction whose commit does not
-// wait for the disk (synchronous_commit off for that transaction only).
-const asyncSettingsSQL = `SELECT set_config('plan_cache_mode', 'force_generic_plan', true), set_config('enable_seqscan', 'off', true), set_config('synchronous_commit', 'off', true)`
+// wait for the disk (synchronous_commit off for that transaction only);
+// durableSettingsSQL for one whose commit does, whatever the server's
+// default.
+const (
+	asyncSettingsSQL   = hotSettingsSQL + `, set_config('synchronous_commit', 'off', true)`
+	durableSettingsSQL = hotSettingsSQL + `, set_config('synchronous_commit', 'on', true)`
+)
 
 // commitMode says whether a hotStatement's commit waits for the disk.
 type commitMode int
@@ -538,7 +543,7 @@ const (
 // events, deliveries and the replication position before the slot is
 // confirmed past them (see Store.Sync).
 func (s *Store) hotStatement(ctx context.Context, mode commitMode, sql string, args []any, read func(pgx.Rows) error) error {
-	settings := hotSettingsSQL
+	settings := durableSettingsSQL
 	if mode == async {
 		settings = asyncSettingsSQL
 	}

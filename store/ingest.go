@@ -117,22 +117,19 @@ func (s *Store) Seed(ctx context.Context, slot string, start event.LSN, rows fun
 // writes that had not reached the disk, and Sync fails (ErrPositionMoved)
 // rather than make the rest durable without them.
 func (s *Store) Sync(ctx context.Context, slot string, at event.LSN) error {
-	b := &pgx.Batch{}
-	b.Queue(`SELECT set_config('synchronous_commit', 'on', true)`)
-	b.Queue(s.q(`UPDATE {{schema}}.checkpoints SET updated_at = now() WHERE slot = $1 AND state = 'ready' AND lsn = $2`), slot, int64(at))
-	br := s.pool.SendBatch(ctx, b)
-	_, err := br.Exec()
-	var tag pgconn.CommandTag
-	if err == nil {
-		tag, err = br.Exec()
-	}
-	if cerr := br.Close(); err == nil {
-		err = cerr
-	}
+	n := 0
+	err := s.hotStatement(ctx, durable, s.q(`UPDATE {{schema}}.checkpoints SET updated_at = now()
+		WHERE slot = $1 AND state = 'ready' AND lsn = $2 RETURNING 1`), []any{slot, int64(at)},
+		func(rows pgx.Rows) error {
+			for rows.Next() {
+				n++
+			}
+			return rows.Err()
+		})
 	if err != nil {
 		return fmt.Errorf("sync the store: %w", err)
 	}
-	if tag.RowsAffected() != 1 {
+	if n != 1 {
 		// Without a row to write, the commit would not wait for the disk.
 		return fmt.Errorf("sync the store: %w", s.positionMoved(ctx, slot, at))
 	}
