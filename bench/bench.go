@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -77,6 +78,9 @@ type Result struct {
 	// state connections, the load, autovacuum, the WAL writer...
 	PGByProcess  map[string]float64 `json:"postgres_cpu_us_per_delivery_by_process,omitempty"`
 	SlotLagBytes int64              `json:"slot_lag_bytes"`
+	// WALBytesPerDel is the WAL PostgreSQL wrote per delivery (the
+	// platform's, the relay's and the bench's): what the disk absorbs.
+	WALBytesPerDel float64 `json:"wal_bytes_per_delivery"`
 	// Disk is how long the disk took to sync while the scenario ran.
 	Disk DiskSyncs `json:"disk_syncs"`
 	Note string    `json:"note,omitempty"`
@@ -131,9 +135,10 @@ func Run(ctx context.Context, opts Options) ([]Result, error) {
 	for _, name := range opts.Scenarios {
 		f, ok := map[string]func(context.Context) (Result, error){
 			"burst": b.burst, "steady": b.steady, "fanout": b.fanout, "backlog": b.backlog, "isolation": b.isolation,
+			"pause": b.pause,
 		}[name]
 		if !ok {
-			return results, fmt.Errorf("unknown scenario %q (have %s)", name, strings.Join(Scenarios, ", "))
+			return results, fmt.Errorf("unknown scenario %q (have %s, pause)", name, strings.Join(Scenarios, ", "))
 		}
 		say(opts.Progress, "scenario "+name)
 		r, err := f(ctx)
@@ -360,7 +365,35 @@ func (r *relayProc) stop() {
 	r.log.Close()
 }
 
+// stopTwice stops the relay process (SIGSTOP) for stop at a third and at
+// two thirds of d from start, and lets it go on (SIGCONT); nothing when
+// stop is not positive.
+func (r *relayProc) stopTwice(ctx context.Context, start time.Time, d, stop time.Duration) error {
+	if stop <= 0 {
+		return nil
+	}
+	for _, at := range []time.Duration{d / 3, 2 * d / 3} {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Until(start.Add(at))):
+		}
+		if err := r.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+			return fmt.Errorf("stop the relay: %w", err)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(stop):
+		}
+		if err := r.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+			return fmt.Errorf("let the relay go on: %w", err)
+		}
+	}
+	return ctx.Err()
+}
+
 // cpu returns the relay's CPU time so far.
+
 func (r *relayProc) cpu() time.Duration { return procCPU(r.cmd.Process.Pid, false) }
 
 // procCPU returns the CPU time of process pid so far, from /proc; with
@@ -416,12 +449,21 @@ type cpuMeter struct {
 	pool             *pgxpool.Pool
 	relay, pg, recv0 time.Duration
 	procs            map[int]pgProc
+	wal              int64
 	disk             *diskProbe
+}
+
+// walPosition returns how far PostgreSQL has written its WAL, in bytes.
+func walPosition(ctx context.Context, pool *pgxpool.Pool) int64 {
+	var at int64
+	_ = pool.QueryRow(ctx, `SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '0/0')::bigint`).Scan(&at)
+	return at
 }
 
 func (b *run) cpuMeter(ctx context.Context, pool *pgxpool.Pool, rp *relayProc) *cpuMeter {
 	return &cpuMeter{b: b, rp: rp, pool: pool, relay: rp.cpu(), pg: procCPU(b.pg.PID(), true),
-		recv0: procCPU(b.recv.cmd.Process.Pid, false), procs: pgProcs(ctx, pool), disk: startDiskProbe(b.dir)}
+		recv0: procCPU(b.recv.cmd.Process.Pid, false), procs: pgProcs(ctx, pool),
+		wal: walPosition(ctx, pool), disk: startDiskProbe(b.dir)}
 }
 
 // fill records the CPU used since the start, per delivery, and the disk's
@@ -433,6 +475,7 @@ func (m *cpuMeter) fill(ctx context.Context, r *Result) time.Duration {
 		per := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(r.Deliveries) }
 		pg := procCPU(m.b.pg.PID(), true) - m.pg
 		r.PGMicrosPerDel = per(pg)
+		r.WALBytesPerDel = float64(walPosition(ctx, m.pool)-m.wal) / float64(r.Deliveries)
 		r.RecvMicrosPerDel = per(procCPU(m.b.recv.cmd.Process.Pid, false) - m.recv0)
 		r.PGByProcess = map[string]float64{}
 		rest := pg

@@ -26,14 +26,14 @@ func TestMain(m *testing.M) {
 func TestSmoke(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	results, err := Run(ctx, Options{Self: os.Args[0], Short: true, Scenarios: []string{"burst", "isolation"}, Relay: os.Getenv("RELAY_BINARY")})
+	results, err := Run(ctx, Options{Self: os.Args[0], Short: true, Scenarios: []string{"burst", "isolation", "pause"}, Relay: os.Getenv("RELAY_BINARY")})
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, r := range results {
 		t.Logf("%+v", r)
 		if r.Events == 0 || r.Deliveries == 0 || r.EventsPerSec <= 0 || r.PeakRSSMB <= 0 || r.P99ms <= 0 ||
-			r.Disk.Syncs == 0 || r.Disk.Err != "" {
+			r.WALBytesPerDel <= 0 || r.Disk.Syncs == 0 || r.Disk.Err != "" {
 			t.Errorf("%s: missing figures: %+v", r.Scenario, r)
 		}
 	}

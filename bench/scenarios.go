@@ -57,23 +57,33 @@ func (b *run) burst(ctx context.Context) (Result, error) {
 
 // steady: single-row transactions at a fixed rate; commit-to-receipt latency.
 func (b *run) steady(ctx context.Context) (Result, error) {
-	return b.paced(ctx, 1000, time.Duration(b.scale(60, 5))*time.Second, healthy(b.recv.url, 1), "")
+	return b.paced(ctx, 1000, time.Duration(b.scale(60, 5))*time.Second, healthy(b.recv.url, 1), "", 0)
 }
 
 // fanout: one company with 50 webhooks on the same event type.
 func (b *run) fanout(ctx context.Context) (Result, error) {
-	return b.paced(ctx, 200, time.Duration(b.scale(60, 5))*time.Second, healthy(b.recv.url, 50), "")
+	return b.paced(ctx, 200, time.Duration(b.scale(60, 5))*time.Second, healthy(b.recv.url, 50), "", 0)
+}
+
+// pause: the fan-out load for half as long, with the relay stopped
+// (SIGSTOP) for half a second at a third and at two thirds of it, as a
+// stall of the machine would stop it: how fast it catches up. Not one of
+// the targets; it makes the recovery from a stall, which decides
+// the paced scenarios' tails on a machine that stalls, measurable on one
+// that does not.
+func (b *run) pause(ctx context.Context) (Result, error) {
+	return b.paced(ctx, 200, time.Duration(b.scale(30, 4))*time.Second, healthy(b.recv.url, 50), "", 500*time.Millisecond)
 }
 
 // isolation: ten healthy webhooks, then the same with one that never answers.
 func (b *run) isolation(ctx context.Context) (Result, error) {
 	d := time.Duration(b.scale(30, 4)) * time.Second
-	base, err := b.paced(ctx, 100, d, healthy(b.recv.url, 10), "")
+	base, err := b.paced(ctx, 100, d, healthy(b.recv.url, 10), "", 0)
 	if err != nil {
 		return Result{}, err
 	}
 	hooks := append(healthy(b.recv.url, 10), webhook{b.recv.url + "/hang", []string{"repair_request.created"}})
-	r, err := b.paced(ctx, 100, d, hooks, "delivery:\n  timeout: 30s\n")
+	r, err := b.paced(ctx, 100, d, hooks, "delivery:\n  timeout: 30s\n", 0)
 	if err != nil {
 		return Result{}, err
 	}
@@ -91,8 +101,10 @@ func healthy(url string, n int) []webhook {
 }
 
 // paced inserts repair requests as single-row transactions at rate per
-// second for d, and waits for every delivery to the healthy webhooks.
-func (b *run) paced(ctx context.Context, rate int, d time.Duration, hooks []webhook, extra string) (Result, error) {
+// second for d, and waits for every delivery to the healthy webhooks. A
+// positive stop stops the relay for that long at a third and at two thirds
+// of d.
+func (b *run) paced(ctx context.Context, rate int, d time.Duration, hooks []webhook, extra string, stop time.Duration) (Result, error) {
 	db, pool, err := b.setup(ctx, "")
 	if err != nil {
 		return Result{}, err
@@ -114,8 +126,20 @@ func (b *run) paced(ctx context.Context, rate int, d time.Duration, hooks []webh
 	}
 	cpu := b.cpuMeter(ctx, pool, rp)
 	start := time.Now()
-	if err := pace(ctx, pool, rate, n); err != nil {
+	stopCtx, cancelStops := context.WithCancel(ctx)
+	stopped := make(chan error, 1)
+	go func() { stopped <- rp.stopTwice(stopCtx, start, d, stop) }()
+	err = pace(ctx, pool, rate, n)
+	if err != nil {
+		cancelStops() // the relay is let go on before it is torn down
+	}
+	serr := <-stopped
+	cancelStops()
+	if err != nil {
 		return Result{}, err
+	}
+	if serr != nil {
+		return Result{}, serr
 	}
 	loaded := time.Since(start)
 	stored := waitStored(ctx, rp.state, n, start)

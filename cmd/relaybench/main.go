@@ -85,7 +85,7 @@ func print(results []bench.Result) {
 		}
 	}
 	for _, r := range results {
-		fmt.Printf("%s: %s\n", r.Scenario, r.Disk)
+		fmt.Printf("%s: %s; WAL written %.0f B per delivery\n", r.Scenario, r.Disk, r.WALBytesPerDel)
 	}
 	for _, r := range results {
 		if len(r.PGByProcess) == 0 {
