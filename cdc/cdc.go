@@ -135,6 +135,10 @@ type Handler interface {
 	// pending and all before it has been handled; the feed confirms it
 	// after a Sync.
 	Idle(ctx context.Context, lsn event.LSN) error
+	// Full reports, after a Commit, whether the transactions committed
+	// since the last Flush are enough for one store write: the feed then
+	// flushes at once instead of gathering more (GroupDelay, GroupSize).
+	Full() bool
 	// Sync makes everything Flush and Idle stored so far durable. The feed
 	// calls it before it reports a position it has not reported yet (every
 	// StatusInterval, and when the server asks), so its cost is paid once

@@ -38,6 +38,9 @@ type memHandler struct {
 	synced   event.LSN
 	syncs    int
 	failSync bool
+	// fullAt makes Full true once this many transactions are staged (0:
+	// never).
+	fullAt int
 }
 
 func (h *memHandler) MarkSeeding(context.Context) error {
@@ -114,6 +117,12 @@ func (h *memHandler) Idle(_ context.Context, lsn event.LSN) error {
 	h.pos = lsn
 	h.idles++
 	return nil
+}
+
+func (h *memHandler) Full() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.fullAt > 0 && len(h.stagedTx) >= h.fullAt
 }
 
 func (h *memHandler) Sync(context.Context) error {
@@ -575,15 +584,17 @@ func (h *memHandler) durable() (event.LSN, cdc.State) {
 	return h.pos, h.state
 }
 
-// flushCounter counts how many groups a handler was asked to make durable.
+// flushCounter counts how many groups a handler was asked to make durable,
+// and the largest.
 type flushCounter struct {
 	*memHandler
-	flushes int
+	flushes, largest int
 }
 
 func (f *flushCounter) Flush(ctx context.Context) error {
 	f.mu.Lock()
 	f.flushes++
+	f.largest = max(f.largest, len(f.stagedTx))
 	f.mu.Unlock()
 	return f.memHandler.Flush(ctx)
 }
@@ -634,6 +645,34 @@ func TestGroupCommit(t *testing.T) {
 	t.Logf("%d transactions made durable in %d groups", len(txs), flushes)
 	if len(txs) != n || flushes >= n {
 		t.Fatalf("%d flushes for %d transactions: no grouping", flushes, n)
+	}
+}
+
+// A handler that reports its group full has it stored at once, however
+// many more transactions wait to be read: here all of them were committed
+// while the feed was stopped.
+func TestFullGroupIsStoredAtOnce(t *testing.T) {
+	e := newEnv(t)
+	if err := e.start(e.h)(); err != nil {
+		t.Fatal(err)
+	}
+	const n, full = 60, 5
+	for i := range n {
+		e.exec(`INSERT INTO items (id, status) VALUES ($1, 'open')`, 1000+i)
+	}
+	e.h.mu.Lock()
+	e.h.fullAt = full
+	e.h.mu.Unlock()
+	h := &flushCounter{memHandler: e.h}
+	e.start(h)
+	e.waitChanges(n)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.largest > full {
+		t.Fatalf("a group of %d transactions was stored, want at most %d (Full)", h.largest, full)
+	}
+	if h.flushes < n/full {
+		t.Fatalf("%d groups for %d transactions, want at least %d", h.flushes, n, n/full)
 	}
 }
 

@@ -514,7 +514,7 @@ func (st *stream) message(ctx context.Context, data []byte) error {
 		}
 		st.pending++
 		st.committed = st.tx.EndLSN
-		if st.pending >= st.cfg.GroupSize {
+		if st.pending >= st.cfg.GroupSize || st.h.Full() {
 			return st.flush(ctx)
 		}
 	case *pglogrepl.TruncateMessage:

@@ -34,6 +34,10 @@ type Options struct {
 	CompaniesTable string
 	// ChunkSize is how many changes are mapped and written at a time.
 	ChunkSize int
+	// GroupDeliveries is how many deliveries a group of source
+	// transactions may make before it is stored at once (see Full). Default
+	// 1000.
+	GroupDeliveries int
 	// Lease, when set, is asked before each write how many of the new
 	// deliveries the sender can take at once (see store.WriteLeasing),
 	// given what the open store transaction has leased to it already; it
@@ -85,6 +89,9 @@ type Ingester struct {
 	deliveries int64        // created in the open store transaction
 	leased     store.Leased // leased to the sender in it
 	end        event.LSN    // position past the last committed source transaction
+	// perEvent is how many deliveries an event made in the last write that
+	// stored events (1 before the first).
+	perEvent float64
 	// stored is the position the store has as far as this ingester knows:
 	// read at the session's start, then what each write and Idle stored.
 	// Every write that moves it, and every Sync, checks that the store
@@ -108,6 +115,9 @@ func New(st *store.Store, m *mapper.Mapper, opts Options) *Ingester {
 	if opts.ChunkSize <= 0 {
 		opts.ChunkSize = 2000
 	}
+	if opts.GroupDeliveries <= 0 {
+		opts.GroupDeliveries = 1000
+	}
 	if opts.CompaniesTable == "" {
 		opts.CompaniesTable = "companies"
 	}
@@ -123,7 +133,7 @@ func New(st *store.Store, m *mapper.Mapper, opts Options) *Ingester {
 		opts.Logger.Warn("ingest metrics not available", "err", err)
 	}
 	return &Ingester{st: st, m: m, opts: opts, log: opts.Logger, specs: m.Tables(), companies: mapper.NewCompanies(), tel: tel,
-		maxKnown: maxKnownRows}
+		maxKnown: maxKnownRows, perEvent: 1}
 }
 
 // Position implements cdc.Handler. It also reloads the company directory
@@ -343,6 +353,24 @@ func (in *Ingester) Commit(ctx context.Context, tx event.Tx) error {
 	return nil
 }
 
+// Full implements cdc.Handler: a group is full once the deliveries it made
+// in the open store transaction and those its buffered events are expected
+// to make (as many per event as in the last write) reach GroupDeliveries.
+// A group of transactions that fan out to many webhooks is then stored,
+// and its deliveries sent, while the next group is read, rather than all
+// of a backlog in one store transaction, whose first attempts would wait
+// for all of it.
+func (in *Ingester) Full() bool {
+	return float64(in.deliveries)+float64(len(in.events))*in.perEvent >= float64(in.opts.GroupDeliveries)
+}
+
+// noteFanOut records how many deliveries n events made.
+func (in *Ingester) noteFanOut(events int, n int64) {
+	if events > 0 {
+		in.perEvent = float64(n) / float64(events)
+	}
+}
+
 // Flush implements cdc.Handler: it records the position past the last
 // committed source transaction and commits the store transaction.
 func (in *Ingester) Flush(ctx context.Context) error {
@@ -379,6 +407,7 @@ func (in *Ingester) writeCommit(ctx context.Context) error {
 		in.abort(ctx, "store commit failed")
 		return err
 	}
+	in.noteFanOut(len(in.events), n)
 	in.stored = in.end
 	in.tel.written()
 	in.dropBuffered()
@@ -621,6 +650,7 @@ func (in *Ingester) write(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	in.noteFanOut(len(in.events), n)
 	in.deliveries += n
 	in.leased.Add(leased)
 	in.tel.written()

@@ -414,3 +414,42 @@ func TestLargeTransactionWithTruncate(t *testing.T) {
 		t.Fatalf("after a lost session: %d events (%d distinct), want %d (%d)", got, distinct, wantEvents, wantDistinct)
 	}
 }
+
+// Full says a group is to be stored once the deliveries it will make reach
+// GroupDeliveries, counting as many per event as the last write made.
+func TestFullCountsTheDeliveriesAGroupWillMake(t *testing.T) {
+	f := newFixture(t, 10, 1000)
+	f.in = ingest.New(f.st, f.m, ingest.Options{Slot: "s", Tables: []string{"users"}, GroupDeliveries: 7})
+	f.start()
+	for i := range 3 {
+		if _, err := f.st.Pool().Exec(context.Background(), `INSERT INTO relay.webhooks (company_id, name, url, events, created_at)
+			VALUES (1, $1, 'https://example.com/hook', '{user.deactivated}', now() - interval '1 day')`, fmt.Sprint("hook", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.tx(set{1, false})
+	if f.in.Full() {
+		t.Fatal("one event, one delivery before any write: the group of 7 is full")
+	}
+	f.flush() // three deliveries: three per event from now on
+	f.tx(set{2, false})
+	f.tx(set{3, false})
+	if f.in.Full() {
+		t.Fatal("two events, six deliveries: the group of 7 is full")
+	}
+	f.tx(set{4, false})
+	if !f.in.Full() {
+		t.Fatal("three events, nine deliveries: the group of 7 is not full")
+	}
+	f.flush()
+	if f.in.Full() {
+		t.Fatal("an empty group is full")
+	}
+	var n int
+	if err := f.st.Pool().QueryRow(context.Background(), `SELECT count(*) FROM relay.deliveries`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 12 {
+		t.Fatalf("%d deliveries stored, want 12", n)
+	}
+}
