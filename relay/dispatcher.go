@@ -1253,11 +1253,10 @@ func (d *Dispatcher) recordLoop(ctx context.Context, results <-chan finished) {
 				linger.Reset(recordLinger)
 			}
 		}
-		for len(batch) > 0 {
-			n := min(len(batch), maxRecordBatch)
-			d.flush(ctx, batch[:n])
-			batch = batch[n:]
+		for i := 0; i < len(batch); i += maxRecordBatch {
+			d.flush(ctx, batch[i:min(i+maxRecordBatch, len(batch))])
 		}
+		clear(batch) // the claims are not needed any more
 	}
 }
 
