@@ -96,18 +96,6 @@ const maxRecordBatch = 500
 // attempt not yet recorded.
 const recordLinger = 2 * time.Millisecond
 
-// recordDefer is how long results wait at most to be recorded while
-// deliveries wait for a slot, and maxDeferred how many (see recordLoop).
-// Recording costs PostgreSQL about a fifth of the CPU of a delivery, which
-// after a stall of the machine is better spent sending what waits: the
-// receivers get it sooner. A result recorded later only means, after a
-// crash, more attempts sent again under the same ids, and a retry due that
-// much later.
-const (
-	recordDefer = 250 * time.Millisecond
-	maxDeferred = 8 * maxRecordBatch
-)
-
 // flushGrace bounds the store work left after the drain: recording the last
 // results and giving back the claims of aborted attempts.
 const flushGrace = 5 * time.Second
@@ -197,9 +185,8 @@ type Dispatcher struct {
 	starved   bool
 	wantClaim bool
 	// claims and loads count claim queries and reads of held deliveries,
-	// looks the claims that looked before held deliveries, records the
-	// statements that recorded attempts, for tests.
-	claims, loads, looks, records atomic.Int64
+	// looks the claims that looked before held deliveries, for tests.
+	claims, loads, looks atomic.Int64
 	// peers is how many other senders share the store (see heartbeats);
 	// while there are any, nothing is held beyond a webhook's window.
 	peers atomic.Int64
@@ -1222,50 +1209,28 @@ func (d *Dispatcher) attemptOne(ctx context.Context, c *store.Claimed, results c
 
 // recordLoop writes results to the store in batches: whatever has arrived
 // while the previous batch was written, or within recordLinger of the
-// batch's first result, goes in the next one. While deliveries wait for a
-// slot (queued or held: the dispatcher is catching up after a stall), it
-// keeps collecting for up to recordDefer, so that the cores go to sending
-// the waiting deliveries first; it then records in batches of
-// maxRecordBatch.
+// batch's first result, goes in the next one.
 func (d *Dispatcher) recordLoop(ctx context.Context, results <-chan finished) {
 	batch := make([]finished, 0, maxRecordBatch)
 	linger := time.NewTimer(recordLinger)
 	defer linger.Stop()
 	for f := range results {
 		batch = append(batch[:0], f)
-		first := time.Now()
 		linger.Reset(recordLinger)
 	more:
-		for len(batch) < maxDeferred {
+		for len(batch) < maxRecordBatch {
 			select {
 			case f, ok := <-results:
 				if !ok {
 					break more
 				}
 				batch = append(batch, f)
-				if len(batch) >= maxRecordBatch && !d.waiting() {
-					break more
-				}
 			case <-linger.C:
-				if !d.waiting() || time.Since(first) >= recordDefer {
-					break more
-				}
-				linger.Reset(recordLinger)
+				break more
 			}
 		}
-		for i := 0; i < len(batch); i += maxRecordBatch {
-			d.flush(ctx, batch[i:min(i+maxRecordBatch, len(batch))])
-		}
-		clear(batch) // the claims are not needed any more
+		d.flush(ctx, batch)
 	}
-}
-
-// waiting reports whether deliveries wait for a slot: claimed and queued,
-// or held.
-func (d *Dispatcher) waiting() bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.queued > 0 || d.nHeld > 0
 }
 
 // flush records a batch of results and gives back the claims of aborted
@@ -1281,9 +1246,6 @@ func (d *Dispatcher) flush(ctx context.Context, batch []finished) {
 		}
 	}
 	var lost []uuid.UUID
-	if len(results) > 0 {
-		d.records.Add(1)
-	}
 	err := d.retryStore(ctx, "record attempts", func() (err error) {
 		lost, err = d.st.RecordAttempts(ctx, d.opts.Owner, results)
 		return err

@@ -1292,39 +1292,3 @@ func TestPeerTakesHeldDeliveries(t *testing.T) {
 		}
 	}
 }
-
-// While deliveries wait for a slot, results are recorded in fewer, larger
-// statements, but never later than recordDefer (with room for a slow
-// machine): here a hanging endpoint keeps its deliveries waiting for good.
-func TestRecordsWaitWhileDeliveriesWaitButNotLong(t *testing.T) {
-	e := newEnv(t)
-	e.ready()
-	e.webhook(newReceiver(t, hang).URL, "", nil)
-	rc := newReceiver(t, func(w http.ResponseWriter, _ *http.Request, _ int) {
-		time.Sleep(5 * time.Millisecond) // longer than recordLinger: each result would be recorded alone
-		w.WriteHeader(http.StatusNoContent)
-	})
-	healthy := e.webhook(rc.URL, "", nil)
-	d, _ := e.startAfterFirstRound(fast(Options{PollInterval: time.Hour, Workers: 4, PerWebhook: 1}))
-	const n = 40
-	d.Handoff(e.handoffWrite(d, 100, n)) // n for each webhook
-	eventually(t, 10*time.Second, func() bool { return rc.count() == n }, func() string {
-		return fmt.Sprintf("the healthy endpoint got %d of %d", rc.count(), n)
-	})
-	if !d.waiting() {
-		t.Fatal("the hanging endpoint's deliveries do not wait")
-	}
-	sent := time.Now()
-	where := fmt.Sprintf("webhook_id = %d AND status = 'delivered'", healthy)
-	eventually(t, 10*time.Second, func() bool { return e.countDeliveries(where) == n }, func() string {
-		return fmt.Sprintf("%d of %d recorded delivered", e.countDeliveries(where), n)
-	})
-	if took := time.Since(sent); took > recordDefer+time.Second {
-		t.Errorf("the last results were recorded %v after they were sent, want within recordDefer (%v)", took, recordDefer)
-	}
-	// Sent one at a time 5 ms apart, they would take n statements; while
-	// deliveries wait, about one per recordDefer.
-	if got := d.records.Load(); got > n/4 {
-		t.Errorf("%d statements recorded %d results sent one at a time while deliveries waited, want at most %d", got, n, n/4)
-	}
-}
