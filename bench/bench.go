@@ -393,7 +393,6 @@ func (r *relayProc) stopTwice(ctx context.Context, start time.Time, d, stop time
 }
 
 // cpu returns the relay's CPU time so far.
-
 func (r *relayProc) cpu() time.Duration { return procCPU(r.cmd.Process.Pid, false) }
 
 // procCPU returns the CPU time of process pid so far, from /proc; with

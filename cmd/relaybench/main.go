@@ -8,6 +8,7 @@
 //	go run ./cmd/relaybench -short             seconds-long smoke run
 //	go run ./cmd/relaybench -scenario burst -json
 //	go run ./cmd/relaybench -scenario burst -profile /tmp/prof   CPU and allocation profiles of the relay
+//	go run ./cmd/relaybench -scenario pause    the catch-up after the relay is stopped twice for 500 ms
 package main
 
 import (
@@ -36,7 +37,7 @@ func main() {
 		}
 		return
 	}
-	scenario := flag.String("scenario", "", "comma-separated scenarios ("+strings.Join(bench.Scenarios, ", ")+"); default all")
+	scenario := flag.String("scenario", "", "comma-separated scenarios ("+strings.Join(bench.Scenarios, ", ")+"; and pause, not in the default run); default all")
 	short := flag.Bool("short", false, "seconds-long smoke run")
 	asJSON := flag.Bool("json", false, "print JSON")
 	relay := flag.String("relay", "", "relay binary (default: go build ./cmd/relay)")
