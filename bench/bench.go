@@ -49,6 +49,9 @@ type Options struct {
 	// PGStats prints, after each scenario, the statements PostgreSQL spent
 	// most time on (pg_stat_statements), to Progress.
 	PGStats bool
+	// WALStats prints, after each scenario, the WAL it wrote by kind of
+	// record (pg_walinspect's pg_get_wal_stats), per delivery, to Progress.
+	WALStats bool
 	// SeparateState keeps the relay's own tables in a database of their
 	// own in the same cluster (database.state_url) instead of the platform
 	// database.
@@ -238,6 +241,9 @@ func (b *run) setup(ctx context.Context, prepare string) (string, *pgxpool.Pool,
 	scripts := []string{reference.Schema, reference.Sample, prepare}
 	if b.opts.PGStats {
 		scripts = append(scripts, "CREATE EXTENSION pg_stat_statements")
+	}
+	if b.opts.WALStats {
+		scripts = append(scripts, "CREATE EXTENSION pg_walinspect")
 	}
 	db, err := b.pg.CreateDatabase(ctx, scripts...)
 	if err != nil {
@@ -449,20 +455,24 @@ type cpuMeter struct {
 	relay, pg, recv0 time.Duration
 	procs            map[int]pgProc
 	wal              int64
+	walLSN           string
 	disk             *diskProbe
 }
 
-// walPosition returns how far PostgreSQL has written its WAL, in bytes.
-func walPosition(ctx context.Context, pool *pgxpool.Pool) int64 {
+// walPosition returns how far PostgreSQL has written its WAL, in bytes
+// and as an LSN.
+func walPosition(ctx context.Context, pool *pgxpool.Pool) (int64, string) {
 	var at int64
-	_ = pool.QueryRow(ctx, `SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '0/0')::bigint`).Scan(&at)
-	return at
+	var lsn string
+	_ = pool.QueryRow(ctx, `SELECT pg_wal_lsn_diff(l, '0/0')::bigint, l::text FROM pg_current_wal_insert_lsn() l`).Scan(&at, &lsn)
+	return at, lsn
 }
 
 func (b *run) cpuMeter(ctx context.Context, pool *pgxpool.Pool, rp *relayProc) *cpuMeter {
+	wal, lsn := walPosition(ctx, pool)
 	return &cpuMeter{b: b, rp: rp, pool: pool, relay: rp.cpu(), pg: procCPU(b.pg.PID(), true),
 		recv0: procCPU(b.recv.cmd.Process.Pid, false), procs: pgProcs(ctx, pool),
-		wal: walPosition(ctx, pool), disk: startDiskProbe(b.dir)}
+		wal: wal, walLSN: lsn, disk: startDiskProbe(b.dir)}
 }
 
 // fill records the CPU used since the start, per delivery, and the disk's
@@ -474,7 +484,11 @@ func (m *cpuMeter) fill(ctx context.Context, r *Result) time.Duration {
 		per := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(r.Deliveries) }
 		pg := procCPU(m.b.pg.PID(), true) - m.pg
 		r.PGMicrosPerDel = per(pg)
-		r.WALBytesPerDel = float64(walPosition(ctx, m.pool)-m.wal) / float64(r.Deliveries)
+		wal, _ := walPosition(ctx, m.pool)
+		r.WALBytesPerDel = float64(wal-m.wal) / float64(r.Deliveries)
+		if m.b.opts.WALStats {
+			m.b.printWALStats(ctx, m.pool, m.walLSN, r.Deliveries)
+		}
 		r.RecvMicrosPerDel = per(procCPU(m.b.recv.cmd.Process.Pid, false) - m.recv0)
 		r.PGByProcess = map[string]float64{}
 		rest := pg
@@ -594,6 +608,32 @@ func freePort() (string, error) {
 	}
 	defer l.Close()
 	return l.Addr().String(), nil
+}
+
+// printWALStats prints the WAL written since from by kind of record and
+// the relation it changed (its first block's), the largest first, in
+// records and bytes per delivery, full-page images apart.
+func (b *run) printWALStats(ctx context.Context, pool *pgxpool.Pool, from string, deliveries int) {
+	rows, err := pool.Query(ctx, `SELECT resource_manager || '/' || record_type,
+			coalesce(pg_filenode_relation(0, substring(block_ref FROM 'rel \d+/\d+/(\d+)')::oid)::text, ''),
+			count(*), sum(record_length), sum(fpi_length)
+		FROM pg_get_wal_records_info($1::pg_lsn, pg_current_wal_flush_lsn())
+		GROUP BY 1, 2 ORDER BY 4 DESC LIMIT 20`, from)
+	if err != nil {
+		say(b.opts.Progress, "pg_walinspect: "+err.Error())
+		return
+	}
+	defer rows.Close()
+	per := func(n int64) float64 { return float64(n) / float64(max(deliveries, 1)) }
+	fmt.Fprintf(b.opts.Progress, "  %-22s %-38s %8s %8s %8s\n", "WAL per delivery", "relation", "records", "bytes", "of FPI")
+	for rows.Next() {
+		var kind, rel string
+		var count, total, fpi int64
+		if rows.Scan(&kind, &rel, &count, &total, &fpi) != nil {
+			return
+		}
+		fmt.Fprintf(b.opts.Progress, "  %-22s %-38s %8.2f %8.0f %8.0f\n", kind, rel, per(count), per(total), per(fpi))
+	}
 }
 
 // printPGStats prints the statements PostgreSQL spent most time on since
