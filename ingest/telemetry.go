@@ -74,7 +74,7 @@ func newTelem(tp trace.TracerProvider, mp metric.MeterProvider) (*telem, error) 
 	meter := mp.Meter(instrumentation)
 	var err error
 	if t.events, err = meter.Int64Counter("relay.events",
-		metric.WithDescription("Events stored, by event type (each fans out to one delivery per subscribed webhook)."),
+		metric.WithDescription("Events derived from committed changes, by event type (each fans out to one delivery per subscribed webhook; one that no webhook takes is not stored)."),
 		metric.WithUnit("{event}")); err != nil {
 		return t, err
 	}

@@ -655,31 +655,33 @@ func (s *Store) deliveryKey(ctx context.Context) ([]byte, error) {
 	return k, nil
 }
 
-// writeEventsSQL stores events, fans each out to one delivery per
-// subscribed, active webhook of its company that existed when it was
-// committed, leases the first deliveries within the limits given, holds
-// the next ones within theirs, and returns how many deliveries it created,
-// the leased ones with what sending them needs, and the held ones' ids.
+// writeEventsSQL stores the events that at least one subscribed, active
+// webhook of their company that existed when they were committed takes
+// (subscribers), fans each out to one delivery per such webhook, leases
+// the first deliveries within the limits given, holds the next ones within
+// theirs, and returns how many deliveries it created, the leased ones with
+// what sending them needs, and the held ones' ids. An event no webhook
+// takes is not stored: only deliveries read events, and it would cost the
+// write a row and two index entries for nothing (a replay decides again,
+// as the first write did).
 // A webhook's nth delivery of the write is leased when n is within its
 // room (and the whole write's limit), held when within its room and hold.
 // A delivery's id is derived from its event's place in the feed and its
 // webhook (delivery_id), so that a replay stores it under the same id.
-const writeEventsSQL = `
+var writeEventsSQL = `
 WITH ev AS (
     INSERT INTO {{schema}}.events (source, commit_lsn, seq, event_type, company_id, source_table, op, committed_at, body, traceparent)
     SELECT $1, u.lsn, u.seq, u.typ, u.company, u.tbl, u.op, u.at, u.body, NULLIF(u.trace, '')
     FROM unnest($2::bigint[], $3::int[], $4::text[], $5::bigint[], $6::text[], $7::text[], $8::timestamptz[], $9::bytea[], $10::text[])
       AS u(lsn, seq, typ, company, tbl, op, at, body, trace)
+    WHERE EXISTS (SELECT 1 FROM {{schema}}.webhooks wh WHERE ` + subscribers("wh", "u.company", "u.typ", "u.at") + `)
     ON CONFLICT (source, commit_lsn, seq) DO NOTHING
     RETURNING id, commit_lsn, seq, event_type, company_id, committed_at
 ), fan AS (
     SELECT ev.id AS event_id, ev.commit_lsn, ev.seq, ev.committed_at, wh.id AS webhook_id, ev.company_id, ev.event_type,
            row_number() OVER (PARTITION BY wh.id ORDER BY ev.commit_lsn, ev.seq) AS nth
     FROM ev JOIN {{schema}}.webhooks wh
-      ON wh.company_id = ev.company_id
-     AND wh.active AND wh.deleted_at IS NULL
-     AND ev.event_type = ANY (wh.events)
-     AND wh.created_at <= ev.committed_at
+      ON ` + subscribers("wh", "ev.company_id", "ev.event_type", "ev.committed_at") + `
 ), eligible AS (
     SELECT fan.*, fan.nth <= COALESCE(b.room, $14::int) AS fits,
            fan.nth <= COALESCE(b.room, $14::int) + COALESCE(b.hold, $18::int) AS holdable
@@ -709,6 +711,15 @@ SELECT (SELECT count(*) FROM ins),
        (SELECT array_agg(h.webhook_id ORDER BY h.commit_lsn, h.seq, h.webhook_id) FROM kinds h WHERE h.held)
 FROM kinds k JOIN ev e ON e.id = k.event_id JOIN {{schema}}.webhooks w ON w.id = k.webhook_id
 WHERE k.leased`
+
+// subscribers is the condition on webhook w that it takes an event of the
+// given company and type, committed at the given time: one of the
+// company's, active and not deleted, subscribed to the type, and existing
+// when the event was committed.
+func subscribers(w, company, typ, committed string) string {
+	return w + ".company_id = " + company + " AND " + w + ".active AND " + w + ".deleted_at IS NULL AND " +
+		typ + " = ANY (" + w + ".events) AND " + w + ".created_at <= " + committed
+}
 
 // scanEvents reads writeEventsSQL's answer into the number of deliveries
 // created and the leased deliveries, with their events' payloads.

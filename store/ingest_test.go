@@ -4,11 +4,13 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/smartmaintenance/relay/event"
 	"github.com/smartmaintenance/relay/internal/pgtest"
@@ -512,5 +514,59 @@ func TestHeartbeat(t *testing.T) {
 	}
 	if n, err := s.Heartbeat(ctx, "a", time.Minute); err != nil || n != 0 {
 		t.Fatalf("a sees %d peers after b left, %v", n, err)
+	}
+}
+
+// An event that no webhook takes is not stored: not one of a type nobody
+// subscribes to, not one of a company without webhooks, not one committed
+// before the only subscriber existed; the others in the same write are
+// stored and fanned out as usual.
+func TestEventsWithoutSubscribersAreNotStored(t *testing.T) {
+	s := newTestStore(t)
+	ctx := context.Background()
+	hook := s.addWebhook(t, "http://a.example/hook", "", "")
+	s.readySlot(t)
+	now := time.Now()
+	ev := func(seq int, typ string, company int64, at time.Time) event.Event {
+		return event.Event{Type: typ, CompanyID: company, CommitLSN: 10, Seq: seq, CommitTime: at,
+			Table: "tasks", Op: event.Update, Body: []byte(`{}`)}
+	}
+	created, _, err := s.WriteCommit(ctx, "s", []event.Event{
+		ev(0, "task.created", 1, now),                    // nobody takes the type
+		ev(1, "task.completed", 1, now),                  // the webhook takes it
+		ev(2, "task.completed", 2, now),                  // a company without webhooks
+		ev(3, "task.completed", 1, now.Add(-time.Hour)),  // committed before the webhook existed
+		ev(4, "task.completed", 1, now.Add(time.Second)), // taken
+	}, nil, ClaimRequest{}, 1, 11)
+	if err != nil || created != 2 {
+		t.Fatalf("write: %d deliveries, %v; want 2", created, err)
+	}
+	stored := func() []int {
+		t.Helper()
+		rows, err := s.pool.Query(ctx, s.q(`SELECT seq FROM {{schema}}.events ORDER BY commit_lsn, seq`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		seqs, err := pgx.CollectRows(rows, pgx.RowTo[int])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return seqs
+	}
+	if got := stored(); !slices.Equal(got, []int{1, 4}) {
+		t.Fatalf("stored events %v, want seq 1 and 4", got)
+	}
+
+	// Once the webhook takes the type, the next such event is stored.
+	if _, err := s.pool.Exec(ctx, s.q(`UPDATE {{schema}}.webhooks SET events = '{task.completed,task.created}' WHERE id = $1`), hook); err != nil {
+		t.Fatal(err)
+	}
+	next := ev(0, "task.created", 1, time.Now())
+	next.CommitLSN = 20
+	if created, _, err := s.WriteCommit(ctx, "s", []event.Event{next}, nil, ClaimRequest{}, 11, 21); err != nil || created != 1 {
+		t.Fatalf("write after subscribing: %d deliveries, %v; want 1", created, err)
+	}
+	if got := stored(); !slices.Equal(got, []int{1, 4, 0}) {
+		t.Fatalf("stored events %v, want seq 1, 4 and then 0", got)
 	}
 }
