@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -663,6 +664,63 @@ func smallTablePlan(t *testing.T, sql string) (*Store, int64, planTx) {
 	s.mustExec(t, `ANALYZE {{schema}}.deliveries`)
 	s.mustExec(t, `ANALYZE {{schema}}.events`)
 	return s, wh, s.preparePlan(t, sql)
+}
+
+// A claim racing another sender for the oldest due deliveries takes the
+// next ones instead, up to its limit.
+func TestClaimTakesTheNextPastLockedOnes(t *testing.T) {
+	s := newTestStore(t)
+	ctx := context.Background()
+	wh := s.addWebhook(t, "http://a.example", "", "")
+	var all []uuid.UUID
+	for range 20 {
+		all = append(all, s.addDelivery(t, wh, "{}"))
+	}
+	other, err := s.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Rollback(ctx)
+	if _, err := other.Exec(ctx, s.q(`SELECT 1 FROM {{schema}}.deliveries WHERE id = ANY($1) FOR UPDATE`), all[:5]); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Claim(ctx, ClaimRequest{Owner: "me", Limit: 5, Lease: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []uuid.UUID
+	for _, c := range got {
+		ids = append(ids, c.ID)
+	}
+	if !slices.Equal(ids, all[5:10]) {
+		t.Fatalf("claimed %v, want the next five %v", ids, all[5:10])
+	}
+}
+
+// A claim locks the rows it takes and no others: not the room of every
+// webhook it looked at (each lock is a WAL record and dirties a page).
+func TestClaimLocksOnlyWhatItTakes(t *testing.T) {
+	s := newTestStore(t)
+	ctx := context.Background()
+	for i := range 50 {
+		wh := s.addWebhook(t, fmt.Sprintf("http://h%d.example", i), "", "")
+		for range 20 {
+			s.addDelivery(t, wh, "{}")
+		}
+	}
+	got, err := s.Claim(ctx, ClaimRequest{Owner: "me", Limit: 10, Lease: time.Minute, PerWebhook: 16})
+	if err != nil || len(got) != 10 {
+		t.Fatalf("claimed %d, %v; want 10", len(got), err)
+	}
+	// A row locked and left keeps the claim's transaction in xmax.
+	var lockedOnly int
+	if err := s.pool.QueryRow(ctx, s.q(`SELECT count(*) FROM {{schema}}.deliveries
+		WHERE lease_owner IS NULL AND xmax <> '0'`)).Scan(&lockedOnly); err != nil {
+		t.Fatal(err)
+	}
+	if lockedOnly != 0 {
+		t.Fatalf("the claim of 10 locked %d rows it did not take", lockedOnly)
+	}
 }
 
 // A claim reads the due deliveries of each webhook from its index range,

@@ -9,6 +9,7 @@
 //	go run ./cmd/relaybench -scenario burst -json
 //	go run ./cmd/relaybench -scenario burst -profile /tmp/prof   CPU and allocation profiles of the relay
 //	go run ./cmd/relaybench -scenario pause    the catch-up after the relay is stopped twice for 500 ms
+//	go run ./cmd/relaybench -scenario fanout -walstats   the WAL per delivery by kind of record and relation
 package main
 
 import (
