@@ -71,7 +71,24 @@ func (s *Store) addWebhook(t testing.TB, url, secret string, headers string) int
 // webhook, due now, and returns the delivery id.
 func (s *Store) addDelivery(t testing.TB, webhook int64, body string) uuid.UUID {
 	t.Helper()
-	id := uuid.New()
+	return s.addDeliveryAt(t, webhook, body, time.Now())
+}
+
+// idAt returns a time-ordered delivery id of time at (UUID version 7).
+func idAt(at time.Time) uuid.UUID {
+	id := uuid.Must(uuid.NewV7())
+	ms := at.UnixMilli()
+	for i := range 6 {
+		id[i] = byte(ms >> (40 - 8*i))
+	}
+	return id
+}
+
+// addDeliveryAt is addDelivery with an id of time at, as if the delivery
+// had been stored then.
+func (s *Store) addDeliveryAt(t testing.TB, webhook int64, body string, at time.Time) uuid.UUID {
+	t.Helper()
+	id := idAt(at)
 	s.mustExec(t, `WITH e AS (
 			INSERT INTO {{schema}}.events (source, commit_lsn, seq, event_type, company_id, source_table, op, committed_at, body)
 			VALUES ('test', (SELECT coalesce(max(commit_lsn), 0) + 1 FROM {{schema}}.events), 0,
@@ -400,15 +417,19 @@ func TestPrune(t *testing.T) {
 		s.mustExec(t, `INSERT INTO {{schema}}.attempts (delivery_id, webhook_id, attempt, started_at, duration_ms)
 			VALUES ($1, $2, 1, now(), 1)`, id, wh)
 	}
-	oldDelivered := s.addDelivery(t, wh, "{}")
+	ago := func(d time.Duration) time.Time { return time.Now().Add(-d - time.Minute) } // stored a minute before it finished
+	oldDelivered := s.addDeliveryAt(t, wh, "{}", ago(48*time.Hour))
 	finish(oldDelivered, StatusDelivered, "2 days")
-	newDelivered := s.addDelivery(t, wh, "{}")
+	newDelivered := s.addDeliveryAt(t, wh, "{}", ago(time.Hour))
 	finish(newDelivered, StatusDelivered, "1 hour")
-	midFailed := s.addDelivery(t, wh, "{}") // older than the delivered age, younger than the failed age
+	midFailed := s.addDeliveryAt(t, wh, "{}", ago(48*time.Hour)) // older than the delivered age, younger than the failed age
 	finish(midFailed, StatusFailed, "2 days")
-	oldFailed := s.addDelivery(t, wh, "{}")
+	oldFailed := s.addDeliveryAt(t, wh, "{}", ago(8*24*time.Hour))
 	finish(oldFailed, StatusFailed, "8 days")
-	pending := s.addDelivery(t, wh, "{}")
+	// Stored long ago, re-fired and delivered again an hour ago: kept.
+	refired := s.addDeliveryAt(t, wh, "{}", ago(30*24*time.Hour))
+	finish(refired, StatusDelivered, "1 hour")
+	pending := s.addDeliveryAt(t, wh, "{}", ago(30*24*time.Hour))
 	s.mustExec(t, `UPDATE {{schema}}.events SET created_at = now() - interval '30 days'`)
 
 	n, err := s.Prune(ctx, 24*time.Hour, 7*24*time.Hour)
@@ -418,7 +439,7 @@ func TestPrune(t *testing.T) {
 	if n != 2 {
 		t.Fatalf("pruned %d deliveries, want 2", n)
 	}
-	for id, want := range map[uuid.UUID]bool{oldDelivered: false, newDelivered: true, midFailed: true, oldFailed: false, pending: true} {
+	for id, want := range map[uuid.UUID]bool{oldDelivered: false, newDelivered: true, midFailed: true, oldFailed: false, refired: true, pending: true} {
 		_, err := s.DeliveryByID(ctx, id)
 		if exists := err == nil; exists != want {
 			t.Errorf("delivery %s exists=%v, want %v (%v)", id, exists, want, err)
@@ -428,8 +449,47 @@ func TestPrune(t *testing.T) {
 	if err := s.pool.QueryRow(ctx, s.q(`SELECT (SELECT count(*) FROM {{schema}}.events), (SELECT count(*) FROM {{schema}}.attempts)`)).Scan(&events, &attempts); err != nil {
 		t.Fatal(err)
 	}
-	if events != 3 || attempts != 2 {
-		t.Fatalf("%d events, %d attempts left; want 3 and 2", events, attempts)
+	if events != 4 || attempts != 3 {
+		t.Fatalf("%d events, %d attempts left; want 4 and 3", events, attempts)
+	}
+}
+
+// Random ids, stored before ids were time-ordered, are pruned too, and
+// once none is left prune no longer looks for them.
+func TestPruneRandomIDs(t *testing.T) {
+	s := newTestStore(t)
+	ctx := context.Background()
+	wh := s.addWebhook(t, "http://a", "", "")
+	random := func() bool {
+		var r bool
+		if err := s.pool.QueryRow(ctx, s.q(`SELECT random_ids FROM {{schema}}.installation`)).Scan(&r); err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	if random() {
+		t.Fatal("a new installation looks for random ids")
+	}
+	var ids []uuid.UUID
+	for range 3 {
+		id := uuid.New()
+		ids = append(ids, id)
+		s.mustExec(t, `WITH e AS (
+				INSERT INTO {{schema}}.events (source, commit_lsn, seq, event_type, company_id, source_table, op, committed_at, body, created_at)
+				VALUES ('old', (SELECT coalesce(max(commit_lsn), 0) + 1 FROM {{schema}}.events), 0, 'task.completed', 1, 'tasks', 'update',
+				        now() - interval '3 days', '{}', now() - interval '3 days')
+				RETURNING id)
+			INSERT INTO {{schema}}.deliveries (id, event_id, webhook_id, company_id, event_type, status, finished_at)
+			SELECT $1, e.id, $2, 1, 'task.completed', 'delivered', now() - interval '3 days' FROM e`, id, wh)
+	}
+	// What migration 0013 finds in a table with random ids.
+	s.mustExec(t, `UPDATE {{schema}}.installation SET random_ids = true`)
+	n, err := s.Prune(ctx, 24*time.Hour, 24*time.Hour)
+	if err != nil || n != 3 {
+		t.Fatalf("pruned %d, %v; want the 3 deliveries with random ids", n, err)
+	}
+	if random() {
+		t.Fatal("prune still looks for random ids once none is left")
 	}
 }
 
@@ -441,7 +501,8 @@ func TestPruneInBatches(t *testing.T) {
 			SELECT 'bulk', g, 0, 'task.completed', 1, 'tasks', 'update', now(), '{}', now() - interval '3 days'
 			FROM generate_series(1, $2::int) g RETURNING id)
 		INSERT INTO {{schema}}.deliveries (id, event_id, webhook_id, company_id, event_type, status, finished_at)
-		SELECT gen_random_uuid(), e.id, $1, 1, 'task.completed', 'delivered', now() - interval '2 days' FROM e`,
+		SELECT {{schema}}.uuid_from(sha256(int8send(e.id)), floor(extract(epoch FROM now() - interval '3 days') * 1000)::bigint),
+		       e.id, $1, 1, 'task.completed', 'delivered', now() - interval '2 days' FROM e`,
 		wh, pruneBatch*2+17)
 	n, err := s.Prune(context.Background(), time.Hour, time.Hour)
 	if err != nil || n != pruneBatch*2+17 {
@@ -971,5 +1032,72 @@ func TestClaimSeesAnEditedWebhook(t *testing.T) {
 		if len(got) != 1 || got[0].URL != edit.url || got[0].Secret != edit.secret || got[0].Headers["X-A"] != edit.header {
 			t.Fatalf("after %s: %+v", edit.sql, got)
 		}
+	}
+}
+
+// The counts of pending, retrying and failed deliveries, and their plan on
+// a table of many delivered ones: no scan of the whole table.
+func TestCountDeliveries(t *testing.T) {
+	s := newTestStore(t)
+	ctx := context.Background()
+	a := s.addWebhook(t, "http://a", "", "")
+	b := s.addWebhook(t, "http://b", "", "")
+	for i, st := range []Status{StatusPending, StatusPending, StatusRetrying, StatusFailed, StatusFailed, StatusFailed, StatusDelivered} {
+		id := s.addDelivery(t, []int64{a, b}[i%2], "{}")
+		s.mustExec(t, `UPDATE {{schema}}.deliveries SET status = $2 WHERE id = $1`, id, string(st))
+	}
+	c, err := s.CountDeliveries(ctx)
+	if err != nil || c != (DeliveryCounts{Pending: 2, Retrying: 1, Failed: 3}) {
+		t.Fatalf("counts %+v, %v; want 2 pending, 1 retrying, 3 failed", c, err)
+	}
+	s.mustExec(t, `WITH e AS (
+			INSERT INTO {{schema}}.events (source, commit_lsn, seq, event_type, company_id, source_table, op, committed_at, body)
+			SELECT 'bulk', g, 0, 'task.completed', 1, 'tasks', 'update', now(), '{}' FROM generate_series(1, 30000) g RETURNING id)
+		INSERT INTO {{schema}}.deliveries (id, event_id, webhook_id, company_id, event_type, status, finished_at)
+		SELECT {{schema}}.uuid_from(sha256(int8send(e.id)), floor(extract(epoch FROM now()) * 1000)::bigint),
+		       e.id, $1, 1, 'task.completed', 'delivered', now() FROM e`, a)
+	s.mustExec(t, `ANALYZE {{schema}}.deliveries`)
+	rows, err := s.pool.Query(ctx, "EXPLAIN "+s.q(countDeliveriesSQL))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if plan := strings.Join(lines, "\n"); strings.Contains(plan, "Seq Scan on deliveries") {
+		t.Fatalf("counting reads the whole table:\n%s", plan)
+	}
+}
+
+// Prune walks the primary key up to its cutoff: with many deliveries
+// younger than the cutoff, it reads none of them.
+func TestPrunePlanReadsNoWholeTable(t *testing.T) {
+	s := newTestStore(t)
+	ctx := context.Background()
+	wh := s.addWebhook(t, "http://a", "", "")
+	s.mustExec(t, `WITH e AS (
+			INSERT INTO {{schema}}.events (source, commit_lsn, seq, event_type, company_id, source_table, op, committed_at, body)
+			SELECT 'bulk', g, 0, 'task.completed', 1, 'tasks', 'update', now(), '{}' FROM generate_series(1, 30000) g RETURNING id)
+		INSERT INTO {{schema}}.deliveries (id, event_id, webhook_id, company_id, event_type, status, finished_at)
+		SELECT {{schema}}.uuid_from(sha256(int8send(e.id)), floor(extract(epoch FROM now()) * 1000)::bigint),
+		       e.id, $1, 1, 'task.completed', 'delivered', now() FROM e`, wh)
+	s.mustExec(t, `ANALYZE {{schema}}.deliveries`)
+	for _, status := range []Status{StatusDelivered, StatusFailed} {
+		rows, err := s.pool.Query(ctx, "EXPLAIN "+s.q(pruneDeliveriesSQL(`d.id < (SELECT id FROM cutoff)`)),
+			string(status), (24 * time.Hour).Microseconds(), pruneBatch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if plan := strings.Join(lines, "\n"); strings.Contains(plan, "Seq Scan on deliveries") || !strings.Contains(plan, "deliveries_pkey") {
+			t.Fatalf("pruning %s deliveries reads the whole table:\n%s", status, plan)
+		}
+	}
+	if n, err := s.Prune(ctx, 24*time.Hour, 24*time.Hour); err != nil || n != 0 {
+		t.Fatalf("pruned %d, %v; want none", n, err)
 	}
 }

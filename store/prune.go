@@ -16,24 +16,36 @@ const pruneBatch = 1000
 // ages that have no delivery left. It works in bounded batches, each its own
 // transaction, and stops between batches when ctx is done. deleted counts
 // the deliveries removed.
+//
+// Deliveries are found by walking the primary key up to the cutoff: a
+// delivery id begins with a time no later than its end (migration 0013).
+// Random ids stored before ids were time-ordered are looked for in the
+// whole table, until none is left.
 func (s *Store) Prune(ctx context.Context, deliveredAge, failedAge time.Duration) (deleted int64, err error) {
+	var random bool
+	if err := s.pool.QueryRow(ctx, s.q(`SELECT random_ids FROM {{schema}}.installation`)).Scan(&random); err != nil {
+		return 0, fmt.Errorf("prune: %w", err)
+	}
 	for _, step := range []struct {
 		status Status
 		age    time.Duration
 	}{{StatusDelivered, deliveredAge}, {StatusFailed, failedAge}} {
-		n, err := s.pruneBatches(ctx, `WITH victims AS (
-				SELECT id FROM {{schema}}.deliveries
-				WHERE status = $1 AND finished_at < now() - $2::bigint * interval '1 microsecond'
-				LIMIT $3
-				FOR UPDATE SKIP LOCKED
-			), attempts AS (
-				DELETE FROM {{schema}}.attempts a USING victims v WHERE a.delivery_id = v.id
-			)
-			DELETE FROM {{schema}}.deliveries d USING victims v WHERE d.id = v.id`,
+		n, err := s.pruneBatches(ctx, pruneDeliveriesSQL(`d.id < (SELECT id FROM cutoff)`),
 			string(step.status), step.age.Microseconds(), pruneBatch)
 		deleted += n
+		if err == nil && random {
+			n, err = s.pruneBatches(ctx, pruneDeliveriesSQL(randomID),
+				string(step.status), step.age.Microseconds(), pruneBatch)
+			deleted += n
+		}
 		if err != nil {
 			return deleted, fmt.Errorf("prune %s deliveries: %w", step.status, err)
+		}
+	}
+	if random {
+		if _, err := s.pool.Exec(ctx, s.q(`UPDATE {{schema}}.installation SET random_ids = false
+			WHERE NOT EXISTS (SELECT 1 FROM {{schema}}.deliveries d WHERE `+randomID+`)`)); err != nil {
+			return deleted, fmt.Errorf("prune: %w", err)
 		}
 	}
 	_, err = s.pruneBatches(ctx, `WITH victims AS (
@@ -50,6 +62,30 @@ func (s *Store) Prune(ctx context.Context, deliveredAge, failedAge time.Duration
 		return deleted, fmt.Errorf("prune events: %w", err)
 	}
 	return deleted, nil
+}
+
+// randomID is the condition that delivery d's id is random (UUID version
+// 4), not time-ordered.
+const randomID = `substr(d.id::text, 15, 1) = '4'`
+
+// pruneDeliveriesSQL deletes up to $3 deliveries of status $1 that
+// finished more than $2 µs ago, and their attempts, among those that where
+// selects. cutoff is the smallest id of a delivery that began after that
+// time: every id below it began, and so may have finished, before.
+func pruneDeliveriesSQL(where string) string {
+	return `WITH cutoff AS (
+			SELECT encode(substring(int8send(floor(extract(epoch FROM now() - $2::bigint * interval '1 microsecond') * 1000)::bigint + 1) FROM 3)
+			              || '\x00000000000000000000'::bytea, 'hex')::uuid AS id
+		), victims AS (
+			SELECT d.id FROM {{schema}}.deliveries d
+			WHERE ` + where + `
+			  AND d.status = $1 AND d.finished_at < now() - $2::bigint * interval '1 microsecond'
+			LIMIT $3
+			FOR UPDATE SKIP LOCKED
+		), attempts AS (
+			DELETE FROM {{schema}}.attempts a USING victims v WHERE a.delivery_id = v.id
+		)
+		DELETE FROM {{schema}}.deliveries d USING victims v WHERE d.id = v.id`
 }
 
 // pruneBatches runs a bounded delete until it deletes less than a batch.
