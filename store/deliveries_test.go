@@ -496,14 +496,7 @@ func TestPruneRandomIDs(t *testing.T) {
 func TestPruneInBatches(t *testing.T) {
 	s := newTestStore(t)
 	wh := s.addWebhook(t, "http://a", "", "")
-	s.mustExec(t, `WITH e AS (
-			INSERT INTO {{schema}}.events (source, commit_lsn, seq, event_type, company_id, source_table, op, committed_at, body, created_at)
-			SELECT 'bulk', g, 0, 'task.completed', 1, 'tasks', 'update', now(), '{}', now() - interval '3 days'
-			FROM generate_series(1, $2::int) g RETURNING id)
-		INSERT INTO {{schema}}.deliveries (id, event_id, webhook_id, company_id, event_type, status, finished_at)
-		SELECT {{schema}}.uuid_from(sha256(int8send(e.id)), floor(extract(epoch FROM now() - interval '3 days') * 1000)::bigint),
-		       e.id, $1, 1, 'task.completed', 'delivered', now() - interval '2 days' FROM e`,
-		wh, pruneBatch*2+17)
+	s.addFinished(t, wh, pruneBatch*2+17, StatusDelivered, 48*time.Hour)
 	n, err := s.Prune(context.Background(), time.Hour, time.Hour)
 	if err != nil || n != pruneBatch*2+17 {
 		t.Fatalf("pruned %d, %v", n, err)
@@ -669,14 +662,9 @@ func (s *Store) grow(p planTx, wh int64, n int, owner string, lease time.Duratio
 // Recording attempts finds each delivery by primary key and updates it by
 // physical address, whatever plan the statistics suggest.
 func TestRecordPlanUsesPrimaryKey(t *testing.T) {
-	s := newTestStore(t)
 	ctx := context.Background()
-	wh := s.addWebhook(t, "http://a", "", "")
 	// Statistics of a small table: few due deliveries.
-	var ids []uuid.UUID
-	for range 5 {
-		ids = append(ids, s.addDelivery(t, wh, "{}"))
-	}
+	s, wh, ids := withDeliveries(t, 5)
 	s.mustExec(t, `ANALYZE {{schema}}.deliveries`)
 	p := s.preparePlan(t, recordSQL)
 	explain := func(when string, ids []uuid.UUID) {
@@ -717,11 +705,7 @@ func TestRecordPlanUsesPrimaryKey(t *testing.T) {
 // that small table.
 func smallTablePlan(t *testing.T, sql string) (*Store, int64, planTx) {
 	t.Helper()
-	s := newTestStore(t)
-	wh := s.addWebhook(t, "http://a", "", "")
-	for range 5 {
-		s.addDelivery(t, wh, "{}")
-	}
+	s, wh, _ := withDeliveries(t, 5)
 	s.mustExec(t, `ANALYZE {{schema}}.deliveries`)
 	s.mustExec(t, `ANALYZE {{schema}}.events`)
 	return s, wh, s.preparePlan(t, sql)
@@ -730,13 +714,8 @@ func smallTablePlan(t *testing.T, sql string) (*Store, int64, planTx) {
 // A claim racing another sender for the oldest due deliveries takes the
 // next ones instead, up to its limit.
 func TestClaimTakesTheNextPastLockedOnes(t *testing.T) {
-	s := newTestStore(t)
 	ctx := context.Background()
-	wh := s.addWebhook(t, "http://a.example", "", "")
-	var all []uuid.UUID
-	for range 20 {
-		all = append(all, s.addDelivery(t, wh, "{}"))
-	}
+	s, _, all := withDeliveries(t, 20)
 	other, err := s.pool.Begin(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -1050,22 +1029,9 @@ func TestCountDeliveries(t *testing.T) {
 	if err != nil || c != (DeliveryCounts{Pending: 2, Retrying: 1, Failed: 3}) {
 		t.Fatalf("counts %+v, %v; want 2 pending, 1 retrying, 3 failed", c, err)
 	}
-	s.mustExec(t, `WITH e AS (
-			INSERT INTO {{schema}}.events (source, commit_lsn, seq, event_type, company_id, source_table, op, committed_at, body)
-			SELECT 'bulk', g, 0, 'task.completed', 1, 'tasks', 'update', now(), '{}' FROM generate_series(1, 30000) g RETURNING id)
-		INSERT INTO {{schema}}.deliveries (id, event_id, webhook_id, company_id, event_type, status, finished_at)
-		SELECT {{schema}}.uuid_from(sha256(int8send(e.id)), floor(extract(epoch FROM now()) * 1000)::bigint),
-		       e.id, $1, 1, 'task.completed', 'delivered', now() FROM e`, a)
+	s.addFinished(t, a, 30000, StatusDelivered, 0)
 	s.mustExec(t, `ANALYZE {{schema}}.deliveries`)
-	rows, err := s.pool.Query(ctx, "EXPLAIN "+s.q(countDeliveriesSQL))
-	if err != nil {
-		t.Fatal(err)
-	}
-	lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		t.Fatal(err)
-	}
-	if plan := strings.Join(lines, "\n"); strings.Contains(plan, "Seq Scan on deliveries") {
+	if plan := s.plan(t, countDeliveriesSQL); strings.Contains(plan, "Seq Scan on deliveries") {
 		t.Fatalf("counting reads the whole table:\n%s", plan)
 	}
 }
@@ -1074,30 +1040,59 @@ func TestCountDeliveries(t *testing.T) {
 // younger than the cutoff, it reads none of them.
 func TestPrunePlanReadsNoWholeTable(t *testing.T) {
 	s := newTestStore(t)
-	ctx := context.Background()
 	wh := s.addWebhook(t, "http://a", "", "")
-	s.mustExec(t, `WITH e AS (
-			INSERT INTO {{schema}}.events (source, commit_lsn, seq, event_type, company_id, source_table, op, committed_at, body)
-			SELECT 'bulk', g, 0, 'task.completed', 1, 'tasks', 'update', now(), '{}' FROM generate_series(1, 30000) g RETURNING id)
-		INSERT INTO {{schema}}.deliveries (id, event_id, webhook_id, company_id, event_type, status, finished_at)
-		SELECT {{schema}}.uuid_from(sha256(int8send(e.id)), floor(extract(epoch FROM now()) * 1000)::bigint),
-		       e.id, $1, 1, 'task.completed', 'delivered', now() FROM e`, wh)
+	s.addFinished(t, wh, 30000, StatusDelivered, 0)
 	s.mustExec(t, `ANALYZE {{schema}}.deliveries`)
 	for _, status := range []Status{StatusDelivered, StatusFailed} {
-		rows, err := s.pool.Query(ctx, "EXPLAIN "+s.q(pruneDeliveriesSQL(`d.id < (SELECT id FROM cutoff)`)),
-			string(status), (24 * time.Hour).Microseconds(), pruneBatch)
-		if err != nil {
-			t.Fatal(err)
-		}
-		lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
-		if err != nil {
-			t.Fatal(err)
-		}
-		if plan := strings.Join(lines, "\n"); strings.Contains(plan, "Seq Scan on deliveries") || !strings.Contains(plan, "deliveries_pkey") {
+		plan := s.plan(t, pruneDeliveriesSQL(`d.id < (SELECT id FROM cutoff)`), string(status), (24 * time.Hour).Microseconds(), pruneBatch)
+		if strings.Contains(plan, "Seq Scan on deliveries") || !strings.Contains(plan, "deliveries_pkey") {
 			t.Fatalf("pruning %s deliveries reads the whole table:\n%s", status, plan)
 		}
 	}
-	if n, err := s.Prune(ctx, 24*time.Hour, 24*time.Hour); err != nil || n != 0 {
+	if n, err := s.Prune(context.Background(), 24*time.Hour, 24*time.Hour); err != nil || n != 0 {
 		t.Fatalf("pruned %d, %v; want none", n, err)
 	}
+}
+
+// addFinished adds n deliveries of webhook wh, each with an event of its
+// own, finished with status ago, stored a minute before that (their ids say
+// when).
+func (s *Store) addFinished(t testing.TB, wh int64, n int, status Status, ago time.Duration) {
+	t.Helper()
+	s.mustExec(t, `WITH e AS (
+			INSERT INTO {{schema}}.events (source, commit_lsn, seq, event_type, company_id, source_table, op, committed_at, body, created_at)
+			SELECT 'bulk', g, 0, 'task.completed', 1, 'tasks', 'update', now(), '{}', now() - $3::bigint * interval '1 microsecond' - interval '1 minute'
+			FROM generate_series(1, $2::int) g RETURNING id)
+		INSERT INTO {{schema}}.deliveries (id, event_id, webhook_id, company_id, event_type, status, finished_at)
+		SELECT {{schema}}.uuid_from(sha256(int8send(e.id)),
+		           floor(extract(epoch FROM now() - $3::bigint * interval '1 microsecond' - interval '1 minute') * 1000)::bigint),
+		       e.id, $1, 1, 'task.completed', $4, now() - $3::bigint * interval '1 microsecond' FROM e`,
+		wh, n, ago.Microseconds(), string(status))
+}
+
+// plan returns the plan PostgreSQL makes for sql with args.
+func (s *Store) plan(t testing.TB, sql string, args ...any) string {
+	t.Helper()
+	rows, err := s.pool.Query(context.Background(), "EXPLAIN "+s.q(sql), args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Join(lines, "\n")
+}
+
+// withDeliveries returns a new store with one webhook and n pending
+// deliveries of it, oldest first.
+func withDeliveries(t *testing.T, n int) (*Store, int64, []uuid.UUID) {
+	t.Helper()
+	s := newTestStore(t)
+	wh := s.addWebhook(t, "http://a.example", "", "")
+	ids := make([]uuid.UUID, n)
+	for i := range ids {
+		ids[i] = s.addDelivery(t, wh, "{}")
+	}
+	return s, wh, ids
 }
