@@ -69,9 +69,10 @@ func (s *Store) Prune(ctx context.Context, deliveredAge, failedAge time.Duration
 const randomID = `substr(d.id::text, 15, 1) = '4'`
 
 // pruneDeliveriesSQL deletes up to $3 deliveries of status $1 that
-// finished more than $2 µs ago, and their attempts, among those that where
-// selects. cutoff is the smallest id of a delivery that began after that
-// time: every id below it began, and so may have finished, before.
+// finished more than $2 µs ago, and their attempts, looking among the
+// deliveries that the condition where selects. cutoff is the smallest id
+// of a delivery that began after that time: every delivery whose id is
+// below it began, and so may have finished, before.
 func pruneDeliveriesSQL(where string) string {
 	return `WITH cutoff AS (
 			SELECT encode(substring(int8send(floor(extract(epoch FROM now() - $2::bigint * interval '1 microsecond') * 1000)::bigint + 1) FROM 3)

@@ -30,6 +30,7 @@ func (s *Store) CountDeliveries(ctx context.Context) (DeliveryCounts, error) {
 	return c, nil
 }
 
+// countDeliveriesSQL is CountDeliveries' statement.
 const countDeliveriesSQL = `SELECT
     (SELECT count(*) FROM {{schema}}.deliveries WHERE status = 'pending'),
     (SELECT count(*) FROM {{schema}}.deliveries WHERE status = 'retrying'),
