@@ -49,8 +49,9 @@ type Options struct {
 	// PGStats prints, after each scenario, the statements PostgreSQL spent
 	// most time on (pg_stat_statements), to Progress.
 	PGStats bool
-	// WALStats prints, after each scenario, the WAL it wrote by kind of
-	// record (pg_walinspect's pg_get_wal_stats), per delivery, to Progress.
+	// WALStats prints, after each scenario, the WAL it wrote per delivery
+	// by kind of record and relation (pg_walinspect), to Progress. Relations
+	// of another database (SeparateState) show as blank.
 	WALStats bool
 	// SeparateState keeps the relay's own tables in a database of their
 	// own in the same cluster (database.state_url) instead of the platform

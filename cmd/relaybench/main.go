@@ -44,7 +44,7 @@ func main() {
 	relay := flag.String("relay", "", "relay binary (default: go build ./cmd/relay)")
 	profile := flag.String("profile", "", "write a CPU and an allocation profile of each relay run into this directory")
 	pgstats := flag.Bool("pgstats", false, "print the statements PostgreSQL spent most time on, per scenario")
-	walstats := flag.Bool("walstats", false, "print the WAL written per delivery by kind of record, per scenario (pg_walinspect)")
+	walstats := flag.Bool("walstats", false, "print the WAL written per delivery by kind of record and relation, per scenario (pg_walinspect)")
 	separate := flag.Bool("separate-state", false, "keep the relay's tables in a database of their own (database.state_url) instead of the platform database")
 	flag.Parse()
 
