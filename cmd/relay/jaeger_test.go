@@ -43,7 +43,7 @@ type jaegerTrace struct {
 // TestJaegerEndToEnd runs the relay binary with OTLP pointed at a real
 // Jaeger, delivers one event, and finds its trace through Jaeger's query
 // API by the delivery id the receiver got. It needs the Jaeger binary:
-// `make jaeger-e2e` builds it (v1.76.0) and sets JAEGER_BIN.
+// `make jaeger-e2e` builds it (v1.75.0) and sets JAEGER_BIN.
 func TestJaegerEndToEnd(t *testing.T) {
 	bin := os.Getenv("JAEGER_BIN")
 	if bin == "" {
