@@ -378,3 +378,54 @@ func TestPrometheusRuleMatchesRulesFile(t *testing.T) {
 		t.Errorf("kubernetes/prometheusrule.yaml's groups differ from prometheus/relay-rules.yaml's")
 	}
 }
+
+// The Deployment runs the image the release builds, and the release image's
+// Dockerfile copies the binaries the release builds.
+func TestDeploymentRunsTheReleaseImage(t *testing.T) {
+	m := loadManifests(t)
+	b, err := os.ReadFile("../.goreleaser.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rel struct {
+		Builds []struct {
+			Binary string   `json:"binary"`
+			Goos   []string `json:"goos"`
+			Goarch []string `json:"goarch"`
+			Env    []string `json:"env"`
+		} `json:"builds"`
+		Dockers []struct {
+			Dockerfile string   `json:"dockerfile"`
+			Images     []string `json:"images"`
+			Platforms  []string `json:"platforms"`
+		} `json:"dockers_v2"`
+	}
+	if err := yaml.Unmarshal(b, &rel); err != nil {
+		t.Fatalf(".goreleaser.yaml: %v", err)
+	}
+	if len(rel.Dockers) != 1 || len(rel.Builds) == 0 {
+		t.Fatalf(".goreleaser.yaml: want builds and one image")
+	}
+	img := m.deployment.Spec.Template.Spec.Containers[0].Image
+	repo, _, _ := strings.Cut(img, ":")
+	if !slices.Contains(rel.Dockers[0].Images, repo) {
+		t.Errorf("the Deployment runs %s; the release pushes %v", img, rel.Dockers[0].Images)
+	}
+	dockerfile, err := os.ReadFile(filepath.Join("..", rel.Dockers[0].Dockerfile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, build := range rel.Builds {
+		if !slices.Contains(build.Env, "CGO_ENABLED=0") {
+			t.Errorf("build %s: want CGO_ENABLED=0 (static, for the distroless image)", build.Binary)
+		}
+		if !bytes.Contains(dockerfile, []byte("$TARGETPLATFORM/"+build.Binary+" ")) {
+			t.Errorf("%s does not copy %s", rel.Dockers[0].Dockerfile, build.Binary)
+		}
+		for _, arch := range build.Goarch {
+			if !slices.Contains(rel.Dockers[0].Platforms, "linux/"+arch) {
+				t.Errorf("build %s for %s has no image platform", build.Binary, arch)
+			}
+		}
+	}
+}
