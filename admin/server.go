@@ -25,6 +25,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/smartmaintenance/relay/config"
@@ -72,8 +73,9 @@ type Options struct {
 
 // Server is the admin API.
 type Server struct {
-	o     Options
-	creds []credential
+	o Options
+	// creds is replaced whole by SetTokens; each request reads it once.
+	creds atomic.Pointer[[]credential]
 	log   *slog.Logger
 	mux   *http.ServeMux
 }
@@ -122,7 +124,8 @@ func New(o Options) *Server {
 	if o.Notify == nil {
 		o.Notify = func() {}
 	}
-	s := &Server{o: o, creds: credentials(o.Tokens), log: o.Logger, mux: http.NewServeMux()}
+	s := &Server{o: o, log: o.Logger, mux: http.NewServeMux()}
+	s.SetTokens(o.Tokens)
 	s.mux.HandleFunc("GET /openapi.yaml", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/yaml")
 		_, _ = w.Write(openAPI)

@@ -17,6 +17,7 @@
 package config
 
 import (
+	"log/slog"
 	"time"
 
 	"github.com/smartmaintenance/relay/mapper"
@@ -43,6 +44,9 @@ type Config struct {
 
 	// envWarnings are RELAY_* variables that Load ignored.
 	envWarnings []string
+	// source and level are set by Load; see reload.go.
+	source *source
+	level  *slog.LevelVar
 }
 
 // Log configures the relay's own logs.

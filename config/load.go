@@ -55,6 +55,7 @@ func Load(path string, environ []string) (*Config, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	cfg.remember(path, environ)
 	return cfg, nil
 }
 

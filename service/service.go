@@ -287,6 +287,10 @@ func RunWith(ctx context.Context, cfg *config.Config, log *slog.Logger, tel Tele
 	if adminSrv != nil {
 		g.Go(func() error { return adminSrv.Serve(gctx, adminLn) })
 	}
+	if cfg.Reloadable() {
+		startReloader(g, gctx, &reloader{running: cfg, events: m.EventTypes(), cat: cat, st: st, admin: adminSrv,
+			log: log.With("component", "config")})
+	}
 	return g.Wait()
 }
 
