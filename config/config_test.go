@@ -88,6 +88,7 @@ func TestDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := Default()
+	got.source, got.level = nil, nil // where it was read from, for reloads
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("Load(\"\", nil) =\n%+v\nwant\n%+v", got, want)
 	}
@@ -108,6 +109,7 @@ func TestNullSectionsKeepDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	got.source, got.level = nil, nil // where it was read from, for reloads
 	if !reflect.DeepEqual(got, Default()) {
 		t.Errorf("got %+v, want defaults", got)
 	}
