@@ -13,12 +13,17 @@ import (
 type source struct {
 	path    string
 	environ []string
+	// state is the file's state (fileState) right after it was read.
+	state string
 }
 
 // remember records where c was read from and gives it the level variable
 // that loggers built from it follow.
 func (c *Config) remember(path string, environ []string) {
 	c.source = &source{path: path, environ: slices.Clone(environ)}
+	if path != "" {
+		c.source.state = fileState(path)
+	}
 	c.level = new(slog.LevelVar)
 	_ = c.level.UnmarshalText([]byte(c.Log.Level)) // Validate checked it
 }

@@ -45,6 +45,19 @@ func TestCompare(t *testing.T) {
 	if got := config.Compare(old, old); !got.Empty() || got.Applied() != "no changes" {
 		t.Errorf("a config compared with itself: %+v", got)
 	}
+	// A file that sets every key, read twice, is the same: nothing is
+	// reported as changed by a reload of an unchanged file.
+	a, err := config.Load("example.yaml", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := a.Reload()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := config.Compare(a, b); !got.Empty() {
+		t.Errorf("example.yaml read twice: %+v", got)
+	}
 }
 
 func write(t *testing.T, path, content string) {
@@ -206,4 +219,32 @@ func must(t *testing.T, err error) {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestWatchFileSeesChangesMadeWhileStarting: an edit between Load and the
+// start of the watch (the relay's start-up) is reported at once.
+func TestWatchFileSeesChangesMadeWhileStarting(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "relay.yaml")
+	write(t, path, "log:\n  level: warn\n")
+	cfg, err := config.Load(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if config.Default().WatchFile(0) != nil {
+		t.Error("a watcher for a config without a file")
+	}
+	run := func(w *config.FileWatcher) {
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- w.Run(ctx) }()
+		t.Cleanup(func() { cancel(); <-done })
+	}
+	unchanged := cfg.WatchFile(50 * time.Millisecond)
+	run(unchanged)
+	expectQuiet(t, unchanged, "no edit")
+
+	write(t, path, "log:\n  level: debug\n")
+	w := cfg.WatchFile(50 * time.Millisecond)
+	run(w)
+	expectChange(t, w, "an edit made before the watch started")
 }

@@ -28,6 +28,9 @@ type FileWatcher struct {
 	path     string
 	debounce time.Duration
 	changed  chan struct{}
+	// since is the state (see fileState) the caller last read; "" means
+	// the state when Run starts.
+	since string
 }
 
 // DefaultDebounce is how long a FileWatcher waits after the last event of a
@@ -45,6 +48,18 @@ func NewFileWatcher(path string, debounce time.Duration) *FileWatcher {
 		abs = filepath.Clean(path)
 	}
 	return &FileWatcher{path: abs, debounce: debounce, changed: make(chan struct{}, 1)}
+}
+
+// WatchFile returns a watcher of the file c was loaded from (see
+// NewFileWatcher), or nil if there is none. A change made since c was
+// loaded (while the relay was starting) is reported as soon as Run starts.
+func (c *Config) WatchFile(debounce time.Duration) *FileWatcher {
+	if c.Path() == "" {
+		return nil
+	}
+	w := NewFileWatcher(c.Path(), debounce)
+	w.since = c.source.state
+	return w
 }
 
 // Changed receives a value after the file's contents change. Changes made
@@ -75,12 +90,15 @@ func (w *FileWatcher) Run(ctx context.Context) error {
 	if err := watch(); err != nil {
 		return err
 	}
-	last := w.state()
+	last := w.since
+	if last == "" {
+		last = fileState(w.path)
+	}
 
-	// Stopped until the first event; each relevant event restarts it, so
-	// the file is read once its save has settled.
-	settle := time.NewTimer(time.Hour)
-	settle.Stop()
+	// Stopped until an event; each relevant event restarts it, so the file
+	// is read once its save has settled. It first looks at once, for a
+	// change made before the watch was set up.
+	settle := time.NewTimer(0)
 	defer settle.Stop()
 	for {
 		select {
@@ -103,7 +121,7 @@ func (w *FileWatcher) Run(ctx context.Context) error {
 		case <-settle.C:
 			// The file may now be a link into another directory.
 			_ = watch()
-			if s := w.state(); s != last {
+			if s := fileState(w.path); s != last {
 				last = s
 				select {
 				case w.changed <- struct{}{}:
@@ -140,10 +158,10 @@ func (w *FileWatcher) relevant(name string) bool {
 	return false
 }
 
-// state identifies what the file holds: a hash of its contents, or why it
-// cannot be read.
-func (w *FileWatcher) state() string {
-	b, err := os.ReadFile(w.path)
+// fileState identifies what the file at path holds: a hash of its
+// contents, or why it cannot be read.
+func fileState(path string) string {
+	b, err := os.ReadFile(path)
 	if err != nil {
 		return "error: " + err.Error()
 	}

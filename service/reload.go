@@ -5,11 +5,9 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/signal"
 	"slices"
 	"strings"
 	"sync/atomic"
-	"syscall"
 
 	"golang.org/x/sync/errgroup"
 
@@ -39,10 +37,7 @@ type reloader struct {
 
 // run reloads on SIGHUP and, when the configuration came from a file, on
 // changes of the file, until ctx is done.
-func (r *reloader) run(ctx context.Context, fileChanged <-chan struct{}) {
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
+func (r *reloader) run(ctx context.Context, hup <-chan os.Signal, fileChanged <-chan struct{}) {
 	if fileChanged != nil {
 		r.log.Info("config: reloaded on SIGHUP and when the file changes", "file", r.running.Path())
 	} else {
@@ -126,10 +121,9 @@ func oneLine(err error) string {
 
 // startReloader runs r, and the watcher of the config file when there is
 // one, in g.
-func startReloader(g *errgroup.Group, ctx context.Context, r *reloader) {
+func startReloader(g *errgroup.Group, ctx context.Context, hup <-chan os.Signal, r *reloader) {
 	var fileChanged <-chan struct{}
-	if path := r.running.Path(); path != "" && !ignoreConfigFile.Load() {
-		w := config.NewFileWatcher(path, 0)
+	if w := r.running.WatchFile(0); w != nil && !ignoreConfigFile.Load() {
 		fileChanged = w.Changed()
 		g.Go(func() error {
 			// Not fatal: SIGHUP still reloads.
@@ -140,7 +134,7 @@ func startReloader(g *errgroup.Group, ctx context.Context, r *reloader) {
 		})
 	}
 	g.Go(func() error {
-		r.run(ctx, fileChanged)
+		r.run(ctx, hup, fileChanged)
 		return nil
 	})
 }

@@ -11,8 +11,10 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/signal"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -122,6 +124,14 @@ func RunWith(ctx context.Context, cfg *config.Config, log *slog.Logger, tel Tele
 	}
 	for _, w := range cfg.Warnings() {
 		log.Warn("config: " + w)
+	}
+	var hup chan os.Signal
+	if cfg.Reloadable() {
+		// From here on, a SIGHUP during start-up waits for the reloader
+		// instead of ending the process.
+		hup = make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
 	}
 	m, err := NewMapper(cfg)
 	if err != nil {
@@ -288,7 +298,7 @@ func RunWith(ctx context.Context, cfg *config.Config, log *slog.Logger, tel Tele
 		g.Go(func() error { return adminSrv.Serve(gctx, adminLn) })
 	}
 	if cfg.Reloadable() {
-		startReloader(g, gctx, &reloader{running: cfg, events: m.EventTypes(), cat: cat, st: st, admin: adminSrv,
+		startReloader(g, gctx, hup, &reloader{running: cfg, events: m.EventTypes(), cat: cat, st: st, admin: adminSrv,
 			log: log.With("component", "config")})
 	}
 	return g.Wait()
