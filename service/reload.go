@@ -102,8 +102,11 @@ func (r *reloader) reload(ctx context.Context, trigger string) {
 	r.running = &applied
 	r.log.Info("config reloaded: "+ch.Applied(), "trigger", trigger)
 	if len(ch.Restart) > 0 {
-		r.log.Warn(fmt.Sprintf("config: %s changed; a restart is needed to apply %s", strings.Join(ch.Restart, ", "),
-			map[bool]string{true: "it", false: "them"}[len(ch.Restart) == 1]))
+		them := "them"
+		if len(ch.Restart) == 1 {
+			them = "it"
+		}
+		r.log.Warn(fmt.Sprintf("config: %s changed; a restart is needed to apply %s", strings.Join(ch.Restart, ", "), them))
 	}
 }
 
