@@ -15,6 +15,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/smartmaintenance/relay/config"
+	"github.com/smartmaintenance/relay/mapper"
 	"github.com/smartmaintenance/relay/relay"
 	"github.com/smartmaintenance/relay/secrets"
 	"github.com/smartmaintenance/relay/store"
@@ -400,7 +401,7 @@ func (s *Server) testFire(w http.ResponseWriter, r *http.Request, who principal)
 	if company.Location == nil {
 		company.Location = time.UTC
 	}
-	body, err := json.Marshal(testPayload{Event: in.EventType, Timestamp: now.In(company.Location).Format(time.RFC3339),
+	body, err := json.Marshal(testPayload{Event: in.EventType, Timestamp: now.In(company.Location).Format(mapper.TimestampLayout),
 		CompanyID: h.CompanyID, CompanyName: company.Name, Data: syntheticData(s.o.Fields[in.EventType], now), Test: true})
 	if err != nil {
 		return err

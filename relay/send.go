@@ -62,7 +62,7 @@ type outcome struct {
 	err     string
 	snippet string
 	// aborted means the relay itself cut the attempt short (shutdown) before
-	// a response arrived: it is not an attempt and is not recorded.
+	// a response arrived: it is recorded as aborted, not as a failure.
 	aborted bool
 }
 

@@ -33,7 +33,8 @@ type WebhookStats struct {
 	// none is recorded (retention removes old attempts).
 	LastFiredAt time.Time
 	// Attempts24h and Succeeded24h count attempts started in the last 24
-	// hours, and those answered with a 2xx status.
+	// hours (but those a shutdown aborted), and those answered with a 2xx
+	// status.
 	Attempts24h  int
 	Succeeded24h int
 }
@@ -44,7 +45,8 @@ const webhookColumns = `w.id, w.company_id, w.name, w.url, w.events, coalesce(w.
 const statsSQL = `SELECT ` + webhookColumns + `, la.last, coalesce(st.total, 0), coalesce(st.ok, 0)
 	FROM {{schema}}.webhooks w
 	LEFT JOIN LATERAL (SELECT max(a.started_at) AS last FROM {{schema}}.attempts a WHERE a.webhook_id = w.id) la ON true
-	LEFT JOIN LATERAL (SELECT count(*) AS total, count(*) FILTER (WHERE a.status_code BETWEEN 200 AND 299) AS ok
+	LEFT JOIN LATERAL (SELECT count(*) FILTER (WHERE a.error IS DISTINCT FROM '` + AbortedError + `') AS total,
+			count(*) FILTER (WHERE a.status_code BETWEEN 200 AND 299) AS ok
 		FROM {{schema}}.attempts a WHERE a.webhook_id = w.id AND a.started_at > now() - interval '24 hours') st ON true
 	WHERE w.deleted_at IS NULL AND ($1::bigint = 0 OR w.company_id = $1)`
 
