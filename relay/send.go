@@ -27,12 +27,12 @@ const maxResponseRead = 64 << 10
 
 // maxResponseHeaderBytes bounds a response's status line and headers,
 // 1xx responses included (the transport counts them together while no
-// client trace reads them). net/http's
-// default is 10 MB, and a receiver is chosen by a tenant: each attempt
-// would hold whatever it sends, and a few such receivers took the relay far
-// past its memory limit. Receivers answer a webhook with a few hundred
-// bytes of headers; 64 KiB leaves room for large cookies and tracing
-// headers. For HTTP/2 the transport derives MaxHeaderListSize from it.
+// client trace reads them). net/http's default is 10 MB, and a receiver is
+// chosen by a tenant: each attempt would hold whatever it sends, and a few
+// such receivers took the relay far past its memory limit. Receivers
+// answer a webhook with a few hundred bytes of headers; 64 KiB leaves room
+// for large cookies and tracing headers. For HTTP/2 the transport derives
+// MaxHeaderListSize from it.
 const maxResponseHeaderBytes = 64 << 10
 
 // errHeadersTooLarge is the recorded reason when a response's headers
