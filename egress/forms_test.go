@@ -144,8 +144,8 @@ func TestAddressForms(t *testing.T) {
 // refusals above are not a blanket refusal of a syntax.
 func TestAddressFormsAllowed(t *testing.T) {
 	p := production(t)
-	for _, h := range []string{"8.8.8.8", "8.8.8.8.", "::ffff:8.8.8.8", "2606:4700:4700::1111", "hooks.example.com", "hooks.example.com.", "1password.com", "123.example.com"} {
-		if err := p.CheckHost(context.Background(), h); err != nil && errors.Is(err, ErrBlocked) {
+	for _, h := range []string{"8.8.8.8", "8.8.8.8.", "::ffff:8.8.8.8", "2606:4700:4700::1111", "hooks.example.invalid", "hooks.example.invalid.", "1password.invalid", "123.example.invalid", "0x.example.invalid"} {
+		if err := p.CheckHost(context.Background(), h); errors.Is(err, ErrBlocked) {
 			t.Errorf("CheckHost(%q) = %v, want allowed", h, err)
 		}
 	}
