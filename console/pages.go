@@ -905,4 +905,3 @@ func (c *Console) companyAudit(rq *req) error {
 	c.render(rq.w, http.StatusOK, "audit", c.page(rq, "Audit log", "audit", d))
 	return nil
 }
-

@@ -78,7 +78,7 @@ func (c *Console) funcs() template.FuncMap {
 		"has":        func(m map[string]bool, k string) bool { return m[k] },
 		"join":       strings.Join,
 		"add":        func(a, b int) int { return a + b },
-		"short":      func(s string) string { return s[:min(8, len(s))] },
+		"short":      func(s string) string { return s[max(0, len(s)-8):] },
 		"isHTTP":     func(u string) bool { return strings.HasPrefix(strings.ToLower(strings.TrimSpace(u)), "http://") },
 	}
 }

@@ -45,11 +45,11 @@ func TestCompanyIsolation(t *testing.T) {
 		}
 	}
 	posts := map[string]url.Values{
-		"/ui/webhooks/" + id + "/edit":   {"name": {"hijacked"}, "url": {e.recv.URL + "/x"}, "events": {"task.completed"}},
-		"/ui/webhooks/" + id + "/active": {"active": {"false"}},
-		"/ui/webhooks/" + id + "/test":   {"event_type": {"task.completed"}},
-		"/ui/webhooks/" + id + "/delete": {"confirm": {"Theirs of Nordwerk"}},
-		"/ui/webhooks/" + id + "/refire": {"from": {"2000-01-01T00:00"}, "to": {"2100-01-01T00:00"}},
+		"/ui/webhooks/" + id + "/edit":                                             {"name": {"hijacked"}, "url": {e.recv.URL + "/x"}, "events": {"task.completed"}},
+		"/ui/webhooks/" + id + "/active":                                           {"active": {"false"}},
+		"/ui/webhooks/" + id + "/test":                                             {"event_type": {"task.completed"}},
+		"/ui/webhooks/" + id + "/delete":                                           {"confirm": {"Theirs of Nordwerk"}},
+		"/ui/webhooks/" + id + "/refire":                                           {"from": {"2000-01-01T00:00"}, "to": {"2100-01-01T00:00"}},
 		"/ui/webhooks/" + id + "/deliveries/" + theirDelivery.String() + "/refire": {},
 	}
 	for path, form := range posts {
