@@ -104,7 +104,10 @@ type env struct {
 	logs  *syncbuf.Buffer
 }
 
-func newEnv(t testing.TB) *env {
+func newEnv(t testing.TB) *env { return newEnvProduction(t, false) }
+
+// newEnvProduction is newEnv with admin's production mode (HTTPS only).
+func newEnvProduction(t testing.TB, production bool) *env {
 	t.Helper()
 	st := storetest.Open(t)
 	policy, err := egress.NewPolicy([]string{"127.0.0.0/8", "::1"})
@@ -123,8 +126,9 @@ func newEnv(t testing.TB) *env {
 			{Name: "bob@two", CompanyID: 2, TokenSHA256: admin.TokenHash(tokenB)},
 			{Name: "ops", Operator: true, TokenSHA256: admin.TokenHash(tokenOp)},
 		},
-		Events: allEvents,
-		Egress: policy,
+		Events:     allEvents,
+		Production: production,
+		Egress:     policy,
 		Sender: sender,
 		Company: func(_ context.Context, id int64) (admin.Company, error) {
 			return admin.Company{Name: map[int64]string{1: "PT Kahatex", 2: "Nordwerk GmbH"}[id], Location: jakarta}, nil
