@@ -129,7 +129,7 @@ func newEnvProduction(t testing.TB, production bool) *env {
 		Events:     allEvents,
 		Production: production,
 		Egress:     policy,
-		Sender: sender,
+		Sender:     sender,
 		Company: func(_ context.Context, id int64) (admin.Company, error) {
 			return admin.Company{Name: map[int64]string{1: "PT Kahatex", 2: "Nordwerk GmbH"}[id], Location: jakarta}, nil
 		},
