@@ -434,6 +434,7 @@ func TestBrowserWalkthrough(t *testing.T) {
 	waitText(t, ctx, "table.audit tbody tr:first-child", "alice@kahatex")
 	waitText(t, ctx, "table.audit", "Disabled")
 	waitText(t, ctx, "table.audit", "Re-fired a delivery")
+	screenshot(t, ctx, "console-audit.png")
 	run(t, ctx, "the deleted webhook's trail",
 		chromedp.Click(chromedp.CSS("table.audit tbody tr:first-child a")),
 		chromedp.WaitVisible(chromedp.CSS("table.audit")),

@@ -227,7 +227,7 @@ func (c *Console) signin(w http.ResponseWriter, r *http.Request) {
 func (c *Console) signout(rq *req) error {
 	c.sessions.remove(rq.sid)
 	c.clearCookie(rq.w, rq.r, cookieName)
-	c.renderSignin(rq.w, rq.r, http.StatusOK, "")
+	c.redirect(rq, c.o.Prefix+"signin")
 	return nil
 }
 
@@ -807,6 +807,29 @@ func show(v any) string {
 		return "no"
 	case float64:
 		return strconv.FormatFloat(x, 'f', -1, 64)
+	case []any:
+		parts := make([]string, len(x))
+		for i, v := range x {
+			parts[i] = show(v)
+		}
+		if len(parts) == 0 {
+			return "none"
+		}
+		return strings.Join(parts, ", ")
+	case map[string]any:
+		keys := make([]string, 0, len(x))
+		for k := range x {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		parts := make([]string, len(keys))
+		for i, k := range keys {
+			parts[i] = k + ": " + show(x[k])
+		}
+		if len(parts) == 0 {
+			return "none"
+		}
+		return strings.Join(parts, "; ")
 	}
 	b, _ := json.Marshal(v)
 	return string(b)
@@ -838,6 +861,9 @@ func auditRows(entries []store.AuditEntry) []auditRow {
 			}
 		}
 		sort.Strings(sorted)
+		if e.Action == "webhook.delete" {
+			sorted = nil // the webhook is gone; its name is the row's
+		}
 		for _, k := range sorted {
 			b, a := e.Before[k], e.After[k]
 			switch {
@@ -855,7 +881,7 @@ func auditRows(entries []store.AuditEntry) []auditRow {
 		}
 		sort.Strings(dk)
 		for _, k := range dk {
-			if k == "secret_changed" && e.Details[k] == false {
+			if v := e.Details[k]; v == false || v == "" || v == nil {
 				continue
 			}
 			row.Details = append(row.Details, change{Field: k, After: show(e.Details[k])})
@@ -899,6 +925,24 @@ func (c *Console) companyAudit(rq *req) error {
 		return err
 	}
 	d := auditData{Rows: auditRows(entries)}
+	// Entries without the webhook's settings (test events, re-fires) are
+	// named from the others or from the list.
+	names := map[int64]string{}
+	if hooks, err := c.api.ListWebhooks(rq.r.Context(), rq.actor); err == nil {
+		for _, h := range hooks {
+			names[h.ID] = h.Name
+		}
+	}
+	for _, r := range d.Rows {
+		if r.WebhookName != "" && names[r.WebhookID] == "" {
+			names[r.WebhookID] = r.WebhookName
+		}
+	}
+	for i := range d.Rows {
+		if d.Rows[i].WebhookName == "" {
+			d.Rows[i].WebhookName = names[d.Rows[i].WebhookID]
+		}
+	}
 	if len(entries) == auditPage {
 		d.Next = entries[len(entries)-1].ID
 	}

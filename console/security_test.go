@@ -180,7 +180,7 @@ func TestSessionEnds(t *testing.T) {
 		t.Fatalf("live session: %d", s)
 	}
 	b.get("/ui/webhooks")
-	if p := b.post("/ui/signout", nil); p.status != 200 {
+	if p := b.post("/ui/signout", nil); p.status != http.StatusSeeOther || p.location != "/ui/signin" {
 		t.Fatalf("sign out: %d", p.status)
 	}
 	if s := stolen(); s != http.StatusSeeOther {
