@@ -139,6 +139,10 @@ func New(o Options) *Server {
 	return s
 }
 
+// Handle serves h for pattern on the API's listener, next to the API: the
+// console is served this way.
+func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
+
 // Handler returns the API's HTTP handler.
 func (s *Server) Handler() http.Handler { return s.mux }
 

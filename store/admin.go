@@ -50,6 +50,22 @@ const statsSQL = `SELECT ` + webhookColumns + `, la.last, coalesce(st.total, 0),
 		FROM {{schema}}.attempts a WHERE a.webhook_id = w.id AND a.started_at > now() - interval '24 hours') st ON true
 	WHERE w.deleted_at IS NULL AND ($1::bigint = 0 OR w.company_id = $1)`
 
+// listStatsSQL is statsSQL for a list: the 24-hour counts of all listed
+// webhooks come from one grouped pass over their recent attempts. Counted
+// per webhook in a lateral join, a plan made for the busiest webhook (a
+// scan of the whole attempts table) ran once per listed webhook: 200
+// webhooks beside one with 10,000 attempts took 350 ms instead of a few.
+const listStatsSQL = `SELECT ` + webhookColumns + `, la.last, coalesce(st.total, 0), coalesce(st.ok, 0)
+	FROM {{schema}}.webhooks w
+	LEFT JOIN LATERAL (SELECT max(a.started_at) AS last FROM {{schema}}.attempts a WHERE a.webhook_id = w.id) la ON true
+	LEFT JOIN (SELECT a.webhook_id, count(*) AS total, count(*) FILTER (WHERE a.status_code BETWEEN 200 AND 299) AS ok
+		FROM {{schema}}.attempts a
+		WHERE a.started_at > now() - interval '24 hours'
+		  AND a.webhook_id IN (SELECT id FROM {{schema}}.webhooks WHERE deleted_at IS NULL AND ($1::bigint = 0 OR company_id = $1))
+		GROUP BY a.webhook_id) st ON st.webhook_id = w.id
+	WHERE w.deleted_at IS NULL AND ($1::bigint = 0 OR w.company_id = $1)
+	ORDER BY w.company_id, w.id`
+
 func (s *Store) scanStats(row pgx.Row) (WebhookStats, error) {
 	var w WebhookStats
 	var last *time.Time
@@ -66,7 +82,7 @@ func (s *Store) scanStats(row pgx.Row) (WebhookStats, error) {
 // ListWebhooks lists the webhooks of company (AllCompanies: every one) that
 // are not deleted, with their stats.
 func (s *Store) ListWebhooks(ctx context.Context, company int64) ([]WebhookStats, error) {
-	rows, err := s.pool.Query(ctx, s.q(statsSQL+` ORDER BY w.company_id, w.id`), company)
+	rows, err := s.pool.Query(ctx, s.q(listStatsSQL), company)
 	if err != nil {
 		return nil, fmt.Errorf("list webhooks: %w", err)
 	}
