@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/smartmaintenance/relay/admin"
+	"github.com/smartmaintenance/relay/config"
 	"github.com/smartmaintenance/relay/store"
 )
 
@@ -231,5 +233,36 @@ func TestEscaping(t *testing.T) {
 	res.Body.Close()
 	if csp := res.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "default-src 'none'") || strings.Contains(csp, "unsafe-inline") {
 		t.Fatalf("CSP: %q", csp)
+	}
+}
+
+// TestRevokedTokenEndsItsSessions: a session keeps only its token's hash
+// and asks the admin API on every request, so a token removed from the
+// configuration (a reload calls SetTokens) ends every session it opened.
+func TestRevokedTokenEndsItsSessions(t *testing.T) {
+	e := newEnv(t)
+	a, b := e.browser(), e.browser()
+	a.signIn(tokenA)
+	b.signIn(tokenB)
+	if p := a.get("/ui/webhooks"); p.status != http.StatusOK {
+		t.Fatalf("live session: %d", p.status)
+	}
+	csrf := a.csrf
+	e.api.SetTokens([]config.AdminToken{
+		{Name: "bob@two", CompanyID: 2, TokenSHA256: admin.TokenHash(tokenB)},
+	})
+	if p := a.get("/ui/webhooks"); p.status != http.StatusSeeOther || !strings.HasPrefix(p.location, "/ui/signin") {
+		t.Fatalf("session of a revoked token: %d %s, want a redirect to sign-in", p.status, p.location)
+	}
+	if p := a.post("/ui/webhooks/new", url.Values{"csrf": {csrf}, "name": {"x"}}); p.status != http.StatusUnauthorized {
+		t.Fatalf("form with a revoked token's session: %d", p.status)
+	}
+	if p := b.get("/ui/webhooks"); p.status != http.StatusOK {
+		t.Fatalf("another token's session after the revocation: %d", p.status)
+	}
+	a2 := e.browser()
+	a2.get("/ui/signin")
+	if p := a2.post("/ui/signin", url.Values{"token": {tokenA}}); p.status != http.StatusUnauthorized {
+		t.Fatalf("sign-in with a revoked token: %d", p.status)
 	}
 }
