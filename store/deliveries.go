@@ -63,10 +63,11 @@ type Claimed struct {
 	// Secret is the webhook's signing secret, decrypted; empty when none is
 	// set.
 	Secret string
-	// SecretError is set instead of Secret when the stored secret cannot be
-	// decrypted with the configured keys: the attempt must not be sent.
+	// SecretError is set instead of Secret when the stored secret, or a
+	// stored header value, cannot be decrypted with the configured keys:
+	// the attempt must not be sent.
 	SecretError string
-	// Headers are the webhook's own extra headers.
+	// Headers are the webhook's own extra headers, decrypted.
 	Headers map[string]string
 }
 
