@@ -135,7 +135,8 @@ type AdminToken struct {
 	TokenSHA256 string `koanf:"token_sha256"`
 }
 
-// Secrets configures encryption of webhook secrets at rest.
+// Secrets configures encryption of webhook secrets and header values at
+// rest.
 type Secrets struct {
 	// Key is a base64 AES-256 key (32 bytes); "" stores secrets in plain
 	// text.
