@@ -35,6 +35,7 @@ type webhookView struct {
 	ManagedBy   string            `json:"managed_by"`
 	HasSecret   bool              `json:"has_secret"`
 	SecretError string            `json:"secret_error,omitempty"`
+	HeaderError string            `json:"header_error,omitempty"`
 	CreatedAt   time.Time         `json:"created_at"`
 	UpdatedAt   time.Time         `json:"updated_at"`
 	LastFiredAt *time.Time        `json:"last_fired_at"`
@@ -48,7 +49,7 @@ type webhookView struct {
 func view(w store.WebhookStats) webhookView {
 	v := webhookView{ID: w.ID, CompanyID: w.CompanyID, Name: w.Name, URL: w.URL, Events: w.Events,
 		Headers: map[string]string{}, Description: w.Description, Active: w.Active, ManagedBy: w.ManagedBy,
-		HasSecret: w.Secret != "" || w.SecretError != "", SecretError: w.SecretError,
+		HasSecret: w.Secret != "" || w.SecretError != "", SecretError: w.SecretError, HeaderError: w.HeaderError,
 		CreatedAt: w.CreatedAt, UpdatedAt: w.UpdatedAt,
 		Attempts24h: w.Attempts24h, Succeeded24h: w.Succeeded24h}
 	if v.Events == nil {
@@ -449,6 +450,9 @@ func (s *Server) sendTest(ctx context.Context, who principal, h store.WebhookSta
 	}
 	if h.SecretError != "" {
 		return TestResult{}, newError(http.StatusConflict, "secret_unreadable", "secret", "secret: "+h.SecretError)
+	}
+	if h.HeaderError != "" {
+		return newError(http.StatusConflict, "header_unreadable", "headers", "headers: "+h.HeaderError)
 	}
 	now := time.Now()
 	company := Company{Location: time.UTC}

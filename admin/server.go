@@ -296,5 +296,8 @@ func (s *Server) warnings(w store.Webhook) []string {
 	if w.SecretError != "" {
 		out = append(out, "secret: "+w.SecretError)
 	}
+	if w.HeaderError != "" {
+		out = append(out, "headers: "+w.HeaderError)
+	}
 	return out
 }

@@ -170,10 +170,10 @@ func RunWith(ctx context.Context, cfg *config.Config, log *slog.Logger, tel Tele
 		return err
 	}
 	if resealed > 0 {
-		log.Info("webhook secrets encrypted with the current secrets.key", "webhooks", resealed)
+		log.Info("webhook secrets and header values encrypted with the current secrets.key", "webhooks", resealed)
 	}
 	for _, p := range problems {
-		log.Warn("webhook secret unreadable; its deliveries fail until secrets.previous_keys has its key or a new secret is saved: " + p)
+		log.Warn("webhook secret or header value unreadable; its deliveries fail until secrets.previous_keys has its key or the value is saved again: " + p)
 	}
 
 	disp := relay.New(st, relay.Options{

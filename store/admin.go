@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"sort"
 	"time"
 
@@ -75,7 +76,7 @@ func (s *Store) scanStats(row pgx.Row) (WebhookStats, error) {
 		return w, err
 	}
 	w.LastFiredAt = deref(last)
-	s.openSecret(&w.Webhook)
+	s.openStored(&w.Webhook)
 	return w, nil
 }
 
@@ -209,12 +210,16 @@ func (s *Store) CreateWebhook(ctx context.Context, actor string, w Webhook) (Web
 	if err != nil {
 		return w, err
 	}
+	headers, err := s.sealHeaders(w.Headers, nil)
+	if err != nil {
+		return w, err
+	}
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		err := tx.QueryRow(ctx, s.q(`INSERT INTO {{schema}}.webhooks
 				(company_id, name, url, events, secret, headers, description, active, managed_by)
 			VALUES ($1, $2, $3, $4, nullif($5, ''), $6, $7, $8, 'table')
 			RETURNING id, managed_by, created_at, updated_at`),
-			w.CompanyID, w.Name, w.URL, w.Events, sealed, headersJSON(w.Headers), w.Description, w.Active).
+			w.CompanyID, w.Name, w.URL, w.Events, sealed, headers, w.Description, w.Active).
 			Scan(&w.ID, &w.ManagedBy, &w.CreatedAt, &w.UpdatedAt)
 		if err != nil {
 			return err
@@ -247,7 +252,7 @@ func (s *Store) lockWebhook(ctx context.Context, tx pgx.Tx, company, id int64) (
 	if w.ManagedBy == "file" {
 		return w, fmt.Errorf("webhook %d: %w", id, ErrFileManaged)
 	}
-	s.openSecret(&w)
+	s.openStored(&w)
 	return w, nil
 }
 
@@ -280,17 +285,29 @@ func (s *Store) UpdateWebhook(ctx context.Context, actor, action string, company
 		if secretChanged {
 			secretArg = &sealed
 		}
+		// Unchanged headers keep their stored values, which may hold one
+		// that does not open; changed ones are all sealed anew.
+		headersChanged := !maps.Equal(after.Headers, before.Headers)
+		var headersArg map[string]string
+		if headersChanged {
+			if headersArg, err = s.sealHeaders(after.Headers, nil); err != nil {
+				return err
+			}
+		}
 		err = tx.QueryRow(ctx, s.q(`UPDATE {{schema}}.webhooks SET name = $2, url = $3, events = $4,
 				secret = CASE WHEN $5::boolean THEN nullif($6, '') ELSE secret END,
-				headers = $7, description = $8, active = $9
+				headers = CASE WHEN $10::boolean THEN $7::jsonb ELSE headers END, description = $8, active = $9
 			WHERE id = $1 RETURNING updated_at`),
-			id, after.Name, after.URL, after.Events, secretChanged, secretArg, headersJSON(after.Headers),
-			after.Description, after.Active).Scan(&after.UpdatedAt)
+			id, after.Name, after.URL, after.Events, secretChanged, secretArg, headersArg,
+			after.Description, after.Active, headersChanged).Scan(&after.UpdatedAt)
 		if err != nil {
 			return err
 		}
 		if secretChanged {
 			after.SecretError = ""
+		}
+		if headersChanged {
+			after.HeaderError = ""
 		}
 		return s.writeAudit(ctx, tx, AuditEntry{Actor: actor, CompanyID: before.CompanyID, Action: action,
 			WebhookID: id, Before: Redacted(before), After: Redacted(after),

@@ -65,10 +65,11 @@ type Claimed struct {
 	// Secret is the webhook's signing secret, decrypted; empty when none is
 	// set.
 	Secret string
-	// SecretError is set instead of Secret when the stored secret cannot be
-	// decrypted with the configured keys: the attempt must not be sent.
+	// SecretError is set instead of Secret when the stored secret, or a
+	// stored header value, cannot be decrypted with the configured keys:
+	// the attempt must not be sent.
 	SecretError string
-	// Headers are the webhook's own extra headers.
+	// Headers are the webhook's own extra headers, decrypted.
 	Headers map[string]string
 }
 
@@ -354,10 +355,10 @@ func uuidArray(ids []uuid.UUID) [][16]byte {
 	return out
 }
 
-// decodeHeaders reads a webhook's headers object. String values are taken
-// as they are; any other JSON value is sent as its JSON text, so that a
-// header the admin stored as a number still goes out. Anything that is not
-// an object yields no headers.
+// decodeHeaders reads a webhook's headers object, as stored (values sealed
+// when a key is set). String values are taken as they are; any other JSON
+// value, which the table refuses since migration 0015, is taken as its JSON
+// text. Anything that is not an object yields no headers.
 func decodeHeaders(b []byte) map[string]string {
 	if len(b) == 0 || string(b) == "{}" { // most webhooks: no decoding per delivery
 		return nil

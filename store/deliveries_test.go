@@ -102,7 +102,7 @@ func (s *Store) addDeliveryAt(t testing.TB, webhook int64, body string, at time.
 func TestClaimDue(t *testing.T) {
 	s := newTestStore(t)
 	ctx := context.Background()
-	wh := s.addWebhook(t, "http://example.invalid/a", "s3cret", `{"Authorization": "Bearer x", "X-Num": 7}`)
+	wh := s.addWebhook(t, "http://example.invalid/a", "s3cret", `{"Authorization": "Bearer x", "X-Num": "7"}`)
 	id := s.addDelivery(t, wh, `{"event":"task.completed"}`)
 
 	got, err := s.ClaimDue(ctx, "a", 10, time.Minute, nil)
