@@ -24,6 +24,7 @@ fuzz:
 	go test ./config -run '^$$' -fuzz FuzzLoad -fuzztime 30s
 	go test ./mapper -run '^$$' -fuzz FuzzMap -fuzztime 30s
 	go test ./egress -run '^$$' -fuzz FuzzMappedForms -fuzztime 30s
+	go test ./egress -run '^$$' -fuzz FuzzZonedForms -fuzztime 30s
 
 # The bench command at full size; see docs/PERFORMANCE.md.
 bench:

@@ -14,6 +14,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/smartmaintenance/relay/admin"
+	"github.com/smartmaintenance/relay/mapper"
 	"github.com/smartmaintenance/relay/signature"
 	"github.com/smartmaintenance/relay/store"
 )
@@ -416,6 +417,10 @@ func TestTestFire(t *testing.T) {
 	if p["test"] != true || p["event"] != "task.assigned" || p["company_id"].(float64) != 1 || p["company_name"] != "PT Kahatex" ||
 		!strings.HasSuffix(p["timestamp"].(string), "+07:00") {
 		t.Errorf("payload: %s", req.body)
+	}
+	// The same shape as a real event's timestamp (mapper.TimestampLayout).
+	if ts, err := time.Parse(time.RFC3339, p["timestamp"].(string)); err != nil || ts.Format(mapper.TimestampLayout) != p["timestamp"] {
+		t.Errorf("timestamp %q is not in the payloads' layout", p["timestamp"])
 	}
 	data, _ := p["data"].(map[string]any)
 	for _, f := range []string{"task_id", "asset_id", "technician_id", "title", "status", "due_at"} {

@@ -43,6 +43,14 @@ func credentials(tokens []config.AdminToken) []credential {
 	return out
 }
 
+// SetTokens replaces the tokens the API accepts. Requests that start after
+// it returns are checked against the new tokens only, so a revoked token is
+// refused at once.
+func (s *Server) SetTokens(tokens []config.AdminToken) {
+	creds := credentials(tokens)
+	s.creds.Store(&creds)
+}
+
 // authenticate finds the principal of a request's bearer token. Every
 // configured hash is compared, in constant time, whatever matches.
 func (s *Server) authenticate(r *http.Request) (principal, bool) {
@@ -51,10 +59,16 @@ func (s *Server) authenticate(r *http.Request) (principal, bool) {
 	if !ok || !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(token) == "" {
 		return principal{}, false
 	}
-	sum := sha256.Sum256([]byte(strings.TrimSpace(token)))
+	return s.byHash(sha256.Sum256([]byte(strings.TrimSpace(token))))
+}
+
+// byHash finds the principal of a token's SHA-256 among the tokens
+// configured now. Every configured hash is compared, in constant time,
+// whatever matches.
+func (s *Server) byHash(sum [sha256.Size]byte) (principal, bool) {
 	var found principal
 	matched := 0
-	for _, c := range s.creds {
+	for _, c := range *s.creds.Load() {
 		if subtle.ConstantTimeCompare(sum[:], c.hash[:]) == 1 {
 			found = c.who
 			matched = 1

@@ -15,6 +15,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/smartmaintenance/relay/config"
+	"github.com/smartmaintenance/relay/mapper"
 	"github.com/smartmaintenance/relay/relay"
 	"github.com/smartmaintenance/relay/secrets"
 	"github.com/smartmaintenance/relay/store"
@@ -34,6 +35,7 @@ type webhookView struct {
 	ManagedBy   string            `json:"managed_by"`
 	HasSecret   bool              `json:"has_secret"`
 	SecretError string            `json:"secret_error,omitempty"`
+	HeaderError string            `json:"header_error,omitempty"`
 	CreatedAt   time.Time         `json:"created_at"`
 	UpdatedAt   time.Time         `json:"updated_at"`
 	LastFiredAt *time.Time        `json:"last_fired_at"`
@@ -47,7 +49,7 @@ type webhookView struct {
 func view(w store.WebhookStats) webhookView {
 	v := webhookView{ID: w.ID, CompanyID: w.CompanyID, Name: w.Name, URL: w.URL, Events: w.Events,
 		Headers: map[string]string{}, Description: w.Description, Active: w.Active, ManagedBy: w.ManagedBy,
-		HasSecret: w.Secret != "" || w.SecretError != "", SecretError: w.SecretError,
+		HasSecret: w.Secret != "" || w.SecretError != "", SecretError: w.SecretError, HeaderError: w.HeaderError,
 		CreatedAt: w.CreatedAt, UpdatedAt: w.UpdatedAt,
 		Attempts24h: w.Attempts24h, Succeeded24h: w.Succeeded24h}
 	if v.Events == nil {
@@ -200,18 +202,30 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, who principal) e
 	if err := decode(r, &in); err != nil {
 		return err
 	}
+	saved, generated, err := s.createWebhook(r.Context(), who, in)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, savedView{Webhook: view(store.WebhookStats{Webhook: saved}), Secret: generated,
+		Warnings: s.nonNil(s.warnings(saved))})
+	return nil
+}
+
+// createWebhook registers a webhook; generated is the secret the relay
+// generated, if it did. The JSON API and the console share it.
+func (s *Server) createWebhook(ctx context.Context, who principal, in webhookInput) (saved store.Webhook, generated string, err error) {
 	h := store.Webhook{CompanyID: who.company, Active: true, Events: []string{}}
 	switch {
 	case in.CompanyID != nil && who.operator:
 		h.CompanyID = *in.CompanyID
 	case in.CompanyID != nil && *in.CompanyID != who.company:
-		return newError(http.StatusForbidden, "forbidden", "company_id",
+		return saved, "", newError(http.StatusForbidden, "forbidden", "company_id",
 			fmt.Sprintf("company_id: this token manages company %d only", who.company))
 	case who.operator:
-		return invalid("invalid_webhook", []problem{{"company_id", "required with an operator token"}})
+		return saved, "", invalid("invalid_webhook", []problem{{"company_id", "required with an operator token"}})
 	}
 	if in.RotateSecret {
-		return invalid("invalid_webhook", []problem{{"rotate_secret", "only for updates; omit secret to have one generated"}})
+		return saved, "", invalid("invalid_webhook", []problem{{"rotate_secret", "only for updates; omit secret to have one generated"}})
 	}
 	if in.Events == nil {
 		in.Events = &h.Events // CheckWebhook says "at least one event type is required"
@@ -220,24 +234,21 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, who principal) e
 		in.URL = &h.URL
 	}
 	in.apply(&h)
-	generated := ""
 	if in.Secret == nil {
 		g, err := secrets.Generate()
 		if err != nil {
-			return err
+			return saved, "", err
 		}
 		h.Secret, generated = g, g
 	}
-	if err := s.validate(r.Context(), h, in); err != nil {
-		return err
+	if err := s.validate(ctx, h, in); err != nil {
+		return saved, "", err
 	}
-	saved, err := s.o.Store.CreateWebhook(r.Context(), who.name, h)
+	saved, err = s.o.Store.CreateWebhook(ctx, who.name, h)
 	if err != nil {
-		return err
+		return saved, "", err
 	}
-	writeJSON(w, http.StatusCreated, savedView{Webhook: view(store.WebhookStats{Webhook: saved}), Secret: generated,
-		Warnings: s.nonNil(s.warnings(saved))})
-	return nil
+	return saved, generated, nil
 }
 
 func (s *Server) update(w http.ResponseWriter, r *http.Request, who principal) error {
@@ -249,27 +260,37 @@ func (s *Server) update(w http.ResponseWriter, r *http.Request, who principal) e
 	if err := decode(r, &in); err != nil {
 		return err
 	}
-	if in.CompanyID != nil {
-		return invalid("invalid_webhook", []problem{{"company_id", "cannot be changed; create a webhook in the other company"}})
-	}
-	if in.RotateSecret && in.Secret != nil {
-		return invalid("invalid_webhook", []problem{{"rotate_secret", "give either secret or rotate_secret, not both"}})
-	}
-	generated := ""
-	if in.RotateSecret {
-		if generated, err = secrets.Generate(); err != nil {
-			return err
-		}
-		in.Secret = &generated
-	}
-	saved, err := s.o.Store.UpdateWebhook(r.Context(), who.name, "webhook.update", who.company, id, func(h *store.Webhook) error {
-		in.apply(h)
-		return s.validate(r.Context(), *h, in)
-	})
+	saved, generated, err := s.updateWebhook(r.Context(), who, id, in)
 	if err != nil {
 		return err
 	}
 	return s.answerSaved(w, r, who, saved, generated)
+}
+
+// updateWebhook changes a webhook; generated is the secret the relay
+// generated (rotate_secret), if it did. The JSON API and the console share
+// it.
+func (s *Server) updateWebhook(ctx context.Context, who principal, id int64, in webhookInput) (saved store.Webhook, generated string, err error) {
+	if in.CompanyID != nil {
+		return saved, "", invalid("invalid_webhook", []problem{{"company_id", "cannot be changed; create a webhook in the other company"}})
+	}
+	if in.RotateSecret && in.Secret != nil {
+		return saved, "", invalid("invalid_webhook", []problem{{"rotate_secret", "give either secret or rotate_secret, not both"}})
+	}
+	if in.RotateSecret {
+		if generated, err = secrets.Generate(); err != nil {
+			return saved, "", err
+		}
+		in.Secret = &generated
+	}
+	saved, err = s.o.Store.UpdateWebhook(ctx, who.name, "webhook.update", who.company, id, func(h *store.Webhook) error {
+		in.apply(h)
+		return s.validate(ctx, *h, in)
+	})
+	if err != nil {
+		return saved, "", err
+	}
+	return saved, generated, nil
 }
 
 func (s *Server) answerSaved(w http.ResponseWriter, r *http.Request, who principal, saved store.Webhook, generated string) error {
@@ -286,21 +307,31 @@ func (s *Server) setActive(w http.ResponseWriter, r *http.Request, who principal
 	if err != nil {
 		return err
 	}
+	saved, err := s.setWebhookActive(r.Context(), who, id, active)
+	if err != nil {
+		return err
+	}
+	return s.answerSaved(w, r, who, saved, "")
+}
+
+// setWebhookActive is the Active toggle, shared by the JSON API and the
+// console.
+func (s *Server) setWebhookActive(ctx context.Context, who principal, id int64, active bool) (store.Webhook, error) {
 	action := "webhook.disable"
 	if active {
 		action = "webhook.enable"
 	}
-	saved, err := s.o.Store.UpdateWebhook(r.Context(), who.name, action, who.company, id, func(h *store.Webhook) error {
+	saved, err := s.o.Store.UpdateWebhook(ctx, who.name, action, who.company, id, func(h *store.Webhook) error {
 		h.Active = active
 		return nil
 	})
 	if err != nil {
-		return err
+		return saved, err
 	}
 	if active {
 		s.o.Notify() // deliveries held while it was disabled are due
 	}
-	return s.answerSaved(w, r, who, saved, "")
+	return saved, nil
 }
 
 func (s *Server) enable(w http.ResponseWriter, r *http.Request, who principal) error {
@@ -378,20 +409,55 @@ func (s *Server) testFire(w http.ResponseWriter, r *http.Request, who principal)
 	if err := decode(r, &in); err != nil {
 		return err
 	}
+	res, err := s.sendTest(r.Context(), who, h, in.EventType)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]any{
+		"delivery_id":      res.DeliveryID,
+		"ok":               res.Error == "",
+		"status_code":      nullInt(res.StatusCode),
+		"duration_ms":      float64(res.Duration.Microseconds()) / 1000,
+		"error":            res.Error,
+		"response_snippet": res.Snippet,
+		"payload":          json.RawMessage(res.Payload),
+	})
+	return nil
+}
+
+// TestResult is what a test event got back.
+type TestResult struct {
+	DeliveryID uuid.UUID
+	// StatusCode is 0 without a response.
+	StatusCode int
+	Duration   time.Duration
+	Error      string
+	Snippet    string
+	// Payload is the body sent.
+	Payload []byte
+}
+
+// sendTest sends a test event of eventType to h and audits it; the JSON
+// API and the console share it.
+func (s *Server) sendTest(ctx context.Context, who principal, h store.WebhookStats, eventType string) (TestResult, error) {
+	in := struct{ EventType string }{eventType}
 	switch {
 	case in.EventType == "":
-		return invalid("invalid_test", []problem{{"event_type", "required"}})
+		return TestResult{}, invalid("invalid_test", []problem{{"event_type", "required"}})
 	case !slices.Contains(s.o.Events, in.EventType):
-		return invalid("invalid_test", []problem{{"event_type",
+		return TestResult{}, invalid("invalid_test", []problem{{"event_type",
 			fmt.Sprintf("%q is not an event type this installation offers (GET /v1/events lists them)", in.EventType)}})
 	}
 	if h.SecretError != "" {
-		return newError(http.StatusConflict, "secret_unreadable", "secret", "secret: "+h.SecretError)
+		return TestResult{}, newError(http.StatusConflict, "secret_unreadable", "secret", "secret: "+h.SecretError)
+	}
+	if h.HeaderError != "" {
+		return newError(http.StatusConflict, "header_unreadable", "headers", "headers: "+h.HeaderError)
 	}
 	now := time.Now()
 	company := Company{Location: time.UTC}
 	if s.o.Company != nil {
-		if c, err := s.o.Company(r.Context(), h.CompanyID); err == nil {
+		if c, err := s.o.Company(ctx, h.CompanyID); err == nil {
 			company = c
 		} else {
 			s.log.Warn("test event: company not found; sending an empty company_name", "company_id", h.CompanyID, "error", err)
@@ -400,30 +466,22 @@ func (s *Server) testFire(w http.ResponseWriter, r *http.Request, who principal)
 	if company.Location == nil {
 		company.Location = time.UTC
 	}
-	body, err := json.Marshal(testPayload{Event: in.EventType, Timestamp: now.In(company.Location).Format(time.RFC3339),
+	body, err := json.Marshal(testPayload{Event: in.EventType, Timestamp: now.In(company.Location).Format(mapper.TimestampLayout),
 		CompanyID: h.CompanyID, CompanyName: company.Name, Data: syntheticData(s.o.Fields[in.EventType], now), Test: true})
 	if err != nil {
-		return err
+		return TestResult{}, err
 	}
 	id := uuid.New()
-	res := s.o.Sender.Send(r.Context(), relay.Message{URL: h.URL, EventType: in.EventType, DeliveryID: id,
+	res := s.o.Sender.Send(ctx, relay.Message{URL: h.URL, EventType: in.EventType, DeliveryID: id,
 		Body: body, Secret: h.Secret, Headers: h.Headers})
-	out := map[string]any{
-		"delivery_id":      id,
-		"ok":               res.Error == "",
-		"status_code":      nullInt(res.StatusCode),
-		"duration_ms":      float64(res.Duration.Microseconds()) / 1000,
-		"error":            res.Error,
-		"response_snippet": res.Snippet,
-		"payload":          json.RawMessage(body),
-	}
-	if err := s.o.Store.Audit(r.Context(), store.AuditEntry{Actor: who.name, CompanyID: h.CompanyID, Action: "webhook.test",
+	out := TestResult{DeliveryID: id, StatusCode: res.StatusCode, Duration: res.Duration, Error: res.Error,
+		Snippet: res.Snippet, Payload: body}
+	if err := s.o.Store.Audit(ctx, store.AuditEntry{Actor: who.name, CompanyID: h.CompanyID, Action: "webhook.test",
 		WebhookID: h.ID, DeliveryID: id, Details: map[string]any{"event_type": in.EventType, "status_code": res.StatusCode,
 			"error": res.Error, "duration_ms": res.Duration.Milliseconds()}}); err != nil {
-		return err
+		return TestResult{}, err
 	}
-	writeJSON(w, http.StatusOK, out)
-	return nil
+	return out, nil
 }
 
 func nullInt(n int) *int {
@@ -611,16 +669,22 @@ func (s *Server) refire(w http.ResponseWriter, r *http.Request, who principal) e
 	if err != nil {
 		return err
 	}
-	if err := s.o.Store.RefireDelivery(r.Context(), who.name, h.Webhook, id); err != nil {
-		return deliveryError(err)
-	}
-	s.o.Notify()
-	d, err := s.o.Store.DeliveryOf(r.Context(), h.ID, id)
+	d, err := s.refireOne(r.Context(), who, h, id)
 	if err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusAccepted, map[string]any{"delivery": deliveryOut(d), "warnings": s.nonNil(refireWarnings(h))})
 	return nil
+}
+
+// refireOne sends a finished delivery of h again; the JSON API and the
+// console share it.
+func (s *Server) refireOne(ctx context.Context, who principal, h store.WebhookStats, id uuid.UUID) (store.DeliveryRecord, error) {
+	if err := s.o.Store.RefireDelivery(ctx, who.name, h.Webhook, id); err != nil {
+		return store.DeliveryRecord{}, deliveryError(err)
+	}
+	s.o.Notify()
+	return s.o.Store.DeliveryOf(ctx, h.ID, id)
 }
 
 func refireWarnings(h store.WebhookStats) []string {
@@ -655,16 +719,26 @@ func (s *Server) refireBulk(w http.ResponseWriter, r *http.Request, who principa
 	if len(problems) > 0 {
 		return invalid("invalid_range", problems)
 	}
-	ids, err := s.o.Store.RefireFailed(r.Context(), who.name, h.Webhook, *in.From, *in.To)
+	ids, err := s.refireFailed(r.Context(), who, h, *in.From, *in.To)
 	if err != nil {
 		return err
+	}
+	writeJSON(w, http.StatusAccepted, map[string]any{"refired": len(ids), "delivery_ids": ids, "warnings": s.nonNil(refireWarnings(h))})
+	return nil
+}
+
+// refireFailed sends h's failed deliveries created in [from, to) again;
+// the JSON API and the console share it.
+func (s *Server) refireFailed(ctx context.Context, who principal, h store.WebhookStats, from, to time.Time) ([]uuid.UUID, error) {
+	ids, err := s.o.Store.RefireFailed(ctx, who.name, h.Webhook, from, to)
+	if err != nil {
+		return nil, err
 	}
 	if ids == nil {
 		ids = []uuid.UUID{}
 	}
 	s.o.Notify()
-	writeJSON(w, http.StatusAccepted, map[string]any{"refired": len(ids), "delivery_ids": ids, "warnings": s.nonNil(refireWarnings(h))})
-	return nil
+	return ids, nil
 }
 
 func (s *Server) audit(w http.ResponseWriter, r *http.Request, who principal) error {

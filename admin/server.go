@@ -25,6 +25,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/smartmaintenance/relay/config"
@@ -72,8 +73,9 @@ type Options struct {
 
 // Server is the admin API.
 type Server struct {
-	o     Options
-	creds []credential
+	o Options
+	// creds is replaced whole by SetTokens; each request reads it once.
+	creds atomic.Pointer[[]credential]
 	log   *slog.Logger
 	mux   *http.ServeMux
 }
@@ -122,7 +124,8 @@ func New(o Options) *Server {
 	if o.Notify == nil {
 		o.Notify = func() {}
 	}
-	s := &Server{o: o, creds: credentials(o.Tokens), log: o.Logger, mux: http.NewServeMux()}
+	s := &Server{o: o, log: o.Logger, mux: http.NewServeMux()}
+	s.SetTokens(o.Tokens)
 	s.mux.HandleFunc("GET /openapi.yaml", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/yaml")
 		_, _ = w.Write(openAPI)
@@ -135,6 +138,10 @@ func New(o Options) *Server {
 	})
 	return s
 }
+
+// Handle serves h for pattern on the API's listener, next to the API: the
+// console is served this way.
+func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
 
 // Handler returns the API's HTTP handler.
 func (s *Server) Handler() http.Handler { return s.mux }
@@ -288,6 +295,9 @@ func (s *Server) warnings(w store.Webhook) []string {
 	}
 	if w.SecretError != "" {
 		out = append(out, "secret: "+w.SecretError)
+	}
+	if w.HeaderError != "" {
+		out = append(out, "headers: "+w.HeaderError)
 	}
 	return out
 }

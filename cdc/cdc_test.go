@@ -745,3 +745,36 @@ func (w lockedWriter) Write(p []byte) (int, error) {
 	defer w.mu.Unlock()
 	return w.b.Write(p)
 }
+
+// TestZeroColumnTable: PostgreSQL allows a table with no columns, and
+// pgoutput sends its row changes with a TupleData of zero columns (an Insert
+// message of 8 bytes). The stream reads them as changes with an empty row
+// rather than failing on a legal message and stalling the slot.
+func TestZeroColumnTable(t *testing.T) {
+	e := newEnv(t)
+	e.exec(`CREATE TABLE bare ()`)
+	e.exec(`ALTER TABLE bare REPLICA IDENTITY FULL`)
+	cfg := e.config()
+	cfg.Tables = []string{"items", "bare"}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- cdc.New(cfg).Run(ctx, e.h) }()
+	t.Cleanup(func() { cancel(); <-done })
+	waitFor(t, "slot streaming", func() bool {
+		st, err := cdc.Slot(context.Background(), e.conn, e.slot)
+		return err == nil && st.Active && e.h.ready()
+	})
+	e.exec(`INSERT INTO bare DEFAULT VALUES`)
+	e.exec(`DELETE FROM bare`)
+	e.exec(`INSERT INTO items (id, status) VALUES (50, 'open')`)
+	got := e.waitChanges(3)
+	if got[0].Table != "bare" || got[0].Op != event.Insert || len(got[0].New) != 0 {
+		t.Fatalf("insert = %+v", got[0])
+	}
+	if got[1].Table != "bare" || got[1].Op != event.Delete || len(got[1].Old) != 0 {
+		t.Fatalf("delete = %+v", got[1])
+	}
+	if got[2].Table != "items" || got[2].New["id"] != int64(50) {
+		t.Fatalf("change after the zero-column ones = %+v", got[2])
+	}
+}

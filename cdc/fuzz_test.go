@@ -157,6 +157,8 @@ func FuzzParseRowAgreesWithPglogrepl(f *testing.F) {
 	f.Add(rowMsg('U', 7, []byte{'N'}, tupleData("")))
 	f.Add(rowMsg('D', 2, []byte{'K'}, tupleData("9")))
 	f.Add(rowMsg('D', 2, []byte{'O'}, tupleData("9", "<null>")))
+	f.Add(rowMsg('U', 3, []byte{'O'}, tupleData(), []byte{'N'}, tupleData()))
+	f.Add(rowMsg('D', 3, []byte{'O'}, tupleData()))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		if len(data) == 0 {
 			return
@@ -166,6 +168,14 @@ func FuzzParseRowAgreesWithPglogrepl(f *testing.F) {
 			return
 		}
 		theirs, err := pglogrepl.Parse(data)
+		if err != nil && data[0] == 'I' && len(data) == 8 {
+			// pglogrepl wants 8 bytes after an Insert's type, one more than
+			// an Insert of a zero-column tuple takes. Such a tuple is legal
+			// (a table with no columns; pgoutput sends it so, see
+			// TestZeroColumnTable), and pglogrepl ignores bytes after the
+			// tuple: read it padded by one byte.
+			theirs, err = pglogrepl.Parse(append(data[:8:8], 0))
+		}
 		if err != nil {
 			t.Fatalf("pglogrepl refuses what parseRow reads: %v", err)
 		}

@@ -17,12 +17,15 @@
 package config
 
 import (
+	"log/slog"
 	"time"
 
 	"github.com/smartmaintenance/relay/mapper"
 )
 
-// Config is the relay's configuration.
+// Config is the relay's configuration. A field tagged secret:"true" holds
+// a secret (or, for a map, secret values): no error message ever prints its
+// value, only its key and what was expected.
 type Config struct {
 	// Production refuses non-HTTPS webhook URLs.
 	Production  bool        `koanf:"production"`
@@ -43,6 +46,9 @@ type Config struct {
 
 	// envWarnings are RELAY_* variables that Load ignored.
 	envWarnings []string
+	// source and level are set by Load; see reload.go.
+	source *source
+	level  *slog.LevelVar
 }
 
 // Log configures the relay's own logs.
@@ -54,9 +60,9 @@ type Log struct {
 // Database names the databases the relay connects to.
 type Database struct {
 	// URL is the platform database, the replication source. Required to run.
-	URL string `koanf:"url"`
+	URL string `koanf:"url" secret:"true"`
 	// StateURL is the database holding the relay's own tables; empty means URL.
-	StateURL string `koanf:"state_url"`
+	StateURL string `koanf:"state_url" secret:"true"`
 	// Schema is the schema of the relay's own tables.
 	Schema string `koanf:"schema"`
 }
@@ -132,16 +138,17 @@ type AdminToken struct {
 	// Operator tokens see and change every company (CompanyID must be 0).
 	Operator bool `koanf:"operator"`
 	// TokenSHA256 is the hex SHA-256 of the token.
-	TokenSHA256 string `koanf:"token_sha256"`
+	TokenSHA256 string `koanf:"token_sha256" secret:"true"`
 }
 
-// Secrets configures encryption of webhook secrets at rest.
+// Secrets configures encryption of webhook secrets and header values at
+// rest.
 type Secrets struct {
 	// Key is a base64 AES-256 key (32 bytes); "" stores secrets in plain
 	// text.
-	Key string `koanf:"key"`
+	Key string `koanf:"key" secret:"true"`
 	// PreviousKeys still decrypt secrets sealed before a key rotation.
-	PreviousKeys []string `koanf:"previous_keys"`
+	PreviousKeys []string `koanf:"previous_keys" secret:"true"`
 }
 
 // Retention says how long finished deliveries are kept.
@@ -209,8 +216,8 @@ type Webhook struct {
 	Name        string            `koanf:"name"`
 	URL         string            `koanf:"url"`
 	Events      []string          `koanf:"events"`
-	Secret      string            `koanf:"secret"`
-	Headers     map[string]string `koanf:"headers"`
+	Secret      string            `koanf:"secret" secret:"true"`
+	Headers     map[string]string `koanf:"headers" secret:"true"`
 	Description string            `koanf:"description"`
 	// Active is true unless the file says "active: false".
 	Active bool `koanf:"active"`

@@ -43,7 +43,7 @@ func TestBadConfigs(t *testing.T) {
 	}
 	for _, f := range files {
 		t.Run(strings.TrimSuffix(filepath.Base(f), ".yaml"), func(t *testing.T) {
-			want := wantComment(t, f)
+			want, never := wantComment(t, f)
 			cfg, err := Load(f, nil)
 			if err == nil {
 				t.Fatalf("Load succeeded, want error containing %q", want)
@@ -53,6 +53,11 @@ func TestBadConfigs(t *testing.T) {
 			}
 			if !strings.Contains(err.Error(), want) {
 				t.Fatalf("error does not contain %q:\n%v", want, err)
+			}
+			for _, v := range never {
+				if strings.Contains(err.Error(), v) {
+					t.Errorf("error prints the secret value %q:\n%v", v, err)
+				}
 			}
 			if strings.HasPrefix(err.Error(), "read config file") {
 				return // YAML syntax: the parser's message
@@ -66,7 +71,10 @@ func TestBadConfigs(t *testing.T) {
 	}
 }
 
-func wantComment(t *testing.T, path string) string {
+// wantComment reads a bad fixture's first line, "# want: <part of the
+// error>", and the "# never: <text>" lines after it: secret values the
+// error must not print.
+func wantComment(t *testing.T, path string) (want string, never []string) {
 	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {
@@ -79,7 +87,14 @@ func wantComment(t *testing.T, path string) string {
 	if !ok || want == "" {
 		t.Fatalf("%s: first line must be \"# want: <part of the error>\"", path)
 	}
-	return want
+	for sc.Scan() {
+		v, ok := strings.CutPrefix(sc.Text(), "# never: ")
+		if !ok {
+			break
+		}
+		never = append(never, v)
+	}
+	return want, never
 }
 
 func TestDefaults(t *testing.T) {
@@ -88,6 +103,7 @@ func TestDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := Default()
+	got.source, got.level = nil, nil // where it was read from, for reloads
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("Load(\"\", nil) =\n%+v\nwant\n%+v", got, want)
 	}
@@ -108,6 +124,7 @@ func TestNullSectionsKeepDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	got.source, got.level = nil, nil // where it was read from, for reloads
 	if !reflect.DeepEqual(got, Default()) {
 		t.Errorf("got %+v, want defaults", got)
 	}

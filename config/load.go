@@ -55,6 +55,7 @@ func Load(path string, environ []string) (*Config, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	cfg.remember(path, environ)
 	return cfg, nil
 }
 
@@ -127,15 +128,24 @@ func shapeHook(from, to reflect.Type, data any) (any, error) {
 	switch to.Kind() {
 	case reflect.Struct, reflect.Map:
 		if from.Kind() != reflect.Map {
-			return nil, fmt.Errorf("want a mapping (key: value lines), got %s", describe(data))
+			return nil, &shapeError{want: "a mapping (key: value lines)", value: data}
 		}
 	case reflect.Slice:
 		if from.Kind() != reflect.Slice && from.Kind() != reflect.Array {
-			return nil, fmt.Errorf("want a list, got %s", describe(data))
+			return nil, &shapeError{want: "a list", value: data}
 		}
 	}
 	return data, nil
 }
+
+// shapeError is a value of the wrong shape, kept apart from its message so
+// that the value of a secret key is never printed.
+type shapeError struct {
+	want  string
+	value any
+}
+
+func (e *shapeError) Error() string { return fmt.Sprintf("want %s, got %s", e.want, describe(e.value)) }
 
 // webhookDefaultsHook makes "active" default to true for each endpoint.
 func webhookDefaultsHook(_, to reflect.Type, data any) (any, error) {
@@ -286,12 +296,42 @@ func collectDecodeErrors(err error, sawUnknown bool, out *[]string) {
 		}
 		return
 	}
+	// The value of a secret key is never printed: the message says what
+	// was expected and what kind of value came instead.
+	secret := SecretKey(key)
 	var ute *mapstructure.UnconvertibleTypeError
 	if errors.As(inner, &ute) {
-		*out = append(*out, fmt.Sprintf("%s: want %s, got %s", key, kindName(ute.Expected.Type()), describe(ute.Value)))
+		*out = append(*out, fmt.Sprintf("%s: want %s, got %s", key, kindName(ute.Expected.Type()), describeValue(ute.Value, secret)))
+		return
+	}
+	var se *shapeError
+	if errors.As(inner, &se) {
+		*out = append(*out, fmt.Sprintf("%s: want %s, got %s", key, se.want, describeValue(se.value, secret)))
+		return
+	}
+	if secret {
+		*out = append(*out, key+": invalid value (not shown: the key holds a secret)")
 		return
 	}
 	*out = append(*out, key+": "+inner.Error())
+}
+
+// describeValue describes v as describe does, or, for the value of a
+// secret key, by its kind alone.
+func describeValue(v any, secret bool) string {
+	if !secret {
+		return describe(v)
+	}
+	const notShown = " (not shown: the key holds a secret"
+	switch v.(type) {
+	case string:
+		return "text" + notShown + ")"
+	case bool:
+		return "a boolean" + notShown + "; quote it if it is meant as text)"
+	case int, int8, int16, int32, int64, uint, uint8, uint16, uint32, uint64, float32, float64:
+		return "a number" + notShown + "; quote it if it is meant as text)"
+	}
+	return describe(v) // nothing, a list, a mapping: no value in the words
 }
 
 func kindName(t reflect.Type) string {

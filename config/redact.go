@@ -3,6 +3,7 @@ package config
 import (
 	"maps"
 	"net/url"
+	"reflect"
 	"regexp"
 	"slices"
 	"strings"
@@ -94,4 +95,63 @@ func redactDatabaseURL(s string) string {
 		u.RawQuery = q.Encode()
 	}
 	return u.String()
+}
+
+// SecretKey reports whether key (as problems name it: "secrets.key",
+// "webhooks.endpoints[0].headers[Authorization]") is or is inside a field
+// tagged secret:"true", whose values no message may print.
+func SecretKey(key string) bool {
+	t := configType
+	for _, seg := range keySegments(key) {
+		for t.Kind() == reflect.Pointer {
+			t = t.Elem()
+		}
+		switch t.Kind() {
+		case reflect.Struct:
+			f, ok := fieldByKey(t, seg)
+			if !ok {
+				return false
+			}
+			if f.Tag.Get("secret") == "true" {
+				return true
+			}
+			t = f.Type
+		case reflect.Slice, reflect.Array, reflect.Map:
+			t = t.Elem() // seg is an index or a map key
+		default:
+			return false
+		}
+	}
+	return false
+}
+
+// keySegments splits "a.b[0].c[X.Y]" into a, b, 0, c, X.Y: dots separate
+// fields, brackets hold list indexes and map keys (which may hold dots).
+func keySegments(key string) []string {
+	var out []string
+	var cur strings.Builder
+	flush := func() {
+		if cur.Len() > 0 {
+			out = append(out, cur.String())
+			cur.Reset()
+		}
+	}
+	for i := 0; i < len(key); i++ {
+		switch c := key[i]; c {
+		case '.':
+			flush()
+		case '[':
+			flush()
+			end := strings.IndexByte(key[i:], ']')
+			if end < 0 {
+				end = len(key) - i
+			}
+			out = append(out, key[i+1:i+end])
+			i += end
+		default:
+			cur.WriteByte(c)
+		}
+	}
+	flush()
+	return out
 }

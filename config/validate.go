@@ -334,15 +334,31 @@ func checkWebhookURL(raw string) (*url.URL, string) {
 	}
 	u, err := url.Parse(raw)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Opaque != "" {
-		return nil, fmt.Sprintf("%q is not an http(s) URL", raw)
+		return nil, fmt.Sprintf("%s is not an http(s) URL", shownURL(raw, u, err))
 	}
 	if u.Hostname() == "" {
-		return nil, fmt.Sprintf("%q has no host", raw)
+		return nil, fmt.Sprintf("%s has no host", shownURL(raw, u, err))
 	}
 	if u.User != nil {
 		return nil, "must not contain a user name or password; send credentials in headers (e.g. Authorization)"
 	}
 	return u, ""
+}
+
+// shownURL is a webhook URL as problems quote it: with the password of its
+// user info masked; one that does not parse is not quoted when it may hold
+// user info, since where its password ends cannot be told.
+func shownURL(raw string, u *url.URL, parseErr error) string {
+	switch {
+	case parseErr != nil && strings.Contains(raw, "@"):
+		return "the URL (not shown: it may hold a password)"
+	case parseErr != nil:
+		return strconv.Quote(raw)
+	}
+	if _, has := u.User.Password(); has {
+		return strconv.Quote(u.Redacted())
+	}
+	return strconv.Quote(raw)
 }
 
 // checkDatabaseURL accepts a postgres:// URL or a key=value connection

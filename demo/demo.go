@@ -97,7 +97,13 @@ func Run(ctx context.Context, opts Options, stdout, stderr io.Writer) error {
 		return err
 	}
 	token := randomText(24)
-	cfg.Admin = config.Admin{Listen: adminAddr, Tokens: []config.AdminToken{{Name: "demo-operator", Operator: true, TokenSHA256: admin.TokenHash(token)}}}
+	// A company admin's token for the Webhooks page (the admin guide's
+	// reader), next to the operator's for the API.
+	pageToken := randomText(24)
+	cfg.Admin = config.Admin{Listen: adminAddr, Tokens: []config.AdminToken{
+		{Name: "demo-operator", Operator: true, TokenSHA256: admin.TokenHash(token)},
+		{Name: "kahatex-admin", CompanyID: 1, TokenSHA256: admin.TokenHash(pageToken)},
+	}}
 	key := make([]byte, 32)
 	_, _ = crand.Read(key)
 	cfg.Secrets.Key = base64.StdEncoding.EncodeToString(key)
@@ -113,6 +119,7 @@ func Run(ctx context.Context, opts Options, stdout, stderr io.Writer) error {
 	out.printf("receiver: %s (verifies X-SMTM-Signature; answers 503 to some first attempts to show retries)\n", recv.URL)
 	out.printf("admin API: http://%s, operator token %s; in another terminal:\n", adminAddr, token)
 	out.printf("  RELAY_ADMIN_URL=http://%s RELAY_ADMIN_TOKEN=%s go run ./cmd/relay webhooks list\n", adminAddr, token)
+	out.printf("webhooks page: http://%s/ui/ (sign in with the PT Kahatex admin token %s)\n", adminAddr, pageToken)
 	out.printf("relay: streaming changes of tasks, repair_requests, shutdowns, users, activity_log_exports; Ctrl-C stops and cleans up\n\n")
 
 	pool, err := pgxpool.New(ctx, url)

@@ -3,21 +3,75 @@ package demo
 import (
 	"bytes"
 	"context"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/smartmaintenance/relay/internal/syncbuf"
 )
 
 // TestDemo runs the README's first command for a few seconds and checks
-// that signed events arrived and were verified.
+// that signed events arrived and were verified, and that the Webhooks page
+// it prints accepts the token it prints.
 func TestDemo(t *testing.T) {
-	var out, errOut bytes.Buffer
-	err := Run(context.Background(), Options{Duration: 8 * time.Second, Interval: 100 * time.Millisecond}, &out, &errOut)
-	if err != nil {
+	var out syncbuf.Buffer
+	var errOut bytes.Buffer
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(context.Background(), Options{Duration: 8 * time.Second, Interval: 100 * time.Millisecond}, &out, &errOut)
+	}()
+	page := regexp.MustCompile(`webhooks page: (http://\S+/ui/) \(sign in with the PT Kahatex admin token (\S+)\)`)
+	var m []string
+	for deadline := time.Now().Add(5 * time.Second); m == nil && time.Now().Before(deadline); {
+		m = page.FindStringSubmatch(out.String())
+		time.Sleep(20 * time.Millisecond)
+	}
+	if m == nil {
+		t.Errorf("the demo does not print the page and its token:\n%s", out.String())
+	} else {
+		signIn(t, m[1], m[2])
+	}
+	if err := <-done; err != nil {
 		t.Fatalf("demo: %v\n%s\n%s", err, out.String(), errOut.String())
 	}
 	s := out.String()
 	if !strings.Contains(s, "signature ok") || !strings.Contains(s, " 0 failed verification") {
 		t.Fatalf("demo output:\n%s", s)
+	}
+}
+
+// signIn signs in to the page with token and expects the company's list.
+func signIn(t *testing.T, base, token string) {
+	t.Helper()
+	jar, _ := cookiejar.New(nil)
+	c := &http.Client{Jar: jar, Timeout: 5 * time.Second}
+	var body string
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		res, err := c.Get(base + "signin")
+		if err != nil {
+			continue
+		}
+		b, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		body = string(b)
+		break
+	}
+	csrf := regexp.MustCompile(`name="csrf" value="([^"]+)"`).FindStringSubmatch(body)
+	if csrf == nil {
+		t.Fatalf("no sign-in form at %s:\n%s", base, body)
+	}
+	res, err := c.PostForm(base+"signin", url.Values{"csrf": {csrf[1]}, "token": {token}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != 200 || !strings.Contains(string(b), "Kahatex CMMS bridge") {
+		t.Fatalf("after sign-in: %d\n%s", res.StatusCode, b)
 	}
 }

@@ -7,13 +7,26 @@
 // (169.254.0.0/16, including 169.254.169.254), carrier-grade NAT
 // (100.64.0.0/10), unique-local (fc00::/7), multicast, unspecified and
 // other special-purpose addresses, in IPv4 and IPv6, including IPv4
-// addresses wrapped in IPv6 (::ffff:127.0.0.1, 64:ff9b::/96 NAT64).
+// addresses wrapped in IPv6 (::ffff:127.0.0.1, ::127.0.0.1, 64:ff9b::/96
+// NAT64, 2002::/16 6to4) and every IPv6 address outside global unicast
+// (2000::/3).
+//
+// An address is judged without its IPv6 zone (fd00::2%eth0 is fd00::2): a
+// zoned address is in no netip.Prefix, so judging it as written would let
+// every zoned internal address through. A zone on an address the policy
+// would otherwise allow is refused too, as only link-local addresses need
+// one; an allowlisted address is allowed in every zone.
 //
 // The check runs when a connection is made, on the address actually dialled
 // (net.Dialer.ControlContext), so a host name that resolves to a public
 // address when the webhook is saved and to a private one later (DNS
-// rebinding) is still refused. An operator allowlist of networks (CIDR) and
-// host names opens specific internal targets such as an on-premises CMMS.
+// rebinding) is still refused. Before that, the host as written is judged
+// the same way at registration and at dial time: address literals (with a
+// trailing dot too), localhost names, and numeric names that are not
+// dotted-decimal IPv4 (0x7f.1, 2130706433, 0177.0.0.1), which resolvers
+// built on inet_aton read as IPv4 addresses. An operator allowlist of
+// networks (CIDR) and host names opens specific internal targets such as
+// an on-premises CMMS.
 package egress
 
 import (
@@ -32,12 +45,19 @@ var ErrBlocked = errors.New("blocked")
 
 // BlockedError says which address was refused and why.
 type BlockedError struct {
-	Addr   netip.Addr
+	Addr netip.Addr
+	// Host is what was refused when it is not an address (a name, or a
+	// dialled address that does not parse).
+	Host   string
 	Reason string
 }
 
 func (e *BlockedError) Error() string {
-	return fmt.Sprintf("blocked: %s is %s; the relay does not call internal addresses unless delivery.allow_networks lists them", e.Addr, e.Reason)
+	what := e.Host
+	if e.Addr.IsValid() {
+		what = e.Addr.String()
+	}
+	return fmt.Sprintf("blocked: %s is %s; the relay does not call internal addresses unless delivery.allow_networks lists them", what, e.Reason)
 }
 
 // Unwrap makes errors.Is(err, ErrBlocked) true.
@@ -68,9 +88,10 @@ var special = []struct {
 	{netip.MustParsePrefix("64:ff9b::/96"), "a NAT64 address"},
 	{netip.MustParsePrefix("64:ff9b:1::/48"), "a NAT64 address"},
 	{netip.MustParsePrefix("100::/64"), "a discard-only address"},
-	{netip.MustParsePrefix("2001::/23"), "an IETF protocol assignment address"},
+	{netip.MustParsePrefix("2001::/23"), "an IETF protocol assignment address (Teredo and others)"},
 	{netip.MustParsePrefix("2001:db8::/32"), "a documentation address"},
 	{netip.MustParsePrefix("2002::/16"), "a 6to4 address"},
+	{netip.MustParsePrefix("3fff::/20"), "a documentation address"},
 	{netip.MustParsePrefix("fc00::/7"), "a unique-local address"},
 	{netip.MustParsePrefix("fe80::/10"), "a link-local address"},
 	{netip.MustParsePrefix("fec0::/10"), "a site-local address"},
@@ -96,6 +117,11 @@ func NewPolicy(allow []string) (*Policy, error) {
 			return nil, err
 		}
 		if pre, err := netip.ParsePrefix(a); err == nil {
+			// ::ffff:10.0.0.0/104 is 10.0.0.0/8: addresses are judged
+			// unmapped.
+			if pre.Addr().Is4In6() && pre.Bits() >= 96 {
+				pre = netip.PrefixFrom(pre.Addr().Unmap(), pre.Bits()-96)
+			}
 			p.nets = append(p.nets, pre.Masked())
 			continue
 		}
@@ -119,8 +145,17 @@ func ValidEntry(a string) error {
 	if strings.Contains(a, "/") {
 		return fmt.Errorf("%q is not a valid CIDR (e.g. 10.20.0.0/16)", a)
 	}
-	if _, err := netip.ParseAddr(a); err == nil {
+	if ip, err := netip.ParseAddr(a); err == nil {
+		if ip.Zone() != "" {
+			// A zone names an interface of one host: the entry would mean
+			// something else on the next. Addresses are allowed in every
+			// zone.
+			return fmt.Errorf("%q has an IPv6 zone; list the address without %%%s", a, ip.Zone())
+		}
 		return nil
+	}
+	if numericName(a) {
+		return fmt.Errorf("%q is a numeric form of an IPv4 address; write it as a.b.c.d", a)
 	}
 	for _, label := range strings.Split(strings.TrimSuffix(a, "."), ".") {
 		if label == "" || len(label) > 63 {
@@ -136,8 +171,14 @@ func ValidEntry(a string) error {
 }
 
 // Check returns a *BlockedError when ip is special-purpose and not allowed.
+// ip is judged without its zone and, for IPv4-mapped IPv6, as the IPv4
+// address; a zone on an address that is not allowed is refused.
 func (p *Policy) Check(ip netip.Addr) error {
-	ip = ip.Unmap()
+	if !ip.IsValid() {
+		return &BlockedError{Reason: "not an IP address"}
+	}
+	zone := ip.Zone()
+	ip = ip.WithZone("").Unmap()
 	if p != nil {
 		for _, n := range p.nets {
 			if n.Contains(ip) {
@@ -145,35 +186,43 @@ func (p *Policy) Check(ip netip.Addr) error {
 			}
 		}
 	}
-	for _, s := range special {
-		if s.prefix.Contains(ip) {
-			return &BlockedError{Addr: ip, Reason: s.reason}
-		}
+	if reason := judge(ip); reason != "" {
+		return &BlockedError{Addr: ip.WithZone(zone), Reason: reason}
 	}
-	// IPv4 embedded in IPv6 by other translation schemes: judge the IPv4.
-	if ip.Is6() && ip.IsValid() {
-		b := ip.As16()
-		if ip.IsLinkLocalMulticast() || ip.IsInterfaceLocalMulticast() {
-			return &BlockedError{Addr: ip, Reason: "a multicast address"}
-		}
-		// IPv4-compatible (deprecated ::a.b.c.d).
-		if allZero(b[:12]) {
-			v4 := netip.AddrFrom4([4]byte(b[12:]))
-			if err := p.Check(v4); err != nil {
-				return &BlockedError{Addr: ip, Reason: "an IPv4-compatible form of " + err.(*BlockedError).Reason}
-			}
-		}
+	if zone != "" {
+		return &BlockedError{Addr: ip.WithZone(zone), Reason: "an address with an IPv6 zone (%" + zone + "), which only link-local addresses need"}
 	}
 	return nil
 }
 
-func allZero(b []byte) bool {
-	for _, x := range b {
-		if x != 0 {
-			return false
+// global6 is IPv6 global unicast: every other IPv6 address is reserved,
+// local or a translation of something else.
+var global6 = netip.MustParsePrefix("2000::/3")
+
+// ipv4Compatible is the deprecated ::a.b.c.d form.
+var ipv4Compatible = netip.MustParsePrefix("::/96")
+
+// judge returns why ip (zone-less, unmapped) is refused, or "".
+func judge(ip netip.Addr) string {
+	for _, s := range special {
+		if s.prefix.Contains(ip) {
+			return s.reason
 		}
 	}
-	return true
+	if !ip.Is6() {
+		return ""
+	}
+	if ipv4Compatible.Contains(ip) {
+		b := ip.As16()
+		if r := judge(netip.AddrFrom4([4]byte(b[12:]))); r != "" {
+			return "an IPv4-compatible form of " + r
+		}
+		return "an IPv4-compatible address (deprecated, never routed)"
+	}
+	if !global6.Contains(ip) {
+		return "a reserved IPv6 address (outside global unicast 2000::/3)"
+	}
+	return ""
 }
 
 // HostAllowed reports whether host (a URL's host name) is on the allowlist.
@@ -181,12 +230,59 @@ func (p *Policy) HostAllowed(host string) bool {
 	return p != nil && p.hosts[strings.ToLower(strings.TrimSuffix(host, "."))]
 }
 
+// judgeHost judges host as written, before any resolution: an address
+// literal (brackets, a trailing dot and a zone allowed) is checked and
+// returned; localhost names (unless loopback is allowed) and numeric names
+// that are not dotted-decimal IPv4 are refused. For any other name it returns an invalid address and
+// nil: only its resolved addresses can be judged.
+func (p *Policy) judgeHost(host string) (netip.Addr, error) {
+	h := strings.TrimSuffix(strings.TrimSuffix(strings.TrimPrefix(host, "["), "]"), ".")
+	if ip, err := netip.ParseAddr(h); err == nil {
+		return ip, p.Check(ip)
+	}
+	lower := strings.ToLower(h)
+	if lower == "localhost" || strings.HasSuffix(lower, ".localhost") {
+		// RFC 6761: always loopback, whatever a resolver says; refused
+		// unless the allowlist opens loopback.
+		if p.Check(netip.AddrFrom4([4]byte{127, 0, 0, 1})) != nil {
+			return netip.Addr{}, &BlockedError{Host: host, Reason: "a loopback name"}
+		}
+	}
+	if numericName(h) {
+		return netip.Addr{}, &BlockedError{Host: host, Reason: "a numeric host name that resolvers may read as an IPv4 address " +
+			"(hex, octal, shortened or a single number, as 0x7f.1 or 2130706433 for 127.0.0.1); write the address as a.b.c.d"}
+	}
+	return netip.Addr{}, nil
+}
+
+// numericName reports whether name ends in a number (all digits, or 0x and
+// hex digits) after any trailing dot: no top-level domain does, and
+// inet_aton, the WHATWG URL parser and browsers read such names as IPv4
+// addresses (127.1, 0x7f000001, 0177.0.0.1).
+func numericName(name string) bool {
+	name = strings.TrimSuffix(name, ".")
+	last := name[strings.LastIndexByte(name, '.')+1:]
+	if last == "" {
+		return false
+	}
+	digits := "0123456789"
+	if len(last) >= 2 && last[0] == '0' && (last[1] == 'x' || last[1] == 'X') {
+		last, digits = last[2:], "0123456789abcdefABCDEF"
+	}
+	for _, c := range last {
+		if !strings.ContainsRune(digits, c) {
+			return false
+		}
+	}
+	return true
+}
+
 // control is a net.Dialer ControlContext hook: it runs after resolution,
 // on the address about to be connected.
 func (p *Policy) control(_ context.Context, network, address string, _ syscall.RawConn) error {
 	ap, err := netip.ParseAddrPort(address)
 	if err != nil {
-		return &BlockedError{Reason: "not an IP address: " + address}
+		return &BlockedError{Host: address, Reason: "not an IP address and port"}
 	}
 	return p.Check(ap.Addr())
 }
@@ -198,30 +294,42 @@ func (p *Policy) DialContext(timeout, keepAlive time.Duration) func(ctx context.
 	guarded := &net.Dialer{Timeout: timeout, KeepAlive: keepAlive, ControlContext: p.control}
 	open := &net.Dialer{Timeout: timeout, KeepAlive: keepAlive}
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
-		host, _, err := net.SplitHostPort(addr)
-		if err == nil && p.HostAllowed(host) {
+		host, port, err := net.SplitHostPort(addr)
+		if err != nil {
+			return nil, &BlockedError{Host: addr, Reason: "not a host and port"}
+		}
+		if p.HostAllowed(host) {
 			return open.DialContext(ctx, network, addr)
+		}
+		// The host as written, judged as at registration; the address
+		// finally dialled is judged again by control.
+		ip, err := p.judgeHost(host)
+		if err != nil {
+			return nil, err
+		}
+		if ip.IsValid() {
+			// Dial the literal without the trailing dot, which resolvers
+			// would look up as a name.
+			addr = net.JoinHostPort(ip.String(), port)
 		}
 		return guarded.DialContext(ctx, network, addr)
 	}
 }
 
 // CheckHost checks a URL's host before anything is sent, for a clear error
-// when a webhook is saved: an address literal is checked as it is; a host
-// name is resolved and refused when every address it has is refused. A name
-// that cannot be resolved is not an error here (it may resolve later); the
-// connect-time check still applies.
+// when a webhook is saved: the host is judged as written (see judgeHost)
+// and a host name is resolved and refused when every address it has is
+// refused. A name that cannot be resolved is not an error here (it may
+// resolve later); the connect-time check still applies.
 func (p *Policy) CheckHost(ctx context.Context, host string) error {
 	if p.HostAllowed(host) {
 		return nil
 	}
-	h := strings.TrimSuffix(strings.Trim(host, "[]"), ".")
-	if ip, err := netip.ParseAddr(h); err == nil {
-		return p.Check(ip)
+	ip, err := p.judgeHost(host)
+	if err != nil || ip.IsValid() {
+		return err
 	}
-	if strings.EqualFold(h, "localhost") || strings.HasSuffix(strings.ToLower(h), ".localhost") {
-		return &BlockedError{Addr: netip.MustParseAddr("127.0.0.1"), Reason: "a loopback address (" + h + ")"}
-	}
+	h := strings.TrimSuffix(host, ".")
 	rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	addrs, err := net.DefaultResolver.LookupNetIP(rctx, "ip", h)

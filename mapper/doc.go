@@ -15,8 +15,9 @@
 //
 // Payloads follow the product contract:
 //
-//	{"event":"task.completed","timestamp":"2026-04-24T09:15:30+07:00","company_id":1,"company_name":"PT Kahatex","data":{...}}
+//	{"event":"task.completed","timestamp":"2026-04-24T09:15:30.123456+07:00","company_id":1,"company_name":"PT Kahatex","data":{...}}
 //
-// with the timestamp in the company's time zone. The same change, record and
+// with the timestamp, the source transaction's commit time to the
+// microsecond, in the company's time zone. The same change, record and
 // directory always give the same bytes.
 package mapper

@@ -16,8 +16,9 @@ import (
 
 var rewrite = flag.Bool("update", false, "rewrite testdata/golden and the generated parts of docs/EVENTS.md")
 
-// commitTime is 09:15:30 in Jakarta (+07:00), with a fraction that payloads
-// drop.
+// commitTime is 09:15:30.987654 in Jakarta (+07:00). PostgreSQL's commit
+// times have microseconds; the nanoseconds beyond are there to show that
+// payloads drop them rather than round.
 var commitTime = time.Date(2026, 4, 24, 2, 15, 30, 987654321, time.UTC)
 
 func newDefault(tb testing.TB) *Mapper {

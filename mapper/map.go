@@ -17,10 +17,14 @@ import (
 )
 
 // TimestampLayout is the layout of a payload's timestamp: RFC 3339 with
-// seconds precision and always a numeric offset, "+00:00" rather than "Z"
-// for UTC, so that every company's timestamps have the same shape
-// (2026-04-24T09:15:30+07:00).
-const TimestampLayout = "2006-01-02T15:04:05-07:00"
+// microseconds, the precision of PostgreSQL's commit times, so that
+// transactions committed within the same second still carry distinct,
+// increasing timestamps. The fraction always has six digits (RFC3339Nano
+// would trim trailing zeros) and the offset is always numeric, "+00:00"
+// rather than "Z" for UTC, so that every company's timestamps have the
+// same shape and those of one offset sort as strings
+// (2026-04-24T09:15:30.123456+07:00).
+const TimestampLayout = "2006-01-02T15:04:05.000000-07:00"
 
 // empty stands for the new row of a delete and the old row of an insert.
 // Expressions never change the maps they read.
@@ -37,7 +41,7 @@ type scratch struct {
 }
 
 func newScratch() *scratch {
-	s := &scratch{env: make(map[string]any, 4), num: make([]byte, 0, 24)}
+	s := &scratch{env: make(map[string]any, 4), num: make([]byte, 0, len(TimestampLayout))}
 	s.enc = json.NewEncoder(&s.buf)
 	s.enc.SetEscapeHTML(false)
 	return s

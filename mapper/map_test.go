@@ -275,7 +275,7 @@ func TestMapUnchangedTOAST(t *testing.T) {
 		if err != nil || len(drafts) != 1 {
 			t.Fatalf("Map = %v, %v", types(drafts), err)
 		}
-		want := `{"event":"task.completed","timestamp":"2026-04-24T09:15:30+07:00","company_id":1,"company_name":"PT Kahatex",` +
+		want := `{"event":"task.completed","timestamp":"2026-04-24T09:15:30.987654+07:00","company_id":1,"company_name":"PT Kahatex",` +
 			`"data":{"task_id":12345,"asset_id":678,"technician_id":42,"status":"completed","priority":"high","completed_at":null}}`
 		if string(drafts[0].Body) != want {
 			t.Errorf("body\n got %s\nwant %s", drafts[0].Body, want)
@@ -321,15 +321,15 @@ func TestMapTimestamp(t *testing.T) {
 		at      time.Time
 		want    string
 	}{
-		{"Jakarta", Options{}, 1, commitTime, `"timestamp":"2026-04-24T09:15:30+07:00","company_id":1,"company_name":"PT Kahatex"`},
-		{"Berlin summer time", Options{}, 2, commitTime, `"timestamp":"2026-04-24T04:15:30+02:00","company_id":2,"company_name":"Nordwerk GmbH"`},
-		{"Berlin winter time", Options{}, 2, time.Date(2026, 1, 15, 12, 0, 0, 0, time.UTC), `"timestamp":"2026-01-15T13:00:00+01:00"`},
-		{"Berlin before the switch", Options{}, 2, time.Date(2026, 3, 29, 0, 59, 59, 999999999, time.UTC), `"timestamp":"2026-03-29T01:59:59+01:00"`},
-		{"Berlin after the switch", Options{}, 2, time.Date(2026, 3, 29, 1, 0, 0, 0, time.UTC), `"timestamp":"2026-03-29T03:00:00+02:00"`},
-		{"unknown company, UTC", Options{}, 99, commitTime, `"timestamp":"2026-04-24T02:15:30+00:00","company_id":99,"company_name":""`},
-		{"unknown company, default location", Options{DefaultLocation: jakarta}, 99, commitTime, `"timestamp":"2026-04-24T09:15:30+07:00","company_id":99,"company_name":""`},
-		{"invalid time zone", Options{DefaultLocation: jakarta}, 3, commitTime, `"timestamp":"2026-04-24T09:15:30+07:00","company_id":3,"company_name":"No Zone Ltd"`},
-		{"Local is not a company time zone", Options{}, 4, commitTime, `"timestamp":"2026-04-24T02:15:30+00:00","company_id":4,"company_name":"Local Ltd"`},
+		{"Jakarta", Options{}, 1, commitTime, `"timestamp":"2026-04-24T09:15:30.987654+07:00","company_id":1,"company_name":"PT Kahatex"`},
+		{"Berlin summer time", Options{}, 2, commitTime, `"timestamp":"2026-04-24T04:15:30.987654+02:00","company_id":2,"company_name":"Nordwerk GmbH"`},
+		{"Berlin winter time", Options{}, 2, time.Date(2026, 1, 15, 12, 0, 0, 0, time.UTC), `"timestamp":"2026-01-15T13:00:00.000000+01:00"`},
+		{"Berlin before the switch", Options{}, 2, time.Date(2026, 3, 29, 0, 59, 59, 999999999, time.UTC), `"timestamp":"2026-03-29T01:59:59.999999+01:00"`},
+		{"Berlin after the switch", Options{}, 2, time.Date(2026, 3, 29, 1, 0, 0, 0, time.UTC), `"timestamp":"2026-03-29T03:00:00.000000+02:00"`},
+		{"unknown company, UTC", Options{}, 99, commitTime, `"timestamp":"2026-04-24T02:15:30.987654+00:00","company_id":99,"company_name":""`},
+		{"unknown company, default location", Options{DefaultLocation: jakarta}, 99, commitTime, `"timestamp":"2026-04-24T09:15:30.987654+07:00","company_id":99,"company_name":""`},
+		{"invalid time zone", Options{DefaultLocation: jakarta}, 3, commitTime, `"timestamp":"2026-04-24T09:15:30.987654+07:00","company_id":3,"company_name":"No Zone Ltd"`},
+		{"Local is not a company time zone", Options{}, 4, commitTime, `"timestamp":"2026-04-24T02:15:30.987654+00:00","company_id":4,"company_name":"Local Ltd"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -350,6 +350,41 @@ func TestMapTimestamp(t *testing.T) {
 				t.Errorf("body %s\nlacks %s", drafts[0].Body, tt.want)
 			}
 		})
+	}
+}
+
+// TestMapTimestampOrdersTransactions: transactions committed within the
+// same second, even a microsecond apart, carry increasing timestamps, and
+// their strings sort as their times do (the fraction has a fixed width).
+func TestMapTimestampOrdersTransactions(t *testing.T) {
+	m := newDefault(t)
+	base := time.Date(2026, 4, 24, 2, 15, 30, 0, time.UTC)
+	var got []string
+	for _, at := range []time.Time{base, base.Add(time.Microsecond), base.Add(40 * time.Millisecond), base.Add(130 * time.Millisecond),
+		base.Add(999999 * time.Microsecond), base.Add(time.Second)} {
+		c := insert("activity_log_exports", exportRow)
+		c.CommitTime = at
+		drafts, _, err := m.Map(c, nil, directory())
+		if err != nil || len(drafts) != 1 {
+			t.Fatalf("Map = %v, %v", types(drafts), err)
+		}
+		var p struct{ Timestamp string }
+		if err := json.Unmarshal(drafts[0].Body, &p); err != nil {
+			t.Fatal(err)
+		}
+		parsed, err := time.Parse(time.RFC3339, p.Timestamp)
+		if err != nil || !parsed.Equal(at) {
+			t.Errorf("timestamp %q reads as %v (%v), want %v", p.Timestamp, parsed, err, at)
+		}
+		got = append(got, p.Timestamp)
+	}
+	want := []string{"2026-04-24T09:15:30.000000+07:00", "2026-04-24T09:15:30.000001+07:00", "2026-04-24T09:15:30.040000+07:00",
+		"2026-04-24T09:15:30.130000+07:00", "2026-04-24T09:15:30.999999+07:00", "2026-04-24T09:15:31.000000+07:00"}
+	if !slices.Equal(got, want) {
+		t.Errorf("timestamps\n got %q\nwant %q", got, want)
+	}
+	if !slices.IsSorted(got) || len(slices.Compact(slices.Clone(got))) != len(got) {
+		t.Errorf("timestamps do not sort strictly as strings: %q", got)
 	}
 }
 

@@ -49,8 +49,10 @@ type Options struct {
 	// attempt, at most 64 KiB; 0 records none.
 	SnippetBytes int
 	// DrainTimeout bounds how long Run waits for attempts in flight once its
-	// context is done; 0 aborts them at once. Aborted attempts are not
-	// recorded and their deliveries are given back, due at once.
+	// context is done; 0 aborts them at once. Aborted attempts are recorded
+	// as such (the receiver may have seen them) and their deliveries are
+	// given back, due at once, without the attempt counting toward the retry
+	// schedule (see store.AttemptResult.Aborted).
 	DrainTimeout time.Duration
 	// UserAgent is the User-Agent header. Default "SmartMaintenance/1.0".
 	UserAgent string
@@ -97,7 +99,10 @@ const maxRecordBatch = 500
 const recordLinger = 2 * time.Millisecond
 
 // flushGrace bounds the store work left after the drain: recording the last
-// results and giving back the claims of aborted attempts.
+// results, aborted attempts included, and giving back the claims of queued
+// deliveries. The store work runs in a context of its own, which the
+// shutdown does not cancel, so that it is not cut short as the attempts
+// were.
 const flushGrace = 5 * time.Second
 
 func (o Options) withDefaults() Options {
@@ -585,13 +590,15 @@ type finished struct {
 	result store.AttemptResult
 	// span is the attempt's span context, for logging its result.
 	span trace.SpanContext
-	// aborted attempts are not recorded; their claims are given back.
+	// aborted attempts are recorded as such (result.Aborted), and their
+	// deliveries due again at once.
 	aborted bool
 }
 
 // Run sends due deliveries until ctx is done. Then it stops claiming, waits
-// up to DrainTimeout for the attempts in flight, aborts those still running
-// and gives their deliveries back, records the results it has, and returns.
+// up to DrainTimeout for the attempts in flight, aborts those still running,
+// records the results it has (the aborted attempts as aborted, which gives
+// their deliveries back), and returns.
 // It returns an error only when it is already running.
 func (d *Dispatcher) Run(ctx context.Context) error {
 	if !d.running.CompareAndSwap(false, true) {
@@ -662,7 +669,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 			d.mu.Lock()
 			n := d.inflight
 			d.mu.Unlock()
-			d.log.Warn("drain timed out: aborting attempts in flight and giving their deliveries back",
+			d.log.Warn("drain timed out: aborting attempts in flight, recording them as aborted and giving their deliveries back",
 				"attempts", n, "drain_timeout", d.opts.DrainTimeout)
 			abortSends()
 			// A store that does not answer must not hold the workers, which
@@ -1192,6 +1199,8 @@ func (d *Dispatcher) attemptOne(ctx context.Context, c *store.Claimed, results c
 		Snippet:    out.snippet,
 	}
 	switch delay, retry := d.opts.Schedule.Next(n - c.RetryBase); {
+	case out.aborted:
+		f.result.Aborted = true
 	case out.err == "":
 		f.result.Status = store.StatusDelivered
 	case retry:
@@ -1233,17 +1242,13 @@ func (d *Dispatcher) recordLoop(ctx context.Context, results <-chan finished) {
 	}
 }
 
-// flush records a batch of results and gives back the claims of aborted
-// attempts, retrying while the store fails until ctx is done.
+// flush records a batch of results, aborted attempts included (recording
+// one gives its delivery back), retrying while the store fails until ctx is
+// done.
 func (d *Dispatcher) flush(ctx context.Context, batch []finished) {
-	var results []store.AttemptResult
-	var giveBack []uuid.UUID
-	for _, f := range batch {
-		if f.aborted {
-			giveBack = append(giveBack, f.claim.ID)
-		} else {
-			results = append(results, f.result)
-		}
+	results := make([]store.AttemptResult, len(batch))
+	for i, f := range batch {
+		results[i] = f.result
 	}
 	var lost []uuid.UUID
 	err := d.retryStore(ctx, "record attempts", func() (err error) {
@@ -1256,12 +1261,6 @@ func (d *Dispatcher) flush(ctx context.Context, batch []finished) {
 		lost = nil
 		results = nil
 	}
-	if err := d.retryStore(ctx, "give back claims", func() error {
-		return d.st.ReleaseClaims(ctx, d.opts.Owner, giveBack)
-	}); err != nil {
-		d.log.Error("claims not given back; their deliveries will be sent when their leases expire",
-			"deliveries", len(giveBack), "error", err)
-	}
 
 	isLost := make(map[uuid.UUID]bool, len(lost))
 	for _, id := range lost {
@@ -1271,7 +1270,7 @@ func (d *Dispatcher) flush(ctx context.Context, batch []finished) {
 	for _, f := range batch {
 		r := f.result
 		sctx := trace.ContextWithSpanContext(ctx, f.span)
-		if f.aborted || results == nil || isLost[r.DeliveryID] {
+		if results == nil || isLost[r.DeliveryID] || f.aborted {
 			if isLost[r.DeliveryID] {
 				d.log.WarnContext(sctx, "attempt not recorded: the delivery's lease was lost to another dispatcher",
 					"delivery_id", r.DeliveryID, "webhook_id", f.claim.WebhookID, "attempt", r.Attempt)

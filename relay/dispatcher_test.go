@@ -561,11 +561,74 @@ func TestDrainTimeoutReleasesClaims(t *testing.T) {
 		t.Errorf("Run returned %v after the cancel, want about the 300ms drain timeout", took)
 	}
 	d := e.get(id)
-	if d.LeaseOwner != "" || !d.LeaseUntil.IsZero() || d.Status != store.StatusPending || d.Attempts != 0 {
+	if d.LeaseOwner != "" || !d.LeaseUntil.IsZero() || d.Status != store.StatusPending || d.Attempts != 1 || d.RetryBase != 1 {
 		t.Fatalf("after the drain: %+v", d)
 	}
-	if as := e.attempts(id); len(as) != 0 {
-		t.Fatalf("aborted attempt recorded: %+v", as)
+	if as := e.attempts(id); len(as) != 1 || as[0].Error != store.AbortedError || as[0].StatusCode != 0 {
+		t.Fatalf("attempts after the drain: %+v, want one, aborted", as)
+	}
+}
+
+// TestAbortedAttemptIsInTheHistory: an attempt cut short by the drain
+// timeout reached the receiver, so it is in the delivery's history, as
+// aborted. It is no failure: the delivery stays pending, the next relay
+// sends it under the same id at once, the retry schedule does not count
+// it, and neither does the success rate.
+func TestAbortedAttemptIsInTheHistory(t *testing.T) {
+	e := newEnv(t)
+	// The first request hangs until the relay gives up on it; the second
+	// fails; the third succeeds.
+	rc := newReceiver(t, func(w http.ResponseWriter, r *http.Request, n int) {
+		switch n {
+		case 1:
+			hang(w, r, n)
+		case 2:
+			w.WriteHeader(http.StatusInternalServerError)
+		default:
+			w.WriteHeader(http.StatusOK)
+		}
+	})
+	hook := e.webhook(rc.URL, "", nil)
+	id := e.delivery(hook, body)
+	// One retry: had the aborted attempt counted, the failure of the second
+	// would be the last one allowed.
+	schedule := Schedule{10 * time.Millisecond}
+	_, stop := e.start(fast(Options{Timeout: 30 * time.Second, DrainTimeout: 100 * time.Millisecond, Schedule: schedule}))
+	eventually(t, 5*time.Second, func() bool { return rc.active() == 1 }, func() string { return "request never arrived" })
+	if err, _ := stop(); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	d := e.get(id)
+	as := e.attempts(id)
+	if d.Status != store.StatusPending || d.Attempts != 1 || d.LeaseOwner != "" || len(as) != 1 ||
+		as[0].Attempt != 1 || as[0].Error != store.AbortedError || as[0].StatusCode != 0 || as[0].SentBy == "" {
+		t.Fatalf("after the stop: delivery %+v, attempts %+v; want one aborted attempt, pending", d, as)
+	}
+
+	_, stop2 := e.start(fast(Options{Schedule: schedule}))
+	d = e.waitStatus(id, store.StatusDelivered, 5*time.Second)
+	stop2()
+	as = e.attempts(id)
+	if d.Attempts != 3 || len(as) != 3 || as[0].Error != store.AbortedError || as[1].StatusCode != 500 || as[2].StatusCode != 200 {
+		t.Fatalf("delivery %+v, attempts %+v; want aborted, HTTP 500, 200", d, as)
+	}
+	got := rc.receipts(id)
+	if len(got) != 3 {
+		t.Fatalf("receiver saw %d requests of the delivery, want 3", len(got))
+	}
+	for _, r := range got {
+		if r.header.Get("X-SMTM-Delivery") != id.String() {
+			t.Errorf("X-SMTM-Delivery %q, want %s", r.header.Get("X-SMTM-Delivery"), id)
+		}
+	}
+	rates, err := e.st.SuccessRates(context.Background(), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rates {
+		if r.WebhookID == hook && (r.Attempts != 2 || r.Succeeded != 1) {
+			t.Errorf("success rate counts %d of %d attempts, want 1 of 2 (the aborted one left out)", r.Succeeded, r.Attempts)
+		}
 	}
 }
 
@@ -661,8 +724,8 @@ func TestZeroDrainTimeoutAbortsAtOnce(t *testing.T) {
 	if err, took := stop(); err != nil || took > time.Second {
 		t.Fatalf("Run returned %v after %v", err, took)
 	}
-	if d := e.get(id); d.LeaseOwner != "" || d.Attempts != 0 {
-		t.Fatalf("after the drain: %+v", d)
+	if d := e.get(id); d.LeaseOwner != "" || d.Attempts != 1 || d.RetryBase != 1 {
+		t.Fatalf("after the drain: %+v, want one aborted attempt", d)
 	}
 }
 
@@ -686,10 +749,17 @@ func TestQueuedClaimsAreGivenBack(t *testing.T) {
 	if err, _ := stop(); err != nil {
 		t.Fatalf("Run: %v", err)
 	}
+	// The one in flight has an aborted attempt; the queued ones none.
+	aborted := 0
 	for _, id := range ids {
-		if d := e.get(id); d.LeaseOwner != "" || d.Status != store.StatusPending || d.Attempts != 0 {
+		d := e.get(id)
+		if d.LeaseOwner != "" || d.Status != store.StatusPending || d.Attempts > 1 {
 			t.Fatalf("after the stop: %+v", d)
 		}
+		aborted += d.Attempts
+	}
+	if aborted != 1 {
+		t.Fatalf("%d aborted attempts recorded, want the one in flight", aborted)
 	}
 }
 

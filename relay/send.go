@@ -25,6 +25,20 @@ import (
 // for the connection's reuse); the rest is discarded with the connection.
 const maxResponseRead = 64 << 10
 
+// maxResponseHeaderBytes bounds a response's status line and headers,
+// 1xx responses included (the transport counts them together while no
+// client trace reads them). net/http's default is 10 MB, and a receiver is
+// chosen by a tenant: each attempt would hold whatever it sends, and a few
+// such receivers took the relay far past its memory limit. Receivers
+// answer a webhook with a few hundred bytes of headers; 64 KiB leaves room
+// for large cookies and tracing headers. For HTTP/2 the transport derives
+// MaxHeaderListSize from it.
+const maxResponseHeaderBytes = 64 << 10
+
+// errHeadersTooLarge is the recorded reason when a response's headers
+// exceed maxResponseHeaderBytes.
+const errHeadersTooLarge = "response headers exceed 64 KiB; the relay reads no more"
+
 // maxErrorLen bounds the recorded error text.
 const maxErrorLen = 300
 
@@ -62,7 +76,7 @@ type outcome struct {
 	err     string
 	snippet string
 	// aborted means the relay itself cut the attempt short (shutdown) before
-	// a response arrived: it is not an attempt and is not recorded.
+	// a response arrived: it is recorded as aborted, not as a failure.
 	aborted bool
 }
 
@@ -265,6 +279,8 @@ func describe(err error) string {
 	switch {
 	case errors.As(err, &blocked):
 		return oneLine(blocked.Error())
+	case headersTooLarge(err):
+		return errHeadersTooLarge
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
 		return "connection closed by the endpoint before a complete response"
 	case errors.As(err, &dnsErr):
@@ -273,6 +289,15 @@ func describe(err error) string {
 		return oneLine("timeout: " + err.Error())
 	}
 	return oneLine(err.Error())
+}
+
+// headersTooLarge reports whether err is the transport's refusal of
+// headers beyond MaxResponseHeaderBytes: net/http has no error value for
+// it, only text ("server response headers exceeded N bytes" for HTTP/1,
+// "response header list larger than advertised limit" for HTTP/2).
+func headersTooLarge(err error) bool {
+	s := err.Error()
+	return strings.Contains(s, "response headers exceeded") || strings.Contains(s, "response header list larger")
 }
 
 func isTimeout(err error) bool {
@@ -313,6 +338,7 @@ func newClient(workers int, policy *egress.Policy) *http.Client {
 	t.MaxIdleConns = 2 * workers
 	t.MaxIdleConnsPerHost = workers
 	t.IdleConnTimeout = 90 * time.Second
+	t.MaxResponseHeaderBytes = maxResponseHeaderBytes
 	// Send no Accept-Encoding: the request carries the product's headers
 	// and the webhook's own, nothing else.
 	t.DisableCompression = true

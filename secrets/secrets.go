@@ -1,12 +1,18 @@
-// Package secrets encrypts webhook secrets at rest with AES-256-GCM.
+// Package secrets encrypts webhook secrets and header values at rest with
+// AES-256-GCM.
 //
-// A sealed secret is stored as "enc:v1:<key id>:<base64(nonce|ciphertext)>",
+// A sealed value is stored as "enc:v1:<key id>:<base64(nonce|ciphertext)>",
 // where the key id is the first 8 hex digits of SHA-256 of the key, so that
 // a value names the key that sealed it. A Box holds the current key, which
 // seals, and any number of previous keys, which only open: rotating the key
 // means configuring a new key and keeping the old one among the previous
-// keys until every value is sealed again (the relay reseals file-managed
-// secrets at start and any secret an admin saves).
+// keys until every value is sealed again (the relay reseals every stored
+// secret and header value at start, and any an admin saves).
+//
+// Secrets (Seal, Open) and header values (SealHeader, OpenHeader) are
+// sealed for their purpose: a sealed secret copied into a header value, or
+// the other way round, does not open, so whoever can write the table cannot
+// make the relay send a secret in clear as a header.
 //
 // Without a key (a nil *Box) Seal stores the plain text and Open returns
 // plain text unchanged; a sealed value then cannot be opened, and Open says
@@ -30,12 +36,18 @@ const KeyBytes = 32
 
 const prefix = "enc:v1:"
 
-// additionalData binds ciphertexts to their purpose.
-var additionalData = []byte("smtm-relay webhook secret v1")
+// Additional data binds ciphertexts to their purpose.
+var (
+	secretData = []byte("smtm-relay webhook secret v1")
+	headerData = []byte("smtm-relay webhook header v1")
+)
 
-// ErrCannotOpen is wrapped when a sealed value cannot be opened with the
-// configured keys.
-var ErrCannotOpen = errors.New("cannot decrypt the webhook secret")
+// ErrCannotOpen is wrapped when a sealed secret cannot be opened with the
+// configured keys, ErrCannotOpenHeader when a sealed header value cannot.
+var (
+	ErrCannotOpen       = errors.New("cannot decrypt the webhook secret")
+	ErrCannotOpenHeader = errors.New("cannot decrypt the header value")
+)
 
 // Box seals and opens secrets. A nil *Box stores plain text.
 type Box struct {
@@ -93,46 +105,59 @@ func KeyID(key []byte) string {
 // Sealed reports whether a stored value is sealed.
 func Sealed(stored string) bool { return strings.HasPrefix(stored, prefix) }
 
-// Seal encrypts plain with the current key. "" stays "" (no secret). A nil
-// Box returns plain unchanged.
-func (b *Box) Seal(plain string) (string, error) {
+// Seal encrypts a webhook secret with the current key. "" stays "" (no
+// secret). A nil Box returns plain unchanged.
+func (b *Box) Seal(plain string) (string, error) { return b.seal(plain, secretData) }
+
+// Open returns the plain text of a stored secret: a sealed value decrypted,
+// anything else as it is (stored before a key was configured).
+func (b *Box) Open(stored string) (string, error) { return b.open(stored, secretData, ErrCannotOpen) }
+
+// SealHeader encrypts a webhook header value as Seal does a secret.
+func (b *Box) SealHeader(plain string) (string, error) { return b.seal(plain, headerData) }
+
+// OpenHeader returns the plain text of a stored header value as Open does
+// for a secret.
+func (b *Box) OpenHeader(stored string) (string, error) {
+	return b.open(stored, headerData, ErrCannotOpenHeader)
+}
+
+func (b *Box) seal(plain string, ad []byte) (string, error) {
 	if b == nil || plain == "" {
 		return plain, nil
 	}
 	aead := b.aeads[b.current]
 	nonce := make([]byte, aead.NonceSize())
 	if _, err := rand.Read(nonce); err != nil {
-		return "", fmt.Errorf("seal secret: %w", err)
+		return "", fmt.Errorf("seal: %w", err)
 	}
-	ct := aead.Seal(nonce, nonce, []byte(plain), additionalData)
+	ct := aead.Seal(nonce, nonce, []byte(plain), ad)
 	return prefix + b.current + ":" + base64.RawStdEncoding.EncodeToString(ct), nil
 }
 
-// Open returns the plain text of a stored value: a sealed value decrypted,
-// anything else as it is (stored before a key was configured).
-func (b *Box) Open(stored string) (string, error) {
+func (b *Box) open(stored string, ad []byte, cannot error) (string, error) {
 	if !Sealed(stored) {
 		return stored, nil
 	}
 	rest := strings.TrimPrefix(stored, prefix)
 	id, data, ok := strings.Cut(rest, ":")
 	if !ok {
-		return "", fmt.Errorf("%w: malformed sealed value", ErrCannotOpen)
+		return "", fmt.Errorf("%w: malformed sealed value", cannot)
 	}
 	if b == nil {
-		return "", fmt.Errorf("%w: it was encrypted with key %s and no secrets.key is configured", ErrCannotOpen, id)
+		return "", fmt.Errorf("%w: it was encrypted with key %s and no secrets.key is configured", cannot, id)
 	}
 	aead, known := b.aeads[id]
 	if !known {
-		return "", fmt.Errorf("%w: it was encrypted with key %s, which is neither secrets.key nor in secrets.previous_keys", ErrCannotOpen, id)
+		return "", fmt.Errorf("%w: it was encrypted with key %s, which is neither secrets.key nor in secrets.previous_keys", cannot, id)
 	}
 	ct, err := base64.RawStdEncoding.DecodeString(data)
 	if err != nil || len(ct) < aead.NonceSize() {
-		return "", fmt.Errorf("%w: malformed sealed value", ErrCannotOpen)
+		return "", fmt.Errorf("%w: malformed sealed value", cannot)
 	}
-	plain, err := aead.Open(nil, ct[:aead.NonceSize()], ct[aead.NonceSize():], additionalData)
+	plain, err := aead.Open(nil, ct[:aead.NonceSize()], ct[aead.NonceSize():], ad)
 	if err != nil {
-		return "", fmt.Errorf("%w: key %s does not authenticate it (altered or wrong key)", ErrCannotOpen, id)
+		return "", fmt.Errorf("%w: key %s does not authenticate it (altered or wrong key)", cannot, id)
 	}
 	return string(plain), nil
 }

@@ -74,3 +74,33 @@ func TestParseKey(t *testing.T) {
 		t.Errorf("Generate = %q, %v", g, err)
 	}
 }
+
+// TestHeaderValues: header values seal and open like secrets, rotate the
+// same way, and are bound to their purpose: a sealed secret does not open
+// as a header value, nor the other way round.
+func TestHeaderValues(t *testing.T) {
+	old, _ := New(key(1))
+	const plain = "Bearer 0123456789abcdef"
+	h, err := old.SealHeader(plain)
+	if err != nil || !Sealed(h) || strings.Contains(h, plain) || !old.Current(h) {
+		t.Fatalf("SealHeader = %q, %v", h, err)
+	}
+	rotated, _ := New(key(2), key(1))
+	if got, err := rotated.OpenHeader(h); err != nil || got != plain || rotated.Current(h) {
+		t.Fatalf("OpenHeader with the old key among previous keys = %q, %v", got, err)
+	}
+	if got, err := old.OpenHeader("plain-before-a-key"); err != nil || got != "plain-before-a-key" {
+		t.Errorf("OpenHeader(plain text) = %q, %v", got, err)
+	}
+	onlyNew, _ := New(key(2))
+	if _, err := onlyNew.OpenHeader(h); !errors.Is(err, ErrCannotOpenHeader) || !strings.Contains(err.Error(), KeyID(key(1))) {
+		t.Errorf("OpenHeader without the old key = %v", err)
+	}
+	if _, err := old.Open(h); !errors.Is(err, ErrCannotOpen) {
+		t.Errorf("a sealed header value opened as a secret: %v", err)
+	}
+	s, _ := old.Seal(plain)
+	if _, err := old.OpenHeader(s); !errors.Is(err, ErrCannotOpenHeader) {
+		t.Errorf("a sealed secret opened as a header value: %v", err)
+	}
+}

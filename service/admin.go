@@ -11,6 +11,7 @@ import (
 
 	"github.com/smartmaintenance/relay/admin"
 	"github.com/smartmaintenance/relay/config"
+	"github.com/smartmaintenance/relay/console"
 	"github.com/smartmaintenance/relay/egress"
 	"github.com/smartmaintenance/relay/mapper"
 	"github.com/smartmaintenance/relay/relay"
@@ -73,6 +74,14 @@ func newAdmin(ctx context.Context, cfg *config.Config, st *store.Store, cat Cata
 		Notify:     notify,
 		Logger:     log,
 	})
+	// The Webhooks page in a browser, on the same listener under /ui/.
+	con, err := console.New(console.Options{Admin: srv, Logger: log.With("component", "console")})
+	if err != nil {
+		sender.Close()
+		pool.Close()
+		return nil, nil, err
+	}
+	srv.Handle(con.Prefix(), con)
 	return srv, func() { sender.Close(); pool.Close() }, nil
 }
 

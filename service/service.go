@@ -11,8 +11,10 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/signal"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -123,6 +125,14 @@ func RunWith(ctx context.Context, cfg *config.Config, log *slog.Logger, tel Tele
 	for _, w := range cfg.Warnings() {
 		log.Warn("config: " + w)
 	}
+	var hup chan os.Signal
+	if cfg.Reloadable() {
+		// From here on, a SIGHUP during start-up waits for the reloader
+		// instead of ending the process.
+		hup = make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
+	}
 	m, err := NewMapper(cfg)
 	if err != nil {
 		return err
@@ -160,10 +170,10 @@ func RunWith(ctx context.Context, cfg *config.Config, log *slog.Logger, tel Tele
 		return err
 	}
 	if resealed > 0 {
-		log.Info("webhook secrets encrypted with the current secrets.key", "webhooks", resealed)
+		log.Info("webhook secrets and header values encrypted with the current secrets.key", "webhooks", resealed)
 	}
 	for _, p := range problems {
-		log.Warn("webhook secret unreadable; its deliveries fail until secrets.previous_keys has its key or a new secret is saved: " + p)
+		log.Warn("webhook secret or header value unreadable; its deliveries fail until secrets.previous_keys has its key or the value is saved again: " + p)
 	}
 
 	disp := relay.New(st, relay.Options{
@@ -286,6 +296,10 @@ func RunWith(ctx context.Context, cfg *config.Config, log *slog.Logger, tel Tele
 	}
 	if adminSrv != nil {
 		g.Go(func() error { return adminSrv.Serve(gctx, adminLn) })
+	}
+	if cfg.Reloadable() {
+		startReloader(g, gctx, hup, &reloader{running: cfg, events: m.EventTypes(), cat: cat, st: st, admin: adminSrv,
+			log: log.With("component", "config")})
 	}
 	return g.Wait()
 }

@@ -312,6 +312,39 @@ func TestEveryEventTypeEndToEnd(t *testing.T) {
 	}
 }
 
+// TestTimestampsOrderTransactions: three transactions committed within a
+// few milliseconds carry strictly increasing timestamps (the commit time to
+// the microsecond), and two events of one transaction share theirs.
+func TestTimestampsOrderTransactions(t *testing.T) {
+	e := newRelay(t)
+	e.start()
+	started := time.Now()
+	for n := 1; n <= 3; n++ {
+		e.exec(`INSERT INTO activity_log_exports (company_id, exported_by, row_count) VALUES (1, 2, $1)`, n)
+	}
+	e.exec(`INSERT INTO activity_log_exports (company_id, exported_by, row_count) VALUES (1, 2, 4), (1, 2, 5)`)
+	elapsed := time.Since(started)
+	got := e.waitEvents("/one", "audit.exported", 5)
+	at := map[float64]string{}
+	for _, p := range got {
+		at[p.Data["row_count"].(float64)] = p.Timestamp
+	}
+	t.Logf("five events in four transactions committed within %v: %v", elapsed, at)
+	for n := 1.0; n < 4; n++ {
+		before, err1 := time.Parse(time.RFC3339, at[n])
+		after, err2 := time.Parse(time.RFC3339, at[n+1])
+		if err1 != nil || err2 != nil || !before.Before(after) || at[n] >= at[n+1] {
+			t.Errorf("transaction %v at %q, the next at %q: want strictly increasing", n, at[n], at[n+1])
+		}
+		if len(at[n]) != len("2026-04-24T09:15:30.123456+07:00") {
+			t.Errorf("timestamp %q lacks the six-digit fraction", at[n])
+		}
+	}
+	if at[4] != at[5] {
+		t.Errorf("one transaction's events at %q and %q, want the same commit time", at[4], at[5])
+	}
+}
+
 func TestTenantsAreIsolated(t *testing.T) {
 	e := newRelay(t)
 	e.start()

@@ -76,6 +76,9 @@ func webhookProblems(h store.Webhook, production bool, cat Catalogue) []string {
 	if h.SecretError != "" {
 		problems = append(problems, "secret: "+h.SecretError+"; its deliveries fail until the key is configured or a new secret is saved")
 	}
+	if h.HeaderError != "" {
+		problems = append(problems, "headers: "+h.HeaderError+"; its deliveries fail until the key is configured or the headers are saved again")
+	}
 	for _, ev := range h.Events {
 		if !slices.Contains(cat.Available, ev) {
 			problems = append(problems, fmt.Sprintf("events: %q is not offered by this database", ev))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"sort"
 	"time"
 
@@ -33,7 +34,8 @@ type WebhookStats struct {
 	// none is recorded (retention removes old attempts).
 	LastFiredAt time.Time
 	// Attempts24h and Succeeded24h count attempts started in the last 24
-	// hours, and those answered with a 2xx status.
+	// hours (but those a shutdown aborted), and those answered with a 2xx
+	// status.
 	Attempts24h  int
 	Succeeded24h int
 }
@@ -44,9 +46,26 @@ const webhookColumns = `w.id, w.company_id, w.name, w.url, w.events, coalesce(w.
 const statsSQL = `SELECT ` + webhookColumns + `, la.last, coalesce(st.total, 0), coalesce(st.ok, 0)
 	FROM {{schema}}.webhooks w
 	LEFT JOIN LATERAL (SELECT max(a.started_at) AS last FROM {{schema}}.attempts a WHERE a.webhook_id = w.id) la ON true
-	LEFT JOIN LATERAL (SELECT count(*) AS total, count(*) FILTER (WHERE a.status_code BETWEEN 200 AND 299) AS ok
+	LEFT JOIN LATERAL (SELECT count(*) FILTER (WHERE a.error IS DISTINCT FROM '` + AbortedError + `') AS total,
+			count(*) FILTER (WHERE a.status_code BETWEEN 200 AND 299) AS ok
 		FROM {{schema}}.attempts a WHERE a.webhook_id = w.id AND a.started_at > now() - interval '24 hours') st ON true
 	WHERE w.deleted_at IS NULL AND ($1::bigint = 0 OR w.company_id = $1)`
+
+// listStatsSQL is statsSQL for a list: the 24-hour counts of all listed
+// webhooks come from one grouped pass over their recent attempts. Counted
+// per webhook in a lateral join, a plan made for the busiest webhook (a
+// scan of the whole attempts table) ran once per listed webhook: 200
+// webhooks beside one with 10,000 attempts took 350 ms instead of a few.
+const listStatsSQL = `SELECT ` + webhookColumns + `, la.last, coalesce(st.total, 0), coalesce(st.ok, 0)
+	FROM {{schema}}.webhooks w
+	LEFT JOIN LATERAL (SELECT max(a.started_at) AS last FROM {{schema}}.attempts a WHERE a.webhook_id = w.id) la ON true
+	LEFT JOIN (SELECT a.webhook_id, count(*) AS total, count(*) FILTER (WHERE a.status_code BETWEEN 200 AND 299) AS ok
+		FROM {{schema}}.attempts a
+		WHERE a.started_at > now() - interval '24 hours'
+		  AND a.webhook_id IN (SELECT id FROM {{schema}}.webhooks WHERE deleted_at IS NULL AND ($1::bigint = 0 OR company_id = $1))
+		GROUP BY a.webhook_id) st ON st.webhook_id = w.id
+	WHERE w.deleted_at IS NULL AND ($1::bigint = 0 OR w.company_id = $1)
+	ORDER BY w.company_id, w.id`
 
 func (s *Store) scanStats(row pgx.Row) (WebhookStats, error) {
 	var w WebhookStats
@@ -57,14 +76,14 @@ func (s *Store) scanStats(row pgx.Row) (WebhookStats, error) {
 		return w, err
 	}
 	w.LastFiredAt = deref(last)
-	s.openSecret(&w.Webhook)
+	s.openStored(&w.Webhook)
 	return w, nil
 }
 
 // ListWebhooks lists the webhooks of company (AllCompanies: every one) that
 // are not deleted, with their stats.
 func (s *Store) ListWebhooks(ctx context.Context, company int64) ([]WebhookStats, error) {
-	rows, err := s.pool.Query(ctx, s.q(statsSQL+` ORDER BY w.company_id, w.id`), company)
+	rows, err := s.pool.Query(ctx, s.q(listStatsSQL), company)
 	if err != nil {
 		return nil, fmt.Errorf("list webhooks: %w", err)
 	}
@@ -191,12 +210,16 @@ func (s *Store) CreateWebhook(ctx context.Context, actor string, w Webhook) (Web
 	if err != nil {
 		return w, err
 	}
+	headers, err := s.sealHeaders(w.Headers, nil)
+	if err != nil {
+		return w, err
+	}
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		err := tx.QueryRow(ctx, s.q(`INSERT INTO {{schema}}.webhooks
 				(company_id, name, url, events, secret, headers, description, active, managed_by)
 			VALUES ($1, $2, $3, $4, nullif($5, ''), $6, $7, $8, 'table')
 			RETURNING id, managed_by, created_at, updated_at`),
-			w.CompanyID, w.Name, w.URL, w.Events, sealed, headersJSON(w.Headers), w.Description, w.Active).
+			w.CompanyID, w.Name, w.URL, w.Events, sealed, headers, w.Description, w.Active).
 			Scan(&w.ID, &w.ManagedBy, &w.CreatedAt, &w.UpdatedAt)
 		if err != nil {
 			return err
@@ -229,7 +252,7 @@ func (s *Store) lockWebhook(ctx context.Context, tx pgx.Tx, company, id int64) (
 	if w.ManagedBy == "file" {
 		return w, fmt.Errorf("webhook %d: %w", id, ErrFileManaged)
 	}
-	s.openSecret(&w)
+	s.openStored(&w)
 	return w, nil
 }
 
@@ -262,17 +285,29 @@ func (s *Store) UpdateWebhook(ctx context.Context, actor, action string, company
 		if secretChanged {
 			secretArg = &sealed
 		}
+		// Unchanged headers keep their stored values, which may hold one
+		// that does not open; changed ones are all sealed anew.
+		headersChanged := !maps.Equal(after.Headers, before.Headers)
+		var headersArg map[string]string
+		if headersChanged {
+			if headersArg, err = s.sealHeaders(after.Headers, nil); err != nil {
+				return err
+			}
+		}
 		err = tx.QueryRow(ctx, s.q(`UPDATE {{schema}}.webhooks SET name = $2, url = $3, events = $4,
 				secret = CASE WHEN $5::boolean THEN nullif($6, '') ELSE secret END,
-				headers = $7, description = $8, active = $9
+				headers = CASE WHEN $10::boolean THEN $7::jsonb ELSE headers END, description = $8, active = $9
 			WHERE id = $1 RETURNING updated_at`),
-			id, after.Name, after.URL, after.Events, secretChanged, secretArg, headersJSON(after.Headers),
-			after.Description, after.Active).Scan(&after.UpdatedAt)
+			id, after.Name, after.URL, after.Events, secretChanged, secretArg, headersArg,
+			after.Description, after.Active, headersChanged).Scan(&after.UpdatedAt)
 		if err != nil {
 			return err
 		}
 		if secretChanged {
 			after.SecretError = ""
+		}
+		if headersChanged {
+			after.HeaderError = ""
 		}
 		return s.writeAudit(ctx, tx, AuditEntry{Actor: actor, CompanyID: before.CompanyID, Action: action,
 			WebhookID: id, Before: Redacted(before), After: Redacted(after),

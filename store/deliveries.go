@@ -46,8 +46,10 @@ type Claimed struct {
 	// Attempts is the number of attempts made so far; the claimed attempt is
 	// number Attempts+1.
 	Attempts int
-	// RetryBase is the number of attempts made before the current series
-	// began (see Refire): the retry schedule counts Attempts - RetryBase.
+	// RetryBase is the number of attempts the retry schedule does not
+	// count: those made before the current series began (see Refire) and
+	// those aborted by a shutdown (see AttemptResult.Aborted). The schedule
+	// counts Attempts - RetryBase.
 	RetryBase     int
 	NextAttemptAt time.Time
 	LeaseUntil    time.Time
@@ -63,10 +65,11 @@ type Claimed struct {
 	// Secret is the webhook's signing secret, decrypted; empty when none is
 	// set.
 	Secret string
-	// SecretError is set instead of Secret when the stored secret cannot be
-	// decrypted with the configured keys: the attempt must not be sent.
+	// SecretError is set instead of Secret when the stored secret, or a
+	// stored header value, cannot be decrypted with the configured keys:
+	// the attempt must not be sent.
 	SecretError string
-	// Headers are the webhook's own extra headers.
+	// Headers are the webhook's own extra headers, decrypted.
 	Headers map[string]string
 }
 
@@ -352,10 +355,10 @@ func uuidArray(ids []uuid.UUID) [][16]byte {
 	return out
 }
 
-// decodeHeaders reads a webhook's headers object. String values are taken
-// as they are; any other JSON value is sent as its JSON text, so that a
-// header the admin stored as a number still goes out. Anything that is not
-// an object yields no headers.
+// decodeHeaders reads a webhook's headers object, as stored (values sealed
+// when a key is set). String values are taken as they are; any other JSON
+// value, which the table refuses since migration 0015, is taken as its JSON
+// text. Anything that is not an object yields no headers.
 func decodeHeaders(b []byte) map[string]string {
 	if len(b) == 0 || string(b) == "{}" { // most webhooks: no decoding per delivery
 		return nil
@@ -391,10 +394,22 @@ type AttemptResult struct {
 	// Snippet is the start of the response body.
 	Snippet string
 	// Status is the delivery's new status: delivered, retrying or failed.
+	// Ignored when Aborted.
 	Status Status
 	// RetryIn is the delay before the next attempt when Status is retrying.
 	RetryIn time.Duration
+	// Aborted says the relay itself cut the attempt short (it was shutting
+	// down) before a response arrived. The receiver may have seen the
+	// request, so the attempt is recorded, with the error AbortedError; but
+	// it is no failure of the receiver: the delivery keeps its status, is
+	// due again at once for any sender, and the retry schedule does not
+	// count the attempt (RetryBase grows with Attempts).
+	Aborted bool
 }
+
+// AbortedError is the error recorded for an aborted attempt (see
+// AttemptResult.Aborted). The success rates leave such attempts out.
+const AbortedError = "aborted: relay shutting down"
 
 const recordSQL = `
 WITH r AS (
@@ -418,14 +433,20 @@ WITH r AS (
         LIMIT 1 -- keeps the lookup per result, never flattened into a join
     ) d
 ), upd AS (
+    -- An aborted attempt (status 'aborted', never a delivery's status)
+    -- leaves the delivery as it was, due as it was, with the attempt
+    -- added to both attempts and retry_base: the schedule does not count
+    -- it. Its last status code and error stay those of the last attempt
+    -- that was not cut short.
     UPDATE {{schema}}.deliveries d
     SET attempts = h.attempt,
-        status = h.status,
+        retry_base = d.retry_base + (h.status = 'aborted')::int,
+        status = CASE WHEN h.status = 'aborted' THEN d.status ELSE h.status END,
         next_attempt_at = CASE WHEN h.status = 'retrying'
                                THEN now() + h.retry_us * interval '1 microsecond'
                                ELSE d.next_attempt_at END,
-        last_status_code = NULLIF(h.status_code, 0),
-        last_error = NULLIF(h.error, ''),
+        last_status_code = CASE WHEN h.status = 'aborted' THEN d.last_status_code ELSE NULLIF(h.status_code, 0) END,
+        last_error = CASE WHEN h.status = 'aborted' THEN d.last_error ELSE NULLIF(h.error, '') END,
         finished_at = CASE WHEN h.status IN ('delivered', 'failed') THEN now() END,
         lease_owner = NULL,
         lease_until = NULL,
@@ -482,8 +503,9 @@ func (s *Store) RecordAttempts(ctx context.Context, owner string, results []Atte
 			return nil, fmt.Errorf("record attempts: delivery %s appears twice in one batch", r.DeliveryID)
 		}
 		seen[r.DeliveryID] = true
-		switch r.Status {
-		case StatusDelivered, StatusRetrying, StatusFailed:
+		switch {
+		case r.Aborted:
+		case r.Status == StatusDelivered, r.Status == StatusRetrying, r.Status == StatusFailed:
 		default:
 			return nil, fmt.Errorf("record attempts: delivery %s: bad status %q", r.DeliveryID, r.Status)
 		}
@@ -499,6 +521,9 @@ func (s *Store) RecordAttempts(ctx context.Context, owner string, results []Atte
 		snippets[i] = cleanText(r.Snippet)
 		statuses[i] = string(r.Status)
 		retry[i] = max(r.RetryIn, 0).Microseconds()
+		if r.Aborted {
+			statuses[i], errs[i], retry[i] = "aborted", AbortedError, 0
+		}
 	}
 	var done [][16]byte // not uuid.UUID, which pgx scans as text through sql.Scanner
 	err = s.hotStatement(ctx, async, s.q(recordSQL), []any{owner, ids, attempts, started, durations, codes, errs, snippets, statuses, retry},

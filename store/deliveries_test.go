@@ -102,7 +102,7 @@ func (s *Store) addDeliveryAt(t testing.TB, webhook int64, body string, at time.
 func TestClaimDue(t *testing.T) {
 	s := newTestStore(t)
 	ctx := context.Background()
-	wh := s.addWebhook(t, "http://example.invalid/a", "s3cret", `{"Authorization": "Bearer x", "X-Num": 7}`)
+	wh := s.addWebhook(t, "http://example.invalid/a", "s3cret", `{"Authorization": "Bearer x", "X-Num": "7"}`)
 	id := s.addDelivery(t, wh, `{"event":"task.completed"}`)
 
 	got, err := s.ClaimDue(ctx, "a", 10, time.Minute, nil)
@@ -289,6 +289,62 @@ func TestRecordAttempts(t *testing.T) {
 	}
 	if as, _ := s.Attempts(ctx, ok); len(as) != 1 {
 		t.Fatalf("%d attempts after a refused record, want 1", len(as))
+	}
+}
+
+// TestRecordAbortedAttempt: an attempt a shutdown cut short is recorded,
+// with AbortedError, and changes nothing else: the delivery keeps its
+// status, its last answer and its due time, is free for any sender, and
+// the retry schedule and the success rates do not count the attempt.
+func TestRecordAbortedAttempt(t *testing.T) {
+	s := newTestStore(t)
+	ctx := context.Background()
+	wh := s.addWebhook(t, "http://a", "", "")
+	fresh := s.addDelivery(t, wh, "{}")
+	again := s.addDelivery(t, wh, "{}")
+	if _, err := s.ClaimDue(ctx, "me", 10, time.Minute, nil); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if lost, err := s.RecordAttempts(ctx, "me", []AttemptResult{
+		{DeliveryID: again, Attempt: 1, StartedAt: start, StatusCode: 503, Error: "HTTP 503", Status: StatusRetrying},
+	}); err != nil || len(lost) != 0 {
+		t.Fatalf("record: lost %v, err %v", lost, err)
+	}
+	if got, err := s.ClaimDue(ctx, "me", 10, time.Minute, nil); err != nil || len(got) != 1 || got[0].ID != again {
+		t.Fatalf("claim again: %v %v", got, err)
+	}
+	lost, err := s.RecordAttempts(ctx, "me", []AttemptResult{
+		{DeliveryID: fresh, Attempt: 1, StartedAt: start, Duration: time.Second, Aborted: true},
+		{DeliveryID: again, Attempt: 2, StartedAt: start, Duration: time.Second, Aborted: true, Error: "ignored"},
+	})
+	if err != nil || len(lost) != 0 {
+		t.Fatalf("record aborted: lost %v, err %v", lost, err)
+	}
+	for id, want := range map[uuid.UUID]Delivery{
+		fresh: {Status: StatusPending, Attempts: 1, RetryBase: 1},
+		again: {Status: StatusRetrying, Attempts: 2, RetryBase: 1, LastStatusCode: 503, LastError: "HTTP 503"},
+	} {
+		d, _ := s.DeliveryByID(ctx, id)
+		if d.Status != want.Status || d.Attempts != want.Attempts || d.RetryBase != want.RetryBase || d.LastStatusCode != want.LastStatusCode ||
+			d.LastError != want.LastError || d.LeaseOwner != "" || !d.FinishedAt.IsZero() || d.NextAttemptAt.After(time.Now()) {
+			t.Errorf("after an aborted attempt: %+v, want %+v, due, free", d, want)
+		}
+		as, _ := s.Attempts(ctx, id)
+		if a := as[len(as)-1]; a.Attempt != want.Attempts || a.Error != AbortedError || a.StatusCode != 0 || a.SentBy != "me" {
+			t.Errorf("aborted attempt recorded as %+v", a)
+		}
+	}
+	if got, err := s.ClaimDue(ctx, "other", 10, time.Minute, nil); err != nil || len(got) != 2 {
+		t.Fatalf("another sender claims %d deliveries (%v), want both", len(got), err)
+	}
+	rates, err := s.SuccessRates(ctx, time.Hour)
+	if err != nil || len(rates) != 1 || rates[0].Attempts != 1 {
+		t.Errorf("success rates %+v (%v): want 1 attempt counted, the aborted ones left out", rates, err)
+	}
+	hooks, err := s.ListWebhooks(ctx, AllCompanies)
+	if err != nil || len(hooks) != 1 || hooks[0].Attempts24h != 1 || hooks[0].LastFiredAt.IsZero() {
+		t.Errorf("webhook stats %+v (%v): want 1 attempt counted in 24 h", hooks, err)
 	}
 }
 

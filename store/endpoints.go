@@ -6,7 +6,7 @@ import (
 )
 
 // endpoint is what a claimed delivery needs of its webhook, ready to send:
-// the URL, the decrypted secret and the decoded headers. Every delivery of
+// the URL, the decrypted secret and the decoded, decrypted headers. Every delivery of
 // the webhook shares it, so nothing in it may be changed.
 type endpoint struct {
 	// The stored forms it was made from.
@@ -17,7 +17,7 @@ type endpoint struct {
 }
 
 // endpoints keeps one endpoint per webhook, so that a batch of deliveries
-// to a webhook decrypts its secret and decodes its headers once, not once
+// to a webhook decrypts its secret and headers once, not once
 // per delivery, and shares one copy of its URL. An entry is used only while
 // the stored forms are the same: an edited webhook gets a new one. It holds
 // at most maxEndpoints and starts over when full.
@@ -47,7 +47,12 @@ func (s *Store) endpointOf(webhook int64, url, sealed, headers []byte) *endpoint
 		}
 		e.secret = plain
 	}
-	e.headers = decodeHeaders(headers)
+	var problem string
+	e.headers, problem = s.openHeaders(decodeHeaders(headers))
+	if problem != "" && e.secretErr == "" {
+		// Never send without the credential the admin meant it to carry.
+		e.secretErr = fmt.Sprintf("webhook %d: %s; configure the key that encrypted it (secrets.previous_keys) or save the headers again", webhook, problem)
+	}
 	c.mu.Lock()
 	if c.m == nil || len(c.m) >= maxEndpoints {
 		c.m = make(map[int64]*endpoint)

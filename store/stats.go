@@ -39,7 +39,8 @@ const countDeliveriesSQL = `SELECT
                          WHERE d.webhook_id = w.id AND d.status = 'failed') f)`
 
 // WebhookSuccess is one webhook's attempts over a window, as the admin
-// guide's success rate counts them: 2xx responses over all attempts.
+// guide's success rate counts them: 2xx responses over all attempts (but
+// those a shutdown aborted).
 type WebhookSuccess struct {
 	WebhookID int64
 	CompanyID int64
@@ -58,14 +59,16 @@ func (w WebhookSuccess) Rate() float64 {
 }
 
 // SuccessRates counts, per webhook not deleted, the attempts started in the
-// last window and those answered with 2xx. Webhooks without attempts in the
+// last window and those answered with 2xx. Attempts a shutdown aborted are
+// not counted: the receiver did not fail them. Webhooks without attempts in the
 // window are listed with zero counts. It reads the attempts through their
 // (webhook_id, started_at) index.
 func (s *Store) SuccessRates(ctx context.Context, window time.Duration) ([]WebhookSuccess, error) {
 	rows, err := s.pool.Query(ctx, s.q(`SELECT w.id, w.company_id, w.name, COALESCE(a.total, 0), COALESCE(a.ok, 0)
 		FROM {{schema}}.webhooks w
 		LEFT JOIN LATERAL (
-			SELECT count(*) AS total, count(*) FILTER (WHERE status_code BETWEEN 200 AND 299) AS ok
+			SELECT count(*) FILTER (WHERE error IS DISTINCT FROM '`+AbortedError+`') AS total,
+			       count(*) FILTER (WHERE status_code BETWEEN 200 AND 299) AS ok
 			FROM {{schema}}.attempts
 			WHERE webhook_id = w.id AND started_at > now() - $1::bigint * interval '1 microsecond'
 		) a ON true

@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -20,7 +23,11 @@ type Webhook struct {
 	Secret string
 	// SecretError says why a stored secret could not be decrypted.
 	SecretError string
+	// Headers are the webhook's extra headers with their plain values. A
+	// value that could not be decrypted is left out and HeaderError says
+	// why; the webhook's deliveries then fail rather than go without it.
 	Headers     map[string]string
+	HeaderError string
 	Description string
 	Active      bool
 	ManagedBy   string
@@ -49,12 +56,14 @@ func (s *Store) SyncFileWebhooks(ctx context.Context, hooks []Webhook) (added, u
 			var id int64
 			var managedBy string
 			var changed bool
-			// The stored form of the file's secret: the stored value itself
-			// when it already holds this secret under the current key (a
-			// new seal would differ every time), else a new seal.
+			// The stored form of the file's secret and header values: the
+			// stored values themselves where they already hold the file's
+			// under the current key (a new seal would differ every time),
+			// else new seals.
 			var stored string
-			err := tx.QueryRow(ctx, s.q(`SELECT coalesce(secret, '') FROM {{schema}}.webhooks
-				WHERE company_id = $1 AND name = $2 AND deleted_at IS NULL`), h.CompanyID, h.Name).Scan(&stored)
+			var storedHeaders map[string]string
+			err := tx.QueryRow(ctx, s.q(`SELECT coalesce(secret, ''), headers FROM {{schema}}.webhooks
+				WHERE company_id = $1 AND name = $2 AND deleted_at IS NULL`), h.CompanyID, h.Name).Scan(&stored, &storedHeaders)
 			if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 				return fmt.Errorf("read webhook %q of company %d: %w", h.Name, h.CompanyID, err)
 			}
@@ -63,16 +72,20 @@ func (s *Store) SyncFileWebhooks(ctx context.Context, hooks []Webhook) (added, u
 					return err
 				}
 			}
+			headers, err := s.sealHeaders(h.Headers, storedHeaders)
+			if err != nil {
+				return fmt.Errorf("webhook %q of company %d: %w", h.Name, h.CompanyID, err)
+			}
 			err = tx.QueryRow(ctx, s.q(`SELECT id, managed_by,
 					(url, events, coalesce(secret, ''), headers, description, active) IS DISTINCT FROM ($3, $4, $5, $6::jsonb, $7, $8)
 				FROM {{schema}}.webhooks WHERE company_id = $1 AND name = $2 AND deleted_at IS NULL`),
-				h.CompanyID, h.Name, h.URL, h.Events, stored, headersJSON(h.Headers), h.Description, h.Active).Scan(&id, &managedBy, &changed)
+				h.CompanyID, h.Name, h.URL, h.Events, stored, headers, h.Description, h.Active).Scan(&id, &managedBy, &changed)
 			switch {
 			case errors.Is(err, pgx.ErrNoRows):
 				err = tx.QueryRow(ctx, s.q(`INSERT INTO {{schema}}.webhooks
 						(company_id, name, url, events, secret, headers, description, active, managed_by)
 					VALUES ($1, $2, $3, $4, nullif($5, ''), $6, $7, $8, 'file') RETURNING id`),
-					h.CompanyID, h.Name, h.URL, h.Events, stored, headersJSON(h.Headers), h.Description, h.Active).Scan(&id)
+					h.CompanyID, h.Name, h.URL, h.Events, stored, headers, h.Description, h.Active).Scan(&id)
 				if err != nil {
 					return fmt.Errorf("add webhook %q of company %d: %w", h.Name, h.CompanyID, err)
 				}
@@ -84,7 +97,7 @@ func (s *Store) SyncFileWebhooks(ctx context.Context, hooks []Webhook) (added, u
 			case changed:
 				_, err = tx.Exec(ctx, s.q(`UPDATE {{schema}}.webhooks SET url = $2, events = $3, secret = nullif($4, ''),
 						headers = $5, description = $6, active = $7 WHERE id = $1`),
-					id, h.URL, h.Events, stored, headersJSON(h.Headers), h.Description, h.Active)
+					id, h.URL, h.Events, stored, headers, h.Description, h.Active)
 				if err != nil {
 					return fmt.Errorf("update webhook %q of company %d: %w", h.Name, h.CompanyID, err)
 				}
@@ -103,13 +116,6 @@ func (s *Store) SyncFileWebhooks(ctx context.Context, hooks []Webhook) (added, u
 	return added, updated, removed, err
 }
 
-func headersJSON(h map[string]string) map[string]string {
-	if h == nil {
-		return map[string]string{}
-	}
-	return h
-}
-
 // Webhooks lists the webhooks that are not deleted.
 func (s *Store) Webhooks(ctx context.Context) ([]Webhook, error) {
 	rows, err := s.pool.Query(ctx, s.q(`SELECT id, company_id, name, url, events, coalesce(secret, ''), headers,
@@ -122,7 +128,7 @@ func (s *Store) Webhooks(ctx context.Context) ([]Webhook, error) {
 	var h Webhook
 	_, err = pgx.ForEachRow(rows, []any{&h.ID, &h.CompanyID, &h.Name, &h.URL, &h.Events, &h.Secret, &h.Headers,
 		&h.Description, &h.Active, &h.ManagedBy, &h.CreatedAt, &h.UpdatedAt}, func() error {
-		s.openSecret(&h)
+		s.openStored(&h)
 		out = append(out, h)
 		h = Webhook{}
 		return nil
@@ -150,9 +156,10 @@ func (s *Store) FailDeletedWebhookDeliveries(ctx context.Context) (int64, error)
 	return tag.RowsAffected(), nil
 }
 
-// openSecret replaces h.Secret, as stored, by its plain text, or sets
-// h.SecretError.
-func (s *Store) openSecret(h *Webhook) {
+// openStored replaces h.Secret and h.Headers, as stored, by their plain
+// text, or sets h.SecretError and h.HeaderError.
+func (s *Store) openStored(h *Webhook) {
+	h.Headers, h.HeaderError = s.openHeaders(h.Headers)
 	plain, err := s.box.Open(h.Secret)
 	if err != nil {
 		h.Secret, h.SecretError = "", err.Error()
@@ -161,52 +168,82 @@ func (s *Store) openSecret(h *Webhook) {
 	h.Secret = plain
 }
 
-// ResealSecrets brings every stored secret of a webhook that is not deleted
-// to the current key: plain text is sealed once a key is configured, and
-// values sealed with a previous key are sealed again with the current one.
-// A value none of the keys opens is left as it is and reported in problems,
-// one line per webhook; its deliveries fail until the key is configured or
-// a new secret is saved. Without a key nothing is changed (sealed values
-// are never written back as plain text).
+// ResealSecrets brings every stored secret and header value of a webhook
+// that is not deleted to the current key: plain text is sealed once a key is
+// configured, and values sealed with a previous key are sealed again with
+// the current one. A value none of the keys opens is left as it is and
+// reported in problems, one line per webhook; its deliveries fail until the
+// key is configured or the value is saved again. resealed counts the
+// webhooks written. Without a key nothing is changed (sealed values are
+// never written back as plain text).
 func (s *Store) ResealSecrets(ctx context.Context) (resealed int, problems []string, err error) {
 	if s.box == nil {
 		return 0, nil, nil
 	}
-	rows, err := s.pool.Query(ctx, s.q(`SELECT id, company_id, name, secret FROM {{schema}}.webhooks
-		WHERE deleted_at IS NULL AND secret IS NOT NULL AND secret <> ''`))
+	rows, err := s.pool.Query(ctx, s.q(`SELECT id, company_id, name, coalesce(secret, ''), headers FROM {{schema}}.webhooks
+		WHERE deleted_at IS NULL AND (coalesce(secret, '') <> '' OR headers <> '{}')`))
 	if err != nil {
 		return 0, nil, fmt.Errorf("reseal secrets: %w", err)
 	}
 	type row struct {
 		id, company  int64
-		name, stored string
+		name, secret string
+		headers      map[string]string
 	}
 	all, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (row, error) {
 		var x row
-		return x, r.Scan(&x.id, &x.company, &x.name, &x.stored)
+		return x, r.Scan(&x.id, &x.company, &x.name, &x.secret, &x.headers)
 	})
 	if err != nil {
 		return 0, nil, fmt.Errorf("reseal secrets: %w", err)
 	}
 	for _, x := range all {
-		if s.box.Current(x.stored) {
-			continue
-		}
-		plain, err := s.box.Open(x.stored)
+		var bad []string
+		secret, secretChanged, err := s.reseal(x.secret, s.box.Open, s.box.Seal)
 		if err != nil {
-			problems = append(problems, fmt.Sprintf("webhook %d (%q of company %d): %v", x.id, x.name, x.company, err))
-			continue
+			bad = append(bad, err.Error())
 		}
-		sealed, err := s.box.Seal(plain)
-		if err != nil {
-			return resealed, problems, err
+		headers := make(map[string]string, len(x.headers))
+		headersChanged := false
+		for _, name := range slices.Sorted(maps.Keys(x.headers)) {
+			v, changed, err := s.reseal(x.headers[name], s.box.OpenHeader, s.box.SealHeader)
+			if err != nil {
+				bad = append(bad, fmt.Sprintf("header %s: %v", name, err))
+			}
+			headers[name] = v
+			headersChanged = headersChanged || changed
+		}
+		if len(bad) > 0 {
+			problems = append(problems, fmt.Sprintf("webhook %d (%q of company %d): %s", x.id, x.name, x.company, strings.Join(bad, "; ")))
+		}
+		if !secretChanged && !headersChanged {
+			continue
 		}
 		// Only if nobody changed it meanwhile.
-		tag, err := s.pool.Exec(ctx, s.q(`UPDATE {{schema}}.webhooks SET secret = $2 WHERE id = $1 AND secret = $3`), x.id, sealed, x.stored)
+		tag, err := s.pool.Exec(ctx, s.q(`UPDATE {{schema}}.webhooks SET secret = nullif($2, ''), headers = $3
+			WHERE id = $1 AND coalesce(secret, '') = $4 AND headers = $5::jsonb`), x.id, secret, headers, x.secret, x.headers)
 		if err != nil {
-			return resealed, problems, fmt.Errorf("reseal secret of webhook %d: %w", x.id, err)
+			return resealed, problems, fmt.Errorf("reseal secrets of webhook %d: %w", x.id, err)
 		}
 		resealed += int(tag.RowsAffected())
 	}
 	return resealed, problems, nil
+}
+
+// reseal returns stored sealed with the current key and whether that
+// changed it. A value that does not open is returned as it is, with the
+// reason.
+func (s *Store) reseal(stored string, open, seal func(string) (string, error)) (string, bool, error) {
+	if s.box.Current(stored) {
+		return stored, false, nil
+	}
+	plain, err := open(stored)
+	if err != nil {
+		return stored, false, err
+	}
+	sealed, err := seal(plain)
+	if err != nil {
+		return stored, false, err
+	}
+	return sealed, true, nil
 }

@@ -156,9 +156,8 @@ func flags(name string, args []string, extra func(*flag.FlagSet)) (*config.Confi
 }
 
 func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
-	var level slog.Level
-	_ = level.UnmarshalText([]byte(cfg.Log.Level))
-	opts := &slog.HandlerOptions{Level: level}
+	// A reload of the config file changes the level (config.LogLevel).
+	opts := &slog.HandlerOptions{Level: cfg.LogLevel()}
 	// Records logged inside a span carry trace_id and span_id.
 	if cfg.Log.Format == "json" {
 		return slog.New(telemetry.LogHandler(slog.NewJSONHandler(w, opts)))
