@@ -452,7 +452,7 @@ func (s *Server) sendTest(ctx context.Context, who principal, h store.WebhookSta
 		return TestResult{}, newError(http.StatusConflict, "secret_unreadable", "secret", "secret: "+h.SecretError)
 	}
 	if h.HeaderError != "" {
-		return newError(http.StatusConflict, "header_unreadable", "headers", "headers: "+h.HeaderError)
+		return TestResult{}, newError(http.StatusConflict, "header_unreadable", "headers", "headers: "+h.HeaderError)
 	}
 	now := time.Now()
 	company := Company{Location: time.UTC}
