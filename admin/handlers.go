@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -157,7 +158,8 @@ func (s *Server) validate(ctx context.Context, h store.Webhook, in webhookInput)
 			}
 		}
 	}
-	if in.URL != nil {
+	urlBad := slices.ContainsFunc(problems, func(p problem) bool { return p.Field == "url" })
+	if in.URL != nil && !urlBad { // a malformed URL is not worth a DNS look-up
 		if p := s.checkURL(ctx, h.URL); p != nil {
 			problems = append(problems, *p)
 		}
@@ -231,7 +233,12 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, who principal) e
 	if err := s.validate(r.Context(), h, in); err != nil {
 		return err
 	}
-	saved, err := s.o.Store.CreateWebhook(r.Context(), who.name, h)
+	saved, err := s.o.Store.CreateWebhook(r.Context(), who.name, h, store.MaxPerCompany(s.o.MaxWebhooks))
+	if errors.Is(err, store.ErrTooManyWebhooks) {
+		return newError(http.StatusConflict, "too_many_webhooks", "", fmt.Sprintf(
+			"this company already has %d webhooks, the most allowed (admin.max_webhooks_per_company); delete one it no longer needs first",
+			s.o.MaxWebhooks))
+	}
 	if err != nil {
 		return err
 	}
@@ -388,6 +395,10 @@ func (s *Server) testFire(w http.ResponseWriter, r *http.Request, who principal)
 	if h.SecretError != "" {
 		return newError(http.StatusConflict, "secret_unreadable", "secret", "secret: "+h.SecretError)
 	}
+	if !s.tests.take(h.CompanyID) {
+		return tooManyTests(w, s.o.MaxConcurrentTests)
+	}
+	defer s.tests.release(h.CompanyID)
 	now := time.Now()
 	company := Company{Location: time.UTC}
 	if s.o.Company != nil {

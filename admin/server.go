@@ -68,6 +68,12 @@ type Options struct {
 	Notify func()
 	// Logger receives one line per request and errors. Default: discard.
 	Logger *slog.Logger
+	// MaxWebhooks is the most webhooks a company may have; creating one
+	// more answers 409 too_many_webhooks. 0: no limit.
+	MaxWebhooks int
+	// MaxConcurrentTests is the most test events of one company in flight
+	// at once; one more answers 429 with Retry-After. 0: no limit.
+	MaxConcurrentTests int
 }
 
 // Server is the admin API.
@@ -76,6 +82,7 @@ type Server struct {
 	creds []credential
 	log   *slog.Logger
 	mux   *http.ServeMux
+	tests testSlots
 }
 
 // route is one operation of the API; Routes lists them for the OpenAPI test.
@@ -122,7 +129,8 @@ func New(o Options) *Server {
 	if o.Notify == nil {
 		o.Notify = func() {}
 	}
-	s := &Server{o: o, creds: credentials(o.Tokens), log: o.Logger, mux: http.NewServeMux()}
+	s := &Server{o: o, creds: credentials(o.Tokens), log: o.Logger, mux: http.NewServeMux(),
+		tests: testSlots{perCom: o.MaxConcurrentTests}}
 	s.mux.HandleFunc("GET /openapi.yaml", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/yaml")
 		_, _ = w.Write(openAPI)

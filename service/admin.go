@@ -72,6 +72,9 @@ func newAdmin(ctx context.Context, cfg *config.Config, st *store.Store, cat Cata
 		Company:    company,
 		Notify:     notify,
 		Logger:     log,
+
+		MaxWebhooks:        cfg.Admin.MaxWebhooksPerCompany,
+		MaxConcurrentTests: cfg.Admin.MaxConcurrentTests,
 	})
 	return srv, func() { sender.Close(); pool.Close() }, nil
 }
