@@ -268,8 +268,10 @@ func Default() *Config {
 			Endpoints:      []Webhook{},
 		},
 		Admin:   Admin{Tokens: []AdminToken{}, MaxWebhooksPerCompany: 100, MaxConcurrentTests: 4},
-		Observability: Observability{MetricHosts: 20},
 		Secrets: Secrets{PreviousKeys: []string{}},
 		Runtime: Runtime{GCPercent: 200, MemoryLimit: 64 << 20},
+		Observability: Observability{
+			MetricHosts: 20,
+		},
 	}
 }
