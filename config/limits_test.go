@@ -136,3 +136,28 @@ func TestFileWebhooksRefuseControlCharacters(t *testing.T) {
 		}
 	}
 }
+
+// TestRuleChecks: Load (and so `relay check`) refuses a rule whose when
+// cannot be true or false and a rule whose table cannot be a table, naming
+// the rule's key.
+func TestRuleChecks(t *testing.T) {
+	for rule, want := range map[string]string{
+		"{event: a.b, table: tasks, when: new.id + 1}":             "mapping.rules[0].when: the result is not true or false",
+		`{event: a.b, table: tasks, when: '"yes"'}`:                "mapping.rules[0].when: expected bool, but got string",
+		"{event: a.b, table: public.tasks}":                        "mapping.rules[0].table: \"public.tasks\" is schema-qualified",
+		"{event: a.b, table: Tasks}":                               "mapping.rules[0].table: \"Tasks\": PostgreSQL folds unquoted names to lower case",
+		"{event: a.b, table: 'tasks; drop table x'}":               "mapping.rules[0].table: \"tasks; drop table x\" cannot be a table name",
+		"{event: a.b, table: tasks, data: [{x: 'new.id +'}]}":      "mapping.rules[0].data.x: ",
+		"{event: a.b, table: tasks, company: 'old', on: [delete]}": "mapping.rules[0].company: ",
+	} {
+		path := writeFile(t, "mapping:\n  rules:\n    - "+rule+"\n")
+		_, err := Load(path, nil)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v, want %q", rule, err, want)
+		}
+	}
+	path := writeFile(t, "mapping:\n  rules:\n    - {event: a.b, table: tasks, when: new.count > 0 && new.status == \"x\", data: [{n: new.count + 1}]}\n")
+	if _, err := Load(path, nil); err != nil {
+		t.Errorf("a good rule: %v", err)
+	}
+}

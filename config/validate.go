@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"maps"
 	"net"
@@ -17,6 +18,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/smartmaintenance/relay/egress"
+	"github.com/smartmaintenance/relay/mapper"
 	"github.com/smartmaintenance/relay/secrets"
 )
 
@@ -225,6 +227,7 @@ func (c *Config) validateAdmin(p *problems) {
 func (c *Config) validateRules(p *problems) {
 	for i, r := range c.Mapping.Rules {
 		key := fmt.Sprintf("mapping.rules[%d]", i)
+		before := len(*p)
 		if strings.TrimSpace(r.Event) == "" {
 			p.add(key+".event", "required")
 		}
@@ -260,6 +263,25 @@ func (c *Config) validateRules(p *problems) {
 				fields[name] = true
 			}
 		}
+		if len(*p) == before {
+			checkRule(p, key, r)
+		}
+	}
+}
+
+// checkRule compiles a rule that passed the checks above, so that a table
+// name that cannot be a table, an expression that does not compile and a
+// when that cannot be true or false are reported under the rule's key, by
+// Load and `relay check`, before the relay starts.
+func checkRule(p *problems, key string, r mapper.Rule) {
+	_, err := mapper.New([]mapper.Rule{r}, mapper.Options{})
+	var re *mapper.RuleError
+	switch {
+	case err == nil:
+	case errors.As(err, &re):
+		p.add(key+"."+re.Field, "%v", re.Err)
+	default:
+		p.add(key, "%v", err)
 	}
 }
 
