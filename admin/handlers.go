@@ -341,7 +341,8 @@ type testPayload struct {
 }
 
 // syntheticData fills an event type's data fields with recognisable
-// stand-in values shaped by their names.
+// stand-in values shaped by their names: the fallback when Options.Sample
+// cannot say the columns' types.
 func syntheticData(fields []string, now time.Time) json.RawMessage {
 	var b bytes.Buffer
 	b.WriteByte('{')
@@ -354,7 +355,7 @@ func syntheticData(fields []string, now time.Time) json.RawMessage {
 		b.WriteByte(':')
 		var v any
 		switch {
-		case strings.HasSuffix(f, "_id") || f == "id":
+		case strings.HasSuffix(f, "_id") || f == "id" || strings.HasSuffix(f, "_by"):
 			v = 0
 		case strings.HasSuffix(f, "_at") || strings.HasPrefix(f, "range_"):
 			v = now.UTC().Format(time.RFC3339)
@@ -411,8 +412,19 @@ func (s *Server) testFire(w http.ResponseWriter, r *http.Request, who principal)
 	if company.Location == nil {
 		company.Location = time.UTC
 	}
+	data := syntheticData(s.o.Fields[in.EventType], now)
+	if s.o.Sample != nil {
+		if d, err := s.o.Sample(r.Context(), in.EventType, now); err == nil {
+			data = d
+		} else if d != nil {
+			data = d // fields whose expression failed are null
+			s.log.Warn("test event: some data fields could not be computed", "event_type", in.EventType, "error", err)
+		} else {
+			s.log.Warn("test event: data types unknown; using stand-ins by name", "event_type", in.EventType, "error", err)
+		}
+	}
 	body, err := json.Marshal(testPayload{Event: in.EventType, Timestamp: now.In(company.Location).Format(time.RFC3339),
-		CompanyID: h.CompanyID, CompanyName: company.Name, Data: syntheticData(s.o.Fields[in.EventType], now), Test: true})
+		CompanyID: h.CompanyID, CompanyName: company.Name, Data: data, Test: true})
 	if err != nil {
 		return err
 	}

@@ -53,6 +53,10 @@ type Options struct {
 	Events []string
 	// Fields names the data fields of each event type, for test events.
 	Fields map[string][]string
+	// Sample returns a test event's data with the field types of a real
+	// event of the type (see service). When nil or failing, test events
+	// fill Fields with stand-ins shaped by their names.
+	Sample func(ctx context.Context, eventType string, now time.Time) (json.RawMessage, error)
 	// Production refuses non-HTTPS URLs instead of warning.
 	Production bool
 	// Egress decides which destinations webhooks may have; the same policy

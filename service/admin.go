@@ -59,6 +59,12 @@ func newAdmin(ctx context.Context, cfg *config.Config, st *store.Store, cat Cata
 		}
 		return c, nil
 	}
+	m, err := NewMapper(cfg)
+	if err != nil {
+		pool.Close()
+		return nil, nil, err
+	}
+	sample := sampler{pool: pool, m: m}
 	sender := relay.NewSender(relay.SenderOptions{Timeout: cfg.Delivery.Timeout, UserAgent: cfg.Delivery.UserAgent,
 		SnippetBytes: cfg.Delivery.ResponseSnippetBytes, Egress: policy})
 	srv := admin.New(admin.Options{
@@ -66,6 +72,7 @@ func newAdmin(ctx context.Context, cfg *config.Config, st *store.Store, cat Cata
 		Tokens:     cfg.Admin.Tokens,
 		Events:     cat.Available,
 		Fields:     fields,
+		Sample:     sample.data,
 		Production: cfg.Production,
 		Egress:     policy,
 		Sender:     sender,
