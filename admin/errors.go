@@ -18,6 +18,8 @@ type apiError struct {
 	Message string    `json:"message"`
 	Field   string    `json:"field,omitempty"`
 	Details []problem `json:"details,omitempty"`
+	// retryAfter, in seconds, is sent as Retry-After when not 0.
+	retryAfter int
 }
 
 // problem is one validation problem.
@@ -101,5 +103,8 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 func writeError(w http.ResponseWriter, e *apiError) {
+	if e.retryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(e.retryAfter))
+	}
 	writeJSON(w, e.status, map[string]*apiError{"error": e})
 }

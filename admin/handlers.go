@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -159,7 +160,8 @@ func (s *Server) validate(ctx context.Context, h store.Webhook, in webhookInput)
 			}
 		}
 	}
-	if in.URL != nil {
+	urlBad := slices.ContainsFunc(problems, func(p problem) bool { return p.Field == "url" })
+	if in.URL != nil && !urlBad { // a malformed URL is not worth a DNS look-up
 		if p := s.checkURL(ctx, h.URL); p != nil {
 			problems = append(problems, *p)
 		}
@@ -244,7 +246,12 @@ func (s *Server) createWebhook(ctx context.Context, who principal, in webhookInp
 	if err := s.validate(ctx, h, in); err != nil {
 		return saved, "", err
 	}
-	saved, err = s.o.Store.CreateWebhook(ctx, who.name, h)
+	saved, err = s.o.Store.CreateWebhook(ctx, who.name, h, store.MaxPerCompany(s.o.MaxWebhooks))
+	if errors.Is(err, store.ErrTooManyWebhooks) {
+		return saved, "", newError(http.StatusConflict, "too_many_webhooks", "", fmt.Sprintf(
+			"this company already has %d webhooks, the most allowed (admin.max_webhooks_per_company); delete one it no longer needs first",
+			s.o.MaxWebhooks))
+	}
 	if err != nil {
 		return saved, "", err
 	}
@@ -365,7 +372,8 @@ type testPayload struct {
 }
 
 // syntheticData fills an event type's data fields with recognisable
-// stand-in values shaped by their names.
+// stand-in values shaped by their names: the fallback when Options.Sample
+// cannot say the columns' types.
 func syntheticData(fields []string, now time.Time) json.RawMessage {
 	var b bytes.Buffer
 	b.WriteByte('{')
@@ -378,7 +386,7 @@ func syntheticData(fields []string, now time.Time) json.RawMessage {
 		b.WriteByte(':')
 		var v any
 		switch {
-		case strings.HasSuffix(f, "_id") || f == "id":
+		case strings.HasSuffix(f, "_id") || f == "id" || strings.HasSuffix(f, "_by"):
 			v = 0
 		case strings.HasSuffix(f, "_at") || strings.HasPrefix(f, "range_"):
 			v = now.UTC().Format(time.RFC3339)
@@ -452,8 +460,12 @@ func (s *Server) sendTest(ctx context.Context, who principal, h store.WebhookSta
 		return TestResult{}, newError(http.StatusConflict, "secret_unreadable", "secret", "secret: "+h.SecretError)
 	}
 	if h.HeaderError != "" {
-		return newError(http.StatusConflict, "header_unreadable", "headers", "headers: "+h.HeaderError)
+		return TestResult{}, newError(http.StatusConflict, "header_unreadable", "headers", "headers: "+h.HeaderError)
 	}
+	if !s.tests.take(h.CompanyID) {
+		return TestResult{}, tooManyTests(s.o.MaxConcurrentTests)
+	}
+	defer s.tests.release(h.CompanyID)
 	now := time.Now()
 	company := Company{Location: time.UTC}
 	if s.o.Company != nil {
@@ -466,8 +478,19 @@ func (s *Server) sendTest(ctx context.Context, who principal, h store.WebhookSta
 	if company.Location == nil {
 		company.Location = time.UTC
 	}
+	data := syntheticData(s.o.Fields[in.EventType], now)
+	if s.o.Sample != nil {
+		if d, err := s.o.Sample(ctx, in.EventType, now); err == nil {
+			data = d
+		} else if d != nil {
+			data = d // fields whose expression failed are null
+			s.log.Warn("test event: some data fields could not be computed", "event_type", in.EventType, "error", err)
+		} else {
+			s.log.Warn("test event: data types unknown; using stand-ins by name", "event_type", in.EventType, "error", err)
+		}
+	}
 	body, err := json.Marshal(testPayload{Event: in.EventType, Timestamp: now.In(company.Location).Format(mapper.TimestampLayout),
-		CompanyID: h.CompanyID, CompanyName: company.Name, Data: syntheticData(s.o.Fields[in.EventType], now), Test: true})
+		CompanyID: h.CompanyID, CompanyName: company.Name, Data: data, Test: true})
 	if err != nil {
 		return TestResult{}, err
 	}

@@ -98,6 +98,10 @@ type envOptions struct {
 	production bool
 	allow      []string // nil: loopback
 	key        bool     // encrypt secrets at rest
+	// maxWebhooks and maxTests are the per-company limits (0: none).
+	maxWebhooks, maxTests int
+	// timeout bounds a test event (default 2s).
+	timeout time.Duration
 }
 
 func newEnv(t *testing.T, o envOptions) *env {
@@ -123,7 +127,10 @@ func newEnv(t *testing.T, o envOptions) *env {
 		}
 	}
 	logs := &syncBuffer{}
-	sender := relay.NewSender(relay.SenderOptions{Timeout: 2 * time.Second, SnippetBytes: 100, Egress: policy})
+	if o.timeout == 0 {
+		o.timeout = 2 * time.Second
+	}
+	sender := relay.NewSender(relay.SenderOptions{Timeout: o.timeout, SnippetBytes: 100, Egress: policy})
 	t.Cleanup(sender.Close)
 	s := admin.New(admin.Options{
 		Store: st,
@@ -141,7 +148,9 @@ func newEnv(t *testing.T, o envOptions) *env {
 			jakarta, _ := time.LoadLocation("Asia/Jakarta")
 			return admin.Company{Name: map[int64]string{1: "PT Kahatex", 2: "Nordwerk GmbH"}[id], Location: jakarta}, nil
 		},
-		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Logger:             slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		MaxWebhooks:        o.maxWebhooks,
+		MaxConcurrentTests: o.maxTests,
 	})
 	e := &env{t: t, st: st, recv: newReceiver(t), logs: logs}
 	e.srv = httptest.NewServer(s.Handler())

@@ -54,6 +54,10 @@ type Options struct {
 	Events []string
 	// Fields names the data fields of each event type, for test events.
 	Fields map[string][]string
+	// Sample returns a test event's data with the field types of a real
+	// event of the type (see service). When nil or failing, test events
+	// fill Fields with stand-ins shaped by their names.
+	Sample func(ctx context.Context, eventType string, now time.Time) (json.RawMessage, error)
 	// Production refuses non-HTTPS URLs instead of warning.
 	Production bool
 	// Egress decides which destinations webhooks may have; the same policy
@@ -69,6 +73,12 @@ type Options struct {
 	Notify func()
 	// Logger receives one line per request and errors. Default: discard.
 	Logger *slog.Logger
+	// MaxWebhooks is the most webhooks a company may have; creating one
+	// more answers 409 too_many_webhooks. 0: no limit.
+	MaxWebhooks int
+	// MaxConcurrentTests is the most test events of one company in flight
+	// at once; one more answers 429 with Retry-After. 0: no limit.
+	MaxConcurrentTests int
 }
 
 // Server is the admin API.
@@ -78,6 +88,7 @@ type Server struct {
 	creds atomic.Pointer[[]credential]
 	log   *slog.Logger
 	mux   *http.ServeMux
+	tests testSlots
 }
 
 // route is one operation of the API; Routes lists them for the OpenAPI test.
@@ -124,7 +135,7 @@ func New(o Options) *Server {
 	if o.Notify == nil {
 		o.Notify = func() {}
 	}
-	s := &Server{o: o, log: o.Logger, mux: http.NewServeMux()}
+	s := &Server{o: o, log: o.Logger, mux: http.NewServeMux(), tests: testSlots{perCom: o.MaxConcurrentTests}}
 	s.SetTokens(o.Tokens)
 	s.mux.HandleFunc("GET /openapi.yaml", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/yaml")

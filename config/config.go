@@ -127,6 +127,12 @@ type Admin struct {
 	Listen string `koanf:"listen"`
 	// Tokens are the bearer tokens the API accepts.
 	Tokens []AdminToken `koanf:"tokens"`
+	// MaxWebhooksPerCompany is the most webhooks a company may have; the
+	// API refuses to create one more. 0 = no limit.
+	MaxWebhooksPerCompany int `koanf:"max_webhooks_per_company"`
+	// MaxConcurrentTests is the most test events of one company in flight
+	// at once; the API answers 429 to one more. 0 = no limit.
+	MaxConcurrentTests int `koanf:"max_concurrent_tests"`
 }
 
 // AdminToken is one bearer token, known only by its SHA-256.
@@ -190,6 +196,10 @@ type Observability struct {
 	Listen string `koanf:"listen"`
 	// Pprof also serves Go's runtime profiles under /debug/pprof/ on Listen.
 	Pprof bool `koanf:"pprof"`
+	// MetricHosts is how many receiver hosts the HTTP client metrics name
+	// (server.address); the requests to any further host are counted under
+	// "other". 0 names none.
+	MetricHosts int `koanf:"metric_hosts"`
 }
 
 // Runtime tunes Go's garbage collector for the relay's process. GOGC and
@@ -264,8 +274,11 @@ func Default() *Config {
 			ReloadInterval: time.Second,
 			Endpoints:      []Webhook{},
 		},
-		Admin:   Admin{Tokens: []AdminToken{}},
+		Admin:   Admin{Tokens: []AdminToken{}, MaxWebhooksPerCompany: 100, MaxConcurrentTests: 4},
 		Secrets: Secrets{PreviousKeys: []string{}},
 		Runtime: Runtime{GCPercent: 200, MemoryLimit: 64 << 20},
+		Observability: Observability{
+			MetricHosts: 20,
+		},
 	}
 }

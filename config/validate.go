@@ -1,10 +1,12 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"maps"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"regexp"
 	"slices"
@@ -12,8 +14,11 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/smartmaintenance/relay/egress"
+	"github.com/smartmaintenance/relay/mapper"
 	"github.com/smartmaintenance/relay/secrets"
 )
 
@@ -23,6 +28,19 @@ const (
 	MinSecretBytes = 16
 	// MaxResponseSnippetBytes bounds delivery.response_snippet_bytes.
 	MaxResponseSnippetBytes = 64 << 10
+
+	// Bounds of a webhook's fields, wherever it is defined. They keep one
+	// tenant's webhook small in the relay's tables, logs and an operator's
+	// terminal; each is far above what a real webhook needs.
+	MaxWebhookNameChars  = 200
+	MaxDescriptionChars  = 2000
+	MaxSecretBytes       = 1024
+	MaxURLBytes          = 2048
+	MaxEvents            = 100
+	MaxHeaders           = 50
+	MaxHeaderNameBytes   = 256
+	MaxHeaderValueBytes  = 8192
+	MaxHeadersTotalBytes = 32 << 10
 )
 
 var (
@@ -53,6 +71,9 @@ func (c *Config) Validate() error {
 	oneOf(&p, "log.format", c.Log.Format, "text", "json")
 
 	checkListen(&p, "observability.listen", c.Observability.Listen)
+	if c.Observability.MetricHosts < 0 {
+		p.add("observability.metric_hosts", "must be >= 0 (0 names no host), got %d", c.Observability.MetricHosts)
+	}
 	switch {
 	case c.Runtime.GCPercent == -1 && c.Runtime.MemoryLimit == 0:
 		p.add("runtime.gc_percent", "-1 (off) needs runtime.memory_limit, or the heap grows without bound")
@@ -166,6 +187,12 @@ func (c *Config) validateAdmin(p *problems) {
 			p.add("admin.tokens", "admin.listen is set but no token is configured; nobody could use the API")
 		}
 	}
+	if a.MaxWebhooksPerCompany < 0 {
+		p.add("admin.max_webhooks_per_company", "must be >= 0 (0 = no limit), got %d", a.MaxWebhooksPerCompany)
+	}
+	if a.MaxConcurrentTests < 0 {
+		p.add("admin.max_concurrent_tests", "must be >= 0 (0 = no limit), got %d", a.MaxConcurrentTests)
+	}
 	names := map[string]int{}
 	hashes := map[string]int{}
 	for i, t := range a.Tokens {
@@ -200,6 +227,7 @@ func (c *Config) validateAdmin(p *problems) {
 func (c *Config) validateRules(p *problems) {
 	for i, r := range c.Mapping.Rules {
 		key := fmt.Sprintf("mapping.rules[%d]", i)
+		before := len(*p)
 		if strings.TrimSpace(r.Event) == "" {
 			p.add(key+".event", "required")
 		}
@@ -235,6 +263,25 @@ func (c *Config) validateRules(p *problems) {
 				fields[name] = true
 			}
 		}
+		if len(*p) == before {
+			checkRule(p, key, r)
+		}
+	}
+}
+
+// checkRule compiles a rule that passed the checks above, so that a table
+// name that cannot be a table, an expression that does not compile and a
+// when that cannot be true or false are reported under the rule's key, by
+// Load and `relay check`, before the relay starts.
+func checkRule(p *problems, key string, r mapper.Rule) {
+	_, err := mapper.New([]mapper.Rule{r}, mapper.Options{})
+	var re *mapper.RuleError
+	switch {
+	case err == nil:
+	case errors.As(err, &re):
+		p.add(key+"."+re.Field, "%v", re.Err)
+	default:
+		p.add(key, "%v", err)
 	}
 }
 
@@ -280,6 +327,11 @@ func CheckWebhook(w Webhook, production bool) []string {
 	}
 	if strings.TrimSpace(w.Name) == "" {
 		p.add("name", "required")
+	} else if problem := checkText(w.Name, MaxWebhookNameChars); problem != "" {
+		p.add("name", "%s", problem)
+	}
+	if problem := checkText(w.Description, MaxDescriptionChars); problem != "" {
+		p.add("description", "%s", problem)
 	}
 
 	if u, problem := checkWebhookURL(w.URL); problem != "" {
@@ -288,8 +340,11 @@ func CheckWebhook(w Webhook, production bool) []string {
 		p.add("url", "%q is not HTTPS; production: true refuses plain HTTP because payloads may contain personal data", w.URL)
 	}
 
-	if len(w.Events) == 0 {
+	switch {
+	case len(w.Events) == 0:
 		p.add("events", "at least one event type is required")
+	case len(w.Events) > MaxEvents:
+		p.add("events", "%d event types is too many; at most %d", len(w.Events), MaxEvents)
 	}
 	seen := map[string]bool{}
 	for j, ev := range w.Events {
@@ -302,23 +357,52 @@ func CheckWebhook(w Webhook, production bool) []string {
 		seen[ev] = true
 	}
 
-	if w.Secret != "" && len(w.Secret) < MinSecretBytes {
+	// Problems never quote the secret.
+	switch {
+	case w.Secret == "":
+	case len(w.Secret) < MinSecretBytes:
 		p.add("secret", "%d bytes is too short; use at least %d (or none)", len(w.Secret), MinSecretBytes)
+	case len(w.Secret) > MaxSecretBytes:
+		p.add("secret", "%d bytes is too long; at most %d", len(w.Secret), MaxSecretBytes)
+	case !utf8.ValidString(w.Secret):
+		p.add("secret", "is not valid UTF-8 text")
+	case strings.ContainsFunc(w.Secret, unicode.IsControl):
+		p.add("secret", "contains control characters (such as NUL or a line break); use printable characters")
 	}
 
+	if len(w.Headers) > MaxHeaders {
+		p.add("headers", "%d headers is too many; at most %d", len(w.Headers), MaxHeaders)
+	}
+	total := 0
+	for h, v := range w.Headers {
+		total += len(h) + len(v)
+	}
+	if total > MaxHeadersTotalBytes {
+		p.add("headers", "%d bytes of names and values is too large; at most %d", total, MaxHeadersTotalBytes)
+	}
 	canonical := map[string]string{}
 	for _, h := range sortedHeaderNames(w.Headers) {
 		hk := fmt.Sprintf("headers[%s]", h)
 		ch := http.CanonicalHeaderKey(h)
 		switch {
+		case len(h) > MaxHeaderNameBytes:
+			hk = fmt.Sprintf("headers[%.40s...]", h)
+			p.add(hk, "name of %d bytes is too long; at most %d", len(h), MaxHeaderNameBytes)
 		case !validHeaderName(h):
-			p.add(hk, "%q is not a valid header name", h)
+			if strings.ContainsFunc(h, unsafeRune) {
+				hk = fmt.Sprintf("headers[%q]", h) // never a raw control character in a problem
+			}
+			p.add(hk, "%q is not a valid header name (letters, digits and !#$%%&'*+-.^_`|~)", h)
 		case slices.Contains(reservedHeaders, ch) || strings.HasPrefix(ch, "X-Smtm-"):
 			p.add(hk, "%s is set by the relay and cannot be overridden", ch)
 		case canonical[ch] != "":
 			p.add(hk, "same header as %q (header names are case-insensitive)", canonical[ch])
 		case !validHeaderValue(w.Headers[h]):
 			p.add(hk, "value contains control characters (such as a line break)")
+		case len(w.Headers[h]) > MaxHeaderValueBytes:
+			p.add(hk, "value of %d bytes is too long; at most %d", len(w.Headers[h]), MaxHeaderValueBytes)
+		case !utf8.ValidString(w.Headers[h]):
+			p.add(hk, "value is not valid UTF-8 text")
 		}
 		if canonical[ch] == "" {
 			canonical[ch] = h
@@ -332,6 +416,12 @@ func checkWebhookURL(raw string) (*url.URL, string) {
 	if raw == "" {
 		return nil, "required"
 	}
+	if len(raw) > MaxURLBytes {
+		return nil, fmt.Sprintf("%d bytes is too long; at most %d", len(raw), MaxURLBytes)
+	}
+	if strings.ContainsFunc(raw, unicode.IsControl) {
+		return nil, "contains control characters"
+	}
 	u, err := url.Parse(raw)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Opaque != "" {
 		return nil, fmt.Sprintf("%s is not an http(s) URL", shownURL(raw, u, err))
@@ -341,6 +431,16 @@ func checkWebhookURL(raw string) (*url.URL, string) {
 	}
 	if u.User != nil {
 		return nil, "must not contain a user name or password; send credentials in headers (e.g. Authorization)"
+	}
+	if port := u.Port(); port != "" {
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return nil, fmt.Sprintf("port %q is not a number from 1 to 65535", port)
+		}
+	} else if strings.HasSuffix(u.Host, ":") {
+		return nil, "empty port; give a number from 1 to 65535 or leave out the colon"
+	}
+	if problem := checkHostName(u.Hostname()); problem != "" {
+		return nil, problem
 	}
 	return u, ""
 }
@@ -359,6 +459,64 @@ func shownURL(raw string, u *url.URL, parseErr error) string {
 		return strconv.Quote(u.Redacted())
 	}
 	return strconv.Quote(raw)
+}
+
+// checkHostName checks the form of a host name that is not an address
+// literal: what DNS can carry (RFC 1035: labels of 1 to 63 bytes, 253 in
+// all) and only letters, digits, '-' and '_' (non-ASCII letters are
+// allowed: the HTTP client sends them as IDNA).
+func checkHostName(host string) string {
+	if _, err := netip.ParseAddr(host); err == nil {
+		return ""
+	}
+	name := strings.TrimSuffix(host, ".")
+	if len(name) > 253 {
+		return fmt.Sprintf("host name of %d bytes is too long; at most 253", len(name))
+	}
+	for label := range strings.SplitSeq(name, ".") {
+		switch {
+		case label == "":
+			return fmt.Sprintf("host name %q has an empty label", host)
+		case len(label) > 63:
+			return fmt.Sprintf("host name label %.20q... of %d bytes is too long; at most 63", label, len(label))
+		}
+		for _, r := range label {
+			if r < utf8.RuneSelf && !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+				return fmt.Sprintf("host name %q contains %q; use letters, digits, '-' and '.'", host, r)
+			}
+			if r >= utf8.RuneSelf && !unicode.IsLetter(r) && !unicode.IsDigit(r) && !unicode.IsMark(r) {
+				return fmt.Sprintf("host name %q contains %U; use letters, digits, '-' and '.'", host, r)
+			}
+		}
+	}
+	return ""
+}
+
+// checkText checks a single-line text a tenant chooses (a webhook's name
+// or description), which the relay shows in tables, logs and terminals:
+// valid UTF-8, at most max characters, and no character that could change
+// how it or what follows it is displayed: C0 controls (NUL, line breaks,
+// ESC starting terminal sequences), DEL, C1 controls, and the Unicode
+// bidirectional embeddings, overrides and isolates (U+202A to U+202E,
+// U+2066 to U+2069) that make a text read differently from its bytes.
+// It returns the problem, or "".
+func checkText(s string, max int) string {
+	if !utf8.ValidString(s) {
+		return "is not valid UTF-8 text"
+	}
+	if n := utf8.RuneCountInString(s); n > max {
+		return fmt.Sprintf("%d characters is too long; at most %d", n, max)
+	}
+	for i, r := range s {
+		if unsafeRune(r) {
+			return fmt.Sprintf("contains the control character %U at byte %d; use plain single-line text", r, i)
+		}
+	}
+	return ""
+}
+
+func unsafeRune(r rune) bool {
+	return r < 0x20 || r >= 0x7f && r <= 0x9f || r >= 0x202a && r <= 0x202e || r >= 0x2066 && r <= 0x2069
 }
 
 // checkDatabaseURL accepts a postgres:// URL or a key=value connection

@@ -54,6 +54,9 @@ func compile(src string, asBool bool) (*vm.Program, refs, error) {
 	if err != nil { // cannot happen: Compile parsed it
 		return nil, refs{}, exprError(err)
 	}
+	if asBool && notBool(tree.Node) {
+		return nil, refs{}, errors.New("the result is not true or false (it is a number, a text or a list); write a condition such as new.count > 0")
+	}
 	v := &refVisitor{allowed: make(map[*ast.IdentifierNode]bool)}
 	ast.Walk(&tree.Node, v)
 	if v.err != nil {

@@ -197,6 +197,9 @@ func compileRule(r Rule) (*rule, error) {
 	if r.Table == "" {
 		return nil, fail("table", fmt.Errorf("empty"))
 	}
+	if err := checkTable(r.Table); err != nil {
+		return nil, fail("table", err)
+	}
 	cr := &rule{Rule: r}
 	if len(r.On) == 0 {
 		cr.ops = opInsert | opUpdate

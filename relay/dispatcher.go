@@ -72,6 +72,9 @@ type Options struct {
 	TracerProvider trace.TracerProvider
 	// MeterProvider receives the dispatcher's metrics; nil records none.
 	MeterProvider metric.MeterProvider
+	// MetricHosts is how many receiver hosts the HTTP client metrics name;
+	// requests to further hosts are measured as server.address "other".
+	MetricHosts int
 }
 
 // Defaults.
@@ -255,7 +258,7 @@ func New(st *store.Store, opts Options) *Dispatcher {
 		client = &c
 	}
 	if opts.TracerProvider != nil || opts.MeterProvider != nil {
-		client.Transport = instrumentTransport(client.Transport, opts.TracerProvider, opts.MeterProvider)
+		client.Transport = instrumentTransport(client.Transport, opts.TracerProvider, capHosts(opts.MeterProvider, opts.MetricHosts))
 	}
 	tel, err := newTelem(opts.TracerProvider, opts.MeterProvider)
 	if err != nil {

@@ -60,6 +60,12 @@ func newAdmin(ctx context.Context, cfg *config.Config, st *store.Store, cat Cata
 		}
 		return c, nil
 	}
+	m, err := NewMapper(cfg)
+	if err != nil {
+		pool.Close()
+		return nil, nil, err
+	}
+	sample := sampler{pool: pool, m: m}
 	sender := relay.NewSender(relay.SenderOptions{Timeout: cfg.Delivery.Timeout, UserAgent: cfg.Delivery.UserAgent,
 		SnippetBytes: cfg.Delivery.ResponseSnippetBytes, Egress: policy})
 	srv := admin.New(admin.Options{
@@ -67,12 +73,16 @@ func newAdmin(ctx context.Context, cfg *config.Config, st *store.Store, cat Cata
 		Tokens:     cfg.Admin.Tokens,
 		Events:     cat.Available,
 		Fields:     fields,
+		Sample:     sample.data,
 		Production: cfg.Production,
 		Egress:     policy,
 		Sender:     sender,
 		Company:    company,
 		Notify:     notify,
 		Logger:     log,
+
+		MaxWebhooks:        cfg.Admin.MaxWebhooksPerCompany,
+		MaxConcurrentTests: cfg.Admin.MaxConcurrentTests,
 	})
 	// The Webhooks page in a browser, on the same listener under /ui/.
 	con, err := console.New(console.Options{Admin: srv, Logger: log.With("component", "console")})

@@ -190,6 +190,7 @@ func RunWith(ctx context.Context, cfg *config.Config, log *slog.Logger, tel Tele
 
 		TracerProvider: tel.TracerProvider,
 		MeterProvider:  tel.MeterProvider,
+		MetricHosts:    cfg.Observability.MetricHosts,
 	})
 	in := ingest.New(st, m, ingest.Options{
 		Slot:           cfg.Replication.Slot,

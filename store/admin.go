@@ -205,7 +205,7 @@ func isUniqueViolation(err error) bool {
 // transaction. Its secret is sealed with the store's key. It returns the
 // webhook as saved, or ErrConflict when the company already has a webhook
 // of that name. The webhook gets the events committed after it is saved.
-func (s *Store) CreateWebhook(ctx context.Context, actor string, w Webhook) (Webhook, error) {
+func (s *Store) CreateWebhook(ctx context.Context, actor string, w Webhook, opts ...CreateOption) (Webhook, error) {
 	sealed, err := s.box.Seal(w.Secret)
 	if err != nil {
 		return w, err
@@ -215,6 +215,9 @@ func (s *Store) CreateWebhook(ctx context.Context, actor string, w Webhook) (Web
 		return w, err
 	}
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if err := s.checkWebhookLimit(ctx, tx, w.CompanyID, opts); err != nil {
+			return err
+		}
 		err := tx.QueryRow(ctx, s.q(`INSERT INTO {{schema}}.webhooks
 				(company_id, name, url, events, secret, headers, description, active, managed_by)
 			VALUES ($1, $2, $3, $4, nullif($5, ''), $6, $7, $8, 'table')

@@ -1,0 +1,81 @@
+package mapper
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+
+	"github.com/smartmaintenance/relay/event"
+)
+
+// RuleTable returns the table of the rule that produces eventType, and
+// false when no rule does.
+func (m *Mapper) RuleTable(eventType string) (string, bool) {
+	for _, r := range m.rules {
+		if r.Event == eventType {
+			return r.Table, true
+		}
+	}
+	return "", false
+}
+
+// SampleData returns the "data" object that the rule of eventType would
+// send for a change whose new and old rows are both row, regardless of its
+// When: each field's expression evaluated and encoded exactly as Map does
+// for a real change, so that a test event built from a row of the right
+// column types has the types of a real event. A field whose expression
+// fails on row is null, and its error is returned with the object.
+func (m *Mapper) SampleData(eventType string, row event.Row) ([]byte, error) {
+	var r *rule
+	for _, cand := range m.rules {
+		if cand.Event == eventType {
+			r = cand
+		}
+	}
+	if r == nil {
+		return nil, fmt.Errorf("no rule produces %q", eventType)
+	}
+	op := event.Update
+	if r.ops&opUpdate == 0 {
+		op = event.Insert
+		if r.ops&opInsert == 0 {
+			op = event.Delete
+		}
+	}
+	s := m.scratch.Get().(*scratch)
+	defer func() {
+		clear(s.env)
+		m.scratch.Put(s)
+	}()
+	s.env[envNew] = map[string]any(row)
+	s.env[envOld] = map[string]any(row)
+	s.env[envOp] = string(op)
+	s.env[envTable] = r.Table
+
+	// The same encoding as the data part of body; body itself also writes
+	// the envelope and skips unfilled TOAST columns, which a sample has not.
+	var errs []error
+	b := &s.buf
+	b.Reset()
+	b.WriteByte('{')
+	for i := range r.fields {
+		f := &r.fields[i]
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.Write(f.key)
+		v, err := s.vm.Run(f.prog, s.env)
+		if err == nil {
+			mark := b.Len()
+			if err = s.value(v); err != nil {
+				b.Truncate(mark)
+			}
+		}
+		if err != nil {
+			errs = append(errs, &RuleError{r.Event, "data." + f.name, exprError(err)})
+			b.WriteString("null")
+		}
+	}
+	b.WriteByte('}')
+	return bytes.Clone(b.Bytes()), errors.Join(errs...)
+}
