@@ -2,6 +2,7 @@ package deploy
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -231,6 +232,7 @@ func scrapeRunningRelay(t *testing.T) map[string]map[string]bool {
 		t.Fatal(err)
 	}
 	obs, adminAddr := freeAddr(t), freeAddr(t)
+	// Later entries override the Secret's.
 	env := append(m.relayEnv(t, true),
 		"RELAY_DATABASE__URL="+dbURL,
 		"RELAY_OBSERVABILITY__LISTEN="+obs,
@@ -246,11 +248,17 @@ func scrapeRunningRelay(t *testing.T) map[string]map[string]bool {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- service.Run(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil))) }()
+	// The handler writes one line at a time; the log is read once Run
+	// has returned.
+	var logs bytes.Buffer
+	go func() { done <- service.Run(ctx, cfg, slog.New(slog.NewTextHandler(&logs, nil))) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
 			t.Errorf("relay: %v", err)
+		}
+		if t.Failed() {
+			t.Logf("relay log:\n%s", logs.String())
 		}
 	})
 
