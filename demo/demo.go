@@ -96,13 +96,13 @@ func Run(ctx context.Context, opts Options, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	token := randomText(24)
-	// A company admin's token for the Webhooks page (the admin guide's
-	// reader), next to the operator's for the API.
-	pageToken := randomText(24)
+	// Tokens look like the ones relay token prints. The company admin's is
+	// the one to try the README's examples with: it acts for PT Kahatex
+	// without naming the company; the operator's sees every company.
+	companyToken, operatorToken := "rat_"+randomText(32), "rat_"+randomText(32)
 	cfg.Admin = config.Admin{Listen: adminAddr, Tokens: []config.AdminToken{
-		{Name: "demo-operator", Operator: true, TokenSHA256: admin.TokenHash(token)},
-		{Name: "kahatex-admin", CompanyID: 1, TokenSHA256: admin.TokenHash(pageToken)},
+		{Name: "demo-kahatex-admin", CompanyID: 1, TokenSHA256: admin.TokenHash(companyToken)},
+		{Name: "demo-operator", Operator: true, TokenSHA256: admin.TokenHash(operatorToken)},
 	}}
 	key := make([]byte, 32)
 	_, _ = crand.Read(key)
@@ -117,9 +117,13 @@ func Run(ctx context.Context, opts Options, stdout, stderr io.Writer) error {
 	}
 	log := slog.New(slog.NewTextHandler(logOut, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	out.printf("receiver: %s (verifies X-SMTM-Signature; answers 503 to some first attempts to show retries)\n", recv.URL)
-	out.printf("admin API: http://%s, operator token %s; in another terminal:\n", adminAddr, token)
-	out.printf("  RELAY_ADMIN_URL=http://%s RELAY_ADMIN_TOKEN=%s go run ./cmd/relay webhooks list\n", adminAddr, token)
-	out.printf("webhooks page: http://%s/ui/ (sign in with the PT Kahatex admin token %s)\n", adminAddr, pageToken)
+	out.printf("admin API: http://%s\n", adminAddr)
+	out.printf("  token of PT Kahatex's company admin (company 1): %s\n", companyToken)
+	out.printf("  operator token (every company; webhooks create needs --company): %s\n", operatorToken)
+	out.printf("webhooks page: http://%s/ui/ (sign in with the PT Kahatex admin token %s)\n", adminAddr, companyToken)
+	out.printf("in another terminal, try the README's \"Admin API and CLI\" examples:\n")
+	out.printf("  export RELAY_ADMIN_URL=http://%s RELAY_ADMIN_TOKEN=%s\n", adminAddr, companyToken)
+	out.printf("  go run ./cmd/relay webhooks list\n")
 	out.printf("relay: streaming changes of tasks, repair_requests, shutdowns, users, activity_log_exports; Ctrl-C stops and cleans up\n\n")
 
 	pool, err := pgxpool.New(ctx, url)
@@ -139,8 +143,12 @@ func Run(ctx context.Context, opts Options, stdout, stderr io.Writer) error {
 		return Simulate(gctx, pool, opts.Interval)
 	})
 	err = g.Wait()
-	received, verified, rejected := recv.Counts()
-	out.printf("\n%d deliveries received, %d signatures verified, %d failed verification\n", received, verified, rejected)
+	received, _, rejected := recv.Counts()
+	delivered := recv.Delivered()
+	// Attempts answered 503 on purpose were retried; only what the
+	// receiver accepted counts as delivered.
+	out.printf("\n%d deliveries delivered with a verified signature; %d attempts answered 503 on purpose (retried), %d failed verification\n",
+		delivered, received-delivered-rejected, rejected)
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil {
 		return nil
 	}

@@ -136,7 +136,7 @@ func TestComposeFile(t *testing.T) {
 		}
 		t.Setenv(k, v)
 	}
-	cfg, _, err := flags("run", args, nil)
+	cfg, err := parseRun(args)
 	if err != nil {
 		t.Fatalf("relay %v: %v", relay.Command, err)
 	}
