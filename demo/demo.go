@@ -25,7 +25,7 @@ import (
 	reference "github.com/smartmaintenance/relay"
 	"github.com/smartmaintenance/relay/admin"
 	"github.com/smartmaintenance/relay/config"
-	"github.com/smartmaintenance/relay/internal/pgtest"
+	"github.com/smartmaintenance/relay/internal/throwawaypg"
 	"github.com/smartmaintenance/relay/receiver"
 	"github.com/smartmaintenance/relay/service"
 )
@@ -58,7 +58,7 @@ func Run(ctx context.Context, opts Options, stdout, stderr io.Writer) error {
 	}
 	out := &printer{w: stdout}
 	out.printf("starting a throwaway PostgreSQL (wal_level=logical) from the local install...\n")
-	pg, err := pgtest.Start(ctx, pgtest.Options{})
+	pg, err := throwawaypg.Start(ctx, throwawaypg.Options{})
 	if err != nil {
 		return fmt.Errorf("start PostgreSQL: %w", err)
 	}
