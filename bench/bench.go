@@ -25,9 +25,9 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	reference "github.com/smartmaintenance/relay"
 	"github.com/smartmaintenance/relay/demo"
 	"github.com/smartmaintenance/relay/internal/throwawaypg"
+	"github.com/smartmaintenance/relay/platform"
 )
 
 // Options configure a bench run.
@@ -239,7 +239,7 @@ type webhook struct {
 
 // setup creates a database with the reference schema and runs prepare in it.
 func (b *run) setup(ctx context.Context, prepare string) (string, *pgxpool.Pool, error) {
-	scripts := []string{reference.Schema, reference.Sample, prepare}
+	scripts := []string{platform.Schema, platform.Sample, prepare}
 	if b.opts.PGStats {
 		scripts = append(scripts, "CREATE EXTENSION pg_stat_statements")
 	}

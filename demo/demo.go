@@ -22,10 +22,10 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"golang.org/x/sync/errgroup"
 
-	reference "github.com/smartmaintenance/relay"
 	"github.com/smartmaintenance/relay/admin"
 	"github.com/smartmaintenance/relay/config"
 	"github.com/smartmaintenance/relay/internal/throwawaypg"
+	"github.com/smartmaintenance/relay/platform"
 	"github.com/smartmaintenance/relay/receiver"
 	"github.com/smartmaintenance/relay/service"
 )
@@ -63,7 +63,7 @@ func Run(ctx context.Context, opts Options, stdout, stderr io.Writer) error {
 		return fmt.Errorf("start PostgreSQL: %w", err)
 	}
 	defer pg.Stop()
-	db, err := pg.CreateDatabase(ctx, reference.Schema, reference.Sample)
+	db, err := pg.CreateDatabase(ctx, platform.Schema, platform.Sample)
 	if err != nil {
 		return fmt.Errorf("load the reference schema: %w", err)
 	}
