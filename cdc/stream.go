@@ -51,6 +51,9 @@ type stream struct {
 	lastIdle     time.Time
 }
 
+// loop reads the session's messages until an error or ctx ends it, between
+// them doing what is due: periodic duties, and storing a group of committed
+// transactions.
 func (st *stream) loop(ctx context.Context) error {
 	// stopped is set only when the loop itself sees the context end while
 	// waiting for a message, so no handler call was cut short.
@@ -62,40 +65,13 @@ func (st *stream) loop(ctx context.Context) error {
 		}
 		_ = st.sendStatus(context.WithoutCancel(ctx))
 	}()
-	now := time.Now()
-	next := now.Add(st.cfg.StatusInterval)
-	nextCheck := now // once at the start, then every WALCheckInterval
-	var nextBeat time.Time
-	if st.cfg.HeartbeatInterval > 0 {
-		nextBeat = now.Add(st.cfg.HeartbeatInterval)
-	}
+	d := st.newDuties(time.Now())
 	for {
 		now := time.Now()
-		if !now.Before(next) {
-			if err := st.sendStatus(ctx); err != nil {
-				return err
-			}
-			next = now.Add(st.cfg.StatusInterval)
+		if err := st.runDuties(ctx, &d, now); err != nil {
+			return err
 		}
-		if st.check != nil && !now.Before(nextCheck) {
-			if err := st.check(ctx, st.sql); err != nil {
-				return fmt.Errorf("check replication slot: %w", err)
-			}
-			nextCheck = now.Add(st.cfg.WALCheckInterval)
-		}
-		if !nextBeat.IsZero() && !now.Before(nextBeat) {
-			if _, err := st.sql.Exec(ctx, heartbeatSQL); err != nil {
-				return fmt.Errorf("write heartbeat: %w", err)
-			}
-			nextBeat = now.Add(st.cfg.HeartbeatInterval)
-		}
-		wake := next
-		if st.check != nil && nextCheck.Before(wake) {
-			wake = nextCheck
-		}
-		if !nextBeat.IsZero() && nextBeat.Before(wake) {
-			wake = nextBeat
-		}
+		wake := d.next()
 		if st.pending > 0 && !st.inTx {
 			// Group commit: flush when the group is old enough, or as soon
 			// as the stream pauses.
@@ -126,15 +102,78 @@ func (st *stream) loop(ctx context.Context) error {
 			}
 			return fmt.Errorf("receive replication message: %w", err)
 		}
-		switch msg := raw.(type) {
-		case *pgproto3.ErrorResponse:
-			return fmt.Errorf("replication stream: %w", pgconn.ErrorResponseToPgError(msg))
-		case *pgproto3.CopyData:
-			if err := st.copyData(ctx, msg.Data); err != nil {
-				return err
-			}
+		if err := st.received(ctx, raw); err != nil {
+			return err
 		}
 	}
+}
+
+// duties are the times the loop next reports its position, checks the slot
+// and writes a heartbeat. A zero check or heartbeat time means that duty is
+// off.
+type duties struct {
+	status, check, beat time.Time
+}
+
+// newDuties schedules the first status report one StatusInterval from now,
+// the first slot check at once and the first heartbeat one
+// HeartbeatInterval from now.
+func (st *stream) newDuties(now time.Time) duties {
+	d := duties{status: now.Add(st.cfg.StatusInterval)}
+	if st.check != nil {
+		d.check = now
+	}
+	if st.cfg.HeartbeatInterval > 0 {
+		d.beat = now.Add(st.cfg.HeartbeatInterval)
+	}
+	return d
+}
+
+// runDuties does the duties that are due at now and schedules their next
+// time.
+func (st *stream) runDuties(ctx context.Context, d *duties, now time.Time) error {
+	if !now.Before(d.status) {
+		if err := st.sendStatus(ctx); err != nil {
+			return err
+		}
+		d.status = now.Add(st.cfg.StatusInterval)
+	}
+	if !d.check.IsZero() && !now.Before(d.check) {
+		if err := st.check(ctx, st.sql); err != nil {
+			return fmt.Errorf("check replication slot: %w", err)
+		}
+		d.check = now.Add(st.cfg.WALCheckInterval)
+	}
+	if !d.beat.IsZero() && !now.Before(d.beat) {
+		if _, err := st.sql.Exec(ctx, heartbeatSQL); err != nil {
+			return fmt.Errorf("write heartbeat: %w", err)
+		}
+		d.beat = now.Add(st.cfg.HeartbeatInterval)
+	}
+	return nil
+}
+
+// next is when the earliest duty is due.
+func (d *duties) next() time.Time {
+	wake := d.status
+	if !d.check.IsZero() && d.check.Before(wake) {
+		wake = d.check
+	}
+	if !d.beat.IsZero() && d.beat.Before(wake) {
+		wake = d.beat
+	}
+	return wake
+}
+
+// received handles one message of the replication connection.
+func (st *stream) received(ctx context.Context, raw pgproto3.BackendMessage) error {
+	switch msg := raw.(type) {
+	case *pgproto3.ErrorResponse:
+		return fmt.Errorf("replication stream: %w", pgconn.ErrorResponseToPgError(msg))
+	case *pgproto3.CopyData:
+		return st.copyData(ctx, msg.Data)
+	}
+	return nil
 }
 
 // groupPause is how long the stream must stay quiet for a group to be
