@@ -138,6 +138,8 @@ func New(rules []Rule, opts Options) (*Mapper, error) {
 	return m, nil
 }
 
+// compileRule compiles one rule and finds the columns it reads and the
+// ones the relay must record for it (see Mapper.Tables).
 func compileRule(r Rule) (*rule, error) {
 	fail := func(field string, err error) error { return &RuleError{r.Event, field, err} }
 	if r.Table == "" {
@@ -187,30 +189,8 @@ func compileRule(r Rule) (*rule, error) {
 			tracks = append(tracks, companyColumn)
 		}
 	}
-	names := make(map[string]bool, len(r.Data))
-	for i, d := range r.Data {
-		if len(d) != 1 {
-			return nil, fail(fmt.Sprintf("data[%d]", i), fmt.Errorf("has %d entries, want exactly one (name: expression)", len(d)))
-		}
-		for name, src := range d {
-			if name == "" {
-				return nil, fail(fmt.Sprintf("data[%d]", i), fmt.Errorf("empty field name"))
-			}
-			if names[name] {
-				return nil, fail("data."+name, fmt.Errorf("field appears twice"))
-			}
-			names[name] = true
-			if src == "" {
-				return nil, fail("data."+name, fmt.Errorf("empty expression"))
-			}
-			prog, rf, err := compile(src, false)
-			if err != nil {
-				return nil, fail("data."+name, err)
-			}
-			use(rf)
-			key, _ := json.Marshal(name)
-			cr.fields = append(cr.fields, field{name: name, key: append(key, ':'), prog: prog, newCols: rf.new})
-		}
+	if err := cr.compileData(use, fail); err != nil {
+		return nil, err
 	}
 	slices.Sort(reads)
 	slices.Sort(tracks)
@@ -218,6 +198,37 @@ func compileRule(r Rule) (*rule, error) {
 	cr.tracks = slices.Compact(tracks)
 	cr.eventJSON, _ = json.Marshal(r.Event)
 	return cr, nil
+}
+
+// compileData compiles the payload's data fields in order. use records the
+// columns each expression reads; fail names the rule and the field.
+func (cr *rule) compileData(use func(refs), fail func(field string, err error) error) error {
+	names := make(map[string]bool, len(cr.Data))
+	for i, d := range cr.Data {
+		if len(d) != 1 {
+			return fail(fmt.Sprintf("data[%d]", i), fmt.Errorf("has %d entries, want exactly one (name: expression)", len(d)))
+		}
+		for name, src := range d {
+			if name == "" {
+				return fail(fmt.Sprintf("data[%d]", i), fmt.Errorf("empty field name"))
+			}
+			if names[name] {
+				return fail("data."+name, fmt.Errorf("field appears twice"))
+			}
+			names[name] = true
+			if src == "" {
+				return fail("data."+name, fmt.Errorf("empty expression"))
+			}
+			prog, rf, err := compile(src, false)
+			if err != nil {
+				return fail("data."+name, err)
+			}
+			use(rf)
+			key, _ := json.Marshal(name)
+			cr.fields = append(cr.fields, field{name: name, key: append(key, ':'), prog: prog, newCols: rf.new})
+		}
+	}
+	return nil
 }
 
 // tableRE is the form of a table name the relay can watch: an unquoted
