@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/smartmaintenance/relay/internal/termtext"
 	"github.com/smartmaintenance/relay/signature"
 )
 
@@ -22,11 +23,12 @@ type Handler struct {
 	failEvery int
 	out       io.Writer
 
-	mu       sync.Mutex
-	received int
-	verified int
-	rejected int
-	seen     map[string]int // delivery id -> attempts seen
+	mu        sync.Mutex
+	received  int
+	verified  int
+	rejected  int
+	delivered int
+	seen      map[string]int // delivery id -> attempts seen
 }
 
 // New returns a handler for the given paths and their signing secrets. With
@@ -41,6 +43,15 @@ func (h *Handler) Counts() (received, verified, rejected int) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.received, h.verified, h.rejected
+}
+
+// Delivered returns how many requests were accepted (answered 2xx): the
+// deliveries that arrived, without the attempts answered 503 on purpose or
+// refused for their signature.
+func (h *Handler) Delivered() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.delivered
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -67,19 +78,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.mu.Unlock()
 	if err := signature.Verify([]byte(secret), body, r.Header.Get(signature.Header)); err != nil {
 		h.count(func() { h.rejected++ })
-		h.printf("✗ REJECTED %s delivery %s: %v\n", r.URL.Path, id, err)
+		h.printf("✗ REJECTED %s delivery %s: %v\n", safe(r.URL.Path), safe(id), err)
 		http.Error(w, "bad signature", http.StatusUnauthorized)
-		return
-	}
-	var attempt int
-	h.count(func() {
-		h.verified++
-		h.seen[id]++
-		attempt = h.seen[id]
-	})
-	if h.failEvery > 0 && attempt == 1 && n%h.failEvery == 0 {
-		h.printf("  %s answered 503 to delivery %s: the relay retries it\n", r.URL.Path, id)
-		http.Error(w, "busy", http.StatusServiceUnavailable)
 		return
 	}
 	var p struct {
@@ -87,19 +87,43 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		Timestamp   string          `json:"timestamp"`
 		CompanyName string          `json:"company_name"`
 		Data        json.RawMessage `json:"data"`
+		Test        bool            `json:"test"`
 	}
 	_ = json.Unmarshal(body, &p)
+	var attempt int
+	h.count(func() {
+		h.verified++
+		h.seen[id]++
+		attempt = h.seen[id]
+	})
+	// A test event is never retried: answering it 503 would show nothing
+	// but a failed test.
+	if h.failEvery > 0 && attempt == 1 && n%h.failEvery == 0 && !p.Test {
+		h.printf("  %s answered 503 to delivery %s: the relay retries it\n", safe(r.URL.Path), safe(id))
+		http.Error(w, "busy", http.StatusServiceUnavailable)
+		return
+	}
 	retry := ""
 	if attempt > 1 {
 		retry = " (a retry: same delivery id)"
 	}
+	if p.Test {
+		retry += " (a test event)"
+	}
 	if trace != "" {
 		trace = " trace " + trace
 	}
-	h.printf("✓ %-22s %-14s %s  signature ok  delivery %s attempt %d%s%s\n    %s\n",
-		p.Event, p.CompanyName, p.Timestamp, id, attempt, retry, trace, p.Data)
+	// What is printed comes from the platform's rows and the sender:
+	// escaped, it cannot draw on the terminal.
+	h.count(func() {
+		h.delivered++
+		fmt.Fprintf(h.out, "✓ %-22s %-14s %s  signature ok  delivery %s attempt %d%s%s\n    %s\n",
+			safe(p.Event), safe(p.CompanyName), safe(p.Timestamp), safe(id), attempt, retry, trace, safe(string(p.Data)))
+	})
 	w.WriteHeader(http.StatusNoContent)
 }
+
+var safe = termtext.Safe
 
 func (h *Handler) count(f func()) {
 	h.mu.Lock()

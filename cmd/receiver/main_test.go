@@ -70,3 +70,40 @@ func TestSecretsFlag(t *testing.T) {
 
 // syncBuf collects output written from many goroutines.
 type syncBuf = syncbuf.Buffer
+
+// TestReceiverEscapesAndSparesTests checks that what the receiver prints
+// from a payload cannot draw on the terminal, that a test event is never
+// answered 503 (it is not retried), and that only accepted requests count
+// as delivered.
+func TestReceiverEscapesAndSparesTests(t *testing.T) {
+	out := &syncBuf{}
+	h := receiver.New(secrets{"/a": "secret-of-webhook-a"}, 1, out)
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	post := func(body, id string) int {
+		req, _ := http.NewRequest(http.MethodPost, srv.URL+"/a", strings.NewReader(body))
+		req.Header.Set(signature.Header, signature.Sign([]byte("secret-of-webhook-a"), []byte(body)))
+		req.Header.Set(signature.DeliveryHeader, id)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := post(`{"event":"task.completed","company_name":"Evil\u001b[31m\nForged","data":{}}`, "d1"); code != 503 {
+		t.Errorf("first attempt with --fail-every 1: %d", code)
+	}
+	if code := post(`{"event":"task.completed","company_name":"Evil\u001b[31m\nForged","data":{}}`, "d1"); code != 204 {
+		t.Errorf("retry: %d", code)
+	}
+	if code := post(`{"event":"task.completed","test":true,"data":{}}`, "d2"); code != 204 {
+		t.Errorf("test event: %d, want 204 even with --fail-every 1", code)
+	}
+	if strings.Contains(out.String(), "\x1b") || !strings.Contains(out.String(), `Evil\x1b[31m\nForged`) {
+		t.Errorf("company name not escaped:\n%q", out.String())
+	}
+	if received, _, _ := h.Counts(); received != 3 || h.Delivered() != 2 {
+		t.Errorf("received %d, delivered %d; want 3 and 2", received, h.Delivered())
+	}
+}

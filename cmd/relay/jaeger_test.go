@@ -17,9 +17,9 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	reference "github.com/smartmaintenance/relay"
 	"github.com/smartmaintenance/relay/internal/pgtest"
 	"github.com/smartmaintenance/relay/internal/syncbuf"
+	"github.com/smartmaintenance/relay/platform"
 	"github.com/smartmaintenance/relay/signature"
 )
 
@@ -74,7 +74,7 @@ func TestJaegerEndToEnd(t *testing.T) {
 		return err == nil && resp.StatusCode == 200
 	})
 
-	dbURL := pgtest.NewDatabase(t, reference.Schema, reference.Sample)
+	dbURL := pgtest.NewDatabase(t, platform.Schema, platform.Sample)
 	pool, err := pgxpool.New(context.Background(), dbURL)
 	if err != nil {
 		t.Fatal(err)

@@ -7,7 +7,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/url"
@@ -16,59 +15,59 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
 	"github.com/smartmaintenance/relay/admin"
+	"github.com/smartmaintenance/relay/internal/termtext"
 )
 
-const webhooksUsage = `usage: relay webhooks <command> [flags]   (over the admin API)
+// Everything printed below that an admin API answer carries (names, URLs,
+// event types, errors, receivers' bodies) was chosen by a tenant or a
+// receiver: it goes through termtext.Safe, so that it cannot move the
+// cursor, recolour the terminal or forge a row of a table.
+var safe = termtext.Safe
 
-  list        [--company ID]
-  create      --name N --endpoint URL --events a,b [--secret S] [--header "K: V"]... [--description D] [--inactive] [--company ID]
-  update      ID [--name N] [--endpoint URL] [--events a,b] [--secret S | --rotate-secret] [--header "K: V"]... [--description D]
-  enable      ID
-  disable     ID
-  delete      ID
-  test        ID --event TYPE
-  deliveries  ID [--status failed,retrying] [--from T] [--to T] [--limit N] [--cursor C]
-  refire      ID --delivery UUID | --from T --to T
-
-every command: --url URL (or RELAY_ADMIN_URL), --token TOKEN (or RELAY_ADMIN_TOKEN), --json
-times are RFC 3339 (2026-04-24T09:15:30Z) or a duration before now (24h)
-`
-
-// apiFlags are the flags every API command takes.
+// apiFlags are the flags every admin API command takes.
 type apiFlags struct {
 	url, token string
 	json       bool
 }
 
-func (a *apiFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&a.url, "url", os.Getenv("RELAY_ADMIN_URL"), "admin API base URL (RELAY_ADMIN_URL)")
-	fs.StringVar(&a.token, "token", os.Getenv("RELAY_ADMIN_TOKEN"), "admin token (RELAY_ADMIN_TOKEN)")
+// register adds --url, --token and --json. Their defaults from the
+// environment are read when the command runs (resolve), so that help never
+// prints a token.
+func (a *apiFlags) register(fs *pflag.FlagSet) {
+	fs.StringVar(&a.url, "url", "", "admin API base URL (default $RELAY_ADMIN_URL)")
+	fs.StringVar(&a.token, "token", "", "admin API token (default $RELAY_ADMIN_TOKEN)")
 	fs.BoolVar(&a.json, "json", false, "print the API's JSON answer")
 }
 
-func (a *apiFlags) client() *admin.Client { return &admin.Client{URL: a.url, Token: a.token} }
-
-// parseMixed parses flags that may come before and after positional
-// arguments ("update 7 --name x") and returns the positional ones.
-func parseMixed(fs *flag.FlagSet, args []string) ([]string, error) {
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return nil, usageError{err}
-		}
-		if fs.NArg() == 0 {
-			return pos, nil
-		}
-		pos = append(pos, fs.Arg(0))
-		args = fs.Args()[1:]
+// resolve fills the URL and token from the environment where the flags
+// left them empty.
+func (a *apiFlags) resolve() *apiFlags {
+	if a.url == "" {
+		a.url = os.Getenv("RELAY_ADMIN_URL")
 	}
+	if a.token == "" {
+		a.token = os.Getenv("RELAY_ADMIN_TOKEN")
+	}
+	return a
+}
+
+func (a *apiFlags) client() (*admin.Client, error) {
+	a.resolve()
+	if a.url == "" || a.token == "" {
+		return nil, usageError{errors.New("the admin API needs --url and --token (or RELAY_ADMIN_URL and RELAY_ADMIN_TOKEN)")}
+	}
+	return &admin.Client{URL: a.url, Token: a.token}, nil
 }
 
 // headerList collects repeated --header "Name: value" flags.
 type headerList map[string]string
 
 func (h headerList) String() string { return "" }
+func (h headerList) Type() string   { return "header" }
 func (h headerList) Set(v string) error {
 	name, value, ok := strings.Cut(v, ":")
 	if !ok || strings.TrimSpace(name) == "" {
@@ -99,144 +98,286 @@ func parseWhen(flagName, s string) (time.Time, error) {
 	return time.Time{}, usageError{fmt.Errorf("--%s %q: want an RFC 3339 time (2026-04-24T09:15:30Z) or a duration before now (24h)", flagName, s)}
 }
 
-func cmdWebhooks(ctx context.Context, args []string, stdout io.Writer) error {
-	if len(args) == 0 {
-		return usageError{errors.New("missing command\n" + webhooksUsage)}
+// oneID is the Args of the commands that act on one webhook.
+func oneID(c *cobra.Command, args []string) error {
+	if len(args) != 1 {
+		return usageError{fmt.Errorf("want one webhook id, got %d arguments (see %s --help)", len(args), c.CommandPath())}
 	}
-	sub, args := args[0], args[1:]
-	fs := flag.NewFlagSet("webhooks "+sub, flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	var a apiFlags
-	a.register(fs)
-	var (
-		company                                   int64
-		name, rawURL, events, secret, description string
-		rotate, inactive                          bool
-		event, status, from, to, cursor, delivery string
-		limit                                     int
-	)
-	headers := headerList{}
-	switch sub {
-	case "list":
-		fs.Int64Var(&company, "company", 0, "company id (operator tokens)")
-	case "create", "update":
-		fs.StringVar(&name, "name", "", "name")
-		fs.StringVar(&rawURL, "endpoint", "", "the webhook's URL (--url is the admin API's)")
-		fs.StringVar(&events, "events", "", "event types, comma-separated")
-		fs.StringVar(&secret, "secret", "", "signing secret, at least 16 bytes (create: omit to have one generated)")
-		fs.Var(headers, "header", `extra header "Name: value" (repeatable; update: replaces all headers)`)
-		fs.StringVar(&description, "description", "", "description")
-		if sub == "create" {
-			fs.BoolVar(&inactive, "inactive", false, "create it disabled")
-			fs.Int64Var(&company, "company", 0, "company id (operator tokens)")
-		} else {
-			fs.BoolVar(&rotate, "rotate-secret", false, "replace the secret with a generated one")
+	return nil
+}
+
+// apiCall is what a webhooks subcommand does: one request to the admin
+// API, whose answer print shows to a human (--json prints it as it is).
+type apiCall func(ctx context.Context, c *admin.Client, args []string) (json.RawMessage, error)
+
+// apiCommand makes a webhooks subcommand from its request and its printer.
+func apiCommand(c *cobra.Command, api *apiFlags, call apiCall, print func(io.Writer, json.RawMessage) error) *cobra.Command {
+	c.RunE = func(c *cobra.Command, args []string) error {
+		client, err := api.client()
+		if err != nil {
+			return err
 		}
-	case "test":
-		fs.StringVar(&event, "event", "", "event type")
-	case "deliveries":
-		fs.StringVar(&status, "status", "", "pending, retrying, delivered, failed (comma-separated)")
-		fs.StringVar(&from, "from", "", "created at or after")
-		fs.StringVar(&to, "to", "", "created before")
-		fs.IntVar(&limit, "limit", 0, "page size (1 to 200)")
-		fs.StringVar(&cursor, "cursor", "", "next_cursor of the previous page")
-	case "refire":
-		fs.StringVar(&delivery, "delivery", "", "delivery id (X-SMTM-Delivery)")
-		fs.StringVar(&from, "from", "", "re-fire failed deliveries created at or after")
-		fs.StringVar(&to, "to", "", "... and before")
-	case "enable", "disable", "delete":
-	case "help", "-h", "--help":
-		fmt.Fprint(stdout, webhooksUsage)
-		return nil
-	default:
-		return usageError{fmt.Errorf("unknown command %q\n%s", sub, webhooksUsage)}
+		out, err := call(c.Context(), client, args)
+		if err != nil {
+			return err
+		}
+		if api.json {
+			var buf bytes.Buffer
+			if json.Indent(&buf, out, "", "  ") != nil {
+				buf.Write(out)
+			}
+			fmt.Fprintln(c.OutOrStdout(), strings.TrimSpace(buf.String()))
+		} else if err := print(c.OutOrStdout(), out); err != nil {
+			return err
+		}
+		return testOutcome(c, out)
 	}
-	pos, err := parseMixed(fs, args)
-	if err != nil {
+	return c
+}
+
+// testOutcome turns a failed test event into exit code 4; other answers
+// pass.
+func testOutcome(c *cobra.Command, out json.RawMessage) error {
+	if c.Name() != "test" {
+		return nil
+	}
+	var v testResult
+	if err := json.Unmarshal(out, &v); err != nil {
 		return err
 	}
-	if a.url == "" || a.token == "" {
-		return usageError{errors.New("the admin API needs --url and --token (or RELAY_ADMIN_URL and RELAY_ADMIN_TOKEN)")}
+	if v.OK {
+		return nil
 	}
-	c := a.client()
-	var id string
-	if sub != "list" && sub != "create" {
-		if len(pos) != 1 {
-			return usageError{fmt.Errorf("webhooks %s: want one webhook id, got %d arguments", sub, len(pos))}
-		}
-		id = url.PathEscape(pos[0])
-	} else if len(pos) != 0 {
-		return usageError{fmt.Errorf("webhooks %s: unexpected argument %q", sub, pos[0])}
+	reason := v.Error
+	if reason == "" && v.StatusCode != nil {
+		reason = fmt.Sprintf("HTTP %d", *v.StatusCode)
 	}
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	return testFailedError{fmt.Errorf("the test event failed: %s", reason)}
+}
 
-	var out json.RawMessage
-	switch sub {
-	case "list":
+const apiHelp = `
+The admin API is reached with --url and --token, or RELAY_ADMIN_URL and
+RELAY_ADMIN_TOKEN. Times are RFC 3339 (2026-04-24T09:15:30Z) or a duration
+before now (24h). An answer the API refuses exits 1 with its message;
+missing --url or --token exits 2.`
+
+func webhooksCmd() *cobra.Command {
+	api := &apiFlags{}
+	c := &cobra.Command{
+		Use:   "webhooks",
+		Short: "Manage webhooks over the admin API (the Webhooks page)",
+		Long:  "List, create, update, enable, disable, delete and test webhooks, look at their\ndeliveries and re-fire them, over a running relay's admin API.\n" + apiHelp,
+		Example: `  export RELAY_ADMIN_URL=http://127.0.0.1:8081 RELAY_ADMIN_TOKEN=rat_...
+  relay webhooks list
+  relay webhooks create --name "SAP-PM bridge" --endpoint https://sap.example.com/in --events task.completed
+  relay webhooks test 1 --event task.completed`,
+		Args: cobra.ArbitraryArgs,
+		RunE: groupRunE,
+	}
+	api.register(c.PersistentFlags())
+	c.AddCommand(webhooksList(api), webhooksCreate(api), webhooksUpdate(api),
+		webhooksToggle(api, "enable"), webhooksToggle(api, "disable"), webhooksDelete(api),
+		webhooksTest(api), webhooksDeliveries(api), webhooksRefire(api))
+	return c
+}
+
+func webhooksList(api *apiFlags) *cobra.Command {
+	var company int64
+	c := &cobra.Command{
+		Use:   "list [--company ID]",
+		Short: "List webhooks with when they last fired and their 24-hour success rate",
+		Example: `  relay webhooks list
+  relay webhooks list --company 2        # an operator token sees every company; this filters
+  relay webhooks list --json | jq '.webhooks[] | select(.success_rate_24h < 0.9)'`,
+		Args: noArgs,
+	}
+	c.Flags().Int64Var(&company, "company", 0, "company id (operator tokens)")
+	return apiCommand(c, api, func(ctx context.Context, cl *admin.Client, _ []string) (json.RawMessage, error) {
 		p := "/v1/webhooks"
 		if company > 0 {
 			p += fmt.Sprintf("?company_id=%d", company)
 		}
-		out, err = c.Do(ctx, "GET", p, nil)
-	case "create", "update":
-		body := map[string]any{}
-		if set["name"] {
-			body["name"] = name
+		return cl.Do(ctx, "GET", p, nil)
+	}, printList)
+}
+
+// webhookFields are the flags create and update share.
+type webhookFields struct {
+	name, endpoint, events, secret, description string
+	headers                                     headerList
+}
+
+func (f *webhookFields) register(fs *pflag.FlagSet, create bool) {
+	f.headers = headerList{}
+	fs.StringVar(&f.name, "name", "", "name")
+	fs.StringVar(&f.endpoint, "endpoint", "", "the webhook's URL (--url is the admin API's)")
+	fs.StringVar(&f.events, "events", "", "event types, comma-separated (relay events lists them)")
+	if create {
+		fs.StringVar(&f.secret, "secret", "", "signing secret, at least 16 bytes (omit to have one generated)")
+	} else {
+		fs.StringVar(&f.secret, "secret", "", "signing secret, at least 16 bytes")
+	}
+	fs.Var(f.headers, "header", `extra header "Name: value" (repeatable; update: replaces all headers)`)
+	fs.StringVar(&f.description, "description", "", "description")
+}
+
+// body is the JSON of the flags given.
+func (f *webhookFields) body(fs *pflag.FlagSet) map[string]any {
+	body := map[string]any{}
+	if fs.Changed("name") {
+		body["name"] = f.name
+	}
+	if fs.Changed("endpoint") {
+		body["url"] = f.endpoint
+	}
+	if fs.Changed("events") {
+		body["events"] = splitList(f.events)
+	}
+	if fs.Changed("secret") {
+		body["secret"] = f.secret
+	}
+	if fs.Changed("header") {
+		body["headers"] = map[string]string(f.headers)
+	}
+	if fs.Changed("description") {
+		body["description"] = f.description
+	}
+	return body
+}
+
+func webhooksCreate(api *apiFlags) *cobra.Command {
+	var f webhookFields
+	var inactive bool
+	var company int64
+	c := &cobra.Command{
+		Use:   "create --name NAME --endpoint URL --events a,b [flags]",
+		Short: "Register a webhook; it is active at once",
+		Long: `Register a webhook. Without --secret the relay generates one and prints it
+once. A company admin's token creates it in its own company; an operator
+token needs --company.`,
+		Example: `  relay webhooks create --name "SAP-PM bridge" --endpoint https://sap.example.com/in --events task.completed
+  relay webhooks create --name Slack --endpoint https://hooks.example.com/x \
+      --events shutdown.reported,shutdown.resolved --header "Authorization: Bearer xyz"
+  relay webhooks create --company 2 --name "Nordwerk ERP" --endpoint https://erp.example.com/in --events task.completed --inactive`,
+		Args: noArgs,
+	}
+	f.register(c.Flags(), true)
+	c.Flags().BoolVar(&inactive, "inactive", false, "create it disabled")
+	c.Flags().Int64Var(&company, "company", 0, "company id (required with an operator token)")
+	return apiCommand(c, api, func(ctx context.Context, cl *admin.Client, _ []string) (json.RawMessage, error) {
+		body := f.body(c.Flags())
+		if inactive {
+			body["active"] = false
 		}
-		if set["endpoint"] {
-			body["url"] = rawURL
+		if company > 0 {
+			body["company_id"] = company
 		}
-		if set["events"] {
-			body["events"] = splitList(events)
+		return cl.Do(ctx, "POST", "/v1/webhooks", body)
+	}, printWebhook)
+}
+
+func webhooksUpdate(api *apiFlags) *cobra.Command {
+	var f webhookFields
+	var rotate bool
+	c := &cobra.Command{
+		Use:   "update ID [flags]",
+		Short: "Change a webhook; only the flags given change",
+		Example: `  relay webhooks update 7 --events task.completed,task.approved
+  relay webhooks update 7 --rotate-secret          # prints the new secret once
+  relay webhooks update 7 --header "Authorization: Bearer new-token"`,
+		Args: oneID,
+	}
+	f.register(c.Flags(), false)
+	c.Flags().BoolVar(&rotate, "rotate-secret", false, "replace the secret with a generated one")
+	return apiCommand(c, api, func(ctx context.Context, cl *admin.Client, args []string) (json.RawMessage, error) {
+		body := f.body(c.Flags())
+		if rotate {
+			body["rotate_secret"] = true
 		}
-		if set["secret"] {
-			body["secret"] = secret
+		return cl.Do(ctx, "PATCH", "/v1/webhooks/"+url.PathEscape(args[0]), body)
+	}, printWebhook)
+}
+
+func webhooksToggle(api *apiFlags, verb string) *cobra.Command {
+	short := map[string]string{"enable": "Turn a webhook on", "disable": "Turn a webhook off; nothing is sent to it until it is enabled"}[verb]
+	c := &cobra.Command{
+		Use:     verb + " ID",
+		Short:   short,
+		Example: "  relay webhooks " + verb + " 7",
+		Args:    oneID,
+	}
+	return apiCommand(c, api, func(ctx context.Context, cl *admin.Client, args []string) (json.RawMessage, error) {
+		return cl.Do(ctx, "POST", "/v1/webhooks/"+url.PathEscape(args[0])+"/"+verb, nil)
+	}, printWebhook)
+}
+
+func webhooksDelete(api *apiFlags) *cobra.Command {
+	c := &cobra.Command{
+		Use:     "delete ID",
+		Short:   "Delete a webhook; its delivery history and audit trail are kept",
+		Example: "  relay webhooks delete 7",
+		Args:    oneID,
+	}
+	return apiCommand(c, api, func(ctx context.Context, cl *admin.Client, args []string) (json.RawMessage, error) {
+		if _, err := cl.Do(ctx, "DELETE", "/v1/webhooks/"+url.PathEscape(args[0]), nil); err != nil {
+			return nil, err
 		}
-		if set["header"] {
-			body["headers"] = map[string]string(headers)
-		}
-		if set["description"] {
-			body["description"] = description
-		}
-		if sub == "create" {
-			if inactive {
-				body["active"] = false
-			}
-			if company > 0 {
-				body["company_id"] = company
-			}
-			out, err = c.Do(ctx, "POST", "/v1/webhooks", body)
-		} else {
-			if rotate {
-				body["rotate_secret"] = true
-			}
-			out, err = c.Do(ctx, "PATCH", "/v1/webhooks/"+id, body)
-		}
-	case "enable", "disable":
-		out, err = c.Do(ctx, "POST", "/v1/webhooks/"+id+"/"+sub, nil)
-	case "delete":
-		out, err = c.Do(ctx, "DELETE", "/v1/webhooks/"+id, nil)
-		if err == nil {
-			out = json.RawMessage(`{"deleted": true}`)
-		}
-	case "test":
+		return json.RawMessage(`{"deleted": true}`), nil
+	}, func(w io.Writer, _ json.RawMessage) error {
+		_, err := fmt.Fprintln(w, "deleted; its delivery history and audit trail are kept")
+		return err
+	})
+}
+
+func webhooksTest(api *apiFlags) *cobra.Command {
+	var event string
+	c := &cobra.Command{
+		Use:   "test ID --event TYPE",
+		Short: "Send a signed test event and show the receiver's answer",
+		Long: `Send a test event ("test": true, signed like a real one) to the webhook now
+and print the receiver's status, latency and first bytes. Exit 4 when the
+receiver does not answer 2xx in time, so that scripts can tell.`,
+		Example: `  relay webhooks test 7 --event task.completed
+  relay webhooks test 7 --event shutdown.reported --json`,
+		Args: oneID,
+	}
+	c.Flags().StringVar(&event, "event", "", "event type (relay events lists them)")
+	return apiCommand(c, api, func(ctx context.Context, cl *admin.Client, args []string) (json.RawMessage, error) {
 		if event == "" {
-			return usageError{errors.New("webhooks test: --event TYPE is required (relay events lists them)")}
+			return nil, usageError{errors.New("--event TYPE is required (relay events lists them)")}
 		}
-		out, err = c.Do(ctx, "POST", "/v1/webhooks/"+id+"/test", map[string]string{"event_type": event})
-	case "deliveries":
+		return cl.Do(ctx, "POST", "/v1/webhooks/"+url.PathEscape(args[0])+"/test", map[string]string{"event_type": event})
+	}, printTest)
+}
+
+func webhooksDeliveries(api *apiFlags) *cobra.Command {
+	var status, from, to, cursor string
+	var limit int
+	c := &cobra.Command{
+		Use:   "deliveries ID [--status S] [--from T] [--to T] [--limit N] [--cursor C]",
+		Short: "List a webhook's deliveries, newest first, with every attempt",
+		Example: `  relay webhooks deliveries 7
+  relay webhooks deliveries 7 --status failed --from 24h
+  relay webhooks deliveries 7 --from 2026-04-24T00:00:00Z --to 2026-04-25T00:00:00Z --limit 50`,
+		Args: oneID,
+	}
+	c.Flags().StringVar(&status, "status", "", "pending, retrying, delivered, failed (comma-separated)")
+	c.Flags().StringVar(&from, "from", "", "created at or after")
+	c.Flags().StringVar(&to, "to", "", "created before")
+	c.Flags().IntVar(&limit, "limit", 0, "page size (1 to 200)")
+	c.Flags().StringVar(&cursor, "cursor", "", "next_cursor of the previous page")
+	return apiCommand(c, api, func(ctx context.Context, cl *admin.Client, args []string) (json.RawMessage, error) {
 		q := url.Values{}
 		if status != "" {
 			q.Set("status", status)
 		}
-		for flagName, v := range map[string]string{"from": from, "to": to} {
-			if v != "" {
-				t, err := parseWhen(flagName, v)
+		for _, v := range []struct{ name, value string }{{"from", from}, {"to", to}} {
+			if v.value != "" {
+				t, err := parseWhen(v.name, v.value)
 				if err != nil {
-					return err
+					return nil, err
 				}
-				q.Set(flagName, t.UTC().Format(time.RFC3339Nano))
+				q.Set(v.name, t.UTC().Format(time.RFC3339Nano))
 			}
 		}
 		if limit > 0 {
@@ -245,47 +386,52 @@ func cmdWebhooks(ctx context.Context, args []string, stdout io.Writer) error {
 		if cursor != "" {
 			q.Set("cursor", cursor)
 		}
-		p := "/v1/webhooks/" + id + "/deliveries"
+		p := "/v1/webhooks/" + url.PathEscape(args[0]) + "/deliveries"
 		if len(q) > 0 {
 			p += "?" + q.Encode()
 		}
-		out, err = c.Do(ctx, "GET", p, nil)
-	case "refire":
+		return cl.Do(ctx, "GET", p, nil)
+	}, printDeliveries)
+}
+
+func webhooksRefire(api *apiFlags) *cobra.Command {
+	var delivery, from, to string
+	c := &cobra.Command{
+		Use:   "refire ID (--delivery UUID | --from T --to T)",
+		Short: "Send a failed delivery again, or every failed one of a time range",
+		Long: `Re-fire one delivery, or the failed deliveries created in a time range. A
+re-fired delivery keeps its X-SMTM-Delivery id, so receivers that
+deduplicate on it are safe.`,
+		Example: `  relay webhooks refire 7 --delivery 3f0c2a9e-7d1b-4c55-9a8e-1f2b3c4d5e6f
+  relay webhooks refire 7 --from 24h --to 0s
+  relay webhooks refire 7 --from 2026-04-24T00:00:00Z --to 2026-04-25T00:00:00Z`,
+		Args: oneID,
+	}
+	c.Flags().StringVar(&delivery, "delivery", "", "delivery id (X-SMTM-Delivery)")
+	c.Flags().StringVar(&from, "from", "", "re-fire failed deliveries created at or after")
+	c.Flags().StringVar(&to, "to", "", "... and before")
+	return apiCommand(c, api, func(ctx context.Context, cl *admin.Client, args []string) (json.RawMessage, error) {
+		id := url.PathEscape(args[0])
 		switch {
 		case delivery != "" && (from != "" || to != ""):
-			return usageError{errors.New("webhooks refire: give --delivery, or --from and --to, not both")}
+			return nil, usageError{errors.New("give --delivery, or --from and --to, not both")}
 		case delivery != "":
-			out, err = c.Do(ctx, "POST", "/v1/webhooks/"+id+"/deliveries/"+url.PathEscape(delivery)+"/refire", nil)
+			return cl.Do(ctx, "POST", "/v1/webhooks/"+id+"/deliveries/"+url.PathEscape(delivery)+"/refire", nil)
 		case from != "" && to != "":
 			f, err := parseWhen("from", from)
 			if err != nil {
-				return err
+				return nil, err
 			}
 			t, err := parseWhen("to", to)
 			if err != nil {
-				return err
+				return nil, err
 			}
-			out, err = c.Do(ctx, "POST", "/v1/webhooks/"+id+"/refire", map[string]string{
+			return cl.Do(ctx, "POST", "/v1/webhooks/"+id+"/refire", map[string]string{
 				"from": f.UTC().Format(time.RFC3339Nano), "to": t.UTC().Format(time.RFC3339Nano)})
-			if err != nil {
-				return err
-			}
 		default:
-			return usageError{errors.New("webhooks refire: --delivery UUID, or --from and --to, is required")}
+			return nil, usageError{errors.New("--delivery UUID, or --from and --to, is required")}
 		}
-	}
-	if err != nil {
-		return err
-	}
-	if a.json {
-		var buf bytes.Buffer
-		if json.Indent(&buf, out, "", "  ") != nil {
-			buf.Write(out)
-		}
-		fmt.Fprintln(stdout, strings.TrimSpace(buf.String()))
-		return nil
-	}
-	return printHuman(stdout, sub, out)
+	}, printRefire)
 }
 
 type webhookJSON struct {
@@ -301,119 +447,132 @@ type webhookJSON struct {
 	Attempts24h    int        `json:"attempts_24h"`
 }
 
-func printHuman(w io.Writer, sub string, out json.RawMessage) error {
+func printList(w io.Writer, out json.RawMessage) error {
+	var v struct{ Webhooks []webhookJSON }
+	if err := json.Unmarshal(out, &v); err != nil {
+		return err
+	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	defer tw.Flush()
-	switch sub {
-	case "list":
-		var v struct{ Webhooks []webhookJSON }
-		if err := json.Unmarshal(out, &v); err != nil {
-			return err
+	fmt.Fprintln(tw, "ID\tCOMPANY\tNAME\tURL\tEVENTS\tLAST FIRED\tSUCCESS 24H\tACTIVE")
+	for _, h := range v.Webhooks {
+		fmt.Fprintf(tw, "%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n", h.ID, h.CompanyID, safe(h.Name), safe(h.URL), safe(shortList(h.Events)),
+			when(h.LastFiredAt), rate(h.SuccessRate24h, h.Attempts24h), onOff(h.Active, h.ManagedBy))
+	}
+	return tw.Flush()
+}
+
+func printWebhook(w io.Writer, out json.RawMessage) error {
+	var v struct {
+		Webhook  webhookJSON
+		Secret   string
+		Warnings []string
+	}
+	if err := json.Unmarshal(out, &v); err != nil {
+		return err
+	}
+	h := v.Webhook
+	fmt.Fprintf(w, "webhook %d (%s) of company %d: %s, events %s, %s\n", h.ID, safe(h.Name), h.CompanyID, safe(h.URL),
+		safe(strings.Join(h.Events, ",")), onOff(h.Active, h.ManagedBy))
+	if v.Secret != "" {
+		fmt.Fprintf(w, "secret (shown once, store it now): %s\n", safe(v.Secret))
+	}
+	for _, warn := range v.Warnings {
+		fmt.Fprintf(w, "warning: %s\n", safe(warn))
+	}
+	return nil
+}
+
+// testResult is the answer to a test event.
+type testResult struct {
+	DeliveryID      string   `json:"delivery_id"`
+	OK              bool     `json:"ok"`
+	StatusCode      *int     `json:"status_code"`
+	DurationMS      float64  `json:"duration_ms"`
+	Error           string   `json:"error"`
+	ResponseSnippet string   `json:"response_snippet"`
+	Warnings        []string `json:"warnings"`
+}
+
+func printTest(w io.Writer, out json.RawMessage) error {
+	var v testResult
+	if err := json.Unmarshal(out, &v); err != nil {
+		return err
+	}
+	code := "-"
+	if v.StatusCode != nil {
+		code = fmt.Sprint(*v.StatusCode)
+	}
+	result := "OK"
+	if !v.OK {
+		result = "FAILED: " + safe(v.Error)
+	}
+	fmt.Fprintf(w, "%s  status %s  %.1f ms  delivery %s\n", result, code, v.DurationMS, safe(v.DeliveryID))
+	if v.ResponseSnippet != "" {
+		fmt.Fprintf(w, "response: %s\n", safe(v.ResponseSnippet))
+	}
+	for _, warn := range v.Warnings {
+		fmt.Fprintf(w, "warning: %s\n", safe(warn))
+	}
+	return nil
+}
+
+func printDeliveries(w io.Writer, out json.RawMessage) error {
+	var v struct {
+		Deliveries []struct {
+			ID        string    `json:"id"`
+			EventType string    `json:"event_type"`
+			Status    string    `json:"status"`
+			CreatedAt time.Time `json:"created_at"`
+			Attempts  []struct {
+				Attempt    int       `json:"attempt"`
+				StartedAt  time.Time `json:"started_at"`
+				DurationMS float64   `json:"duration_ms"`
+				StatusCode *int      `json:"status_code"`
+				Error      string    `json:"error"`
+			} `json:"attempts"`
 		}
-		fmt.Fprintln(tw, "ID\tCOMPANY\tNAME\tURL\tEVENTS\tLAST FIRED\tSUCCESS 24H\tACTIVE")
-		for _, h := range v.Webhooks {
-			fmt.Fprintf(tw, "%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n", h.ID, h.CompanyID, h.Name, h.URL, shortList(h.Events),
-				when(h.LastFiredAt), rate(h.SuccessRate24h, h.Attempts24h), onOff(h.Active, h.ManagedBy))
-		}
-	case "create", "update", "enable", "disable":
-		var v struct {
-			Webhook  webhookJSON
-			Secret   string
-			Warnings []string
-		}
-		if err := json.Unmarshal(out, &v); err != nil {
-			return err
-		}
-		h := v.Webhook
-		fmt.Fprintf(tw, "webhook %d (%s) of company %d: %s, events %s, %s\n", h.ID, h.Name, h.CompanyID, h.URL,
-			strings.Join(h.Events, ","), onOff(h.Active, h.ManagedBy))
-		if v.Secret != "" {
-			fmt.Fprintf(tw, "secret (shown once, store it now): %s\n", v.Secret)
-		}
-		for _, warn := range v.Warnings {
-			fmt.Fprintf(tw, "warning: %s\n", warn)
-		}
-	case "delete":
-		fmt.Fprintln(tw, "deleted; its delivery history and audit trail are kept")
-	case "test":
-		var v struct {
-			DeliveryID      string   `json:"delivery_id"`
-			OK              bool     `json:"ok"`
-			StatusCode      *int     `json:"status_code"`
-			DurationMS      float64  `json:"duration_ms"`
-			Error           string   `json:"error"`
-			ResponseSnippet string   `json:"response_snippet"`
-			Warnings        []string `json:"warnings"`
-		}
-		if err := json.Unmarshal(out, &v); err != nil {
-			return err
-		}
-		code := "-"
-		if v.StatusCode != nil {
-			code = fmt.Sprint(*v.StatusCode)
-		}
-		result := "OK"
-		if !v.OK {
-			result = "FAILED: " + v.Error
-		}
-		fmt.Fprintf(tw, "%s\tstatus %s\t%.1f ms\tdelivery %s\n", result, code, v.DurationMS, v.DeliveryID)
-		if v.ResponseSnippet != "" {
-			fmt.Fprintf(tw, "response: %s\n", v.ResponseSnippet)
-		}
-	case "deliveries":
-		var v struct {
-			Deliveries []struct {
-				ID        string    `json:"id"`
-				EventType string    `json:"event_type"`
-				Status    string    `json:"status"`
-				CreatedAt time.Time `json:"created_at"`
-				Attempts  []struct {
-					Attempt    int       `json:"attempt"`
-					StartedAt  time.Time `json:"started_at"`
-					DurationMS float64   `json:"duration_ms"`
-					StatusCode *int      `json:"status_code"`
-					Error      string    `json:"error"`
-				} `json:"attempts"`
+		NextCursor *string `json:"next_cursor"`
+	}
+	if err := json.Unmarshal(out, &v); err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "DELIVERY\tEVENT\tSTATUS\tCREATED\tATTEMPT\tAT\tMS\tCODE\tERROR")
+	for _, d := range v.Deliveries {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t\t\t\t\t\n", safe(d.ID), safe(d.EventType), safe(d.Status), d.CreatedAt.Format(time.RFC3339))
+		for _, at := range d.Attempts {
+			code := "-"
+			if at.StatusCode != nil {
+				code = fmt.Sprint(*at.StatusCode)
 			}
-			NextCursor *string `json:"next_cursor"`
+			fmt.Fprintf(tw, "\t\t\t\t%d\t%s\t%.0f\t%s\t%s\n", at.Attempt, at.StartedAt.Format(time.RFC3339), at.DurationMS, code, safe(at.Error))
 		}
-		if err := json.Unmarshal(out, &v); err != nil {
-			return err
-		}
-		fmt.Fprintln(tw, "DELIVERY\tEVENT\tSTATUS\tCREATED\tATTEMPT\tAT\tMS\tCODE\tERROR")
-		for _, d := range v.Deliveries {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t\t\t\t\t\n", d.ID, d.EventType, d.Status, d.CreatedAt.Format(time.RFC3339))
-			for _, at := range d.Attempts {
-				code := "-"
-				if at.StatusCode != nil {
-					code = fmt.Sprint(*at.StatusCode)
-				}
-				fmt.Fprintf(tw, "\t\t\t\t%d\t%s\t%.0f\t%s\t%s\n", at.Attempt, at.StartedAt.Format(time.RFC3339), at.DurationMS, code, at.Error)
-			}
-		}
-		if v.NextCursor != nil {
-			fmt.Fprintf(tw, "more: --cursor %s\n", *v.NextCursor)
-		}
-	case "refire":
-		var v struct {
-			Delivery *struct {
-				ID string `json:"id"`
-			} `json:"delivery"`
-			Refired  *int     `json:"refired"`
-			Warnings []string `json:"warnings"`
-		}
-		if err := json.Unmarshal(out, &v); err != nil {
-			return err
-		}
-		if v.Delivery != nil {
-			fmt.Fprintf(tw, "re-fired delivery %s (same X-SMTM-Delivery id)\n", v.Delivery.ID)
-		}
-		if v.Refired != nil {
-			fmt.Fprintf(tw, "re-fired %d failed deliveries\n", *v.Refired)
-		}
-		for _, warn := range v.Warnings {
-			fmt.Fprintf(tw, "warning: %s\n", warn)
-		}
+	}
+	if v.NextCursor != nil {
+		fmt.Fprintf(tw, "more: --cursor %s\n", safe(*v.NextCursor))
+	}
+	return tw.Flush()
+}
+
+func printRefire(w io.Writer, out json.RawMessage) error {
+	var v struct {
+		Delivery *struct {
+			ID string `json:"id"`
+		} `json:"delivery"`
+		Refired  *int     `json:"refired"`
+		Warnings []string `json:"warnings"`
+	}
+	if err := json.Unmarshal(out, &v); err != nil {
+		return err
+	}
+	if v.Delivery != nil {
+		fmt.Fprintf(w, "re-fired delivery %s (same X-SMTM-Delivery id)\n", safe(v.Delivery.ID))
+	}
+	if v.Refired != nil {
+		fmt.Fprintf(w, "re-fired %d failed deliveries\n", *v.Refired)
+	}
+	for _, warn := range v.Warnings {
+		fmt.Fprintf(w, "warning: %s\n", safe(warn))
 	}
 	return nil
 }
@@ -444,12 +603,17 @@ func onOff(active bool, managedBy string) string {
 }
 
 // cmdEventsAPI is `relay events --url ... --token ...`.
-func cmdEventsAPI(ctx context.Context, a apiFlags, stdout io.Writer) error {
-	out, err := a.client().Do(ctx, "GET", "/v1/events", nil)
+func cmdEventsAPI(c *cobra.Command, api apiFlags) error {
+	client, err := api.client()
 	if err != nil {
 		return err
 	}
-	if a.json {
+	out, err := client.Do(c.Context(), "GET", "/v1/events", nil)
+	if err != nil {
+		return err
+	}
+	stdout := c.OutOrStdout()
+	if api.json {
 		fmt.Fprintln(stdout, strings.TrimSpace(string(out)))
 		return nil
 	}
@@ -458,7 +622,7 @@ func cmdEventsAPI(ctx context.Context, a apiFlags, stdout io.Writer) error {
 		return err
 	}
 	for _, e := range v.Events {
-		fmt.Fprintln(stdout, e)
+		fmt.Fprintln(stdout, safe(e))
 	}
 	return nil
 }

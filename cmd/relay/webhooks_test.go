@@ -16,9 +16,9 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	reference "github.com/smartmaintenance/relay"
 	"github.com/smartmaintenance/relay/admin"
 	"github.com/smartmaintenance/relay/internal/pgtest"
+	"github.com/smartmaintenance/relay/platform"
 	"github.com/smartmaintenance/relay/signature"
 )
 
@@ -51,7 +51,7 @@ func cli(t *testing.T, env []string, args ...string) (int, string) {
 // command, as an operator would in a shell: register, list, test-fire, look
 // at deliveries, re-fire, disable, delete; table output and --json.
 func TestWebhooksCLI(t *testing.T) {
-	url := pgtest.NewDatabase(t, reference.Schema, reference.Sample)
+	url := pgtest.NewDatabase(t, platform.Schema, platform.Sample)
 	pool, err := pgxpool.New(context.Background(), url)
 	if err != nil {
 		t.Fatal(err)
@@ -194,5 +194,103 @@ admin:
 	}
 	if strings.Contains(p.output(), secret) || strings.Contains(p.output(), "for-receiver") {
 		t.Error("the relay's log contains a secret")
+	}
+}
+
+// TestCLIEscapesTenantTextAndFailsTests drives a running relay from the
+// command line with text a tenant or a receiver chose: a webhook name with
+// an ESC sequence and a newline that would forge a row of the list (stored
+// directly, as the API refuses such names), a receiver that answers 500
+// with ANSI escapes in its body, an attempt error carrying them. Each is
+// printed escaped. A test event the receiver answers 500, or lets time out,
+// exits 4.
+func TestCLIEscapesTenantTextAndFailsTests(t *testing.T) {
+	url := pgtest.NewDatabase(t, platform.Schema, platform.Sample)
+	pool, err := pgxpool.New(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	const body = "\x1b[2J\x1b[31mall good\n1\t2\tFORGED"
+	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		switch r.URL.Path {
+		case "/evil":
+			w.WriteHeader(500)
+			io.WriteString(w, body)
+		case "/hang":
+			select {
+			case <-r.Context().Done():
+			case <-time.After(10 * time.Second):
+			}
+		}
+	}))
+	defer recv.Close()
+	addr := freeAddr(t)
+	const token = "cli-escape-token-of-company-one"
+	cfgPath := writeConfig(t, url, recv.URL+"/file", fmt.Sprintf(`
+admin:
+  listen: %q
+  tokens:
+    - {name: cli, company_id: 1, token_sha256: %s}
+`, addr, admin.TokenHash(token)))
+	startRelay(t, "run", "--config", cfgPath)
+	waitStreaming(t, pool)
+	env := []string{"RELAY_ADMIN_URL=http://" + addr, "RELAY_ADMIN_TOKEN=" + token}
+	create := func(name, path string) int64 {
+		code, out := cli(t, env, "webhooks", "create", "--name", name, "--endpoint", recv.URL+path, "--events", "task.completed", "--json")
+		var v struct{ Webhook struct{ ID int64 } }
+		if code != 0 || json.Unmarshal([]byte(out), &v) != nil {
+			t.Fatalf("create %s: %d %s", name, code, out)
+		}
+		return v.Webhook.ID
+	}
+	evil, hang := create("evil", "/evil"), create("hang", "/hang")
+
+	// A receiver that times out fails the test: exit 4.
+	code, out := cli(t, env, "webhooks", "test", fmt.Sprint(hang), "--event", "task.completed")
+	if code != exitTestFailed || !strings.HasPrefix(out, "FAILED: timeout") || !strings.Contains(out, "the test event failed: timeout") {
+		t.Errorf("test of a hanging receiver: exit %d, want 4:\n%s", code, out)
+	}
+	code, out = cli(t, env, "webhooks", "test", fmt.Sprint(hang), "--event", "task.completed", "--json")
+	if code != exitTestFailed || !strings.Contains(out, `"ok": false`) {
+		t.Errorf("test --json of a hanging receiver: exit %d, want 4:\n%s", code, out)
+	}
+
+	// A name that would forge a row and recolour the terminal.
+	const name = "evil\x1b[31m\n99    1        forged-row    https://forged.example.com"
+	if _, err := pool.Exec(context.Background(), `UPDATE relay.webhooks SET name = $1 WHERE id = $2`, name, evil); err != nil {
+		t.Fatal(err)
+	}
+	code, out = cli(t, env, "webhooks", "list")
+	if code != 0 || strings.Contains(out, "\x1b") || !strings.Contains(out, `evil\x1b[31m\n99    1        forged-row`) ||
+		strings.Count(out, "\n") != 4 {
+		t.Errorf("list: exit %d, want 4 lines with the name escaped:\n%s", code, out)
+	}
+
+	// The receiver's body, escaped; its 500 fails the test: exit 4.
+	code, out = cli(t, env, "webhooks", "test", fmt.Sprint(evil), "--event", "task.completed")
+	if code != exitTestFailed || strings.Contains(out, "\x1b") || !strings.Contains(out, `response: \x1b[2J\x1b[31mall good\n1\t2\tFORGED`) ||
+		!strings.HasPrefix(out, "FAILED: HTTP 500") {
+		t.Errorf("test of a receiver answering 500: exit %d, want 4 and the body escaped:\n%q", code, out)
+	}
+
+	// An attempt's error names what the receiver sent (a certificate's
+	// name, a DNS answer): escaped in the deliveries' table.
+	if _, err := pool.Exec(context.Background(), `INSERT INTO tasks (company_id, title, status) VALUES (1, 'Replace belt', 'completed')`); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "an attempt", 30*time.Second, func() bool {
+		var n int
+		pool.QueryRow(context.Background(), `SELECT count(*) FROM relay.attempts WHERE webhook_id = $1`, evil).Scan(&n)
+		return n > 0
+	})
+	if _, err := pool.Exec(context.Background(), `UPDATE relay.attempts SET error = $1 WHERE webhook_id = $2`,
+		"tls: certificate is valid for \x1b[32mtrusted.example.com\x1b[0m\nFORGED", evil); err != nil {
+		t.Fatal(err)
+	}
+	code, out = cli(t, env, "webhooks", "deliveries", fmt.Sprint(evil))
+	if code != 0 || strings.Contains(out, "\x1b") || !strings.Contains(out, `valid for \x1b[32mtrusted.example.com\x1b[0m\nFORGED`) {
+		t.Errorf("deliveries: exit %d, the error not escaped:\n%q", code, out)
 	}
 }
