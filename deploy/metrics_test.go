@@ -26,9 +26,9 @@ import (
 	"github.com/prometheus/prometheus/model/rulefmt"
 	"github.com/prometheus/prometheus/promql/parser"
 
-	reference "github.com/smartmaintenance/relay"
 	"github.com/smartmaintenance/relay/config"
 	"github.com/smartmaintenance/relay/internal/pgtest"
+	"github.com/smartmaintenance/relay/platform"
 	"github.com/smartmaintenance/relay/service"
 )
 
@@ -209,7 +209,7 @@ func scrapeRunningRelay(t *testing.T) map[string]map[string]bool {
 	for _, k := range []string{"OTEL_TRACES_EXPORTER", "OTEL_METRICS_EXPORTER", "OTEL_EXPORTER_OTLP_ENDPOINT"} {
 		t.Setenv(k, "")
 	}
-	dbURL := pgtest.NewDatabase(t, reference.Schema, reference.Sample)
+	dbURL := pgtest.NewDatabase(t, platform.Schema, platform.Sample)
 	var received atomic.Int64
 	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
