@@ -5,8 +5,12 @@
 build:
 	go build -o bin/relay ./cmd/relay
 
+# Every test: the relay's module, then the deployment files' module
+# (deploy/, which keeps the Kubernetes and Prometheus modules out of the
+# relay's; -mod=mod lets its go.sum follow the relay's go.mod).
 test:
 	go test -race -count=1 ./...
+	cd deploy && GOFLAGS=-mod=mod go test -race -count=1 ./...
 
 demo:
 	go run ./cmd/relay demo
