@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	stdmaps "maps"
 	"math"
 	"reflect"
 	"slices"
@@ -386,7 +387,7 @@ func unknownKeys(v any, t reflect.Type, path string, out *[]string) {
 		if !ok {
 			return
 		}
-		for _, key := range sortedKeys(m) {
+		for _, key := range slices.Sorted(stdmaps.Keys(m)) {
 			f, ok := fieldByKey(t, key)
 			if !ok {
 				*out = append(*out, joinKey(path, key)+": unknown key"+suggest(path, key, keysOf(t)))
@@ -407,7 +408,7 @@ func unknownKeys(v any, t reflect.Type, path string, out *[]string) {
 		if !ok {
 			return
 		}
-		for _, key := range sortedKeys(m) {
+		for _, key := range slices.Sorted(stdmaps.Keys(m)) {
 			unknownKeys(m[key], t.Elem(), path+"["+key+"]", out)
 		}
 	}
@@ -418,15 +419,6 @@ func joinKey(path, key string) string {
 		return key
 	}
 	return path + "." + key
-}
-
-func sortedKeys(m map[string]any) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
 
 // fieldByKey finds the field of struct type t whose koanf tag is key.

@@ -10,7 +10,6 @@ import (
 	"net/url"
 	"regexp"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -426,7 +425,7 @@ func checkWebhookHeaders(p *problems, headers map[string]string) {
 		p.add("headers", "%d bytes of names and values is too large; at most %d", total, MaxHeadersTotalBytes)
 	}
 	canonical := map[string]string{}
-	for _, h := range sortedHeaderNames(headers) {
+	for _, h := range slices.Sorted(maps.Keys(headers)) {
 		hk := fmt.Sprintf("headers[%s]", h)
 		ch := http.CanonicalHeaderKey(h)
 		switch {
@@ -583,15 +582,6 @@ func checkDatabaseURL(p *problems, key, s string) {
 	if !strings.Contains(s, "=") {
 		p.add(key, "not a PostgreSQL URL (postgres://user:password@host:5432/db) or key=value connection string")
 	}
-}
-
-func sortedHeaderNames(h map[string]string) []string {
-	names := make([]string, 0, len(h))
-	for n := range h {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	return names
 }
 
 // validHeaderName reports whether s is an RFC 9110 token.
