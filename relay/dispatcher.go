@@ -144,9 +144,24 @@ func (o Options) withDefaults() Options {
 	return o
 }
 
+// deliveryStore is what the dispatcher asks of the store: claiming and
+// reading the deliveries it sends, recording their attempts, giving back
+// what it does not send, and saying that it is sending. *store.Store
+// implements it.
+type deliveryStore interface {
+	Claim(ctx context.Context, req store.ClaimRequest) ([]store.Claimed, error)
+	LoadHeld(ctx context.Context, owner string, ids []uuid.UUID, minLease time.Duration) ([]store.Claimed, error)
+	RecordAttempts(ctx context.Context, owner string, results []store.AttemptResult) (lost []uuid.UUID, err error)
+	ReleaseClaims(ctx context.Context, owner string, ids []uuid.UUID) error
+	Heartbeat(ctx context.Context, owner string, within time.Duration) (peers int, err error)
+	Leave(ctx context.Context, owner string) error
+}
+
+var _ deliveryStore = (*store.Store)(nil)
+
 // Dispatcher sends due deliveries. Create it with New and start it with Run.
 type Dispatcher struct {
-	st      *store.Store
+	st      deliveryStore
 	opts    Options
 	log     *slog.Logger
 	send    sender
@@ -160,14 +175,12 @@ type Dispatcher struct {
 	perHook  map[int64]int
 	// pace is each webhook's recent attempt duration (see windowLocked).
 	pace map[int64]time.Duration
-	// bodySize is the recent payload size of held deliveries (see room).
+	// bodySize is the recent payload size of held deliveries (see roomLocked).
 	bodySize int
 	// queue holds claimed deliveries of a webhook waiting for one of its
 	// slots (prefetch), oldest first; queued counts them all.
 	queue  map[int64][]queuedClaim
 	queued int
-	// lastClaim is when the last claim round began.
-	lastClaim time.Time
 	// run is set while Run runs: what a freed slot needs to start the next
 	// queued attempt.
 	run *runState
@@ -192,9 +205,6 @@ type Dispatcher struct {
 	behind    map[int64]bool
 	starved   bool
 	wantClaim bool
-	// claims and loads count claim queries and reads of held deliveries,
-	// looks the claims that looked before held deliveries, for tests.
-	claims, loads, looks atomic.Int64
 	// peers is how many other senders share the store (see heartbeats);
 	// while there are any, nothing is held beyond a webhook's window.
 	peers atomic.Int64
@@ -249,7 +259,7 @@ const minAhead = 16384
 const minClaimGap = 2 * time.Millisecond
 
 // New returns a dispatcher sending the deliveries of st.
-func New(st *store.Store, opts Options) *Dispatcher {
+func New(st deliveryStore, opts Options) *Dispatcher {
 	opts = opts.withDefaults()
 	client := newClient(opts.Workers, opts.Egress)
 	if opts.Client != nil {
@@ -324,7 +334,7 @@ func (d *Dispatcher) Reserve(open *store.Leased) (store.ClaimRequest, bool) {
 	most := d.opts.PerWebhook * prefetch
 	req := store.ClaimRequest{
 		Owner:          d.opts.Owner,
-		Limit:          min(d.room()-len(open.Ready), maxClaim),
+		Limit:          min(d.roomLocked()-len(open.Ready), maxClaim),
 		Lease:          d.opts.Lease,
 		PerWebhook:     most,
 		Busy:           map[int64]int{},
@@ -355,7 +365,7 @@ func (d *Dispatcher) Reserve(open *store.Leased) (store.ClaimRequest, bool) {
 	for id := range hooks {
 		ready, held := open.Of(id)
 		ahead := d.perHook[id] + len(d.queue[id]) + ready
-		held += d.heldOf(id)
+		held += d.heldOfLocked(id)
 		window := d.windowLocked(id)
 		room := max(window-ahead, 0)
 		if held > 0 {
@@ -406,8 +416,8 @@ func (d *Dispatcher) staleAfter() time.Duration {
 	return d.opts.Lease - d.opts.Timeout - 5*time.Second
 }
 
-// heldOf is the number of webhook's held deliveries. d.mu must be held.
-func (d *Dispatcher) heldOf(webhook int64) int {
+// heldOfLocked is the number of webhook's held deliveries. d.mu must be held.
+func (d *Dispatcher) heldOfLocked(webhook int64) int {
 	n := 0
 	for _, b := range d.held[webhook] {
 		n += len(b.ids)
@@ -445,8 +455,8 @@ func (d *Dispatcher) Handoff(l store.Leased) {
 		d.giveBack(ctx, ids)
 		return
 	}
-	d.hold(l.Held, l.Due, at)
-	d.noteBodies(l.Ready)
+	d.holdLocked(l.Held, l.Due, at)
+	d.noteBodiesLocked(l.Ready)
 	var start []*store.Claimed
 	for i := range l.Ready {
 		c := &l.Ready[i]
@@ -473,8 +483,8 @@ func (d *Dispatcher) Handoff(l store.Leased) {
 	}
 }
 
-// hold adds held deliveries to their webhooks' batches. d.mu must be held.
-func (d *Dispatcher) hold(held []store.Held, due, at time.Time) {
+// holdLocked adds held deliveries to their webhooks' batches. d.mu must be held.
+func (d *Dispatcher) holdLocked(held []store.Held, due, at time.Time) {
 	if len(held) == 0 {
 		return
 	}
@@ -508,11 +518,11 @@ func (d *Dispatcher) dropHeld() []uuid.UUID {
 	return ids
 }
 
-// takeHeld takes the next held deliveries of the webhooks whose windows have
+// takeHeldLocked takes the next held deliveries of the webhooks whose windows have
 // room for them, up to limit in all: those that can still be sent within
 // their leases, with when each lease began, and those that waited too long,
 // to be given back. d.mu must be held.
-func (d *Dispatcher) takeHeld(limit int) (load []uuid.UUID, at []time.Time, stale []uuid.UUID) {
+func (d *Dispatcher) takeHeldLocked(limit int) (load []uuid.UUID, at []time.Time, stale []uuid.UUID) {
 	oldest := time.Now().Add(-d.staleAfter())
 	for id, batches := range d.held {
 		if len(load) >= limit {
@@ -553,19 +563,18 @@ func (d *Dispatcher) takeHeld(limit int) (load []uuid.UUID, at []time.Time, stal
 }
 
 // loadHeld reads the next held deliveries of the webhooks that have room
-// for them (see takeHeld) and returns them with when their leases began.
+// for them (see takeHeldLocked) and returns them with when their leases began.
 // It gives back those that waited too long and those that cannot be read
 // as held any more (their webhook was disabled or deleted, or the lease
 // is too short to send them), so that they are due for any sender.
 func (d *Dispatcher) loadHeld(ctx context.Context) ([]store.Claimed, []time.Time) {
 	d.mu.Lock()
-	ids, ats, stale := d.takeHeld(min(d.room(), maxClaim))
+	ids, ats, stale := d.takeHeldLocked(min(d.roomLocked(), maxClaim))
 	d.mu.Unlock()
 	d.giveBack(ctx, stale)
 	if len(ids) == 0 {
 		return nil, nil
 	}
-	d.loads.Add(1)
 	got, err := d.st.LoadHeld(ctx, d.opts.Owner, ids, d.opts.Timeout+5*time.Second)
 	if err != nil {
 		d.log.Error("read held deliveries; giving them back", "deliveries", len(ids), "error", err)
@@ -818,7 +827,7 @@ func (d *Dispatcher) claimRound(ctx, dbCtx, sendCtx context.Context, attempts *s
 		free, busy, exclude, before, skip := d.capacity()
 		if free == 0 {
 			d.mu.Lock()
-			if d.room() > 0 {
+			if d.roomLocked() > 0 {
 				// Attempts finished since capacity looked: they did not
 				// know to ask for a round.
 				d.mu.Unlock()
@@ -830,10 +839,6 @@ func (d *Dispatcher) claimRound(ctx, dbCtx, sendCtx context.Context, attempts *s
 		}
 		var claimed []store.Claimed
 		if len(skip) == 0 || time.Since(d.emptyClaim) >= min(quietClaimGap, d.opts.PollInterval) {
-			d.claims.Add(1)
-			if before != nil {
-				d.looks.Add(1)
-			}
 			var err error
 			claimed, err = d.st.Claim(dbCtx, store.ClaimRequest{
 				Owner:      d.opts.Owner,
@@ -882,7 +887,7 @@ func (d *Dispatcher) claimRound(ctx, dbCtx, sendCtx context.Context, attempts *s
 			return
 		}
 		d.mu.Lock()
-		d.noteBodies(claimed)
+		d.noteBodiesLocked(claimed)
 		d.mu.Unlock()
 		now := time.Now()
 		for i := range claimed {
@@ -976,12 +981,12 @@ func (d *Dispatcher) capacityLocked() (free int, busy map[int64]int, exclude []i
 			busy[id] += most - w
 		}
 	}
-	return d.room(), busy, exclude
+	return d.roomLocked(), busy, exclude
 }
 
-// room is how many more deliveries may be claimed, in flight and queued
+// roomLocked is how many more deliveries may be claimed, in flight and queued
 // together. d.mu must be held.
-func (d *Dispatcher) room() int {
+func (d *Dispatcher) roomLocked() int {
 	most := max(d.opts.Workers*prefetch, minAhead)
 	if d.bodySize > 0 {
 		most = min(most, max(aheadBytes/d.bodySize, d.opts.Workers))
@@ -995,9 +1000,9 @@ func (d *Dispatcher) room() int {
 // deliveries ahead (never fewer than Workers).
 const aheadBytes = 24 << 20
 
-// noteBodies folds the payload sizes of newly held deliveries into the
+// noteBodiesLocked folds the payload sizes of newly held deliveries into the
 // recent payload size (a moving average). d.mu must be held.
-func (d *Dispatcher) noteBodies(claims []store.Claimed) {
+func (d *Dispatcher) noteBodiesLocked(claims []store.Claimed) {
 	for i := range claims {
 		n := max(len(claims[i].Body), 1)
 		if d.bodySize == 0 {
@@ -1016,7 +1021,7 @@ func (d *Dispatcher) fullLocked(webhook int64) bool {
 
 // aheadFor is how much of a webhook's traffic its window holds: far less
 // than a queued delivery may wait before its lease is too short to send it
-// (dequeue), so that what is held ahead is sent, not given back and claimed
+// (dequeueLocked), so that what is held ahead is sent, not given back and claimed
 // again.
 const aheadFor = 5 * time.Second
 
@@ -1034,9 +1039,9 @@ func (d *Dispatcher) windowLocked(webhook int64) int {
 	return int(min(max(w, float64(2*d.opts.PerWebhook)), float64(most)))
 }
 
-// notePace folds an attempt's duration into its webhook's recent pace (a
+// notePaceLocked folds an attempt's duration into its webhook's recent pace (a
 // moving average). d.mu must be held.
-func (d *Dispatcher) notePace(webhook int64, took time.Duration) {
+func (d *Dispatcher) notePaceLocked(webhook int64, took time.Duration) {
 	if took <= 0 {
 		return
 	}
@@ -1068,7 +1073,7 @@ func (d *Dispatcher) acquire(webhook int64) bool {
 // round left deliveries behind that the slot makes room for.
 func (d *Dispatcher) free(webhook int64, took time.Duration) (*store.Claimed, *runState) {
 	d.mu.Lock()
-	d.notePace(webhook, took)
+	d.notePaceLocked(webhook, took)
 	d.inflight--
 	if d.perHook[webhook]--; d.perHook[webhook] <= 0 {
 		delete(d.perHook, webhook)
@@ -1077,13 +1082,13 @@ func (d *Dispatcher) free(webhook int64, took time.Duration) (*store.Claimed, *r
 	var stale []uuid.UUID
 	run := d.run
 	if run != nil && !run.draining {
-		next, stale = d.dequeue(webhook)
+		next, stale = d.dequeueLocked(webhook)
 		if next == nil {
 			// The slot is also a worker slot: another webhook may wait for one.
 			for id := range d.queue {
 				if d.perHook[id] < d.opts.PerWebhook {
 					var more []uuid.UUID
-					next, more = d.dequeue(id)
+					next, more = d.dequeueLocked(id)
 					stale = append(stale, more...)
 					if next != nil {
 						break
@@ -1119,10 +1124,10 @@ func (d *Dispatcher) free(webhook int64, took time.Duration) (*store.Claimed, *r
 	return next, run
 }
 
-// dequeue pops the oldest queued delivery of webhook that can still be sent
+// dequeueLocked pops the oldest queued delivery of webhook that can still be sent
 // within its lease; those that waited too long are returned as stale, to be
 // given back. d.mu must be held.
-func (d *Dispatcher) dequeue(webhook int64) (next *store.Claimed, stale []uuid.UUID) {
+func (d *Dispatcher) dequeueLocked(webhook int64) (next *store.Claimed, stale []uuid.UUID) {
 	q := d.queue[webhook]
 	// An attempt started now must end (Timeout) before the lease does.
 	oldest := time.Now().Add(-d.staleAfter())
