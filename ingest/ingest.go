@@ -38,22 +38,41 @@ type Options struct {
 	// transactions may make before it is stored at once (see Full). Default
 	// 1000.
 	GroupDeliveries int
-	// Lease, when set, is asked before each write how many of the new
-	// deliveries the sender can take at once (see store.WriteLeasing),
-	// given what the open store transaction has leased to it already; it
-	// returns false to lease none.
-	Lease func(open *store.Leased) (store.ClaimRequest, bool)
-	// Committed is called after each store commit that created deliveries,
-	// with those leased to the sender, so it can start at once instead of
-	// claiming them or waiting for its poll.
-	Committed func(deliveries int64, leased store.Leased)
-	Logger    *slog.Logger
+	// Handoff, when set, is the sender that takes new deliveries as they
+	// are stored (see Handoff); nil leases none to anyone.
+	Handoff Handoff
+	Logger  *slog.Logger
 	// TracerProvider traces each event from decoding to the commit of its
 	// deliveries; nil traces nothing.
 	TracerProvider trace.TracerProvider
 	// MeterProvider receives the ingester's metrics; nil records none.
 	MeterProvider metric.MeterProvider
 }
+
+// Handoff is the in-process road from the store write to the sender
+// (relay.Dispatcher implements it): each write leases to the sender those
+// of its new deliveries that the sender has room for, and the sender takes
+// them as soon as their store transaction commits, instead of claiming
+// them from the store or waiting for its poll.
+type Handoff interface {
+	// Reserve says which of the next write's new deliveries to lease to
+	// the sender (see store.WriteLeasing), given what the open store
+	// transaction has leased to it already (open); false leases none.
+	Reserve(open *store.Leased) (store.ClaimRequest, bool)
+	// Committed is called after each store commit that created deliveries
+	// (deliveries of them in all), with those of them leased to the
+	// sender: the sender owns them from then on, and the rest are due in
+	// the store for any sender to claim.
+	Committed(deliveries int64, leased store.Leased)
+}
+
+// noHandoff leases nothing to anyone.
+type noHandoff struct{}
+
+func (noHandoff) Reserve(*store.Leased) (store.ClaimRequest, bool) {
+	return store.ClaimRequest{}, false
+}
+func (noHandoff) Committed(int64, store.Leased) {}
 
 // Ingester implements cdc.Handler.
 type Ingester struct {
@@ -124,8 +143,8 @@ func New(st *store.Store, m *mapper.Mapper, opts Options) *Ingester {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	if opts.Committed == nil {
-		opts.Committed = func(int64, store.Leased) {}
+	if opts.Handoff == nil {
+		opts.Handoff = noHandoff{}
 	}
 	tel, err := newTelem(opts.TracerProvider, opts.MeterProvider)
 	if err != nil {
@@ -299,11 +318,8 @@ func (in *Ingester) mapChunk(ctx context.Context) error {
 	if err := in.mapChanges(ctx, keys); err != nil {
 		return err
 	}
-	var lease store.ClaimRequest
-	if in.opts.Lease != nil {
-		// Handed to the sender as soon as the part commits: nothing is open.
-		lease, _ = in.opts.Lease(&store.Leased{})
-	}
+	// Handed to the sender as soon as the part commits: nothing is open.
+	lease, _ := in.opts.Handoff.Reserve(&store.Leased{})
 	n, leased, err := in.st.WritePart(ctx, in.opts.Slot, in.tx.CommitLSN,
 		store.Part{Changes: in.txChanges, NextSeq: in.nextSeq}, in.events, lease)
 	if err != nil {
@@ -312,7 +328,7 @@ func (in *Ingester) mapChunk(ctx context.Context) error {
 	in.tel.written()
 	in.tel.committed(n)
 	if n > 0 {
-		in.opts.Committed(n, leased)
+		in.opts.Handoff.Committed(n, leased)
 	}
 	clear(in.events)
 	in.events = in.events[:0]
@@ -394,7 +410,7 @@ func (in *Ingester) Flush(ctx context.Context) error {
 	in.tel.committed(n)
 	in.forget()
 	if n > 0 {
-		in.opts.Committed(n, leased)
+		in.opts.Handoff.Committed(n, leased)
 	}
 	return nil
 }
@@ -414,7 +430,7 @@ func (in *Ingester) writeCommit(ctx context.Context) error {
 	in.tel.committed(n)
 	in.forget()
 	if n > 0 {
-		in.opts.Committed(n, leased)
+		in.opts.Handoff.Committed(n, leased)
 	}
 	return nil
 }
@@ -661,10 +677,7 @@ func (in *Ingester) write(ctx context.Context) error {
 // leaseRequest asks the sender what it can take now, given what this store
 // transaction has leased to it already.
 func (in *Ingester) leaseRequest() store.ClaimRequest {
-	if in.opts.Lease == nil {
-		return store.ClaimRequest{}
-	}
-	req, ok := in.opts.Lease(&in.leased)
+	req, ok := in.opts.Handoff.Reserve(&in.leased)
 	if !ok {
 		return store.ClaimRequest{}
 	}

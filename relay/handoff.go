@@ -90,6 +90,17 @@ func (d *Dispatcher) Reserve(open *store.Leased) (store.ClaimRequest, bool) {
 // against 16,384 deliveries with payloads (minAhead).
 const maxHeld = 100_000
 
+// Committed takes what a committed store transaction leased to this
+// dispatcher (see Handoff), and wakes the claim loop when the transaction
+// created deliveries beyond those: they are due in the store. It
+// implements ingest.Handoff with Reserve.
+func (d *Dispatcher) Committed(deliveries int64, leased store.Leased) {
+	d.Handoff(leased)
+	if deliveries > int64(leased.Len()) {
+		d.Notify()
+	}
+}
+
 // holdFor is how much of a webhook's traffic it may have held at most, at
 // the pace of its recent attempts: far less than a held delivery may wait
 // before its lease is too short to send it (staleAfter), so that what is
