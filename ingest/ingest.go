@@ -58,7 +58,7 @@ type Handoff interface {
 	// Reserve says which of the next write's new deliveries to lease to
 	// the sender (see store.WriteLeasing), given what the open store
 	// transaction has leased to it already (open); false leases none.
-	Reserve(open *store.Leased) (store.ClaimRequest, bool)
+	Reserve(open *store.Leased) (store.WriteLease, bool)
 	// Committed is called after each store commit that created deliveries
 	// (deliveries of them in all), with those of them leased to the
 	// sender: the sender owns them from then on, and the rest are due in
@@ -69,8 +69,8 @@ type Handoff interface {
 // noHandoff leases nothing to anyone.
 type noHandoff struct{}
 
-func (noHandoff) Reserve(*store.Leased) (store.ClaimRequest, bool) {
-	return store.ClaimRequest{}, false
+func (noHandoff) Reserve(*store.Leased) (store.WriteLease, bool) {
+	return store.WriteLease{}, false
 }
 func (noHandoff) Committed(int64, store.Leased) {}
 
@@ -676,10 +676,10 @@ func (in *Ingester) write(ctx context.Context) error {
 
 // leaseRequest asks the sender what it can take now, given what this store
 // transaction has leased to it already.
-func (in *Ingester) leaseRequest() store.ClaimRequest {
+func (in *Ingester) leaseRequest() store.WriteLease {
 	req, ok := in.opts.Handoff.Reserve(&in.leased)
 	if !ok {
-		return store.ClaimRequest{}
+		return store.WriteLease{}
 	}
 	return req
 }

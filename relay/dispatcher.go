@@ -122,6 +122,11 @@ func (o Options) withDefaults() Options {
 	return o
 }
 
+// The dispatcher sends the store's rows as they are read (store.Claimed,
+// from a claim, a hand-off or a read of held deliveries): a type of its own
+// would cost a copy of every delivery between the store's scan and its
+// attempt, on the hot path, for no behaviour of its own.
+
 // deliveryStore is what the dispatcher asks of the store: claiming and
 // reading the deliveries it sends, recording their attempts, giving back
 // what it does not send, and saying that it is sending. *store.Store

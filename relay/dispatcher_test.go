@@ -800,6 +800,22 @@ func TestQueuedClaimTooOldForItsLeaseIsNotSent(t *testing.T) {
 	}
 }
 
+// leasedOf returns how many deliveries of webhook were leased ready and
+// held.
+func leasedOf(l store.Leased, webhook int64) (ready, held int) {
+	for _, c := range l.Ready {
+		if c.WebhookID == webhook {
+			ready++
+		}
+	}
+	for _, h := range l.Held {
+		if h.WebhookID == webhook {
+			held++
+		}
+	}
+	return ready, held
+}
+
 // handoffWrite stores n events for webhook in one store transaction,
 // leasing what d reserves, and returns the leased deliveries.
 func (e *env) handoffWrite(d *Dispatcher, lsn event.LSN, n int) store.Leased {
@@ -1022,7 +1038,7 @@ func TestHeldDeliveriesGivenBack(t *testing.T) {
 		d, stop := e.start(fast(Options{PollInterval: 50 * time.Millisecond, Workers: 4, PerWebhook: 2}))
 		time.Sleep(20 * time.Millisecond)
 		leased := e.handoffWrite(d, 100, 2*prefetch+10)
-		ready, held := leased.Of(wh)
+		ready, held := leasedOf(leased, wh)
 		if ready == 0 || held == 0 {
 			t.Fatalf("webhook: %d ready, %d held", ready, held)
 		}
@@ -1232,11 +1248,11 @@ func TestHoldWindowFollowsPace(t *testing.T) {
 	d.mu.Unlock()
 	req, ok := d.Reserve(nil)
 	d.mu.Lock()
-	if !ok || req.Hold <= 0 {
+	if !ok || req.HeldLimit <= 0 {
 		t.Fatalf("reserve: %+v %v", req, ok)
 	}
-	if req.HoldRoom[2] != 0 || req.HoldRoom[1] == 0 {
-		t.Errorf("hold room: slow webhook %d (want 0), fast webhook %d", req.HoldRoom[2], req.HoldRoom[1])
+	if req.Webhooks[2].Hold != 0 || req.Webhooks[1].Hold == 0 {
+		t.Errorf("hold room: slow webhook %d (want 0), fast webhook %d", req.Webhooks[2].Hold, req.Webhooks[1].Hold)
 	}
 	// With another relay sharing the store, nothing is held beyond the
 	// windows: the others claim it.
@@ -1247,8 +1263,8 @@ func TestHoldWindowFollowsPace(t *testing.T) {
 	d.mu.Unlock()
 	req, _ = d.Reserve(nil)
 	d.mu.Lock()
-	if req.Hold != 0 || req.HoldRoom[1] != 0 {
-		t.Errorf("with a peer: hold %d, hold room %d; want none", req.Hold, req.HoldRoom[1])
+	if req.HeldLimit != 0 || req.Webhooks[1].Hold != 0 {
+		t.Errorf("with a peer: hold %d, hold room %d; want none", req.HeldLimit, req.Webhooks[1].Hold)
 	}
 }
 
@@ -1351,7 +1367,7 @@ func TestPeerTakesHeldDeliveries(t *testing.T) {
 		}
 		return true
 	}, func() string { return "held deliveries still leased with a peer" })
-	if req, ok := d.Reserve(nil); !ok || req.Hold != 0 {
+	if req, ok := d.Reserve(nil); !ok || req.HeldLimit != 0 {
 		t.Fatalf("with a peer the dispatcher still holds: %+v", req)
 	}
 	release()

@@ -23,55 +23,73 @@ type heldBatch struct {
 }
 
 // Reserve says how many new deliveries the dispatcher can take at once, as
-// a lease request for store.Writer.WriteLeasing, given what the open store
+// a lease for store.Writer.WriteLeasing, given what the open store
 // transaction has leased to it already (open; nil for none): its free
 // capacity within each webhook's window, ready to send, and beyond that up
 // to maxHeld held as ids, within each webhook's hold window. A webhook
 // that has held deliveries gets no new ready ones, so that its deliveries
 // are sent in the order they were stored. It returns false when the
-// dispatcher is not running.
-func (d *Dispatcher) Reserve(open *store.Leased) (store.ClaimRequest, bool) {
+// dispatcher is not running. It implements ingest.Handoff with Committed.
+func (d *Dispatcher) Reserve(open *store.Leased) (store.WriteLease, bool) {
 	if open == nil {
 		open = &store.Leased{}
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.run == nil || d.run.draining {
-		return store.ClaimRequest{}, false
+		return store.WriteLease{}, false
 	}
-	most := d.opts.PerWebhook * prefetch
-	req := store.ClaimRequest{
-		Owner:          d.opts.Owner,
-		Limit:          min(d.roomLocked()-len(open.Ready), maxClaim),
-		Lease:          d.opts.Lease,
-		PerWebhook:     most,
-		Busy:           map[int64]int{},
-		Hold:           maxHeld - d.nHeld - len(open.Held),
-		HoldRoom:       map[int64]int{},
-		HoldPerWebhook: maxHeld,
-	}
+	limit := min(d.roomLocked()-len(open.Ready), maxClaim)
+	hold := maxHeld - d.nHeld - len(open.Held)
 	if d.peers.Load() > 0 {
-		req.Hold = 0 // see holdWindowLocked
+		hold = 0 // see holdWindowLocked
 	}
-	if req.Limit <= 0 && req.Hold <= 0 {
-		return store.ClaimRequest{}, false
+	if limit <= 0 && hold <= 0 {
+		return store.WriteLease{}, false
 	}
-	hooks := map[int64]bool{}
+	limit = max(limit, 0)
+	most := d.opts.PerWebhook * prefetch
+	lease := store.WriteLease{
+		Owner:    d.opts.Owner,
+		Lease:    d.opts.Lease,
+		Limit:    limit,
+		Room:     min(most, limit),
+		Webhooks: map[int64]store.WebhookLease{},
+	}
+	if hold > 0 {
+		lease.HeldLimit = hold
+		lease.Hold = max(maxHeld-lease.Room, 0)
+	}
+	// The webhooks the dispatcher or the open transaction has deliveries
+	// of, with how many the open transaction leased ready and held. They
+	// are counted again for each write of the transaction: a few per
+	// group, since a group is stored once its deliveries reach
+	// ingest.Options.GroupDeliveries.
+	hooks := map[int64][2]int{}
 	for id := range d.perHook {
-		hooks[id] = true
+		hooks[id] = [2]int{}
 	}
 	for id := range d.queue {
-		hooks[id] = true
+		hooks[id] = [2]int{}
 	}
 	for id := range d.pace {
-		hooks[id] = true
+		hooks[id] = [2]int{}
 	}
 	for id := range d.held {
-		hooks[id] = true
+		hooks[id] = [2]int{}
 	}
-	open.Webhooks(func(id int64) { hooks[id] = true })
-	for id := range hooks {
-		ready, held := open.Of(id)
+	for i := range open.Ready {
+		n := hooks[open.Ready[i].WebhookID]
+		n[0]++
+		hooks[open.Ready[i].WebhookID] = n
+	}
+	for i := range open.Held {
+		n := hooks[open.Held[i].WebhookID]
+		n[1]++
+		hooks[open.Held[i].WebhookID] = n
+	}
+	for id, n := range hooks {
+		ready, held := n[0], n[1]
 		ahead := d.perHook[id] + len(d.queue[id]) + ready
 		held += d.heldOfLocked(id)
 		window := d.windowLocked(id)
@@ -79,10 +97,12 @@ func (d *Dispatcher) Reserve(open *store.Leased) (store.ClaimRequest, bool) {
 		if held > 0 {
 			room = 0 // behind the held ones
 		}
-		req.Busy[id] = most - room
-		req.HoldRoom[id] = max(d.holdWindowLocked(id)-ahead-held-room, 0)
+		lease.Webhooks[id] = store.WebhookLease{
+			Room: min(room, lease.Room),
+			Hold: max(d.holdWindowLocked(id)-ahead-held-room, 0),
+		}
 	}
-	return req, true
+	return lease, true
 }
 
 // maxHeld is how many deliveries the dispatcher holds as ids at most:

@@ -94,16 +94,6 @@ type ClaimRequest struct {
 	// are claimed. The caller holds its deliveries due from then on
 	// (Leased.Held), which a claim would otherwise walk past one by one.
 	Before map[int64]time.Time
-
-	// Hold (WriteLeasing only) is the most new deliveries to lease beyond
-	// those within Limit and PerWebhook, as Held: without their payloads,
-	// which the sender reads when it has room (LoadHeld).
-	Hold int
-	// HoldRoom maps a webhook to how many of its new deliveries may be held
-	// beyond its room (PerWebhook less Busy); the webhooks not in it may
-	// have HoldPerWebhook less their room.
-	HoldRoom       map[int64]int
-	HoldPerWebhook int
 }
 
 // claimDue is the condition on delivery d of webhook h that it may be

@@ -946,10 +946,10 @@ func TestAsyncCommitStaysInItsTransaction(t *testing.T) {
 		t.Fatalf("released delivery still leased: %+v", d)
 	}
 	s.readySlot(t)
-	if _, _, err := s.WriteCommit(ctx, "s", events(5, 1), nil, ClaimRequest{}, s.at(t), 6); err != nil {
+	if _, _, err := s.WriteCommit(ctx, "s", events(5, 1), nil, WriteLease{}, s.at(t), 6); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := s.WritePart(ctx, "s", 8, Part{Changes: 1, NextSeq: 1}, events(8, 1), ClaimRequest{}); err != nil {
+	if _, _, err := s.WritePart(ctx, "s", 8, Part{Changes: 1, NextSeq: 1}, events(8, 1), WriteLease{}); err != nil {
 		t.Fatal(err)
 	}
 	w, err := s.BeginWrite(ctx, "s")

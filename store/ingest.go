@@ -255,7 +255,7 @@ func (s *Store) Parts(ctx context.Context, slot string) (map[event.LSN]Part, err
 // the slot's position are left to the writer that commits it; until then a
 // relay that streams it again maps its first p.Changes changes for their
 // row state only (Parts). It commits at once.
-func (s *Store) WritePart(ctx context.Context, slot string, commitLSN event.LSN, p Part, events []event.Event, lease ClaimRequest) (int64, Leased, error) {
+func (s *Store) WritePart(ctx context.Context, slot string, commitLSN event.LSN, p Part, events []event.Event, lease WriteLease) (int64, Leased, error) {
 	w := &Writer{s: s, slot: slot, began: time.Now()}
 	b := &pgx.Batch{}
 	b.Queue(asyncSettingsSQL)
@@ -401,9 +401,32 @@ func (x *Exchange) Close() {
 // (a replayed transaction) are skipped with their deliveries, so replays
 // never create a delivery twice. It returns the number of deliveries created.
 func (w *Writer) Write(ctx context.Context, events []event.Event, states []StateRow) (int64, error) {
-	n, _, err := w.WriteLeasing(ctx, events, states, ClaimRequest{})
+	n, _, err := w.WriteLeasing(ctx, events, states, WriteLease{})
 	return n, err
 }
+
+// WriteLease says which of a write's new deliveries to lease to Owner for
+// Lease as they are stored: each webhook's oldest new deliveries within its
+// room, ready to send (Leased.Ready), up to Limit in all, and its next ones
+// within its hold, as ids (Leased.Held), up to HeldLimit in all. The
+// sender decides the numbers; the store applies them. The zero WriteLease
+// leases nothing.
+type WriteLease struct {
+	Owner string
+	Lease time.Duration
+	// Limit is the most deliveries leased ready in all; Room is how many of
+	// one webhook's may be, for the webhooks not in Webhooks.
+	Limit, Room int
+	// HeldLimit is the most deliveries leased held in all; Hold is how
+	// many of one webhook's may be beyond its room, for the webhooks not in
+	// Webhooks.
+	HeldLimit, Hold int
+	// Webhooks gives some webhooks a room and a hold of their own.
+	Webhooks map[int64]WebhookLease
+}
+
+// WebhookLease is one webhook's room and hold in a WriteLease.
+type WebhookLease struct{ Room, Hold int }
 
 // Leased is what a write leased to the sender that asked for it: deliveries
 // ready to send, with their payloads, and deliveries held as ids, whose
@@ -411,15 +434,13 @@ func (w *Writer) Write(ctx context.Context, events []event.Event, states []State
 type Leased struct {
 	Ready []Claimed
 	Held  []Held
-	// per counts Ready and Held by webhook.
-	per map[int64][2]int
 	// Due is the held deliveries' next attempt time, by the database's
 	// clock: that of the store transaction that wrote them. Claims of
 	// their webhooks look only before it (ClaimRequest.Before) while they
 	// are held, so that they are not walked past.
 	Due time.Time
 	// At is when the leases began at the latest, by this process's clock:
-	// each lasts at least ClaimRequest.Lease from then.
+	// each lasts at least WriteLease.Lease from then.
 	At time.Time
 }
 
@@ -431,7 +452,6 @@ type Held struct {
 
 // Add appends what another write of the same store transaction leased.
 func (l *Leased) Add(o Leased) {
-	tally(l.counts(), o.Ready, o.Held)
 	l.Ready = append(l.Ready, o.Ready...)
 	l.Held = append(l.Held, o.Held...)
 	if l.At.IsZero() || (!o.At.IsZero() && o.At.Before(l.At)) {
@@ -445,54 +465,14 @@ func (l *Leased) Add(o Leased) {
 // Len is the number of deliveries leased, ready and held.
 func (l *Leased) Len() int { return len(l.Ready) + len(l.Held) }
 
-// Of returns how many deliveries of webhook were leased ready and held.
-func (l *Leased) Of(webhook int64) (ready, held int) {
-	n := l.counts()[webhook]
-	return n[0], n[1]
-}
-
-// Webhooks calls f with each webhook that has leased deliveries.
-func (l *Leased) Webhooks(f func(webhook int64)) {
-	for id := range l.counts() {
-		f(id)
-	}
-}
-
-// counts returns the deliveries leased by webhook, ready and held, counted
-// once and then kept up to date by Add.
-func (l *Leased) counts() map[int64][2]int {
-	if l.per == nil {
-		l.per = map[int64][2]int{}
-		tally(l.per, l.Ready, l.Held)
-	}
-	return l.per
-}
-
-// tally adds ready and held deliveries to per.
-func tally(per map[int64][2]int, ready []Claimed, held []Held) {
-	for i := range ready {
-		n := per[ready[i].WebhookID]
-		n[0]++
-		per[ready[i].WebhookID] = n
-	}
-	for i := range held {
-		n := per[held[i].WebhookID]
-		n[1]++
-		per[held[i].WebhookID] = n
-	}
-}
-
 // WriteLeasing is Write that also leases some of the new deliveries to
-// lease.Owner, as Claim would once they are committed: up to lease.Limit in
-// all and, when lease.PerWebhook is set, up to PerWebhook minus Busy per
-// webhook, oldest first. It returns them ready to send, so the sender can
-// start their first attempts as soon as the store transaction commits,
-// without claiming them. With lease.Hold it leases up to that many more, up
-// to HoldRoom (or HoldPerWebhook) more per webhook, and returns them as
-// Held, without payloads. If the transaction rolls back they never existed;
-// if the owner stops before sending them, their leases expire and any
-// sender claims them. A zero lease leases nothing.
-func (w *Writer) WriteLeasing(ctx context.Context, events []event.Event, states []StateRow, lease ClaimRequest) (int64, Leased, error) {
+// lease.Owner, as Claim would once they are committed (see WriteLease). It
+// returns the ready ones with their payloads, so the sender can start their
+// first attempts as soon as the store transaction commits, without claiming
+// them, and the held ones as ids. If the transaction rolls back they never
+// existed; if the owner stops before sending them, their leases expire and
+// any sender claims them. A zero lease leases nothing.
+func (w *Writer) WriteLeasing(ctx context.Context, events []event.Event, states []StateRow, lease WriteLease) (int64, Leased, error) {
 	// One round trip: the row state statements and the events statement go
 	// to the server together.
 	b := &pgx.Batch{}
@@ -540,7 +520,7 @@ func (w *Writer) results(br pgx.BatchResults, nState int, events []event.Event) 
 // PostgreSQL runs as one implicit transaction, so either all of it is
 // stored or nothing. It fails, storing nothing, when slot is not ready or
 // its position is not from.
-func (s *Store) WriteCommit(ctx context.Context, slot string, events []event.Event, states []StateRow, lease ClaimRequest, from, end event.LSN) (int64, Leased, error) {
+func (s *Store) WriteCommit(ctx context.Context, slot string, events []event.Event, states []StateRow, lease WriteLease, from, end event.LSN) (int64, Leased, error) {
 	w := &Writer{s: s, slot: slot, began: time.Now()}
 	b := &pgx.Batch{}
 	b.Queue(asyncSettingsSQL)
@@ -578,7 +558,7 @@ func (s *Store) WriteCommit(ctx context.Context, slot string, events []event.Eve
 // queueEvents queues the statement that stores events with one delivery per
 // subscribed, active webhook of the event's company, leasing some of them
 // (see WriteLeasing).
-func (w *Writer) queueEvents(ctx context.Context, b *pgx.Batch, events []event.Event, lease ClaimRequest) error {
+func (w *Writer) queueEvents(ctx context.Context, b *pgx.Batch, events []event.Event, lease WriteLease) error {
 	key, err := w.s.deliveryKey(ctx)
 	if err != nil {
 		return err
@@ -599,37 +579,13 @@ func (w *Writer) queueEvents(ctx context.Context, b *pgx.Batch, events []event.E
 	limit, room, hold, holdLimit := 0, 0, 0, 0
 	var ids []int64
 	var rooms, holds []int32
-	if lease.Owner != "" && lease.Lease > 0 && (lease.Limit > 0 || lease.Hold > 0) {
-		limit, room = max(lease.Limit, 0), max(lease.Limit, 0)
-		if lease.PerWebhook > 0 {
-			room = min(lease.PerWebhook, room)
-		}
-		if lease.Hold > 0 {
-			holdLimit = lease.Hold
-			hold = max(lease.HoldPerWebhook-room, 0)
-		}
-		// Each listed webhook's room, and what may be held beyond it.
-		listed := make(map[int64]int, len(lease.Busy)+len(lease.HoldRoom))
-		for id := range lease.Busy {
-			listed[id] = len(listed)
-		}
-		for id := range lease.HoldRoom {
-			if _, ok := listed[id]; !ok {
-				listed[id] = len(listed)
-			}
-		}
-		ids = make([]int64, len(listed))
-		rooms, holds = make([]int32, len(listed)), make([]int32, len(listed))
-		for id, i := range listed {
-			r := room
-			if k, ok := lease.Busy[id]; ok && lease.PerWebhook > 0 {
-				r = min(max(lease.PerWebhook-k, 0), room)
-			}
-			h := hold
-			if k, ok := lease.HoldRoom[id]; ok {
-				h = max(k, 0)
-			}
-			ids[i], rooms[i], holds[i] = id, int32(r), int32(h)
+	if lease.Owner != "" && lease.Lease > 0 && (lease.Limit > 0 || lease.HeldLimit > 0) {
+		limit, room = max(lease.Limit, 0), max(lease.Room, 0)
+		hold, holdLimit = max(lease.Hold, 0), max(lease.HeldLimit, 0)
+		ids = make([]int64, 0, len(lease.Webhooks))
+		rooms, holds = make([]int32, 0, len(lease.Webhooks)), make([]int32, 0, len(lease.Webhooks))
+		for id, wl := range lease.Webhooks {
+			ids, rooms, holds = append(ids, id), append(rooms, int32(max(wl.Room, 0))), append(holds, int32(max(wl.Hold, 0)))
 		}
 	}
 	b.Queue(w.s.q(writeEventsSQL), w.slot, lsns, seqs, types, companies, tables, ops, times, bodies, traces,

@@ -23,8 +23,9 @@ func TestWriteLeasing(t *testing.T) {
 	s, a, b := twoWebhooks(t)
 	ctx := context.Background()
 	// Four events, two webhooks: eight deliveries. At most 3 leased, at
-	// most 2 per webhook, and webhook a already has one in flight.
-	req := ClaimRequest{Owner: "me", Limit: 3, Lease: time.Minute, PerWebhook: 2, Busy: map[int64]int{a: 1}}
+	// most 2 per webhook, and webhook a already has one in flight (room
+	// for one).
+	req := WriteLease{Owner: "me", Limit: 3, Lease: time.Minute, Room: 2, Webhooks: map[int64]WebhookLease{a: {Room: 1}}}
 
 	w, err := s.BeginWrite(ctx, "s")
 	if err != nil {
@@ -167,7 +168,7 @@ func TestWriteCommit(t *testing.T) {
 	}
 
 	// The slot is not ready: nothing is stored.
-	if _, _, err := s.WriteCommit(ctx, "s", ev, st, ClaimRequest{}, 0, 11); err == nil || !strings.Contains(err.Error(), "not ready") {
+	if _, _, err := s.WriteCommit(ctx, "s", ev, st, WriteLease{}, 0, 11); err == nil || !strings.Contains(err.Error(), "not ready") {
 		t.Fatalf("write to a slot that is not ready: %v", err)
 	}
 	if count("events") != 0 || count("row_state") != 0 {
@@ -182,7 +183,7 @@ func TestWriteCommit(t *testing.T) {
 
 	// A statement after the position fails: the position is not moved.
 	bad := []StateRow{{Table: "tasks\x00", Key: "1", Vals: event.Row{"status": "x"}}}
-	if _, _, err := s.WriteCommit(ctx, "s", ev, bad, ClaimRequest{}, 1, 11); err == nil {
+	if _, _, err := s.WriteCommit(ctx, "s", ev, bad, WriteLease{}, 1, 11); err == nil {
 		t.Fatal("a failing write succeeded")
 	}
 	if lsn, _, err := s.Position(ctx, "s"); err != nil || lsn != 1 {
@@ -192,7 +193,7 @@ func TestWriteCommit(t *testing.T) {
 		t.Fatal("a failed write stored events")
 	}
 
-	created, leased, err := s.WriteCommit(ctx, "s", ev, st, ClaimRequest{Owner: "me", Limit: 10, Lease: time.Minute}, 1, 11)
+	created, leased, err := s.WriteCommit(ctx, "s", ev, st, WriteLease{Owner: "me", Limit: 10, Room: 10, Lease: time.Minute}, 1, 11)
 	if err != nil || created != 1 || len(leased.Ready) != 1 {
 		t.Fatalf("write: %d %v %v", created, leased, err)
 	}
@@ -216,7 +217,7 @@ func TestDeliveryIDsAreStableAndTimeOrdered(t *testing.T) {
 		t.Helper()
 		ev := []event.Event{{Type: "task.completed", CompanyID: 1, CommitLSN: event.LSN(10 + i), CommitTime: base.Add(time.Duration(i) * time.Millisecond),
 			Table: "tasks", Op: event.Update, Body: []byte(`{}`)}}
-		_, leased, err := s.WriteCommit(ctx, "s", ev, nil, ClaimRequest{Owner: "me", Limit: 10, Lease: time.Minute}, s.at(t), event.LSN(11+i))
+		_, leased, err := s.WriteCommit(ctx, "s", ev, nil, WriteLease{Owner: "me", Limit: 10, Room: 10, Lease: time.Minute}, s.at(t), event.LSN(11+i))
 		if err != nil || len(leased.Ready) != 2 {
 			t.Fatalf("write %d: %v %v", i, leased, err)
 		}
@@ -310,7 +311,7 @@ func TestForgottenWriteComesBackUnderTheSameIDs(t *testing.T) {
 		t.Helper()
 		ev := events(lsn, 1)
 		ev[0].CommitTime = committed // as the feed gives it again
-		_, leased, err := s.WriteCommit(ctx, "s", ev, nil, ClaimRequest{Owner: "me", Limit: 10, Lease: time.Minute}, s.at(t), lsn+1)
+		_, leased, err := s.WriteCommit(ctx, "s", ev, nil, WriteLease{Owner: "me", Limit: 10, Room: 10, Lease: time.Minute}, s.at(t), lsn+1)
 		if err != nil || len(leased.Ready) != 1 {
 			t.Fatalf("write at %s: %v %v", lsn, leased, err)
 		}
@@ -356,7 +357,7 @@ func TestForgottenWriteComesBackUnderTheSameIDs(t *testing.T) {
 	if err := s.SaveIdle(ctx, "s", 21, 30); !errors.Is(err, ErrPositionMoved) {
 		t.Fatalf("idle position after a forgotten write: %v, want ErrPositionMoved", err)
 	}
-	if _, _, err := s.WriteCommit(ctx, "s", events(30, 1), nil, ClaimRequest{}, 21, 31); !errors.Is(err, ErrPositionMoved) {
+	if _, _, err := s.WriteCommit(ctx, "s", events(30, 1), nil, WriteLease{}, 21, 31); !errors.Is(err, ErrPositionMoved) {
 		t.Fatalf("write after a forgotten write: %v, want ErrPositionMoved", err)
 	}
 	if lsn := position(); lsn != 11 {
@@ -389,15 +390,15 @@ func TestWriteHolding(t *testing.T) {
 	s, a, b := twoWebhooks(t)
 	ctx := context.Background()
 	// An older due delivery of each webhook, not leased.
-	if _, _, err := s.WriteCommit(ctx, "s", events(5, 1), nil, ClaimRequest{}, s.at(t), 6); err != nil {
+	if _, _, err := s.WriteCommit(ctx, "s", events(5, 1), nil, WriteLease{}, s.at(t), 6); err != nil {
 		t.Fatal(err)
 	}
 
 	// Six events, two webhooks: twelve deliveries. One of each webhook
-	// leased with its payload; a may hold 2 more, b the default 5 less
-	// its room; 5 held at most in all.
-	req := ClaimRequest{Owner: "me", Limit: 10, Lease: time.Minute, PerWebhook: 1,
-		Hold: 5, HoldPerWebhook: 5, HoldRoom: map[int64]int{a: 2}}
+	// leased with its payload; a may hold 2 more, b the default 4 (5 in
+	// all less its room); 5 held at most in all.
+	req := WriteLease{Owner: "me", Limit: 10, Lease: time.Minute, Room: 1,
+		HeldLimit: 5, Hold: 4, Webhooks: map[int64]WebhookLease{a: {Room: 1, Hold: 2}}}
 	before := time.Now()
 	created, leased, err := s.WriteCommit(ctx, "s", events(10, 6), nil, req, s.at(t), 11)
 	if err != nil {
@@ -537,7 +538,7 @@ func TestEventsWithoutSubscribersAreNotStored(t *testing.T) {
 		ev(2, "task.completed", 2, now),                  // a company without webhooks
 		ev(3, "task.completed", 1, now.Add(-time.Hour)),  // committed before the webhook existed
 		ev(4, "task.completed", 1, now.Add(time.Second)), // taken
-	}, nil, ClaimRequest{}, 1, 11)
+	}, nil, WriteLease{}, 1, 11)
 	if err != nil || created != 2 {
 		t.Fatalf("write: %d deliveries, %v; want 2", created, err)
 	}
@@ -563,7 +564,7 @@ func TestEventsWithoutSubscribersAreNotStored(t *testing.T) {
 	}
 	next := ev(0, "task.created", 1, time.Now())
 	next.CommitLSN = 20
-	if created, _, err := s.WriteCommit(ctx, "s", []event.Event{next}, nil, ClaimRequest{}, 11, 21); err != nil || created != 1 {
+	if created, _, err := s.WriteCommit(ctx, "s", []event.Event{next}, nil, WriteLease{}, 11, 21); err != nil || created != 1 {
 		t.Fatalf("write after subscribing: %d deliveries, %v; want 1", created, err)
 	}
 	if got := stored(); !slices.Equal(got, []int{1, 4, 0}) {
