@@ -74,6 +74,39 @@ func (noHandoff) Reserve(*store.Leased) (store.WriteLease, bool) {
 }
 func (noHandoff) Committed(int64, store.Leased) {}
 
+// sourceTx is the source transaction being read: how far mapping got, and
+// where its events are stored.
+type sourceTx struct {
+	event.Tx
+	// changes counts its changes mapped so far, events the events they
+	// made; nextSeq is the next event's number in it.
+	changes, events int64
+	nextSeq         int
+	mode            partMode
+	// resume is how far a part stored before a restart got (store.Parts),
+	// until mapping passes it; nil when there is none.
+	resume *store.Part
+}
+
+// partMode says whether a source transaction's events are stored in parts
+// (see mapChunk).
+type partMode int
+
+const (
+	// mayPart: no chunk of it was mapped yet. Its events go into the open
+	// store transaction, with its group; a transaction of one chunk is
+	// stored whole.
+	mayPart partMode = iota
+	// inParts: a chunk of it was mapped. Its events are stored in parts,
+	// each committed at once; its row state and position commit with the
+	// store transaction its commit commits.
+	inParts
+	// noParts: a chunk of it had a truncate, which is applied in the open
+	// store transaction: the rest of its events goes there too, behind the
+	// parts stored before the truncate, if any.
+	noParts
+)
+
 // Ingester implements cdc.Handler.
 type Ingester struct {
 	st   *store.Store
@@ -87,21 +120,11 @@ type Ingester struct {
 
 	// The open store transaction: the source transactions committed since
 	// the last Flush (group commit), and the one being read.
-	w        *store.Writer
-	pending  []*event.Change // changes not mapped yet
-	events   []event.Event   // mapped, not written yet
-	states   []store.StateRow
-	nextSeq  int
-	txEvents int64 // events of the current source transaction
-	// tx is the source transaction being read; txChanges counts its
-	// changes mapped so far. inParts is set once its events are stored in
-	// parts (see mapChunk); resume is how far a part stored before a
-	// restart got (store.Parts), until mapping passes it.
-	tx        event.Tx
-	txChanges int64
-	inParts   bool
-	noParts   bool // a chunk of it went to the store transaction: no parts
-	resume    *store.Part
+	w       *store.Writer
+	pending []*event.Change // changes not mapped yet
+	events  []event.Event   // mapped, not written yet
+	states  []store.StateRow
+	tx      sourceTx // the source transaction being read
 	// parts are the stored parts of source transactions not committed
 	// yet, read when a session starts.
 	parts      map[event.LSN]store.Part
@@ -236,13 +259,11 @@ func (in *Ingester) Seed(ctx context.Context, snap *cdc.Snapshot, start event.LS
 // Begin implements cdc.Handler.
 func (in *Ingester) Begin(ctx context.Context, tx event.Tx) error {
 	in.pending = in.pending[:0]
-	in.nextSeq = 0
-	in.txEvents = 0
-	in.tx, in.txChanges, in.inParts, in.noParts, in.resume = tx, 0, false, false, nil
+	in.tx = sourceTx{Tx: tx}
 	if p, ok := in.parts[tx.CommitLSN]; ok {
 		// Stored in part before a restart: its first p.Changes changes'
 		// events are stored already.
-		in.resume = &p
+		in.tx.resume = &p
 		delete(in.parts, tx.CommitLSN)
 	}
 	in.tel.begin(tx)
@@ -276,11 +297,11 @@ func (in *Ingester) Change(ctx context.Context, c *event.Change) error {
 // and nothing is dropped from memory that a write still to be sent
 // changes (forget).
 func (in *Ingester) mapChunk(ctx context.Context) error {
-	if in.noParts || in.pendingTruncate() {
+	if in.tx.mode == noParts || in.pendingTruncate() {
 		// A truncate is applied in the store transaction, and with it what
 		// its chunk produced: the parts (if any) end before it, and the
 		// rest of the transaction goes where the truncate went.
-		in.noParts = true
+		in.tx.mode = noParts
 		if err := in.mapPending(ctx); err != nil {
 			return err
 		}
@@ -290,7 +311,7 @@ func (in *Ingester) mapChunk(ctx context.Context) error {
 		in.forget()
 		return nil
 	}
-	if !in.inParts {
+	if in.tx.mode == mayPart {
 		if in.w != nil || len(in.events) > 0 || len(in.states) > 0 {
 			if err := in.Flush(ctx); err != nil {
 				return err
@@ -300,7 +321,7 @@ func (in *Ingester) mapChunk(ctx context.Context) error {
 			return err
 		}
 		in.w.SawParts()
-		in.inParts = true
+		in.tx.mode = inParts
 	}
 	keys, missing := in.priorKeys()
 	x, err := in.w.ReadThenWrite(ctx, missing, in.states)
@@ -321,15 +342,12 @@ func (in *Ingester) mapChunk(ctx context.Context) error {
 	// Handed to the sender as soon as the part commits: nothing is open.
 	lease, _ := in.opts.Handoff.Reserve(&store.Leased{})
 	n, leased, err := in.st.WritePart(ctx, in.opts.Slot, in.tx.CommitLSN,
-		store.Part{Changes: in.txChanges, NextSeq: in.nextSeq}, in.events, lease)
+		store.Part{Changes: in.tx.changes, NextSeq: in.tx.nextSeq}, in.events, lease)
 	if err != nil {
 		return err
 	}
 	in.tel.written()
-	in.tel.committed(n)
-	if n > 0 {
-		in.opts.Handoff.Committed(n, leased)
-	}
+	in.committed(n, leased)
 	clear(in.events)
 	in.events = in.events[:0]
 	if err := x.Finish(); err != nil {
@@ -365,7 +383,7 @@ func (in *Ingester) Commit(ctx context.Context, tx event.Tx) error {
 		in.forget()
 	}
 	in.end = tx.EndLSN
-	in.tel.txCommitted(tx, in.txEvents)
+	in.tel.txCommitted(tx, in.tx.events)
 	return nil
 }
 
@@ -390,13 +408,31 @@ func (in *Ingester) noteFanOut(events int, n int64) {
 // Flush implements cdc.Handler: it records the position past the last
 // committed source transaction and commits the store transaction.
 func (in *Ingester) Flush(ctx context.Context) error {
+	var n int64
+	var leased store.Leased
+	var err error
 	if in.w == nil {
 		// Nothing of the group is in the store yet (no large transaction,
 		// no state read): all of it goes in one round trip.
-		return in.writeCommit(ctx)
+		n, leased, err = in.writeCommit(ctx)
+	} else {
+		n, leased, err = in.commitOpen(ctx)
 	}
-	if err := in.write(ctx); err != nil {
+	if err != nil {
 		return err
+	}
+	in.stored = in.end
+	in.committed(n, leased)
+	in.forget()
+	return nil
+}
+
+// commitOpen writes what is buffered into the open store transaction and
+// commits it with the position past the group. It returns the deliveries
+// the transaction created and those it leased to the sender.
+func (in *Ingester) commitOpen(ctx context.Context) (int64, store.Leased, error) {
+	if err := in.write(ctx); err != nil {
+		return 0, store.Leased{}, err
 	}
 	w, n, leased := in.w, in.deliveries, in.leased
 	in.w, in.deliveries, in.leased = nil, 0, store.Leased{}
@@ -404,35 +440,34 @@ func (in *Ingester) Flush(ctx context.Context) error {
 		// What the rolled-back transaction wrote is not known any more.
 		in.known = nil
 		in.tel.aborted("store commit failed")
-		return err
+		return 0, store.Leased{}, err
 	}
-	in.stored = in.end
-	in.tel.committed(n)
-	in.forget()
-	if n > 0 {
-		in.opts.Handoff.Committed(n, leased)
-	}
-	return nil
+	return n, leased, nil
 }
 
 // writeCommit stores the buffered group and its position at once (see
-// store.WriteCommit).
-func (in *Ingester) writeCommit(ctx context.Context) error {
+// store.WriteCommit). It returns the deliveries it created and those it
+// leased to the sender.
+func (in *Ingester) writeCommit(ctx context.Context) (int64, store.Leased, error) {
 	n, leased, err := in.st.WriteCommit(ctx, in.opts.Slot, in.events, in.states, in.leaseRequest(), in.stored, in.end)
 	if err != nil {
 		in.abort(ctx, "store commit failed")
-		return err
+		return 0, store.Leased{}, err
 	}
 	in.noteFanOut(len(in.events), n)
-	in.stored = in.end
 	in.tel.written()
 	in.dropBuffered()
+	return n, leased, nil
+}
+
+// committed follows every store commit that stored events, a group's
+// (Flush) or a part's (mapChunk): it counts the deliveries the commit
+// created, and hands those leased to the sender over to it.
+func (in *Ingester) committed(n int64, leased store.Leased) {
 	in.tel.committed(n)
-	in.forget()
 	if n > 0 {
 		in.opts.Handoff.Committed(n, leased)
 	}
-	return nil
 }
 
 // Close rolls back a store transaction that a stopped feed left open (it
@@ -609,14 +644,14 @@ func (in *Ingester) mapChanges(ctx context.Context, priorKeys []string) error {
 			before = in.known[c.Table][pk]
 		}
 		drafts, next, err := in.m.Map(c, before, in.companies)
-		if r := in.resume; r != nil {
-			if in.txChanges < r.Changes {
+		if r := in.tx.resume; r != nil {
+			if in.tx.changes < r.Changes {
 				drafts = nil // stored in a part before a restart
 			} else {
-				in.nextSeq, in.resume = r.NextSeq, nil
+				in.tx.nextSeq, in.tx.resume = r.NextSeq, nil
 			}
 		}
-		in.txChanges++
+		in.tx.changes++
 		if err != nil {
 			// A rule that cannot be evaluated on this row is a rule problem:
 			// say so loudly; the other rules' events of the change still go.
@@ -624,13 +659,13 @@ func (in *Ingester) mapChanges(ctx context.Context, priorKeys []string) error {
 		}
 		for _, d := range drafts {
 			in.events = append(in.events, event.Event{
-				Type: d.Type, CompanyID: d.CompanyID, CommitLSN: c.CommitLSN, Seq: in.nextSeq,
+				Type: d.Type, CompanyID: d.CompanyID, CommitLSN: c.CommitLSN, Seq: in.tx.nextSeq,
 				CommitTime: c.CommitTime, Table: c.Table, Op: c.Op, Body: d.Body,
 			})
 			e := &in.events[len(in.events)-1]
 			e.TraceParent = in.tel.event(e)
-			in.nextSeq++
-			in.txEvents++
+			in.tx.nextSeq++
+			in.tx.events++
 		}
 		in.m.UpdateCompanies(in.companies, c, next)
 		if len(in.specs[c.Table].Tracked) == 0 {
