@@ -56,7 +56,7 @@ type Options struct {
 // them from the store or waiting for its poll.
 type Handoff interface {
 	// Reserve says which of the next write's new deliveries to lease to
-	// the sender (see store.WriteLeasing), given what the open store
+	// the sender (see store.WriteLease), given what the open store
 	// transaction has leased to it already (open); false leases none.
 	Reserve(open *store.Leased) (store.WriteLease, bool)
 	// Committed is called after each store commit that created deliveries
@@ -74,9 +74,27 @@ func (noHandoff) Reserve(*store.Leased) (store.WriteLease, bool) {
 }
 func (noHandoff) Committed(int64, store.Leased) {}
 
+// ingestStore is what the ingester asks of the store: the slot's position
+// and row state, and the writes of what the change feed brings.
+// *store.Store implements it.
+type ingestStore interface {
+	Position(ctx context.Context, slot string) (event.LSN, string, error)
+	MarkSeeding(ctx context.Context, slot string) error
+	Seed(ctx context.Context, slot string, start event.LSN, rows func(yield func(store.StateRow) error) error) error
+	AllRowState(ctx context.Context, slot, table string) ([]store.StateRow, error)
+	Parts(ctx context.Context, slot string) (map[event.LSN]store.Part, error)
+	BeginWrite(ctx context.Context, slot string) (*store.Writer, error)
+	WriteCommit(ctx context.Context, slot string, batch store.Batch, from, end event.LSN) (int64, store.Leased, error)
+	WritePart(ctx context.Context, slot string, commitLSN event.LSN, p store.Part, batch store.Batch) (int64, store.Leased, error)
+	SaveIdle(ctx context.Context, slot string, from, lsn event.LSN) error
+	Sync(ctx context.Context, slot string, at event.LSN) error
+}
+
+var _ ingestStore = (*store.Store)(nil)
+
 // Ingester implements cdc.Handler.
 type Ingester struct {
-	st   *store.Store
+	st   ingestStore
 	m    *mapper.Mapper
 	opts Options
 	log  *slog.Logger
@@ -120,7 +138,7 @@ type Ingester struct {
 var _ cdc.Handler = (*Ingester)(nil)
 
 // New returns an Ingester.
-func New(st *store.Store, m *mapper.Mapper, opts Options) *Ingester {
+func New(st ingestStore, m *mapper.Mapper, opts Options) *Ingester {
 	if opts.ChunkSize <= 0 {
 		opts.ChunkSize = 2000
 	}

@@ -131,7 +131,7 @@ func (in *Ingester) mapChunk(ctx context.Context) error {
 	// Handed to the sender as soon as the part commits: nothing is open.
 	lease, _ := in.opts.Handoff.Reserve(&store.Leased{})
 	n, leased, err := in.st.WritePart(ctx, in.opts.Slot, in.tx.CommitLSN,
-		store.Part{Changes: in.tx.changes, NextSeq: in.tx.nextSeq}, in.events, lease)
+		store.Part{Changes: in.tx.changes, NextSeq: in.tx.nextSeq}, store.Batch{Events: in.events, Lease: lease})
 	if err != nil {
 		return err
 	}
@@ -238,7 +238,8 @@ func (in *Ingester) commitOpen(ctx context.Context) (int64, store.Leased, error)
 // store.WriteCommit). It returns the deliveries it created and those it
 // leased to the sender.
 func (in *Ingester) writeCommit(ctx context.Context) (int64, store.Leased, error) {
-	n, leased, err := in.st.WriteCommit(ctx, in.opts.Slot, in.events, in.states, in.leaseRequest(), in.stored, in.end)
+	n, leased, err := in.st.WriteCommit(ctx, in.opts.Slot,
+		store.Batch{Events: in.events, States: in.states, Lease: in.leaseRequest()}, in.stored, in.end)
 	if err != nil {
 		in.abort(ctx, "store commit failed")
 		return 0, store.Leased{}, err
@@ -364,7 +365,7 @@ func (in *Ingester) write(ctx context.Context) error {
 	if err := in.writer(ctx); err != nil {
 		return err
 	}
-	n, leased, err := in.w.WriteLeasing(ctx, in.events, in.states, in.leaseRequest())
+	n, leased, err := in.w.Write(ctx, store.Batch{Events: in.events, States: in.states, Lease: in.leaseRequest()})
 	if err != nil {
 		return err
 	}

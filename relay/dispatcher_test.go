@@ -834,7 +834,7 @@ func (e *env) handoffWrite(d *Dispatcher, lsn event.LSN, n int) store.Leased {
 	if !ok {
 		e.t.Fatal("a running dispatcher reserves nothing")
 	}
-	_, leased, err := w.WriteLeasing(ctx, events, nil, req)
+	_, leased, err := w.Write(ctx, store.Batch{Events: events, Lease: req})
 	if err != nil {
 		e.t.Fatal(err)
 	}

@@ -23,7 +23,7 @@ type heldBatch struct {
 }
 
 // Reserve says how many new deliveries the dispatcher can take at once, as
-// a lease for store.Writer.WriteLeasing, given what the open store
+// a lease for store.Writer.Write, given what the open store
 // transaction has leased to it already (open; nil for none): its free
 // capacity within each webhook's window, ready to send, and beyond that up
 // to maxHeld held as ids, within each webhook's hold window. A webhook

@@ -31,7 +31,7 @@ func TestWriteLeasing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, leased, err := w.WriteLeasing(ctx, events(10, 4), nil, req); err != nil || len(leased.Ready) == 0 {
+	if _, leased, err := w.Write(ctx, Batch{Events: events(10, 4), Lease: req}); err != nil || len(leased.Ready) == 0 {
 		t.Fatalf("write: %v %v", leased, err)
 	}
 	w.Rollback(ctx)
@@ -45,7 +45,7 @@ func TestWriteLeasing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	created, leased, err := w.WriteLeasing(ctx, events(10, 4), nil, req)
+	created, leased, err := w.Write(ctx, Batch{Events: events(10, 4), Lease: req})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,7 +99,7 @@ func TestWriteLeasing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	created, leased, err = w.WriteLeasing(ctx, events(10, 4), nil, req)
+	created, leased, err = w.Write(ctx, Batch{Events: events(10, 4), Lease: req})
 	w.Rollback(ctx)
 	if err != nil || created != 0 || leased.Len() != 0 {
 		t.Fatalf("replay: created %d, leased %d, %v", created, leased.Len(), err)
@@ -168,7 +168,7 @@ func TestWriteCommit(t *testing.T) {
 	}
 
 	// The slot is not ready: nothing is stored.
-	if _, _, err := s.WriteCommit(ctx, "s", ev, st, WriteLease{}, 0, 11); err == nil || !strings.Contains(err.Error(), "not ready") {
+	if _, _, err := s.WriteCommit(ctx, "s", Batch{Events: ev, States: st}, 0, 11); err == nil || !strings.Contains(err.Error(), "not ready") {
 		t.Fatalf("write to a slot that is not ready: %v", err)
 	}
 	if count("events") != 0 || count("row_state") != 0 {
@@ -183,7 +183,7 @@ func TestWriteCommit(t *testing.T) {
 
 	// A statement after the position fails: the position is not moved.
 	bad := []StateRow{{Table: "tasks\x00", Key: "1", Vals: event.Row{"status": "x"}}}
-	if _, _, err := s.WriteCommit(ctx, "s", ev, bad, WriteLease{}, 1, 11); err == nil {
+	if _, _, err := s.WriteCommit(ctx, "s", Batch{Events: ev, States: bad}, 1, 11); err == nil {
 		t.Fatal("a failing write succeeded")
 	}
 	if lsn, _, err := s.Position(ctx, "s"); err != nil || lsn != 1 {
@@ -193,7 +193,7 @@ func TestWriteCommit(t *testing.T) {
 		t.Fatal("a failed write stored events")
 	}
 
-	created, leased, err := s.WriteCommit(ctx, "s", ev, st, WriteLease{Owner: "me", Limit: 10, Room: 10, Lease: time.Minute}, 1, 11)
+	created, leased, err := s.WriteCommit(ctx, "s", Batch{Events: ev, States: st, Lease: WriteLease{Owner: "me", Limit: 10, Room: 10, Lease: time.Minute}}, 1, 11)
 	if err != nil || created != 1 || len(leased.Ready) != 1 {
 		t.Fatalf("write: %d %v %v", created, leased, err)
 	}
@@ -217,7 +217,7 @@ func TestDeliveryIDsAreStableAndTimeOrdered(t *testing.T) {
 		t.Helper()
 		ev := []event.Event{{Type: "task.completed", CompanyID: 1, CommitLSN: event.LSN(10 + i), CommitTime: base.Add(time.Duration(i) * time.Millisecond),
 			Table: "tasks", Op: event.Update, Body: []byte(`{}`)}}
-		_, leased, err := s.WriteCommit(ctx, "s", ev, nil, WriteLease{Owner: "me", Limit: 10, Room: 10, Lease: time.Minute}, s.at(t), event.LSN(11+i))
+		_, leased, err := s.WriteCommit(ctx, "s", Batch{Events: ev, Lease: WriteLease{Owner: "me", Limit: 10, Room: 10, Lease: time.Minute}}, s.at(t), event.LSN(11+i))
 		if err != nil || len(leased.Ready) != 2 {
 			t.Fatalf("write %d: %v %v", i, leased, err)
 		}
@@ -311,7 +311,7 @@ func TestForgottenWriteComesBackUnderTheSameIDs(t *testing.T) {
 		t.Helper()
 		ev := events(lsn, 1)
 		ev[0].CommitTime = committed // as the feed gives it again
-		_, leased, err := s.WriteCommit(ctx, "s", ev, nil, WriteLease{Owner: "me", Limit: 10, Room: 10, Lease: time.Minute}, s.at(t), lsn+1)
+		_, leased, err := s.WriteCommit(ctx, "s", Batch{Events: ev, Lease: WriteLease{Owner: "me", Limit: 10, Room: 10, Lease: time.Minute}}, s.at(t), lsn+1)
 		if err != nil || len(leased.Ready) != 1 {
 			t.Fatalf("write at %s: %v %v", lsn, leased, err)
 		}
@@ -357,7 +357,7 @@ func TestForgottenWriteComesBackUnderTheSameIDs(t *testing.T) {
 	if err := s.SaveIdle(ctx, "s", 21, 30); !errors.Is(err, ErrPositionMoved) {
 		t.Fatalf("idle position after a forgotten write: %v, want ErrPositionMoved", err)
 	}
-	if _, _, err := s.WriteCommit(ctx, "s", events(30, 1), nil, WriteLease{}, 21, 31); !errors.Is(err, ErrPositionMoved) {
+	if _, _, err := s.WriteCommit(ctx, "s", Batch{Events: events(30, 1)}, 21, 31); !errors.Is(err, ErrPositionMoved) {
 		t.Fatalf("write after a forgotten write: %v, want ErrPositionMoved", err)
 	}
 	if lsn := position(); lsn != 11 {
@@ -390,7 +390,7 @@ func TestWriteHolding(t *testing.T) {
 	s, a, b := twoWebhooks(t)
 	ctx := context.Background()
 	// An older due delivery of each webhook, not leased.
-	if _, _, err := s.WriteCommit(ctx, "s", events(5, 1), nil, WriteLease{}, s.at(t), 6); err != nil {
+	if _, _, err := s.WriteCommit(ctx, "s", Batch{Events: events(5, 1)}, s.at(t), 6); err != nil {
 		t.Fatal(err)
 	}
 
@@ -400,7 +400,7 @@ func TestWriteHolding(t *testing.T) {
 	req := WriteLease{Owner: "me", Limit: 10, Lease: time.Minute, Room: 1,
 		HeldLimit: 5, Hold: 4, Webhooks: map[int64]WebhookLease{a: {Room: 1, Hold: 2}}}
 	before := time.Now()
-	created, leased, err := s.WriteCommit(ctx, "s", events(10, 6), nil, req, s.at(t), 11)
+	created, leased, err := s.WriteCommit(ctx, "s", Batch{Events: events(10, 6), Lease: req}, s.at(t), 11)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -532,13 +532,13 @@ func TestEventsWithoutSubscribersAreNotStored(t *testing.T) {
 		return event.Event{Type: typ, CompanyID: company, CommitLSN: 10, Seq: seq, CommitTime: at,
 			Table: "tasks", Op: event.Update, Body: []byte(`{}`)}
 	}
-	created, _, err := s.WriteCommit(ctx, "s", []event.Event{
+	created, _, err := s.WriteCommit(ctx, "s", Batch{Events: []event.Event{
 		ev(0, "task.created", 1, now),                    // nobody takes the type
 		ev(1, "task.completed", 1, now),                  // the webhook takes it
 		ev(2, "task.completed", 2, now),                  // a company without webhooks
 		ev(3, "task.completed", 1, now.Add(-time.Hour)),  // committed before the webhook existed
 		ev(4, "task.completed", 1, now.Add(time.Second)), // taken
-	}, nil, WriteLease{}, 1, 11)
+	}}, 1, 11)
 	if err != nil || created != 2 {
 		t.Fatalf("write: %d deliveries, %v; want 2", created, err)
 	}
@@ -564,7 +564,7 @@ func TestEventsWithoutSubscribersAreNotStored(t *testing.T) {
 	}
 	next := ev(0, "task.created", 1, time.Now())
 	next.CommitLSN = 20
-	if created, _, err := s.WriteCommit(ctx, "s", []event.Event{next}, nil, WriteLease{}, 11, 21); err != nil || created != 1 {
+	if created, _, err := s.WriteCommit(ctx, "s", Batch{Events: []event.Event{next}}, 11, 21); err != nil || created != 1 {
 		t.Fatalf("write after subscribing: %d deliveries, %v; want 1", created, err)
 	}
 	if got := stored(); !slices.Equal(got, []int{1, 4, 0}) {
