@@ -150,36 +150,15 @@ func (d *Dispatcher) claimRound(ctx, dbCtx, sendCtx context.Context, attempts *s
 	for ctx.Err() == nil {
 		free, busy, exclude, before, skip := d.capacity()
 		if free == 0 {
-			d.mu.Lock()
-			if d.roomLocked() > 0 {
-				// Attempts finished since capacity looked: they did not
-				// know to ask for a round.
-				d.mu.Unlock()
-				continue
+			if d.starve() {
+				return
 			}
-			d.starved = true
-			d.mu.Unlock()
-			return
+			continue
 		}
-		var claimed []store.Claimed
-		if len(skip) == 0 || time.Since(d.emptyClaim) >= min(quietClaimGap, d.opts.PollInterval) {
-			var err error
-			claimed, err = d.st.Claim(dbCtx, store.ClaimRequest{
-				Owner:      d.opts.Owner,
-				Limit:      min(free, maxClaim),
-				Lease:      d.opts.Lease,
-				Exclude:    append(exclude, skip...),
-				PerWebhook: d.opts.PerWebhook * prefetch,
-				Busy:       busy,
-				Before:     before,
-			})
-			if err != nil {
-				d.log.Error("claim due deliveries", "error", err)
-				return // the next poll tries again
-			}
-			if len(claimed) == 0 && len(skip) > 0 {
-				d.emptyClaim = time.Now()
-			}
+		claimed, err := d.claim(dbCtx, free, busy, exclude, before, skip)
+		if err != nil {
+			d.log.Error("claim due deliveries", "error", err)
+			return // the next poll tries again
 		}
 		var at []time.Time
 		if len(claimed) == 0 {
@@ -187,50 +166,100 @@ func (d *Dispatcher) claimRound(ctx, dbCtx, sendCtx context.Context, attempts *s
 			claimed, at = d.loadHeld(dbCtx)
 		}
 		if len(claimed) == 0 {
-			d.mu.Lock()
-			d.starved = false
-			clear(d.behind)
-			drained := false
-			for _, id := range exclude {
-				if !d.fullLocked(id) {
-					// Its window drained while the claim ran, and the
-					// attempts that drained it did not know to ask for a
-					// round: ask now.
-					drained = true
-					continue
-				}
-				d.behind[id] = true
-			}
-			if drained {
-				d.wantClaim = true
-			}
-			d.mu.Unlock()
-			if drained {
-				d.wake()
-			}
+			d.leaveBehind(exclude)
 			return
 		}
-		d.mu.Lock()
-		d.noteBodiesLocked(claimed)
-		d.mu.Unlock()
-		now := time.Now()
-		for i := range claimed {
-			c := &claimed[i]
-			if d.acquire(c.WebhookID) {
-				attempts.Add(1)
-				go d.attempt(sendCtx, c, attempts, results)
-				continue
-			}
-			// Its webhook is at its limit: it starts when a slot frees.
-			qc := queuedClaim{c: c, at: now}
-			if at != nil {
-				qc.at = at[i]
-			}
-			d.mu.Lock()
-			d.queue[c.WebhookID] = append(d.queue[c.WebhookID], qc)
-			d.queued++
-			d.mu.Unlock()
+		d.startOrQueue(sendCtx, claimed, at, attempts, results)
+	}
+}
+
+// starve notes that a claim round stops for want of room, and reports
+// true, unless attempts finished since capacity looked: they did not know
+// to ask for a round, so the round goes on.
+func (d *Dispatcher) starve() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.roomLocked() > 0 {
+		return false
+	}
+	d.starved = true
+	return true
+}
+
+// claim claims due deliveries for a claim round, within what capacity
+// returned; it claims nothing while the webhooks left out (skip) hold
+// deliveries and the last such claim found nothing (see quietClaimGap).
+func (d *Dispatcher) claim(ctx context.Context, free int, busy map[int64]int, exclude []int64, before map[int64]time.Time, skip []int64) ([]store.Claimed, error) {
+	if len(skip) > 0 && time.Since(d.emptyClaim) < min(quietClaimGap, d.opts.PollInterval) {
+		return nil, nil
+	}
+	claimed, err := d.st.Claim(ctx, store.ClaimRequest{
+		Owner:      d.opts.Owner,
+		Limit:      min(free, maxClaim),
+		Lease:      d.opts.Lease,
+		Exclude:    append(exclude, skip...),
+		PerWebhook: d.opts.PerWebhook * prefetch,
+		Busy:       busy,
+		Before:     before,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if len(claimed) == 0 && len(skip) > 0 {
+		d.emptyClaim = time.Now()
+	}
+	return claimed, nil
+}
+
+// leaveBehind ends a claim round that found nothing to claim or read: it
+// notes the webhooks the round left out for their full windows (behind),
+// and asks for another round at once for those whose windows drained while
+// the claim ran, since the attempts that drained them did not know to ask.
+func (d *Dispatcher) leaveBehind(exclude []int64) {
+	d.mu.Lock()
+	d.starved = false
+	clear(d.behind)
+	drained := false
+	for _, id := range exclude {
+		if !d.fullLocked(id) {
+			drained = true
+			continue
 		}
+		d.behind[id] = true
+	}
+	if drained {
+		d.wantClaim = true
+	}
+	d.mu.Unlock()
+	if drained {
+		d.wake()
+	}
+}
+
+// startOrQueue starts the attempts of claimed deliveries whose webhooks
+// have a free slot, and queues the others, as claimed now or, for held
+// deliveries read, when their leases began (at).
+func (d *Dispatcher) startOrQueue(sendCtx context.Context, claimed []store.Claimed, at []time.Time, attempts *sync.WaitGroup, results chan<- finished) {
+	d.mu.Lock()
+	d.noteBodiesLocked(claimed)
+	d.mu.Unlock()
+	now := time.Now()
+	for i := range claimed {
+		c := &claimed[i]
+		if d.acquire(c.WebhookID) {
+			attempts.Add(1)
+			go d.attempt(sendCtx, c, attempts, results)
+			continue
+		}
+		// Its webhook is at its limit: it starts when a slot frees.
+		qc := queuedClaim{c: c, at: now}
+		if at != nil {
+			qc.at = at[i]
+		}
+		d.mu.Lock()
+		d.queue[c.WebhookID] = append(d.queue[c.WebhookID], qc)
+		d.queued++
+		d.mu.Unlock()
 	}
 }
 

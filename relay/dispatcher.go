@@ -283,7 +283,21 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	d.run = &runState{dbCtx: dbCtx, sendCtx: sendCtx, attempts: &attempts, results: results}
 	d.mu.Unlock()
 	d.claimLoop(ctx, dbCtx, sendCtx, &attempts, results)
-	// No new attempts from here on: give back what waits in the queues.
+	d.stopTaking(dbCtx)
+	if stop := d.drain(&attempts, abortSends, stopDB); stop != nil {
+		defer stop.Stop()
+	}
+	close(results)
+	stop := time.AfterFunc(flushGrace, stopDB)
+	defer stop.Stop()
+	<-recorded
+	d.send.client.CloseIdleConnections()
+	return nil
+}
+
+// stopTaking starts the drain: no new attempts from here on, and what
+// waits in the queues or is held is given back.
+func (d *Dispatcher) stopTaking(dbCtx context.Context) {
 	d.mu.Lock()
 	d.run.draining = true
 	var waiting []uuid.UUID
@@ -297,39 +311,41 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	d.mu.Unlock()
 	waiting = append(waiting, d.dropHeld()...)
 	d.giveBack(dbCtx, waiting)
+}
 
+// drain waits up to DrainTimeout for the attempts in flight, then aborts
+// those still running and waits for them to hand over their results. When
+// it aborted, it returns the timer that stops the store work flushGrace
+// later (stopDB), which the caller stops once it no longer needs it: a
+// store that does not answer must not hold the workers, which may be
+// waiting to hand over their results.
+func (d *Dispatcher) drain(attempts *sync.WaitGroup, abortSends, stopDB context.CancelFunc) *time.Timer {
 	drained := make(chan struct{})
 	go func() {
 		attempts.Wait()
 		close(drained)
 	}()
-	drain := time.NewTimer(d.opts.DrainTimeout)
-	defer drain.Stop()
+	timeout := time.NewTimer(d.opts.DrainTimeout)
+	defer timeout.Stop()
 	select {
 	case <-drained:
+		return nil
 	default:
-		select {
-		case <-drained:
-		case <-drain.C:
-			d.mu.Lock()
-			n := d.inflight
-			d.mu.Unlock()
-			d.log.Warn("drain timed out: aborting attempts in flight, recording them as aborted and giving their deliveries back",
-				"attempts", n, "drain_timeout", d.opts.DrainTimeout)
-			abortSends()
-			// A store that does not answer must not hold the workers, which
-			// may be waiting to hand over their results.
-			stop := time.AfterFunc(flushGrace, stopDB)
-			defer stop.Stop()
-			<-drained
-		}
 	}
-	close(results)
+	select {
+	case <-drained:
+		return nil
+	case <-timeout.C:
+	}
+	d.mu.Lock()
+	n := d.inflight
+	d.mu.Unlock()
+	d.log.Warn("drain timed out: aborting attempts in flight, recording them as aborted and giving their deliveries back",
+		"attempts", n, "drain_timeout", d.opts.DrainTimeout)
+	abortSends()
 	stop := time.AfterFunc(flushGrace, stopDB)
-	defer stop.Stop()
-	<-recorded
-	d.send.client.CloseIdleConnections()
-	return nil
+	<-drained
+	return stop
 }
 
 // heartbeatEvery is how often a dispatcher says it is sending, and

@@ -124,6 +124,15 @@ func (s *Store) WebhookDeliveries(ctx context.Context, f DeliveryFilter) ([]Deli
 	if len(out) == 0 {
 		return out, nil
 	}
+	if err := s.addAttempts(ctx, out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// addAttempts reads the attempts of deliveries, in one query, into each
+// delivery's Attempts, in order.
+func (s *Store) addAttempts(ctx context.Context, out []DeliveryRecord) error {
 	ids := make([]uuid.UUID, len(out))
 	index := make(map[uuid.UUID]int, len(out))
 	for i, d := range out {
@@ -133,11 +142,11 @@ func (s *Store) WebhookDeliveries(ctx context.Context, f DeliveryFilter) ([]Deli
 	arows, err := s.pool.Query(ctx, s.q(`SELECT `+attemptColumns+`
 		FROM {{schema}}.attempts WHERE delivery_id = ANY($1) ORDER BY delivery_id, attempt`), ids)
 	if err != nil {
-		return nil, fmt.Errorf("list attempts: %w", err)
+		return fmt.Errorf("list attempts: %w", err)
 	}
 	attempts, err := pgx.CollectRows(arows, scanAttempt)
 	if err != nil {
-		return nil, fmt.Errorf("list attempts: %w", err)
+		return fmt.Errorf("list attempts: %w", err)
 	}
 	for _, a := range attempts {
 		i := index[a.DeliveryID]
@@ -146,7 +155,7 @@ func (s *Store) WebhookDeliveries(ctx context.Context, f DeliveryFilter) ([]Deli
 	for i := range out {
 		sort.Slice(out[i].Attempts, func(a, b int) bool { return out[i].Attempts[a].Attempt < out[i].Attempts[b].Attempt })
 	}
-	return out, nil
+	return nil
 }
 
 func scanAttempt(row pgx.CollectableRow) (Attempt, error) {
