@@ -8,6 +8,11 @@
 // committed at once with how far into the transaction it goes, while its
 // row state and the position commit with the store transaction that its
 // commit finally commits (see mapChunk).
+//
+// The deliveries a write creates go to the sender in the same process
+// through Handoff, which the relay implements: each write leases to it what
+// it has room for, and it takes them as soon as their store transaction
+// commits.
 package ingest
 
 import (
