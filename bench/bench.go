@@ -25,9 +25,9 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	reference "github.com/smartmaintenance/relay"
 	"github.com/smartmaintenance/relay/demo"
-	"github.com/smartmaintenance/relay/internal/pgtest"
+	"github.com/smartmaintenance/relay/internal/throwawaypg"
+	"github.com/smartmaintenance/relay/platform"
 )
 
 // Options configure a bench run.
@@ -123,7 +123,7 @@ func Run(ctx context.Context, opts Options) ([]Result, error) {
 	if opts.PGStats {
 		settings = append(settings, "shared_preload_libraries = 'pg_stat_statements'", "pg_stat_statements.track = all")
 	}
-	pg, err := pgtest.Start(ctx, pgtest.Options{Durable: true, Settings: settings})
+	pg, err := throwawaypg.Start(ctx, throwawaypg.Options{Durable: true, Settings: settings})
 	if err != nil {
 		return nil, err
 	}
@@ -159,7 +159,7 @@ func say(w io.Writer, s string) { fmt.Fprintf(w, "%s  %s\n", time.Now().Format("
 
 type run struct {
 	opts Options
-	pg   *pgtest.Server
+	pg   *throwawaypg.Server
 	recv *receiverProc
 	dir  string
 }
@@ -239,7 +239,7 @@ type webhook struct {
 
 // setup creates a database with the reference schema and runs prepare in it.
 func (b *run) setup(ctx context.Context, prepare string) (string, *pgxpool.Pool, error) {
-	scripts := []string{reference.Schema, reference.Sample, prepare}
+	scripts := []string{platform.Schema, platform.Sample, prepare}
 	if b.opts.PGStats {
 		scripts = append(scripts, "CREATE EXTENSION pg_stat_statements")
 	}

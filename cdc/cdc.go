@@ -12,6 +12,15 @@
 //   - after any stop it resumes from the Handler's own persisted position;
 //   - the publication and slot are created when missing and never dropped by
 //     the feed itself (DropSlot is an explicit operation).
+//
+// A change travels: Source.Run (source.go: connect, elect, resume or create
+// the slot, start replication) hands one session to stream.loop (stream.go:
+// status reports, group commit, keepalives), which reads each message with
+// parse (pgoutput.go: the wire format, checked before anything is
+// allocated) and turns it into an event.Change with the decoder
+// (decode.go). errors.go holds the errors callers act on and IsFatal;
+// setup.go the checks and objects on the database side (wal_level, the
+// publication, the slot).
 package cdc
 
 import (

@@ -3,7 +3,6 @@ package cdc
 import (
 	"encoding/binary"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -209,74 +208,6 @@ func (d *decoder) change(m rowMessage, tx *event.Tx, seq int) (*event.Change, er
 		}
 	}
 	return c, nil
-}
-
-// tupleColumnAt reads the column of a checked TupleData that starts at pos: its
-// kind, its data (text and binary columns only) and where the next one
-// starts.
-func tupleColumnAt(t []byte, pos int) (kind byte, data []byte, next int) {
-	kind, pos = t[pos], pos+1
-	if kind == pglogrepl.TupleDataTypeText || kind == pglogrepl.TupleDataTypeBinary {
-		l := int(binary.BigEndian.Uint32(t[pos:]))
-		return kind, t[pos+4 : pos+4+l], pos + 4 + l
-	}
-	return kind, nil, pos
-}
-
-// rowMessage is a pgoutput Insert, Update or Delete message (protocol
-// version 1), read in place: its tuples are slices of the message, and each
-// column is decoded from there into its value. pglogrepl's parser copies
-// every column into an allocation of its own first, which was a third of
-// the decoder's allocations.
-type rowMessage struct {
-	op       event.Op
-	relation uint32
-	// oldKind is 'K' (the key columns) or 'O' (the whole old row) when old
-	// is set.
-	oldKind  byte
-	old, new []byte // TupleData; nil when absent
-}
-
-// parseRow reads an Insert ('I'), Update ('U') or Delete ('D') message,
-// checking that every count and length it declares fits in it.
-func parseRow(data []byte) (rowMessage, error) {
-	var m rowMessage
-	switch data[0] {
-	case 'I':
-		m.op = event.Insert
-	case 'U':
-		m.op = event.Update
-	case 'D':
-		m.op = event.Delete
-	default:
-		return m, fmt.Errorf("not a row change: %q", data[0])
-	}
-	if len(data) < 6 {
-		return m, errors.New("too short")
-	}
-	m.relation = binary.BigEndian.Uint32(data[1:])
-	rest := data[5:]
-	for len(rest) > 0 {
-		marker := rest[0]
-		size, err := checkTuple(rest[1:])
-		if err != nil {
-			return m, err
-		}
-		t := rest[1 : 1+size]
-		rest = rest[1+size:]
-		switch {
-		case marker == 'N' && m.op != event.Delete && m.new == nil:
-			m.new = t
-		case (marker == 'K' || marker == 'O') && m.op != event.Insert && m.old == nil && m.new == nil:
-			m.old, m.oldKind = t, marker
-		default:
-			return m, fmt.Errorf("unexpected tuple marker %q", marker)
-		}
-	}
-	if m.op != event.Delete && m.new == nil || m.op == event.Delete && m.old == nil {
-		return m, errors.New("missing tuple")
-	}
-	return m, nil
 }
 
 // keyOnly drops the null placeholders that pgoutput sends for non-key

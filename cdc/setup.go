@@ -13,17 +13,6 @@ import (
 	"github.com/smartmaintenance/relay/event"
 )
 
-// Errors a caller can act on. Each wraps into a one-line message that says
-// how to fix the problem.
-var (
-	ErrWalLevel        = errors.New("wal_level is not logical")
-	ErrNoReplication   = errors.New("role lacks the REPLICATION attribute")
-	ErrSlotMissing     = errors.New("replication slot is missing")
-	ErrSlotInvalidated = errors.New("replication slot was invalidated")
-	ErrSlotForeign     = errors.New("replication slot exists but the relay has no record of it")
-	ErrSlotBusy        = errors.New("replication slot is in use by another process")
-)
-
 // Preflight checks that the database can feed the relay: wal_level is
 // logical and the role may replicate.
 func Preflight(ctx context.Context, conn *pgx.Conn) error {

@@ -63,14 +63,28 @@ var reservedHeaders = []string{
 }
 
 // Validate checks every key and returns all problems joined, one line each,
-// each starting with the key it is about.
+// each starting with the key it is about, in the order of the sections.
 func (c *Config) Validate() error {
 	var p problems
+	c.validateProcess(&p)
+	c.validateDatabase(&p)
+	c.validateReplication(&p)
+	c.validateDelivery(&p)
+	c.validateRetention(&p)
+	c.validatePayload(&p)
+	c.validateRules(&p)
+	c.validateWebhooks(&p)
+	c.validateAdmin(&p)
+	c.validateSecrets(&p)
+	return p.err()
+}
 
-	oneOf(&p, "log.level", c.Log.Level, "debug", "info", "warn", "error")
-	oneOf(&p, "log.format", c.Log.Format, "text", "json")
+// validateProcess checks the log, observability and runtime sections.
+func (c *Config) validateProcess(p *problems) {
+	oneOf(p, "log.level", c.Log.Level, "debug", "info", "warn", "error")
+	oneOf(p, "log.format", c.Log.Format, "text", "json")
 
-	checkListen(&p, "observability.listen", c.Observability.Listen)
+	checkListen(p, "observability.listen", c.Observability.Listen)
 	if c.Observability.MetricHosts < 0 {
 		p.add("observability.metric_hosts", "must be >= 0 (0 names no host), got %d", c.Observability.MetricHosts)
 	}
@@ -83,30 +97,39 @@ func (c *Config) Validate() error {
 	if c.Runtime.MemoryLimit != 0 && c.Runtime.MemoryLimit < 32<<20 {
 		p.add("runtime.memory_limit", "%d bytes is below 32MB, less than the relay needs to work; 0 = no limit", c.Runtime.MemoryLimit)
 	}
+}
 
-	checkDatabaseURL(&p, "database.url", c.Database.URL)
-	checkDatabaseURL(&p, "database.state_url", c.Database.StateURL)
+// validateDatabase checks the database section.
+func (c *Config) validateDatabase(p *problems) {
+	checkDatabaseURL(p, "database.url", c.Database.URL)
+	checkDatabaseURL(p, "database.state_url", c.Database.StateURL)
 	if !identifierRE.MatchString(c.Database.Schema) {
 		p.add("database.schema", "%q is not a valid identifier (lower-case letters, digits and _, not starting with a digit, at most 63)", c.Database.Schema)
 	}
+}
 
+// validateReplication checks the replication section.
+func (c *Config) validateReplication(p *problems) {
 	if !slotRE.MatchString(c.Replication.Slot) {
 		p.add("replication.slot", "%q is not a valid slot name (1 to 63 of a-z, 0-9 and _)", c.Replication.Slot)
 	}
 	if !identifierRE.MatchString(c.Replication.Publication) {
 		p.add("replication.publication", "%q is not a valid identifier (lower-case letters, digits and _, not starting with a digit, at most 63)", c.Replication.Publication)
 	}
-	positive(&p, "replication.status_interval", c.Replication.StatusInterval)
-	positive(&p, "replication.reconnect_max_backoff", c.Replication.ReconnectMaxBackoff)
-	positive(&p, "replication.wal_check_interval", c.Replication.WALCheckInterval)
+	positive(p, "replication.status_interval", c.Replication.StatusInterval)
+	positive(p, "replication.reconnect_max_backoff", c.Replication.ReconnectMaxBackoff)
+	positive(p, "replication.wal_check_interval", c.Replication.WALCheckInterval)
 	if c.Replication.HeartbeatInterval < 0 {
 		p.add("replication.heartbeat_interval", "must be 0 (off) or positive, got %s", c.Replication.HeartbeatInterval)
 	}
+}
 
+// validateDelivery checks the delivery section.
+func (c *Config) validateDelivery(p *problems) {
 	d := c.Delivery
-	positive(&p, "delivery.timeout", d.Timeout)
+	positive(p, "delivery.timeout", d.Timeout)
 	for i, delay := range d.RetrySchedule {
-		positive(&p, fmt.Sprintf("delivery.retry_schedule[%d]", i), delay)
+		positive(p, fmt.Sprintf("delivery.retry_schedule[%d]", i), delay)
 	}
 	if d.Workers <= 0 {
 		p.add("delivery.workers", "must be > 0, got %d", d.Workers)
@@ -117,7 +140,7 @@ func (c *Config) Validate() error {
 	case d.Workers > 0 && d.PerWebhook > d.Workers:
 		p.add("delivery.per_webhook", "%d is more than delivery.workers (%d)", d.PerWebhook, d.Workers)
 	}
-	positive(&p, "delivery.poll_interval", d.PollInterval)
+	positive(p, "delivery.poll_interval", d.PollInterval)
 	if d.ResponseSnippetBytes < 0 || d.ResponseSnippetBytes > MaxResponseSnippetBytes {
 		p.add("delivery.response_snippet_bytes", "must be between 0 and %d, got %d", MaxResponseSnippetBytes, d.ResponseSnippetBytes)
 	}
@@ -136,15 +159,21 @@ func (c *Config) Validate() error {
 			p.add(fmt.Sprintf("delivery.allow_networks[%d]", i), "%v", err)
 		}
 	}
+}
 
+// validateRetention checks the retention section.
+func (c *Config) validateRetention(p *problems) {
 	r := c.Retention
-	positive(&p, "retention.delivered", r.Delivered)
-	positive(&p, "retention.failed", r.Failed)
+	positive(p, "retention.delivered", r.Delivered)
+	positive(p, "retention.failed", r.Failed)
 	if r.Delivered > 0 && r.Failed > 0 && r.Failed < r.Delivered {
 		p.add("retention.failed", "%s is shorter than retention.delivered (%s); failed deliveries are the ones worth keeping", r.Failed, r.Delivered)
 	}
-	positive(&p, "retention.interval", r.Interval)
+	positive(p, "retention.interval", r.Interval)
+}
 
+// validatePayload checks the payload section.
+func (c *Config) validatePayload(p *problems) {
 	switch tz := c.Payload.DefaultTimeZone; {
 	case tz == "":
 		p.add("payload.default_time_zone", "required (an IANA name such as \"UTC\" or \"Asia/Jakarta\")")
@@ -155,10 +184,10 @@ func (c *Config) Validate() error {
 			p.add("payload.default_time_zone", "%q is not a known IANA time zone", tz)
 		}
 	}
+}
 
-	c.validateRules(&p)
-	c.validateWebhooks(&p)
-	c.validateAdmin(&p)
+// validateSecrets checks the secrets section.
+func (c *Config) validateSecrets(p *problems) {
 	if c.Secrets.Key != "" {
 		if _, err := secrets.ParseKey(c.Secrets.Key); err != nil {
 			p.add("secrets.key", "%v", err)
@@ -172,7 +201,6 @@ func (c *Config) Validate() error {
 	if c.Secrets.Key == "" && len(c.Secrets.PreviousKeys) > 0 {
 		p.add("secrets.previous_keys", "set without secrets.key; previous keys only decrypt, the current key encrypts")
 	}
-	return p.err()
 }
 
 var sha256HexRE = regexp.MustCompile(`^[0-9a-f]{64}$`)
@@ -340,14 +368,23 @@ func CheckWebhook(w Webhook, production bool) []string {
 		p.add("url", "%q is not HTTPS; production: true refuses plain HTTP because payloads may contain personal data", w.URL)
 	}
 
+	checkWebhookEvents(&p, w.Events)
+	checkWebhookSecret(&p, w.Secret)
+	checkWebhookHeaders(&p, w.Headers)
+	return p
+}
+
+// checkWebhookEvents checks a webhook's event types: at least one, at most
+// MaxEvents, none empty or listed twice.
+func checkWebhookEvents(p *problems, events []string) {
 	switch {
-	case len(w.Events) == 0:
+	case len(events) == 0:
 		p.add("events", "at least one event type is required")
-	case len(w.Events) > MaxEvents:
-		p.add("events", "%d event types is too many; at most %d", len(w.Events), MaxEvents)
+	case len(events) > MaxEvents:
+		p.add("events", "%d event types is too many; at most %d", len(events), MaxEvents)
 	}
 	seen := map[string]bool{}
-	for j, ev := range w.Events {
+	for j, ev := range events {
 		switch {
 		case strings.TrimSpace(ev) == "":
 			p.add(fmt.Sprintf("events[%d]", j), "empty event type")
@@ -356,32 +393,40 @@ func CheckWebhook(w Webhook, production bool) []string {
 		}
 		seen[ev] = true
 	}
+}
 
+// checkWebhookSecret checks a webhook's signing secret: none, or printable
+// UTF-8 text of MinSecretBytes to MaxSecretBytes.
+func checkWebhookSecret(p *problems, secret string) {
 	// Problems never quote the secret.
 	switch {
-	case w.Secret == "":
-	case len(w.Secret) < MinSecretBytes:
-		p.add("secret", "%d bytes is too short; use at least %d (or none)", len(w.Secret), MinSecretBytes)
-	case len(w.Secret) > MaxSecretBytes:
-		p.add("secret", "%d bytes is too long; at most %d", len(w.Secret), MaxSecretBytes)
-	case !utf8.ValidString(w.Secret):
+	case secret == "":
+	case len(secret) < MinSecretBytes:
+		p.add("secret", "%d bytes is too short; use at least %d (or none)", len(secret), MinSecretBytes)
+	case len(secret) > MaxSecretBytes:
+		p.add("secret", "%d bytes is too long; at most %d", len(secret), MaxSecretBytes)
+	case !utf8.ValidString(secret):
 		p.add("secret", "is not valid UTF-8 text")
-	case strings.ContainsFunc(w.Secret, unicode.IsControl):
+	case strings.ContainsFunc(secret, unicode.IsControl):
 		p.add("secret", "contains control characters (such as NUL or a line break); use printable characters")
 	}
+}
 
-	if len(w.Headers) > MaxHeaders {
-		p.add("headers", "%d headers is too many; at most %d", len(w.Headers), MaxHeaders)
+// checkWebhookHeaders checks a webhook's custom headers: their number and
+// total size, and each name and value, in name order.
+func checkWebhookHeaders(p *problems, headers map[string]string) {
+	if len(headers) > MaxHeaders {
+		p.add("headers", "%d headers is too many; at most %d", len(headers), MaxHeaders)
 	}
 	total := 0
-	for h, v := range w.Headers {
+	for h, v := range headers {
 		total += len(h) + len(v)
 	}
 	if total > MaxHeadersTotalBytes {
 		p.add("headers", "%d bytes of names and values is too large; at most %d", total, MaxHeadersTotalBytes)
 	}
 	canonical := map[string]string{}
-	for _, h := range sortedHeaderNames(w.Headers) {
+	for _, h := range sortedHeaderNames(headers) {
 		hk := fmt.Sprintf("headers[%s]", h)
 		ch := http.CanonicalHeaderKey(h)
 		switch {
@@ -397,18 +442,17 @@ func CheckWebhook(w Webhook, production bool) []string {
 			p.add(hk, "%s is set by the relay and cannot be overridden", ch)
 		case canonical[ch] != "":
 			p.add(hk, "same header as %q (header names are case-insensitive)", canonical[ch])
-		case !validHeaderValue(w.Headers[h]):
+		case !validHeaderValue(headers[h]):
 			p.add(hk, "value contains control characters (such as a line break)")
-		case len(w.Headers[h]) > MaxHeaderValueBytes:
-			p.add(hk, "value of %d bytes is too long; at most %d", len(w.Headers[h]), MaxHeaderValueBytes)
-		case !utf8.ValidString(w.Headers[h]):
+		case len(headers[h]) > MaxHeaderValueBytes:
+			p.add(hk, "value of %d bytes is too long; at most %d", len(headers[h]), MaxHeaderValueBytes)
+		case !utf8.ValidString(headers[h]):
 			p.add(hk, "value is not valid UTF-8 text")
 		}
 		if canonical[ch] == "" {
 			canonical[ch] = h
 		}
 	}
-	return p
 }
 
 // checkWebhookURL returns the parsed URL, or a problem description.

@@ -21,12 +21,12 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	reference "github.com/smartmaintenance/relay"
 	"github.com/smartmaintenance/relay/admin"
 	"github.com/smartmaintenance/relay/config"
 	"github.com/smartmaintenance/relay/demo"
 	"github.com/smartmaintenance/relay/internal/pgtest"
 	"github.com/smartmaintenance/relay/internal/syncbuf"
+	"github.com/smartmaintenance/relay/platform"
 	"github.com/smartmaintenance/relay/service"
 )
 
@@ -85,7 +85,7 @@ type liveRelay struct {
 
 func startRelay(t *testing.T) *liveRelay {
 	t.Helper()
-	url := pgtest.NewDatabase(t, reference.Schema, reference.Sample)
+	url := pgtest.NewDatabase(t, platform.Schema, platform.Sample)
 	pool, err := pgxpool.New(context.Background(), url)
 	if err != nil {
 		t.Fatal(err)

@@ -22,10 +22,10 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"golang.org/x/sync/errgroup"
 
-	reference "github.com/smartmaintenance/relay"
 	"github.com/smartmaintenance/relay/admin"
 	"github.com/smartmaintenance/relay/config"
-	"github.com/smartmaintenance/relay/internal/pgtest"
+	"github.com/smartmaintenance/relay/internal/throwawaypg"
+	"github.com/smartmaintenance/relay/platform"
 	"github.com/smartmaintenance/relay/receiver"
 	"github.com/smartmaintenance/relay/service"
 )
@@ -58,12 +58,12 @@ func Run(ctx context.Context, opts Options, stdout, stderr io.Writer) error {
 	}
 	out := &printer{w: stdout}
 	out.printf("starting a throwaway PostgreSQL (wal_level=logical) from the local install...\n")
-	pg, err := pgtest.Start(ctx, pgtest.Options{})
+	pg, err := throwawaypg.Start(ctx, throwawaypg.Options{})
 	if err != nil {
 		return fmt.Errorf("start PostgreSQL: %w", err)
 	}
 	defer pg.Stop()
-	db, err := pg.CreateDatabase(ctx, reference.Schema, reference.Sample)
+	db, err := pg.CreateDatabase(ctx, platform.Schema, platform.Sample)
 	if err != nil {
 		return fmt.Errorf("load the reference schema: %w", err)
 	}
@@ -76,38 +76,8 @@ func Run(ctx context.Context, opts Options, stdout, stderr io.Writer) error {
 	}
 	defer recv.Close()
 
-	cfg := config.Default()
-	cfg.Database.URL = url
-	cfg.Delivery.RetrySchedule = []time.Duration{time.Second, 2 * time.Second, 4 * time.Second}
-	cfg.Delivery.PollInterval = 200 * time.Millisecond
-	// The demo's receiver is local; the relay refuses loopback unless told.
-	cfg.Delivery.AllowNetworks = []string{"127.0.0.0/8", "::1"}
-	cfg.Webhooks.Endpoints = []config.Webhook{
-		{CompanyID: 1, Name: "Kahatex CMMS bridge", URL: recv.URL + "/kahatex", Secret: secrets[1], Active: true,
-			Events: []string{"task.assigned", "task.completed", "task.approved", "task.rejected", "repair_request.created",
-				"repair_request.updated", "shutdown.reported", "shutdown.resolved", "user.created", "user.deactivated", "audit.exported"}},
-		{CompanyID: 2, Name: "Nordwerk Slack", URL: recv.URL + "/nordwerk", Secret: secrets[2], Active: true,
-			Headers: map[string]string{"Authorization": "Bearer demo-token"},
-			Events:  []string{"task.completed", "repair_request.created", "shutdown.reported", "shutdown.resolved"}},
-	}
-	// The admin API on a free local port, with a token for this run only,
-	// and webhook secrets encrypted at rest with a key for this run only.
-	adminAddr, err := freeAddr()
+	cfg, acc, err := demoConfig(url, recv.URL)
 	if err != nil {
-		return err
-	}
-	// Tokens look like the ones relay token prints. The company admin's is
-	// the one to try the README's examples with: it acts for PT Kahatex
-	// without naming the company; the operator's sees every company.
-	companyToken, operatorToken := "rat_"+randomText(32), "rat_"+randomText(32)
-	cfg.Admin = config.Admin{Listen: adminAddr, Tokens: []config.AdminToken{
-		{Name: "demo-kahatex-admin", CompanyID: 1, TokenSHA256: admin.TokenHash(companyToken)},
-		{Name: "demo-operator", Operator: true, TokenSHA256: admin.TokenHash(operatorToken)},
-	}}
-	key := make([]byte, 32)
-	_, _ = crand.Read(key)
-	cfg.Secrets.Key = base64.StdEncoding.EncodeToString(key)
-	if err := cfg.Validate(); err != nil {
 		return err
 	}
 
@@ -116,15 +86,7 @@ func Run(ctx context.Context, opts Options, stdout, stderr io.Writer) error {
 		logOut = stderr
 	}
 	log := slog.New(slog.NewTextHandler(logOut, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	out.printf("receiver: %s (verifies X-SMTM-Signature; answers 503 to some first attempts to show retries)\n", recv.URL)
-	out.printf("admin API: http://%s\n", adminAddr)
-	out.printf("  token of PT Kahatex's company admin (company 1): %s\n", companyToken)
-	out.printf("  operator token (every company; webhooks create needs --company): %s\n", operatorToken)
-	out.printf("webhooks page: http://%s/ui/ (sign in with the PT Kahatex admin token %s)\n", adminAddr, companyToken)
-	out.printf("in another terminal, try the README's \"Admin API and CLI\" examples:\n")
-	out.printf("  export RELAY_ADMIN_URL=http://%s RELAY_ADMIN_TOKEN=%s\n", adminAddr, companyToken)
-	out.printf("  go run ./cmd/relay webhooks list\n")
-	out.printf("relay: streaming changes of tasks, repair_requests, shutdowns, users, activity_log_exports; Ctrl-C stops and cleans up\n\n")
+	acc.print(out, recv.URL)
 
 	pool, err := pgxpool.New(ctx, url)
 	if err != nil {
@@ -153,6 +115,68 @@ func Run(ctx context.Context, opts Options, stdout, stderr io.Writer) error {
 		return nil
 	}
 	return err
+}
+
+// access is how a person reaches this run's admin API: its address and the
+// tokens made for this run only.
+type access struct {
+	adminAddr, companyToken, operatorToken string
+}
+
+// demoConfig is the relay's configuration for the demo: the platform
+// database at url, two webhooks (one per sample company) to the receiver
+// at receiverURL, retries quick enough to watch, and the admin API on a
+// free local port with tokens and a secrets key for this run only.
+func demoConfig(url, receiverURL string) (*config.Config, access, error) {
+	cfg := config.Default()
+	cfg.Database.URL = url
+	cfg.Delivery.RetrySchedule = []time.Duration{time.Second, 2 * time.Second, 4 * time.Second}
+	cfg.Delivery.PollInterval = 200 * time.Millisecond
+	// The demo's receiver is local; the relay refuses loopback unless told.
+	cfg.Delivery.AllowNetworks = []string{"127.0.0.0/8", "::1"}
+	cfg.Webhooks.Endpoints = []config.Webhook{
+		{CompanyID: 1, Name: "Kahatex CMMS bridge", URL: receiverURL + "/kahatex", Secret: secrets[1], Active: true,
+			Events: []string{"task.assigned", "task.completed", "task.approved", "task.rejected", "repair_request.created",
+				"repair_request.updated", "shutdown.reported", "shutdown.resolved", "user.created", "user.deactivated", "audit.exported"}},
+		{CompanyID: 2, Name: "Nordwerk Slack", URL: receiverURL + "/nordwerk", Secret: secrets[2], Active: true,
+			Headers: map[string]string{"Authorization": "Bearer demo-token"},
+			Events:  []string{"task.completed", "repair_request.created", "shutdown.reported", "shutdown.resolved"}},
+	}
+	// The admin API on a free local port, with a token for this run only,
+	// and webhook secrets encrypted at rest with a key for this run only.
+	adminAddr, err := freeAddr()
+	if err != nil {
+		return nil, access{}, err
+	}
+	// Tokens look like the ones relay token prints. The company admin's is
+	// the one to try the README's examples with: it acts for PT Kahatex
+	// without naming the company; the operator's sees every company.
+	companyToken, operatorToken := "rat_"+randomText(32), "rat_"+randomText(32)
+	cfg.Admin = config.Admin{Listen: adminAddr, Tokens: []config.AdminToken{
+		{Name: "demo-kahatex-admin", CompanyID: 1, TokenSHA256: admin.TokenHash(companyToken)},
+		{Name: "demo-operator", Operator: true, TokenSHA256: admin.TokenHash(operatorToken)},
+	}}
+	key := make([]byte, 32)
+	_, _ = crand.Read(key)
+	cfg.Secrets.Key = base64.StdEncoding.EncodeToString(key)
+	if err := cfg.Validate(); err != nil {
+		return nil, access{}, err
+	}
+	return cfg, access{adminAddr: adminAddr, companyToken: companyToken, operatorToken: operatorToken}, nil
+}
+
+// print tells where the receiver and the admin API are, with the tokens to
+// try them.
+func (a access) print(out *printer, receiverURL string) {
+	out.printf("receiver: %s (verifies X-SMTM-Signature; answers 503 to some first attempts to show retries)\n", receiverURL)
+	out.printf("admin API: http://%s\n", a.adminAddr)
+	out.printf("  token of PT Kahatex's company admin (company 1): %s\n", a.companyToken)
+	out.printf("  operator token (every company; webhooks create needs --company): %s\n", a.operatorToken)
+	out.printf("webhooks page: http://%s/ui/ (sign in with the PT Kahatex admin token %s)\n", a.adminAddr, a.companyToken)
+	out.printf("in another terminal, try the README's \"Admin API and CLI\" examples:\n")
+	out.printf("  export RELAY_ADMIN_URL=http://%s RELAY_ADMIN_TOKEN=%s\n", a.adminAddr, a.companyToken)
+	out.printf("  go run ./cmd/relay webhooks list\n")
+	out.printf("relay: streaming changes of tasks, repair_requests, shutdowns, users, activity_log_exports; Ctrl-C stops and cleans up\n\n")
 }
 
 type printer struct {

@@ -24,9 +24,9 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	reference "github.com/smartmaintenance/relay"
 	"github.com/smartmaintenance/relay/demo"
 	"github.com/smartmaintenance/relay/internal/pgtest"
+	"github.com/smartmaintenance/relay/platform"
 	"github.com/smartmaintenance/relay/signature"
 )
 
@@ -184,7 +184,7 @@ type env struct {
 
 // newEnv uses a database on the shared server.
 func newEnv(t *testing.T, scripts ...string) *env {
-	url := pgtest.NewDatabase(t, append([]string{reference.Schema, reference.Sample, ledgerSQL}, scripts...)...)
+	url := pgtest.NewDatabase(t, append([]string{platform.Schema, platform.Sample, ledgerSQL}, scripts...)...)
 	return openEnv(t, url, nil)
 }
 
@@ -196,7 +196,7 @@ func newPrivateEnv(t *testing.T, opts pgtest.Options, scripts ...string) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { srv.Stop() })
-	name, err := srv.CreateDatabase(ctx, append([]string{reference.Schema, reference.Sample, ledgerSQL}, scripts...)...)
+	name, err := srv.CreateDatabase(ctx, append([]string{platform.Schema, platform.Sample, ledgerSQL}, scripts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}

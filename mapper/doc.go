@@ -20,4 +20,11 @@
 // with the timestamp, the source transaction's commit time to the
 // microsecond, in the company's time zone. The same change, record and
 // directory always give the same bytes.
+//
+// Files by concern: rules.go is the rule set as data (Rule, the defaults,
+// Merge); compile.go turns it into a Mapper (New), with expr.go compiling
+// one expression and finding the columns it reads; mapper.go is the Mapper
+// and what it tells its caller (Tables, RowKey, State, UpdateCompanies);
+// map.go derives a change's events (Map); payload.go writes their bytes;
+// companies.go is the company directory; sample.go the data of test events.
 package mapper

@@ -138,3 +138,27 @@ func exprError(err error) error {
 	}
 	return errors.New(fe.Message)
 }
+
+// notBool reports whether an expression that expr's checker let through as
+// a possible boolean (its type is unknown because it reads new or old) is
+// still certain not to be one, from its shape: arithmetic, a negation, a
+// literal, or a choice between such values. Such a When would fail on
+// every change, so New refuses it.
+func notBool(n ast.Node) bool {
+	switch x := n.(type) {
+	case *ast.BinaryNode:
+		switch x.Operator {
+		case "+", "-", "*", "/", "%", "**", "^", "..":
+			return true
+		case "??":
+			return notBool(x.Left) && notBool(x.Right)
+		}
+	case *ast.UnaryNode:
+		return x.Operator == "-" || x.Operator == "+"
+	case *ast.ConditionalNode:
+		return notBool(x.Exp1) && notBool(x.Exp2)
+	case *ast.StringNode, *ast.IntegerNode, *ast.FloatNode, *ast.ArrayNode, *ast.MapNode, *ast.NilNode, *ast.SliceNode:
+		return true
+	}
+	return false
+}

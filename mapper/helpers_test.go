@@ -30,7 +30,7 @@ func newDefault(tb testing.TB) *Mapper {
 	return m
 }
 
-// directory holds the two companies of testdata/sample.sql.
+// directory holds the two companies of platform/sample.sql.
 func directory() *Companies {
 	dir := NewCompanies()
 	dir.Set(1, event.Row{"name": "PT Kahatex", "time_zone": "Asia/Jakarta"})

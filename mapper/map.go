@@ -5,9 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"maps"
 	"math"
-	"slices"
 	"strconv"
 	"strings"
 
@@ -15,16 +13,6 @@ import (
 
 	"github.com/smartmaintenance/relay/event"
 )
-
-// TimestampLayout is the layout of a payload's timestamp: RFC 3339 with
-// microseconds, the precision of PostgreSQL's commit times, so that
-// transactions committed within the same second still carry distinct,
-// increasing timestamps. The fraction always has six digits (RFC3339Nano
-// would trim trailing zeros) and the offset is always numeric, "+00:00"
-// rather than "Z" for UTC, so that every company's timestamps have the
-// same shape and those of one offset sort as strings
-// (2026-04-24T09:15:30.123456+07:00).
-const TimestampLayout = "2006-01-02T15:04:05.000000-07:00"
 
 // empty stands for the new row of a delete and the old row of an insert.
 // Expressions never change the maps they read.
@@ -312,146 +300,4 @@ func toInt64(v any) (int64, error) {
 		return 0, errors.New("company id is null")
 	}
 	return 0, fmt.Errorf("company id %v (%T) is not an integer", v, v)
-}
-
-// body writes the payload:
-//
-//	{"event":…,"timestamp":…,"company_id":…,"company_name":…,"data":{…}}
-//
-// in that order, compact, without a trailing newline. A data field whose
-// expression reads an unchanged TOAST column that could not be filled is
-// left out: its value is unknown, which is not the same as null.
-func (m *Mapper) body(s *scratch, r *rule, c *event.Change, id int64, dir *Companies, unfilled []string) ([]byte, error) {
-	co, _ := dir.Lookup(id)
-	loc := co.Location
-	if loc == nil {
-		loc = m.loc
-	}
-	b := &s.buf
-	b.Reset()
-	b.WriteString(`{"event":`)
-	b.Write(r.eventJSON)
-	b.WriteString(`,"timestamp":"`)
-	s.num = c.CommitTime.In(loc).AppendFormat(s.num[:0], TimestampLayout)
-	b.Write(s.num)
-	b.WriteString(`","company_id":`)
-	s.num = strconv.AppendInt(s.num[:0], id, 10)
-	b.Write(s.num)
-	b.WriteString(`,"company_name":`)
-	if err := s.value(co.Name); err != nil {
-		return nil, &RuleError{r.Event, "company", err}
-	}
-	b.WriteString(`,"data":{`)
-	first := true
-	for i := range r.fields {
-		f := &r.fields[i]
-		if len(unfilled) > 0 && readsAny(f.newCols, unfilled) {
-			continue
-		}
-		v, err := s.vm.Run(f.prog, s.env)
-		if err != nil {
-			return nil, &RuleError{r.Event, "data." + f.name, exprError(err)}
-		}
-		if !first {
-			b.WriteByte(',')
-		}
-		first = false
-		b.Write(f.key)
-		if err := s.value(v); err != nil {
-			return nil, &RuleError{r.Event, "data." + f.name, err}
-		}
-	}
-	b.WriteString("}}")
-	return bytes.Clone(b.Bytes()), nil
-}
-
-func readsAny(cols, unfilled []string) bool {
-	for _, col := range cols {
-		if slices.Contains(unfilled, col) {
-			return true
-		}
-	}
-	return false
-}
-
-// value appends v to s.buf as JSON. The common scalars are written
-// directly; the rest goes through encoding/json, without HTML escaping.
-func (s *scratch) value(v any) error {
-	b := &s.buf
-	switch x := v.(type) {
-	case nil:
-		b.WriteString("null")
-		return nil
-	case bool:
-		b.WriteString(strconv.FormatBool(x))
-		return nil
-	case int64:
-		s.num = strconv.AppendInt(s.num[:0], x, 10)
-		b.Write(s.num)
-		return nil
-	case int:
-		s.num = strconv.AppendInt(s.num[:0], int64(x), 10)
-		b.Write(s.num)
-		return nil
-	}
-	v, _ = jsonSafe(v)
-	if err := s.enc.Encode(v); err != nil {
-		return fmt.Errorf("encode %T: %w", v, err)
-	}
-	b.Truncate(b.Len() - 1) // Encode ends with a newline
-	return nil
-}
-
-// jsonSafe replaces the floats that JSON cannot hold (NaN, ±Inf, which a
-// double precision column may contain) with PostgreSQL's text for them,
-// "NaN", "Infinity" and "-Infinity". It copies a list or object only when
-// something in it changes, and reports whether anything did.
-func jsonSafe(v any) (any, bool) {
-	switch x := v.(type) {
-	case float64:
-		return nonFinite(x)
-	case float32:
-		return nonFinite(float64(x))
-	case []any:
-		var out []any
-		for i, e := range x {
-			se, changed := jsonSafe(e)
-			if changed && out == nil {
-				out = slices.Clone(x)
-			}
-			if changed {
-				out[i] = se
-			}
-		}
-		if out != nil {
-			return out, true
-		}
-	case map[string]any:
-		var out map[string]any
-		for k, e := range x {
-			se, changed := jsonSafe(e)
-			if changed && out == nil {
-				out = maps.Clone(x)
-			}
-			if changed {
-				out[k] = se
-			}
-		}
-		if out != nil {
-			return out, true
-		}
-	}
-	return v, false
-}
-
-func nonFinite(f float64) (any, bool) {
-	switch {
-	case math.IsNaN(f):
-		return "NaN", true
-	case math.IsInf(f, 1):
-		return "Infinity", true
-	case math.IsInf(f, -1):
-		return "-Infinity", true
-	}
-	return f, false
 }

@@ -229,10 +229,10 @@ func TestMerge(t *testing.T) {
 	}
 }
 
-// referenceSchema reads testdata/schema.sql: table -> columns.
+// referenceSchema reads platform/schema.sql: table -> columns.
 func referenceSchema(t *testing.T) map[string][]string {
 	t.Helper()
-	f, err := os.Open("../testdata/schema.sql")
+	f, err := os.Open("../platform/schema.sql")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -105,14 +105,15 @@ func TestTestEventsHaveRealTypes(t *testing.T) {
 	e.cfg.Webhooks.Endpoints[0].Events = append(slices.Clone(allEvents), custom)
 	e.start()
 
-	// Real changes that fill every column the rules read.
+	// Real changes that fill every column the rules read (both tasks'
+	// task.assigned events: either may reach the receiver first).
 	ctx := context.Background()
 	var task, task2, user int64
 	e.pool.QueryRow(ctx, `INSERT INTO tasks (company_id, asset_id, title, priority, due_at) VALUES (1, 1, 'Replace belt', 'high', now() + interval '1 day') RETURNING id`).Scan(&task)
 	e.exec(`UPDATE tasks SET technician_id = 3, assigned_by = 2, status = 'assigned' WHERE id = $1`, task)
 	e.exec(`UPDATE tasks SET status = 'completed', completed_at = now() WHERE id = $1`, task)
 	e.exec(`UPDATE tasks SET status = 'approved', reviewed_by = 2, reviewed_at = now() WHERE id = $1`, task)
-	e.pool.QueryRow(ctx, `INSERT INTO tasks (company_id, asset_id, title, status, technician_id, due_at) VALUES (1, 1, 'Oil', 'assigned', 3, now()) RETURNING id`).Scan(&task2)
+	e.pool.QueryRow(ctx, `INSERT INTO tasks (company_id, asset_id, title, status, technician_id, assigned_by, due_at) VALUES (1, 1, 'Oil', 'assigned', 3, 2, now()) RETURNING id`).Scan(&task2)
 	e.exec(`UPDATE tasks SET status = 'rejected', reviewed_by = 2, reviewed_at = now(), rejection_reason = 'no photo' WHERE id = $1`, task2)
 	e.exec(`INSERT INTO repair_requests (company_id, asset_id, title, priority, requested_by) VALUES (1, 1, 'Noise', 'critical', 3)`)
 	e.exec(`UPDATE repair_requests SET status = 'in_review', updated_by = 2 WHERE company_id = 1`)

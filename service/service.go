@@ -118,6 +118,11 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 }
 
 // RunWith is Run with the telemetry providers given by the caller.
+//
+// It reads as the relay starts: the catalogue of what the watched database
+// offers, the store and its webhooks, then the three components one change
+// travels through (the change feed, the ingester, the dispatcher) and the
+// servers around them, all run together until one fails or ctx ends.
 func RunWith(ctx context.Context, cfg *config.Config, log *slog.Logger, tel Telemetry) error {
 	if cfg.Database.URL == "" {
 		return fmt.Errorf("%w: database.url is required (or RELAY_DATABASE__URL)", ErrConfig)
@@ -133,26 +138,10 @@ func RunWith(ctx context.Context, cfg *config.Config, log *slog.Logger, tel Tele
 		signal.Notify(hup, syscall.SIGHUP)
 		defer signal.Stop(hup)
 	}
-	m, err := NewMapper(cfg)
+	m, cat, err := catalogue(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
-
-	cat, err := inspectDatabase(ctx, cfg, m)
-	if err != nil {
-		return err
-	}
-	if len(cat.Problems) > 0 {
-		return fmt.Errorf("%w: %s", ErrConfig, strings.Join(cat.Problems, "; "))
-	}
-	if len(cat.Available) == 0 {
-		return fmt.Errorf("%w: none of the watched tables exists in this database (looked for %s)", ErrConfig, strings.Join(names(m), ", "))
-	}
-	log.Info("event types available", "events", cat.Available)
-	if len(cat.Unavailable) > 0 {
-		log.Info("event types not offered by this database", "events", keys(cat.Unavailable))
-	}
-
 	policy, err := egress.NewPolicy(cfg.Delivery.AllowNetworks)
 	if err != nil {
 		return fmt.Errorf("%w: delivery.allow_networks: %v", ErrConfig, err)
@@ -162,6 +151,73 @@ func RunWith(ctx context.Context, cfg *config.Config, log *slog.Logger, tel Tele
 		return err
 	}
 	defer st.Close()
+	if err := prepareWebhooks(ctx, cfg, st, cat, log); err != nil {
+		return err
+	}
+
+	disp := relay.New(st, relayOptions(cfg, policy, tel, log))
+	in := ingest.New(st, m, ingest.Options{
+		Slot:           cfg.Replication.Slot,
+		Tables:         cat.Tables,
+		CompaniesTable: m.CompaniesTable(),
+		Handoff:        disp,
+		Logger:         log.With("component", "ingest"),
+		TracerProvider: tel.TracerProvider,
+		MeterProvider:  tel.MeterProvider,
+	})
+	src := cdc.New(cdcConfig(cfg, cat, log))
+
+	r := &running{cfg: cfg, log: log, st: st, cat: cat, src: src, in: in, disp: disp, hup: hup, events: m.EventTypes()}
+	if cfg.Admin.Listen != "" {
+		srv, closeAdmin, err := newAdmin(ctx, cfg, st, cat, policy, disp.Notify, log.With("component", "admin"))
+		if err != nil {
+			return err
+		}
+		defer closeAdmin()
+		if r.adminLn, err = net.Listen("tcp", cfg.Admin.Listen); err != nil {
+			return fmt.Errorf("%w: admin.listen: %v", ErrConfig, err)
+		}
+		// Serve closes it; this closes it when a later step fails first.
+		defer r.adminLn.Close()
+		r.admin = srv
+	}
+	closeObs, err := r.observe(ctx, tel)
+	if err != nil {
+		return err
+	}
+	defer closeObs()
+	return r.run(ctx)
+}
+
+// catalogue builds the mapper and works out which of its event types the
+// watched database offers. A rule that reads a missing column, or a
+// database with none of the watched tables, is a configuration problem.
+func catalogue(ctx context.Context, cfg *config.Config, log *slog.Logger) (*mapper.Mapper, Catalogue, error) {
+	m, err := NewMapper(cfg)
+	if err != nil {
+		return nil, Catalogue{}, err
+	}
+	cat, err := inspectDatabase(ctx, cfg, m)
+	if err != nil {
+		return nil, Catalogue{}, err
+	}
+	if len(cat.Problems) > 0 {
+		return nil, Catalogue{}, fmt.Errorf("%w: %s", ErrConfig, strings.Join(cat.Problems, "; "))
+	}
+	if len(cat.Available) == 0 {
+		return nil, Catalogue{}, fmt.Errorf("%w: none of the watched tables exists in this database (looked for %s)", ErrConfig, strings.Join(names(m), ", "))
+	}
+	log.Info("event types available", "events", cat.Available)
+	if len(cat.Unavailable) > 0 {
+		log.Info("event types not offered by this database", "events", keys(cat.Unavailable))
+	}
+	return m, cat, nil
+}
+
+// prepareWebhooks loads the config file's webhooks into the store (when the
+// file is their source) and encrypts stored secrets and header values with
+// the current secrets.key, warning about those no configured key can read.
+func prepareWebhooks(ctx context.Context, cfg *config.Config, st *store.Store, cat Catalogue, log *slog.Logger) error {
 	if err := syncWebhooks(ctx, cfg, st, cat, log); err != nil {
 		return err
 	}
@@ -175,8 +231,12 @@ func RunWith(ctx context.Context, cfg *config.Config, log *slog.Logger, tel Tele
 	for _, p := range problems {
 		log.Warn("webhook secret or header value unreadable; its deliveries fail until secrets.previous_keys has its key or the value is saved again: " + p)
 	}
+	return nil
+}
 
-	disp := relay.New(st, relay.Options{
+// relayOptions are the dispatcher's options from the delivery section.
+func relayOptions(cfg *config.Config, policy *egress.Policy, tel Telemetry, log *slog.Logger) relay.Options {
+	return relay.Options{
 		Egress:       policy,
 		Workers:      cfg.Delivery.Workers,
 		PerWebhook:   cfg.Delivery.PerWebhook,
@@ -191,17 +251,13 @@ func RunWith(ctx context.Context, cfg *config.Config, log *slog.Logger, tel Tele
 		TracerProvider: tel.TracerProvider,
 		MeterProvider:  tel.MeterProvider,
 		MetricHosts:    cfg.Observability.MetricHosts,
-	})
-	in := ingest.New(st, m, ingest.Options{
-		Slot:           cfg.Replication.Slot,
-		Tables:         cat.Tables,
-		CompaniesTable: m.CompaniesTable(),
-		Handoff:        disp,
-		Logger:         log.With("component", "ingest"),
-		TracerProvider: tel.TracerProvider,
-		MeterProvider:  tel.MeterProvider,
-	})
-	src := cdc.New(cdc.Config{
+	}
+}
+
+// cdcConfig is the change feed's configuration from the replication
+// section, for the watched tables that exist.
+func cdcConfig(cfg *config.Config, cat Catalogue, log *slog.Logger) cdc.Config {
+	return cdc.Config{
 		URL:            cfg.Database.URL,
 		Slot:           cfg.Replication.Slot,
 		Publication:    cfg.Replication.Publication,
@@ -214,87 +270,106 @@ func RunWith(ctx context.Context, cfg *config.Config, log *slog.Logger, tel Tele
 		HeartbeatInterval: cfg.Replication.HeartbeatInterval,
 		WALCheckInterval:  cfg.Replication.WALCheckInterval,
 		RetainedWALWarn:   int64(cfg.Replication.RetainedWALWarn),
-	})
-
-	var adminSrv *admin.Server
-	var adminLn net.Listener
-	if cfg.Admin.Listen != "" {
-		srv, closeAdmin, err := newAdmin(ctx, cfg, st, cat, policy, disp.Notify, log.With("component", "admin"))
-		if err != nil {
-			return err
-		}
-		defer closeAdmin()
-		if adminLn, err = net.Listen("tcp", cfg.Admin.Listen); err != nil {
-			return fmt.Errorf("%w: admin.listen: %v", ErrConfig, err)
-		}
-		// Serve closes it; this closes it when a later step fails first.
-		defer adminLn.Close()
-		adminSrv = srv
 	}
+}
 
-	// A small pool on the platform database for readiness and the slot's
-	// gauges; it connects when first used.
-	platform, err := platformPool(ctx, cfg.Database.URL)
+// running is the relay's set of components, built by RunWith and run
+// together by run.
+type running struct {
+	cfg    *config.Config
+	log    *slog.Logger
+	st     *store.Store
+	cat    Catalogue
+	events []string // the mapper's event types, for the reloader
+
+	src  *cdc.Source
+	in   *ingest.Ingester
+	disp *relay.Dispatcher
+
+	// admin serves adminLn when admin.listen is set; obs serves the
+	// observability endpoints when observability.listen is set.
+	admin   *admin.Server
+	adminLn net.Listener
+	obs     *telemetry.Server
+	// hup carries SIGHUP to the reloader when the config is reloadable.
+	hup chan os.Signal
+}
+
+// observe sets up what watches the relay from outside: a small pool on the
+// platform database for readiness and the slot's gauges (it connects when
+// first used), the database gauges, and the observability server when
+// observability.listen is set. The returned func releases them.
+func (r *running) observe(ctx context.Context, tel Telemetry) (func(), error) {
+	platform, err := platformPool(ctx, r.cfg.Database.URL)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer platform.Close()
+	closers := []func(){platform.Close}
+	closeAll := func() {
+		for _, c := range slices.Backward(closers) {
+			c()
+		}
+	}
 	if tel.MeterProvider != nil {
-		reg, err := observeState(tel.MeterProvider, st, platform, cfg.Replication.Slot, log.With("component", "metrics"))
+		reg, err := observeState(tel.MeterProvider, r.st, platform, r.cfg.Replication.Slot, r.log.With("component", "metrics"))
 		if err != nil {
-			log.Warn("metrics: database gauges not available", "err", err)
+			r.log.Warn("metrics: database gauges not available", "err", err)
 		} else {
-			defer reg.Unregister() //nolint:errcheck
+			closers = append(closers, func() { _ = reg.Unregister() })
 		}
 	}
-	var obsSrv *telemetry.Server
-	if cfg.Observability.Listen != "" {
-		obsSrv, err = telemetry.NewServer(cfg.Observability.Listen, tel.Metrics, readiness(platform, src, st), log.With("component", "observability"))
+	if r.cfg.Observability.Listen != "" {
+		r.obs, err = telemetry.NewServer(r.cfg.Observability.Listen, tel.Metrics, readiness(platform, r.src, r.st), r.log.With("component", "observability"))
 		if err != nil {
-			return fmt.Errorf("%w: %v", ErrConfig, err)
+			closeAll()
+			return nil, fmt.Errorf("%w: %v", ErrConfig, err)
 		}
-		obsSrv.Profiling = cfg.Observability.Pprof
+		r.obs.Profiling = r.cfg.Observability.Pprof
 	}
+	return closeAll, nil
+}
 
-	// The feed stops first on shutdown; the dispatcher drains in-flight
-	// attempts within its own deadline.
+// run runs every component until one fails for good or ctx ends, and
+// returns when all have stopped. The feed stops first on shutdown; the
+// dispatcher drains in-flight attempts within its own deadline.
+func (r *running) run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
-	if obsSrv != nil {
+	if r.obs != nil {
 		// Stops with the other components, shutting down gracefully.
-		g.Go(func() error { return obsSrv.Run(gctx) })
+		g.Go(func() error { return r.obs.Run(gctx) })
 	}
 	g.Go(func() error {
-		err := src.Run(gctx, in)
+		err := r.src.Run(gctx, r.in)
 		// A stop in the middle of a source transaction leaves its store
 		// transaction open; the store cannot close until it is rolled back.
-		in.Close(ctx)
+		r.in.Close(ctx)
 		if err != nil {
 			return fmt.Errorf("change feed: %w", err)
 		}
 		return nil
 	})
 	g.Go(func() error {
-		if err := disp.Run(gctx); err != nil {
+		if err := r.disp.Run(gctx); err != nil {
 			return fmt.Errorf("dispatcher: %w", err)
 		}
 		return nil
 	})
 	g.Go(func() error {
-		prune(gctx, st, cfg.Retention, log)
+		prune(gctx, r.st, r.cfg.Retention, r.log)
 		return nil
 	})
-	if cfg.Webhooks.Source == config.SourceTable {
+	if r.cfg.Webhooks.Source == config.SourceTable {
 		g.Go(func() error {
-			watchWebhooks(gctx, st, cfg, cat, log)
+			watchWebhooks(gctx, r.st, r.cfg, r.cat, r.log)
 			return nil
 		})
 	}
-	if adminSrv != nil {
-		g.Go(func() error { return adminSrv.Serve(gctx, adminLn) })
+	if r.admin != nil {
+		g.Go(func() error { return r.admin.Serve(gctx, r.adminLn) })
 	}
-	if cfg.Reloadable() {
-		startReloader(g, gctx, hup, &reloader{running: cfg, events: m.EventTypes(), cat: cat, st: st, admin: adminSrv,
-			log: log.With("component", "config")})
+	if r.cfg.Reloadable() {
+		startReloader(g, gctx, r.hup, &reloader{running: r.cfg, events: r.events, cat: r.cat, st: r.st, admin: r.admin,
+			log: r.log.With("component", "config")})
 	}
 	return g.Wait()
 }

@@ -17,11 +17,11 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	reference "github.com/smartmaintenance/relay"
 	"github.com/smartmaintenance/relay/config"
 	"github.com/smartmaintenance/relay/internal/pgtest"
 	"github.com/smartmaintenance/relay/internal/syncbuf"
 	"github.com/smartmaintenance/relay/mapper"
+	"github.com/smartmaintenance/relay/platform"
 	"github.com/smartmaintenance/relay/service"
 	"github.com/smartmaintenance/relay/signature"
 )
@@ -131,7 +131,7 @@ type relayEnv struct {
 // config with one webhook per company subscribed to every event.
 func newRelay(t *testing.T) *relayEnv {
 	t.Helper()
-	url := pgtest.NewDatabase(t, reference.Schema, reference.Sample)
+	url := pgtest.NewDatabase(t, platform.Schema, platform.Sample)
 	pool, err := pgxpool.New(context.Background(), url)
 	if err != nil {
 		t.Fatal(err)

@@ -183,11 +183,16 @@ type WebhookStats struct {
 const webhookColumns = `w.id, w.company_id, w.name, w.url, w.events, coalesce(w.secret, ''), w.headers,
 	w.description, w.active, w.managed_by, w.created_at, w.updated_at`
 
+// countsSQL counts a webhook's attempts for the 24-hour success rate: those
+// a shutdown aborted are not counted, and those answered with a 2xx are
+// the successes.
+const countsSQL = `count(*) FILTER (WHERE a.error IS DISTINCT FROM '` + AbortedError + `') AS total,
+			count(*) FILTER (WHERE a.status_code BETWEEN 200 AND 299) AS ok`
+
 const statsSQL = `SELECT ` + webhookColumns + `, la.last, coalesce(st.total, 0), coalesce(st.ok, 0)
 	FROM {{schema}}.webhooks w
 	LEFT JOIN LATERAL (SELECT max(a.started_at) AS last FROM {{schema}}.attempts a WHERE a.webhook_id = w.id) la ON true
-	LEFT JOIN LATERAL (SELECT count(*) FILTER (WHERE a.error IS DISTINCT FROM '` + AbortedError + `') AS total,
-			count(*) FILTER (WHERE a.status_code BETWEEN 200 AND 299) AS ok
+	LEFT JOIN LATERAL (SELECT ` + countsSQL + `
 		FROM {{schema}}.attempts a WHERE a.webhook_id = w.id AND a.started_at > now() - interval '24 hours') st ON true
 	WHERE w.deleted_at IS NULL AND ($1::bigint = 0 OR w.company_id = $1)`
 
@@ -199,7 +204,7 @@ const statsSQL = `SELECT ` + webhookColumns + `, la.last, coalesce(st.total, 0),
 const listStatsSQL = `SELECT ` + webhookColumns + `, la.last, coalesce(st.total, 0), coalesce(st.ok, 0)
 	FROM {{schema}}.webhooks w
 	LEFT JOIN LATERAL (SELECT max(a.started_at) AS last FROM {{schema}}.attempts a WHERE a.webhook_id = w.id) la ON true
-	LEFT JOIN (SELECT a.webhook_id, count(*) AS total, count(*) FILTER (WHERE a.status_code BETWEEN 200 AND 299) AS ok
+	LEFT JOIN (SELECT a.webhook_id, ` + countsSQL + `
 		FROM {{schema}}.attempts a
 		WHERE a.started_at > now() - interval '24 hours'
 		  AND a.webhook_id IN (SELECT id FROM {{schema}}.webhooks WHERE deleted_at IS NULL AND ($1::bigint = 0 OR company_id = $1))

@@ -271,7 +271,13 @@ func (s *Store) WriteCommit(ctx context.Context, slot string, batch Batch, from,
 			return 0, Leased{}, err
 		}
 	}
-	br := s.pool.SendBatch(ctx, b)
+	if err := ctx.Err(); err != nil {
+		return 0, Leased{}, fmt.Errorf("store transaction not sent: %w", err)
+	}
+	// The pipeline commits as it ends: see it through (see seeThrough).
+	cctx, cancel := seeThrough(ctx)
+	defer cancel()
+	br := s.pool.SendBatch(cctx, b)
 	if _, err := br.Exec(); err != nil {
 		br.Close()
 		return 0, Leased{}, fmt.Errorf("set up store transaction: %w", err)
@@ -476,11 +482,31 @@ func (w *Writer) Commit(ctx context.Context, from, end event.LSN) error {
 			return fmt.Errorf("forget stored parts: %w", err)
 		}
 	}
-	if err := w.tx.Commit(ctx); err != nil {
+	if err := ctx.Err(); err != nil {
+		w.Rollback(ctx)
+		return fmt.Errorf("commit store transaction: %w", err)
+	}
+	cctx, cancel := seeThrough(ctx)
+	defer cancel()
+	if err := w.tx.Commit(cctx); err != nil {
 		return fmt.Errorf("commit store transaction: %w", err)
 	}
 	return nil
 }
+
+// seeThrough returns the context for a round trip that commits a store
+// transaction: once it is sent, a stop (ctx ending) no longer cuts it short,
+// for up to commitGrace. A commit cut short leaves its outcome unknown to
+// the writer while the server may have committed it, and with it deliveries
+// leased to a sender that never hears of them: they stay claimed until
+// their leases expire, even across a graceful stop.
+func seeThrough(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), commitGrace)
+}
+
+// commitGrace bounds how long a commit already sent is waited for once its
+// context has ended.
+const commitGrace = 10 * time.Second
 
 // Rollback abandons the writer's transaction. It is safe to call twice.
 func (w *Writer) Rollback(ctx context.Context) {

@@ -4,8 +4,12 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"io"
+	"net"
+	neturl "net/url"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -569,5 +573,161 @@ func TestEventsWithoutSubscribersAreNotStored(t *testing.T) {
 	}
 	if got := stored(); !slices.Equal(got, []int{1, 4, 0}) {
 		t.Fatalf("stored events %v, want seq 1, 4 and then 0", got)
+	}
+}
+
+// A stop (a cancelled context) that comes while a write's commit is on its
+// way must not leave the writer not knowing the outcome: deliveries the
+// commit leased to it would stay claimed, by a sender that never heard of
+// them, until their leases expire (a graceful stop left deliveries claimed
+// this way). Either the write reports success with its leases, or nothing
+// was stored. A proxy that holds the server's answers back opens the
+// window: the server has committed, the stop comes before the client reads
+// that it did.
+func TestStopDuringCommit(t *testing.T) {
+	// How long the proxy holds each answer back.
+	const delay = 400 * time.Millisecond
+	for _, tc := range []struct {
+		name string
+		// stopAt is when the stop comes after the proxy starts holding
+		// answers back: while the commit's answer is held, after the
+		// server committed.
+		stopAt time.Duration
+		write  func(ctx, stopCtx context.Context, s *Store, slow func(), req WriteLease, from event.LSN) (Leased, error)
+	}{
+		{"WriteCommit", delay / 2, func(ctx, stopCtx context.Context, s *Store, slow func(), req WriteLease, from event.LSN) (Leased, error) {
+			slow()
+			_, leased, err := s.WriteCommit(stopCtx, "s", Batch{Events: events(from+9, 2), Lease: req}, from, from+10)
+			return leased, err
+		}},
+		// The checkpoint's update, then the commit.
+		{"Writer.Commit", delay * 3 / 2, func(ctx, stopCtx context.Context, s *Store, slow func(), req WriteLease, from event.LSN) (Leased, error) {
+			w, err := s.BeginWrite(ctx, "s")
+			if err != nil {
+				return Leased{}, err
+			}
+			_, leased, err := w.Write(ctx, Batch{Events: events(from+9, 2), Lease: req})
+			if err != nil {
+				w.Rollback(ctx)
+				return Leased{}, err
+			}
+			slow()
+			return leased, w.Commit(stopCtx, from, from+10)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			url := pgtest.NewDatabase(t)
+			p := newSlowProxy(t, url)
+			s := openTestStore(t, p.url)
+			s.addWebhook(t, "http://a.example/hook", "", "")
+			s.addWebhook(t, "http://b.example/hook", "", "")
+			s.readySlot(t)
+			bg := context.Background()
+			stopCtx, stop := context.WithCancel(bg)
+			defer stop()
+			slow := func() {
+				p.delay.Store(int64(delay))
+				time.AfterFunc(tc.stopAt, stop)
+			}
+			// Once at full speed, so that the statements are prepared and
+			// the installation's key is read: the slow write is then the
+			// round trips counted in stopAt.
+			if _, err := tc.write(bg, bg, s, func() {}, WriteLease{}, 1); err != nil {
+				t.Fatal(err)
+			}
+			leased, err := tc.write(bg, stopCtx, s, slow, WriteLease{Owner: "me", Limit: 10, Room: 10, Lease: time.Minute}, 11)
+			p.delay.Store(0)
+			if stopCtx.Err() == nil {
+				t.Fatal("the write ended before the stop came: the test missed its window")
+			}
+			// Look on a connection of its own, once the server has
+			// finished what it was sent.
+			check := openTestStore(t, url)
+			var held int
+			for deadline := time.Now().Add(10 * time.Second); ; {
+				var busy int
+				if err := check.pool.QueryRow(bg, `SELECT count(*) FROM pg_stat_activity
+					WHERE datname = current_database() AND pid <> pg_backend_pid() AND state <> 'idle'`).Scan(&busy); err != nil {
+					t.Fatal(err)
+				}
+				if busy == 0 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatal("the write's session is still busy after 10s")
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			if err := check.pool.QueryRow(bg, check.q(`SELECT count(*) FROM {{schema}}.deliveries WHERE lease_owner = 'me'`)).Scan(&held); err != nil {
+				t.Fatal(err)
+			}
+			switch {
+			case err != nil && held > 0:
+				t.Fatalf("the write reported %q, yet %d deliveries are stored leased to its sender, which will never send them", err, held)
+			case err == nil && held != leased.Len():
+				t.Fatalf("the write reported %d leased deliveries; the store holds %d", leased.Len(), held)
+			case err == nil && held == 0:
+				t.Fatal("the write leased nothing")
+			}
+		})
+	}
+}
+
+// slowProxy forwards TCP connections to a PostgreSQL server, holding the
+// server's answers back by delay.
+type slowProxy struct {
+	url   string
+	delay atomic.Int64 // nanoseconds
+}
+
+func newSlowProxy(t *testing.T, dbURL string) *slowProxy {
+	t.Helper()
+	u, err := neturl.Parse(dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	target := u.Host
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	u.Host = ln.Addr().String()
+	p := &slowProxy{url: u.String()}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go p.serve(c, target)
+		}
+	}()
+	return p
+}
+
+func (p *slowProxy) serve(c net.Conn, target string) {
+	defer c.Close()
+	srv, err := net.Dial("tcp", target)
+	if err != nil {
+		return
+	}
+	defer srv.Close()
+	go func() {
+		io.Copy(srv, c)
+		srv.Close()
+	}()
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := srv.Read(buf)
+		if n > 0 {
+			time.Sleep(time.Duration(p.delay.Load()))
+			if _, err := c.Write(buf[:n]); err != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
 	}
 }

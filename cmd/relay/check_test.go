@@ -6,8 +6,8 @@ import (
 	"strings"
 	"testing"
 
-	reference "github.com/smartmaintenance/relay"
 	"github.com/smartmaintenance/relay/internal/pgtest"
+	"github.com/smartmaintenance/relay/platform"
 	"github.com/smartmaintenance/relay/store"
 )
 
@@ -36,7 +36,7 @@ func checkRun(t *testing.T, args ...string) (int, string, string) {
 func TestCheckConnects(t *testing.T) {
 	srv := pgtest.Shared(t)
 	ctx := context.Background()
-	good := pgtest.NewDatabase(t, reference.Schema, reference.Sample)
+	good := pgtest.NewDatabase(t, platform.Schema, platform.Sample)
 	if err := srv.Exec(ctx, "postgres", "DO $$ BEGIN CREATE ROLE norepl LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$"); err != nil {
 		t.Fatal(err)
 	}
@@ -98,7 +98,7 @@ func TestCheckConnects(t *testing.T) {
 	})
 
 	t.Run("missing column and table", func(t *testing.T) {
-		url := pgtest.NewDatabase(t, reference.Schema, "ALTER TABLE tasks DROP COLUMN reviewed_by; DROP TABLE activity_log_exports")
+		url := pgtest.NewDatabase(t, platform.Schema, "ALTER TABLE tasks DROP COLUMN reviewed_by; DROP TABLE activity_log_exports")
 		code, out, errOut := checkRun(t, "--config", writeConfig(t, url, "https://example.com/x", ""))
 		if code != 2 || !strings.Contains(errOut, "reads tasks.reviewed_by, which does not exist: override the rule under mapping.rules") {
 			t.Errorf("exit %d, want 2 and the missing column:\n%s", code, errOut)
@@ -109,7 +109,7 @@ func TestCheckConnects(t *testing.T) {
 	})
 
 	t.Run("slot lost, migrations pending", func(t *testing.T) {
-		url := pgtest.NewDatabase(t, reference.Schema, reference.Sample)
+		url := pgtest.NewDatabase(t, platform.Schema, platform.Sample)
 		st, err := store.Open(ctx, url, "relay")
 		if err != nil {
 			t.Fatal(err)
@@ -151,7 +151,7 @@ func TestCheckConnects(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer noLogical.Stop()
-		db, err := noLogical.CreateDatabase(ctx, reference.Schema)
+		db, err := noLogical.CreateDatabase(ctx, platform.Schema)
 		if err != nil {
 			t.Fatal(err)
 		}

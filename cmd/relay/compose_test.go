@@ -95,8 +95,8 @@ func TestComposeFile(t *testing.T) {
 		t.Errorf("postgres command %v does not set wal_level=logical", pg.Command)
 	}
 	for target, want := range map[string]string{
-		"/docker-entrypoint-initdb.d/01-schema.sql": "testdata/schema.sql",
-		"/docker-entrypoint-initdb.d/02-sample.sql": "testdata/sample.sql",
+		"/docker-entrypoint-initdb.d/01-schema.sql": "platform/schema.sql",
+		"/docker-entrypoint-initdb.d/02-sample.sql": "platform/sample.sql",
 	} {
 		if got := hostPath(t, pg, target); !strings.HasSuffix(got, want) {
 			t.Errorf("postgres %s comes from %s, want %s", target, got, want)

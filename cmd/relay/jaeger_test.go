@@ -17,9 +17,9 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	reference "github.com/smartmaintenance/relay"
 	"github.com/smartmaintenance/relay/internal/pgtest"
 	"github.com/smartmaintenance/relay/internal/syncbuf"
+	"github.com/smartmaintenance/relay/platform"
 	"github.com/smartmaintenance/relay/signature"
 )
 
@@ -43,7 +43,7 @@ type jaegerTrace struct {
 // TestJaegerEndToEnd runs the relay binary with OTLP pointed at a real
 // Jaeger, delivers one event, and finds its trace through Jaeger's query
 // API by the delivery id the receiver got. It needs the Jaeger binary:
-// `make jaeger-e2e` builds it (v1.76.0) and sets JAEGER_BIN.
+// `make jaeger-e2e` builds it (v1.75.0) and sets JAEGER_BIN.
 func TestJaegerEndToEnd(t *testing.T) {
 	bin := os.Getenv("JAEGER_BIN")
 	if bin == "" {
@@ -74,7 +74,7 @@ func TestJaegerEndToEnd(t *testing.T) {
 		return err == nil && resp.StatusCode == 200
 	})
 
-	dbURL := pgtest.NewDatabase(t, reference.Schema, reference.Sample)
+	dbURL := pgtest.NewDatabase(t, platform.Schema, platform.Sample)
 	pool, err := pgxpool.New(context.Background(), dbURL)
 	if err != nil {
 		t.Fatal(err)

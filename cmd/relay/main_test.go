@@ -20,8 +20,8 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	reference "github.com/smartmaintenance/relay"
 	"github.com/smartmaintenance/relay/internal/pgtest"
+	"github.com/smartmaintenance/relay/platform"
 	"github.com/smartmaintenance/relay/signature"
 )
 
@@ -204,7 +204,7 @@ func waitStreaming(t *testing.T, pool *pgxpool.Pool) {
 // the platform writes, and checks that every event arrives with exactly one
 // delivery id.
 func TestSIGKILLLosesNothing(t *testing.T) {
-	url := pgtest.NewDatabase(t, reference.Schema, reference.Sample)
+	url := pgtest.NewDatabase(t, platform.Schema, platform.Sample)
 	pool, err := pgxpool.New(context.Background(), url)
 	if err != nil {
 		t.Fatal(err)
@@ -264,7 +264,7 @@ func TestSIGKILLLosesNothing(t *testing.T) {
 }
 
 func TestSIGTERMStopsCleanly(t *testing.T) {
-	url := pgtest.NewDatabase(t, reference.Schema, reference.Sample)
+	url := pgtest.NewDatabase(t, platform.Schema, platform.Sample)
 	pool, err := pgxpool.New(context.Background(), url)
 	if err != nil {
 		t.Fatal(err)
@@ -294,7 +294,7 @@ func TestSIGTERMStopsCleanly(t *testing.T) {
 
 func TestBadInput(t *testing.T) {
 	srv := pgtest.Shared(t)
-	url := pgtest.NewDatabase(t, reference.Schema, reference.Sample)
+	url := pgtest.NewDatabase(t, platform.Schema, platform.Sample)
 	ctx := context.Background()
 
 	noLogical, err := pgtest.Start(ctx, pgtest.Options{Settings: []string{"wal_level = replica", "max_wal_senders = 10"}})
@@ -342,7 +342,7 @@ func TestBadInput(t *testing.T) {
 }
 
 func TestEventsAndCheckCommands(t *testing.T) {
-	url := pgtest.NewDatabase(t, reference.Schema, "DROP TABLE activity_log_exports")
+	url := pgtest.NewDatabase(t, platform.Schema, "DROP TABLE activity_log_exports")
 	cfg := writeConfig(t, url, "https://example.com/x", "")
 	code, out := runRelay(t, "events", "--config", cfg)
 	if code != 0 {

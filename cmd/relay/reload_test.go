@@ -12,15 +12,15 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	reference "github.com/smartmaintenance/relay"
 	"github.com/smartmaintenance/relay/admin"
 	"github.com/smartmaintenance/relay/internal/pgtest"
+	"github.com/smartmaintenance/relay/platform"
 )
 
 // TestReloadWhileRunning: the running binary applies an edit of its config
 // file (admin tokens, log level) and reloads on SIGHUP instead of dying.
 func TestReloadWhileRunning(t *testing.T) {
-	url := pgtest.NewDatabase(t, reference.Schema, reference.Sample)
+	url := pgtest.NewDatabase(t, platform.Schema, platform.Sample)
 	pool, err := pgxpool.New(context.Background(), url)
 	if err != nil {
 		t.Fatal(err)

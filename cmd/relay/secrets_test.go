@@ -9,8 +9,8 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	reference "github.com/smartmaintenance/relay"
 	"github.com/smartmaintenance/relay/internal/pgtest"
+	"github.com/smartmaintenance/relay/platform"
 )
 
 // TestSecretsNeverPrinted: relay check (good and bad configs), a failed
@@ -32,7 +32,7 @@ func TestSecretsNeverPrinted(t *testing.T) {
 			}
 		}
 	}
-	url := pgtest.NewDatabase(t, reference.Schema, reference.Sample)
+	url := pgtest.NewDatabase(t, platform.Schema, platform.Sample)
 	withPassword := strings.Replace(url, "postgres@", "postgres:"+dbPassword+"@", 1)
 	if withPassword == url {
 		t.Fatalf("cannot add a password to %s", url)

@@ -16,9 +16,9 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	reference "github.com/smartmaintenance/relay"
 	"github.com/smartmaintenance/relay/admin"
 	"github.com/smartmaintenance/relay/internal/pgtest"
+	"github.com/smartmaintenance/relay/platform"
 	"github.com/smartmaintenance/relay/signature"
 )
 
@@ -51,7 +51,7 @@ func cli(t *testing.T, env []string, args ...string) (int, string) {
 // command, as an operator would in a shell: register, list, test-fire, look
 // at deliveries, re-fire, disable, delete; table output and --json.
 func TestWebhooksCLI(t *testing.T) {
-	url := pgtest.NewDatabase(t, reference.Schema, reference.Sample)
+	url := pgtest.NewDatabase(t, platform.Schema, platform.Sample)
 	pool, err := pgxpool.New(context.Background(), url)
 	if err != nil {
 		t.Fatal(err)
@@ -205,7 +205,7 @@ admin:
 // printed escaped. A test event the receiver answers 500, or lets time out,
 // exits 4.
 func TestCLIEscapesTenantTextAndFailsTests(t *testing.T) {
-	url := pgtest.NewDatabase(t, reference.Schema, reference.Sample)
+	url := pgtest.NewDatabase(t, platform.Schema, platform.Sample)
 	pool, err := pgxpool.New(context.Background(), url)
 	if err != nil {
 		t.Fatal(err)
