@@ -39,6 +39,31 @@ const minAhead = 16384
 // the poll timer are not delayed.
 const minClaimGap = 2 * time.Millisecond
 
+// paceState is what the Dispatcher's windows and room follow;
+// Dispatcher.mu guards it.
+type paceState struct {
+	// pace is each webhook's recent attempt duration (see windowLocked).
+	pace map[int64]time.Duration
+	// bodySize is the recent payload size of held deliveries (see
+	// roomLocked).
+	bodySize int
+}
+
+// roundState is what asks the claim loop for its next claim round besides
+// a notice and the poll; Dispatcher.mu guards it.
+type roundState struct {
+	// retryAt is the earliest time a retry this dispatcher recorded is due.
+	retryAt time.Time
+	// behind holds the webhooks the last claim round left out because
+	// their windows were more than three-quarters full (see claimAt): they
+	// may have due deliveries, worth a claim once their windows drain.
+	// starved is set when a round stopped for want of room at all.
+	// wantClaim asks the claim loop, woken by a freed slot, for a round.
+	behind    map[int64]bool
+	starved   bool
+	wantClaim bool
+}
+
 // Notify wakes the dispatcher to look for due deliveries now rather than at
 // its next poll. It never blocks; call it after committing new deliveries.
 func (d *Dispatcher) Notify() {

@@ -154,41 +154,20 @@ type Dispatcher struct {
 	notice  atomic.Bool
 	running atomic.Bool
 
-	mu       sync.Mutex
-	inflight int
-	perHook  map[int64]int
-	// pace is each webhook's recent attempt duration (see windowLocked).
-	pace map[int64]time.Duration
-	// bodySize is the recent payload size of held deliveries (see roomLocked).
-	bodySize int
-	// queue holds claimed deliveries of a webhook waiting for one of its
-	// slots (prefetch), oldest first; queued counts them all.
-	queue  map[int64][]queuedClaim
-	queued int
+	// mu guards run and the state below it but emptyClaim and peers, in groups
+	// declared with the code that keeps them.
+	mu sync.Mutex
 	// run is set while Run runs: what a freed slot needs to start the next
 	// queued attempt.
-	run *runState
-	// retryAt is the earliest time a retry this dispatcher recorded is due.
-	retryAt time.Time
-	// held holds the deliveries leased to this dispatcher as they were
-	// stored but not read yet (store.Leased.Held), webhook by webhook,
-	// oldest first; nHeld counts them all. A claim round reads a webhook's
-	// next ones (store.LoadHeld) once its window has room for them.
-	held  map[int64][]heldBatch
-	nHeld int
-	// heldLooked is when a claim last looked for deliveries due before a
-	// webhook's held ones (see capacity); emptyClaim when a claim that left
-	// out webhooks with held deliveries last found nothing (the claim loop's
-	// own, see quietClaimGap).
-	heldLooked, emptyClaim time.Time
-	// behind holds the webhooks the last claim round left out because
-	// their windows were more than half full: they may have due
-	// deliveries, worth a claim once their windows drain. starved is set
-	// when a round stopped for want of room at all. wantClaim asks the
-	// claim loop, woken by a freed slot, for a round.
-	behind    map[int64]bool
-	starved   bool
-	wantClaim bool
+	run        *runState
+	slotState  // attempts in flight and queued (slots.go)
+	paceState  // each webhook's pace, the payload size (claims.go)
+	heldState  // held deliveries (handoff.go)
+	roundState // what asks for the next claim round (claims.go)
+	// emptyClaim is when a claim that left out webhooks with held
+	// deliveries last found nothing: the claim loop's own, unguarded (see
+	// quietClaimGap).
+	emptyClaim time.Time
 	// peers is how many other senders share the store (see heartbeats);
 	// while there are any, nothing is held beyond a webhook's window.
 	peers atomic.Int64
@@ -222,12 +201,11 @@ func New(st deliveryStore, opts Options) *Dispatcher {
 			timeout:      opts.Timeout,
 			snippetBytes: opts.SnippetBytes,
 		},
-		wakeup:  make(chan struct{}, 1),
-		perHook: map[int64]int{},
-		pace:    map[int64]time.Duration{},
-		queue:   map[int64][]queuedClaim{},
-		held:    map[int64][]heldBatch{},
-		behind:  map[int64]bool{},
+		wakeup:     make(chan struct{}, 1),
+		slotState:  slotState{perHook: map[int64]int{}, queue: map[int64][]queuedClaim{}},
+		paceState:  paceState{pace: map[int64]time.Duration{}},
+		heldState:  heldState{held: map[int64][]heldBatch{}},
+		roundState: roundState{behind: map[int64]bool{}},
 	}
 	err = observeAhead(opts.MeterProvider, func() (int, int, int) {
 		d.mu.Lock()

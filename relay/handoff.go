@@ -12,6 +12,19 @@ import (
 	"github.com/smartmaintenance/relay/store"
 )
 
+// heldState is the deliveries leased to the Dispatcher as they were
+// stored but not read yet (store.Leased.Held); Dispatcher.mu guards it.
+type heldState struct {
+	// held holds them webhook by webhook, oldest first; nHeld counts them
+	// all. A claim round reads a webhook's next ones (store.LoadHeld) once
+	// its window has room for them.
+	held  map[int64][]heldBatch
+	nHeld int
+	// heldLooked is when a claim last looked for deliveries due before a
+	// webhook's held ones (see capacity).
+	heldLooked time.Time
+}
+
 // heldBatch is some held deliveries of one webhook from one store
 // transaction.
 type heldBatch struct {

@@ -12,6 +12,19 @@ import (
 	"github.com/smartmaintenance/relay/store"
 )
 
+// slotState is the Dispatcher's worker slots and queues; Dispatcher.mu
+// guards it.
+type slotState struct {
+	// inflight counts the attempts in flight, perHook those of each
+	// webhook.
+	inflight int
+	perHook  map[int64]int
+	// queue holds claimed deliveries of a webhook waiting for one of its
+	// slots (prefetch), oldest first; queued counts them all.
+	queue  map[int64][]queuedClaim
+	queued int
+}
+
 // queuedClaim is a claimed delivery waiting for a slot of its webhook.
 type queuedClaim struct {
 	c  *store.Claimed
