@@ -277,7 +277,7 @@ func (d *Dispatcher) startOrQueue(sendCtx context.Context, claimed []store.Claim
 			continue
 		}
 		// Its webhook is at its limit: it starts when a slot frees.
-		qc := queuedClaim{c: c, at: now}
+		qc := queuedDelivery{c: c, at: now}
 		if at != nil {
 			qc.at = at[i]
 		}

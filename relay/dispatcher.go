@@ -202,7 +202,7 @@ func New(st deliveryStore, opts Options) *Dispatcher {
 			snippetBytes: opts.SnippetBytes,
 		},
 		wakeup:     make(chan struct{}, 1),
-		slotState:  slotState{perHook: map[int64]int{}, queue: map[int64][]queuedClaim{}},
+		slotState:  slotState{perHook: map[int64]int{}, queue: map[int64][]queuedDelivery{}},
 		paceState:  paceState{pace: map[int64]time.Duration{}},
 		heldState:  heldState{held: map[int64][]heldBatch{}},
 		roundState: roundState{behind: map[int64]bool{}},

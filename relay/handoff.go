@@ -219,7 +219,7 @@ func (d *Dispatcher) Handoff(l store.Leased) {
 			start = append(start, c)
 			continue
 		}
-		d.queue[c.WebhookID] = append(d.queue[c.WebhookID], queuedClaim{c: c, at: at})
+		d.queue[c.WebhookID] = append(d.queue[c.WebhookID], queuedDelivery{c: c, at: at})
 		d.queued++
 	}
 	want := len(l.Held) > 0

@@ -21,14 +21,15 @@ type slotState struct {
 	perHook  map[int64]int
 	// queue holds claimed deliveries of a webhook waiting for one of its
 	// slots (prefetch), oldest first; queued counts them all.
-	queue  map[int64][]queuedClaim
+	queue  map[int64][]queuedDelivery
 	queued int
 }
 
-// queuedClaim is a claimed delivery waiting for a slot of its webhook.
-type queuedClaim struct {
+// queuedDelivery is a ready delivery, claimed or handed off, waiting for a
+// slot of its webhook.
+type queuedDelivery struct {
 	c  *store.Claimed
-	at time.Time // when it was claimed
+	at time.Time // when its lease began, at the latest
 }
 
 // runState is what attempts started outside the claim loop need.
@@ -117,7 +118,7 @@ func (d *Dispatcher) dequeueLocked(webhook int64) (next *store.Claimed, stale []
 	oldest := time.Now().Add(-d.staleAfter())
 	for len(q) > 0 && next == nil {
 		qc := q[0]
-		q[0] = queuedClaim{}
+		q[0] = queuedDelivery{}
 		q = q[1:]
 		d.queued--
 		if qc.at.Before(oldest) {
