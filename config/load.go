@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"reflect"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -493,6 +494,12 @@ func editDistance(a, b string) int {
 	return prev[len(b)]
 }
 
+// cliVariables are the RELAY_* variables of the admin commands (relay
+// webhooks, relay events --url), not of the configuration: the README has
+// an operator export them in the shell where relay check and relay run
+// are typed too, so they are not reported as unknown.
+var cliVariables = []string{"RELAY_ADMIN_URL", "RELAY_ADMIN_TOKEN"}
+
 // fromEnv turns RELAY_* variables into a nested map of typed values.
 // Variables whose first level is not a configuration section are returned
 // as warnings (other software may use the prefix too: Kubernetes, for
@@ -503,7 +510,7 @@ func fromEnv(environ []string) (map[string]any, []string, error) {
 	var warnings, problems []string
 	for _, kv := range environ {
 		name, value, ok := strings.Cut(kv, "=")
-		if !ok || !strings.HasPrefix(name, EnvPrefix) {
+		if !ok || !strings.HasPrefix(name, EnvPrefix) || slices.Contains(cliVariables, name) {
 			continue
 		}
 		parts := strings.Split(strings.ToLower(strings.TrimPrefix(name, EnvPrefix)), "__")

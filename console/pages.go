@@ -635,7 +635,7 @@ func (c *Console) refire(rq *req) error {
 		}
 		c.addFlash(rq, "error", "Re-fire refused: "+p.Message)
 	} else {
-		c.addFlash(rq, "ok", "Delivery "+did.String()[:8]+" re-fired: it is sent again now, with the same id.")
+		c.addFlash(rq, "ok", "Delivery …"+shortID(did.String())+" re-fired: it is sent again now, with the same id.")
 		for _, w := range warnings {
 			c.addFlash(rq, "warn", w)
 		}

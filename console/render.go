@@ -2,7 +2,6 @@ package console
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"html/template"
 	"io/fs"
@@ -74,11 +73,11 @@ func (c *Console) funcs() template.FuncMap {
 			return fmt.Sprintf("%d ms", d.Milliseconds())
 		},
 		"sortedKeys": func(m map[string]string) []string { return slices.Sorted(maps.Keys(m)) },
-		"pretty":     prettyJSON,
+		"exact":      exactBody,
 		"has":        func(m map[string]bool, k string) bool { return m[k] },
 		"join":       strings.Join,
 		"add":        func(a, b int) int { return a + b },
-		"short":      func(s string) string { return s[max(0, len(s)-8):] },
+		"short":      shortID,
 		"isHTTP":     func(u string) bool { return strings.HasPrefix(strings.ToLower(strings.TrimSpace(u)), "http://") },
 	}
 }
@@ -115,6 +114,10 @@ func when(loc *time.Location, t time.Time) string {
 	return t.In(loc).Format("2 Jan 2006, 15:04:05 MST")
 }
 
+// shortID is the end of a delivery id, as the pages show it: the start is
+// the commit time, which deliveries made within a minute share.
+func shortID(s string) string { return s[max(0, len(s)-8):] }
+
 // ago is a time relative to now, e.g. "3 min ago".
 func ago(now, t time.Time) string {
 	if t.IsZero() {
@@ -127,6 +130,8 @@ func ago(now, t time.Time) string {
 	}
 	var s string
 	switch {
+	case d < 45*time.Second && future:
+		return "in less than a minute"
 	case d < 45*time.Second:
 		return "just now"
 	case d < 90*time.Minute:
@@ -142,14 +147,11 @@ func ago(now, t time.Time) string {
 	return s + " ago"
 }
 
-// prettyJSON indents a JSON body for reading; anything else is shown as it
-// is, cut at 16 KiB.
-func prettyJSON(b []byte) string {
+// exactBody is a request body as it was sent, byte for byte (receivers sign
+// and verify these bytes, so a re-indented copy would not verify), cut at
+// 16 KiB.
+func exactBody(b []byte) string {
 	const limit = 16 << 10
-	var out bytes.Buffer
-	if json.Indent(&out, b, "", "  ") == nil && out.Len() <= limit {
-		return out.String()
-	}
 	if len(b) > limit {
 		return string(b[:limit]) + "\n… (cut)"
 	}

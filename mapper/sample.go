@@ -26,6 +26,12 @@ func (m *Mapper) RuleTable(eventType string) (string, bool) {
 // column types has the types of a real event. A field whose expression
 // fails on row is null, and its error is returned with the object.
 func (m *Mapper) SampleData(eventType string, row event.Row) ([]byte, error) {
+	return m.SampleChange(eventType, row, row)
+}
+
+// sampleRule is the rule that produces eventType, and the operation a
+// sample of it stands for: an update where the rule takes updates.
+func (m *Mapper) sampleRule(eventType string) (*rule, event.Op, error) {
 	var r *rule
 	for _, cand := range m.rules {
 		if cand.Event == eventType {
@@ -33,7 +39,7 @@ func (m *Mapper) SampleData(eventType string, row event.Row) ([]byte, error) {
 		}
 	}
 	if r == nil {
-		return nil, fmt.Errorf("no rule produces %q", eventType)
+		return nil, "", fmt.Errorf("no rule produces %q", eventType)
 	}
 	op := event.Update
 	if r.ops&opUpdate == 0 {
@@ -42,13 +48,47 @@ func (m *Mapper) SampleData(eventType string, row event.Row) ([]byte, error) {
 			op = event.Delete
 		}
 	}
+	return r, op, nil
+}
+
+// SampleFires reports whether the rule of eventType fires for a sample
+// change from old to new (its When true; a rule without one always fires).
+// A When that fails or is not boolean does not fire.
+func (m *Mapper) SampleFires(eventType string, newRow, oldRow event.Row) bool {
+	r, op, err := m.sampleRule(eventType)
+	if err != nil {
+		return false
+	}
+	if r.when == nil {
+		return true
+	}
 	s := m.scratch.Get().(*scratch)
 	defer func() {
 		clear(s.env)
 		m.scratch.Put(s)
 	}()
-	s.env[envNew] = map[string]any(row)
-	s.env[envOld] = map[string]any(row)
+	s.env[envNew] = map[string]any(newRow)
+	s.env[envOld] = map[string]any(oldRow)
+	s.env[envOp] = string(op)
+	s.env[envTable] = r.Table
+	out, err := s.vm.Run(r.when, s.env)
+	fires, _ := out.(bool)
+	return err == nil && fires
+}
+
+// SampleChange is SampleData for a change from old to new.
+func (m *Mapper) SampleChange(eventType string, newRow, oldRow event.Row) ([]byte, error) {
+	r, op, err := m.sampleRule(eventType)
+	if err != nil {
+		return nil, err
+	}
+	s := m.scratch.Get().(*scratch)
+	defer func() {
+		clear(s.env)
+		m.scratch.Put(s)
+	}()
+	s.env[envNew] = map[string]any(newRow)
+	s.env[envOld] = map[string]any(oldRow)
 	s.env[envOp] = string(op)
 	s.env[envTable] = r.Table
 

@@ -66,6 +66,14 @@ func newTelem(tp trace.TracerProvider, mp metric.MeterProvider) (*telem, error) 
 		metric.WithUnit("{delivery}")); err != nil {
 		return t, err
 	}
+	// Every outcome's series exists from the start, at 0, so that an alert
+	// on the increase of failures sees the first ones after a restart too.
+	for s, opt := range t.byOutcome {
+		t.attempts.Add(context.Background(), 0, opt)
+		if s != store.StatusRetrying {
+			t.finished.Add(context.Background(), 0, opt)
+		}
+	}
 	if t.attemptDur, err = m.Float64Histogram("relay.delivery.attempt.duration",
 		metric.WithDescription("Duration of one attempt, from sending the request to reading the response, by outcome."),
 		metric.WithUnit("s"),

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"regexp"
 	"strings"
 	"time"
@@ -34,16 +35,34 @@ type sampleColumn struct {
 	oid      uint32 // the column's type, as the change feed names it
 	base     uint32 // the base type of a domain, else oid
 	category string // pg_type.typcategory of base
-	enum     string // the first label of an enum type
-	allowed  string // the first value a CHECK (col IN (...)) allows
+	// values are the labels of an enum type, or the values a CHECK (col IN
+	// (...)) allows, in their order.
+	values []string
 	// elem and elemCategory are the element type of an array.
 	elem         uint32
 	elemCategory string
 }
 
-// checkValueRE finds the first literal of a CHECK constraint such as
-// CHECK ((status = ANY (ARRAY['open'::text, 'assigned'::text]))).
-var checkValueRE = regexp.MustCompile(`^CHECK \(\(\(?"?[a-z_0-9]+"?\)?(?:::text)? = ANY \(\(?ARRAY\['((?:[^']|'')*)'`)
+// checkValuesRE matches a CHECK constraint that lists a column's values,
+// such as CHECK ((status = ANY (ARRAY['open'::text, 'assigned'::text]))),
+// and literalRE each of its literals.
+var (
+	checkValuesRE = regexp.MustCompile(`^CHECK \(\(\(?"?[a-z_0-9]+"?\)?(?:::text)? = ANY \(\(?ARRAY\[(.*)\]`)
+	literalRE     = regexp.MustCompile(`'((?:[^']|'')*)'`)
+)
+
+// allowedValues are the values a CHECK constraint's definition lists.
+func allowedValues(check string) []string {
+	m := checkValuesRE.FindStringSubmatch(check)
+	if m == nil {
+		return nil
+	}
+	var out []string
+	for _, l := range literalRE.FindAllStringSubmatch(m[1], -1) {
+		out = append(out, strings.ReplaceAll(l[1], "''", "'"))
+	}
+	return out
+}
 
 func (s sampler) data(ctx context.Context, eventType string, now time.Time) (json.RawMessage, error) {
 	table, ok := s.m.RuleTable(eventType)
@@ -54,7 +73,7 @@ func (s sampler) data(ctx context.Context, eventType string, now time.Time) (jso
 		SELECT a.attname, a.atttypid,
 		       CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE a.atttypid END,
 		       bt.typcategory::text, coalesce(et.oid, 0), coalesce(et.typcategory::text, ''),
-		       coalesce((SELECT e.enumlabel FROM pg_enum e WHERE e.enumtypid = a.atttypid ORDER BY e.enumsortorder LIMIT 1), ''),
+		       coalesce((SELECT array_agg(e.enumlabel ORDER BY e.enumsortorder) FROM pg_enum e WHERE e.enumtypid = a.atttypid), '{}'),
 		       coalesce((SELECT pg_get_constraintdef(k.oid) FROM pg_constraint k
 		                 WHERE k.conrelid = c.oid AND k.contype = 'c' AND k.conkey = ARRAY[a.attnum] LIMIT 1), '')
 		FROM pg_class c
@@ -71,10 +90,11 @@ func (s sampler) data(ctx context.Context, eventType string, now time.Time) (jso
 	var cols []sampleColumn
 	var c sampleColumn
 	var check string
-	_, err = pgx.ForEachRow(rows, []any{&c.name, &c.oid, &c.base, &c.category, &c.elem, &c.elemCategory, &c.enum, &check}, func() error {
-		c.allowed = ""
-		if m := checkValueRE.FindStringSubmatch(check); m != nil {
-			c.allowed = strings.ReplaceAll(m[1], "''", "'")
+	var labels []string
+	_, err = pgx.ForEachRow(rows, []any{&c.name, &c.oid, &c.base, &c.category, &c.elem, &c.elemCategory, &labels, &check}, func() error {
+		c.values = labels
+		if len(c.values) == 0 {
+			c.values = allowedValues(check)
 		}
 		cols = append(cols, c)
 		return nil
@@ -85,15 +105,52 @@ func (s sampler) data(ctx context.Context, eventType string, now time.Time) (jso
 	if len(cols) == 0 {
 		return nil, fmt.Errorf("table %s not found", table)
 	}
-	row := make(event.Row, len(cols))
+	base := make(event.Row, len(cols))
 	for _, c := range cols {
 		v, err := cdc.DecodeText(c.oid, []byte(sampleText(c, now)))
 		if err != nil {
 			return nil, fmt.Errorf("sample of %s.%s: %w", table, c.name, err)
 		}
-		row[c.name] = v
+		base[c.name] = v
 	}
-	return s.m.SampleData(eventType, row)
+	newRow := s.firing(eventType, cols, base)
+	return s.m.SampleChange(eventType, newRow, base)
+}
+
+// firing returns a row that makes the rule of eventType fire for a change
+// from base to it, so that a test event reads like a real one (a test
+// task.completed has the status completed, a test user.deactivated an
+// inactive user): base itself when the rule fires for it, else base with
+// one column changed to another value its type or constraint allows (the
+// other values of an enum or a CHECK list, false for a boolean, 1 for a
+// number), the first that fires; base when none does.
+func (s sampler) firing(eventType string, cols []sampleColumn, base event.Row) event.Row {
+	if s.m.SampleFires(eventType, base, base) {
+		return base
+	}
+	for _, c := range cols {
+		var alts []string
+		switch {
+		case len(c.values) > 1:
+			alts = c.values[1:]
+		case c.category == "B":
+			alts = []string{"f"}
+		case c.category == "N":
+			alts = []string{"1"}
+		}
+		for _, alt := range alts {
+			v, err := cdc.DecodeText(c.oid, []byte(alt))
+			if err != nil {
+				continue
+			}
+			row := maps.Clone(base)
+			row[c.name] = v
+			if s.m.SampleFires(eventType, row, base) {
+				return row
+			}
+		}
+	}
+	return base
 }
 
 // sampleText is a stand-in value of c's type in PostgreSQL's text form:
@@ -106,11 +163,8 @@ func sampleText(c sampleColumn, now time.Time) string {
 		e := sampleText(sampleColumn{name: c.name, oid: c.elem, base: c.elem, category: c.elemCategory}, now)
 		return `{"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(e) + `"}`
 	}
-	switch {
-	case c.enum != "":
-		return c.enum
-	case c.allowed != "":
-		return c.allowed
+	if len(c.values) > 0 {
+		return c.values[0]
 	}
 	switch c.base {
 	case pgtype.TimestamptzOID:

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -188,6 +189,22 @@ func TestTestEventsHaveRealTypes(t *testing.T) {
 			if rk, tk := jsonKind(realVals[k]), jsonKind(testVals[k]); rk != tk {
 				t.Errorf("%s: data.%s is %s (%v) in a test event, %s (%v) in a real one", typ, k, tk, testVals[k], rk, realVals[k])
 			}
+		}
+	}
+
+	// A test event reads like the change that fires its rule: a test
+	// task.completed is of a completed task, a test task.assigned has a
+	// technician, not the first value of every column.
+	for typ, want := range map[string][2]any{
+		"task.completed":         {"status", "completed"},
+		"task.approved":          {"status", "approved"},
+		"task.rejected":          {"status", "rejected"},
+		"task.assigned":          {"technician_id", 1},
+		"repair_request.updated": {"status", "in_review"},
+	} {
+		_, vals := orderedData(t, tests[typ])
+		if got := vals[want[0].(string)]; fmt.Sprint(got) != fmt.Sprint(want[1]) {
+			t.Errorf("%s: test data.%s = %v, want %v (a change that fires the rule)", typ, want[0], got, want[1])
 		}
 	}
 

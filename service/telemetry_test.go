@@ -393,6 +393,11 @@ func TestObservabilityEndpoints(t *testing.T) {
 		`relay_events_total{event_type="audit.exported"} 1`,
 		`relay_deliveries_created_total 1`,
 		`relay_deliveries_total{outcome="delivered"} 1`,
+		// Outcomes that have not happened yet are there at 0, so that an
+		// alert on their increase sees the first one after a start.
+		`relay_deliveries_total{outcome="failed"} 0`,
+		`relay_delivery_attempts_total{outcome="failed"} 0`,
+		`relay_delivery_attempts_total{outcome="retrying"} 0`,
 		`relay_delivery_attempt_duration_seconds_bucket{`,
 		`relay_delivery_latency_seconds_bucket{`,
 		`relay_deliveries_stored{status="pending"}`,

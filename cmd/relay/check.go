@@ -39,13 +39,13 @@ func cmdCheck(c *cobra.Command, path string, offline bool) error {
 	for _, w := range cfg.Warnings() {
 		fmt.Fprintln(stdout, "warning:", w)
 	}
+	if !offline && cfg.Database.URL == "" {
+		return fmt.Errorf("%w: database.url is required to check the database (or RELAY_DATABASE__URL); --offline checks the file only", service.ErrConfig)
+	}
 	fmt.Fprintf(stdout, "config OK: %d webhook(s) from %s, %d event type(s) in the rules\n",
 		len(cfg.Webhooks.Endpoints), cfg.Webhooks.Source, len(m.EventTypes()))
 	if offline {
 		return nil
-	}
-	if cfg.Database.URL == "" {
-		return fmt.Errorf("%w: database.url is required to check the database (or RELAY_DATABASE__URL); --offline checks the file only", service.ErrConfig)
 	}
 	ctx, cancel := context.WithTimeout(c.Context(), checkTimeout)
 	defer cancel()

@@ -545,7 +545,7 @@ func printDeliveries(w io.Writer, out json.RawMessage) error {
 			if at.StatusCode != nil {
 				code = fmt.Sprint(*at.StatusCode)
 			}
-			fmt.Fprintf(tw, "\t\t\t\t%d\t%s\t%.0f\t%s\t%s\n", at.Attempt, at.StartedAt.Format(time.RFC3339), at.DurationMS, code, safe(at.Error))
+			fmt.Fprintf(tw, "\t\t\t\t%d\t%s\t%.1f\t%s\t%s\n", at.Attempt, at.StartedAt.Format(time.RFC3339), at.DurationMS, code, safe(at.Error))
 		}
 	}
 	if v.NextCursor != nil {
