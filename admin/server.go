@@ -28,6 +28,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/smartmaintenance/relay/config"
 	"github.com/smartmaintenance/relay/egress"
 	"github.com/smartmaintenance/relay/relay"
@@ -46,9 +48,30 @@ type Company struct {
 	Location *time.Location
 }
 
+// webhookStore is what the admin API asks of the store: the webhooks of
+// the companies it serves, their deliveries and audit log. *store.Store
+// implements it.
+type webhookStore interface {
+	ListWebhooks(ctx context.Context, company int64) ([]store.WebhookStats, error)
+	WebhookByID(ctx context.Context, company, id int64) (store.WebhookStats, error)
+	CreateWebhook(ctx context.Context, actor string, w store.Webhook, opts ...store.CreateOption) (store.Webhook, error)
+	UpdateWebhook(ctx context.Context, actor, action string, company, id int64, change func(*store.Webhook) error) (store.Webhook, error)
+	DeleteWebhook(ctx context.Context, actor string, company, id int64) error
+	WebhookDeliveries(ctx context.Context, f store.DeliveryFilter) ([]store.DeliveryRecord, error)
+	DeliveryOf(ctx context.Context, webhookID int64, id uuid.UUID) (store.DeliveryRecord, error)
+	EventBodies(ctx context.Context, ids []int64) (map[int64][]byte, error)
+	RefireDelivery(ctx context.Context, actor string, w store.Webhook, id uuid.UUID) error
+	RefireFailed(ctx context.Context, actor string, w store.Webhook, from, to time.Time) ([]uuid.UUID, error)
+	Audit(ctx context.Context, e store.AuditEntry) error
+	AuditLog(ctx context.Context, company, webhookID int64, limit int) ([]store.AuditEntry, error)
+	CompanyAuditLog(ctx context.Context, company int64, before int64, limit int) ([]store.AuditEntry, error)
+}
+
+var _ webhookStore = (*store.Store)(nil)
+
 // Options configure a Server.
 type Options struct {
-	Store  *store.Store
+	Store  webhookStore
 	Tokens []config.AdminToken
 	// Events are the event types this installation offers, in order.
 	Events []string

@@ -800,6 +800,22 @@ func TestQueuedClaimTooOldForItsLeaseIsNotSent(t *testing.T) {
 	}
 }
 
+// leasedOf returns how many deliveries of webhook were leased ready and
+// held.
+func leasedOf(l store.Leased, webhook int64) (ready, held int) {
+	for _, c := range l.Ready {
+		if c.WebhookID == webhook {
+			ready++
+		}
+	}
+	for _, h := range l.Held {
+		if h.WebhookID == webhook {
+			held++
+		}
+	}
+	return ready, held
+}
+
 // handoffWrite stores n events for webhook in one store transaction,
 // leasing what d reserves, and returns the leased deliveries.
 func (e *env) handoffWrite(d *Dispatcher, lsn event.LSN, n int) store.Leased {
@@ -818,7 +834,7 @@ func (e *env) handoffWrite(d *Dispatcher, lsn event.LSN, n int) store.Leased {
 	if !ok {
 		e.t.Fatal("a running dispatcher reserves nothing")
 	}
-	_, leased, err := w.WriteLeasing(ctx, events, nil, req)
+	_, leased, err := w.Write(ctx, store.Batch{Events: events, Lease: req})
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -888,7 +904,7 @@ func TestHandoffSendsWithoutClaiming(t *testing.T) {
 	if rc.count() != n {
 		t.Fatalf("the receiver got %d requests, want %d", rc.count(), n)
 	}
-	if d.loads.Load() == 0 {
+	if counts(d).loads.Load() == 0 {
 		t.Fatal("the held deliveries were sent without being read")
 	}
 	// Nothing is left behind.
@@ -910,14 +926,14 @@ func TestHeldDeliveriesLookedBeforeOncePerPoll(t *testing.T) {
 	d, _ := e.startAfterFirstRound(fast(Options{PollInterval: poll, Workers: 2, PerWebhook: 2}))
 	leased := e.handoffWrite(d, 100, 2000)
 	ids := leasedIDs(leased)
-	looks, loads, claims := d.looks.Load(), d.loads.Load(), d.claims.Load()
+	looks, loads, claims := counts(d).looks.Load(), counts(d).loads.Load(), counts(d).claims.Load()
 	began := time.Now()
 	d.Handoff(leased)
 	for _, id := range ids {
 		e.waitStatus(id, store.StatusDelivered, 20*time.Second)
 	}
 	took := time.Since(began)
-	looks, loads, claims = d.looks.Load()-looks, d.loads.Load()-loads, d.claims.Load()-claims
+	looks, loads, claims = counts(d).looks.Load()-looks, counts(d).loads.Load()-loads, counts(d).claims.Load()-claims
 	if max := int64(took/poll) + 2; looks > max || loads < 10 {
 		t.Fatalf("%d claims looked before held deliveries, want at most %d; %d reads of held ones, want 10 or more", looks, max, loads)
 	}
@@ -945,14 +961,14 @@ func TestNoticeClaimsBesideHeldDeliveries(t *testing.T) {
 	rc := newReceiver(t, nil)
 	other := e.webhook(rc.URL, "", nil)
 	for i := range 5 {
-		claims := d.claims.Load()
+		claims := counts(d).claims.Load()
 		// A notice with nothing to claim: the claim finds nothing.
 		d.Notify()
-		eventually(t, 2*time.Second, func() bool { return d.claims.Load() > claims }, func() string { return "no claim after a notice" })
+		eventually(t, 2*time.Second, func() bool { return counts(d).claims.Load() > claims }, func() string { return "no claim after a notice" })
 		id := e.delivery(other, body)
 		d.Notify()
 		e.waitStatus(id, store.StatusDelivered, 2*time.Second)
-		if i == 0 && d.looks.Load() == 0 {
+		if i == 0 && counts(d).looks.Load() == 0 {
 			t.Fatal("no claim looked before the held deliveries")
 		}
 	}
@@ -1009,8 +1025,8 @@ func TestHeldDeliveriesGivenBack(t *testing.T) {
 				t.Fatalf("delivery %s: %d attempts, received %d times", id, got.Attempts, len(rc.receipts(id)))
 			}
 		}
-		if d.loads.Load() != 0 {
-			t.Fatalf("%d reads of held deliveries that were stale", d.loads.Load())
+		if counts(d).loads.Load() != 0 {
+			t.Fatalf("%d reads of held deliveries that were stale", counts(d).loads.Load())
 		}
 	})
 	t.Run("disabled webhook", func(t *testing.T) {
@@ -1022,7 +1038,7 @@ func TestHeldDeliveriesGivenBack(t *testing.T) {
 		d, stop := e.start(fast(Options{PollInterval: 50 * time.Millisecond, Workers: 4, PerWebhook: 2}))
 		time.Sleep(20 * time.Millisecond)
 		leased := e.handoffWrite(d, 100, 2*prefetch+10)
-		ready, held := leased.Of(wh)
+		ready, held := leasedOf(leased, wh)
 		if ready == 0 || held == 0 {
 			t.Fatalf("webhook: %d ready, %d held", ready, held)
 		}
@@ -1127,7 +1143,7 @@ func TestBacklogIsClaimedInBatches(t *testing.T) {
 	// it is free, and takes two queries (the second finds nothing more).
 	// A claim per finished attempt made about 130.
 	window := 2 * prefetch
-	if got, most := d.claims.Load(), int64(3*n/(window-claimAt(window))); got > most {
+	if got, most := counts(d).claims.Load(), int64(3*n/(window-claimAt(window))); got > most {
 		t.Fatalf("%d claim queries for %d deliveries, want at most %d", got, n, most)
 	}
 }
@@ -1215,8 +1231,8 @@ func TestHoldWindowFollowsPace(t *testing.T) {
 		t.Fatalf("unknown pace: hold window %d, want %d", got, maxHeld)
 	}
 	for range 50 {
-		d.notePace(1, time.Millisecond)
-		d.notePace(2, time.Second)
+		d.notePaceLocked(1, time.Millisecond)
+		d.notePaceLocked(2, time.Second)
 	}
 	if got, want := d.holdWindowLocked(1), int(4*holdFor/time.Millisecond); got != want {
 		t.Errorf("1 ms attempts: hold window %d, want %d", got, want)
@@ -1232,11 +1248,11 @@ func TestHoldWindowFollowsPace(t *testing.T) {
 	d.mu.Unlock()
 	req, ok := d.Reserve(nil)
 	d.mu.Lock()
-	if !ok || req.Hold <= 0 {
+	if !ok || req.HeldLimit <= 0 {
 		t.Fatalf("reserve: %+v %v", req, ok)
 	}
-	if req.HoldRoom[2] != 0 || req.HoldRoom[1] == 0 {
-		t.Errorf("hold room: slow webhook %d (want 0), fast webhook %d", req.HoldRoom[2], req.HoldRoom[1])
+	if req.Webhooks[2].Hold != 0 || req.Webhooks[1].Hold == 0 {
+		t.Errorf("hold room: slow webhook %d (want 0), fast webhook %d", req.Webhooks[2].Hold, req.Webhooks[1].Hold)
 	}
 	// With another relay sharing the store, nothing is held beyond the
 	// windows: the others claim it.
@@ -1247,8 +1263,8 @@ func TestHoldWindowFollowsPace(t *testing.T) {
 	d.mu.Unlock()
 	req, _ = d.Reserve(nil)
 	d.mu.Lock()
-	if req.Hold != 0 || req.HoldRoom[1] != 0 {
-		t.Errorf("with a peer: hold %d, hold room %d; want none", req.Hold, req.HoldRoom[1])
+	if req.HeldLimit != 0 || req.Webhooks[1].Hold != 0 {
+		t.Errorf("with a peer: hold %d, hold room %d; want none", req.HeldLimit, req.Webhooks[1].Hold)
 	}
 }
 
@@ -1271,7 +1287,7 @@ func TestWindowFollowsPace(t *testing.T) {
 	} {
 		d.pace = map[int64]time.Duration{}
 		for range 50 {
-			d.notePace(1, c.took)
+			d.notePaceLocked(1, c.took)
 		}
 		if got := d.windowLocked(1); got != c.want {
 			t.Errorf("attempts of %v: window %d, want %d", c.took, got, c.want)
@@ -1279,8 +1295,8 @@ func TestWindowFollowsPace(t *testing.T) {
 	}
 	// The pace moves with the latest attempts, not at once.
 	d.pace = map[int64]time.Duration{}
-	d.notePace(1, time.Millisecond)
-	d.notePace(1, 2*time.Second)
+	d.notePaceLocked(1, time.Millisecond)
+	d.notePaceLocked(1, 2*time.Second)
 	if got := d.windowLocked(1); got <= 2*4 || got >= 4*prefetch {
 		t.Errorf("one 2 s attempt after a 1 ms one: window %d, want between %d and %d", got, 2*4, 4*prefetch)
 	}
@@ -1296,7 +1312,7 @@ func TestRoomFollowsPayloadSize(t *testing.T) {
 	d := New(nil, Options{Workers: 8, PerWebhook: 4})
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if got := d.room(); got != minAhead {
+	if got := d.roomLocked(); got != minAhead {
 		t.Fatalf("no payload seen: room %d, want %d", got, minAhead)
 	}
 	held := func(size, n int) {
@@ -1304,18 +1320,18 @@ func TestRoomFollowsPayloadSize(t *testing.T) {
 		for i := range claims {
 			claims[i].Body = make([]byte, size)
 		}
-		d.noteBodies(claims)
+		d.noteBodiesLocked(claims)
 	}
 	held(500, 100)
-	if got := d.room(); got != minAhead {
+	if got := d.roomLocked(); got != minAhead {
 		t.Fatalf("500-byte payloads: room %d, want %d", got, minAhead)
 	}
 	held(64<<10, 100)
-	if got, want := d.room(), aheadBytes/(64<<10); got < want*9/10 || got > want*11/10 {
+	if got, want := d.roomLocked(), aheadBytes/(64<<10); got < want*9/10 || got > want*11/10 {
 		t.Fatalf("64 KiB payloads: room %d, want about %d", got, want)
 	}
 	held(16<<20, 100)
-	if got := d.room(); got != 8 {
+	if got := d.roomLocked(); got != 8 {
 		t.Fatalf("16 MiB payloads: room %d, want one per worker (8)", got)
 	}
 }
@@ -1351,7 +1367,7 @@ func TestPeerTakesHeldDeliveries(t *testing.T) {
 		}
 		return true
 	}, func() string { return "held deliveries still leased with a peer" })
-	if req, ok := d.Reserve(nil); !ok || req.Hold != 0 {
+	if req, ok := d.Reserve(nil); !ok || req.HeldLimit != 0 {
 		t.Fatalf("with a peer the dispatcher still holds: %+v", req)
 	}
 	release()

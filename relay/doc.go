@@ -16,4 +16,50 @@
 // bounded number of a busy webhook's deliveries ahead of its free slots, so
 // the next attempt starts as soon as a slot frees; a claimed delivery that
 // waited so long that its lease could end mid-attempt is given back unsent.
+//
+// # Glossary
+//
+// Each word below names one thing throughout the package.
+//
+//   - lease: a delivery's lease_owner and lease_until in the store; while it
+//     lasts, only its owner sends the delivery. A dispatcher gets leases in
+//     two ways: by a claim, or from the store write that created the
+//     deliveries (the hand-off).
+//   - claim: a store query that leases due deliveries with their payloads
+//     (store.Claim), made by a claim round (claims.go).
+//   - hand-off: the ingester's store write leases new deliveries to the
+//     dispatcher as it stores them, within what Reserve allowed, and gives
+//     them over (Handoff) once its transaction commits (handoff.go).
+//   - ready: a delivery leased with its payload, by a claim or a hand-off,
+//     that can be sent as soon as a slot is free.
+//   - held: a delivery leased by a hand-off as an id only, beyond its
+//     webhook's window; its payload is read (store.LoadHeld) once the window
+//     has room for it.
+//   - slot: one attempt's place in the Workers limit and in its webhook's
+//     PerWebhook limit (slots.go). An attempt holds one of each.
+//   - in flight: a delivery whose attempt is running in a slot.
+//   - queued: a ready delivery waiting in memory for a slot of its webhook.
+//   - ahead: in flight and queued together, what the dispatcher has taken
+//     from the store but not finished (minAhead, aheadBytes).
+//   - window: how many deliveries one webhook may have ahead, from prefetch
+//     per slot down to two per slot for a slow webhook (windowLocked); the
+//     hold window adds what it may have held (holdWindowLocked).
+//   - prefetch: how many deliveries per slot a webhook's window holds at most.
+//   - room: how many more deliveries may be taken ahead: for the dispatcher
+//     as a whole (roomLocked), or for one webhook, its window less what it
+//     has ahead.
+//   - behind: a webhook a claim round left out because its window was full;
+//     the slot that drains it asks for a round.
+//   - starved: a claim round stopped for want of room; the next freed slot
+//     asks for a round.
+//   - give back: release a lease without an attempt (store.ReleaseClaims),
+//     so that any sender may claim the delivery at once; stale deliveries,
+//     those that waited so long that an attempt could outlast the lease, are
+//     given back.
+//   - wake: what starts a claim round besides the poll timer: a notice
+//     (Notify: new deliveries in the store), a freed slot that asks for a
+//     round, or a recorded retry falling due.
+//
+// Every method that must be called with Dispatcher.mu held ends in Locked,
+// and no other does.
 package relay

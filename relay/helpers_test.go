@@ -146,7 +146,7 @@ func (e *env) start(opts Options) (d *Dispatcher, stop func() (error, time.Durat
 	if opts.Egress == nil {
 		opts.Egress = loopback
 	}
-	d = New(e.st, opts)
+	d = New(&countingStore{deliveryStore: e.st}, opts)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- d.Run(ctx) }()

@@ -160,13 +160,7 @@ func RunWith(ctx context.Context, cfg *config.Config, log *slog.Logger, tel Tele
 		Slot:           cfg.Replication.Slot,
 		Tables:         cat.Tables,
 		CompaniesTable: m.CompaniesTable(),
-		Lease:          disp.Reserve,
-		Committed: func(n int64, leased store.Leased) {
-			disp.Handoff(leased)
-			if n > int64(leased.Len()) {
-				disp.Notify()
-			}
-		},
+		Handoff:        disp,
 		Logger:         log.With("component", "ingest"),
 		TracerProvider: tel.TracerProvider,
 		MeterProvider:  tel.MeterProvider,

@@ -946,17 +946,17 @@ func TestAsyncCommitStaysInItsTransaction(t *testing.T) {
 		t.Fatalf("released delivery still leased: %+v", d)
 	}
 	s.readySlot(t)
-	if _, _, err := s.WriteCommit(ctx, "s", events(5, 1), nil, ClaimRequest{}, s.at(t), 6); err != nil {
+	if _, _, err := s.WriteCommit(ctx, "s", Batch{Events: events(5, 1)}, s.at(t), 6); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := s.WritePart(ctx, "s", 8, Part{Changes: 1, NextSeq: 1}, events(8, 1), ClaimRequest{}); err != nil {
+	if _, _, err := s.WritePart(ctx, "s", 8, Part{Changes: 1, NextSeq: 1}, Batch{Events: events(8, 1)}); err != nil {
 		t.Fatal(err)
 	}
 	w, err := s.BeginWrite(ctx, "s")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := w.Write(ctx, events(9, 1), nil); err != nil {
+	if _, _, err := w.Write(ctx, Batch{Events: events(9, 1)}); err != nil {
 		t.Fatal(err)
 	}
 	if err := w.Commit(ctx, s.at(t), 10); err != nil {

@@ -5,11 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"slices"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // Webhook is a registered endpoint of one company.
@@ -156,94 +155,268 @@ func (s *Store) FailDeletedWebhookDeliveries(ctx context.Context) (int64, error)
 	return tag.RowsAffected(), nil
 }
 
-// openStored replaces h.Secret and h.Headers, as stored, by their plain
-// text, or sets h.SecretError and h.HeaderError.
-func (s *Store) openStored(h *Webhook) {
-	h.Headers, h.HeaderError = s.openHeaders(h.Headers)
-	plain, err := s.box.Open(h.Secret)
-	if err != nil {
-		h.Secret, h.SecretError = "", err.Error()
-		return
-	}
-	h.Secret = plain
+// Errors of the webhook operations.
+var (
+	// ErrConflict: another webhook of the company has the name.
+	ErrConflict = errors.New("name already used")
+	// ErrFileManaged: the webhook is defined in the config file
+	// (webhooks.source: file) and only the file may change it.
+	ErrFileManaged = errors.New("webhook is managed in the config file")
+)
+
+// AllCompanies is the scope of an operator: every company.
+const AllCompanies int64 = 0
+
+// WebhookStats is a webhook with the guide's list columns.
+type WebhookStats struct {
+	Webhook
+	// LastFiredAt is the start of the latest recorded attempt; zero when
+	// none is recorded (retention removes old attempts).
+	LastFiredAt time.Time
+	// Attempts24h and Succeeded24h count attempts started in the last 24
+	// hours (but those a shutdown aborted), and those answered with a 2xx
+	// status.
+	Attempts24h  int
+	Succeeded24h int
 }
 
-// ResealSecrets brings every stored secret and header value of a webhook
-// that is not deleted to the current key: plain text is sealed once a key is
-// configured, and values sealed with a previous key are sealed again with
-// the current one. A value none of the keys opens is left as it is and
-// reported in problems, one line per webhook; its deliveries fail until the
-// key is configured or the value is saved again. resealed counts the
-// webhooks written. Without a key nothing is changed (sealed values are
-// never written back as plain text).
-func (s *Store) ResealSecrets(ctx context.Context) (resealed int, problems []string, err error) {
-	if s.box == nil {
-		return 0, nil, nil
-	}
-	rows, err := s.pool.Query(ctx, s.q(`SELECT id, company_id, name, coalesce(secret, ''), headers FROM {{schema}}.webhooks
-		WHERE deleted_at IS NULL AND (coalesce(secret, '') <> '' OR headers <> '{}')`))
+const webhookColumns = `w.id, w.company_id, w.name, w.url, w.events, coalesce(w.secret, ''), w.headers,
+	w.description, w.active, w.managed_by, w.created_at, w.updated_at`
+
+// countsSQL counts a webhook's attempts for the 24-hour success rate: those
+// a shutdown aborted are not counted, and those answered with a 2xx are
+// the successes.
+const countsSQL = `count(*) FILTER (WHERE a.error IS DISTINCT FROM '` + AbortedError + `') AS total,
+			count(*) FILTER (WHERE a.status_code BETWEEN 200 AND 299) AS ok`
+
+const statsSQL = `SELECT ` + webhookColumns + `, la.last, coalesce(st.total, 0), coalesce(st.ok, 0)
+	FROM {{schema}}.webhooks w
+	LEFT JOIN LATERAL (SELECT max(a.started_at) AS last FROM {{schema}}.attempts a WHERE a.webhook_id = w.id) la ON true
+	LEFT JOIN LATERAL (SELECT ` + countsSQL + `
+		FROM {{schema}}.attempts a WHERE a.webhook_id = w.id AND a.started_at > now() - interval '24 hours') st ON true
+	WHERE w.deleted_at IS NULL AND ($1::bigint = 0 OR w.company_id = $1)`
+
+// listStatsSQL is statsSQL for a list: the 24-hour counts of all listed
+// webhooks come from one grouped pass over their recent attempts. Counted
+// per webhook in a lateral join, a plan made for the busiest webhook (a
+// scan of the whole attempts table) ran once per listed webhook: 200
+// webhooks beside one with 10,000 attempts took 350 ms instead of a few.
+const listStatsSQL = `SELECT ` + webhookColumns + `, la.last, coalesce(st.total, 0), coalesce(st.ok, 0)
+	FROM {{schema}}.webhooks w
+	LEFT JOIN LATERAL (SELECT max(a.started_at) AS last FROM {{schema}}.attempts a WHERE a.webhook_id = w.id) la ON true
+	LEFT JOIN (SELECT a.webhook_id, ` + countsSQL + `
+		FROM {{schema}}.attempts a
+		WHERE a.started_at > now() - interval '24 hours'
+		  AND a.webhook_id IN (SELECT id FROM {{schema}}.webhooks WHERE deleted_at IS NULL AND ($1::bigint = 0 OR company_id = $1))
+		GROUP BY a.webhook_id) st ON st.webhook_id = w.id
+	WHERE w.deleted_at IS NULL AND ($1::bigint = 0 OR w.company_id = $1)
+	ORDER BY w.company_id, w.id`
+
+func (s *Store) scanStats(row pgx.Row) (WebhookStats, error) {
+	var w WebhookStats
+	var last *time.Time
+	err := row.Scan(&w.ID, &w.CompanyID, &w.Name, &w.URL, &w.Events, &w.Secret, &w.Headers,
+		&w.Description, &w.Active, &w.ManagedBy, &w.CreatedAt, &w.UpdatedAt, &last, &w.Attempts24h, &w.Succeeded24h)
 	if err != nil {
-		return 0, nil, fmt.Errorf("reseal secrets: %w", err)
+		return w, err
 	}
-	type row struct {
-		id, company  int64
-		name, secret string
-		headers      map[string]string
+	w.LastFiredAt = deref(last)
+	s.openStored(&w.Webhook)
+	return w, nil
+}
+
+// ListWebhooks lists the webhooks of company (AllCompanies: every one) that
+// are not deleted, with their stats.
+func (s *Store) ListWebhooks(ctx context.Context, company int64) ([]WebhookStats, error) {
+	rows, err := s.pool.Query(ctx, s.q(listStatsSQL), company)
+	if err != nil {
+		return nil, fmt.Errorf("list webhooks: %w", err)
 	}
-	all, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (row, error) {
-		var x row
-		return x, r.Scan(&x.id, &x.company, &x.name, &x.secret, &x.headers)
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (WebhookStats, error) { return s.scanStats(r) })
+	if err != nil {
+		return nil, fmt.Errorf("list webhooks: %w", err)
+	}
+	return out, nil
+}
+
+// WebhookByID reads one webhook of company (AllCompanies: any) that is not
+// deleted; ErrNotFound when there is none, also when it belongs to another
+// company.
+func (s *Store) WebhookByID(ctx context.Context, company, id int64) (WebhookStats, error) {
+	w, err := s.scanStats(s.pool.QueryRow(ctx, s.q(statsSQL+` AND w.id = $2`), company, id))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return w, fmt.Errorf("webhook %d: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return w, fmt.Errorf("read webhook %d: %w", id, err)
+	}
+	return w, nil
+}
+
+// Redacted is a webhook as the audit log keeps it: no secret, header values
+// masked.
+func Redacted(w Webhook) map[string]any {
+	headers := make(map[string]string, len(w.Headers))
+	for k := range w.Headers {
+		headers[k] = "xxxxx"
+	}
+	return map[string]any{
+		"id": w.ID, "company_id": w.CompanyID, "name": w.Name, "url": w.URL, "events": w.Events,
+		"has_secret": w.Secret != "" || w.SecretError != "", "headers": headers, "description": w.Description,
+		"active": w.Active, "managed_by": w.ManagedBy,
+	}
+}
+
+func isUniqueViolation(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "23505"
+}
+
+// CreateWebhook saves a new table-managed webhook and its audit entry in one
+// transaction. Its secret is sealed with the store's key. It returns the
+// webhook as saved, or ErrConflict when the company already has a webhook
+// of that name. The webhook gets the events committed after it is saved.
+func (s *Store) CreateWebhook(ctx context.Context, actor string, w Webhook, opts ...CreateOption) (Webhook, error) {
+	sealed, err := s.box.Seal(w.Secret)
+	if err != nil {
+		return w, err
+	}
+	headers, err := s.sealHeaders(w.Headers, nil)
+	if err != nil {
+		return w, err
+	}
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if err := s.checkWebhookLimit(ctx, tx, w.CompanyID, opts); err != nil {
+			return err
+		}
+		err := tx.QueryRow(ctx, s.q(`INSERT INTO {{schema}}.webhooks
+				(company_id, name, url, events, secret, headers, description, active, managed_by)
+			VALUES ($1, $2, $3, $4, nullif($5, ''), $6, $7, $8, 'table')
+			RETURNING id, managed_by, created_at, updated_at`),
+			w.CompanyID, w.Name, w.URL, w.Events, sealed, headers, w.Description, w.Active).
+			Scan(&w.ID, &w.ManagedBy, &w.CreatedAt, &w.UpdatedAt)
+		if err != nil {
+			return err
+		}
+		return s.writeAudit(ctx, tx, AuditEntry{Actor: actor, CompanyID: w.CompanyID, Action: "webhook.create",
+			WebhookID: w.ID, After: Redacted(w)})
+	})
+	if isUniqueViolation(err) {
+		return w, fmt.Errorf("webhook %q of company %d: %w", w.Name, w.CompanyID, ErrConflict)
+	}
+	if err != nil {
+		return w, fmt.Errorf("create webhook: %w", err)
+	}
+	return w, nil
+}
+
+// lockWebhook reads a webhook for change inside tx.
+func (s *Store) lockWebhook(ctx context.Context, tx pgx.Tx, company, id int64) (Webhook, error) {
+	var w Webhook
+	err := tx.QueryRow(ctx, s.q(`SELECT `+webhookColumns+` FROM {{schema}}.webhooks w
+		WHERE w.id = $1 AND w.deleted_at IS NULL AND ($2::bigint = 0 OR w.company_id = $2) FOR UPDATE`), id, company).
+		Scan(&w.ID, &w.CompanyID, &w.Name, &w.URL, &w.Events, &w.Secret, &w.Headers,
+			&w.Description, &w.Active, &w.ManagedBy, &w.CreatedAt, &w.UpdatedAt)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return w, fmt.Errorf("webhook %d: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return w, fmt.Errorf("read webhook %d: %w", id, err)
+	}
+	if w.ManagedBy == "file" {
+		return w, fmt.Errorf("webhook %d: %w", id, ErrFileManaged)
+	}
+	s.openStored(&w)
+	return w, nil
+}
+
+// UpdateWebhook changes a table-managed webhook of company (AllCompanies:
+// any) with change, which gets the webhook with its plain secret, and
+// records action in the audit log, in one transaction. It returns
+// ErrNotFound, ErrFileManaged, ErrConflict, or change's error.
+func (s *Store) UpdateWebhook(ctx context.Context, actor, action string, company, id int64, change func(*Webhook) error) (Webhook, error) {
+	var after Webhook
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		before, err := s.lockWebhook(ctx, tx, company, id)
+		if err != nil {
+			return err
+		}
+		after = before
+		after.Events = append([]string(nil), before.Events...)
+		after.Headers = make(map[string]string, len(before.Headers))
+		for k, v := range before.Headers {
+			after.Headers[k] = v
+		}
+		if err := change(&after); err != nil {
+			return err
+		}
+		secretChanged := after.Secret != before.Secret
+		sealed, err := s.box.Seal(after.Secret)
+		if err != nil {
+			return err
+		}
+		var secretArg *string // nil keeps the stored value (it may not open)
+		if secretChanged {
+			secretArg = &sealed
+		}
+		// Unchanged headers keep their stored values, which may hold one
+		// that does not open; changed ones are all sealed anew.
+		headersChanged := !maps.Equal(after.Headers, before.Headers)
+		var headersArg map[string]string
+		if headersChanged {
+			if headersArg, err = s.sealHeaders(after.Headers, nil); err != nil {
+				return err
+			}
+		}
+		err = tx.QueryRow(ctx, s.q(`UPDATE {{schema}}.webhooks SET name = $2, url = $3, events = $4,
+				secret = CASE WHEN $5::boolean THEN nullif($6, '') ELSE secret END,
+				headers = CASE WHEN $10::boolean THEN $7::jsonb ELSE headers END, description = $8, active = $9
+			WHERE id = $1 RETURNING updated_at`),
+			id, after.Name, after.URL, after.Events, secretChanged, secretArg, headersArg,
+			after.Description, after.Active, headersChanged).Scan(&after.UpdatedAt)
+		if err != nil {
+			return err
+		}
+		if secretChanged {
+			after.SecretError = ""
+		}
+		if headersChanged {
+			after.HeaderError = ""
+		}
+		return s.writeAudit(ctx, tx, AuditEntry{Actor: actor, CompanyID: before.CompanyID, Action: action,
+			WebhookID: id, Before: Redacted(before), After: Redacted(after),
+			Details: map[string]any{"secret_changed": secretChanged}})
+	})
+	switch {
+	case isUniqueViolation(err):
+		return after, fmt.Errorf("webhook %q of company %d: %w", after.Name, after.CompanyID, ErrConflict)
+	case err != nil:
+		return after, fmt.Errorf("update webhook %d: %w", id, err)
+	}
+	return after, nil
+}
+
+// DeleteWebhook deletes a table-managed webhook (soft: its deliveries,
+// attempts and audit trail stay) and ends its pending deliveries as failed.
+func (s *Store) DeleteWebhook(ctx context.Context, actor string, company, id int64) error {
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		before, err := s.lockWebhook(ctx, tx, company, id)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, s.q(`UPDATE {{schema}}.webhooks SET deleted_at = now(), active = false WHERE id = $1`), id); err != nil {
+			return err
+		}
+		return s.writeAudit(ctx, tx, AuditEntry{Actor: actor, CompanyID: before.CompanyID, Action: "webhook.delete",
+			WebhookID: id, Before: Redacted(before)})
 	})
 	if err != nil {
-		return 0, nil, fmt.Errorf("reseal secrets: %w", err)
+		return fmt.Errorf("delete webhook %d: %w", id, err)
 	}
-	for _, x := range all {
-		var bad []string
-		secret, secretChanged, err := s.reseal(x.secret, s.box.Open, s.box.Seal)
-		if err != nil {
-			bad = append(bad, err.Error())
-		}
-		headers := make(map[string]string, len(x.headers))
-		headersChanged := false
-		for _, name := range slices.Sorted(maps.Keys(x.headers)) {
-			v, changed, err := s.reseal(x.headers[name], s.box.OpenHeader, s.box.SealHeader)
-			if err != nil {
-				bad = append(bad, fmt.Sprintf("header %s: %v", name, err))
-			}
-			headers[name] = v
-			headersChanged = headersChanged || changed
-		}
-		if len(bad) > 0 {
-			problems = append(problems, fmt.Sprintf("webhook %d (%q of company %d): %s", x.id, x.name, x.company, strings.Join(bad, "; ")))
-		}
-		if !secretChanged && !headersChanged {
-			continue
-		}
-		// Only if nobody changed it meanwhile.
-		tag, err := s.pool.Exec(ctx, s.q(`UPDATE {{schema}}.webhooks SET secret = nullif($2, ''), headers = $3
-			WHERE id = $1 AND coalesce(secret, '') = $4 AND headers = $5::jsonb`), x.id, secret, headers, x.secret, x.headers)
-		if err != nil {
-			return resealed, problems, fmt.Errorf("reseal secrets of webhook %d: %w", x.id, err)
-		}
-		resealed += int(tag.RowsAffected())
+	// Deliveries held by a sender right now are ended by the relay's
+	// periodic pass once their lease ends.
+	if _, err := s.FailDeletedWebhookDeliveries(ctx); err != nil {
+		return err
 	}
-	return resealed, problems, nil
-}
-
-// reseal returns stored sealed with the current key and whether that
-// changed it. A value that does not open is returned as it is, with the
-// reason.
-func (s *Store) reseal(stored string, open, seal func(string) (string, error)) (string, bool, error) {
-	if s.box.Current(stored) {
-		return stored, false, nil
-	}
-	plain, err := open(stored)
-	if err != nil {
-		return stored, false, err
-	}
-	sealed, err := seal(plain)
-	if err != nil {
-		return stored, false, err
-	}
-	return sealed, true, nil
+	return nil
 }

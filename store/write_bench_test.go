@@ -58,7 +58,7 @@ func benchmarkWrite(b *testing.B, typ string, fanOut int) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		n, err := w.Write(ctx, events, states)
+		n, _, err := w.Write(ctx, Batch{Events: events, States: states})
 		if err != nil || n != int64(batch*fanOut) {
 			b.Fatalf("wrote %d deliveries: %v", n, err)
 		}

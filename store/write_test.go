@@ -27,14 +27,15 @@ func TestWriteLeasing(t *testing.T) {
 	s, a, b := twoWebhooks(t)
 	ctx := context.Background()
 	// Four events, two webhooks: eight deliveries. At most 3 leased, at
-	// most 2 per webhook, and webhook a already has one in flight.
-	req := ClaimRequest{Owner: "me", Limit: 3, Lease: time.Minute, PerWebhook: 2, Busy: map[int64]int{a: 1}}
+	// most 2 per webhook, and webhook a already has one in flight (room
+	// for one).
+	req := WriteLease{Owner: "me", Limit: 3, Lease: time.Minute, Room: 2, Webhooks: map[int64]WebhookLease{a: {Room: 1}}}
 
 	w, err := s.BeginWrite(ctx, "s")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, leased, err := w.WriteLeasing(ctx, events(10, 4), nil, req); err != nil || len(leased.Ready) == 0 {
+	if _, leased, err := w.Write(ctx, Batch{Events: events(10, 4), Lease: req}); err != nil || len(leased.Ready) == 0 {
 		t.Fatalf("write: %v %v", leased, err)
 	}
 	w.Rollback(ctx)
@@ -48,7 +49,7 @@ func TestWriteLeasing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	created, leased, err := w.WriteLeasing(ctx, events(10, 4), nil, req)
+	created, leased, err := w.Write(ctx, Batch{Events: events(10, 4), Lease: req})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,7 +103,7 @@ func TestWriteLeasing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	created, leased, err = w.WriteLeasing(ctx, events(10, 4), nil, req)
+	created, leased, err = w.Write(ctx, Batch{Events: events(10, 4), Lease: req})
 	w.Rollback(ctx)
 	if err != nil || created != 0 || leased.Len() != 0 {
 		t.Fatalf("replay: created %d, leased %d, %v", created, leased.Len(), err)
@@ -171,7 +172,7 @@ func TestWriteCommit(t *testing.T) {
 	}
 
 	// The slot is not ready: nothing is stored.
-	if _, _, err := s.WriteCommit(ctx, "s", ev, st, ClaimRequest{}, 0, 11); err == nil || !strings.Contains(err.Error(), "not ready") {
+	if _, _, err := s.WriteCommit(ctx, "s", Batch{Events: ev, States: st}, 0, 11); err == nil || !strings.Contains(err.Error(), "not ready") {
 		t.Fatalf("write to a slot that is not ready: %v", err)
 	}
 	if count("events") != 0 || count("row_state") != 0 {
@@ -186,7 +187,7 @@ func TestWriteCommit(t *testing.T) {
 
 	// A statement after the position fails: the position is not moved.
 	bad := []StateRow{{Table: "tasks\x00", Key: "1", Vals: event.Row{"status": "x"}}}
-	if _, _, err := s.WriteCommit(ctx, "s", ev, bad, ClaimRequest{}, 1, 11); err == nil {
+	if _, _, err := s.WriteCommit(ctx, "s", Batch{Events: ev, States: bad}, 1, 11); err == nil {
 		t.Fatal("a failing write succeeded")
 	}
 	if lsn, _, err := s.Position(ctx, "s"); err != nil || lsn != 1 {
@@ -196,7 +197,7 @@ func TestWriteCommit(t *testing.T) {
 		t.Fatal("a failed write stored events")
 	}
 
-	created, leased, err := s.WriteCommit(ctx, "s", ev, st, ClaimRequest{Owner: "me", Limit: 10, Lease: time.Minute}, 1, 11)
+	created, leased, err := s.WriteCommit(ctx, "s", Batch{Events: ev, States: st, Lease: WriteLease{Owner: "me", Limit: 10, Room: 10, Lease: time.Minute}}, 1, 11)
 	if err != nil || created != 1 || len(leased.Ready) != 1 {
 		t.Fatalf("write: %d %v %v", created, leased, err)
 	}
@@ -220,7 +221,7 @@ func TestDeliveryIDsAreStableAndTimeOrdered(t *testing.T) {
 		t.Helper()
 		ev := []event.Event{{Type: "task.completed", CompanyID: 1, CommitLSN: event.LSN(10 + i), CommitTime: base.Add(time.Duration(i) * time.Millisecond),
 			Table: "tasks", Op: event.Update, Body: []byte(`{}`)}}
-		_, leased, err := s.WriteCommit(ctx, "s", ev, nil, ClaimRequest{Owner: "me", Limit: 10, Lease: time.Minute}, s.at(t), event.LSN(11+i))
+		_, leased, err := s.WriteCommit(ctx, "s", Batch{Events: ev, Lease: WriteLease{Owner: "me", Limit: 10, Room: 10, Lease: time.Minute}}, s.at(t), event.LSN(11+i))
 		if err != nil || len(leased.Ready) != 2 {
 			t.Fatalf("write %d: %v %v", i, leased, err)
 		}
@@ -314,7 +315,7 @@ func TestForgottenWriteComesBackUnderTheSameIDs(t *testing.T) {
 		t.Helper()
 		ev := events(lsn, 1)
 		ev[0].CommitTime = committed // as the feed gives it again
-		_, leased, err := s.WriteCommit(ctx, "s", ev, nil, ClaimRequest{Owner: "me", Limit: 10, Lease: time.Minute}, s.at(t), lsn+1)
+		_, leased, err := s.WriteCommit(ctx, "s", Batch{Events: ev, Lease: WriteLease{Owner: "me", Limit: 10, Room: 10, Lease: time.Minute}}, s.at(t), lsn+1)
 		if err != nil || len(leased.Ready) != 1 {
 			t.Fatalf("write at %s: %v %v", lsn, leased, err)
 		}
@@ -360,7 +361,7 @@ func TestForgottenWriteComesBackUnderTheSameIDs(t *testing.T) {
 	if err := s.SaveIdle(ctx, "s", 21, 30); !errors.Is(err, ErrPositionMoved) {
 		t.Fatalf("idle position after a forgotten write: %v, want ErrPositionMoved", err)
 	}
-	if _, _, err := s.WriteCommit(ctx, "s", events(30, 1), nil, ClaimRequest{}, 21, 31); !errors.Is(err, ErrPositionMoved) {
+	if _, _, err := s.WriteCommit(ctx, "s", Batch{Events: events(30, 1)}, 21, 31); !errors.Is(err, ErrPositionMoved) {
 		t.Fatalf("write after a forgotten write: %v, want ErrPositionMoved", err)
 	}
 	if lsn := position(); lsn != 11 {
@@ -393,17 +394,17 @@ func TestWriteHolding(t *testing.T) {
 	s, a, b := twoWebhooks(t)
 	ctx := context.Background()
 	// An older due delivery of each webhook, not leased.
-	if _, _, err := s.WriteCommit(ctx, "s", events(5, 1), nil, ClaimRequest{}, s.at(t), 6); err != nil {
+	if _, _, err := s.WriteCommit(ctx, "s", Batch{Events: events(5, 1)}, s.at(t), 6); err != nil {
 		t.Fatal(err)
 	}
 
 	// Six events, two webhooks: twelve deliveries. One of each webhook
-	// leased with its payload; a may hold 2 more, b the default 5 less
-	// its room; 5 held at most in all.
-	req := ClaimRequest{Owner: "me", Limit: 10, Lease: time.Minute, PerWebhook: 1,
-		Hold: 5, HoldPerWebhook: 5, HoldRoom: map[int64]int{a: 2}}
+	// leased with its payload; a may hold 2 more, b the default 4 (5 in
+	// all less its room); 5 held at most in all.
+	req := WriteLease{Owner: "me", Limit: 10, Lease: time.Minute, Room: 1,
+		HeldLimit: 5, Hold: 4, Webhooks: map[int64]WebhookLease{a: {Room: 1, Hold: 2}}}
 	before := time.Now()
-	created, leased, err := s.WriteCommit(ctx, "s", events(10, 6), nil, req, s.at(t), 11)
+	created, leased, err := s.WriteCommit(ctx, "s", Batch{Events: events(10, 6), Lease: req}, s.at(t), 11)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -535,13 +536,13 @@ func TestEventsWithoutSubscribersAreNotStored(t *testing.T) {
 		return event.Event{Type: typ, CompanyID: company, CommitLSN: 10, Seq: seq, CommitTime: at,
 			Table: "tasks", Op: event.Update, Body: []byte(`{}`)}
 	}
-	created, _, err := s.WriteCommit(ctx, "s", []event.Event{
+	created, _, err := s.WriteCommit(ctx, "s", Batch{Events: []event.Event{
 		ev(0, "task.created", 1, now),                    // nobody takes the type
 		ev(1, "task.completed", 1, now),                  // the webhook takes it
 		ev(2, "task.completed", 2, now),                  // a company without webhooks
 		ev(3, "task.completed", 1, now.Add(-time.Hour)),  // committed before the webhook existed
 		ev(4, "task.completed", 1, now.Add(time.Second)), // taken
-	}, nil, ClaimRequest{}, 1, 11)
+	}}, 1, 11)
 	if err != nil || created != 2 {
 		t.Fatalf("write: %d deliveries, %v; want 2", created, err)
 	}
@@ -567,7 +568,7 @@ func TestEventsWithoutSubscribersAreNotStored(t *testing.T) {
 	}
 	next := ev(0, "task.created", 1, time.Now())
 	next.CommitLSN = 20
-	if created, _, err := s.WriteCommit(ctx, "s", []event.Event{next}, nil, ClaimRequest{}, 11, 21); err != nil || created != 1 {
+	if created, _, err := s.WriteCommit(ctx, "s", Batch{Events: []event.Event{next}}, 11, 21); err != nil || created != 1 {
 		t.Fatalf("write after subscribing: %d deliveries, %v; want 1", created, err)
 	}
 	if got := stored(); !slices.Equal(got, []int{1, 4, 0}) {
@@ -592,20 +593,20 @@ func TestStopDuringCommit(t *testing.T) {
 		// answers back: while the commit's answer is held, after the
 		// server committed.
 		stopAt time.Duration
-		write  func(ctx, stopCtx context.Context, s *Store, slow func(), req ClaimRequest, from event.LSN) (Leased, error)
+		write  func(ctx, stopCtx context.Context, s *Store, slow func(), req WriteLease, from event.LSN) (Leased, error)
 	}{
-		{"WriteCommit", delay / 2, func(ctx, stopCtx context.Context, s *Store, slow func(), req ClaimRequest, from event.LSN) (Leased, error) {
+		{"WriteCommit", delay / 2, func(ctx, stopCtx context.Context, s *Store, slow func(), req WriteLease, from event.LSN) (Leased, error) {
 			slow()
-			_, leased, err := s.WriteCommit(stopCtx, "s", events(from+9, 2), nil, req, from, from+10)
+			_, leased, err := s.WriteCommit(stopCtx, "s", Batch{Events: events(from+9, 2), Lease: req}, from, from+10)
 			return leased, err
 		}},
 		// The checkpoint's update, then the commit.
-		{"Writer.Commit", delay * 3 / 2, func(ctx, stopCtx context.Context, s *Store, slow func(), req ClaimRequest, from event.LSN) (Leased, error) {
+		{"Writer.Commit", delay * 3 / 2, func(ctx, stopCtx context.Context, s *Store, slow func(), req WriteLease, from event.LSN) (Leased, error) {
 			w, err := s.BeginWrite(ctx, "s")
 			if err != nil {
 				return Leased{}, err
 			}
-			_, leased, err := w.WriteLeasing(ctx, events(from+9, 2), nil, req)
+			_, leased, err := w.Write(ctx, Batch{Events: events(from+9, 2), Lease: req})
 			if err != nil {
 				w.Rollback(ctx)
 				return Leased{}, err
@@ -631,10 +632,10 @@ func TestStopDuringCommit(t *testing.T) {
 			// Once at full speed, so that the statements are prepared and
 			// the installation's key is read: the slow write is then the
 			// round trips counted in stopAt.
-			if _, err := tc.write(bg, bg, s, func() {}, ClaimRequest{}, 1); err != nil {
+			if _, err := tc.write(bg, bg, s, func() {}, WriteLease{}, 1); err != nil {
 				t.Fatal(err)
 			}
-			leased, err := tc.write(bg, stopCtx, s, slow, ClaimRequest{Owner: "me", Limit: 10, Lease: time.Minute}, 11)
+			leased, err := tc.write(bg, stopCtx, s, slow, WriteLease{Owner: "me", Limit: 10, Room: 10, Lease: time.Minute}, 11)
 			p.delay.Store(0)
 			if stopCtx.Err() == nil {
 				t.Fatal("the write ended before the stop came: the test missed its window")

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"time"
 
 	"github.com/google/uuid"
@@ -13,183 +12,6 @@ import (
 
 	"github.com/smartmaintenance/relay/event"
 )
-
-// Checkpoint states, as stored.
-const (
-	StateSeeding = "seeding"
-	StateReady   = "ready"
-)
-
-// Position returns the persisted change-feed position of a slot and its
-// state ("" when the relay never created the slot).
-func (s *Store) Position(ctx context.Context, slot string) (event.LSN, string, error) {
-	var lsn int64
-	var state string
-	err := s.pool.QueryRow(ctx, s.q("SELECT lsn, state FROM {{schema}}.checkpoints WHERE slot = $1"), slot).Scan(&lsn, &state)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return 0, "", nil
-	}
-	if err != nil {
-		return 0, "", fmt.Errorf("read checkpoint: %w", err)
-	}
-	return event.LSN(lsn), state, nil
-}
-
-// MarkSeeding records that the slot is being (re)created and forgets the
-// row state of an earlier attempt.
-func (s *Store) MarkSeeding(ctx context.Context, slot string) error {
-	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, s.q(`INSERT INTO {{schema}}.checkpoints (slot, lsn, state) VALUES ($1, 0, 'seeding')
-			ON CONFLICT (slot) DO UPDATE SET lsn = 0, state = 'seeding', updated_at = now()`), slot); err != nil {
-			return fmt.Errorf("mark seeding: %w", err)
-		}
-		if _, err := tx.Exec(ctx, s.q("DELETE FROM {{schema}}.row_state WHERE slot = $1"), slot); err != nil {
-			return fmt.Errorf("clear row state: %w", err)
-		}
-		return nil
-	})
-}
-
-// StateRow is the relay's record of one watched row. Vals nil deletes it.
-type StateRow struct {
-	Table string
-	Key   string
-	Vals  event.Row
-}
-
-// Seed stores the initial row state read from the slot's snapshot and marks
-// the slot ready at start, in one transaction.
-func (s *Store) Seed(ctx context.Context, slot string, start event.LSN, rows func(yield func(StateRow) error) error) error {
-	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, s.q("DELETE FROM {{schema}}.row_state WHERE slot = $1"), slot); err != nil {
-			return fmt.Errorf("clear row state: %w", err)
-		}
-		const batch = 5000
-		buf := make([][]any, 0, batch)
-		flush := func() error {
-			if len(buf) == 0 {
-				return nil
-			}
-			_, err := tx.CopyFrom(ctx, pgx.Identifier{s.name, "row_state"}, []string{"slot", "tbl", "pk", "vals"}, pgx.CopyFromRows(buf))
-			buf = buf[:0]
-			return err
-		}
-		err := rows(func(r StateRow) error {
-			vals, err := appendRow(nil, r.Vals)
-			if err != nil {
-				return err
-			}
-			buf = append(buf, []any{slot, r.Table, r.Key, vals})
-			if len(buf) == batch {
-				return flush()
-			}
-			return nil
-		})
-		if err != nil {
-			return fmt.Errorf("seed row state: %w", err)
-		}
-		if err := flush(); err != nil {
-			return fmt.Errorf("seed row state: %w", err)
-		}
-		// The table may have grown from nothing to millions of rows: without
-		// fresh statistics the planner reads it whole for every lookup of
-		// prior state until autovacuum gets to it.
-		if _, err := tx.Exec(ctx, s.q("ANALYZE {{schema}}.row_state")); err != nil {
-			return fmt.Errorf("analyze row state: %w", err)
-		}
-		tag, err := tx.Exec(ctx, s.q(`UPDATE {{schema}}.checkpoints SET lsn = $2, state = 'ready', updated_at = now()
-			WHERE slot = $1 AND state = 'seeding'`), slot, int64(start))
-		if err != nil {
-			return fmt.Errorf("save checkpoint: %w", err)
-		}
-		if tag.RowsAffected() != 1 {
-			return fmt.Errorf("save checkpoint: slot %s is not being seeded", slot)
-		}
-		return nil
-	})
-}
-
-// Sync makes every store transaction committed so far durable, the ones
-// that did not wait for the disk (Writer) among them: it commits a write
-// of its own that waits for the disk, which flushes the WAL up to its
-// commit record and so everything committed before it. at is the position
-// the caller last stored: if the store's is another, PostgreSQL forgot
-// writes that had not reached the disk, and Sync fails (ErrPositionMoved)
-// rather than make the rest durable without them.
-func (s *Store) Sync(ctx context.Context, slot string, at event.LSN) error {
-	n := 0
-	err := s.hotStatement(ctx, durable, s.q(`UPDATE {{schema}}.checkpoints SET updated_at = now()
-		WHERE slot = $1 AND state = 'ready' AND lsn = $2 RETURNING 1`), []any{slot, int64(at)},
-		func(rows pgx.Rows) error {
-			for rows.Next() {
-				n++
-			}
-			return rows.Err()
-		})
-	if err != nil {
-		return fmt.Errorf("sync the store: %w", err)
-	}
-	if n != 1 {
-		// Without a row to write, the commit would not wait for the disk.
-		return fmt.Errorf("sync the store: %w", s.positionMoved(ctx, slot, at))
-	}
-	return nil
-}
-
-// ErrPositionMoved means that the store's position of a slot is not the one
-// its writer last stored: PostgreSQL forgot writes that had not reached the
-// disk (it crashed or was stopped in immediate mode), or another process
-// moved it. The change feed must resume from the store's position.
-var ErrPositionMoved = errors.New("the store's position is not the one last stored")
-
-// positionMoved describes why a write that expected the slot's position to
-// be want found another.
-func (s *Store) positionMoved(ctx context.Context, slot string, want event.LSN) error {
-	lsn, state, err := s.Position(ctx, slot)
-	switch {
-	case err != nil:
-		return fmt.Errorf("%w (slot %s, expected %s; reading it: %v)", ErrPositionMoved, slot, want, err)
-	case state != StateReady:
-		return fmt.Errorf("slot %s is not ready (state %q)", slot, state)
-	default:
-		return fmt.Errorf("%w: slot %s is at %s, expected %s (PostgreSQL lost writes that were not yet on disk?)", ErrPositionMoved, slot, lsn, want)
-	}
-}
-
-// SaveIdle advances a ready slot's position from from to lsn when no
-// transaction is pending. It fails (ErrPositionMoved) when the position is
-// not from.
-func (s *Store) SaveIdle(ctx context.Context, slot string, from, lsn event.LSN) error {
-	tag, err := s.pool.Exec(ctx, s.q(`UPDATE {{schema}}.checkpoints SET lsn = $2, updated_at = now()
-		WHERE slot = $1 AND state = 'ready' AND lsn = $3`), slot, int64(lsn), int64(from))
-	if err != nil {
-		return fmt.Errorf("save idle checkpoint: %w", err)
-	}
-	if tag.RowsAffected() != 1 {
-		return fmt.Errorf("save idle checkpoint: %w", s.positionMoved(ctx, slot, from))
-	}
-	return nil
-}
-
-// AllRowState returns every recorded row of a table, for loading small
-// lookup tables (companies) into memory.
-func (s *Store) AllRowState(ctx context.Context, slot, table string) ([]StateRow, error) {
-	rows, err := s.pool.Query(ctx, s.q("SELECT pk, vals FROM {{schema}}.row_state WHERE slot = $1 AND tbl = $2"), slot, table)
-	if err != nil {
-		return nil, fmt.Errorf("read row state of %s: %w", table, err)
-	}
-	var out []StateRow
-	var key string
-	var vals rowScan
-	_, err = pgx.ForEachRow(rows, []any{&key, &vals}, func() error {
-		out = append(out, StateRow{Table: table, Key: key, Vals: vals.row})
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("read row state of %s: %w", table, err)
-	}
-	return out, nil
-}
 
 // Writer writes what one source transaction produces: events, their
 // deliveries and row state, and finally the position past the transaction,
@@ -247,15 +69,20 @@ func (s *Store) Parts(ctx context.Context, slot string) (map[event.LSN]Part, err
 	return out, nil
 }
 
-// WritePart stores events of a source transaction that is not completely
-// read yet, with their deliveries, leasing as WriteLeasing does, in one
+// WritePart stores the events of a source transaction that is not
+// completely read yet (batch; its row state changes are not stored in
+// parts), with their deliveries, leasing as Write does, in one
 // transaction of its own that also records how far into the source
 // transaction they go (p); a part recorded earlier that went further (a
 // replay's first parts) is kept. The source transaction's row state and
 // the slot's position are left to the writer that commits it; until then a
 // relay that streams it again maps its first p.Changes changes for their
 // row state only (Parts). It commits at once.
-func (s *Store) WritePart(ctx context.Context, slot string, commitLSN event.LSN, p Part, events []event.Event, lease ClaimRequest) (int64, Leased, error) {
+func (s *Store) WritePart(ctx context.Context, slot string, commitLSN event.LSN, p Part, batch Batch) (int64, Leased, error) {
+	if len(batch.States) > 0 {
+		return 0, Leased{}, errors.New("store part: row state is stored with the commit, not in parts")
+	}
+	events, lease := batch.Events, batch.Lease
 	w := &Writer{s: s, slot: slot, began: time.Now()}
 	b := &pgx.Batch{}
 	b.Queue(asyncSettingsSQL)
@@ -296,114 +123,37 @@ func (s *Store) BeginWrite(ctx context.Context, slot string) (*Writer, error) {
 	return &Writer{s: s, slot: slot, tx: tx, began: began}, nil
 }
 
-// RowState loads the recorded state of the given rows of a table. Rows with
-// no record are absent from the result. It sees the writer's own writes.
-func (w *Writer) RowState(ctx context.Context, table string, keys []string) (map[string]event.Row, error) {
-	rows, err := w.tx.Query(ctx, w.s.q(rowStateSQL), w.slot, table, keys)
-	if err != nil {
-		return nil, fmt.Errorf("read row state of %s: %w", table, err)
-	}
-	return readRowState(rows, table, len(keys))
+// Batch is what one write stores: events, each with one delivery per
+// subscribed, active webhook of its company, some of which it leases to a
+// sender (Lease), and row state changes (States).
+type Batch struct {
+	Events []event.Event
+	States []StateRow
+	Lease  WriteLease
 }
 
-const rowStateSQL = "SELECT pk, vals FROM {{schema}}.row_state WHERE slot = $1 AND tbl = $2 AND pk = ANY($3)"
-
-// readRowState reads rowStateSQL's rows and closes them.
-func readRowState(rows pgx.Rows, table string, n int) (map[string]event.Row, error) {
-	out := make(map[string]event.Row, n)
-	var key string
-	var vals rowScan
-	_, err := pgx.ForEachRow(rows, []any{&key, &vals}, func() error {
-		out[key] = vals.row
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("read row state of %s: %w", table, err)
-	}
-	return out, nil
+// WriteLease says which of a write's new deliveries to lease to Owner for
+// Lease as they are stored: each webhook's oldest new deliveries within its
+// room, ready to send (Leased.Ready), up to Limit in all, and its next ones
+// within its hold, as ids (Leased.Held), up to HeldLimit in all. The
+// sender decides the numbers; the store applies them. The zero WriteLease
+// leases nothing.
+type WriteLease struct {
+	Owner string
+	Lease time.Duration
+	// Limit is the most deliveries leased ready in all; Room is how many of
+	// one webhook's may be, for the webhooks not in Webhooks.
+	Limit, Room int
+	// HeldLimit is the most deliveries leased held in all; Hold is how
+	// many of one webhook's may be beyond its room, for the webhooks not in
+	// Webhooks.
+	HeldLimit, Hold int
+	// Webhooks gives some webhooks a room and a hold of their own.
+	Webhooks map[int64]WebhookLease
 }
 
-// Exchange is a read of row state and row state changes sent together in
-// one round trip (ReadThenWrite): the read's answer comes back as soon as
-// the read has run, while the changes are still being applied, so the
-// caller can work with it in the meantime. Read it with State, then Finish
-// the write; Close releases the connection if either is skipped.
-type Exchange struct {
-	w      *Writer
-	br     pgx.BatchResults
-	tables []string
-	keys   [][]string
-	nState int
-	read   bool
-	closed bool
-}
-
-// ReadThenWrite reads the recorded state of the given rows (keys by table)
-// and then applies the row state changes states, in one round trip. The
-// read runs first, so it does not see the changes.
-func (w *Writer) ReadThenWrite(ctx context.Context, reads map[string][]string, states []StateRow) (*Exchange, error) {
-	x := &Exchange{w: w}
-	b := &pgx.Batch{}
-	for table, keys := range reads {
-		x.tables, x.keys = append(x.tables, table), append(x.keys, keys)
-		b.Queue(w.s.q(rowStateSQL), w.slot, table, keys)
-	}
-	if err := w.queueState(b, states); err != nil {
-		return nil, err
-	}
-	x.nState = b.Len() - len(x.tables)
-	x.br = w.tx.SendBatch(ctx, b)
-	return x, nil
-}
-
-// State returns what the read found, by table and row key; rows with no
-// record are absent.
-func (x *Exchange) State() (map[string]map[string]event.Row, error) {
-	x.read = true
-	out := make(map[string]map[string]event.Row, len(x.tables))
-	for i, table := range x.tables {
-		rows, err := x.br.Query()
-		if err != nil {
-			return nil, fmt.Errorf("read row state of %s: %w", table, err)
-		}
-		got, err := readRowState(rows, table, len(x.keys[i]))
-		if err != nil {
-			return nil, err
-		}
-		out[table] = got
-	}
-	return out, nil
-}
-
-// Finish waits for the row state changes. It closes the exchange.
-func (x *Exchange) Finish() error {
-	if !x.read {
-		if _, err := x.State(); err != nil {
-			x.Close()
-			return err
-		}
-	}
-	x.closed = true
-	_, _, err := x.w.results(x.br, x.nState, nil)
-	return err
-}
-
-// Close abandons what was not read yet. It is safe to call after Finish.
-func (x *Exchange) Close() {
-	if !x.closed {
-		x.closed = true
-		x.br.Close()
-	}
-}
-
-// Write stores events with one delivery per subscribed, active webhook of
-// the event's company, and applies row state changes. Events already stored
-// (a replayed transaction) are skipped with their deliveries, so replays
-// never create a delivery twice. It returns the number of deliveries created.
-func (w *Writer) Write(ctx context.Context, events []event.Event, states []StateRow) (int64, error) {
-	n, _, err := w.WriteLeasing(ctx, events, states, ClaimRequest{})
-	return n, err
-}
+// WebhookLease is one webhook's room and hold in a WriteLease.
+type WebhookLease struct{ Room, Hold int }
 
 // Leased is what a write leased to the sender that asked for it: deliveries
 // ready to send, with their payloads, and deliveries held as ids, whose
@@ -411,15 +161,13 @@ func (w *Writer) Write(ctx context.Context, events []event.Event, states []State
 type Leased struct {
 	Ready []Claimed
 	Held  []Held
-	// per counts Ready and Held by webhook.
-	per map[int64][2]int
 	// Due is the held deliveries' next attempt time, by the database's
 	// clock: that of the store transaction that wrote them. Claims of
 	// their webhooks look only before it (ClaimRequest.Before) while they
 	// are held, so that they are not walked past.
 	Due time.Time
 	// At is when the leases began at the latest, by this process's clock:
-	// each lasts at least ClaimRequest.Lease from then.
+	// each lasts at least WriteLease.Lease from then.
 	At time.Time
 }
 
@@ -431,7 +179,6 @@ type Held struct {
 
 // Add appends what another write of the same store transaction leased.
 func (l *Leased) Add(o Leased) {
-	tally(l.counts(), o.Ready, o.Held)
 	l.Ready = append(l.Ready, o.Ready...)
 	l.Held = append(l.Held, o.Held...)
 	if l.At.IsZero() || (!o.At.IsZero() && o.At.Before(l.At)) {
@@ -445,70 +192,34 @@ func (l *Leased) Add(o Leased) {
 // Len is the number of deliveries leased, ready and held.
 func (l *Leased) Len() int { return len(l.Ready) + len(l.Held) }
 
-// Of returns how many deliveries of webhook were leased ready and held.
-func (l *Leased) Of(webhook int64) (ready, held int) {
-	n := l.counts()[webhook]
-	return n[0], n[1]
-}
-
-// Webhooks calls f with each webhook that has leased deliveries.
-func (l *Leased) Webhooks(f func(webhook int64)) {
-	for id := range l.counts() {
-		f(id)
-	}
-}
-
-// counts returns the deliveries leased by webhook, ready and held, counted
-// once and then kept up to date by Add.
-func (l *Leased) counts() map[int64][2]int {
-	if l.per == nil {
-		l.per = map[int64][2]int{}
-		tally(l.per, l.Ready, l.Held)
-	}
-	return l.per
-}
-
-// tally adds ready and held deliveries to per.
-func tally(per map[int64][2]int, ready []Claimed, held []Held) {
-	for i := range ready {
-		n := per[ready[i].WebhookID]
-		n[0]++
-		per[ready[i].WebhookID] = n
-	}
-	for i := range held {
-		n := per[held[i].WebhookID]
-		n[1]++
-		per[held[i].WebhookID] = n
-	}
-}
-
-// WriteLeasing is Write that also leases some of the new deliveries to
-// lease.Owner, as Claim would once they are committed: up to lease.Limit in
-// all and, when lease.PerWebhook is set, up to PerWebhook minus Busy per
-// webhook, oldest first. It returns them ready to send, so the sender can
-// start their first attempts as soon as the store transaction commits,
-// without claiming them. With lease.Hold it leases up to that many more, up
-// to HoldRoom (or HoldPerWebhook) more per webhook, and returns them as
-// Held, without payloads. If the transaction rolls back they never existed;
-// if the owner stops before sending them, their leases expire and any
-// sender claims them. A zero lease leases nothing.
-func (w *Writer) WriteLeasing(ctx context.Context, events []event.Event, states []StateRow, lease ClaimRequest) (int64, Leased, error) {
+// Write stores a batch in the writer's transaction: its events with one
+// delivery per subscribed, active webhook of the event's company, and its
+// row state changes. Events already stored (a replayed transaction) are
+// skipped with their deliveries, so replays never create a delivery twice.
+// It returns the number of deliveries created, and those it leased to
+// b.Lease.Owner, as Claim would once they are committed (see WriteLease):
+// the ready ones with their payloads, so the sender can start their first
+// attempts as soon as the store transaction commits, without claiming them,
+// and the held ones as ids. If the transaction rolls back they never
+// existed; if the owner stops before sending them, their leases expire and
+// any sender claims them.
+func (w *Writer) Write(ctx context.Context, b Batch) (int64, Leased, error) {
 	// One round trip: the row state statements and the events statement go
 	// to the server together.
-	b := &pgx.Batch{}
-	if err := w.queueState(b, states); err != nil {
+	pb := &pgx.Batch{}
+	if err := w.queueState(pb, b.States); err != nil {
 		return 0, Leased{}, err
 	}
-	nState := b.Len()
-	if len(events) > 0 {
-		if err := w.queueEvents(ctx, b, events, lease); err != nil {
+	nState := pb.Len()
+	if len(b.Events) > 0 {
+		if err := w.queueEvents(ctx, pb, b.Events, b.Lease); err != nil {
 			return 0, Leased{}, err
 		}
 	}
-	if b.Len() == 0 {
+	if pb.Len() == 0 {
 		return 0, Leased{}, nil
 	}
-	return w.results(w.tx.SendBatch(ctx, b), nState, events)
+	return w.results(w.tx.SendBatch(ctx, pb), nState, b.Events)
 }
 
 // results reads what queueState and queueEvents queued, in that order, and
@@ -535,12 +246,13 @@ func (w *Writer) results(br pgx.BatchResults, nState int, events []event.Event) 
 	return created, leased, nil
 }
 
-// WriteCommit is BeginWrite, WriteLeasing and Commit(from, end) in one
+// WriteCommit is BeginWrite, Write and Commit(from, end) in one
 // round trip: the statements go to the server as one pipeline, which
 // PostgreSQL runs as one implicit transaction, so either all of it is
 // stored or nothing. It fails, storing nothing, when slot is not ready or
 // its position is not from.
-func (s *Store) WriteCommit(ctx context.Context, slot string, events []event.Event, states []StateRow, lease ClaimRequest, from, end event.LSN) (int64, Leased, error) {
+func (s *Store) WriteCommit(ctx context.Context, slot string, batch Batch, from, end event.LSN) (int64, Leased, error) {
+	events, states, lease := batch.Events, batch.States, batch.Lease
 	w := &Writer{s: s, slot: slot, began: time.Now()}
 	b := &pgx.Batch{}
 	b.Queue(asyncSettingsSQL)
@@ -583,8 +295,8 @@ func (s *Store) WriteCommit(ctx context.Context, slot string, events []event.Eve
 
 // queueEvents queues the statement that stores events with one delivery per
 // subscribed, active webhook of the event's company, leasing some of them
-// (see WriteLeasing).
-func (w *Writer) queueEvents(ctx context.Context, b *pgx.Batch, events []event.Event, lease ClaimRequest) error {
+// (see Write).
+func (w *Writer) queueEvents(ctx context.Context, b *pgx.Batch, events []event.Event, lease WriteLease) error {
 	key, err := w.s.deliveryKey(ctx)
 	if err != nil {
 		return err
@@ -605,37 +317,13 @@ func (w *Writer) queueEvents(ctx context.Context, b *pgx.Batch, events []event.E
 	limit, room, hold, holdLimit := 0, 0, 0, 0
 	var ids []int64
 	var rooms, holds []int32
-	if lease.Owner != "" && lease.Lease > 0 && (lease.Limit > 0 || lease.Hold > 0) {
-		limit, room = max(lease.Limit, 0), max(lease.Limit, 0)
-		if lease.PerWebhook > 0 {
-			room = min(lease.PerWebhook, room)
-		}
-		if lease.Hold > 0 {
-			holdLimit = lease.Hold
-			hold = max(lease.HoldPerWebhook-room, 0)
-		}
-		// Each listed webhook's room, and what may be held beyond it.
-		listed := make(map[int64]int, len(lease.Busy)+len(lease.HoldRoom))
-		for id := range lease.Busy {
-			listed[id] = len(listed)
-		}
-		for id := range lease.HoldRoom {
-			if _, ok := listed[id]; !ok {
-				listed[id] = len(listed)
-			}
-		}
-		ids = make([]int64, len(listed))
-		rooms, holds = make([]int32, len(listed)), make([]int32, len(listed))
-		for id, i := range listed {
-			r := room
-			if k, ok := lease.Busy[id]; ok && lease.PerWebhook > 0 {
-				r = min(max(lease.PerWebhook-k, 0), room)
-			}
-			h := hold
-			if k, ok := lease.HoldRoom[id]; ok {
-				h = max(k, 0)
-			}
-			ids[i], rooms[i], holds[i] = id, int32(r), int32(h)
+	if lease.Owner != "" && lease.Lease > 0 && (lease.Limit > 0 || lease.HeldLimit > 0) {
+		limit, room = max(lease.Limit, 0), max(lease.Room, 0)
+		hold, holdLimit = max(lease.Hold, 0), max(lease.HeldLimit, 0)
+		ids = make([]int64, 0, len(lease.Webhooks))
+		rooms, holds = make([]int32, 0, len(lease.Webhooks)), make([]int32, 0, len(lease.Webhooks))
+		for id, wl := range lease.Webhooks {
+			ids, rooms, holds = append(ids, id), append(rooms, int32(max(wl.Room, 0))), append(holds, int32(max(wl.Hold, 0)))
 		}
 	}
 	b.Queue(w.s.q(writeEventsSQL), w.slot, lsns, seqs, types, companies, tables, ops, times, bodies, traces,
@@ -773,58 +461,6 @@ func (w *Writer) scanEvents(row pgx.Row, events []event.Event) (int64, Leased, e
 	return created, leased, nil
 }
 
-// queueState queues the statements that apply row state changes.
-func (w *Writer) queueState(b *pgx.Batch, states []StateRow) error {
-	if len(states) == 0 {
-		return nil
-	}
-	// The last state of a row wins; one statement may touch a row once.
-	type key struct{ table, pk string }
-	last := make(map[key]event.Row, len(states))
-	order := make([]key, 0, len(states))
-	for _, st := range states {
-		k := key{st.Table, st.Key}
-		if _, seen := last[k]; !seen {
-			order = append(order, k)
-		}
-		last[k] = st.Vals
-	}
-	var upTables, upKeys, delTables, delKeys []string
-	var upVals [][]byte
-	var buf []byte // every row's JSON, one after the other
-	for _, k := range order {
-		v := last[k]
-		if v == nil {
-			delTables, delKeys = append(delTables, k.table), append(delKeys, k.pk)
-			continue
-		}
-		start := len(buf)
-		var err error
-		if buf, err = appendRow(buf, v); err != nil {
-			return fmt.Errorf("encode row state: %w", err)
-		}
-		upTables, upKeys, upVals = append(upTables, k.table), append(upKeys, k.pk), append(upVals, buf[start:len(buf):len(buf)])
-	}
-	if len(delKeys) > 0 {
-		b.Queue(w.s.q(`DELETE FROM {{schema}}.row_state r USING unnest($2::text[], $3::text[]) AS d(tbl, pk)
-			WHERE r.slot = $1 AND r.tbl = d.tbl AND r.pk = d.pk`), w.slot, delTables, delKeys)
-	}
-	if len(upKeys) > 0 {
-		b.Queue(w.s.q(`INSERT INTO {{schema}}.row_state (slot, tbl, pk, vals)
-			SELECT $1, u.* FROM unnest($2::text[], $3::text[], $4::jsonb[]) AS u
-			ON CONFLICT (slot, tbl, pk) DO UPDATE SET vals = EXCLUDED.vals`), w.slot, upTables, upKeys, upVals)
-	}
-	return nil
-}
-
-// TruncateState forgets every recorded row of a table.
-func (w *Writer) TruncateState(ctx context.Context, table string) error {
-	if _, err := w.tx.Exec(ctx, w.s.q("DELETE FROM {{schema}}.row_state WHERE slot = $1 AND tbl = $2"), w.slot, table); err != nil {
-		return fmt.Errorf("truncate row state of %s: %w", table, err)
-	}
-	return nil
-}
-
 // Commit moves the slot's position from from to end, forgets the parts of
 // the source transactions before it (WritePart), and commits everything
 // written. It rolls back when the slot is not ready or its position is not
@@ -875,39 +511,4 @@ const commitGrace = 10 * time.Second
 // Rollback abandons the writer's transaction. It is safe to call twice.
 func (w *Writer) Rollback(ctx context.Context) {
 	_ = w.tx.Rollback(context.WithoutCancel(ctx))
-}
-
-// wholeNumbers undoes JSON's loss of integer types: the change feed reports
-// integer columns as int64, and a recorded value must compare equal to the
-// same value arriving in the stream.
-func wholeNumbers(r event.Row) event.Row {
-	for k, v := range r {
-		if f, ok := v.(float64); ok {
-			r[k] = whole(f)
-		}
-	}
-	return r
-}
-
-// whole returns f as an int64 when it is a whole number that a float64
-// holds exactly, and f otherwise.
-func whole(f float64) any {
-	if f == math.Trunc(f) && math.Abs(f) < 1<<53 {
-		return int64(f)
-	}
-	return f
-}
-
-// ForgetSlot deletes a slot's position and row record. Events and
-// deliveries already stored are kept.
-func (s *Store) ForgetSlot(ctx context.Context, slot string) error {
-	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, s.q("DELETE FROM {{schema}}.row_state WHERE slot = $1"), slot); err != nil {
-			return fmt.Errorf("forget row state: %w", err)
-		}
-		if _, err := tx.Exec(ctx, s.q("DELETE FROM {{schema}}.checkpoints WHERE slot = $1"), slot); err != nil {
-			return fmt.Errorf("forget position: %w", err)
-		}
-		return nil
-	})
 }

@@ -1,0 +1,290 @@
+// Package ingest joins the change feed to the store: it maps each committed
+// source transaction into events and writes them, with one delivery per
+// subscribed webhook, the relay's row state and the position past the
+// transaction, in one store transaction. It implements cdc.Handler.
+//
+// Memory stays bounded for transactions of any size: changes are mapped and
+// written in chunks. A large transaction's events are stored in parts, each
+// committed at once with how far into the transaction it goes, while its
+// row state and the position commit with the store transaction that its
+// commit finally commits (see mapChunk).
+//
+// The deliveries a write creates go to the sender in the same process
+// through Handoff, which the relay implements: each write leases to it what
+// it has room for, and it takes them as soon as their store transaction
+// commits.
+package ingest
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/smartmaintenance/relay/cdc"
+	"github.com/smartmaintenance/relay/event"
+	"github.com/smartmaintenance/relay/mapper"
+	"github.com/smartmaintenance/relay/store"
+)
+
+// Options configure an Ingester.
+type Options struct {
+	// Slot names the replication slot whose position the ingester keeps.
+	Slot string
+	// Tables are the watched tables that exist in the platform database.
+	Tables []string
+	// CompaniesTable names the table company names and time zones come from.
+	CompaniesTable string
+	// ChunkSize is how many changes are mapped and written at a time.
+	ChunkSize int
+	// GroupDeliveries is how many deliveries a group of source
+	// transactions may make before it is stored at once (see Full). Default
+	// 1000.
+	GroupDeliveries int
+	// Handoff, when set, is the sender that takes new deliveries as they
+	// are stored (see Handoff); nil leases none to anyone.
+	Handoff Handoff
+	Logger  *slog.Logger
+	// TracerProvider traces each event from decoding to the commit of its
+	// deliveries; nil traces nothing.
+	TracerProvider trace.TracerProvider
+	// MeterProvider receives the ingester's metrics; nil records none.
+	MeterProvider metric.MeterProvider
+}
+
+// Handoff is the in-process road from the store write to the sender
+// (relay.Dispatcher implements it): each write leases to the sender those
+// of its new deliveries that the sender has room for, and the sender takes
+// them as soon as their store transaction commits, instead of claiming
+// them from the store or waiting for its poll.
+type Handoff interface {
+	// Reserve says which of the next write's new deliveries to lease to
+	// the sender (see store.WriteLease), given what the open store
+	// transaction has leased to it already (open); false leases none.
+	Reserve(open *store.Leased) (store.WriteLease, bool)
+	// Committed is called after each store commit that created deliveries
+	// (deliveries of them in all), with those of them leased to the
+	// sender: the sender owns them from then on, and the rest are due in
+	// the store for any sender to claim.
+	Committed(deliveries int64, leased store.Leased)
+}
+
+// noHandoff leases nothing to anyone.
+type noHandoff struct{}
+
+func (noHandoff) Reserve(*store.Leased) (store.WriteLease, bool) {
+	return store.WriteLease{}, false
+}
+func (noHandoff) Committed(int64, store.Leased) {}
+
+// ingestStore is what the ingester asks of the store: the slot's position
+// and row state, and the writes of what the change feed brings.
+// *store.Store implements it.
+type ingestStore interface {
+	Position(ctx context.Context, slot string) (event.LSN, string, error)
+	MarkSeeding(ctx context.Context, slot string) error
+	Seed(ctx context.Context, slot string, start event.LSN, rows func(yield func(store.StateRow) error) error) error
+	AllRowState(ctx context.Context, slot, table string) ([]store.StateRow, error)
+	Parts(ctx context.Context, slot string) (map[event.LSN]store.Part, error)
+	BeginWrite(ctx context.Context, slot string) (*store.Writer, error)
+	WriteCommit(ctx context.Context, slot string, batch store.Batch, from, end event.LSN) (int64, store.Leased, error)
+	WritePart(ctx context.Context, slot string, commitLSN event.LSN, p store.Part, batch store.Batch) (int64, store.Leased, error)
+	SaveIdle(ctx context.Context, slot string, from, lsn event.LSN) error
+	Sync(ctx context.Context, slot string, at event.LSN) error
+}
+
+var _ ingestStore = (*store.Store)(nil)
+
+// Ingester implements cdc.Handler.
+type Ingester struct {
+	st   ingestStore
+	m    *mapper.Mapper
+	opts Options
+	log  *slog.Logger
+
+	companies *mapper.Companies
+	specs     map[string]mapper.TableSpec
+	tel       *telem
+
+	// The open store transaction: the source transactions committed since
+	// the last Flush (group commit), and the one being read.
+	w       *store.Writer
+	pending []*event.Change // changes not mapped yet
+	events  []event.Event   // mapped, not written yet
+	states  []store.StateRow
+	tx      sourceTx // the source transaction being read
+	// parts are the stored parts of source transactions not committed
+	// yet, read when a session starts.
+	parts      map[event.LSN]store.Part
+	deliveries int64        // created in the open store transaction
+	leased     store.Leased // leased to the sender in it
+	end        event.LSN    // position past the last committed source transaction
+	// perEvent is how many deliveries an event made in the last write that
+	// stored events (1 before the first).
+	perEvent float64
+	// stored is the position the store has as far as this ingester knows:
+	// read at the session's start, then what each write and Idle stored.
+	// Every write that moves it, and every Sync, checks that the store
+	// still has it, so that writes PostgreSQL forgot are noticed (see
+	// store.ErrPositionMoved).
+	stored event.LSN
+
+	// known is the recorded state of rows as the open store transaction
+	// has it, written or buffered (a nil row: no state), for rows seen
+	// lately: mapping an update to one of them needs no read. It is
+	// dropped whenever a store transaction rolls back or a session starts.
+	known map[string]map[string]event.Row
+	// maxKnown bounds known (maxKnownRows; tests set less).
+	maxKnown int
+}
+
+var _ cdc.Handler = (*Ingester)(nil)
+
+// New returns an Ingester.
+func New(st ingestStore, m *mapper.Mapper, opts Options) *Ingester {
+	if opts.ChunkSize <= 0 {
+		opts.ChunkSize = 2000
+	}
+	if opts.GroupDeliveries <= 0 {
+		opts.GroupDeliveries = 1000
+	}
+	if opts.CompaniesTable == "" {
+		opts.CompaniesTable = "companies"
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Handoff == nil {
+		opts.Handoff = noHandoff{}
+	}
+	tel, err := newTelem(opts.TracerProvider, opts.MeterProvider)
+	if err != nil {
+		// The instruments still work (as no-ops); the metrics are missing.
+		opts.Logger.Warn("ingest metrics not available", "err", err)
+	}
+	return &Ingester{st: st, m: m, opts: opts, log: opts.Logger, specs: m.Tables(), companies: mapper.NewCompanies(), tel: tel,
+		maxKnown: maxKnownRows, perEvent: 1}
+}
+
+// Position implements cdc.Handler. It also reloads the company directory
+// from the state that belongs to that position.
+func (in *Ingester) Position(ctx context.Context) (event.LSN, cdc.State, error) {
+	in.abort(ctx, lostConnection)
+	lsn, state, err := in.st.Position(ctx, in.opts.Slot)
+	if err != nil {
+		return 0, 0, err
+	}
+	switch state {
+	case "":
+		return 0, cdc.StateNone, nil
+	case store.StateSeeding:
+		return 0, cdc.StateSeeding, nil
+	}
+	if err := in.loadCompanies(ctx); err != nil {
+		return 0, 0, err
+	}
+	if in.parts, err = in.st.Parts(ctx, in.opts.Slot); err != nil {
+		return 0, 0, err
+	}
+	in.stored = lsn
+	return lsn, cdc.StateReady, nil
+}
+
+func (in *Ingester) loadCompanies(ctx context.Context) error {
+	rows, err := in.st.AllRowState(ctx, in.opts.Slot, in.opts.CompaniesTable)
+	if err != nil {
+		return err
+	}
+	in.companies = mapper.NewCompanies()
+	for _, r := range rows {
+		var id int64
+		if _, err := fmt.Sscan(r.Key, &id); err != nil {
+			continue
+		}
+		in.companies.Set(id, r.Vals)
+	}
+	return nil
+}
+
+// MarkSeeding implements cdc.Handler.
+func (in *Ingester) MarkSeeding(ctx context.Context) error {
+	return in.st.MarkSeeding(ctx, in.opts.Slot)
+}
+
+// Seed implements cdc.Handler: it records the tracked columns of every
+// watched row as of the slot's consistent point.
+func (in *Ingester) Seed(ctx context.Context, snap *cdc.Snapshot, start event.LSN) error {
+	err := in.st.Seed(ctx, in.opts.Slot, start, func(yield func(store.StateRow) error) error {
+		for _, table := range in.opts.Tables {
+			spec, ok := in.specs[table]
+			if !ok || len(spec.Tracked) == 0 {
+				continue
+			}
+			cols := append(append([]string(nil), spec.Key...), spec.Tracked...)
+			n := 0
+			err := snap.Scan(ctx, table, cols, func(r event.Row) error {
+				key, ok := in.m.RowKey(&event.Change{Table: table, Op: event.Insert, New: r})
+				if !ok {
+					return nil
+				}
+				n++
+				return yield(store.StateRow{Table: table, Key: key, Vals: in.m.State(table, r)})
+			})
+			if err != nil {
+				return err
+			}
+			in.log.Info("recorded watched rows", "table", table, "rows", n)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	in.stored = start
+	return in.loadCompanies(ctx)
+}
+
+// Close rolls back a store transaction that a stopped feed left open (it
+// stopped in the middle of a source transaction), so that the store's
+// connection pool can close. Call it after cdc.Source.Run returns.
+func (in *Ingester) Close(ctx context.Context) {
+	in.abort(context.WithoutCancel(ctx), lostConnection)
+}
+
+// Idle implements cdc.Handler.
+func (in *Ingester) Idle(ctx context.Context, lsn event.LSN) error {
+	if err := in.st.SaveIdle(ctx, in.opts.Slot, in.stored, lsn); err != nil {
+		return err
+	}
+	in.stored = lsn
+	in.tel.idle()
+	return nil
+}
+
+// Sync implements cdc.Handler: it makes what the store transactions
+// committed so far durable.
+func (in *Ingester) Sync(ctx context.Context) error {
+	return in.st.Sync(ctx, in.opts.Slot, in.stored)
+}
+
+// lostConnection is why source transactions are abandoned when a session
+// ends in the middle of a group.
+const lostConnection = "source transactions abandoned (connection lost)"
+
+// abort drops a store transaction left open by a lost connection: the
+// source transactions in it were never confirmed and are streamed again.
+func (in *Ingester) abort(ctx context.Context, reason string) {
+	if in.w != nil {
+		in.w.Rollback(ctx)
+		in.w = nil
+	}
+	in.pending = in.pending[:0]
+	in.dropBuffered()
+	in.deliveries = 0
+	in.leased = store.Leased{}
+	// The rolled-back writes may be in it; the store is the truth again.
+	in.known = nil
+	in.tel.aborted(reason)
+}

@@ -1,0 +1,36 @@
+package relay
+
+import (
+	"context"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/smartmaintenance/relay/store"
+)
+
+// countingStore is the real store, counting the claim queries (claims),
+// those that looked before held deliveries (looks) and the reads of held
+// deliveries (loads) that a dispatcher makes.
+type countingStore struct {
+	deliveryStore
+	claims, loads, looks atomic.Int64
+}
+
+func (c *countingStore) Claim(ctx context.Context, req store.ClaimRequest) ([]store.Claimed, error) {
+	c.claims.Add(1)
+	if req.Before != nil {
+		c.looks.Add(1)
+	}
+	return c.deliveryStore.Claim(ctx, req)
+}
+
+func (c *countingStore) LoadHeld(ctx context.Context, owner string, ids []uuid.UUID, minLease time.Duration) ([]store.Claimed, error) {
+	c.loads.Add(1)
+	return c.deliveryStore.LoadHeld(ctx, owner, ids, minLease)
+}
+
+// counts returns the counts of the store calls d made; d must have been
+// started by env.start.
+func counts(d *Dispatcher) *countingStore { return d.st.(*countingStore) }

@@ -1,0 +1,169 @@
+// Worker slots: taking and freeing them, the queues of ready deliveries
+// waiting for one, and giving back what cannot be sent in time.
+
+package relay
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/smartmaintenance/relay/store"
+)
+
+// slotState is the Dispatcher's worker slots and queues; Dispatcher.mu
+// guards it.
+type slotState struct {
+	// inflight counts the attempts in flight, perHook those of each
+	// webhook.
+	inflight int
+	perHook  map[int64]int
+	// queue holds claimed deliveries of a webhook waiting for one of its
+	// slots (prefetch), oldest first; queued counts them all.
+	queue  map[int64][]queuedDelivery
+	queued int
+}
+
+// queuedDelivery is a ready delivery, claimed or handed off, waiting for a
+// slot of its webhook.
+type queuedDelivery struct {
+	c  *store.Claimed
+	at time.Time // when its lease began, at the latest
+}
+
+// runState is what attempts started outside the claim loop need.
+type runState struct {
+	dbCtx, sendCtx context.Context
+	attempts       *sync.WaitGroup
+	results        chan<- finished
+	draining       bool
+}
+
+// acquire takes a worker slot for an attempt to webhook, if one is free.
+func (d *Dispatcher) acquire(webhook int64) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.inflight >= d.opts.Workers || d.perHook[webhook] >= d.opts.PerWebhook {
+		return false
+	}
+	d.inflight++
+	d.perHook[webhook]++
+	return true
+}
+
+// free gives back the slot of a finished attempt, takes it again for the
+// next queued delivery that the slot allows and returns that delivery with
+// its run (the caller sends it), and wakes the claim loop when the last
+// round left deliveries behind that the slot makes room for.
+func (d *Dispatcher) free(webhook int64, took time.Duration) (*store.Claimed, *runState) {
+	d.mu.Lock()
+	d.notePaceLocked(webhook, took)
+	d.inflight--
+	if d.perHook[webhook]--; d.perHook[webhook] <= 0 {
+		delete(d.perHook, webhook)
+	}
+	var next *store.Claimed
+	var stale []uuid.UUID
+	run := d.run
+	if run != nil && !run.draining {
+		next, stale = d.dequeueLocked(webhook)
+		if next == nil {
+			// The slot is also a worker slot: another webhook may wait for one.
+			for id := range d.queue {
+				if d.perHook[id] < d.opts.PerWebhook {
+					var more []uuid.UUID
+					next, more = d.dequeueLocked(id)
+					stale = append(stale, more...)
+					if next != nil {
+						break
+					}
+				}
+			}
+		}
+		if next != nil {
+			d.inflight++
+			d.perHook[next.WebhookID]++
+			run.attempts.Add(1)
+		}
+	}
+	want := d.starved || len(stale) > 0
+	if len(d.held[webhook]) > 0 && !d.fullLocked(webhook) {
+		want = true // room for its held deliveries
+	}
+	if d.behind[webhook] && !d.fullLocked(webhook) {
+		// Its window has drained enough: the next round includes it.
+		delete(d.behind, webhook)
+		want = true
+	}
+	if want {
+		d.wantClaim = true
+	}
+	d.mu.Unlock()
+	if len(stale) > 0 {
+		d.giveBack(run.dbCtx, stale)
+	}
+	if want {
+		d.wake()
+	}
+	return next, run
+}
+
+// dequeueLocked pops the oldest queued delivery of webhook that can still be sent
+// within its lease; those that waited too long are returned as stale, to be
+// given back. d.mu must be held.
+func (d *Dispatcher) dequeueLocked(webhook int64) (next *store.Claimed, stale []uuid.UUID) {
+	q := d.queue[webhook]
+	// An attempt started now must end (Timeout) before the lease does.
+	oldest := time.Now().Add(-d.staleAfter())
+	for len(q) > 0 && next == nil {
+		qc := q[0]
+		q[0] = queuedDelivery{}
+		q = q[1:]
+		d.queued--
+		if qc.at.Before(oldest) {
+			stale = append(stale, qc.c.ID)
+			continue
+		}
+		next = qc.c
+	}
+	if len(q) == 0 {
+		delete(d.queue, webhook)
+	} else {
+		d.queue[webhook] = q
+	}
+	return next, stale
+}
+
+// giveBack releases claims without an attempt, so that any sender may claim
+// them again at once.
+func (d *Dispatcher) giveBack(ctx context.Context, ids []uuid.UUID) {
+	for len(ids) > 0 {
+		n := min(len(ids), maxGiveBack)
+		if err := d.st.ReleaseClaims(ctx, d.opts.Owner, ids[:n]); err != nil {
+			d.log.Error("give back claims; their deliveries will be sent when their leases expire", "deliveries", len(ids), "error", err)
+			return
+		}
+		ids = ids[n:]
+	}
+}
+
+// maxGiveBack is the most claims given back by one statement.
+const maxGiveBack = 10_000
+
+// attempt makes one attempt, hands its result over, and goes on with the
+// next delivery its slot is given, if any: one goroutine serves a slot for
+// as long as work waits, so its stack is grown once, not per attempt.
+func (d *Dispatcher) attempt(ctx context.Context, c *store.Claimed, attempts *sync.WaitGroup, results chan<- finished) {
+	for c != nil {
+		webhook := c.WebhookID
+		took := d.attemptOne(ctx, c, results)
+		// free counts the next attempt in before this one is counted out, so
+		// a drain never sees the count touch zero between them.
+		next, run := d.free(webhook, took)
+		attempts.Done()
+		if c = next; c != nil {
+			ctx, attempts, results = run.sendCtx, run.attempts, run.results
+		}
+	}
+}

@@ -1,0 +1,88 @@
+package store
+
+import (
+	"context"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// hotSettingsSQL makes the statements after it in its transaction use
+// their prepared statement's generic plan instead of planning each
+// execution for its parameters, and never scan a whole table. The hot
+// statements (storing events and their deliveries, row state, the
+// position, claims, attempt records) are planned once per connection this
+// way; planning them anew for every batch cost PostgreSQL more than
+// executing them. A generic plan is made once, often while the tables are
+// nearly empty, when a sequential scan looks cheapest, and is kept as they
+// grow: with sequential scans off it is made of the keyed lookups these
+// statements are written for (TestRecordPlanUsesPrimaryKey,
+// TestClaimPlanReadsNoWholeTable). Other statements keep custom plans:
+// some need a parameter's value to use a partial index.
+const hotSettingsSQL = `SELECT set_config('plan_cache_mode', 'force_generic_plan', true), set_config('enable_seqscan', 'off', true)`
+
+// asyncSettingsSQL is hotSettingsSQL for a transaction whose commit does not
+// wait for the disk (synchronous_commit off for that transaction only);
+// durableSettingsSQL for one whose commit does, whatever the server's
+// default.
+const (
+	asyncSettingsSQL   = hotSettingsSQL + `, set_config('synchronous_commit', 'off', true)`
+	durableSettingsSQL = hotSettingsSQL + `, set_config('synchronous_commit', 'on', true)`
+)
+
+// commitMode says whether a hotStatement's commit waits for the disk.
+type commitMode int
+
+const (
+	// durable waits for the transaction's WAL to reach the disk.
+	durable commitMode = iota
+	// async does not: synchronous_commit is off for the transaction only.
+	async
+)
+
+// hotStatement runs one statement in a transaction of its own, with
+// hotSettingsSQL, in one round trip, and hands its rows to read (nil: none
+// are wanted). In async mode its commit does not wait for its WAL to reach
+// the disk. Attempt records and given-back claims commit this way: a
+// PostgreSQL crash can forget the last fraction of a second of them. A
+// forgotten record leaves its delivery leased to the sender that made the
+// attempt, so it is sent again under the same id once that lease expires
+// (as when a relay dies between an attempt and its record), and never while
+// the attempt could still be in flight; a forgotten give-back only delays a
+// delivery until its lease expires. Claims always wait for the disk; so do
+// events, deliveries and the replication position before the slot is
+// confirmed past them (see Store.Sync).
+func (s *Store) hotStatement(ctx context.Context, mode commitMode, sql string, args []any, read func(pgx.Rows) error) error {
+	settings := durableSettingsSQL
+	if mode == async {
+		settings = asyncSettingsSQL
+	}
+	b := &pgx.Batch{}
+	b.Queue(settings)
+	b.Queue(sql, args...)
+	br := s.pool.SendBatch(ctx, b)
+	err := readStatement(br, read)
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// readStatement reads the answers of a settings statement and then of the
+// statement after it, whose rows go to read (nil: none are wanted).
+func readStatement(br pgx.BatchResults, read func(pgx.Rows) error) error {
+	if _, err := br.Exec(); err != nil {
+		return err
+	}
+	rows, err := br.Query()
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	if read != nil {
+		if err := read(rows); err != nil {
+			return err
+		}
+	}
+	rows.Close()
+	return rows.Err()
+}
