@@ -62,18 +62,27 @@ func (m *Mapper) SampleFires(eventType string, newRow, oldRow event.Row) bool {
 	if r.when == nil {
 		return true
 	}
+	s := m.sampleScratch(r, op, newRow, oldRow)
+	defer m.putScratch(s)
+	out, err := s.vm.Run(r.when, s.env)
+	fires, _ := out.(bool)
+	return err == nil && fires
+}
+
+// sampleScratch is a scratch whose environment is a sample change of r's
+// table from oldRow to newRow; putScratch returns it.
+func (m *Mapper) sampleScratch(r *rule, op event.Op, newRow, oldRow event.Row) *scratch {
 	s := m.scratch.Get().(*scratch)
-	defer func() {
-		clear(s.env)
-		m.scratch.Put(s)
-	}()
 	s.env[envNew] = map[string]any(newRow)
 	s.env[envOld] = map[string]any(oldRow)
 	s.env[envOp] = string(op)
 	s.env[envTable] = r.Table
-	out, err := s.vm.Run(r.when, s.env)
-	fires, _ := out.(bool)
-	return err == nil && fires
+	return s
+}
+
+func (m *Mapper) putScratch(s *scratch) {
+	clear(s.env)
+	m.scratch.Put(s)
 }
 
 // SampleChange is SampleData for a change from old to new.
@@ -82,15 +91,8 @@ func (m *Mapper) SampleChange(eventType string, newRow, oldRow event.Row) ([]byt
 	if err != nil {
 		return nil, err
 	}
-	s := m.scratch.Get().(*scratch)
-	defer func() {
-		clear(s.env)
-		m.scratch.Put(s)
-	}()
-	s.env[envNew] = map[string]any(newRow)
-	s.env[envOld] = map[string]any(oldRow)
-	s.env[envOp] = string(op)
-	s.env[envTable] = r.Table
+	s := m.sampleScratch(r, op, newRow, oldRow)
+	defer m.putScratch(s)
 
 	// The same encoding as the data part of body; body itself also writes
 	// the envelope and skips unfilled TOAST columns, which a sample has not.
