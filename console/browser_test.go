@@ -245,6 +245,9 @@ func screenshot(t *testing.T, ctx context.Context, name string) {
 	if os.Getenv("UPDATE_SCREENSHOTS") != "1" {
 		return
 	}
+	// Let a toggle's 150 ms transition end, so that the picture shows the
+	// state the page settled in.
+	run(t, ctx, "settle before "+name, chromedp.Sleep(300*time.Millisecond))
 	png := get(t, ctx, "screenshot "+name, chromedp.FullScreenshot(100))
 	path := filepath.Join("..", "docs", "img", name)
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
