@@ -251,7 +251,7 @@ func webhooksCreate(api *apiFlags) *cobra.Command {
 	var company int64
 	c := &cobra.Command{
 		Use:   "create --name NAME --endpoint URL --events a,b [flags]",
-		Short: "Register a webhook; it is active at once",
+		Short: "Register a webhook; active at once unless --inactive",
 		Long: `Register a webhook. Without --secret the relay generates one and prints it
 once. A company admin's token creates it in its own company; an operator
 token needs --company.`,
