@@ -467,16 +467,9 @@ func (s *Server) sendTest(ctx context.Context, who principal, h store.WebhookSta
 	}
 	defer s.tests.release(h.CompanyID)
 	now := time.Now()
-	company := Company{Location: time.UTC}
-	if s.o.Company != nil {
-		if c, err := s.o.Company(ctx, h.CompanyID); err == nil {
-			company = c
-		} else {
-			s.log.Warn("test event: company not found; sending an empty company_name", "company_id", h.CompanyID, "error", err)
-		}
-	}
-	if company.Location == nil {
-		company.Location = time.UTC
+	company, err := s.company(ctx, h.CompanyID)
+	if err != nil {
+		s.log.Warn("test event: company not found; sending an empty company_name", "company_id", h.CompanyID, "error", err)
 	}
 	data := syntheticData(s.o.Fields[in.EventType], now)
 	if s.o.Sample != nil {

@@ -60,16 +60,24 @@ func (s *Server) Production() bool { return s.o.Production }
 // CompanyInfo returns a company's name and time zone; an unknown company
 // has no name and UTC.
 func (s *Server) CompanyInfo(ctx context.Context, id int64) Company {
+	c, _ := s.company(ctx, id)
+	return c
+}
+
+// company is CompanyInfo with the error of a failed look-up.
+func (s *Server) company(ctx context.Context, id int64) (Company, error) {
 	c := Company{Location: time.UTC}
+	var err error
 	if s.o.Company != nil && id != store.AllCompanies {
-		if got, err := s.o.Company(ctx, id); err == nil {
+		var got Company
+		if got, err = s.o.Company(ctx, id); err == nil {
 			c = got
 		}
 	}
 	if c.Location == nil {
 		c.Location = time.UTC
 	}
-	return c
+	return c, err
 }
 
 // Warnings are what a saved webhook should know (the HTTPS warning among

@@ -322,13 +322,20 @@ func (c *Console) newForm(rq *req) error {
 	return nil
 }
 
-func (c *Console) editForm(rq *req) error {
+// editable is the webhook a page changes: one of the actor's company that
+// the config file does not manage.
+func (c *Console) editable(rq *req) (store.WebhookStats, error) {
 	h, err := c.api.Webhook(rq.r.Context(), rq.actor, pathID(rq.r))
+	if err == nil && h.ManagedBy == "file" {
+		err = store.ErrFileManaged
+	}
+	return h, err
+}
+
+func (c *Console) editForm(rq *req) error {
+	h, err := c.editable(rq)
 	if err != nil {
 		return err
-	}
-	if h.ManagedBy == "file" {
-		return store.ErrFileManaged
 	}
 	f := hookForm{ID: h.ID, Edit: true, Name: h.Name, URL: h.URL, Description: h.Description,
 		HasSecret: h.Secret != "" || h.SecretError != "", Events: map[string]bool{},
@@ -729,12 +736,9 @@ func (c *Console) sendTest(rq *req) error {
 // --- delete
 
 func (c *Console) deletePage(rq *req) error {
-	h, err := c.api.Webhook(rq.r.Context(), rq.actor, pathID(rq.r))
+	h, err := c.editable(rq)
 	if err != nil {
 		return err
-	}
-	if h.ManagedBy == "file" {
-		return store.ErrFileManaged
 	}
 	c.render(rq.w, http.StatusOK, "delete", c.page(rq, "Delete "+h.Name, "webhooks", h))
 	return nil
