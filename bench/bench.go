@@ -53,10 +53,46 @@ type Options struct {
 	// by kind of record and relation (pg_walinspect), to Progress. Relations
 	// of another database (SeparateState) show as blank.
 	WALStats bool
-	// SeparateState keeps the relay's own tables in a database of their
-	// own in the same cluster (database.state_url) instead of the platform
-	// database.
-	SeparateState bool
+	// SeparateState is where the relay keeps its own tables
+	// (database.state_url): in the platform database (empty), in a database
+	// of their own in the platform's cluster, or in a cluster of their own
+	// (a second PostgreSQL server of the same settings), where the
+	// platform's PostgreSQL pays only for the walsender.
+	SeparateState StatePlace
+	// Stall is how long the pause scenario stops the relay each time;
+	// zero means DefaultStall.
+	Stall time.Duration
+}
+
+// StatePlace is where the relay keeps its own tables.
+type StatePlace string
+
+// Where the relay's tables can be.
+const (
+	// StateInPlatform keeps them in the platform database, the default.
+	StateInPlatform StatePlace = ""
+	// StateDatabase keeps them in a database of their own in the
+	// platform's cluster: the walsender no longer decodes them, but the
+	// platform's server still runs the relay's statements and syncs their
+	// WAL with its own.
+	StateDatabase StatePlace = "database"
+	// StateCluster keeps them in a second PostgreSQL server: the
+	// platform's server runs only the walsender.
+	StateCluster StatePlace = "cluster"
+)
+
+// ParseStatePlace reads a -separate-state value: "database", "cluster",
+// "true" (a cluster) or "false" and "" (the platform database).
+func ParseStatePlace(s string) (StatePlace, error) {
+	switch s {
+	case "", "false":
+		return StateInPlatform, nil
+	case "true", "cluster":
+		return StateCluster, nil
+	case "database":
+		return StateDatabase, nil
+	}
+	return "", fmt.Errorf("separate state: want database or cluster, got %q", s)
 }
 
 // Result is one scenario's figures.
@@ -87,11 +123,34 @@ type Result struct {
 	WALBytesPerDel float64 `json:"wal_bytes_per_delivery"`
 	// Disk is how long the disk took to sync while the scenario ran.
 	Disk DiskSyncs `json:"disk_syncs"`
-	Note string    `json:"note,omitempty"`
+	// The platform's tax: the CPU the platform's PostgreSQL spends on the
+	// relay's processes (its walsender, and its state and observability
+	// connections when they are on the platform's server), per event and
+	// per delivery. The load's own statements and the background
+	// processes are not in it.
+	PGRelayMicrosPerEvent float64 `json:"postgres_relay_cpu_us_per_event"`
+	PGRelayMicrosPerDel   float64 `json:"postgres_relay_cpu_us_per_delivery"`
+	// State is where the relay's tables were (Options.SeparateState).
+	State StatePlace `json:"state,omitempty"`
+	// With the relay's tables in a cluster of their own: what that server
+	// spent (every process) and the WAL it wrote, per delivery. It is not
+	// in PGMicrosPerDel, WALBytesPerDel nor the platform's tax.
+	StatePGMicrosPerDel float64 `json:"state_postgres_cpu_us_per_delivery,omitempty"`
+	StateWALBytesPerDel float64 `json:"state_wal_bytes_per_delivery,omitempty"`
+	// Recovery is, for each stall of the relay (the pause scenario), how
+	// its latency came back.
+	Recovery []Recovery `json:"recovery,omitempty"`
+	// Platform is the platform scenario's figures of the platform's own
+	// transactions, without and with the relay.
+	Platform *PlatformLoad `json:"platform,omitempty"`
+	Note     string        `json:"note,omitempty"`
 }
 
 // Scenario names, in the order they run.
-var Scenarios = []string{"burst", "steady", "fanout", "backlog", "isolation"}
+var Scenarios = []string{"burst", "steady", "fanout", "backlog", "isolation", "platform"}
+
+// DefaultStall is how long the pause scenario stops the relay each time.
+const DefaultStall = time.Second
 
 // Run runs the scenarios and returns their results.
 func Run(ctx context.Context, opts Options) ([]Result, error) {
@@ -100,6 +159,12 @@ func Run(ctx context.Context, opts Options) ([]Result, error) {
 	}
 	if len(opts.Scenarios) == 0 {
 		opts.Scenarios = Scenarios
+	}
+	if _, err := ParseStatePlace(string(opts.SeparateState)); err != nil {
+		return nil, err
+	}
+	if opts.Stall <= 0 {
+		opts.Stall = DefaultStall
 	}
 	if opts.ProfileDir != "" {
 		if err := os.MkdirAll(opts.ProfileDir, 0o755); err != nil {
@@ -128,18 +193,26 @@ func Run(ctx context.Context, opts Options) ([]Result, error) {
 		return nil, err
 	}
 	defer pg.Stop()
+	b := &run{opts: opts, pg: pg, statePG: pg, dir: dir}
+	if opts.SeparateState == StateCluster {
+		say(opts.Progress, "starting a second PostgreSQL for the relay's tables (the same settings)")
+		if b.statePG, err = throwawaypg.Start(ctx, throwawaypg.Options{Durable: true, Settings: settings}); err != nil {
+			return nil, fmt.Errorf("the relay's state cluster: %w", err)
+		}
+		defer b.statePG.Stop()
+	}
 	recv, err := startReceiver(ctx, opts.Self, "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
 	defer recv.stop()
+	b.recv = recv
 
-	b := &run{opts: opts, pg: pg, recv: recv, dir: dir}
 	var results []Result
 	for _, name := range opts.Scenarios {
 		f, ok := map[string]func(context.Context) (Result, error){
 			"burst": b.burst, "steady": b.steady, "fanout": b.fanout, "backlog": b.backlog, "isolation": b.isolation,
-			"pause": b.pause,
+			"platform": b.platform, "pause": b.pause,
 		}[name]
 		if !ok {
 			return results, fmt.Errorf("unknown scenario %q (have %s, pause)", name, strings.Join(Scenarios, ", "))
@@ -149,7 +222,7 @@ func Run(ctx context.Context, opts Options) ([]Result, error) {
 		if err != nil {
 			return results, fmt.Errorf("scenario %s: %w", name, err)
 		}
-		r.Scenario = name
+		r.Scenario, r.State = name, opts.SeparateState
 		results = append(results, r)
 	}
 	return results, nil
@@ -160,8 +233,11 @@ func say(w io.Writer, s string) { fmt.Fprintf(w, "%s  %s\n", time.Now().Format("
 type run struct {
 	opts Options
 	pg   *throwawaypg.Server
-	recv *receiverProc
-	dir  string
+	// statePG is the server that holds the relay's tables: pg unless they
+	// are in a cluster of their own.
+	statePG *throwawaypg.Server
+	recv    *receiverProc
+	dir     string
 }
 
 // scale picks the full or the short size.
@@ -210,6 +286,14 @@ func (r *receiverProc) stats(reset, latencies bool) (Stats, error) {
 	if latencies {
 		u += "latencies=1"
 	}
+	return r.get(u)
+}
+
+// samples returns the receiver's figures with every delivery's commit
+// time and latency.
+func (r *receiverProc) samples() (Stats, error) { return r.get(r.url + "/stats?samples=1") }
+
+func (r *receiverProc) get(u string) (Stats, error) {
 	resp, err := http.Get(u)
 	if err != nil {
 		return Stats{}, err
@@ -227,9 +311,16 @@ type relayProc struct {
 	log    *os.File
 	slot   string
 	// state reaches the relay's own tables; stateDB is their database
-	// when it is not the platform's.
-	state   *pgxpool.Pool
-	stateDB string
+	// when it is not the platform's, on stateSrv.
+	state    *pgxpool.Pool
+	stateDB  string
+	stateSrv *throwawaypg.Server
+}
+
+// ownCluster reports whether the relay's tables are on a server of their
+// own.
+func (b *run) ownCluster(r *relayProc) bool {
+	return r != nil && r.stateSrv != nil && r.stateSrv != b.pg
 }
 
 type webhook struct {
@@ -268,12 +359,16 @@ func (b *run) teardown(db string, pool *pgxpool.Pool, r *relayProc) {
 	}
 	if b.opts.PGStats {
 		b.printPGStats(pool)
+		if b.ownCluster(r) {
+			say(b.opts.Progress, "the relay's state cluster:")
+			b.printPGStats(r.state)
+		}
 	}
 	pool.Close()
 	_ = b.pg.DropDatabase(context.Background(), db)
 	if r != nil && r.stateDB != "" {
 		r.state.Close()
-		_ = b.pg.DropDatabase(context.Background(), r.stateDB)
+		_ = r.stateSrv.DropDatabase(context.Background(), r.stateDB)
 	}
 }
 
@@ -284,18 +379,22 @@ func (b *run) startRelay(ctx context.Context, db string, pool *pgxpool.Pool, hoo
 	var sb strings.Builder
 	r := &relayProc{slot: slot, state: pool}
 	fmt.Fprintf(&sb, "log:\n  level: warn\ndatabase:\n  url: %q\n", b.pg.URL(db))
-	if b.opts.SeparateState {
-		stateDB, err := b.pg.CreateDatabase(ctx)
+	if b.opts.SeparateState != StateInPlatform {
+		var scripts []string
+		if b.opts.PGStats && b.statePG != b.pg {
+			scripts = append(scripts, "CREATE EXTENSION pg_stat_statements")
+		}
+		stateDB, err := b.statePG.CreateDatabase(ctx, scripts...)
 		if err != nil {
 			return r, err
 		}
-		state, err := pgxpool.New(ctx, b.pg.URL(stateDB))
+		state, err := pgxpool.New(ctx, b.statePG.URL(stateDB))
 		if err != nil {
-			_ = b.pg.DropDatabase(ctx, stateDB)
+			_ = b.statePG.DropDatabase(ctx, stateDB)
 			return r, err
 		}
-		r.state, r.stateDB = state, stateDB
-		fmt.Fprintf(&sb, "  state_url: %q\n", b.pg.URL(stateDB))
+		r.state, r.stateDB, r.stateSrv = state, stateDB, b.statePG
+		fmt.Fprintf(&sb, "  state_url: %q\n", b.statePG.URL(stateDB))
 	}
 	fmt.Fprintf(&sb, "replication:\n  slot: %s\n  publication: %s\n", slot, slot)
 	sb.WriteString(extra)
@@ -372,31 +471,37 @@ func (r *relayProc) stop() {
 	r.log.Close()
 }
 
+// stall is one stop of the relay: when it was stopped and let go on.
+type stall struct{ stopped, resumed time.Time }
+
 // stopTwice stops the relay process (SIGSTOP) for stop at a third and at
 // two thirds of d from start, and lets it go on (SIGCONT); nothing when
-// stop is not positive.
-func (r *relayProc) stopTwice(ctx context.Context, start time.Time, d, stop time.Duration) error {
+// stop is not positive. It returns the stalls it made.
+func (r *relayProc) stopTwice(ctx context.Context, start time.Time, d, stop time.Duration) ([]stall, error) {
 	if stop <= 0 {
-		return nil
+		return nil, nil
 	}
+	var stalls []stall
 	for _, at := range []time.Duration{d / 3, 2 * d / 3} {
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			return stalls, ctx.Err()
 		case <-time.After(time.Until(start.Add(at))):
 		}
 		if err := r.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
-			return fmt.Errorf("stop the relay: %w", err)
+			return stalls, fmt.Errorf("stop the relay: %w", err)
 		}
+		stopped := time.Now()
 		select {
 		case <-ctx.Done():
 		case <-time.After(stop):
 		}
 		if err := r.cmd.Process.Signal(syscall.SIGCONT); err != nil {
-			return fmt.Errorf("let the relay go on: %w", err)
+			return stalls, fmt.Errorf("let the relay go on: %w", err)
 		}
+		stalls = append(stalls, stall{stopped, time.Now()})
 	}
-	return ctx.Err()
+	return stalls, ctx.Err()
 }
 
 // cpu returns the relay's CPU time so far.
@@ -458,6 +563,11 @@ type cpuMeter struct {
 	wal              int64
 	walLSN           string
 	disk             *diskProbe
+	// The relay's state cluster's CPU and WAL position at the start, when
+	// its tables are on a server of their own.
+	state    bool
+	stateCPU time.Duration
+	stateWAL int64
 }
 
 // walPosition returns how far PostgreSQL has written its WAL, in bytes
@@ -471,9 +581,14 @@ func walPosition(ctx context.Context, pool *pgxpool.Pool) (int64, string) {
 
 func (b *run) cpuMeter(ctx context.Context, pool *pgxpool.Pool, rp *relayProc) *cpuMeter {
 	wal, lsn := walPosition(ctx, pool)
-	return &cpuMeter{b: b, rp: rp, pool: pool, relay: rp.cpu(), pg: procCPU(b.pg.PID(), true),
+	m := &cpuMeter{b: b, rp: rp, pool: pool, relay: rp.cpu(), pg: procCPU(b.pg.PID(), true),
 		recv0: procCPU(b.recv.cmd.Process.Pid, false), procs: pgProcs(ctx, pool),
 		wal: wal, walLSN: lsn, disk: startDiskProbe(b.dir)}
+	if b.ownCluster(rp) {
+		m.state, m.stateCPU = true, procCPU(rp.stateSrv.PID(), true)
+		m.stateWAL, _ = walPosition(ctx, rp.state)
+	}
+	return m
 }
 
 // fill records the CPU used since the start, per delivery, and the disk's
@@ -499,8 +614,30 @@ func (m *cpuMeter) fill(ctx context.Context, r *Result) time.Duration {
 			rest -= d
 		}
 		r.PGByProcess["exited or unnamed"] = per(rest)
+		r.PGRelayMicrosPerDel = relayShare(r.PGByProcess)
+		if r.Events > 0 {
+			r.PGRelayMicrosPerEvent = r.PGRelayMicrosPerDel * float64(r.Deliveries) / float64(r.Events)
+		}
+		if m.state {
+			r.StatePGMicrosPerDel = per(procCPU(m.rp.stateSrv.PID(), true) - m.stateCPU)
+			wal, _ := walPosition(ctx, m.rp.state)
+			r.StateWALBytesPerDel = float64(wal-m.stateWAL) / float64(r.Deliveries)
+		}
 	}
 	return relay
+}
+
+// relayShare sums the relay's processes' share of PostgreSQL's CPU: its
+// walsender (smtm-relay) and its connections (smtm-relay-state,
+// smtm-relay-observability).
+func relayShare(byProcess map[string]float64) float64 {
+	var sum float64
+	for role, us := range byProcess {
+		if strings.HasPrefix(role, "smtm-relay") {
+			sum += us
+		}
+	}
+	return sum
 }
 
 // pgProc is one PostgreSQL process: what it does and its CPU time so far.
@@ -510,8 +647,9 @@ type pgProc struct {
 }
 
 // pgProcs returns PostgreSQL's live processes by pid. The relay's
-// connections are named by their application_name; other client
-// connections are the load generator's and the bench's.
+// connections are named by their application_name, and so are the
+// platform scenario's load's; other client connections are the load
+// generator's and the bench's.
 func pgProcs(ctx context.Context, pool *pgxpool.Pool) map[int]pgProc {
 	rows, err := pool.Query(ctx, `SELECT pid, coalesce(backend_type, ''), coalesce(application_name, '') FROM pg_stat_activity`)
 	if err != nil {
@@ -525,6 +663,8 @@ func pgProcs(ctx context.Context, pool *pgxpool.Pool) map[int]pgProc {
 		switch {
 		case strings.HasPrefix(app, "smtm-relay"):
 			role = app
+		case app == platformApp:
+			role = "platform load"
 		case typ == "client backend":
 			role = "load and bench"
 		}

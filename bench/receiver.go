@@ -24,6 +24,7 @@ type Receiver struct {
 	ids      map[string]struct{}
 	received int
 	lat      []time.Duration
+	sent     []int64 // the commit time of each of lat, Unix µs
 	last     time.Time
 	byPath   map[string]int
 }
@@ -40,6 +41,9 @@ type Stats struct {
 	ByPath    map[string]int `json:"by_path"`
 	LastAt    time.Time      `json:"last_at"`
 	Latencies []int64        `json:"latencies_us"` // sorted
+	// Samples are the commit time (Unix µs) and latency (µs) of each
+	// delivery, in the order received, when asked for.
+	Samples [][2]int64 `json:"samples,omitempty"`
 }
 
 var titleKey = []byte(`"title":"`)
@@ -48,7 +52,7 @@ func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	now := time.Now()
 	if req.Method == http.MethodGet && req.URL.Path == "/stats" {
 		q := req.URL.Query()
-		r.stats(w, q.Get("reset") == "1", q.Get("latencies") == "1")
+		r.stats(w, q.Get("reset") == "1", q.Get("latencies") == "1", q.Get("samples") == "1")
 		return
 	}
 	if req.URL.Path == "/hang" {
@@ -57,11 +61,12 @@ func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	}
 	body, _ := io.ReadAll(req.Body)
 	var lat time.Duration = -1
+	var sent int64
 	if i := bytes.Index(body, titleKey); i >= 0 {
 		rest := body[i+len(titleKey):]
 		if j := bytes.IndexByte(rest, '"'); j > 0 {
 			if ns, err := strconv.ParseInt(string(rest[:j]), 10, 64); err == nil {
-				lat = now.Sub(time.Unix(0, ns))
+				lat, sent = now.Sub(time.Unix(0, ns)), ns/1000
 			}
 		}
 	}
@@ -72,16 +77,17 @@ func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	r.byPath[req.URL.Path]++
 	if lat >= 0 {
 		r.lat = append(r.lat, lat)
+		r.sent = append(r.sent, sent)
 	}
 	r.last = now
 	r.mu.Unlock()
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// stats answers the counts, and the sorted latencies when asked for (the
-// bench polls the counts often while a run goes on; copying and sorting
-// every latency each time would cost the run).
-func (r *Receiver) stats(w http.ResponseWriter, reset, latencies bool) {
+// stats answers the counts, and the sorted latencies and the samples when
+// asked for (the bench polls the counts often while a run goes on; copying
+// and sorting every latency each time would cost the run).
+func (r *Receiver) stats(w http.ResponseWriter, reset, latencies, samples bool) {
 	r.mu.Lock()
 	st := Stats{Received: r.received, Unique: len(r.ids), ByPath: maps(r.byPath), LastAt: r.last}
 	if latencies {
@@ -90,8 +96,14 @@ func (r *Receiver) stats(w http.ResponseWriter, reset, latencies bool) {
 			st.Latencies[i] = d.Microseconds()
 		}
 	}
+	if samples {
+		st.Samples = make([][2]int64, len(r.lat))
+		for i, d := range r.lat {
+			st.Samples[i] = [2]int64{r.sent[i], d.Microseconds()}
+		}
+	}
 	if reset {
-		r.ids, r.received, r.lat, r.byPath = map[string]struct{}{}, 0, r.lat[:0], map[string]int{}
+		r.ids, r.received, r.lat, r.sent, r.byPath = map[string]struct{}{}, 0, r.lat[:0], r.sent[:0], map[string]int{}
 	}
 	r.mu.Unlock()
 	slices.Sort(st.Latencies)

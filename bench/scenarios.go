@@ -66,13 +66,14 @@ func (b *run) fanout(ctx context.Context) (Result, error) {
 }
 
 // pause: the fan-out load for half as long, with the relay stopped
-// (SIGSTOP) for half a second at a third and at two thirds of it, as a
-// stall of the machine would stop it: how fast it catches up. Not one of
-// the targets; it makes the recovery from a stall, which decides
-// the paced scenarios' tails on a machine that stalls, measurable on one
-// that does not.
+// (SIGSTOP) for Options.Stall (a second by default) at a third and at two
+// thirds of it, as a stall of the machine would stop it: how fast it
+// catches up. It makes the recovery from a stall, which decides the paced
+// scenarios' tails on a machine that stalls, measurable on one that does
+// not; Result.Recovery says, for each stall, the p99 in each second after
+// the resume and when it was back under 50 ms for good.
 func (b *run) pause(ctx context.Context) (Result, error) {
-	return b.paced(ctx, 200, time.Duration(b.scale(30, 4))*time.Second, healthy(b.recv.url, 50), "", 500*time.Millisecond)
+	return b.paced(ctx, 200, time.Duration(b.scale(30, 4))*time.Second, healthy(b.recv.url, 50), "", b.opts.Stall)
 }
 
 // isolation: ten healthy webhooks, then the same with one that never answers.
@@ -127,19 +128,27 @@ func (b *run) paced(ctx context.Context, rate int, d time.Duration, hooks []webh
 	cpu := b.cpuMeter(ctx, pool, rp)
 	start := time.Now()
 	stopCtx, cancelStops := context.WithCancel(ctx)
-	stopped := make(chan error, 1)
-	go func() { stopped <- rp.stopTwice(stopCtx, start, d, stop) }()
+	type stops struct {
+		stalls []stall
+		err    error
+	}
+	stopped := make(chan stops, 1)
+	go func() {
+		stalls, err := rp.stopTwice(stopCtx, start, d, stop)
+		stopped <- stops{stalls, err}
+	}()
 	err = pace(ctx, pool, rate, n)
 	if err != nil {
 		cancelStops() // the relay is let go on before it is torn down
 	}
-	serr := <-stopped
+	loadEnd := time.Now()
+	ss := <-stopped
 	cancelStops()
 	if err != nil {
 		return Result{}, err
 	}
-	if serr != nil {
-		return Result{}, serr
+	if ss.err != nil {
+		return Result{}, ss.err
 	}
 	loaded := time.Since(start)
 	stored := waitStored(ctx, rp.state, n, start)
@@ -153,6 +162,13 @@ func (b *run) paced(ctx context.Context, rate int, d time.Duration, hooks []webh
 		loaded.Round(time.Millisecond), float64(n)/loaded.Seconds(), stored.Round(time.Millisecond), stages(ctx, rp.state))
 	if behind := st.LastAt.Sub(start) - d; behind > time.Second {
 		r.Note += fmt.Sprintf("; the last receipt came %v after the load's end", behind.Round(time.Millisecond))
+	}
+	if len(ss.stalls) > 0 {
+		all, err := b.recv.samples()
+		if err != nil {
+			return Result{}, fmt.Errorf("the receiver's samples: %w", err)
+		}
+		r.Recovery = recoveries(all.Samples, ss.stalls, start, loadEnd, recoveryWindow, recoveryP99)
 	}
 	return r, nil
 }

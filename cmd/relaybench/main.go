@@ -8,8 +8,12 @@
 //	go run ./cmd/relaybench -short             seconds-long smoke run
 //	go run ./cmd/relaybench -scenario burst -json
 //	go run ./cmd/relaybench -scenario burst -profile /tmp/prof   CPU and allocation profiles of the relay
-//	go run ./cmd/relaybench -scenario pause    the catch-up after the relay is stopped twice for 500 ms
+//	go run ./cmd/relaybench -scenario pause    the catch-up after the relay is stopped twice for a second
+//	go run ./cmd/relaybench -scenario pause -stall 500ms
 //	go run ./cmd/relaybench -scenario fanout -walstats   the WAL per delivery by kind of record and relation
+//	go run ./cmd/relaybench -scenario platform   the platform's commit latency without and with the relay
+//	go run ./cmd/relaybench -scenario steady -separate-state   the relay's tables in a PostgreSQL of their own
+//	go run ./cmd/relaybench -scenario steady -separate-state=database   in a database of their own beside the platform's
 package main
 
 import (
@@ -38,14 +42,16 @@ func main() {
 		}
 		return
 	}
-	scenario := flag.String("scenario", "", "comma-separated scenarios ("+strings.Join(bench.Scenarios, ", ")+"; and pause, not in the default run); default all")
+	scenario := flag.String("scenario", "", "comma-separated scenarios ("+strings.Join(bench.Scenarios, ", ")+"; and pause, not in the default run); default all but pause")
 	short := flag.Bool("short", false, "seconds-long smoke run")
 	asJSON := flag.Bool("json", false, "print JSON")
 	relay := flag.String("relay", "", "relay binary (default: go build ./cmd/relay)")
 	profile := flag.String("profile", "", "write a CPU and an allocation profile of each relay run into this directory")
 	pgstats := flag.Bool("pgstats", false, "print the statements PostgreSQL spent most time on, per scenario")
 	walstats := flag.Bool("walstats", false, "print the WAL written per delivery by kind of record and relation, per scenario (pg_walinspect)")
-	separate := flag.Bool("separate-state", false, "keep the relay's tables in a database of their own (database.state_url) instead of the platform database")
+	var separate stateFlag
+	flag.Var(&separate, "separate-state", "keep the relay's tables (database.state_url) in a PostgreSQL server of their own (-separate-state, or =cluster), where the platform's server pays only for the walsender, or in a database of their own beside the platform's (=database)")
+	stall := flag.Duration("stall", bench.DefaultStall, "how long the pause scenario stops the relay each time")
 	flag.Parse()
 
 	self, err := os.Executable()
@@ -53,7 +59,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "relaybench:", err)
 		os.Exit(1)
 	}
-	opts := bench.Options{Relay: *relay, Self: self, Short: *short, Progress: os.Stderr, ProfileDir: *profile, PGStats: *pgstats, WALStats: *walstats, SeparateState: *separate}
+	opts := bench.Options{Relay: *relay, Self: self, Short: *short, Progress: os.Stderr, ProfileDir: *profile, PGStats: *pgstats, WALStats: *walstats, SeparateState: separate.place, Stall: *stall}
 	if *scenario != "" {
 		opts.Scenarios = strings.Split(*scenario, ",")
 	}
@@ -105,4 +111,61 @@ func print(results []bench.Result) {
 		}
 		fmt.Printf("%s: PostgreSQL µs/delivery by process: %s\n", r.Scenario, strings.Join(parts, ", "))
 	}
+	printTax(results)
+	for _, r := range results {
+		for _, rec := range r.Recovery {
+			fmt.Printf("%s: %s\n", r.Scenario, rec)
+		}
+		if p := r.Platform; p != nil {
+			fmt.Printf("%s: the platform's transactions at %d/s on %d connections, alone: %s\n", r.Scenario, p.Rate, p.Connections, p.Alone)
+			fmt.Printf("%s: the same with the relay delivering beside them: %s\n", r.Scenario, p.WithRelay)
+			fmt.Printf("%s: the platform's p99 with the relay over without: %.2f (target at most 1.1); its COMMIT's: %.2f\n", r.Scenario, p.P99Ratio, p.CommitP99Ratio)
+		}
+	}
 }
+
+// printTax prints, per scenario, the platform's tax: the CPU the
+// platform's PostgreSQL spends on the relay's processes, per event (the
+// steady target) and per delivery (the burst target), split into the
+// walsender and the relay's connections on that server; and, with the
+// relay's tables in a cluster of their own, what that cluster spends.
+func printTax(results []bench.Result) {
+	have := false
+	for _, r := range results {
+		have = have || len(r.PGByProcess) > 0
+	}
+	if !have {
+		return
+	}
+	fmt.Println()
+	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "platform's PostgreSQL on the relay	relay's state in	µs/event	µs/delivery	walsender µs/delivery	relay's connections µs/delivery	state cluster µs/delivery	state cluster WAL B/delivery	")
+	for _, r := range results {
+		if len(r.PGByProcess) == 0 {
+			continue
+		}
+		walsender := r.PGByProcess["smtm-relay"]
+		where := map[bench.StatePlace]string{bench.StateInPlatform: "platform database", bench.StateDatabase: "own database", bench.StateCluster: "own cluster"}[r.State]
+		cluster, clusterWAL := "-", "-"
+		if r.State == bench.StateCluster {
+			cluster, clusterWAL = fmt.Sprintf("%.0f", r.StatePGMicrosPerDel), fmt.Sprintf("%.0f", r.StateWALBytesPerDel)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%.0f\t%.0f\t%.0f\t%.0f\t%s\t%s\t\n", r.Scenario, where,
+			r.PGRelayMicrosPerEvent, r.PGRelayMicrosPerDel, walsender, r.PGRelayMicrosPerDel-walsender, cluster, clusterWAL)
+	}
+	tw.Flush()
+}
+
+// stateFlag is -separate-state: given alone, a cluster of their own;
+// with a value, "cluster" or "database".
+type stateFlag struct{ place bench.StatePlace }
+
+func (f *stateFlag) String() string { return string(f.place) }
+
+func (f *stateFlag) Set(s string) error {
+	p, err := bench.ParseStatePlace(s)
+	f.place = p
+	return err
+}
+
+func (f *stateFlag) IsBoolFlag() bool { return true }
