@@ -60,7 +60,7 @@ type Options struct {
 	// platform's PostgreSQL pays only for the walsender.
 	SeparateState StatePlace
 	// Stall is how long the pause scenario stops the relay each time;
-	// zero means DefaultStall.
+	// zero means DefaultStall (ShortStall when Short).
 	Stall time.Duration
 }
 
@@ -149,8 +149,13 @@ type Result struct {
 // Scenario names, in the order they run.
 var Scenarios = []string{"burst", "steady", "fanout", "backlog", "isolation", "platform"}
 
-// DefaultStall is how long the pause scenario stops the relay each time.
-const DefaultStall = time.Second
+// How long the pause scenario stops the relay each time by default: the
+// issue's second, or a fifth of one in the short run, whose stalls are
+// only a second and a third apart.
+const (
+	DefaultStall = time.Second
+	ShortStall   = 200 * time.Millisecond
+)
 
 // Run runs the scenarios and returns their results.
 func Run(ctx context.Context, opts Options) ([]Result, error) {
@@ -165,6 +170,9 @@ func Run(ctx context.Context, opts Options) ([]Result, error) {
 	}
 	if opts.Stall <= 0 {
 		opts.Stall = DefaultStall
+		if opts.Short {
+			opts.Stall = ShortStall
+		}
 	}
 	if opts.ProfileDir != "" {
 		if err := os.MkdirAll(opts.ProfileDir, 0o755); err != nil {

@@ -51,7 +51,7 @@ func main() {
 	walstats := flag.Bool("walstats", false, "print the WAL written per delivery by kind of record and relation, per scenario (pg_walinspect)")
 	var separate stateFlag
 	flag.Var(&separate, "separate-state", "keep the relay's tables (database.state_url) in a PostgreSQL server of their own (-separate-state, or =cluster), where the platform's server pays only for the walsender, or in a database of their own beside the platform's (=database)")
-	stall := flag.Duration("stall", bench.DefaultStall, "how long the pause scenario stops the relay each time")
+	stall := flag.Duration("stall", 0, fmt.Sprintf("how long the pause scenario stops the relay each time (default %v, %v with -short)", bench.DefaultStall, bench.ShortStall))
 	flag.Parse()
 
 	self, err := os.Executable()
