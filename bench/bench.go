@@ -354,6 +354,11 @@ func (b *run) setup(ctx context.Context, prepare string) (string, *pgxpool.Pool,
 	if err := b.pg.Exec(ctx, "postgres", "CHECKPOINT"); err != nil {
 		return "", nil, fmt.Errorf("checkpoint: %w", err)
 	}
+	if b.statePG != b.pg {
+		if err := b.statePG.Exec(ctx, "postgres", "CHECKPOINT"); err != nil {
+			return "", nil, fmt.Errorf("checkpoint the state cluster: %w", err)
+		}
+	}
 	pool, err := pgxpool.New(ctx, b.pg.URL(db))
 	if err != nil {
 		return "", nil, err

@@ -38,7 +38,10 @@ func (r Recovery) String() string {
 		ws[i] = fmt.Sprintf("%.0f", p)
 	}
 	back := "not back under 50 ms before the load's end or the next stall"
-	if r.BackAfterSec >= 0 {
+	switch {
+	case len(r.WindowP99ms) == 0:
+		back = "no second after the resume before the load's end or the next stall to measure"
+	case r.BackAfterSec >= 0:
 		back = fmt.Sprintf("back under 50 ms %.0f s after the resume", r.BackAfterSec)
 	}
 	return fmt.Sprintf("stopped %.0f ms at %.1f s: p99 per second after the resume %s ms; %s",
