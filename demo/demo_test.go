@@ -30,7 +30,9 @@ func TestDemo(t *testing.T) {
 	}()
 	page := regexp.MustCompile(`webhooks page: (http://\S+/ui/) \(sign in with the PT Kahatex admin token (\S+)\)`)
 	var m []string
-	for deadline := time.Now().Add(5 * time.Second); m == nil && time.Now().Before(deadline); {
+	// The line comes once a throwaway PostgreSQL is up, which on a busy
+	// machine takes several seconds.
+	for deadline := time.Now().Add(60 * time.Second); m == nil && time.Now().Before(deadline); {
 		m = page.FindStringSubmatch(out.String())
 		time.Sleep(20 * time.Millisecond)
 	}
