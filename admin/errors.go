@@ -72,6 +72,9 @@ func deliveryError(err error) error {
 	return err
 }
 
+// isNotFound reports whether err says a row does not exist.
+func isNotFound(err error) bool { return errors.Is(err, store.ErrNotFound) }
+
 // storeError maps the store's errors to answers; anything else is internal.
 func storeError(err error) *apiError {
 	switch {
@@ -82,6 +85,11 @@ func storeError(err error) *apiError {
 	case errors.Is(err, store.ErrFileManaged):
 		return newError(http.StatusConflict, "file_managed", "",
 			"this webhook is defined in the relay's config file (webhooks.source: file); change it there, or switch to webhooks.source: table")
+	case errors.Is(err, store.ErrReplayActive):
+		return newError(http.StatusConflict, "replay_running", "",
+			"this webhook already has a replay queued or running; wait for it, or cancel it first")
+	case errors.Is(err, store.ErrReplayOver):
+		return newError(http.StatusConflict, "replay_over", "", "the replay is over already (done, cancelled or failed)")
 	case errors.Is(err, store.ErrNotFinished):
 		return newError(http.StatusConflict, "not_finished", "",
 			"the delivery is still pending or retrying; it will be sent on its schedule")

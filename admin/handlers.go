@@ -500,6 +500,13 @@ func (s *Server) sendTest(ctx context.Context, who principal, h store.WebhookSta
 	return out, nil
 }
 
+func nullID(id int64) *int64 {
+	if id == 0 {
+		return nil
+	}
+	return &id
+}
+
 func nullInt(n int) *int {
 	if n == 0 {
 		return nil
@@ -509,17 +516,20 @@ func nullInt(n int) *int {
 
 // deliveryView is a delivery with its attempts.
 type deliveryView struct {
-	ID             uuid.UUID     `json:"id"`
-	EventID        int64         `json:"event_id"`
-	EventType      string        `json:"event_type"`
-	Status         store.Status  `json:"status"`
-	AttemptCount   int           `json:"attempt_count"`
-	NextAttemptAt  *time.Time    `json:"next_attempt_at"`
-	LastStatusCode *int          `json:"last_status_code"`
-	LastError      string        `json:"last_error"`
-	CreatedAt      time.Time     `json:"created_at"`
-	FinishedAt     *time.Time    `json:"finished_at"`
-	Attempts       []attemptView `json:"attempts"`
+	ID             uuid.UUID    `json:"id"`
+	EventID        int64        `json:"event_id"`
+	EventType      string       `json:"event_type"`
+	Status         store.Status `json:"status"`
+	AttemptCount   int          `json:"attempt_count"`
+	NextAttemptAt  *time.Time   `json:"next_attempt_at"`
+	LastStatusCode *int         `json:"last_status_code"`
+	LastError      string       `json:"last_error"`
+	CreatedAt      time.Time    `json:"created_at"`
+	FinishedAt     *time.Time   `json:"finished_at"`
+	// ReplayID names the replay that made the delivery due again; null
+	// for a live one.
+	ReplayID *int64        `json:"replay_id"`
+	Attempts []attemptView `json:"attempts"`
 }
 
 type attemptView struct {
@@ -529,6 +539,9 @@ type attemptView struct {
 	StatusCode      *int      `json:"status_code"`
 	Error           string    `json:"error"`
 	ResponseSnippet string    `json:"response_snippet"`
+	// ReplayID names the replay the attempt was made for (it carried
+	// X-SMTM-Replay); null for a live one.
+	ReplayID *int64 `json:"replay_id"`
 }
 
 func deliveryOut(d store.DeliveryRecord) deliveryView {
@@ -543,10 +556,11 @@ func deliveryOut(d store.DeliveryRecord) deliveryView {
 		t := d.FinishedAt
 		v.FinishedAt = &t
 	}
+	v.ReplayID = nullID(d.ReplayID)
 	for i, a := range d.Attempts {
 		v.Attempts[i] = attemptView{Attempt: a.Attempt, StartedAt: a.StartedAt,
 			DurationMS: float64(a.Duration.Microseconds()) / 1000, StatusCode: nullInt(a.StatusCode),
-			Error: a.Error, ResponseSnippet: a.Snippet}
+			Error: a.Error, ResponseSnippet: a.Snippet, ReplayID: nullID(a.ReplayID)}
 	}
 	return v
 }

@@ -151,6 +151,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 		Logger:             slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		MaxWebhooks:        o.maxWebhooks,
 		MaxConcurrentTests: o.maxTests,
+		ReplayWindow:       30 * 24 * time.Hour,
 	})
 	e := &env{t: t, st: st, recv: newReceiver(t), logs: logs}
 	e.srv = httptest.NewServer(s.Handler())

@@ -65,6 +65,7 @@ type webhookStore interface {
 	Audit(ctx context.Context, e store.AuditEntry) error
 	AuditLog(ctx context.Context, company, webhookID int64, limit int) ([]store.AuditEntry, error)
 	CompanyAuditLog(ctx context.Context, company int64, before int64, limit int) ([]store.AuditEntry, error)
+	replayStore
 }
 
 var _ webhookStore = (*store.Store)(nil)
@@ -91,8 +92,9 @@ type Options struct {
 	// Company looks up a company's name and time zone for test events; nil
 	// or an error leaves the name empty and uses UTC.
 	Company func(ctx context.Context, id int64) (Company, error)
-	// Notify is called after deliveries become due (re-fire), so that they
-	// are sent at once. Optional.
+	// Notify is called after deliveries become due (re-fire) and after a
+	// replay is created or cancelled, so that the deliveries are sent, and
+	// the replay runs, at once. Optional.
 	Notify func()
 	// Logger receives one line per request and errors. Default: discard.
 	Logger *slog.Logger
@@ -102,6 +104,10 @@ type Options struct {
 	// MaxConcurrentTests is the most test events of one company in flight
 	// at once; one more answers 429 with Retry-After. 0: no limit.
 	MaxConcurrentTests int
+	// ReplayWindow is how far back a replay may reach: how long events are
+	// kept at least (the longer of retention.delivered and
+	// retention.failed). 0 refuses every replay.
+	ReplayWindow time.Duration
 }
 
 // Server is the admin API.
@@ -135,6 +141,10 @@ var routes = []route{
 	{"POST", "/v1/webhooks/{id}/deliveries/{delivery_id}/refire", (*Server).refire},
 	{"POST", "/v1/webhooks/{id}/refire", (*Server).refireBulk},
 	{"GET", "/v1/webhooks/{id}/audit", (*Server).audit},
+	{"POST", "/v1/webhooks/{id}/replays", (*Server).createReplay},
+	{"GET", "/v1/webhooks/{id}/replays", (*Server).listReplays},
+	{"GET", "/v1/webhooks/{id}/replays/{replay_id}", (*Server).getReplay},
+	{"POST", "/v1/webhooks/{id}/replays/{replay_id}/cancel", (*Server).cancelReplayRoute},
 }
 
 // Routes lists "METHOD /path" of every operation, plus the unauthenticated

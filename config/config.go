@@ -34,6 +34,7 @@ type Config struct {
 	Replication Replication `koanf:"replication"`
 	Delivery    Delivery    `koanf:"delivery"`
 	Retention   Retention   `koanf:"retention"`
+	Replay      Replay      `koanf:"replay"`
 	Payload     Payload     `koanf:"payload"`
 	Mapping     Mapping     `koanf:"mapping"`
 	Webhooks    Webhooks    `koanf:"webhooks"`
@@ -164,6 +165,16 @@ type Retention struct {
 	Interval  time.Duration `koanf:"interval"`
 }
 
+// Replay paces the replays admins ask for (the stored events of a time
+// range delivered again to one webhook).
+type Replay struct {
+	// Rate is the most events per second one replay sends again.
+	Rate int `koanf:"rate"`
+	// PerWebhook is the most deliveries of one replay pending or retrying
+	// at once: the webhook's live deliveries never queue behind more.
+	PerWebhook int `koanf:"per_webhook"`
+}
+
 // Payload configures the JSON sent to webhooks.
 type Payload struct {
 	// DefaultTimeZone is the IANA zone for timestamps of companies that
@@ -267,6 +278,7 @@ func Default() *Config {
 			Failed:    30 * 24 * time.Hour,
 			Interval:  time.Hour,
 		},
+		Replay:  Replay{Rate: 100, PerWebhook: 8},
 		Payload: Payload{DefaultTimeZone: "UTC"},
 		Mapping: Mapping{Rules: []mapper.Rule{}},
 		Webhooks: Webhooks{

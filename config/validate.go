@@ -70,6 +70,7 @@ func (c *Config) Validate() error {
 	c.validateReplication(&p)
 	c.validateDelivery(&p)
 	c.validateRetention(&p)
+	c.validateReplay(&p)
 	c.validatePayload(&p)
 	c.validateRules(&p)
 	c.validateWebhooks(&p)
@@ -169,6 +170,20 @@ func (c *Config) validateRetention(p *problems) {
 		p.add("retention.failed", "%s is shorter than retention.delivered (%s); failed deliveries are the ones worth keeping", r.Failed, r.Delivered)
 	}
 	positive(p, "retention.interval", r.Interval)
+}
+
+// MaxReplayRate bounds replay.rate: a replay faster than that is a
+// flood, not a catch-up.
+const MaxReplayRate = 10000
+
+// validateReplay checks the replay section.
+func (c *Config) validateReplay(p *problems) {
+	if r := c.Replay.Rate; r < 1 || r > MaxReplayRate {
+		p.add("replay.rate", "must be between 1 and %d events a second, got %d", MaxReplayRate, r)
+	}
+	if c.Replay.PerWebhook < 1 {
+		p.add("replay.per_webhook", "must be > 0, got %d", c.Replay.PerWebhook)
+	}
 }
 
 // validatePayload checks the payload section.

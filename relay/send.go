@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -50,6 +51,9 @@ const (
 	headerEvent       = signature.EventHeader
 	headerDelivery    = signature.DeliveryHeader
 	headerSignature   = signature.Header
+	// headerReplay names the replay a delivery is sent again for (see
+	// store.ArmReplay); live deliveries do not carry it.
+	headerReplay = "X-SMTM-Replay"
 )
 
 // reservedPrefix marks the product's own headers: a webhook may not set any
@@ -89,6 +93,7 @@ var (
 	canonEvent       = http.CanonicalHeaderKey(headerEvent)
 	canonDelivery    = http.CanonicalHeaderKey(headerDelivery)
 	canonSignature   = http.CanonicalHeaderKey(headerSignature)
+	canonReplay      = http.CanonicalHeaderKey(headerReplay)
 	jsonContentType  = []string{"application/json"}
 )
 
@@ -123,6 +128,9 @@ func (s *sender) newRequest(ctx context.Context, c *store.Claimed) (*http.Reques
 		signer, _ := s.signers.get(c.Secret, newSigner)
 		vals[3] = signer.Sign(c.Body)
 		h[canonSignature] = vals[3:4:4]
+	}
+	if c.ReplayID != 0 {
+		h[canonReplay] = []string{strconv.FormatInt(c.ReplayID, 10)}
 	}
 	req := http.Request{
 		Method:        http.MethodPost,

@@ -81,6 +81,7 @@ func newAdmin(ctx context.Context, cfg *config.Config, st *store.Store, cat Cata
 		Notify:     notify,
 		Logger:     log,
 
+		ReplayWindow:       max(cfg.Retention.Delivered, cfg.Retention.Failed),
 		MaxWebhooks:        cfg.Admin.MaxWebhooksPerCompany,
 		MaxConcurrentTests: cfg.Admin.MaxConcurrentTests,
 	})

@@ -156,6 +156,12 @@ func RunWith(ctx context.Context, cfg *config.Config, log *slog.Logger, tel Tele
 	}
 
 	disp := relay.New(st, relayOptions(cfg, policy, tel, log))
+	replays := relay.NewReplayer(st, relay.ReplayOptions{
+		Rate:       cfg.Replay.Rate,
+		PerWebhook: cfg.Replay.PerWebhook,
+		Notify:     disp.Notify,
+		Logger:     log.With("component", "replay"),
+	})
 	in := ingest.New(st, m, ingest.Options{
 		Slot:           cfg.Replication.Slot,
 		Tables:         cat.Tables,
@@ -167,9 +173,10 @@ func RunWith(ctx context.Context, cfg *config.Config, log *slog.Logger, tel Tele
 	})
 	src := cdc.New(cdcConfig(cfg, cat, log))
 
-	r := &running{cfg: cfg, log: log, st: st, cat: cat, src: src, in: in, disp: disp, hup: hup, events: m.EventTypes()}
+	r := &running{cfg: cfg, log: log, st: st, cat: cat, src: src, in: in, disp: disp, replays: replays, hup: hup, events: m.EventTypes()}
 	if cfg.Admin.Listen != "" {
-		srv, closeAdmin, err := newAdmin(ctx, cfg, st, cat, policy, disp.Notify, log.With("component", "admin"))
+		notify := func() { disp.Notify(); replays.Wake() }
+		srv, closeAdmin, err := newAdmin(ctx, cfg, st, cat, policy, notify, log.With("component", "admin"))
 		if err != nil {
 			return err
 		}
@@ -285,6 +292,8 @@ type running struct {
 	src  *cdc.Source
 	in   *ingest.Ingester
 	disp *relay.Dispatcher
+	// replays runs the replays admins ask for, beside the dispatcher.
+	replays *relay.Replayer
 
 	// admin serves adminLn when admin.listen is set; obs serves the
 	// observability endpoints when observability.listen is set.
@@ -351,6 +360,12 @@ func (r *running) run(ctx context.Context) error {
 	g.Go(func() error {
 		if err := r.disp.Run(gctx); err != nil {
 			return fmt.Errorf("dispatcher: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		if err := r.replays.Run(gctx); err != nil {
+			return fmt.Errorf("replays: %w", err)
 		}
 		return nil
 	})

@@ -88,12 +88,12 @@ WITH r AS (
     -- (its lease was lost) no longer matches and is not recorded.
     WHERE d.ctid = ANY (ARRAY(SELECT tid FROM held))
       AND d.ctid = h.tid
-    RETURNING d.id, d.webhook_id
+    RETURNING d.id, d.webhook_id, d.replay_id
 )
 INSERT INTO {{schema}}.attempts
-    (delivery_id, webhook_id, attempt, started_at, duration_ms, status_code, error, response_snippet, sent_by)
+    (delivery_id, webhook_id, attempt, started_at, duration_ms, status_code, error, response_snippet, sent_by, replay_id)
 SELECT r.id, upd.webhook_id, r.attempt, r.started_at, r.duration_ms,
-       NULLIF(r.status_code, 0), NULLIF(r.error, ''), NULLIF(r.snippet, ''), $1
+       NULLIF(r.status_code, 0), NULLIF(r.error, ''), NULLIF(r.snippet, ''), $1, upd.replay_id
 FROM r JOIN upd ON upd.id = r.id
 RETURNING delivery_id`
 

@@ -52,6 +52,9 @@ type Claimed struct {
 	SecretError string
 	// Headers are the webhook's own extra headers, decrypted.
 	Headers map[string]string
+	// ReplayID is the replay that made the delivery due (X-SMTM-Replay);
+	// 0 for a live delivery.
+	ReplayID int64
 }
 
 // ClaimRequest describes a claim of due deliveries.
@@ -152,7 +155,7 @@ WHERE d.ctid = ANY (ARRAY(SELECT tid FROM pick))
   AND d.ctid = p.tid
 RETURNING d.id, d.webhook_id, d.event_id, d.event_type, d.company_id, COALESCE(p.traceparent, ''),
           d.attempts, d.retry_base, d.next_attempt_at, d.lease_until, p.body, p.created_at, p.committed_at,
-          p.url, p.secret, p.headers`
+          p.url, p.secret, p.headers, d.replay_id`
 
 // loadHeldSQL reads held deliveries by id (see LoadHeld), with the same
 // columns as claimSQL returns: those owner still holds for at least the
@@ -160,11 +163,11 @@ RETURNING d.id, d.webhook_id, d.event_id, d.event_type, d.company_id, COALESCE(p
 const loadHeldSQL = `
 SELECT d.id, d.webhook_id, d.event_id, d.event_type, d.company_id, COALESCE(e.traceparent, ''),
        d.attempts, d.retry_base, d.next_attempt_at, d.lease_until, e.body, e.created_at, e.committed_at,
-       w.url, w.secret, w.headers
+       w.url, w.secret, w.headers, d.replay_id
 FROM unnest($2::uuid[]) WITH ORDINALITY AS u(id, n)
 CROSS JOIN LATERAL (
     SELECT d.id, d.webhook_id, d.event_id, d.event_type, d.company_id, d.attempts, d.retry_base,
-           d.next_attempt_at, d.lease_until
+           d.next_attempt_at, d.lease_until, d.replay_id
     FROM {{schema}}.deliveries d
     WHERE d.id = u.id
       AND d.lease_owner = $1
@@ -265,6 +268,7 @@ func (s *Store) scanClaimed(rows pgx.Rows, n int) ([]Claimed, error) {
 	var types map[string]string
 	// Read from the driver's buffer, copied only when first seen.
 	var eventType, trace, body, url, secret, headers pgtype.DriverBytes
+	var replay pgtype.Int8
 	for rows.Next() {
 		if out == nil {
 			out = make([]Claimed, 0, n)
@@ -272,11 +276,13 @@ func (s *Store) scanClaimed(rows pgx.Rows, n int) ([]Claimed, error) {
 		}
 		out = append(out, Claimed{})
 		c := &out[len(out)-1]
+		replay = pgtype.Int8{}
 		if err := rows.Scan((*[16]byte)(&c.ID), &c.WebhookID, &c.EventID, &eventType, &c.CompanyID, &trace, &c.Attempts, &c.RetryBase,
 			&c.NextAttemptAt, &c.LeaseUntil, &body, &c.CreatedAt, &c.CommittedAt,
-			&url, &secret, &headers); err != nil {
+			&url, &secret, &headers, &replay); err != nil {
 			return nil, err
 		}
+		c.ReplayID = replay.Int64 // 0 when NULL
 		t, ok := types[string(eventType)]
 		if !ok {
 			t = string(eventType)

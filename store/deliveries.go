@@ -37,6 +37,7 @@ func (s *Store) Refire(ctx context.Context, deliveryID uuid.UUID) error {
 	err := s.pool.QueryRow(ctx, s.q(`UPDATE {{schema}}.deliveries SET
 			status = CASE WHEN status IN ('delivered', 'failed') THEN 'pending' ELSE status END,
 			retry_base = CASE WHEN status IN ('delivered', 'failed') THEN attempts ELSE retry_base END,
+			replay_id = CASE WHEN status IN ('delivered', 'failed') THEN NULL ELSE replay_id END,
 			finished_at = NULL,
 			next_attempt_at = now(),
 			updated_at = now()
@@ -69,6 +70,9 @@ type Delivery struct {
 	CreatedAt      time.Time
 	UpdatedAt      time.Time
 	FinishedAt     time.Time
+	// ReplayID is the replay that made the delivery due again; 0 when none
+	// did (or it was re-fired since).
+	ReplayID int64
 }
 
 // DeliveryByID reads one delivery; ErrNotFound if there is none.
@@ -77,13 +81,14 @@ func (s *Store) DeliveryByID(ctx context.Context, id uuid.UUID) (Delivery, error
 	var owner, lastErr *string
 	var leaseUntil, finished *time.Time
 	var code *int
+	var replay *int64
 	err := s.pool.QueryRow(ctx, s.q(`SELECT id, event_id, webhook_id, company_id, event_type, status,
 			attempts, retry_base, next_attempt_at, lease_owner, lease_until, last_status_code, last_error,
-			created_at, updated_at, finished_at
+			created_at, updated_at, finished_at, replay_id
 		FROM {{schema}}.deliveries WHERE id = $1`), id).Scan(
 		&d.ID, &d.EventID, &d.WebhookID, &d.CompanyID, &d.EventType, &d.Status,
 		&d.Attempts, &d.RetryBase, &d.NextAttemptAt, &owner, &leaseUntil, &code, &lastErr,
-		&d.CreatedAt, &d.UpdatedAt, &finished)
+		&d.CreatedAt, &d.UpdatedAt, &finished, &replay)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Delivery{}, fmt.Errorf("delivery %s: %w", id, ErrNotFound)
 	}
@@ -95,6 +100,7 @@ func (s *Store) DeliveryByID(ctx context.Context, id uuid.UUID) (Delivery, error
 	d.LeaseUntil = deref(leaseUntil)
 	d.FinishedAt = deref(finished)
 	d.LastStatusCode = deref(code)
+	d.ReplayID = deref(replay)
 	return d, nil
 }
 
@@ -112,11 +118,13 @@ type Attempt struct {
 	// SentBy names the relay process that made the attempt (its lease
 	// owner name); empty for attempts recorded before it was kept.
 	SentBy string
+	// ReplayID is the replay the attempt was made for; 0 for a live one.
+	ReplayID int64
 }
 
 // attemptColumns are the columns scanAttempt reads, in its order.
 const attemptColumns = `delivery_id, webhook_id, attempt, started_at,
-	duration_ms, status_code, error, response_snippet, sent_by`
+	duration_ms, status_code, error, response_snippet, sent_by, replay_id`
 
 // Attempts lists a delivery's attempts in order. It returns no error and no
 // attempts for an unknown delivery.

@@ -93,7 +93,8 @@ func (s *Store) WebhookDeliveries(ctx context.Context, f DeliveryFilter) ([]Deli
 	rows, err := s.pool.Query(ctx, s.q(`SELECT d.* FROM unnest($2::text[]) AS st(status)
 		CROSS JOIN LATERAL (
 			SELECT id, event_id, webhook_id, company_id, event_type, status,
-				attempts, retry_base, next_attempt_at, last_status_code, last_error, created_at, updated_at, finished_at
+				attempts, retry_base, next_attempt_at, last_status_code, last_error, created_at, updated_at, finished_at,
+				replay_id
 			FROM {{schema}}.deliveries
 			WHERE webhook_id = $1
 			  AND status = st.status
@@ -113,9 +114,11 @@ func (s *Store) WebhookDeliveries(ctx context.Context, f DeliveryFilter) ([]Deli
 		var code *int
 		var lastErr *string
 		var finished *time.Time
+		var replay *int64
 		err := r.Scan(&d.ID, &d.EventID, &d.WebhookID, &d.CompanyID, &d.EventType, &d.Status, &d.Delivery.Attempts, &d.RetryBase,
-			&d.NextAttemptAt, &code, &lastErr, &d.CreatedAt, &d.UpdatedAt, &finished)
+			&d.NextAttemptAt, &code, &lastErr, &d.CreatedAt, &d.UpdatedAt, &finished, &replay)
 		d.LastStatusCode, d.LastError, d.FinishedAt = deref(code), deref(lastErr), deref(finished)
+		d.ReplayID = deref(replay)
 		return d, err
 	})
 	if err != nil {
@@ -163,7 +166,9 @@ func scanAttempt(row pgx.CollectableRow) (Attempt, error) {
 	var ms float64
 	var code *int
 	var errText, snippet, sentBy *string
-	err := row.Scan(&a.DeliveryID, &a.WebhookID, &a.Attempt, &a.StartedAt, &ms, &code, &errText, &snippet, &sentBy)
+	var replay *int64
+	err := row.Scan(&a.DeliveryID, &a.WebhookID, &a.Attempt, &a.StartedAt, &ms, &code, &errText, &snippet, &sentBy, &replay)
+	a.ReplayID = deref(replay)
 	a.Duration = time.Duration(ms * float64(time.Millisecond))
 	a.StatusCode = deref(code)
 	a.Error = deref(errText)
@@ -173,8 +178,9 @@ func scanAttempt(row pgx.CollectableRow) (Attempt, error) {
 }
 
 // refireSet is the change that sends a finished delivery again: see Refire.
+// A re-fired delivery is no replay's any more.
 const refireSet = `status = 'pending', retry_base = attempts, finished_at = NULL,
-	next_attempt_at = now(), last_error = NULL, last_status_code = NULL, updated_at = now()`
+	next_attempt_at = now(), last_error = NULL, last_status_code = NULL, replay_id = NULL, updated_at = now()`
 
 // RefireDelivery sends a failed or delivered delivery of a webhook again,
 // keeping its id (see Refire), and records it in the audit log. It returns

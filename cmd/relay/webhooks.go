@@ -166,7 +166,7 @@ func webhooksCmd() *cobra.Command {
 	c := &cobra.Command{
 		Use:   "webhooks",
 		Short: "Manage webhooks over the admin API (the Webhooks page)",
-		Long:  "List, create, update, enable, disable, delete and test webhooks, look at their\ndeliveries and re-fire them, over a running relay's admin API.\n" + apiHelp,
+		Long:  "List, create, update, enable, disable, delete and test webhooks, look at their\ndeliveries, re-fire them and replay a time range, over a running relay's admin API.\n" + apiHelp,
 		Example: `  export RELAY_ADMIN_URL=http://127.0.0.1:8081 RELAY_ADMIN_TOKEN=rat_...
   relay webhooks list
   relay webhooks create --name "SAP-PM bridge" --endpoint https://sap.example.com/in --events task.completed
@@ -177,7 +177,8 @@ func webhooksCmd() *cobra.Command {
 	api.register(c.PersistentFlags())
 	c.AddCommand(webhooksList(api), webhooksCreate(api), webhooksUpdate(api),
 		webhooksToggle(api, "enable"), webhooksToggle(api, "disable"), webhooksDelete(api),
-		webhooksTest(api), webhooksDeliveries(api), webhooksRefire(api))
+		webhooksTest(api), webhooksDeliveries(api), webhooksRefire(api),
+		webhooksReplay(api), webhooksReplays(api), webhooksReplayCancel(api))
 	return c
 }
 

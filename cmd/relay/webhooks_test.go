@@ -167,6 +167,38 @@ admin:
 		t.Errorf("requests with the delivery id: %d, signed with headers: %d", sameID, signed)
 	}
 
+	// A replay of the last hour sends that delivery again, under its id,
+	// with X-SMTM-Replay; its progress is listed; a finished one cannot be
+	// cancelled.
+	code, out = cli(t, env, "webhooks", "replay", fmt.Sprint(id), "--since", "1h")
+	if code != 0 || !strings.Contains(out, "replay 1: queued, 1 events") {
+		t.Fatalf("replay: %d %s", code, out)
+	}
+	waitFor(t, "the replay done", 30*time.Second, func() bool {
+		_, out = cli(t, env, "webhooks", "replays", fmt.Sprint(id))
+		return strings.Contains(out, "done")
+	})
+	if !strings.Contains(out, "EVENTS") || !strings.Contains(out, "100%") {
+		t.Errorf("replays: %s", out)
+	}
+	mu.Lock()
+	replayed := 0
+	for _, h := range got {
+		if h.Get("X-SMTM-Delivery") == did && h.Get("X-SMTM-Replay") == "1" {
+			replayed++
+		}
+	}
+	mu.Unlock()
+	if replayed != 1 {
+		t.Errorf("the replay sent delivery %s %d times with X-SMTM-Replay: 1, want once", did, replayed)
+	}
+	if code, out = cli(t, env, "webhooks", "replay-cancel", fmt.Sprint(id), "1"); code != 1 || !strings.Contains(out, "over already") {
+		t.Errorf("cancel a finished replay: %d %s", code, out)
+	}
+	if code, out = cli(t, env, "webhooks", "replay", fmt.Sprint(id), "--since", "10000h"); code != 1 || !strings.Contains(out, "outside retention") {
+		t.Errorf("replay beyond retention: %d %s", code, out)
+	}
+
 	code, out = cli(t, env, "events")
 	if code != 0 || !strings.Contains(out, "task.completed\n") {
 		t.Errorf("events over the API: %d %s", code, out)
