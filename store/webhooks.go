@@ -33,8 +33,8 @@ type Webhook struct {
 	Format    string
 	Active    bool
 	ManagedBy string
-	CreatedAt   time.Time
-	UpdatedAt   time.Time
+	CreatedAt time.Time
+	UpdatedAt time.Time
 }
 
 // webhookSyncLock is the advisory lock key that serialises SyncFileWebhooks.
