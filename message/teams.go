@@ -8,8 +8,8 @@ package message
 //
 //	{"type":"message","attachments":[{"contentType":"application/vnd.microsoft.card.adaptive","contentUrl":null,
 //	  "content":{"$schema":"http://adaptivecards.io/schemas/adaptive-card.json","type":"AdaptiveCard","version":"1.4",
-//	    "body":[{"type":"TextBlock","text":"...","weight":"Bolder","size":"Medium","wrap":true},
-//	            {"type":"TextBlock","text":"PT Kahatex · ...","isSubtle":true,"spacing":"None","wrap":true},
+//	    "body":[{"type":"TextBlock","text":"...","weight":"bolder","size":"medium","wrap":true},
+//	            {"type":"TextBlock","text":"PT Kahatex · ...","isSubtle":true,"spacing":"none","wrap":true},
 //	            {"type":"FactSet","facts":[{"title":"Priority","value":"Critical"}]}],
 //	    "actions":[{"type":"Action.OpenUrl","title":"Open in SmartMaintenance","url":"..."}]}}]}
 func (r *Renderer) teams(c content) []byte {
@@ -18,11 +18,11 @@ func (r *Renderer) teams(c content) []byte {
 		`"content":{"$schema":"http://adaptivecards.io/schemas/adaptive-card.json","type":"AdaptiveCard","version":"1.4",`+
 		`"body":[{"type":"TextBlock","text":`...)
 	b = appendString(b, c.summary)
-	b = append(b, `,"weight":"Bolder","size":"Medium","wrap":true}`...)
+	b = append(b, `,"weight":"bolder","size":"medium","wrap":true}`...)
 	if c.context != "" {
 		b = append(b, `,{"type":"TextBlock","text":`...)
 		b = appendString(b, c.context)
-		b = append(b, `,"isSubtle":true,"spacing":"None","wrap":true}`...)
+		b = append(b, `,"isSubtle":true,"spacing":"none","wrap":true}`...)
 	}
 	if len(c.facts) > 0 {
 		b = append(b, `,{"type":"FactSet","facts":[`...)
