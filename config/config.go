@@ -41,8 +41,8 @@ type Config struct {
 	// Formats configures the Slack and Teams messages of webhooks whose
 	// format is not raw.
 	Formats Formats `koanf:"formats"`
-	Admin       Admin       `koanf:"admin"`
-	Secrets     Secrets     `koanf:"secrets"`
+	Admin   Admin   `koanf:"admin"`
+	Secrets Secrets `koanf:"secrets"`
 	// Observability configures the metrics and health endpoints.
 	Observability Observability `koanf:"observability"`
 	// Runtime tunes Go's garbage collector.
