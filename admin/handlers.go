@@ -32,6 +32,7 @@ type webhookView struct {
 	Events      []string          `json:"events"`
 	Headers     map[string]string `json:"headers"`
 	Description string            `json:"description"`
+	Format      string            `json:"format"`
 	Active      bool              `json:"active"`
 	ManagedBy   string            `json:"managed_by"`
 	HasSecret   bool              `json:"has_secret"`
@@ -49,12 +50,15 @@ type webhookView struct {
 
 func view(w store.WebhookStats) webhookView {
 	v := webhookView{ID: w.ID, CompanyID: w.CompanyID, Name: w.Name, URL: w.URL, Events: w.Events,
-		Headers: map[string]string{}, Description: w.Description, Active: w.Active, ManagedBy: w.ManagedBy,
+		Headers: map[string]string{}, Description: w.Description, Format: w.Format, Active: w.Active, ManagedBy: w.ManagedBy,
 		HasSecret: w.Secret != "" || w.SecretError != "", SecretError: w.SecretError, HeaderError: w.HeaderError,
 		CreatedAt: w.CreatedAt, UpdatedAt: w.UpdatedAt,
 		Attempts24h: w.Attempts24h, Succeeded24h: w.Succeeded24h}
 	if v.Events == nil {
 		v.Events = []string{}
+	}
+	if v.Format == "" {
+		v.Format = store.FormatRaw
 	}
 	for k := range w.Headers {
 		v.Headers[k] = config.Mask
@@ -136,7 +140,9 @@ type webhookInput struct {
 	Secret      *string            `json:"secret"`
 	Headers     *map[string]string `json:"headers"`
 	Description *string            `json:"description"`
-	Active      *bool              `json:"active"`
+	// Format is the payload format: raw, slack or teams.
+	Format *string `json:"format"`
+	Active *bool   `json:"active"`
 	// RotateSecret (update only) replaces the secret with a generated one.
 	RotateSecret bool `json:"rotate_secret"`
 }
@@ -152,6 +158,7 @@ func (s *Server) validate(ctx context.Context, h store.Webhook, in webhookInput)
 	problems = append(problems, fromCheck(config.CheckWebhook(config.Webhook{CompanyID: h.CompanyID, Name: h.Name,
 		URL: h.URL, Events: h.Events, Secret: h.Secret, Headers: h.Headers, Description: h.Description, Active: h.Active},
 		s.o.Production))...)
+	problems = append(problems, checkFormat(in.Format)...)
 	if in.Events != nil {
 		for i, ev := range h.Events {
 			if ev != "" && !slices.Contains(s.o.Events, ev) {
@@ -193,6 +200,9 @@ func (in webhookInput) apply(h *store.Webhook) {
 	}
 	if in.Description != nil {
 		h.Description = *in.Description
+	}
+	if in.Format != nil {
+		h.Format = *in.Format
 	}
 	if in.Active != nil {
 		h.Active = *in.Active
@@ -489,7 +499,7 @@ func (s *Server) sendTest(ctx context.Context, who principal, h store.WebhookSta
 	}
 	id := uuid.New()
 	res := s.o.Sender.Send(ctx, relay.Message{URL: h.URL, EventType: in.EventType, DeliveryID: id,
-		Body: body, Secret: h.Secret, Headers: h.Headers})
+		Body: body, Secret: h.Secret, Headers: h.Headers, Format: h.Format})
 	out := TestResult{DeliveryID: id, StatusCode: res.StatusCode, Duration: res.Duration, Error: res.Error,
 		Snippet: res.Snippet, Payload: body}
 	if err := s.o.Store.Audit(ctx, store.AuditEntry{Actor: who.name, CompanyID: h.CompanyID, Action: "webhook.test",

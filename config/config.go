@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/smartmaintenance/relay/mapper"
+	"github.com/smartmaintenance/relay/message"
 )
 
 // Config is the relay's configuration. A field tagged secret:"true" holds
@@ -38,8 +39,11 @@ type Config struct {
 	Payload     Payload     `koanf:"payload"`
 	Mapping     Mapping     `koanf:"mapping"`
 	Webhooks    Webhooks    `koanf:"webhooks"`
-	Admin       Admin       `koanf:"admin"`
-	Secrets     Secrets     `koanf:"secrets"`
+	// Formats configures the Slack and Teams messages of webhooks whose
+	// format is not raw.
+	Formats Formats `koanf:"formats"`
+	Admin   Admin   `koanf:"admin"`
+	Secrets Secrets `koanf:"secrets"`
 	// Observability configures the metrics and health endpoints.
 	Observability Observability `koanf:"observability"`
 	// Runtime tunes Go's garbage collector.
@@ -199,6 +203,24 @@ type Webhooks struct {
 	Endpoints []Webhook `koanf:"endpoints"`
 }
 
+// Formats configures the messages sent to webhooks whose payload format is
+// slack or teams (see package message).
+type Formats struct {
+	// PlatformURL is the platform's base URL; messages link to the event's
+	// page below it. "" shows no links.
+	PlatformURL string `koanf:"platform_url"`
+	// LinkText labels the link.
+	LinkText string `koanf:"link_text"`
+	// Templates override the default summary and link templates, one
+	// entry per event type.
+	Templates []message.Template `koanf:"templates"`
+}
+
+// MessageOptions are the options of the renderer that f configures.
+func (f Formats) MessageOptions() message.Options {
+	return message.Options{PlatformURL: f.PlatformURL, Templates: f.Templates, LinkText: f.LinkText}
+}
+
 // Observability configures the HTTP listener for /metrics, /healthz and
 // /readyz. Traces and OTLP metrics are configured by the standard OTEL_*
 // environment variables, not here.
@@ -240,6 +262,9 @@ type Webhook struct {
 	Secret      string            `koanf:"secret" secret:"true"`
 	Headers     map[string]string `koanf:"headers" secret:"true"`
 	Description string            `koanf:"description"`
+	// Format is the payload format: raw (the default, also for ""),
+	// slack or teams.
+	Format string `koanf:"format"`
 	// Active is true unless the file says "active: false".
 	Active bool `koanf:"active"`
 }
@@ -286,6 +311,7 @@ func Default() *Config {
 			ReloadInterval: time.Second,
 			Endpoints:      []Webhook{},
 		},
+		Formats: Formats{LinkText: message.DefaultLinkText, Templates: []message.Template{}},
 		Admin:   Admin{Tokens: []AdminToken{}, MaxWebhooksPerCompany: 100, MaxConcurrentTests: 4},
 		Secrets: Secrets{PreviousKeys: []string{}},
 		Runtime: Runtime{GCPercent: 200, MemoryLimit: 64 << 20},

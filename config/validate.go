@@ -74,6 +74,7 @@ func (c *Config) Validate() error {
 	c.validatePayload(&p)
 	c.validateRules(&p)
 	c.validateWebhooks(&p)
+	c.validateFormats(&p)
 	c.validateAdmin(&p)
 	c.validateSecrets(&p)
 	return p.err()
@@ -383,6 +384,7 @@ func CheckWebhook(w Webhook, production bool) []string {
 	}
 
 	checkWebhookEvents(&p, w.Events)
+	checkWebhookFormat(&p, w.Format)
 	checkWebhookSecret(&p, w.Secret)
 	checkWebhookHeaders(&p, w.Headers)
 	return p

@@ -301,6 +301,7 @@ type hookForm struct {
 	Edit         bool
 	Name, URL    string
 	Description  string
+	Format       string
 	Secret       string
 	RotateSecret bool
 	HasSecret    bool
@@ -316,7 +317,7 @@ type hookForm struct {
 const blankRows = 2
 
 func (c *Console) newForm(rq *req) error {
-	f := hookForm{Events: map[string]bool{}, AllEvents: c.api.Events(), Production: c.api.Production()}
+	f := hookForm{Events: map[string]bool{}, AllEvents: c.api.Events(), Production: c.api.Production(), Format: "raw"}
 	f.Headers = make([]headerRow, blankRows)
 	c.render(rq.w, http.StatusOK, "form", c.page(rq, "New webhook", "webhooks", f))
 	return nil
@@ -337,7 +338,7 @@ func (c *Console) editForm(rq *req) error {
 	if err != nil {
 		return err
 	}
-	f := hookForm{ID: h.ID, Edit: true, Name: h.Name, URL: h.URL, Description: h.Description,
+	f := hookForm{ID: h.ID, Edit: true, Name: h.Name, URL: h.URL, Description: h.Description, Format: h.Format,
 		HasSecret: h.Secret != "" || h.SecretError != "", Events: map[string]bool{},
 		AllEvents: c.api.Events(), Production: c.api.Production()}
 	for _, e := range h.Events {
@@ -360,7 +361,7 @@ func (c *Console) editForm(rq *req) error {
 // (edit), whose values an empty value field keeps.
 func (c *Console) readForm(rq *req, saved map[string]string) (hookForm, admin.WebhookInput) {
 	pf := rq.r.PostForm
-	f := hookForm{Name: pf.Get("name"), URL: pf.Get("url"), Description: pf.Get("description"),
+	f := hookForm{Name: pf.Get("name"), URL: pf.Get("url"), Description: pf.Get("description"), Format: pf.Get("format"),
 		Secret: pf.Get("secret"), RotateSecret: pf.Get("rotate_secret") != "", Events: map[string]bool{},
 		AllEvents: c.api.Events(), Production: c.api.Production(), Errors: map[string]string{}}
 	events := []string{}
@@ -391,6 +392,9 @@ func (c *Console) readForm(rq *req, saved map[string]string) (hookForm, admin.We
 	f.Headers = append(f.Headers, make([]headerRow, blankRows)...)
 	in := admin.WebhookInput{Name: &f.Name, URL: &f.URL, Description: &f.Description, Events: &events,
 		Headers: &headers, RotateSecret: f.RotateSecret}
+	if _, given := pf["format"]; given {
+		in.Format = &f.Format
+	}
 	if f.Secret != "" {
 		in.Secret = &f.Secret
 	}
@@ -398,7 +402,7 @@ func (c *Console) readForm(rq *req, saved map[string]string) (hookForm, admin.We
 }
 
 // formFields are the form's fields that errors can stand next to.
-var formFields = []string{"name", "url", "events", "secret", "headers", "description"}
+var formFields = []string{"name", "url", "events", "secret", "headers", "description", "format"}
 
 // formError puts the API's problems next to their fields; it returns false
 // for errors that are not about the input.

@@ -73,6 +73,7 @@ func (c *Console) funcs() template.FuncMap {
 			return fmt.Sprintf("%d ms", d.Milliseconds())
 		},
 		"sortedKeys": func(m map[string]string) []string { return slices.Sorted(maps.Keys(m)) },
+		"formatName": formatName,
 		"exact":      exactBody,
 		"has":        func(m map[string]bool, k string) bool { return m[k] },
 		"join":       strings.Join,
@@ -210,4 +211,15 @@ func visibleControls(b []byte) []byte {
 		}
 	}
 	return out
+}
+
+// formatName says what a webhook's payload format sends.
+func formatName(f string) string {
+	switch f {
+	case "slack":
+		return "Slack message"
+	case "teams":
+		return "Microsoft Teams message"
+	}
+	return "Raw JSON (the event payload)"
 }

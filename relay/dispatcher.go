@@ -16,6 +16,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/smartmaintenance/relay/egress"
+	"github.com/smartmaintenance/relay/message"
 	"github.com/smartmaintenance/relay/store"
 )
 
@@ -75,6 +76,9 @@ type Options struct {
 	// MetricHosts is how many receiver hosts the HTTP client metrics name;
 	// requests to further hosts are measured as server.address "other".
 	MetricHosts int
+	// Messages renders the bodies of webhooks whose payload format is slack
+	// or teams. nil: the default templates, without links.
+	Messages *message.Renderer
 }
 
 // Defaults.
@@ -200,6 +204,8 @@ func New(st deliveryStore, opts Options) *Dispatcher {
 			userAgent:    opts.UserAgent,
 			timeout:      opts.Timeout,
 			snippetBytes: opts.SnippetBytes,
+			messages:     opts.Messages,
+			renderWarn:   renderWarner(opts.Logger),
 		},
 		wakeup:     make(chan struct{}, 1),
 		slotState:  slotState{perHook: map[int64]int{}, queue: map[int64][]queuedDelivery{}},

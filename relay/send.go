@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -18,6 +19,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/smartmaintenance/relay/egress"
+	"github.com/smartmaintenance/relay/message"
 	"github.com/smartmaintenance/relay/signature"
 	"github.com/smartmaintenance/relay/store"
 )
@@ -68,6 +70,11 @@ type sender struct {
 	snippetBytes int
 	urls         cache[*url.URL]
 	signers      cache[*signature.Signer]
+	// messages renders the bodies of webhooks whose format is not raw;
+	// renderWarn reports a template that failed on a payload (see
+	// format.go).
+	messages   *message.Renderer
+	renderWarn func(c *store.Claimed, err error)
 }
 
 // outcome is what one attempt observed.
@@ -108,6 +115,12 @@ func (s *sender) newRequest(ctx context.Context, c *store.Claimed) (*http.Reques
 		}
 		return nil, fmt.Errorf("invalid webhook URL: %w", err)
 	}
+	body := c.Body
+	if c.Format != "" && c.Format != store.FormatRaw {
+		if body, err = s.render(c); err != nil {
+			return nil, err
+		}
+	}
 	h := make(http.Header, 5+len(c.Headers))
 	for k, v := range c.Headers {
 		if k == "" || reserved(k) {
@@ -126,7 +139,7 @@ func (s *sender) newRequest(ctx context.Context, c *store.Claimed) (*http.Reques
 	// An empty secret signs nothing a stranger could not sign too.
 	if c.Secret != "" {
 		signer, _ := s.signers.get(c.Secret, newSigner)
-		vals[3] = signer.Sign(c.Body)
+		vals[3] = signer.Sign(body)
 		h[canonSignature] = vals[3:4:4]
 	}
 	if c.ReplayID != 0 {
@@ -140,10 +153,10 @@ func (s *sender) newRequest(ctx context.Context, c *store.Claimed) (*http.Reques
 		ProtoMinor:    1,
 		Header:        h,
 		Body:          http.NoBody,
-		ContentLength: int64(len(c.Body)),
+		ContentLength: int64(len(body)),
 	}
-	if len(c.Body) > 0 {
-		req.Body = io.NopCloser(bytes.NewReader(c.Body))
+	if len(body) > 0 {
+		req.Body = io.NopCloser(bytes.NewReader(body))
 	}
 	return req.WithContext(ctx), nil
 }
@@ -365,6 +378,9 @@ type Message struct {
 	// Secret signs the body; "" sends no signature.
 	Secret  string
 	Headers map[string]string
+	// Format is the webhook's payload format: "raw" or "" sends Body, the
+	// others a message rendered from it (see package message).
+	Format string
 }
 
 // Result is what one request observed.
@@ -387,6 +403,12 @@ type SenderOptions struct {
 	// Egress decides which addresses may be called; nil refuses every
 	// special-purpose address (see package egress).
 	Egress *egress.Policy
+	// Messages renders the bodies of slack and teams webhooks; nil: the
+	// default templates, without links.
+	Messages *message.Renderer
+	// Logger receives a line for each template that fails on a payload.
+	// Default: discard.
+	Logger *slog.Logger
 }
 
 // Sender makes single requests exactly as the dispatcher's attempts are
@@ -402,12 +424,15 @@ func NewSender(o SenderOptions) *Sender {
 		userAgent:    opts.UserAgent,
 		timeout:      opts.Timeout,
 		snippetBytes: opts.SnippetBytes,
+		messages:     o.Messages,
+		renderWarn:   renderWarner(o.Logger),
 	}}
 }
 
 // Send POSTs m once and reports what happened.
 func (s *Sender) Send(ctx context.Context, m Message) Result {
-	c := store.Claimed{ID: m.DeliveryID, EventType: m.EventType, Body: m.Body, URL: m.URL, Secret: m.Secret, Headers: m.Headers}
+	c := store.Claimed{ID: m.DeliveryID, EventType: m.EventType, Body: m.Body, URL: m.URL, Secret: m.Secret, Headers: m.Headers,
+		Format: m.Format}
 	out := s.s.send(ctx, &c)
 	return Result{Started: out.started, Duration: out.duration, StatusCode: out.status, Error: out.err, Snippet: out.snippet}
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/smartmaintenance/relay/egress"
 	"github.com/smartmaintenance/relay/ingest"
 	"github.com/smartmaintenance/relay/mapper"
+	"github.com/smartmaintenance/relay/message"
 	"github.com/smartmaintenance/relay/relay"
 	"github.com/smartmaintenance/relay/store"
 	"github.com/smartmaintenance/relay/telemetry"
@@ -258,7 +259,20 @@ func relayOptions(cfg *config.Config, policy *egress.Policy, tel Telemetry, log 
 		TracerProvider: tel.TracerProvider,
 		MeterProvider:  tel.MeterProvider,
 		MetricHosts:    cfg.Observability.MetricHosts,
+
+		Messages: messageRenderer(cfg),
 	}
+}
+
+// messageRenderer renders the Slack and Teams messages of the formats
+// section. Load has parsed its templates; nil (the defaults) is only for a
+// configuration that did not pass Validate.
+func messageRenderer(cfg *config.Config) *message.Renderer {
+	r, err := message.New(cfg.Formats.MessageOptions())
+	if err != nil {
+		return nil
+	}
+	return r
 }
 
 // cdcConfig is the change feed's configuration from the replication
@@ -415,7 +429,7 @@ func syncWebhooks(ctx context.Context, cfg *config.Config, st *store.Store, cat 
 	hooks := make([]store.Webhook, len(cfg.Webhooks.Endpoints))
 	for i, w := range cfg.Webhooks.Endpoints {
 		hooks[i] = store.Webhook{CompanyID: w.CompanyID, Name: w.Name, URL: w.URL, Events: w.Events,
-			Secret: w.Secret, Headers: w.Headers, Description: w.Description, Active: w.Active}
+			Secret: w.Secret, Headers: w.Headers, Description: w.Description, Format: w.Format, Active: w.Active}
 		for _, ev := range w.Events {
 			if _, missing := cat.Unavailable[ev]; missing {
 				log.Warn("webhook subscribes to an event type this database does not offer",

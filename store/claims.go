@@ -55,6 +55,9 @@ type Claimed struct {
 	// ReplayID is the replay that made the delivery due (X-SMTM-Replay);
 	// 0 for a live delivery.
 	ReplayID int64
+	// Format is the webhook's payload format: "raw" (Body as it is),
+	// "slack" or "teams" (a message rendered from Body; package message).
+	Format string
 }
 
 // ClaimRequest describes a claim of due deliveries.
@@ -107,7 +110,7 @@ const claimDue = `d.webhook_id = h.id
 // (TestClaimPlanReadsNoWholeTable).
 const claimSQL = `
 WITH hooks AS (
-    SELECT w.id, w.url, w.secret, w.headers, COALESCE(b.room, $5::int) AS room,
+    SELECT w.id, w.url, w.secret, w.headers, w.format, COALESCE(b.room, $5::int) AS room,
            COALESCE(b.before, 'infinity') AS before
     FROM {{schema}}.webhooks w
     LEFT JOIN unnest($6::bigint[], $7::int[], $8::timestamptz[]) AS b(webhook_id, room, before) ON b.webhook_id = w.id
@@ -130,7 +133,7 @@ WITH hooks AS (
     ) oldest
     GROUP BY oldest.webhook_id
 ), pick AS (
-    SELECT c.tid, h.url, h.secret, h.headers, e.traceparent, e.body, e.created_at, e.committed_at
+    SELECT c.tid, h.url, h.secret, h.headers, h.format, e.traceparent, e.body, e.created_at, e.committed_at
     FROM quota q
     JOIN hooks h ON h.id = q.webhook_id
     CROSS JOIN LATERAL (
@@ -155,7 +158,7 @@ WHERE d.ctid = ANY (ARRAY(SELECT tid FROM pick))
   AND d.ctid = p.tid
 RETURNING d.id, d.webhook_id, d.event_id, d.event_type, d.company_id, COALESCE(p.traceparent, ''),
           d.attempts, d.retry_base, d.next_attempt_at, d.lease_until, p.body, p.created_at, p.committed_at,
-          p.url, p.secret, p.headers, d.replay_id`
+          p.url, p.secret, p.headers, p.format, d.replay_id`
 
 // loadHeldSQL reads held deliveries by id (see LoadHeld), with the same
 // columns as claimSQL returns: those owner still holds for at least the
@@ -163,7 +166,7 @@ RETURNING d.id, d.webhook_id, d.event_id, d.event_type, d.company_id, COALESCE(p
 const loadHeldSQL = `
 SELECT d.id, d.webhook_id, d.event_id, d.event_type, d.company_id, COALESCE(e.traceparent, ''),
        d.attempts, d.retry_base, d.next_attempt_at, d.lease_until, e.body, e.created_at, e.committed_at,
-       w.url, w.secret, w.headers, d.replay_id
+       w.url, w.secret, w.headers, w.format, d.replay_id
 FROM unnest($2::uuid[]) WITH ORDINALITY AS u(id, n)
 CROSS JOIN LATERAL (
     SELECT d.id, d.webhook_id, d.event_id, d.event_type, d.company_id, d.attempts, d.retry_base,
@@ -267,7 +270,7 @@ func (s *Store) scanClaimed(rows pgx.Rows, n int) ([]Claimed, error) {
 	var events map[int64]shared
 	var types map[string]string
 	// Read from the driver's buffer, copied only when first seen.
-	var eventType, trace, body, url, secret, headers pgtype.DriverBytes
+	var eventType, trace, body, url, secret, headers, format pgtype.DriverBytes
 	var replay pgtype.Int8
 	for rows.Next() {
 		if out == nil {
@@ -279,7 +282,7 @@ func (s *Store) scanClaimed(rows pgx.Rows, n int) ([]Claimed, error) {
 		replay = pgtype.Int8{}
 		if err := rows.Scan((*[16]byte)(&c.ID), &c.WebhookID, &c.EventID, &eventType, &c.CompanyID, &trace, &c.Attempts, &c.RetryBase,
 			&c.NextAttemptAt, &c.LeaseUntil, &body, &c.CreatedAt, &c.CommittedAt,
-			&url, &secret, &headers, &replay); err != nil {
+			&url, &secret, &headers, &format, &replay); err != nil {
 			return nil, err
 		}
 		c.ReplayID = replay.Int64 // 0 when NULL
@@ -295,7 +298,7 @@ func (s *Store) scanClaimed(rows pgx.Rows, n int) ([]Claimed, error) {
 			events[c.EventID] = e
 		}
 		c.Body, c.TraceParent = e.body, e.trace
-		s.endpointOf(c.WebhookID, url, secret, headers).fill(c)
+		s.endpointOf(c.WebhookID, url, secret, headers, format).fill(c)
 	}
 	return out, rows.Err()
 }

@@ -11,6 +11,7 @@ import (
 type endpoint struct {
 	// The stored forms it was made from.
 	url, sealed, headersJSON string
+	format                   string
 
 	secret, secretErr string
 	headers           map[string]string
@@ -29,17 +30,18 @@ type endpoints struct {
 const maxEndpoints = 4096
 
 // endpointOf returns the endpoint of webhook for its stored URL, secret
-// (sealed by s.box, or plain; nil or empty for none) and headers (a JSON
-// object).
-func (s *Store) endpointOf(webhook int64, url, sealed, headers []byte) *endpoint {
+// (sealed by s.box, or plain; nil or empty for none), headers (a JSON
+// object) and payload format.
+func (s *Store) endpointOf(webhook int64, url, sealed, headers, format []byte) *endpoint {
 	c := &s.endpoints
 	c.mu.Lock()
 	e := c.m[webhook]
 	c.mu.Unlock()
-	if e != nil && e.url == string(url) && e.sealed == string(sealed) && e.headersJSON == string(headers) {
+	if e != nil && e.url == string(url) && e.sealed == string(sealed) && e.headersJSON == string(headers) &&
+		e.format == string(format) {
 		return e
 	}
-	e = &endpoint{url: string(url), sealed: string(sealed), headersJSON: string(headers)}
+	e = &endpoint{url: string(url), sealed: string(sealed), headersJSON: string(headers), format: formatName(format)}
 	if e.sealed != "" {
 		plain, err := s.box.Open(e.sealed)
 		if err != nil {
@@ -64,5 +66,27 @@ func (s *Store) endpointOf(webhook int64, url, sealed, headers []byte) *endpoint
 
 // fill sets c's webhook fields from e.
 func (e *endpoint) fill(c *Claimed) {
-	c.URL, c.Secret, c.SecretError, c.Headers = e.url, e.secret, e.secretErr, e.headers
+	c.URL, c.Secret, c.SecretError, c.Headers, c.Format = e.url, e.secret, e.secretErr, e.headers, e.format
 }
+
+// formatName returns a stored payload format as a string; the table allows
+// only these three, and an absent one (a row read without the column) is
+// raw.
+func formatName(b []byte) string {
+	switch string(b) {
+	case "", FormatRaw:
+		return FormatRaw
+	case FormatSlack:
+		return FormatSlack
+	case FormatTeams:
+		return FormatTeams
+	}
+	return string(b)
+}
+
+// Payload formats of a webhook (the webhooks table's format column).
+const (
+	FormatRaw   = "raw"
+	FormatSlack = "slack"
+	FormatTeams = "teams"
+)

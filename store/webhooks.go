@@ -28,10 +28,13 @@ type Webhook struct {
 	Headers     map[string]string
 	HeaderError string
 	Description string
-	Active      bool
-	ManagedBy   string
-	CreatedAt   time.Time
-	UpdatedAt   time.Time
+	// Format is the payload format: FormatRaw, FormatSlack or FormatTeams;
+	// "" is raw.
+	Format    string
+	Active    bool
+	ManagedBy string
+	CreatedAt time.Time
+	UpdatedAt time.Time
 }
 
 // webhookSyncLock is the advisory lock key that serialises SyncFileWebhooks.
@@ -76,15 +79,15 @@ func (s *Store) SyncFileWebhooks(ctx context.Context, hooks []Webhook) (added, u
 				return fmt.Errorf("webhook %q of company %d: %w", h.Name, h.CompanyID, err)
 			}
 			err = tx.QueryRow(ctx, s.q(`SELECT id, managed_by,
-					(url, events, coalesce(secret, ''), headers, description, active) IS DISTINCT FROM ($3, $4, $5, $6::jsonb, $7, $8)
+					(url, events, coalesce(secret, ''), headers, description, active, format) IS DISTINCT FROM ($3, $4, $5, $6::jsonb, $7, $8, $9)
 				FROM {{schema}}.webhooks WHERE company_id = $1 AND name = $2 AND deleted_at IS NULL`),
-				h.CompanyID, h.Name, h.URL, h.Events, stored, headers, h.Description, h.Active).Scan(&id, &managedBy, &changed)
+				h.CompanyID, h.Name, h.URL, h.Events, stored, headers, h.Description, h.Active, formatOrRaw(h.Format)).Scan(&id, &managedBy, &changed)
 			switch {
 			case errors.Is(err, pgx.ErrNoRows):
 				err = tx.QueryRow(ctx, s.q(`INSERT INTO {{schema}}.webhooks
-						(company_id, name, url, events, secret, headers, description, active, managed_by)
-					VALUES ($1, $2, $3, $4, nullif($5, ''), $6, $7, $8, 'file') RETURNING id`),
-					h.CompanyID, h.Name, h.URL, h.Events, stored, headers, h.Description, h.Active).Scan(&id)
+						(company_id, name, url, events, secret, headers, description, active, managed_by, format)
+					VALUES ($1, $2, $3, $4, nullif($5, ''), $6, $7, $8, 'file', $9) RETURNING id`),
+					h.CompanyID, h.Name, h.URL, h.Events, stored, headers, h.Description, h.Active, formatOrRaw(h.Format)).Scan(&id)
 				if err != nil {
 					return fmt.Errorf("add webhook %q of company %d: %w", h.Name, h.CompanyID, err)
 				}
@@ -95,8 +98,8 @@ func (s *Store) SyncFileWebhooks(ctx context.Context, hooks []Webhook) (added, u
 				return fmt.Errorf("webhook %q of company %d is managed in the webhooks table; rename one of them", h.Name, h.CompanyID)
 			case changed:
 				_, err = tx.Exec(ctx, s.q(`UPDATE {{schema}}.webhooks SET url = $2, events = $3, secret = nullif($4, ''),
-						headers = $5, description = $6, active = $7 WHERE id = $1`),
-					id, h.URL, h.Events, stored, headers, h.Description, h.Active)
+						headers = $5, description = $6, active = $7, format = $8 WHERE id = $1`),
+					id, h.URL, h.Events, stored, headers, h.Description, h.Active, formatOrRaw(h.Format))
 				if err != nil {
 					return fmt.Errorf("update webhook %q of company %d: %w", h.Name, h.CompanyID, err)
 				}
@@ -118,7 +121,7 @@ func (s *Store) SyncFileWebhooks(ctx context.Context, hooks []Webhook) (added, u
 // Webhooks lists the webhooks that are not deleted.
 func (s *Store) Webhooks(ctx context.Context) ([]Webhook, error) {
 	rows, err := s.pool.Query(ctx, s.q(`SELECT id, company_id, name, url, events, coalesce(secret, ''), headers,
-			description, active, managed_by, created_at, updated_at
+			description, format, active, managed_by, created_at, updated_at
 		FROM {{schema}}.webhooks WHERE deleted_at IS NULL ORDER BY company_id, id`))
 	if err != nil {
 		return nil, fmt.Errorf("list webhooks: %w", err)
@@ -126,7 +129,7 @@ func (s *Store) Webhooks(ctx context.Context) ([]Webhook, error) {
 	var out []Webhook
 	var h Webhook
 	_, err = pgx.ForEachRow(rows, []any{&h.ID, &h.CompanyID, &h.Name, &h.URL, &h.Events, &h.Secret, &h.Headers,
-		&h.Description, &h.Active, &h.ManagedBy, &h.CreatedAt, &h.UpdatedAt}, func() error {
+		&h.Description, &h.Format, &h.Active, &h.ManagedBy, &h.CreatedAt, &h.UpdatedAt}, func() error {
 		s.openStored(&h)
 		out = append(out, h)
 		h = Webhook{}
@@ -181,7 +184,7 @@ type WebhookStats struct {
 }
 
 const webhookColumns = `w.id, w.company_id, w.name, w.url, w.events, coalesce(w.secret, ''), w.headers,
-	w.description, w.active, w.managed_by, w.created_at, w.updated_at`
+	w.description, w.format, w.active, w.managed_by, w.created_at, w.updated_at`
 
 // countsSQL counts a webhook's attempts for the 24-hour success rate: those
 // a shutdown aborted are not counted, and those answered with a 2xx are
@@ -216,7 +219,7 @@ func (s *Store) scanStats(row pgx.Row) (WebhookStats, error) {
 	var w WebhookStats
 	var last *time.Time
 	err := row.Scan(&w.ID, &w.CompanyID, &w.Name, &w.URL, &w.Events, &w.Secret, &w.Headers,
-		&w.Description, &w.Active, &w.ManagedBy, &w.CreatedAt, &w.UpdatedAt, &last, &w.Attempts24h, &w.Succeeded24h)
+		&w.Description, &w.Format, &w.Active, &w.ManagedBy, &w.CreatedAt, &w.UpdatedAt, &last, &w.Attempts24h, &w.Succeeded24h)
 	if err != nil {
 		return w, err
 	}
@@ -263,7 +266,7 @@ func Redacted(w Webhook) map[string]any {
 	return map[string]any{
 		"id": w.ID, "company_id": w.CompanyID, "name": w.Name, "url": w.URL, "events": w.Events,
 		"has_secret": w.Secret != "" || w.SecretError != "", "headers": headers, "description": w.Description,
-		"active": w.Active, "managed_by": w.ManagedBy,
+		"active": w.Active, "managed_by": w.ManagedBy, "format": formatOrRaw(w.Format),
 	}
 }
 
@@ -290,11 +293,11 @@ func (s *Store) CreateWebhook(ctx context.Context, actor string, w Webhook, opts
 			return err
 		}
 		err := tx.QueryRow(ctx, s.q(`INSERT INTO {{schema}}.webhooks
-				(company_id, name, url, events, secret, headers, description, active, managed_by)
-			VALUES ($1, $2, $3, $4, nullif($5, ''), $6, $7, $8, 'table')
-			RETURNING id, managed_by, created_at, updated_at`),
-			w.CompanyID, w.Name, w.URL, w.Events, sealed, headers, w.Description, w.Active).
-			Scan(&w.ID, &w.ManagedBy, &w.CreatedAt, &w.UpdatedAt)
+				(company_id, name, url, events, secret, headers, description, active, managed_by, format)
+			VALUES ($1, $2, $3, $4, nullif($5, ''), $6, $7, $8, 'table', $9)
+			RETURNING id, managed_by, format, created_at, updated_at`),
+			w.CompanyID, w.Name, w.URL, w.Events, sealed, headers, w.Description, w.Active, formatOrRaw(w.Format)).
+			Scan(&w.ID, &w.ManagedBy, &w.Format, &w.CreatedAt, &w.UpdatedAt)
 		if err != nil {
 			return err
 		}
@@ -316,7 +319,7 @@ func (s *Store) lockWebhook(ctx context.Context, tx pgx.Tx, company, id int64) (
 	err := tx.QueryRow(ctx, s.q(`SELECT `+webhookColumns+` FROM {{schema}}.webhooks w
 		WHERE w.id = $1 AND w.deleted_at IS NULL AND ($2::bigint = 0 OR w.company_id = $2) FOR UPDATE`), id, company).
 		Scan(&w.ID, &w.CompanyID, &w.Name, &w.URL, &w.Events, &w.Secret, &w.Headers,
-			&w.Description, &w.Active, &w.ManagedBy, &w.CreatedAt, &w.UpdatedAt)
+			&w.Description, &w.Format, &w.Active, &w.ManagedBy, &w.CreatedAt, &w.UpdatedAt)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return w, fmt.Errorf("webhook %d: %w", id, ErrNotFound)
 	}
@@ -370,10 +373,11 @@ func (s *Store) UpdateWebhook(ctx context.Context, actor, action string, company
 		}
 		err = tx.QueryRow(ctx, s.q(`UPDATE {{schema}}.webhooks SET name = $2, url = $3, events = $4,
 				secret = CASE WHEN $5::boolean THEN nullif($6, '') ELSE secret END,
-				headers = CASE WHEN $10::boolean THEN $7::jsonb ELSE headers END, description = $8, active = $9
-			WHERE id = $1 RETURNING updated_at`),
+				headers = CASE WHEN $10::boolean THEN $7::jsonb ELSE headers END, description = $8, active = $9,
+				format = $11
+			WHERE id = $1 RETURNING format, updated_at`),
 			id, after.Name, after.URL, after.Events, secretChanged, secretArg, headersArg,
-			after.Description, after.Active, headersChanged).Scan(&after.UpdatedAt)
+			after.Description, after.Active, headersChanged, formatOrRaw(after.Format)).Scan(&after.Format, &after.UpdatedAt)
 		if err != nil {
 			return err
 		}
@@ -419,4 +423,12 @@ func (s *Store) DeleteWebhook(ctx context.Context, actor string, company, id int
 		return err
 	}
 	return nil
+}
+
+// formatOrRaw is a webhook's format as stored: "" is raw.
+func formatOrRaw(f string) string {
+	if f == "" {
+		return FormatRaw
+	}
+	return f
 }

@@ -205,6 +205,7 @@ func webhooksList(api *apiFlags) *cobra.Command {
 // webhookFields are the flags create and update share.
 type webhookFields struct {
 	name, endpoint, events, secret, description string
+	format                                      string
 	headers                                     headerList
 }
 
@@ -220,6 +221,7 @@ func (f *webhookFields) register(fs *pflag.FlagSet, create bool) {
 	}
 	fs.Var(f.headers, "header", `extra header "Name: value" (repeatable; update: replaces all headers)`)
 	fs.StringVar(&f.description, "description", "", "description")
+	fs.StringVar(&f.format, "format", "", "request body: "+strings.Join(admin.Formats(), ", ")+" (create: raw unless given)")
 }
 
 // body is the JSON of the flags given.
@@ -243,6 +245,9 @@ func (f *webhookFields) body(fs *pflag.FlagSet) map[string]any {
 	if fs.Changed("description") {
 		body["description"] = f.description
 	}
+	if fs.Changed("format") {
+		body["format"] = f.format
+	}
 	return body
 }
 
@@ -257,7 +262,9 @@ func webhooksCreate(api *apiFlags) *cobra.Command {
 once. A company admin's token creates it in its own company; an operator
 token needs --company.`,
 		Example: `  relay webhooks create --name "SAP-PM bridge" --endpoint https://sap.example.com/in --events task.completed
-  relay webhooks create --name Slack --endpoint https://hooks.example.com/x \
+  relay webhooks create --name Slack --endpoint https://hooks.slack.com/services/T0/B0/x \
+      --events repair_request.created,shutdown.reported --format slack
+  relay webhooks create --name Shutdowns --endpoint https://hooks.example.com/x \
       --events shutdown.reported,shutdown.resolved --header "Authorization: Bearer xyz"
   relay webhooks create --company 2 --name "Nordwerk ERP" --endpoint https://erp.example.com/in --events task.completed --inactive`,
 		Args: noArgs,
@@ -285,6 +292,7 @@ func webhooksUpdate(api *apiFlags) *cobra.Command {
 		Short: "Change a webhook; only the flags given change",
 		Example: `  relay webhooks update 7 --events task.completed,task.approved
   relay webhooks update 7 --rotate-secret          # prints the new secret once
+  relay webhooks update 7 --format teams           # send Microsoft Teams messages
   relay webhooks update 7 --header "Authorization: Bearer new-token"`,
 		Args: oneID,
 	}
@@ -441,6 +449,7 @@ type webhookJSON struct {
 	Name           string     `json:"name"`
 	URL            string     `json:"url"`
 	Events         []string   `json:"events"`
+	Format         string     `json:"format"`
 	Active         bool       `json:"active"`
 	ManagedBy      string     `json:"managed_by"`
 	LastFiredAt    *time.Time `json:"last_fired_at"`
@@ -472,8 +481,12 @@ func printWebhook(w io.Writer, out json.RawMessage) error {
 		return err
 	}
 	h := v.Webhook
-	fmt.Fprintf(w, "webhook %d (%s) of company %d: %s, events %s, %s\n", h.ID, safe(h.Name), h.CompanyID, safe(h.URL),
-		safe(strings.Join(h.Events, ",")), onOff(h.Active, h.ManagedBy))
+	format := ""
+	if h.Format != "" && h.Format != "raw" {
+		format = ", format " + safe(h.Format)
+	}
+	fmt.Fprintf(w, "webhook %d (%s) of company %d: %s, events %s%s, %s\n", h.ID, safe(h.Name), h.CompanyID, safe(h.URL),
+		safe(strings.Join(h.Events, ",")), format, onOff(h.Active, h.ManagedBy))
 	if v.Secret != "" {
 		fmt.Fprintf(w, "secret (shown once, store it now): %s\n", safe(v.Secret))
 	}
