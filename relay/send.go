@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -103,7 +104,7 @@ func (s *sender) newRequest(ctx context.Context, c *store.Claimed) (*http.Reques
 		}
 		return nil, fmt.Errorf("invalid webhook URL: %w", err)
 	}
-	h := make(http.Header, 5+len(c.Headers))
+	h := make(http.Header, 9+len(c.Headers))
 	for k, v := range c.Headers {
 		if k == "" || reserved(k) {
 			continue
@@ -123,6 +124,9 @@ func (s *sender) newRequest(ctx context.Context, c *store.Claimed) (*http.Reques
 		signer, _ := s.signers.get(c.Secret, newSigner)
 		vals[3] = signer.Sign(c.Body)
 		h[canonSignature] = vals[3:4:4]
+		if c.PreviousSecret != "" || c.StandardWebhooks {
+			s.signExtra(h, c, signer)
+		}
 	}
 	req := http.Request{
 		Method:        http.MethodPost,
@@ -181,6 +185,40 @@ func parseURL(raw string) (*url.URL, error) {
 		return nil, fmt.Errorf("an absolute http or https URL is needed")
 	}
 	return u, nil
+}
+
+// Header names of a rotation's overlap window and of Standard Webhooks,
+// canonical.
+var (
+	canonPrevious    = http.CanonicalHeaderKey(signature.PreviousHeader)
+	canonStandardID  = http.CanonicalHeaderKey(signature.StandardIDHeader)
+	canonStandardTS  = http.CanonicalHeaderKey(signature.StandardTimestampHeader)
+	canonStandardSig = http.CanonicalHeaderKey(signature.StandardSignatureHeader)
+)
+
+// signExtra adds what a signed request carries beside X-SMTM-Signature:
+// during a rotation's overlap window the previous secret's signature, and
+// for a webhook with Standard Webhooks on its three headers, with the
+// previous secret's signature after the new one's. They replace any of
+// the webhook's own headers of the same names.
+func (s *sender) signExtra(h http.Header, c *store.Claimed, signer *signature.Signer) {
+	var prev *signature.Signer
+	if c.PreviousSecret != "" {
+		prev, _ = s.signers.get(c.PreviousSecret, newSigner)
+		h[canonPrevious] = []string{prev.Sign(c.Body)}
+	}
+	if !c.StandardWebhooks {
+		return
+	}
+	id := c.ID.String()
+	ts := time.Now().Unix()
+	sig := signer.SignStandard(id, ts, c.Body)
+	if prev != nil {
+		sig += " " + prev.SignStandard(id, ts, c.Body)
+	}
+	h[canonStandardID] = []string{id}
+	h[canonStandardTS] = []string{strconv.FormatInt(ts, 10)}
+	h[canonStandardSig] = []string{sig}
 }
 
 func newSigner(secret string) (*signature.Signer, error) {
@@ -357,6 +395,11 @@ type Message struct {
 	// Secret signs the body; "" sends no signature.
 	Secret  string
 	Headers map[string]string
+	// PreviousSecret, during a rotation's overlap window, signs the body
+	// too (X-SMTM-Signature-Previous).
+	PreviousSecret string
+	// StandardWebhooks adds the Standard Webhooks headers (with a secret).
+	StandardWebhooks bool
 }
 
 // Result is what one request observed.
@@ -399,7 +442,8 @@ func NewSender(o SenderOptions) *Sender {
 
 // Send POSTs m once and reports what happened.
 func (s *Sender) Send(ctx context.Context, m Message) Result {
-	c := store.Claimed{ID: m.DeliveryID, EventType: m.EventType, Body: m.Body, URL: m.URL, Secret: m.Secret, Headers: m.Headers}
+	c := store.Claimed{ID: m.DeliveryID, EventType: m.EventType, Body: m.Body, URL: m.URL, Secret: m.Secret, Headers: m.Headers,
+		PreviousSecret: m.PreviousSecret, StandardWebhooks: m.StandardWebhooks}
 	out := s.s.send(ctx, &c)
 	return Result{Started: out.started, Duration: out.duration, StatusCode: out.status, Error: out.err, Snippet: out.snippet}
 }
