@@ -788,14 +788,15 @@ type auditData struct {
 }
 
 var actionLabels = map[string]string{
-	"webhook.create":       "Registered",
-	"webhook.update":       "Changed",
-	"webhook.enable":       "Enabled",
-	"webhook.disable":      "Disabled",
-	"webhook.delete":       "Deleted",
-	"webhook.test":         "Sent a test event",
-	"delivery.refire":      "Re-fired a delivery",
-	"delivery.refire_bulk": "Re-fired failed deliveries",
+	"webhook.create":        "Registered",
+	"webhook.update":        "Changed",
+	"webhook.rotate_secret": "Rotated the secret",
+	"webhook.enable":        "Enabled",
+	"webhook.disable":       "Disabled",
+	"webhook.delete":        "Deleted",
+	"webhook.test":          "Sent a test event",
+	"delivery.refire":       "Re-fired a delivery",
+	"delivery.refire_bulk":  "Re-fired failed deliveries",
 }
 
 func show(v any) string {

@@ -113,7 +113,7 @@ func TestParseStandardKeyRefusesGarbage(t *testing.T) {
 // (from secrets as the relay holds them, in their whsec_ form) and signs
 // what StandardVerify must accept, the specification's case among them.
 func TestStandardAgainstNodeLibrary(t *testing.T) {
-	for _, secret := range []string{"MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "s3cr3t-0123456789abcdef", "ünïcødé-secret-with-ß-and-€", "It's a Secret to Everybody"} {
+	for _, secret := range []string{"whsec_3q2-7wAAx_Vz0RkqE9b1mYcJtL8nPoUaS4dGhIjKlMn", "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "s3cr3t-0123456789abcdef", "ünïcødé-secret-with-ß-and-€", "It's a Secret to Everybody"} {
 		key := []byte(secret)
 		now := time.Now().Unix()
 		bodies := [][]byte{[]byte(specPayload), {}, []byte(`{"event":"task.completed","data":{"note":"Pump 3 — überholt ✓"}}` + "\n")}
