@@ -145,3 +145,25 @@ func TestSecretRotationOverlap(t *testing.T) {
 		t.Fatalf("after an unrelated edit: secret=%q previous=%q", c.Secret, c.PreviousSecret)
 	}
 }
+
+// TestFileWebhookStandardWebhooks: the config file's standard_webhooks is
+// synced like the other fields.
+func TestFileWebhookStandardWebhooks(t *testing.T) {
+	s := newTestStore(t)
+	ctx := context.Background()
+	hook := Webhook{CompanyID: 1, Name: "file", URL: "http://a", Events: []string{"task.completed"},
+		Secret: "file-secret-0123456789", Active: true, StandardWebhooks: true}
+	for _, want := range []bool{true, false, true} {
+		hook.StandardWebhooks = want
+		if _, _, _, err := s.SyncFileWebhooks(ctx, []Webhook{hook}); err != nil {
+			t.Fatal(err)
+		}
+		hooks, err := s.Webhooks(ctx)
+		if err != nil || len(hooks) != 1 || hooks[0].StandardWebhooks != want {
+			t.Fatalf("after syncing standard_webhooks %v: %+v %v", want, hooks, err)
+		}
+		if c := s.claimOne(t, hooks[0].ID); c.StandardWebhooks != want {
+			t.Fatalf("claim after syncing standard_webhooks %v: %v", want, c.StandardWebhooks)
+		}
+	}
+}
