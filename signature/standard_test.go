@@ -1,8 +1,12 @@
 package signature_test
 
 import (
+	"encoding/json"
 	"errors"
 	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -183,4 +187,97 @@ func TestVerifyAny(t *testing.T) {
 	if err := signature.VerifyAny([][]byte{oldS}, body, h); !errors.Is(err, signature.ErrMismatch) {
 		t.Errorf("VerifyAny(old secret, no previous header) = %v, want ErrMismatch", err)
 	}
+}
+
+// docCase is a request for a documented Node example, and whether the
+// example must accept it.
+type docCase struct {
+	Name    string            `json:"name"`
+	Key     string            `json:"key,omitempty"`
+	Secrets []string          `json:"secrets,omitempty"`
+	Body    string            `json:"body"`
+	Headers map[string]string `json:"headers"`
+	Want    bool              `json:"want"`
+}
+
+// runDocNode runs a documented Node block with a harness that calls fn on
+// every case, in a directory where the standardwebhooks library resolves.
+func runDocNode(t *testing.T, block, call string, cases []docCase) {
+	t.Helper()
+	dir := standardjs.Dir(t)
+	input, err := json.Marshal(cases)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := filepath.Join(t.TempDir(), "cases.json")
+	if err := os.WriteFile(in, input, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	script := block + `
+const cases = JSON.parse(require("node:fs").readFileSync(process.argv[2], "utf8"));
+let bad = 0;
+for (const c of cases) {
+  const got = ` + call + `;
+  if (got !== c.want) { console.log(c.name + ": got " + got + ", want " + c.want); bad++; }
+}
+process.exit(bad ? 1 : 0);
+`
+	path := filepath.Join(t.TempDir(), "example.js")
+	if err := os.WriteFile(path, []byte(script), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("node", path, in)
+	cmd.Env = append(os.Environ(), "NODE_PATH="+filepath.Join(dir, "node_modules"))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("the documented example disagrees: %v\n%s", err, out)
+	}
+}
+
+func stdHeaders(id string, ts int64, sigs ...string) map[string]string {
+	return map[string]string{"webhook-id": id, "webhook-timestamp": strconv.FormatInt(ts, 10),
+		"webhook-signature": strings.Join(sigs, " "), "content-type": "application/json"}
+}
+
+// TestDocStandardNodeExample runs docs/SIGNATURES.md's Standard Webhooks
+// Node example (the official library) on requests signed as the relay
+// signs them: one secret, two during a rotation, a stale timestamp.
+func TestDocStandardNodeExample(t *testing.T) {
+	oldS, newS := []byte("whsec_oldoldoldoldoldoldold-_0123"), []byte("new-secret-0123456789")
+	body := `{"event":"task.completed","data":{"task_id":12345}}`
+	now := time.Now().Unix()
+	id := "0191d2c4-6c52-7d1e-8f00-000000000001"
+	sNew := signature.StandardSign(newS, id, now, []byte(body))
+	sOld := signature.StandardSign(oldS, id, now, []byte(body))
+	stale := signature.StandardSign(newS, id, now-600, []byte(body))
+	cases := []docCase{
+		{Name: "new key, one signature", Key: signature.StandardKey(newS), Body: body, Headers: stdHeaders(id, now, sNew), Want: true},
+		{Name: "new key, window", Key: signature.StandardKey(newS), Body: body, Headers: stdHeaders(id, now, sNew, sOld), Want: true},
+		{Name: "old key, window", Key: signature.StandardKey(oldS), Body: body, Headers: stdHeaders(id, now, sNew, sOld), Want: true},
+		{Name: "old key, after the window", Key: signature.StandardKey(oldS), Body: body, Headers: stdHeaders(id, now, sNew), Want: false},
+		{Name: "stale timestamp", Key: signature.StandardKey(newS), Body: body, Headers: stdHeaders(id, now-600, stale), Want: false},
+		{Name: "altered body", Key: signature.StandardKey(newS), Body: body + " ", Headers: stdHeaders(id, now, sNew), Want: false},
+	}
+	runDocNode(t, docBlockAfter(t, "<!-- standard-test: node -->"), "verifyStandard(c.key, Buffer.from(c.body, \"utf8\"), c.headers)", cases)
+}
+
+// TestDocRotationNodeExample runs docs/SIGNATURES.md's receiver that
+// accepts either signature, on requests as the relay sends them during a
+// rotation's window and after it.
+func TestDocRotationNodeExample(t *testing.T) {
+	oldS, newS := "old-secret-0123456789", "new-secret-0123456789"
+	body := `{"event":"task.completed","data":{"note":"überholt"}}`
+	window := map[string]string{"x-smtm-signature": signature.Sign([]byte(newS), []byte(body)),
+		"x-smtm-signature-previous": signature.Sign([]byte(oldS), []byte(body))}
+	after := map[string]string{"x-smtm-signature": signature.Sign([]byte(newS), []byte(body))}
+	cases := []docCase{
+		{Name: "window, old secret", Secrets: []string{oldS}, Body: body, Headers: window, Want: true},
+		{Name: "window, new secret", Secrets: []string{newS}, Body: body, Headers: window, Want: true},
+		{Name: "window, both", Secrets: []string{oldS, newS}, Body: body, Headers: window, Want: true},
+		{Name: "window, another secret", Secrets: []string{"third-secret-0123456"}, Body: body, Headers: window, Want: false},
+		{Name: "after, old secret", Secrets: []string{oldS}, Body: body, Headers: after, Want: false},
+		{Name: "after, both", Secrets: []string{oldS, newS}, Body: body, Headers: after, Want: true},
+		{Name: "altered body", Secrets: []string{oldS, newS}, Body: body + "\n", Headers: window, Want: false},
+		{Name: "no secrets", Secrets: []string{""}, Body: body, Headers: window, Want: false},
+	}
+	runDocNode(t, docBlockAfter(t, "<!-- standard-test: rotation-node -->"), "verifyEither(c.secrets, Buffer.from(c.body, \"utf8\"), c.headers)", cases)
 }
