@@ -104,7 +104,7 @@ func (s *sender) newRequest(ctx context.Context, c *store.Claimed) (*http.Reques
 		}
 		return nil, fmt.Errorf("invalid webhook URL: %w", err)
 	}
-	h := make(http.Header, 9+len(c.Headers))
+	h := make(http.Header, 5+len(c.Headers))
 	for k, v := range c.Headers {
 		if k == "" || reserved(k) {
 			continue
