@@ -158,7 +158,7 @@ func TestRegisterListUpdate(t *testing.T) {
 			t.Errorf("audit actor: %v", en)
 		}
 	}
-	if fmt.Sprint(actions) != "[webhook.update webhook.update webhook.create]" {
+	if fmt.Sprint(actions) != "[webhook.rotate_secret webhook.update webhook.create]" {
 		t.Errorf("audit actions %v", actions)
 	}
 	assertNoSecrets(t, e, []string{"a-new-secret-of-enough-bytes", "xyz-credential"})

@@ -46,6 +46,7 @@ type webhookView struct {
 	SuccessRate24h *float64 `json:"success_rate_24h"`
 	Attempts24h    int      `json:"attempts_24h"`
 	Succeeded24h   int      `json:"succeeded_24h"`
+	signingView
 }
 
 func view(w store.WebhookStats) webhookView {
@@ -53,7 +54,7 @@ func view(w store.WebhookStats) webhookView {
 		Headers: map[string]string{}, Description: w.Description, Format: w.Format, Active: w.Active, ManagedBy: w.ManagedBy,
 		HasSecret: w.Secret != "" || w.SecretError != "", SecretError: w.SecretError, HeaderError: w.HeaderError,
 		CreatedAt: w.CreatedAt, UpdatedAt: w.UpdatedAt,
-		Attempts24h: w.Attempts24h, Succeeded24h: w.Succeeded24h}
+		Attempts24h: w.Attempts24h, Succeeded24h: w.Succeeded24h, signingView: viewSigning(w.Webhook)}
 	if v.Events == nil {
 		v.Events = []string{}
 	}
@@ -78,8 +79,10 @@ func view(w store.WebhookStats) webhookView {
 type savedView struct {
 	Webhook webhookView `json:"webhook"`
 	// Secret is set only when the relay generated it: shown this once.
-	Secret   string   `json:"secret,omitempty"`
-	Warnings []string `json:"warnings"`
+	Secret string `json:"secret,omitempty"`
+	// StandardSecret is Secret in the whsec_ form of Standard Webhooks.
+	StandardSecret string   `json:"standard_webhooks_secret,omitempty"`
+	Warnings       []string `json:"warnings"`
 }
 
 func (s *Server) events(w http.ResponseWriter, r *http.Request, _ principal) error {
@@ -145,6 +148,12 @@ type webhookInput struct {
 	Active *bool   `json:"active"`
 	// RotateSecret (update only) replaces the secret with a generated one.
 	RotateSecret bool `json:"rotate_secret"`
+	// StandardWebhooks adds the Standard Webhooks headers.
+	StandardWebhooks *bool `json:"standard_webhooks"`
+	// SecretOverlap (update with rotate_secret or secret) is how long the
+	// replaced secret keeps signing too: a duration such as "24h"
+	// (default), "0" for none.
+	SecretOverlap *string `json:"secret_overlap"`
 }
 
 // validate checks a webhook about to be saved, with the config file's rules
@@ -156,8 +165,8 @@ func (s *Server) validate(ctx context.Context, h store.Webhook, in webhookInput)
 		problems = append(problems, problem{"secret", "empty; omit it to have the relay generate one"})
 	}
 	problems = append(problems, fromCheck(config.CheckWebhook(config.Webhook{CompanyID: h.CompanyID, Name: h.Name,
-		URL: h.URL, Events: h.Events, Secret: h.Secret, Headers: h.Headers, Description: h.Description, Active: h.Active},
-		s.o.Production))...)
+		URL: h.URL, Events: h.Events, Secret: h.Secret, Headers: h.Headers, Description: h.Description, Active: h.Active,
+		StandardWebhooks: h.StandardWebhooks && h.SecretError == ""}, s.o.Production))...)
 	problems = append(problems, checkFormat(in.Format)...)
 	if in.Events != nil {
 		for i, ev := range h.Events {
@@ -207,6 +216,9 @@ func (in webhookInput) apply(h *store.Webhook) {
 	if in.Active != nil {
 		h.Active = *in.Active
 	}
+	if in.StandardWebhooks != nil {
+		h.StandardWebhooks = *in.StandardWebhooks
+	}
 }
 
 func (s *Server) create(w http.ResponseWriter, r *http.Request, who principal) error {
@@ -219,7 +231,7 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, who principal) e
 		return err
 	}
 	writeJSON(w, http.StatusCreated, savedView{Webhook: view(store.WebhookStats{Webhook: saved}), Secret: generated,
-		Warnings: s.nonNil(s.warnings(saved))})
+		StandardSecret: standardSecret(generated), Warnings: s.nonNil(s.warnings(saved))})
 	return nil
 }
 
@@ -238,6 +250,9 @@ func (s *Server) createWebhook(ctx context.Context, who principal, in webhookInp
 	}
 	if in.RotateSecret {
 		return saved, "", invalid("invalid_webhook", []problem{{"rotate_secret", "only for updates; omit secret to have one generated"}})
+	}
+	if in.SecretOverlap != nil {
+		return saved, "", invalid("invalid_webhook", []problem{{"secret_overlap", "only for updates that change the secret"}})
 	}
 	if in.Events == nil {
 		in.Events = &h.Events // CheckWebhook says "at least one event type is required"
@@ -294,16 +309,22 @@ func (s *Server) updateWebhook(ctx context.Context, who principal, id int64, in 
 	if in.RotateSecret && in.Secret != nil {
 		return saved, "", invalid("invalid_webhook", []problem{{"rotate_secret", "give either secret or rotate_secret, not both"}})
 	}
+	overlap, err := secretOverlap(in)
+	if err != nil {
+		return saved, "", err
+	}
+	action := "webhook.update"
 	if in.RotateSecret {
 		if generated, err = secrets.Generate(); err != nil {
 			return saved, "", err
 		}
 		in.Secret = &generated
+		action = "webhook.rotate_secret"
 	}
-	saved, err = s.o.Store.UpdateWebhook(ctx, who.name, "webhook.update", who.company, id, func(h *store.Webhook) error {
+	saved, err = s.o.Store.UpdateWebhook(ctx, who.name, action, who.company, id, func(h *store.Webhook) error {
 		in.apply(h)
 		return s.validate(ctx, *h, in)
-	})
+	}, store.SecretOverlap(overlap))
 	if err != nil {
 		return saved, "", err
 	}
@@ -315,7 +336,8 @@ func (s *Server) answerSaved(w http.ResponseWriter, r *http.Request, who princip
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, savedView{Webhook: view(full), Secret: generated, Warnings: s.nonNil(s.warnings(full.Webhook))})
+	writeJSON(w, http.StatusOK, savedView{Webhook: view(full), Secret: generated, StandardSecret: standardSecret(generated),
+		Warnings: s.nonNil(s.warnings(full.Webhook))})
 	return nil
 }
 
@@ -499,7 +521,8 @@ func (s *Server) sendTest(ctx context.Context, who principal, h store.WebhookSta
 	}
 	id := uuid.New()
 	res := s.o.Sender.Send(ctx, relay.Message{URL: h.URL, EventType: in.EventType, DeliveryID: id,
-		Body: body, Secret: h.Secret, Headers: h.Headers, Format: h.Format})
+		Body: body, Secret: h.Secret, Headers: h.Headers, Format: h.Format, PreviousSecret: h.PreviousSecret,
+		StandardWebhooks: h.StandardWebhooks})
 	out := TestResult{DeliveryID: id, StatusCode: res.StatusCode, Duration: res.Duration, Error: res.Error,
 		Snippet: res.Snippet, Payload: body}
 	if err := s.o.Store.Audit(ctx, store.AuditEntry{Actor: who.name, CompanyID: h.CompanyID, Action: "webhook.test",

@@ -55,7 +55,7 @@ type webhookStore interface {
 	ListWebhooks(ctx context.Context, company int64) ([]store.WebhookStats, error)
 	WebhookByID(ctx context.Context, company, id int64) (store.WebhookStats, error)
 	CreateWebhook(ctx context.Context, actor string, w store.Webhook, opts ...store.CreateOption) (store.Webhook, error)
-	UpdateWebhook(ctx context.Context, actor, action string, company, id int64, change func(*store.Webhook) error) (store.Webhook, error)
+	UpdateWebhook(ctx context.Context, actor, action string, company, id int64, change func(*store.Webhook) error, opts ...store.UpdateOption) (store.Webhook, error)
 	DeleteWebhook(ctx context.Context, actor string, company, id int64) error
 	WebhookDeliveries(ctx context.Context, f store.DeliveryFilter) ([]store.DeliveryRecord, error)
 	DeliveryOf(ctx context.Context, webhookID int64, id uuid.UUID) (store.DeliveryRecord, error)

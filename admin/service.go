@@ -111,11 +111,18 @@ type WebhookInput struct {
 	Active  *bool
 	// RotateSecret (update only) replaces the secret with a generated one.
 	RotateSecret bool
+	// StandardWebhooks nil: off on create, kept on update.
+	StandardWebhooks *bool
+	// SecretOverlap (update that changes the secret): how long the
+	// replaced secret keeps signing, as ParseSecretOverlap reads it; nil:
+	// DefaultSecretOverlap.
+	SecretOverlap *string
 }
 
 func (in WebhookInput) internal() webhookInput {
 	return webhookInput{Name: in.Name, URL: in.URL, Events: in.Events, Secret: in.Secret, Headers: in.Headers,
-		Description: in.Description, Format: in.Format, Active: in.Active, RotateSecret: in.RotateSecret}
+		Description: in.Description, Format: in.Format, Active: in.Active, RotateSecret: in.RotateSecret,
+		StandardWebhooks: in.StandardWebhooks, SecretOverlap: in.SecretOverlap}
 }
 
 // Saved is a webhook just saved.
@@ -125,6 +132,10 @@ type Saved struct {
 	Secret   string
 	Warnings []string
 }
+
+// StandardSecret is Secret in the whsec_ form of Standard Webhooks; "" when
+// no secret was generated.
+func (s Saved) StandardSecret() string { return standardSecret(s.Secret) }
 
 // CreateWebhook registers a webhook in the actor's company.
 func (s *Server) CreateWebhook(ctx context.Context, a Actor, in WebhookInput) (Saved, error) {

@@ -267,6 +267,9 @@ type Webhook struct {
 	Format string `koanf:"format"`
 	// Active is true unless the file says "active: false".
 	Active bool `koanf:"active"`
+	// StandardWebhooks adds the Standard Webhooks headers; it needs a
+	// secret.
+	StandardWebhooks bool `koanf:"standard_webhooks"`
 }
 
 // Default returns the configuration used when neither the file nor the

@@ -481,6 +481,23 @@ func writeFile(t testing.TB, content string) string {
 	return path
 }
 
+func TestCheckStandardWebhooks(t *testing.T) {
+	w := Webhook{CompanyID: 1, Name: "n", URL: "http://x.example/h", Events: []string{"task.completed"}, StandardWebhooks: true}
+	if got := CheckWebhook(w, false); len(got) != 1 || !strings.HasPrefix(got[0], "standard_webhooks: needs a secret") {
+		t.Errorf("CheckWebhook(standard, no secret) = %q", got)
+	}
+	w.Secret = "a-secret-0123456789"
+	w.Headers = map[string]string{"Webhook-Signature": "v1,x", "webhook-id": "x"}
+	got := CheckWebhook(w, false)
+	if len(got) != 2 || !strings.HasPrefix(got[0], "headers[Webhook-Signature]: set by the relay when standard_webhooks is on") {
+		t.Errorf("CheckWebhook(standard, own webhook-* headers) = %q", got)
+	}
+	w.StandardWebhooks = false
+	if got := CheckWebhook(w, false); len(got) != 0 {
+		t.Errorf("CheckWebhook(webhook-* headers, standard off) = %q", got)
+	}
+}
+
 func TestCheckWebhook(t *testing.T) {
 	good := Webhook{CompanyID: 1, Name: "n", URL: "http://x.example/h", Events: []string{"task.completed"}}
 	if got := CheckWebhook(good, false); len(got) != 0 {

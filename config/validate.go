@@ -386,6 +386,7 @@ func CheckWebhook(w Webhook, production bool) []string {
 	checkWebhookEvents(&p, w.Events)
 	checkWebhookFormat(&p, w.Format)
 	checkWebhookSecret(&p, w.Secret)
+	checkStandardWebhooks(&p, w)
 	checkWebhookHeaders(&p, w.Headers)
 	return p
 }
@@ -716,5 +717,23 @@ func checkListen(p *problems, key, addr string) {
 	}
 	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
 		p.add(key, "%q: port %q is not a number from 0 to 65535", addr, port)
+	}
+}
+
+// checkStandardWebhooks checks standard_webhooks: it needs a secret (the
+// signatures are keyed with it), and the webhook's own headers may not
+// name the Standard Webhooks headers the relay then sets.
+func checkStandardWebhooks(p *problems, w Webhook) {
+	if !w.StandardWebhooks {
+		return
+	}
+	if w.Secret == "" {
+		p.add("standard_webhooks", "needs a secret: Standard Webhooks signatures are keyed with it")
+	}
+	for _, name := range slices.Sorted(maps.Keys(w.Headers)) {
+		switch strings.ToLower(name) {
+		case "webhook-id", "webhook-timestamp", "webhook-signature":
+			p.add("headers["+name+"]", "set by the relay when standard_webhooks is on")
+		}
 	}
 }

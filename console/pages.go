@@ -305,12 +305,17 @@ type hookForm struct {
 	Secret       string
 	RotateSecret bool
 	HasSecret    bool
-	Events       map[string]bool
-	AllEvents    []string
-	Headers      []headerRow
-	Production   bool
-	Errors       map[string]string
-	FormError    string
+	// StandardWebhooks is the checkbox; SecretOverlap the window chosen
+	// for a new secret (edit); PreviousUntil the end of the current one.
+	StandardWebhooks bool
+	SecretOverlap    string
+	PreviousUntil    time.Time
+	Events           map[string]bool
+	AllEvents        []string
+	Headers          []headerRow
+	Production       bool
+	Errors           map[string]string
+	FormError        string
 }
 
 // blankRows are the empty header rows a form offers without JavaScript.
@@ -340,7 +345,8 @@ func (c *Console) editForm(rq *req) error {
 	}
 	f := hookForm{ID: h.ID, Edit: true, Name: h.Name, URL: h.URL, Description: h.Description, Format: h.Format,
 		HasSecret: h.Secret != "" || h.SecretError != "", Events: map[string]bool{},
-		AllEvents: c.api.Events(), Production: c.api.Production()}
+		AllEvents: c.api.Events(), Production: c.api.Production(),
+		StandardWebhooks: h.StandardWebhooks, PreviousUntil: h.PreviousSecretUntil}
 	for _, e := range h.Events {
 		f.Events[e] = true
 	}
@@ -390,19 +396,23 @@ func (c *Console) readForm(rq *req, saved map[string]string) (hookForm, admin.We
 		headers[n] = v
 	}
 	f.Headers = append(f.Headers, make([]headerRow, blankRows)...)
+	f.StandardWebhooks, f.SecretOverlap = pf.Get("standard_webhooks") != "", pf.Get("secret_overlap")
 	in := admin.WebhookInput{Name: &f.Name, URL: &f.URL, Description: &f.Description, Events: &events,
-		Headers: &headers, RotateSecret: f.RotateSecret}
+		Headers: &headers, RotateSecret: f.RotateSecret, StandardWebhooks: &f.StandardWebhooks}
 	if _, given := pf["format"]; given {
 		in.Format = &f.Format
 	}
 	if f.Secret != "" {
 		in.Secret = &f.Secret
 	}
+	if f.SecretOverlap != "" && (f.RotateSecret || f.Secret != "") {
+		in.SecretOverlap = &f.SecretOverlap
+	}
 	return f, in
 }
 
 // formFields are the form's fields that errors can stand next to.
-var formFields = []string{"name", "url", "events", "secret", "headers", "description", "format"}
+var formFields = []string{"name", "url", "events", "secret", "headers", "description", "format", "standard_webhooks"}
 
 // formError puts the API's problems next to their fields; it returns false
 // for errors that are not about the input.
@@ -416,7 +426,7 @@ func formError(f *hookForm, err error) bool {
 		if i := strings.IndexAny(field, "[."); i >= 0 {
 			field = field[:i]
 		}
-		if field == "rotate_secret" {
+		if field == "rotate_secret" || field == "secret_overlap" {
 			field = "secret"
 		}
 		if slices.Contains(formFields, field) {
@@ -455,6 +465,7 @@ func (c *Console) update(rq *req) error {
 	}
 	f, in := c.readForm(rq, h.Headers)
 	f.ID, f.Edit, f.HasSecret = h.ID, true, h.Secret != "" || h.SecretError != ""
+	f.PreviousUntil = h.PreviousSecretUntil
 	saved, err := c.api.UpdateWebhook(rq.r.Context(), rq.actor, id, in)
 	if err != nil {
 		if !formError(&f, err) {
@@ -470,6 +481,8 @@ func (c *Console) update(rq *req) error {
 type savedData struct {
 	Webhook store.Webhook
 	Secret  string
+	// StandardSecret is Secret in the whsec_ form of Standard Webhooks.
+	StandardSecret string
 }
 
 // saved answers a save: a generated secret is shown on this page, once
@@ -480,7 +493,7 @@ func (c *Console) saved(rq *req, s admin.Saved, msg string) error {
 		c.addFlash(rq, "warn", warningText(w))
 	}
 	if s.Secret != "" {
-		p := c.page(rq, "Webhook saved", "webhooks", savedData{Webhook: s.Webhook, Secret: s.Secret})
+		p := c.page(rq, "Webhook saved", "webhooks", savedData{Webhook: s.Webhook, Secret: s.Secret, StandardSecret: s.StandardSecret()})
 		c.render(rq.w, http.StatusOK, "saved", p)
 		return nil
 	}
@@ -792,14 +805,15 @@ type auditData struct {
 }
 
 var actionLabels = map[string]string{
-	"webhook.create":       "Registered",
-	"webhook.update":       "Changed",
-	"webhook.enable":       "Enabled",
-	"webhook.disable":      "Disabled",
-	"webhook.delete":       "Deleted",
-	"webhook.test":         "Sent a test event",
-	"delivery.refire":      "Re-fired a delivery",
-	"delivery.refire_bulk": "Re-fired failed deliveries",
+	"webhook.create":        "Registered",
+	"webhook.update":        "Changed",
+	"webhook.rotate_secret": "Rotated the secret",
+	"webhook.enable":        "Enabled",
+	"webhook.disable":       "Disabled",
+	"webhook.delete":        "Deleted",
+	"webhook.test":          "Sent a test event",
+	"delivery.refire":       "Re-fired a delivery",
+	"delivery.refire_bulk":  "Re-fired failed deliveries",
 }
 
 func show(v any) string {
@@ -956,4 +970,13 @@ func (c *Console) companyAudit(rq *req) error {
 	}
 	c.render(rq.w, http.StatusOK, "audit", c.page(rq, "Audit log", "audit", d))
 	return nil
+}
+
+// overlapChoice is one window the Webhooks page offers for a new secret.
+type overlapChoice struct{ Value, Label string }
+
+// overlapChoices are the windows the page offers, 24 hours (the API's
+// default) preselected.
+var overlapChoices = []overlapChoice{
+	{"0", "no time: replace it at once"}, {"1h", "1 hour"}, {"24h", "24 hours"}, {"72h", "3 days"}, {"168h", "7 days"},
 }

@@ -34,10 +34,11 @@ type page struct {
 
 func (c *Console) funcs() template.FuncMap {
 	return template.FuncMap{
-		"asset": func(name string) string { return c.assetURL[name] },
-		"when":  when,
-		"ago":   ago,
-		"iso":   func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
+		"asset":          func(name string) string { return c.assetURL[name] },
+		"when":           when,
+		"ago":            ago,
+		"iso":            func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
+		"overlapChoices": func() []overlapChoice { return overlapChoices },
 		"rate": func(h store.WebhookStats) string {
 			if h.Attempts24h == 0 {
 				return "—"

@@ -141,6 +141,9 @@ func (s *sender) newRequest(ctx context.Context, c *store.Claimed) (*http.Reques
 		signer, _ := s.signers.get(c.Secret, newSigner)
 		vals[3] = signer.Sign(body)
 		h[canonSignature] = vals[3:4:4]
+		if c.PreviousSecret != "" || c.StandardWebhooks {
+			s.signExtra(h, c, signer, body)
+		}
 	}
 	if c.ReplayID != 0 {
 		h[canonReplay] = []string{strconv.FormatInt(c.ReplayID, 10)}
@@ -202,6 +205,40 @@ func parseURL(raw string) (*url.URL, error) {
 		return nil, fmt.Errorf("an absolute http or https URL is needed")
 	}
 	return u, nil
+}
+
+// Header names of a rotation's overlap window and of Standard Webhooks,
+// canonical.
+var (
+	canonPrevious    = http.CanonicalHeaderKey(signature.PreviousHeader)
+	canonStandardID  = http.CanonicalHeaderKey(signature.StandardIDHeader)
+	canonStandardTS  = http.CanonicalHeaderKey(signature.StandardTimestampHeader)
+	canonStandardSig = http.CanonicalHeaderKey(signature.StandardSignatureHeader)
+)
+
+// signExtra adds what a signed request carries beside X-SMTM-Signature:
+// during a rotation's overlap window the previous secret's signature, and
+// for a webhook with Standard Webhooks on its three headers, with the
+// previous secret's signature after the new one's. They replace any of
+// the webhook's own headers of the same names.
+func (s *sender) signExtra(h http.Header, c *store.Claimed, signer *signature.Signer, body []byte) {
+	var prev *signature.Signer
+	if c.PreviousSecret != "" {
+		prev, _ = s.signers.get(c.PreviousSecret, newSigner)
+		h[canonPrevious] = []string{prev.Sign(body)}
+	}
+	if !c.StandardWebhooks {
+		return
+	}
+	id := c.ID.String()
+	ts := time.Now().Unix()
+	sig := signer.SignStandard(id, ts, body)
+	if prev != nil {
+		sig += " " + prev.SignStandard(id, ts, body)
+	}
+	h[canonStandardID] = []string{id}
+	h[canonStandardTS] = []string{strconv.FormatInt(ts, 10)}
+	h[canonStandardSig] = []string{sig}
 }
 
 func newSigner(secret string) (*signature.Signer, error) {
@@ -381,6 +418,11 @@ type Message struct {
 	// Format is the webhook's payload format: "raw" or "" sends Body, the
 	// others a message rendered from it (see package message).
 	Format string
+	// PreviousSecret, during a rotation's overlap window, signs the body
+	// too (X-SMTM-Signature-Previous).
+	PreviousSecret string
+	// StandardWebhooks adds the Standard Webhooks headers (with a secret).
+	StandardWebhooks bool
 }
 
 // Result is what one request observed.
@@ -432,7 +474,7 @@ func NewSender(o SenderOptions) *Sender {
 // Send POSTs m once and reports what happened.
 func (s *Sender) Send(ctx context.Context, m Message) Result {
 	c := store.Claimed{ID: m.DeliveryID, EventType: m.EventType, Body: m.Body, URL: m.URL, Secret: m.Secret, Headers: m.Headers,
-		Format: m.Format}
+		Format: m.Format, PreviousSecret: m.PreviousSecret, StandardWebhooks: m.StandardWebhooks}
 	out := s.s.send(ctx, &c)
 	return Result{Started: out.started, Duration: out.duration, StatusCode: out.status, Error: out.err, Snippet: out.snippet}
 }

@@ -28,6 +28,11 @@ func watchWebhooks(ctx context.Context, st *store.Store, cfg *config.Config, cat
 		if err == nil {
 			reportWebhookEdits(hooks, seen, cfg.Production, cat, log)
 		}
+		if n, err := st.ForgetExpiredSecrets(ctx); err != nil && ctx.Err() == nil {
+			log.Warn("forgetting the previous secrets of ended rotations failed", "err", err)
+		} else if n > 0 {
+			log.Info("previous secrets forgotten: their overlap windows have ended", "webhooks", n)
+		}
 		if n, err := st.FailDeletedWebhookDeliveries(ctx); err != nil && ctx.Err() == nil {
 			log.Warn("ending deliveries of deleted webhooks failed", "err", err)
 		} else if n > 0 {
@@ -71,7 +76,8 @@ func reportWebhookEdits(hooks []store.Webhook, seen map[int64]time.Time, product
 // webhook from the config file.
 func webhookProblems(h store.Webhook, production bool, cat Catalogue) []string {
 	w := config.Webhook{CompanyID: h.CompanyID, Name: h.Name, URL: h.URL, Events: h.Events, Secret: h.Secret,
-		Headers: h.Headers, Description: h.Description, Format: h.Format, Active: h.Active}
+		Headers: h.Headers, Description: h.Description, Format: h.Format, Active: h.Active,
+		StandardWebhooks: h.StandardWebhooks && h.SecretError == ""}
 	problems := config.CheckWebhook(w, production)
 	if h.SecretError != "" {
 		problems = append(problems, "secret: "+h.SecretError+"; its deliveries fail until the key is configured or a new secret is saved")

@@ -13,12 +13,18 @@ import (
 // "<!-- vectors-test: name -->" in docs/SIGNATURES.md.
 func docBlock(t *testing.T, name string) string {
 	t.Helper()
+	return docBlockAfter(t, "<!-- vectors-test: "+name+" -->")
+}
+
+// docBlockAfter returns the fenced code block that follows the line marker
+// in docs/SIGNATURES.md.
+func docBlockAfter(t *testing.T, marker string) string {
+	t.Helper()
 	f, err := os.Open(filepath.Join("..", "docs", "SIGNATURES.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	marker := "<!-- vectors-test: " + name + " -->"
 	var (
 		block          strings.Builder
 		marked, inside bool

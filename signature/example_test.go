@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"time"
 
 	"github.com/smartmaintenance/relay/signature"
 )
@@ -80,4 +81,31 @@ func ExampleSign() {
 	fmt.Println(signature.Sign([]byte("It's a Secret to Everybody"), []byte("Hello, World!")))
 	// Output:
 	// sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17
+}
+
+// A receiver of the Standard Webhooks headers verifies with the whsec_ form
+// of the webhook's secret; the official libraries accept the same key.
+func ExampleStandardVerify() {
+	secret := []byte("s3cr3t-0123456789abcdef") // the webhook's secret
+	whsec := signature.StandardKey(secret)      // what a Standard Webhooks library is given
+	fmt.Println(whsec)
+
+	key, err := signature.ParseStandardKey(whsec)
+	if err != nil {
+		panic(err)
+	}
+	body := []byte(`{"event":"task.completed"}`)
+	// A request as the relay sends it (a webhook with standard_webhooks on).
+	id, ts := "0b9f3c2e-8f1d-4a6b-9d3e-2c5a7e1f4b60", time.Now().Unix()
+	h := http.Header{}
+	h.Set(signature.StandardIDHeader, id)
+	h.Set(signature.StandardTimestampHeader, fmt.Sprint(ts))
+	h.Set(signature.StandardSignatureHeader, signature.StandardSign(secret, id, ts, body))
+
+	fmt.Println(signature.StandardVerify(key, body, h, 0))
+	fmt.Println(signature.StandardVerify(key, []byte(`{"event":"forged"}`), h, 0))
+	// Output:
+	// whsec_czNjcjN0LTAxMjM0NTY3ODlhYmNkZWY=
+	// <nil>
+	// signature: mismatch
 }

@@ -58,6 +58,13 @@ type Claimed struct {
 	// Format is the webhook's payload format: "raw" (Body as it is),
 	// "slack" or "teams" (a message rendered from Body; package message).
 	Format string
+	// PreviousSecret is the secret a rotation replaced, decrypted, while
+	// its overlap window lasts: the attempt is signed with it too. Empty
+	// otherwise.
+	PreviousSecret string
+	// StandardWebhooks: the attempt also carries the Standard Webhooks
+	// headers.
+	StandardWebhooks bool
 }
 
 // ClaimRequest describes a claim of due deliveries.
@@ -110,7 +117,8 @@ const claimDue = `d.webhook_id = h.id
 // (TestClaimPlanReadsNoWholeTable).
 const claimSQL = `
 WITH hooks AS (
-    SELECT w.id, w.url, w.secret, w.headers, w.format, COALESCE(b.room, $5::int) AS room,
+    SELECT w.id, w.url, w.secret, w.headers, w.format, w.standard_webhooks, ` + claimPreviousSecret + ` AS previous_secret,
+           COALESCE(b.room, $5::int) AS room,
            COALESCE(b.before, 'infinity') AS before
     FROM {{schema}}.webhooks w
     LEFT JOIN unnest($6::bigint[], $7::int[], $8::timestamptz[]) AS b(webhook_id, room, before) ON b.webhook_id = w.id
@@ -133,7 +141,7 @@ WITH hooks AS (
     ) oldest
     GROUP BY oldest.webhook_id
 ), pick AS (
-    SELECT c.tid, h.url, h.secret, h.headers, h.format, e.traceparent, e.body, e.created_at, e.committed_at
+    SELECT c.tid, h.url, h.secret, h.headers, h.format, h.standard_webhooks, h.previous_secret, e.traceparent, e.body, e.created_at, e.committed_at
     FROM quota q
     JOIN hooks h ON h.id = q.webhook_id
     CROSS JOIN LATERAL (
@@ -158,7 +166,7 @@ WHERE d.ctid = ANY (ARRAY(SELECT tid FROM pick))
   AND d.ctid = p.tid
 RETURNING d.id, d.webhook_id, d.event_id, d.event_type, d.company_id, COALESCE(p.traceparent, ''),
           d.attempts, d.retry_base, d.next_attempt_at, d.lease_until, p.body, p.created_at, p.committed_at,
-          p.url, p.secret, p.headers, p.format, d.replay_id`
+          p.url, p.secret, p.headers, p.format, d.replay_id, p.standard_webhooks, p.previous_secret`
 
 // loadHeldSQL reads held deliveries by id (see LoadHeld), with the same
 // columns as claimSQL returns: those owner still holds for at least the
@@ -166,7 +174,7 @@ RETURNING d.id, d.webhook_id, d.event_id, d.event_type, d.company_id, COALESCE(p
 const loadHeldSQL = `
 SELECT d.id, d.webhook_id, d.event_id, d.event_type, d.company_id, COALESCE(e.traceparent, ''),
        d.attempts, d.retry_base, d.next_attempt_at, d.lease_until, e.body, e.created_at, e.committed_at,
-       w.url, w.secret, w.headers, w.format, d.replay_id
+       w.url, w.secret, w.headers, w.format, d.replay_id, w.standard_webhooks, ` + claimPreviousSecret + `
 FROM unnest($2::uuid[]) WITH ORDINALITY AS u(id, n)
 CROSS JOIN LATERAL (
     SELECT d.id, d.webhook_id, d.event_id, d.event_type, d.company_id, d.attempts, d.retry_base,
@@ -270,8 +278,9 @@ func (s *Store) scanClaimed(rows pgx.Rows, n int) ([]Claimed, error) {
 	var events map[int64]shared
 	var types map[string]string
 	// Read from the driver's buffer, copied only when first seen.
-	var eventType, trace, body, url, secret, headers, format pgtype.DriverBytes
+	var eventType, trace, body, url, secret, headers, format, previous pgtype.DriverBytes
 	var replay pgtype.Int8
+	var standard bool
 	for rows.Next() {
 		if out == nil {
 			out = make([]Claimed, 0, n)
@@ -282,7 +291,7 @@ func (s *Store) scanClaimed(rows pgx.Rows, n int) ([]Claimed, error) {
 		replay = pgtype.Int8{}
 		if err := rows.Scan((*[16]byte)(&c.ID), &c.WebhookID, &c.EventID, &eventType, &c.CompanyID, &trace, &c.Attempts, &c.RetryBase,
 			&c.NextAttemptAt, &c.LeaseUntil, &body, &c.CreatedAt, &c.CommittedAt,
-			&url, &secret, &headers, &format, &replay); err != nil {
+			&url, &secret, &headers, &format, &replay, &standard, &previous); err != nil {
 			return nil, err
 		}
 		c.ReplayID = replay.Int64 // 0 when NULL
@@ -298,7 +307,7 @@ func (s *Store) scanClaimed(rows pgx.Rows, n int) ([]Claimed, error) {
 			events[c.EventID] = e
 		}
 		c.Body, c.TraceParent = e.body, e.trace
-		s.endpointOf(c.WebhookID, url, secret, headers, format).fill(c)
+		s.endpointOf(c.WebhookID, url, secret, headers, format, signing{previous: previous, standard: standard}).fill(c)
 	}
 	return out, rows.Err()
 }

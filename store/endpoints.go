@@ -12,9 +12,20 @@ type endpoint struct {
 	// The stored forms it was made from.
 	url, sealed, headersJSON string
 	format                   string
+	previousSealed           string
+	standard                 bool
 
 	secret, secretErr string
 	headers           map[string]string
+	previous          string
+}
+
+// signing is what a claim reads of a webhook's Standard Webhooks and
+// rotation columns: the previous secret as stored (nil or empty for none
+// or an ended window) and whether Standard Webhooks is on.
+type signing struct {
+	previous []byte
+	standard bool
 }
 
 // endpoints keeps one endpoint per webhook, so that a batch of deliveries
@@ -31,23 +42,31 @@ const maxEndpoints = 4096
 
 // endpointOf returns the endpoint of webhook for its stored URL, secret
 // (sealed by s.box, or plain; nil or empty for none), headers (a JSON
-// object) and payload format.
-func (s *Store) endpointOf(webhook int64, url, sealed, headers, format []byte) *endpoint {
+// object), payload format and signing settings.
+func (s *Store) endpointOf(webhook int64, url, sealed, headers, format []byte, sg signing) *endpoint {
 	c := &s.endpoints
 	c.mu.Lock()
 	e := c.m[webhook]
 	c.mu.Unlock()
 	if e != nil && e.url == string(url) && e.sealed == string(sealed) && e.headersJSON == string(headers) &&
-		e.format == string(format) {
+		e.format == string(format) && e.previousSealed == string(sg.previous) && e.standard == sg.standard {
 		return e
 	}
-	e = &endpoint{url: string(url), sealed: string(sealed), headersJSON: string(headers), format: formatName(format)}
+	e = &endpoint{url: string(url), sealed: string(sealed), headersJSON: string(headers), format: formatName(format),
+		previousSealed: string(sg.previous), standard: sg.standard}
 	if e.sealed != "" {
 		plain, err := s.box.Open(e.sealed)
 		if err != nil {
 			e.secretErr = fmt.Sprintf("webhook %d: %v; configure the key that encrypted it (secrets.previous_keys) or save a new secret", webhook, err)
 		}
 		e.secret = plain
+	}
+	if e.previousSealed != "" && e.secretErr == "" {
+		plain, err := s.box.Open(e.previousSealed)
+		if err != nil {
+			e.secretErr = fmt.Sprintf("webhook %d: previous secret: %v; configure the key that encrypted it (secrets.previous_keys) or rotate the secret again", webhook, err)
+		}
+		e.previous = plain
 	}
 	var problem string
 	e.headers, problem = s.openHeaders(decodeHeaders(headers))
@@ -67,6 +86,7 @@ func (s *Store) endpointOf(webhook int64, url, sealed, headers, format []byte) *
 // fill sets c's webhook fields from e.
 func (e *endpoint) fill(c *Claimed) {
 	c.URL, c.Secret, c.SecretError, c.Headers, c.Format = e.url, e.secret, e.secretErr, e.headers, e.format
+	c.PreviousSecret, c.StandardWebhooks = e.previous, e.standard
 }
 
 // formatName returns a stored payload format as a string; the table allows

@@ -14,6 +14,7 @@ import (
 // text, or sets h.SecretError and h.HeaderError.
 func (s *Store) openStored(h *Webhook) {
 	h.Headers, h.HeaderError = s.openHeaders(h.Headers)
+	defer s.openPrevious(h)
 	plain, err := s.box.Open(h.Secret)
 	if err != nil {
 		h.Secret, h.SecretError = "", err.Error()
@@ -81,7 +82,8 @@ func (s *Store) ResealSecrets(ctx context.Context) (resealed int, problems []str
 		}
 		resealed += int(tag.RowsAffected())
 	}
-	return resealed, problems, nil
+	n, more, err := s.resealPrevious(ctx)
+	return resealed + n, append(problems, more...), err
 }
 
 // reseal returns stored sealed with the current key and whether that

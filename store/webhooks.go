@@ -35,6 +35,17 @@ type Webhook struct {
 	ManagedBy string
 	CreatedAt time.Time
 	UpdatedAt time.Time
+	// StandardWebhooks: the webhook's requests also carry the Standard
+	// Webhooks headers (webhook-id, webhook-timestamp, webhook-signature).
+	StandardWebhooks bool
+	// PreviousSecret is the plain text secret the last rotation replaced:
+	// until PreviousSecretUntil every request is signed with it too. ""
+	// (and PreviousSecretUntil zero) when there is none or its window has
+	// ended. Read only: UpdateWebhook sets it when the secret changes (see
+	// SecretOverlap).
+	PreviousSecret      string
+	PreviousSecretUntil time.Time
+	previousUntil       *time.Time // as scanned
 }
 
 // webhookSyncLock is the advisory lock key that serialises SyncFileWebhooks.
@@ -79,15 +90,17 @@ func (s *Store) SyncFileWebhooks(ctx context.Context, hooks []Webhook) (added, u
 				return fmt.Errorf("webhook %q of company %d: %w", h.Name, h.CompanyID, err)
 			}
 			err = tx.QueryRow(ctx, s.q(`SELECT id, managed_by,
-					(url, events, coalesce(secret, ''), headers, description, active, format) IS DISTINCT FROM ($3, $4, $5, $6::jsonb, $7, $8, $9)
+					(url, events, coalesce(secret, ''), headers, description, active, format, standard_webhooks)
+						IS DISTINCT FROM ($3, $4, $5, $6::jsonb, $7, $8, $9, $10)
 				FROM {{schema}}.webhooks WHERE company_id = $1 AND name = $2 AND deleted_at IS NULL`),
-				h.CompanyID, h.Name, h.URL, h.Events, stored, headers, h.Description, h.Active, formatOrRaw(h.Format)).Scan(&id, &managedBy, &changed)
+				h.CompanyID, h.Name, h.URL, h.Events, stored, headers, h.Description, h.Active, formatOrRaw(h.Format), h.StandardWebhooks).
+				Scan(&id, &managedBy, &changed)
 			switch {
 			case errors.Is(err, pgx.ErrNoRows):
 				err = tx.QueryRow(ctx, s.q(`INSERT INTO {{schema}}.webhooks
-						(company_id, name, url, events, secret, headers, description, active, managed_by, format)
-					VALUES ($1, $2, $3, $4, nullif($5, ''), $6, $7, $8, 'file', $9) RETURNING id`),
-					h.CompanyID, h.Name, h.URL, h.Events, stored, headers, h.Description, h.Active, formatOrRaw(h.Format)).Scan(&id)
+						(company_id, name, url, events, secret, headers, description, active, managed_by, format, standard_webhooks)
+					VALUES ($1, $2, $3, $4, nullif($5, ''), $6, $7, $8, 'file', $9, $10) RETURNING id`),
+					h.CompanyID, h.Name, h.URL, h.Events, stored, headers, h.Description, h.Active, formatOrRaw(h.Format), h.StandardWebhooks).Scan(&id)
 				if err != nil {
 					return fmt.Errorf("add webhook %q of company %d: %w", h.Name, h.CompanyID, err)
 				}
@@ -98,8 +111,8 @@ func (s *Store) SyncFileWebhooks(ctx context.Context, hooks []Webhook) (added, u
 				return fmt.Errorf("webhook %q of company %d is managed in the webhooks table; rename one of them", h.Name, h.CompanyID)
 			case changed:
 				_, err = tx.Exec(ctx, s.q(`UPDATE {{schema}}.webhooks SET url = $2, events = $3, secret = nullif($4, ''),
-						headers = $5, description = $6, active = $7, format = $8 WHERE id = $1`),
-					id, h.URL, h.Events, stored, headers, h.Description, h.Active, formatOrRaw(h.Format))
+						headers = $5, description = $6, active = $7, format = $8, standard_webhooks = $9 WHERE id = $1`),
+					id, h.URL, h.Events, stored, headers, h.Description, h.Active, formatOrRaw(h.Format), h.StandardWebhooks)
 				if err != nil {
 					return fmt.Errorf("update webhook %q of company %d: %w", h.Name, h.CompanyID, err)
 				}
@@ -120,16 +133,16 @@ func (s *Store) SyncFileWebhooks(ctx context.Context, hooks []Webhook) (added, u
 
 // Webhooks lists the webhooks that are not deleted.
 func (s *Store) Webhooks(ctx context.Context) ([]Webhook, error) {
-	rows, err := s.pool.Query(ctx, s.q(`SELECT id, company_id, name, url, events, coalesce(secret, ''), headers,
-			description, format, active, managed_by, created_at, updated_at
-		FROM {{schema}}.webhooks WHERE deleted_at IS NULL ORDER BY company_id, id`))
+	rows, err := s.pool.Query(ctx, s.q(`SELECT `+webhookColumns+`
+		FROM {{schema}}.webhooks w WHERE deleted_at IS NULL ORDER BY company_id, id`))
 	if err != nil {
 		return nil, fmt.Errorf("list webhooks: %w", err)
 	}
 	var out []Webhook
 	var h Webhook
 	_, err = pgx.ForEachRow(rows, []any{&h.ID, &h.CompanyID, &h.Name, &h.URL, &h.Events, &h.Secret, &h.Headers,
-		&h.Description, &h.Format, &h.Active, &h.ManagedBy, &h.CreatedAt, &h.UpdatedAt}, func() error {
+		&h.Description, &h.Format, &h.Active, &h.ManagedBy, &h.CreatedAt, &h.UpdatedAt,
+		&h.StandardWebhooks, &h.PreviousSecret, &h.previousUntil}, func() error {
 		s.openStored(&h)
 		out = append(out, h)
 		h = Webhook{}
@@ -184,7 +197,7 @@ type WebhookStats struct {
 }
 
 const webhookColumns = `w.id, w.company_id, w.name, w.url, w.events, coalesce(w.secret, ''), w.headers,
-	w.description, w.format, w.active, w.managed_by, w.created_at, w.updated_at`
+	w.description, w.format, w.active, w.managed_by, w.created_at, w.updated_at, ` + signingColumns
 
 // countsSQL counts a webhook's attempts for the 24-hour success rate: those
 // a shutdown aborted are not counted, and those answered with a 2xx are
@@ -219,7 +232,8 @@ func (s *Store) scanStats(row pgx.Row) (WebhookStats, error) {
 	var w WebhookStats
 	var last *time.Time
 	err := row.Scan(&w.ID, &w.CompanyID, &w.Name, &w.URL, &w.Events, &w.Secret, &w.Headers,
-		&w.Description, &w.Format, &w.Active, &w.ManagedBy, &w.CreatedAt, &w.UpdatedAt, &last, &w.Attempts24h, &w.Succeeded24h)
+		&w.Description, &w.Format, &w.Active, &w.ManagedBy, &w.CreatedAt, &w.UpdatedAt, &w.StandardWebhooks, &w.PreviousSecret, &w.previousUntil,
+		&last, &w.Attempts24h, &w.Succeeded24h)
 	if err != nil {
 		return w, err
 	}
@@ -266,7 +280,8 @@ func Redacted(w Webhook) map[string]any {
 	return map[string]any{
 		"id": w.ID, "company_id": w.CompanyID, "name": w.Name, "url": w.URL, "events": w.Events,
 		"has_secret": w.Secret != "" || w.SecretError != "", "headers": headers, "description": w.Description,
-		"active": w.Active, "managed_by": w.ManagedBy, "format": formatOrRaw(w.Format),
+		"active": w.Active, "managed_by": w.ManagedBy, "format": formatOrRaw(w.Format), "standard_webhooks": w.StandardWebhooks,
+		"previous_secret_until": redactedUntil(w),
 	}
 }
 
@@ -293,10 +308,10 @@ func (s *Store) CreateWebhook(ctx context.Context, actor string, w Webhook, opts
 			return err
 		}
 		err := tx.QueryRow(ctx, s.q(`INSERT INTO {{schema}}.webhooks
-				(company_id, name, url, events, secret, headers, description, active, managed_by, format)
-			VALUES ($1, $2, $3, $4, nullif($5, ''), $6, $7, $8, 'table', $9)
+				(company_id, name, url, events, secret, headers, description, active, managed_by, format, standard_webhooks)
+			VALUES ($1, $2, $3, $4, nullif($5, ''), $6, $7, $8, 'table', $9, $10)
 			RETURNING id, managed_by, format, created_at, updated_at`),
-			w.CompanyID, w.Name, w.URL, w.Events, sealed, headers, w.Description, w.Active, formatOrRaw(w.Format)).
+			w.CompanyID, w.Name, w.URL, w.Events, sealed, headers, w.Description, w.Active, formatOrRaw(w.Format), w.StandardWebhooks).
 			Scan(&w.ID, &w.ManagedBy, &w.Format, &w.CreatedAt, &w.UpdatedAt)
 		if err != nil {
 			return err
@@ -319,7 +334,8 @@ func (s *Store) lockWebhook(ctx context.Context, tx pgx.Tx, company, id int64) (
 	err := tx.QueryRow(ctx, s.q(`SELECT `+webhookColumns+` FROM {{schema}}.webhooks w
 		WHERE w.id = $1 AND w.deleted_at IS NULL AND ($2::bigint = 0 OR w.company_id = $2) FOR UPDATE`), id, company).
 		Scan(&w.ID, &w.CompanyID, &w.Name, &w.URL, &w.Events, &w.Secret, &w.Headers,
-			&w.Description, &w.Format, &w.Active, &w.ManagedBy, &w.CreatedAt, &w.UpdatedAt)
+			&w.Description, &w.Format, &w.Active, &w.ManagedBy, &w.CreatedAt, &w.UpdatedAt,
+			&w.StandardWebhooks, &w.PreviousSecret, &w.previousUntil)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return w, fmt.Errorf("webhook %d: %w", id, ErrNotFound)
 	}
@@ -337,7 +353,11 @@ func (s *Store) lockWebhook(ctx context.Context, tx pgx.Tx, company, id int64) (
 // any) with change, which gets the webhook with its plain secret, and
 // records action in the audit log, in one transaction. It returns
 // ErrNotFound, ErrFileManaged, ErrConflict, or change's error.
-func (s *Store) UpdateWebhook(ctx context.Context, actor, action string, company, id int64, change func(*Webhook) error) (Webhook, error) {
+func (s *Store) UpdateWebhook(ctx context.Context, actor, action string, company, id int64, change func(*Webhook) error, opts ...UpdateOption) (Webhook, error) {
+	var o updateOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
 	var after Webhook
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		before, err := s.lockWebhook(ctx, tx, company, id)
@@ -362,6 +382,10 @@ func (s *Store) UpdateWebhook(ctx context.Context, actor, action string, company
 		if secretChanged {
 			secretArg = &sealed
 		}
+		prev, err := s.previousSecret(before, after, secretChanged, o)
+		if err != nil {
+			return err
+		}
 		// Unchanged headers keep their stored values, which may hold one
 		// that does not open; changed ones are all sealed anew.
 		headersChanged := !maps.Equal(after.Headers, before.Headers)
@@ -374,22 +398,27 @@ func (s *Store) UpdateWebhook(ctx context.Context, actor, action string, company
 		err = tx.QueryRow(ctx, s.q(`UPDATE {{schema}}.webhooks SET name = $2, url = $3, events = $4,
 				secret = CASE WHEN $5::boolean THEN nullif($6, '') ELSE secret END,
 				headers = CASE WHEN $10::boolean THEN $7::jsonb ELSE headers END, description = $8, active = $9,
-				format = $11
-			WHERE id = $1 RETURNING format, updated_at`),
+				format = $11, standard_webhooks = $12,
+				previous_secret = CASE WHEN $5::boolean THEN $13 ELSE previous_secret END,
+				previous_secret_until = CASE WHEN $5::boolean
+					THEN now() + $14::bigint * interval '1 microsecond' ELSE previous_secret_until END
+			WHERE id = $1 RETURNING format, updated_at, previous_secret_until`),
 			id, after.Name, after.URL, after.Events, secretChanged, secretArg, headersArg,
-			after.Description, after.Active, headersChanged, formatOrRaw(after.Format)).Scan(&after.Format, &after.UpdatedAt)
+			after.Description, after.Active, headersChanged, formatOrRaw(after.Format), after.StandardWebhooks, prev.sealed, prev.micros).
+			Scan(&after.Format, &after.UpdatedAt, &after.previousUntil)
 		if err != nil {
 			return err
 		}
 		if secretChanged {
 			after.SecretError = ""
+			after.PreviousSecret, after.PreviousSecretUntil = prev.plain, deref(after.previousUntil)
 		}
 		if headersChanged {
 			after.HeaderError = ""
 		}
 		return s.writeAudit(ctx, tx, AuditEntry{Actor: actor, CompanyID: before.CompanyID, Action: action,
 			WebhookID: id, Before: Redacted(before), After: Redacted(after),
-			Details: map[string]any{"secret_changed": secretChanged}})
+			Details: secretDetails(secretChanged, o, after)})
 	})
 	switch {
 	case isUniqueViolation(err):

@@ -402,7 +402,8 @@ SELECT (SELECT count(*) FROM ins),
        array_agg(k.event_id), array_agg(e.committed_at), now(), now() + $12::bigint * interval '1 microsecond',
        array_agg(w.url), array_agg(w.secret), array_agg(w.headers::text), array_agg(w.format),
        (SELECT array_agg(h.id ORDER BY h.commit_lsn, h.seq, h.webhook_id) FROM kinds h WHERE h.held),
-       (SELECT array_agg(h.webhook_id ORDER BY h.commit_lsn, h.seq, h.webhook_id) FROM kinds h WHERE h.held)
+       (SELECT array_agg(h.webhook_id ORDER BY h.commit_lsn, h.seq, h.webhook_id) FROM kinds h WHERE h.held),
+       array_agg(w.standard_webhooks), array_agg(` + claimPreviousSecret + `)
 FROM kinds k JOIN ev e ON e.id = k.event_id JOIN {{schema}}.webhooks w ON w.id = k.webhook_id
 WHERE k.leased`
 
@@ -424,9 +425,10 @@ func (w *Writer) scanEvents(row pgx.Row, events []event.Event) (int64, Leased, e
 	var seqs []int32
 	var committed []time.Time
 	var now, until time.Time
-	var urls, secrets, headers, formats [][]byte
+	var urls, secrets, headers, formats, previous [][]byte
+	var standard []bool
 	if err := row.Scan(&created, &ids, &lsns, &seqs, &hooks, &eventIDs, &committed, &now, &until, &urls, &secrets, &headers, &formats,
-		&heldIDs, &heldHooks); err != nil {
+		&heldIDs, &heldHooks, &standard, &previous); err != nil {
 		return 0, Leased{}, err
 	}
 	leased := Leased{Due: now, At: w.began}
@@ -456,7 +458,7 @@ func (w *Writer) scanEvents(row pgx.Row, events []event.Event) (int64, Leased, e
 		leased.Ready = append(leased.Ready, Claimed{ID: id, WebhookID: hooks[i], EventID: eventIDs[i], EventType: e.Type, CompanyID: e.CompanyID,
 			TraceParent: e.TraceParent, NextAttemptAt: now, LeaseUntil: until, Body: e.Body,
 			CreatedAt: now, CommittedAt: committed[i]})
-		w.s.endpointOf(hooks[i], urls[i], secrets[i], headers[i], formats[i]).fill(&leased.Ready[len(leased.Ready)-1])
+		w.s.endpointOf(hooks[i], urls[i], secrets[i], headers[i], formats[i], signing{previous: previous[i], standard: standard[i]}).fill(&leased.Ready[len(leased.Ready)-1])
 	}
 	return created, leased, nil
 }

@@ -207,6 +207,7 @@ type webhookFields struct {
 	name, endpoint, events, secret, description string
 	format                                      string
 	headers                                     headerList
+	standard                                    bool
 }
 
 func (f *webhookFields) register(fs *pflag.FlagSet, create bool) {
@@ -222,6 +223,8 @@ func (f *webhookFields) register(fs *pflag.FlagSet, create bool) {
 	fs.Var(f.headers, "header", `extra header "Name: value" (repeatable; update: replaces all headers)`)
 	fs.StringVar(&f.description, "description", "", "description")
 	fs.StringVar(&f.format, "format", "", "request body: "+strings.Join(admin.Formats(), ", ")+" (create: raw unless given)")
+	fs.BoolVar(&f.standard, "standard-webhooks", false,
+		"also send the Standard Webhooks headers webhook-id, webhook-timestamp, webhook-signature (--standard-webhooks=false: off)")
 }
 
 // body is the JSON of the flags given.
@@ -247,6 +250,9 @@ func (f *webhookFields) body(fs *pflag.FlagSet) map[string]any {
 	}
 	if fs.Changed("format") {
 		body["format"] = f.format
+	}
+	if fs.Changed("standard-webhooks") {
+		body["standard_webhooks"] = f.standard
 	}
 	return body
 }
@@ -287,21 +293,29 @@ token needs --company.`,
 func webhooksUpdate(api *apiFlags) *cobra.Command {
 	var f webhookFields
 	var rotate bool
+	var overlap string
 	c := &cobra.Command{
 		Use:   "update ID [flags]",
 		Short: "Change a webhook; only the flags given change",
 		Example: `  relay webhooks update 7 --events task.completed,task.approved
-  relay webhooks update 7 --rotate-secret          # prints the new secret once
+  relay webhooks update 7 --rotate-secret          # prints the new secret once; the old one signs too for 24h
+  relay webhooks update 7 --rotate-secret --secret-overlap 72h
   relay webhooks update 7 --format teams           # send Microsoft Teams messages
+  relay webhooks update 7 --standard-webhooks
   relay webhooks update 7 --header "Authorization: Bearer new-token"`,
 		Args: oneID,
 	}
 	f.register(c.Flags(), false)
 	c.Flags().BoolVar(&rotate, "rotate-secret", false, "replace the secret with a generated one")
+	c.Flags().StringVar(&overlap, "secret-overlap", "",
+		`with --rotate-secret or --secret: how long the replaced secret keeps signing too, e.g. "24h" (default), "0" for none, at most 168h`)
 	return apiCommand(c, api, func(ctx context.Context, cl *admin.Client, args []string) (json.RawMessage, error) {
 		body := f.body(c.Flags())
 		if rotate {
 			body["rotate_secret"] = true
+		}
+		if c.Flags().Changed("secret-overlap") {
+			body["secret_overlap"] = overlap
 		}
 		return cl.Do(ctx, "PATCH", "/v1/webhooks/"+url.PathEscape(args[0]), body)
 	}, printWebhook)
@@ -455,6 +469,9 @@ type webhookJSON struct {
 	LastFiredAt    *time.Time `json:"last_fired_at"`
 	SuccessRate24h *float64   `json:"success_rate_24h"`
 	Attempts24h    int        `json:"attempts_24h"`
+	// StandardWebhooks and PreviousSecretValidUntil: see signing.go.
+	StandardWebhooks         bool       `json:"standard_webhooks"`
+	PreviousSecretValidUntil *time.Time `json:"previous_secret_valid_until"`
 }
 
 func printList(w io.Writer, out json.RawMessage) error {
@@ -473,9 +490,10 @@ func printList(w io.Writer, out json.RawMessage) error {
 
 func printWebhook(w io.Writer, out json.RawMessage) error {
 	var v struct {
-		Webhook  webhookJSON
-		Secret   string
-		Warnings []string
+		Webhook        webhookJSON
+		Secret         string
+		StandardSecret string `json:"standard_webhooks_secret"`
+		Warnings       []string
 	}
 	if err := json.Unmarshal(out, &v); err != nil {
 		return err
@@ -490,6 +508,7 @@ func printWebhook(w io.Writer, out json.RawMessage) error {
 	if v.Secret != "" {
 		fmt.Fprintf(w, "secret (shown once, store it now): %s\n", safe(v.Secret))
 	}
+	printSigning(w, h, v.StandardSecret)
 	for _, warn := range v.Warnings {
 		fmt.Fprintf(w, "warning: %s\n", safe(warn))
 	}

@@ -119,6 +119,29 @@ admin:
 		t.Fatalf("test: %d %s", code, out)
 	}
 
+	// Standard Webhooks on and a rotation with a 2h window: the test event
+	// carries both secrets' signatures in both forms.
+	code, out = cli(t, env, "webhooks", "update", fmt.Sprint(id), "--rotate-secret", "--secret-overlap", "200h")
+	if code != 1 || !strings.Contains(out, "secret_overlap") {
+		t.Fatalf("update --secret-overlap 200h: %d %s", code, out)
+	}
+	code, out = cli(t, env, "webhooks", "update", fmt.Sprint(id), "--standard-webhooks", "--rotate-secret", "--secret-overlap", "2h")
+	if code != 0 || !strings.Contains(out, "standard webhooks: on") || !strings.Contains(out, "Standard Webhooks libraries: whsec_") ||
+		!strings.Contains(out, "previous secret still signs too until") {
+		t.Fatalf("update --standard-webhooks --rotate-secret: %d %s", code, out)
+	}
+	newSecret := strings.TrimSpace(strings.SplitN(strings.SplitN(out, "store it now): ", 2)[1], "\n", 2)[0])
+	if code, out = cli(t, env, "webhooks", "test", fmt.Sprint(id), "--event", "task.completed"); code != 0 {
+		t.Fatalf("test after rotation: %d %s", code, out)
+	}
+	mu.Lock()
+	last := got[len(got)-1]
+	mu.Unlock()
+	if last.Get(signature.PreviousHeader) == "" || len(strings.Fields(last.Get(signature.StandardSignatureHeader))) != 2 ||
+		last.Get(signature.StandardIDHeader) == "" || newSecret == secret {
+		t.Fatalf("test event after rotation: headers %v", last)
+	}
+
 	// A real event fails (500), then is re-fired from the CLI.
 	mu.Lock()
 	status = 500
