@@ -167,3 +167,53 @@ func BenchmarkNewRequest(b *testing.B) {
 		})
 	}
 }
+
+// TestSlackFormatSignsTheMessageEveryWay: a slack-format webhook with
+// Standard Webhooks on, in a rotation's overlap window, sends the rendered
+// message, and each of its signatures (X-SMTM-Signature with the new secret,
+// X-SMTM-Signature-Previous with the old, both webhook-signature values) is
+// over the bytes received, not over the stored payload.
+func TestSlackFormatSignsTheMessageEveryWay(t *testing.T) {
+	e := newEnv(t)
+	const oldSecret, newSecret = "old-secret-0123456789", "new-secret-0123456789"
+	rc := newReceiver(t, nil)
+	hook := e.webhook(rc.URL, oldSecret, nil)
+	e.exec(`UPDATE {{schema}}.webhooks SET format = 'slack', standard_webhooks = true WHERE id = $1`, hook)
+	if _, err := e.st.UpdateWebhook(context.Background(), "admin", "webhook.rotate_secret", store.AllCompanies, hook, func(w *store.Webhook) error {
+		w.Secret = newSecret
+		return nil
+	}, store.SecretOverlap(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	payload := goldenPayload(t, "repair_request.created")
+	id := e.delivery(hook, payload)
+	msgs, err := message.New(message.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.start(fast(Options{Messages: msgs}))
+	e.waitStatus(id, store.StatusDelivered, 10*time.Second)
+	got := rc.receipts(id)
+	if len(got) != 1 {
+		t.Fatalf("%d requests, want 1", len(got))
+	}
+	r := got[0]
+	if want, _ := msgs.Render("slack", payload); !bytes.Equal(r.body, want) {
+		t.Fatalf("body %s, want the Slack message %s", r.body, want)
+	}
+	if err := signature.Verify([]byte(newSecret), r.body, r.header.Get(signature.Header)); err != nil {
+		t.Errorf("X-SMTM-Signature: %v", err)
+	}
+	if err := signature.Verify([]byte(oldSecret), r.body, r.header.Get(signature.PreviousHeader)); err != nil {
+		t.Errorf("X-SMTM-Signature-Previous: %v", err)
+	}
+	for _, secret := range []string{newSecret, oldSecret} {
+		key, err := signature.ParseStandardKey(signature.StandardKey([]byte(secret)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := signature.StandardVerify(key, r.body, r.header, time.Minute); err != nil {
+			t.Errorf("webhook-signature with the %s secret: %v", secret[:3], err)
+		}
+	}
+}
