@@ -88,8 +88,17 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		CompanyName string          `json:"company_name"`
 		Data        json.RawMessage `json:"data"`
 		Test        bool            `json:"test"`
+		// Text is a Slack message's summary (a slack-format webhook).
+		Text string `json:"text"`
 	}
 	_ = json.Unmarshal(body, &p)
+	shown := string(p.Data)
+	if p.Event == "" && p.Text != "" {
+		// A Slack message: the event type travels in its header, and the
+		// line to show is the message's own.
+		p.Event = r.Header.Get(signature.EventHeader)
+		shown = "Slack message: " + p.Text
+	}
 	var attempt int
 	h.count(func() {
 		h.verified++
@@ -118,7 +127,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.count(func() {
 		h.delivered++
 		fmt.Fprintf(h.out, "✓ %-22s %-14s %s  signature ok  delivery %s attempt %d%s%s\n    %s\n",
-			safe(p.Event), safe(p.CompanyName), safe(p.Timestamp), safe(id), attempt, retry, trace, safe(string(p.Data)))
+			safe(p.Event), safe(p.CompanyName), safe(p.Timestamp), safe(id), attempt, retry, trace, safe(shown))
 	})
 	w.WriteHeader(http.StatusNoContent)
 }

@@ -107,3 +107,31 @@ func TestReceiverEscapesAndSparesTests(t *testing.T) {
 		t.Errorf("received %d, delivered %d; want 3 and 2", received, h.Delivered())
 	}
 }
+
+// TestReceiverPrintsSlackMessages: a slack-format webhook's body is a Slack
+// message; the receiver verifies it like any other and prints its text,
+// with the event type from X-SMTM-Event.
+func TestReceiverPrintsSlackMessages(t *testing.T) {
+	out := &syncBuf{}
+	srv := httptest.NewServer(receiver.New(secrets{"/slack": "secret-of-the-slack-hook"}, 0, out))
+	defer srv.Close()
+	body := []byte(`{"text":"Critical repair request #431 filed: Boiler 2 leaking (PT Kahatex)","blocks":[]}`)
+	req, _ := http.NewRequest(http.MethodPost, srv.URL+"/slack", bytes.NewReader(body))
+	req.Header.Set(signature.Header, signature.Sign([]byte("secret-of-the-slack-hook"), body))
+	req.Header.Set(signature.DeliveryHeader, "d1")
+	req.Header.Set(signature.EventHeader, "repair_request.created")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	for _, want := range []string{"✓ repair_request.created", "signature ok  delivery d1 attempt 1",
+		"Slack message: Critical repair request #431 filed: Boiler 2 leaking (PT Kahatex)"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, out.String())
+		}
+	}
+}
