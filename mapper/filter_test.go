@@ -14,7 +14,7 @@ func TestCompileFilterRefusesWithAPointer(t *testing.T) {
 		{`data.priority ==`, "(1:"},
 		{`company_id + 1`, "expected bool"},
 		{`"critical"`, "expected bool"},
-		{`data.priority ?? "low"`, "not true or false"},
+		{`data.count + 1`, "not true or false"},
 		{`$env.event == "x"`, "$env is not supported"},
 		{`company_id == "PT Kahatex"`, "mismatched types"},
 	} {
