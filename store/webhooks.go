@@ -28,10 +28,14 @@ type Webhook struct {
 	Headers     map[string]string
 	HeaderError string
 	Description string
-	Active      bool
-	ManagedBy   string
-	CreatedAt   time.Time
-	UpdatedAt   time.Time
+	// Filter is a condition over the event (mapper.CompileFilter) that an
+	// event must meet to be sent to the webhook; "" sends every event it
+	// subscribes to.
+	Filter    string
+	Active    bool
+	ManagedBy string
+	CreatedAt time.Time
+	UpdatedAt time.Time
 }
 
 // webhookSyncLock is the advisory lock key that serialises SyncFileWebhooks.
@@ -76,15 +80,15 @@ func (s *Store) SyncFileWebhooks(ctx context.Context, hooks []Webhook) (added, u
 				return fmt.Errorf("webhook %q of company %d: %w", h.Name, h.CompanyID, err)
 			}
 			err = tx.QueryRow(ctx, s.q(`SELECT id, managed_by,
-					(url, events, coalesce(secret, ''), headers, description, active) IS DISTINCT FROM ($3, $4, $5, $6::jsonb, $7, $8)
+					(url, events, coalesce(secret, ''), headers, description, active, coalesce(filter, '')) IS DISTINCT FROM ($3, $4, $5, $6::jsonb, $7, $8, $9)
 				FROM {{schema}}.webhooks WHERE company_id = $1 AND name = $2 AND deleted_at IS NULL`),
-				h.CompanyID, h.Name, h.URL, h.Events, stored, headers, h.Description, h.Active).Scan(&id, &managedBy, &changed)
+				h.CompanyID, h.Name, h.URL, h.Events, stored, headers, h.Description, h.Active, h.Filter).Scan(&id, &managedBy, &changed)
 			switch {
 			case errors.Is(err, pgx.ErrNoRows):
 				err = tx.QueryRow(ctx, s.q(`INSERT INTO {{schema}}.webhooks
-						(company_id, name, url, events, secret, headers, description, active, managed_by)
-					VALUES ($1, $2, $3, $4, nullif($5, ''), $6, $7, $8, 'file') RETURNING id`),
-					h.CompanyID, h.Name, h.URL, h.Events, stored, headers, h.Description, h.Active).Scan(&id)
+						(company_id, name, url, events, secret, headers, description, active, managed_by, filter)
+					VALUES ($1, $2, $3, $4, nullif($5, ''), $6, $7, $8, 'file', nullif($9, '')) RETURNING id`),
+					h.CompanyID, h.Name, h.URL, h.Events, stored, headers, h.Description, h.Active, h.Filter).Scan(&id)
 				if err != nil {
 					return fmt.Errorf("add webhook %q of company %d: %w", h.Name, h.CompanyID, err)
 				}
@@ -95,8 +99,8 @@ func (s *Store) SyncFileWebhooks(ctx context.Context, hooks []Webhook) (added, u
 				return fmt.Errorf("webhook %q of company %d is managed in the webhooks table; rename one of them", h.Name, h.CompanyID)
 			case changed:
 				_, err = tx.Exec(ctx, s.q(`UPDATE {{schema}}.webhooks SET url = $2, events = $3, secret = nullif($4, ''),
-						headers = $5, description = $6, active = $7 WHERE id = $1`),
-					id, h.URL, h.Events, stored, headers, h.Description, h.Active)
+						headers = $5, description = $6, active = $7, filter = nullif($8, '') WHERE id = $1`),
+					id, h.URL, h.Events, stored, headers, h.Description, h.Active, h.Filter)
 				if err != nil {
 					return fmt.Errorf("update webhook %q of company %d: %w", h.Name, h.CompanyID, err)
 				}
@@ -118,7 +122,7 @@ func (s *Store) SyncFileWebhooks(ctx context.Context, hooks []Webhook) (added, u
 // Webhooks lists the webhooks that are not deleted.
 func (s *Store) Webhooks(ctx context.Context) ([]Webhook, error) {
 	rows, err := s.pool.Query(ctx, s.q(`SELECT id, company_id, name, url, events, coalesce(secret, ''), headers,
-			description, active, managed_by, created_at, updated_at
+			description, coalesce(filter, ''), active, managed_by, created_at, updated_at
 		FROM {{schema}}.webhooks WHERE deleted_at IS NULL ORDER BY company_id, id`))
 	if err != nil {
 		return nil, fmt.Errorf("list webhooks: %w", err)
@@ -126,7 +130,7 @@ func (s *Store) Webhooks(ctx context.Context) ([]Webhook, error) {
 	var out []Webhook
 	var h Webhook
 	_, err = pgx.ForEachRow(rows, []any{&h.ID, &h.CompanyID, &h.Name, &h.URL, &h.Events, &h.Secret, &h.Headers,
-		&h.Description, &h.Active, &h.ManagedBy, &h.CreatedAt, &h.UpdatedAt}, func() error {
+		&h.Description, &h.Filter, &h.Active, &h.ManagedBy, &h.CreatedAt, &h.UpdatedAt}, func() error {
 		s.openStored(&h)
 		out = append(out, h)
 		h = Webhook{}
@@ -181,7 +185,7 @@ type WebhookStats struct {
 }
 
 const webhookColumns = `w.id, w.company_id, w.name, w.url, w.events, coalesce(w.secret, ''), w.headers,
-	w.description, w.active, w.managed_by, w.created_at, w.updated_at`
+	w.description, coalesce(w.filter, ''), w.active, w.managed_by, w.created_at, w.updated_at`
 
 // countsSQL counts a webhook's attempts for the 24-hour success rate: those
 // a shutdown aborted are not counted, and those answered with a 2xx are
@@ -216,7 +220,7 @@ func (s *Store) scanStats(row pgx.Row) (WebhookStats, error) {
 	var w WebhookStats
 	var last *time.Time
 	err := row.Scan(&w.ID, &w.CompanyID, &w.Name, &w.URL, &w.Events, &w.Secret, &w.Headers,
-		&w.Description, &w.Active, &w.ManagedBy, &w.CreatedAt, &w.UpdatedAt, &last, &w.Attempts24h, &w.Succeeded24h)
+		&w.Description, &w.Filter, &w.Active, &w.ManagedBy, &w.CreatedAt, &w.UpdatedAt, &last, &w.Attempts24h, &w.Succeeded24h)
 	if err != nil {
 		return w, err
 	}
@@ -263,7 +267,7 @@ func Redacted(w Webhook) map[string]any {
 	return map[string]any{
 		"id": w.ID, "company_id": w.CompanyID, "name": w.Name, "url": w.URL, "events": w.Events,
 		"has_secret": w.Secret != "" || w.SecretError != "", "headers": headers, "description": w.Description,
-		"active": w.Active, "managed_by": w.ManagedBy,
+		"active": w.Active, "managed_by": w.ManagedBy, "filter": w.Filter,
 	}
 }
 
@@ -290,10 +294,10 @@ func (s *Store) CreateWebhook(ctx context.Context, actor string, w Webhook, opts
 			return err
 		}
 		err := tx.QueryRow(ctx, s.q(`INSERT INTO {{schema}}.webhooks
-				(company_id, name, url, events, secret, headers, description, active, managed_by)
-			VALUES ($1, $2, $3, $4, nullif($5, ''), $6, $7, $8, 'table')
+				(company_id, name, url, events, secret, headers, description, active, managed_by, filter)
+			VALUES ($1, $2, $3, $4, nullif($5, ''), $6, $7, $8, 'table', nullif($9, ''))
 			RETURNING id, managed_by, created_at, updated_at`),
-			w.CompanyID, w.Name, w.URL, w.Events, sealed, headers, w.Description, w.Active).
+			w.CompanyID, w.Name, w.URL, w.Events, sealed, headers, w.Description, w.Active, w.Filter).
 			Scan(&w.ID, &w.ManagedBy, &w.CreatedAt, &w.UpdatedAt)
 		if err != nil {
 			return err
@@ -316,7 +320,7 @@ func (s *Store) lockWebhook(ctx context.Context, tx pgx.Tx, company, id int64) (
 	err := tx.QueryRow(ctx, s.q(`SELECT `+webhookColumns+` FROM {{schema}}.webhooks w
 		WHERE w.id = $1 AND w.deleted_at IS NULL AND ($2::bigint = 0 OR w.company_id = $2) FOR UPDATE`), id, company).
 		Scan(&w.ID, &w.CompanyID, &w.Name, &w.URL, &w.Events, &w.Secret, &w.Headers,
-			&w.Description, &w.Active, &w.ManagedBy, &w.CreatedAt, &w.UpdatedAt)
+			&w.Description, &w.Filter, &w.Active, &w.ManagedBy, &w.CreatedAt, &w.UpdatedAt)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return w, fmt.Errorf("webhook %d: %w", id, ErrNotFound)
 	}
@@ -370,10 +374,11 @@ func (s *Store) UpdateWebhook(ctx context.Context, actor, action string, company
 		}
 		err = tx.QueryRow(ctx, s.q(`UPDATE {{schema}}.webhooks SET name = $2, url = $3, events = $4,
 				secret = CASE WHEN $5::boolean THEN nullif($6, '') ELSE secret END,
-				headers = CASE WHEN $10::boolean THEN $7::jsonb ELSE headers END, description = $8, active = $9
+				headers = CASE WHEN $10::boolean THEN $7::jsonb ELSE headers END, description = $8, active = $9,
+				filter = nullif($11, '')
 			WHERE id = $1 RETURNING updated_at`),
 			id, after.Name, after.URL, after.Events, secretChanged, secretArg, headersArg,
-			after.Description, after.Active, headersChanged).Scan(&after.UpdatedAt)
+			after.Description, after.Active, headersChanged, after.Filter).Scan(&after.UpdatedAt)
 		if err != nil {
 			return err
 		}
