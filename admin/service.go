@@ -102,7 +102,9 @@ func (s *Server) Webhook(ctx context.Context, a Actor, id int64) (store.WebhookS
 // (nil fields are kept).
 type WebhookInput struct {
 	Name, URL, Description *string
-	Events                 *[]string
+	// Filter: "" removes the webhook's filter; nil keeps it.
+	Filter *string
+	Events *[]string
 	// Secret nil: generated on create, kept on update.
 	Secret  *string
 	Headers *map[string]string
@@ -113,7 +115,7 @@ type WebhookInput struct {
 
 func (in WebhookInput) internal() webhookInput {
 	return webhookInput{Name: in.Name, URL: in.URL, Events: in.Events, Secret: in.Secret, Headers: in.Headers,
-		Description: in.Description, Active: in.Active, RotateSecret: in.RotateSecret}
+		Description: in.Description, Filter: in.Filter, Active: in.Active, RotateSecret: in.RotateSecret}
 }
 
 // Saved is a webhook just saved.

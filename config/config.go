@@ -229,6 +229,9 @@ type Webhook struct {
 	Secret      string            `koanf:"secret" secret:"true"`
 	Headers     map[string]string `koanf:"headers" secret:"true"`
 	Description string            `koanf:"description"`
+	// Filter is a condition over the event (mapper.CompileFilter) that an
+	// event must meet to be sent; empty sends every subscribed event.
+	Filter string `koanf:"filter"`
 	// Active is true unless the file says "active: false".
 	Active bool `koanf:"active"`
 }

@@ -71,7 +71,7 @@ func reportWebhookEdits(hooks []store.Webhook, seen map[int64]time.Time, product
 // webhook from the config file.
 func webhookProblems(h store.Webhook, production bool, cat Catalogue) []string {
 	w := config.Webhook{CompanyID: h.CompanyID, Name: h.Name, URL: h.URL, Events: h.Events, Secret: h.Secret,
-		Headers: h.Headers, Description: h.Description, Active: h.Active}
+		Headers: h.Headers, Description: h.Description, Filter: h.Filter, Active: h.Active}
 	problems := config.CheckWebhook(w, production)
 	if h.SecretError != "" {
 		problems = append(problems, "secret: "+h.SecretError+"; its deliveries fail until the key is configured or a new secret is saved")
