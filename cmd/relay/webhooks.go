@@ -204,6 +204,7 @@ func webhooksList(api *apiFlags) *cobra.Command {
 // webhookFields are the flags create and update share.
 type webhookFields struct {
 	name, endpoint, events, secret, description string
+	filter                                      string
 	headers                                     headerList
 }
 
@@ -219,6 +220,7 @@ func (f *webhookFields) register(fs *pflag.FlagSet, create bool) {
 	}
 	fs.Var(f.headers, "header", `extra header "Name: value" (repeatable; update: replaces all headers)`)
 	fs.StringVar(&f.description, "description", "", "description")
+	fs.StringVar(&f.filter, "filter", "", `send only the events for which this condition is true, e.g. 'data.priority == "critical"' (update: "" removes it)`)
 }
 
 // body is the JSON of the flags given.
@@ -241,6 +243,9 @@ func (f *webhookFields) body(fs *pflag.FlagSet) map[string]any {
 	}
 	if fs.Changed("description") {
 		body["description"] = f.description
+	}
+	if fs.Changed("filter") {
+		body["filter"] = f.filter
 	}
 	return body
 }
@@ -440,6 +445,7 @@ type webhookJSON struct {
 	Name           string     `json:"name"`
 	URL            string     `json:"url"`
 	Events         []string   `json:"events"`
+	Filter         string     `json:"filter"`
 	Active         bool       `json:"active"`
 	ManagedBy      string     `json:"managed_by"`
 	LastFiredAt    *time.Time `json:"last_fired_at"`
@@ -473,6 +479,9 @@ func printWebhook(w io.Writer, out json.RawMessage) error {
 	h := v.Webhook
 	fmt.Fprintf(w, "webhook %d (%s) of company %d: %s, events %s, %s\n", h.ID, safe(h.Name), h.CompanyID, safe(h.URL),
 		safe(strings.Join(h.Events, ",")), onOff(h.Active, h.ManagedBy))
+	if h.Filter != "" {
+		fmt.Fprintf(w, "filter: %s\n", safe(h.Filter))
+	}
 	if v.Secret != "" {
 		fmt.Fprintf(w, "secret (shown once, store it now): %s\n", safe(v.Secret))
 	}
@@ -491,6 +500,7 @@ type testResult struct {
 	Error           string   `json:"error"`
 	ResponseSnippet string   `json:"response_snippet"`
 	Warnings        []string `json:"warnings"`
+	FilterPassed    *bool    `json:"filter_passed"`
 }
 
 func printTest(w io.Writer, out json.RawMessage) error {
@@ -509,6 +519,9 @@ func printTest(w io.Writer, out json.RawMessage) error {
 	fmt.Fprintf(w, "%s  status %s  %.1f ms  delivery %s\n", result, code, v.DurationMS, safe(v.DeliveryID))
 	if v.ResponseSnippet != "" {
 		fmt.Fprintf(w, "response: %s\n", safe(v.ResponseSnippet))
+	}
+	if v.FilterPassed != nil && !*v.FilterPassed {
+		fmt.Fprintln(w, "note: the webhook's filter would not pass this event; test events are sent regardless")
 	}
 	for _, warn := range v.Warnings {
 		fmt.Fprintf(w, "warning: %s\n", safe(warn))
