@@ -109,6 +109,7 @@ WITH hooks AS (
     FROM {{schema}}.webhooks w
     LEFT JOIN unnest($6::bigint[], $7::int[], $8::timestamptz[]) AS b(webhook_id, room, before) ON b.webhook_id = w.id
     WHERE w.active AND w.deleted_at IS NULL AND w.id <> ALL($3::bigint[])
+      AND NOT EXISTS (SELECT 1 FROM {{schema}}.webhook_pauses p WHERE p.webhook_id = w.id AND p.until > now())
 ), quota AS (
     SELECT oldest.webhook_id, count(*) AS n
     FROM (

@@ -409,13 +409,14 @@ WITH stale AS (
     RETURNING id, commit_lsn, seq, event_type, company_id, committed_at
 ), fan AS (
     SELECT ev.id AS event_id, ev.commit_lsn, ev.seq, ev.committed_at, wh.id AS webhook_id, ev.company_id, ev.event_type,
-           row_number() OVER (PARTITION BY wh.id ORDER BY ev.commit_lsn, ev.seq) AS nth
+           row_number() OVER (PARTITION BY wh.id ORDER BY ev.commit_lsn, ev.seq) AS nth, p.until AS paused_until
     FROM ev JOIN {{schema}}.webhooks wh
       ON ` + subscribers("wh", "ev.company_id", "ev.event_type", "ev.committed_at") + `
      AND ` + unfiltered("wh", "ev.commit_lsn", "ev.seq") + `
+    LEFT JOIN {{schema}}.webhook_pauses p ON p.webhook_id = wh.id AND p.until > now()
 ), eligible AS (
-    SELECT fan.*, fan.nth <= COALESCE(b.room, $14::int) AS fits,
-           fan.nth <= COALESCE(b.room, $14::int) + COALESCE(b.hold, $18::int) AS holdable
+    SELECT fan.*, fan.paused_until IS NULL AND fan.nth <= COALESCE(b.room, $14::int) AS fits,
+           fan.paused_until IS NULL AND fan.nth <= COALESCE(b.room, $14::int) + COALESCE(b.hold, $18::int) AS holdable
     FROM fan LEFT JOIN unnest($15::bigint[], $16::int[], $17::int[]) AS b(webhook_id, room, hold) ON b.webhook_id = fan.webhook_id
 ), ranked AS (
     SELECT eligible.*, fits AND row_number() OVER (PARTITION BY fits ORDER BY commit_lsn, seq, webhook_id) <= $13 AS leased
@@ -428,7 +429,7 @@ WITH stale AS (
     FROM ranked
 ), ins AS (
     INSERT INTO {{schema}}.deliveries (id, event_id, webhook_id, company_id, event_type, next_attempt_at, lease_owner, lease_until)
-    SELECT k.id, k.event_id, k.webhook_id, k.company_id, k.event_type, now(),
+    SELECT k.id, k.event_id, k.webhook_id, k.company_id, k.event_type, COALESCE(k.paused_until, now()),
            CASE WHEN k.leased OR k.held THEN $11 END,
            CASE WHEN k.leased OR k.held THEN now() + $12::bigint * interval '1 microsecond' END
     FROM kinds k
