@@ -301,6 +301,7 @@ type hookForm struct {
 	Edit         bool
 	Name, URL    string
 	Description  string
+	Filter       string
 	Secret       string
 	RotateSecret bool
 	HasSecret    bool
@@ -337,7 +338,7 @@ func (c *Console) editForm(rq *req) error {
 	if err != nil {
 		return err
 	}
-	f := hookForm{ID: h.ID, Edit: true, Name: h.Name, URL: h.URL, Description: h.Description,
+	f := hookForm{ID: h.ID, Edit: true, Name: h.Name, URL: h.URL, Description: h.Description, Filter: h.Filter,
 		HasSecret: h.Secret != "" || h.SecretError != "", Events: map[string]bool{},
 		AllEvents: c.api.Events(), Production: c.api.Production()}
 	for _, e := range h.Events {
@@ -361,7 +362,7 @@ func (c *Console) editForm(rq *req) error {
 func (c *Console) readForm(rq *req, saved map[string]string) (hookForm, admin.WebhookInput) {
 	pf := rq.r.PostForm
 	f := hookForm{Name: pf.Get("name"), URL: pf.Get("url"), Description: pf.Get("description"),
-		Secret: pf.Get("secret"), RotateSecret: pf.Get("rotate_secret") != "", Events: map[string]bool{},
+		Filter: pf.Get("filter"), Secret: pf.Get("secret"), RotateSecret: pf.Get("rotate_secret") != "", Events: map[string]bool{},
 		AllEvents: c.api.Events(), Production: c.api.Production(), Errors: map[string]string{}}
 	events := []string{}
 	for _, e := range pf["events"] {
@@ -389,7 +390,7 @@ func (c *Console) readForm(rq *req, saved map[string]string) (hookForm, admin.We
 		headers[n] = v
 	}
 	f.Headers = append(f.Headers, make([]headerRow, blankRows)...)
-	in := admin.WebhookInput{Name: &f.Name, URL: &f.URL, Description: &f.Description, Events: &events,
+	in := admin.WebhookInput{Name: &f.Name, URL: &f.URL, Description: &f.Description, Filter: &f.Filter, Events: &events,
 		Headers: &headers, RotateSecret: f.RotateSecret}
 	if f.Secret != "" {
 		in.Secret = &f.Secret
@@ -398,7 +399,7 @@ func (c *Console) readForm(rq *req, saved map[string]string) (hookForm, admin.We
 }
 
 // formFields are the form's fields that errors can stand next to.
-var formFields = []string{"name", "url", "events", "secret", "headers", "description"}
+var formFields = []string{"name", "url", "events", "secret", "headers", "description", "filter"}
 
 // formError puts the API's problems next to their fields; it returns false
 // for errors that are not about the input.
