@@ -162,6 +162,11 @@ func (s *Store) RecordAttempts(ctx context.Context, owner string, results []Atte
 			statuses[i], errs[i], retry[i] = "aborted", AbortedError, 0
 		}
 	}
+	// The pauses first: when they fail, nothing is recorded, and the
+	// caller's retry records the batch whole.
+	if err := s.pauseWebhooks(ctx, results); err != nil {
+		return nil, err
+	}
 	var done [][16]byte // not uuid.UUID, which pgx scans as text through sql.Scanner
 	err = s.hotStatement(ctx, async, s.q(recordSQL), []any{owner, ids, attempts, started, durations, codes, errs, snippets, statuses, retry},
 		func(rows pgx.Rows) (err error) {
@@ -170,9 +175,6 @@ func (s *Store) RecordAttempts(ctx context.Context, owner string, results []Atte
 		})
 	if err != nil {
 		return nil, fmt.Errorf("record attempts: %w", err)
-	}
-	if err := s.pauseWebhooks(ctx, results); err != nil {
-		return nil, err
 	}
 	if len(done) == n {
 		return nil, nil
