@@ -33,6 +33,7 @@ type webhookView struct {
 	Headers     map[string]string `json:"headers"`
 	Description string            `json:"description"`
 	Format      string            `json:"format"`
+	Filter      string            `json:"filter"`
 	Active      bool              `json:"active"`
 	ManagedBy   string            `json:"managed_by"`
 	HasSecret   bool              `json:"has_secret"`
@@ -51,7 +52,7 @@ type webhookView struct {
 
 func view(w store.WebhookStats) webhookView {
 	v := webhookView{ID: w.ID, CompanyID: w.CompanyID, Name: w.Name, URL: w.URL, Events: w.Events,
-		Headers: map[string]string{}, Description: w.Description, Format: w.Format, Active: w.Active, ManagedBy: w.ManagedBy,
+		Headers: map[string]string{}, Description: w.Description, Format: w.Format, Filter: w.Filter, Active: w.Active, ManagedBy: w.ManagedBy,
 		HasSecret: w.Secret != "" || w.SecretError != "", SecretError: w.SecretError, HeaderError: w.HeaderError,
 		CreatedAt: w.CreatedAt, UpdatedAt: w.UpdatedAt,
 		Attempts24h: w.Attempts24h, Succeeded24h: w.Succeeded24h, signingView: viewSigning(w.Webhook)}
@@ -145,6 +146,7 @@ type webhookInput struct {
 	Description *string            `json:"description"`
 	// Format is the payload format: raw, slack or teams.
 	Format *string `json:"format"`
+	Filter *string `json:"filter"`
 	Active *bool   `json:"active"`
 	// RotateSecret (update only) replaces the secret with a generated one.
 	RotateSecret bool `json:"rotate_secret"`
@@ -165,9 +167,14 @@ func (s *Server) validate(ctx context.Context, h store.Webhook, in webhookInput)
 		problems = append(problems, problem{"secret", "empty; omit it to have the relay generate one"})
 	}
 	problems = append(problems, fromCheck(config.CheckWebhook(config.Webhook{CompanyID: h.CompanyID, Name: h.Name,
-		URL: h.URL, Events: h.Events, Secret: h.Secret, Headers: h.Headers, Description: h.Description, Active: h.Active,
-		StandardWebhooks: h.StandardWebhooks && h.SecretError == ""}, s.o.Production))...)
+		URL: h.URL, Events: h.Events, Secret: h.Secret, Headers: h.Headers, Description: h.Description, Filter: h.Filter,
+		Active: h.Active, StandardWebhooks: h.StandardWebhooks && h.SecretError == ""}, s.o.Production))...)
 	problems = append(problems, checkFormat(in.Format)...)
+	if !slices.ContainsFunc(problems, func(p problem) bool { return p.Field == "filter" || strings.HasPrefix(p.Field, "events") }) {
+		if p := s.checkFilter(h); p != nil {
+			problems = append(problems, *p)
+		}
+	}
 	if in.Events != nil {
 		for i, ev := range h.Events {
 			if ev != "" && !slices.Contains(s.o.Events, ev) {
@@ -212,6 +219,9 @@ func (in webhookInput) apply(h *store.Webhook) {
 	}
 	if in.Format != nil {
 		h.Format = *in.Format
+	}
+	if in.Filter != nil {
+		h.Filter = strings.TrimSpace(*in.Filter)
 	}
 	if in.Active != nil {
 		h.Active = *in.Active
@@ -461,6 +471,7 @@ func (s *Server) testFire(w http.ResponseWriter, r *http.Request, who principal)
 		"error":            res.Error,
 		"response_snippet": res.Snippet,
 		"payload":          json.RawMessage(res.Payload),
+		"filter_passed":    res.FilterPassed,
 	})
 	return nil
 }
@@ -475,6 +486,10 @@ type TestResult struct {
 	Snippet    string
 	// Payload is the body sent.
 	Payload []byte
+	// FilterPassed says whether the webhook's filter takes the test event
+	// (nil: the webhook has no filter). A test event is sent whatever the
+	// filter says: the admin asked for it.
+	FilterPassed *bool
 }
 
 // sendTest sends a test event of eventType to h and audits it; the JSON
@@ -524,7 +539,7 @@ func (s *Server) sendTest(ctx context.Context, who principal, h store.WebhookSta
 		Body: body, Secret: h.Secret, Headers: h.Headers, Format: h.Format, PreviousSecret: h.PreviousSecret,
 		StandardWebhooks: h.StandardWebhooks})
 	out := TestResult{DeliveryID: id, StatusCode: res.StatusCode, Duration: res.Duration, Error: res.Error,
-		Snippet: res.Snippet, Payload: body}
+		Snippet: res.Snippet, Payload: body, FilterPassed: filterPasses(h.Filter, body)}
 	if err := s.o.Store.Audit(ctx, store.AuditEntry{Actor: who.name, CompanyID: h.CompanyID, Action: "webhook.test",
 		WebhookID: h.ID, DeliveryID: id, Details: map[string]any{"event_type": in.EventType, "status_code": res.StatusCode,
 			"error": res.Error, "duration_ms": res.Duration.Milliseconds()}}); err != nil {
@@ -837,4 +852,36 @@ func (s *Server) audit(w http.ResponseWriter, r *http.Request, who principal) er
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"audit": out})
 	return nil
+}
+
+// checkFilter checks a webhook's filter against the data fields of the
+// event types it subscribes to: a filter that reads a field none of them
+// has could never pass (CheckWebhook has checked that it compiles).
+func (s *Server) checkFilter(h store.Webhook) *problem {
+	if h.Filter == "" || s.o.Fields == nil {
+		return nil
+	}
+	fields := make(map[string][]string, len(h.Events))
+	for _, ev := range h.Events {
+		fields[ev] = s.o.Fields[ev]
+	}
+	if _, err := mapper.CompileFilter(h.Filter, fields); err != nil {
+		return &problem{Field: "filter", Message: err.Error()}
+	}
+	return nil
+}
+
+// filterPasses says whether filter takes the event whose payload is body;
+// nil when there is no filter.
+func filterPasses(filter string, body []byte) *bool {
+	if filter == "" {
+		return nil
+	}
+	ok := false
+	if f, err := mapper.CompileFilter(filter, nil); err == nil {
+		if env, err := mapper.NewFilterEnv(body); err == nil {
+			ok, _ = f.Match(env)
+		}
+	}
+	return &ok
 }

@@ -104,6 +104,8 @@ type WebhookInput struct {
 	Name, URL, Description *string
 	// Format is the payload format: raw, slack or teams.
 	Format *string
+	// Filter: "" removes the webhook's filter; nil keeps it.
+	Filter *string
 	Events *[]string
 	// Secret nil: generated on create, kept on update.
 	Secret  *string
@@ -121,7 +123,7 @@ type WebhookInput struct {
 
 func (in WebhookInput) internal() webhookInput {
 	return webhookInput{Name: in.Name, URL: in.URL, Events: in.Events, Secret: in.Secret, Headers: in.Headers,
-		Description: in.Description, Format: in.Format, Active: in.Active, RotateSecret: in.RotateSecret,
+		Description: in.Description, Format: in.Format, Filter: in.Filter, Active: in.Active, RotateSecret: in.RotateSecret,
 		StandardWebhooks: in.StandardWebhooks, SecretOverlap: in.SecretOverlap}
 }
 

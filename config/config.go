@@ -265,6 +265,9 @@ type Webhook struct {
 	// Format is the payload format: raw (the default, also for ""),
 	// slack or teams.
 	Format string `koanf:"format"`
+	// Filter is a condition over the event (mapper.CompileFilter) that an
+	// event must meet to be sent; empty sends every subscribed event.
+	Filter string `koanf:"filter"`
 	// Active is true unless the file says "active: false".
 	Active bool `koanf:"active"`
 	// StandardWebhooks adds the Standard Webhooks headers; it needs a

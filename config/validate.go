@@ -385,6 +385,7 @@ func CheckWebhook(w Webhook, production bool) []string {
 
 	checkWebhookEvents(&p, w.Events)
 	checkWebhookFormat(&p, w.Format)
+	checkWebhookFilter(&p, w.Filter)
 	checkWebhookSecret(&p, w.Secret)
 	checkStandardWebhooks(&p, w)
 	checkWebhookHeaders(&p, w.Headers)
@@ -409,6 +410,24 @@ func checkWebhookEvents(p *problems, events []string) {
 			p.add(fmt.Sprintf("events[%d]", j), "%q is listed twice", ev)
 		}
 		seen[ev] = true
+	}
+}
+
+// MaxFilterChars is the longest webhook filter accepted.
+const MaxFilterChars = 2000
+
+// checkWebhookFilter checks a webhook's filter: empty, or a condition that
+// compiles. Whether the data fields it reads exist depends on the rules;
+// the admin API checks that too (mapper.CompileFilter with the fields).
+func checkWebhookFilter(p *problems, filter string) {
+	switch {
+	case filter == "":
+	case utf8.RuneCountInString(filter) > MaxFilterChars:
+		p.add("filter", "%d characters is too long; at most %d", utf8.RuneCountInString(filter), MaxFilterChars)
+	default:
+		if _, err := mapper.CompileFilter(filter, nil); err != nil {
+			p.add("filter", "%v", err)
+		}
 	}
 }
 

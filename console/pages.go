@@ -302,6 +302,7 @@ type hookForm struct {
 	Name, URL    string
 	Description  string
 	Format       string
+	Filter       string
 	Secret       string
 	RotateSecret bool
 	HasSecret    bool
@@ -343,7 +344,7 @@ func (c *Console) editForm(rq *req) error {
 	if err != nil {
 		return err
 	}
-	f := hookForm{ID: h.ID, Edit: true, Name: h.Name, URL: h.URL, Description: h.Description, Format: h.Format,
+	f := hookForm{ID: h.ID, Edit: true, Name: h.Name, URL: h.URL, Description: h.Description, Format: h.Format, Filter: h.Filter,
 		HasSecret: h.Secret != "" || h.SecretError != "", Events: map[string]bool{},
 		AllEvents: c.api.Events(), Production: c.api.Production(),
 		StandardWebhooks: h.StandardWebhooks, PreviousUntil: h.PreviousSecretUntil}
@@ -368,7 +369,7 @@ func (c *Console) editForm(rq *req) error {
 func (c *Console) readForm(rq *req, saved map[string]string) (hookForm, admin.WebhookInput) {
 	pf := rq.r.PostForm
 	f := hookForm{Name: pf.Get("name"), URL: pf.Get("url"), Description: pf.Get("description"), Format: pf.Get("format"),
-		Secret: pf.Get("secret"), RotateSecret: pf.Get("rotate_secret") != "", Events: map[string]bool{},
+		Filter: pf.Get("filter"), Secret: pf.Get("secret"), RotateSecret: pf.Get("rotate_secret") != "", Events: map[string]bool{},
 		AllEvents: c.api.Events(), Production: c.api.Production(), Errors: map[string]string{}}
 	events := []string{}
 	for _, e := range pf["events"] {
@@ -397,7 +398,7 @@ func (c *Console) readForm(rq *req, saved map[string]string) (hookForm, admin.We
 	}
 	f.Headers = append(f.Headers, make([]headerRow, blankRows)...)
 	f.StandardWebhooks, f.SecretOverlap = pf.Get("standard_webhooks") != "", pf.Get("secret_overlap")
-	in := admin.WebhookInput{Name: &f.Name, URL: &f.URL, Description: &f.Description, Events: &events,
+	in := admin.WebhookInput{Name: &f.Name, URL: &f.URL, Description: &f.Description, Filter: &f.Filter, Events: &events,
 		Headers: &headers, RotateSecret: f.RotateSecret, StandardWebhooks: &f.StandardWebhooks}
 	if _, given := pf["format"]; given {
 		in.Format = &f.Format
@@ -412,7 +413,7 @@ func (c *Console) readForm(rq *req, saved map[string]string) (hookForm, admin.We
 }
 
 // formFields are the form's fields that errors can stand next to.
-var formFields = []string{"name", "url", "events", "secret", "headers", "description", "format", "standard_webhooks"}
+var formFields = []string{"name", "url", "events", "secret", "headers", "description", "format", "filter", "standard_webhooks"}
 
 // formError puts the API's problems next to their fields; it returns false
 // for errors that are not about the input.

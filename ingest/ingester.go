@@ -92,6 +92,7 @@ type ingestStore interface {
 	WriteCommit(ctx context.Context, slot string, batch store.Batch, from, end event.LSN) (int64, store.Leased, error)
 	WritePart(ctx context.Context, slot string, commitLSN event.LSN, p store.Part, batch store.Batch) (int64, store.Leased, error)
 	SaveIdle(ctx context.Context, slot string, from, lsn event.LSN) error
+	WebhookFilters(ctx context.Context) ([]store.WebhookFilter, error)
 	Sync(ctx context.Context, slot string, at event.LSN) error
 }
 
@@ -138,6 +139,11 @@ type Ingester struct {
 	known map[string]map[string]event.Row
 	// maxKnown bounds known (maxKnownRows; tests set less).
 	maxKnown int
+
+	// filters are the webhooks' filters, read before the first write that
+	// stores events and again whenever a write finds them changed; nil
+	// until then.
+	filters *filterSet
 }
 
 var _ cdc.Handler = (*Ingester)(nil)

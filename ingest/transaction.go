@@ -129,9 +129,14 @@ func (in *Ingester) mapChunk(ctx context.Context) error {
 		return err
 	}
 	// Handed to the sender as soon as the part commits: nothing is open.
-	lease, _ := in.opts.Handoff.Reserve(&store.Leased{})
-	n, leased, err := in.st.WritePart(ctx, in.opts.Slot, in.tx.CommitLSN,
-		store.Part{Changes: in.tx.changes, NextSeq: in.tx.nextSeq}, store.Batch{Events: in.events, Lease: lease})
+	var n int64
+	var leased store.Leased
+	err = in.retryFilters(ctx, in.events, func(f store.Filtering, _ bool) (err error) {
+		lease, _ := in.opts.Handoff.Reserve(&store.Leased{})
+		n, leased, err = in.st.WritePart(ctx, in.opts.Slot, in.tx.CommitLSN,
+			store.Part{Changes: in.tx.changes, NextSeq: in.tx.nextSeq}, store.Batch{Events: in.events, Lease: lease, Filtering: f})
+		return err
+	})
 	if err != nil {
 		return err
 	}
@@ -238,8 +243,13 @@ func (in *Ingester) commitOpen(ctx context.Context) (int64, store.Leased, error)
 // store.WriteCommit). It returns the deliveries it created and those it
 // leased to the sender.
 func (in *Ingester) writeCommit(ctx context.Context) (int64, store.Leased, error) {
-	n, leased, err := in.st.WriteCommit(ctx, in.opts.Slot,
-		store.Batch{Events: in.events, States: in.states, Lease: in.leaseRequest()}, in.stored, in.end)
+	var n int64
+	var leased store.Leased
+	err := in.retryFilters(ctx, in.events, func(f store.Filtering, _ bool) (err error) {
+		n, leased, err = in.st.WriteCommit(ctx, in.opts.Slot,
+			store.Batch{Events: in.events, States: in.states, Lease: in.leaseRequest(), Filtering: f}, in.stored, in.end)
+		return err
+	})
 	if err != nil {
 		in.abort(ctx, "store commit failed")
 		return 0, store.Leased{}, err
@@ -365,7 +375,16 @@ func (in *Ingester) write(ctx context.Context) error {
 	if err := in.writer(ctx); err != nil {
 		return err
 	}
-	n, leased, err := in.w.Write(ctx, store.Batch{Events: in.events, States: in.states, Lease: in.leaseRequest()})
+	var n int64
+	var leased store.Leased
+	err := in.retryFilters(ctx, in.events, func(f store.Filtering, again bool) (err error) {
+		states := in.states
+		if again {
+			states = nil // stored by the write that found the filters changed
+		}
+		n, leased, err = in.w.Write(ctx, store.Batch{Events: in.events, States: states, Lease: in.leaseRequest(), Filtering: f})
+		return err
+	})
 	if err != nil {
 		return err
 	}

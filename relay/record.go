@@ -59,7 +59,8 @@ func (d *Dispatcher) attemptOne(ctx context.Context, c *store.Claimed, results c
 		Error:      out.err,
 		Snippet:    out.snippet,
 	}
-	switch delay, retry := d.opts.Schedule.Next(n - c.RetryBase); {
+	delay, retry := d.opts.Schedule.Next(n - c.RetryBase)
+	switch {
 	case out.aborted:
 		f.result.Aborted = true
 	case out.err == "":
@@ -69,6 +70,16 @@ func (d *Dispatcher) attemptOne(ctx context.Context, c *store.Claimed, results c
 		f.result.RetryIn = delay
 	default:
 		f.result.Status = store.StatusFailed
+	}
+	if out.asked && !out.aborted && out.err != "" {
+		// The receiver's back-pressure: this delivery's next attempt and
+		// the webhook's other deliveries wait, within the schedule's bound.
+		var note string
+		f.result.PauseWebhook, note = d.opts.Schedule.backOff(0, out.retryAfter)
+		f.result.Error += ": " + note
+		if retry {
+			f.result.RetryIn, _ = d.opts.Schedule.backOff(delay, out.retryAfter)
+		}
 	}
 	d.tel.end(span, &f, &out)
 	f.span = span.SpanContext()

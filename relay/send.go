@@ -89,6 +89,10 @@ type outcome struct {
 	// aborted means the relay itself cut the attempt short (shutdown) before
 	// a response arrived: it is recorded as aborted, not as a failure.
 	aborted bool
+	// retryAfter is the delay a 429 or 503 answer asked for with
+	// Retry-After, when asked is set.
+	retryAfter time.Duration
+	asked      bool
 }
 
 // The relay's own header names in the form net/http writes them, so that
@@ -298,6 +302,7 @@ func (s *sender) send(ctx context.Context, c *store.Claimed) (out outcome) {
 	_, _ = buf.ReadFrom(io.LimitReader(resp.Body, maxResponseRead))
 	resp.Body.Close()
 	out.status = resp.StatusCode
+	out.retryAfter, out.asked = retryAfter(resp.StatusCode, resp.Header, time.Now())
 	out.snippet = snippet(buf.Bytes(), s.snippetBytes)
 	if buf.Cap() <= 4<<10 {
 		readBuffers.Put(buf)

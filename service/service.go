@@ -429,7 +429,7 @@ func syncWebhooks(ctx context.Context, cfg *config.Config, st *store.Store, cat 
 	hooks := make([]store.Webhook, len(cfg.Webhooks.Endpoints))
 	for i, w := range cfg.Webhooks.Endpoints {
 		hooks[i] = store.Webhook{CompanyID: w.CompanyID, Name: w.Name, URL: w.URL, Events: w.Events,
-			Secret: w.Secret, Headers: w.Headers, Description: w.Description, Format: w.Format, Active: w.Active,
+			Secret: w.Secret, Headers: w.Headers, Description: w.Description, Format: w.Format, Filter: w.Filter, Active: w.Active,
 			StandardWebhooks: w.StandardWebhooks}
 		for _, ev := range w.Events {
 			if _, missing := cat.Unavailable[ev]; missing {

@@ -76,7 +76,7 @@ func reportWebhookEdits(hooks []store.Webhook, seen map[int64]time.Time, product
 // webhook from the config file.
 func webhookProblems(h store.Webhook, production bool, cat Catalogue) []string {
 	w := config.Webhook{CompanyID: h.CompanyID, Name: h.Name, URL: h.URL, Events: h.Events, Secret: h.Secret,
-		Headers: h.Headers, Description: h.Description, Format: h.Format, Active: h.Active,
+		Headers: h.Headers, Description: h.Description, Format: h.Format, Filter: h.Filter, Active: h.Active,
 		StandardWebhooks: h.StandardWebhooks && h.SecretError == ""}
 	problems := config.CheckWebhook(w, production)
 	if h.SecretError != "" {

@@ -30,6 +30,11 @@ type AttemptResult struct {
 	Status Status
 	// RetryIn is the delay before the next attempt when Status is retrying.
 	RetryIn time.Duration
+	// PauseWebhook, when positive, is how long the receiver asked the
+	// relay to wait (a 429 or 503 with Retry-After, bounded by the
+	// sender): no sender claims or leases the webhook's deliveries until
+	// then, and its new ones are due no earlier (see PausedUntil).
+	PauseWebhook time.Duration
 	// Aborted says the relay itself cut the attempt short (it was shutting
 	// down) before a response arrived. The receiver may have seen the
 	// request, so the attempt is recorded, with the error AbortedError; but
@@ -157,6 +162,11 @@ func (s *Store) RecordAttempts(ctx context.Context, owner string, results []Atte
 			statuses[i], errs[i], retry[i] = "aborted", AbortedError, 0
 		}
 	}
+	// The pauses first: when they fail, nothing is recorded, and the
+	// caller's retry records the batch whole.
+	if err := s.pauseWebhooks(ctx, results); err != nil {
+		return nil, err
+	}
 	var done [][16]byte // not uuid.UUID, which pgx scans as text through sql.Scanner
 	err = s.hotStatement(ctx, async, s.q(recordSQL), []any{owner, ids, attempts, started, durations, codes, errs, snippets, statuses, retry},
 		func(rows pgx.Rows) (err error) {
@@ -187,4 +197,42 @@ func cleanText(s string) string {
 		s = strings.ToValidUTF8(s, "\uFFFD")
 	}
 	return strings.ReplaceAll(s, "\x00", "")
+}
+
+// pauseWebhooks records that the receivers of some results asked to be
+// left alone for a while (AttemptResult.PauseWebhook): each webhook is
+// paused until the latest time asked, never shortened by a later answer.
+func (s *Store) pauseWebhooks(ctx context.Context, results []AttemptResult) error {
+	var ids [][16]byte
+	var pauses []int64
+	for _, r := range results {
+		if r.PauseWebhook > 0 && !r.Aborted {
+			ids = append(ids, r.DeliveryID)
+			pauses = append(pauses, r.PauseWebhook.Microseconds())
+		}
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	_, err := s.pool.Exec(ctx, s.q(`INSERT INTO {{schema}}.webhook_pauses (webhook_id, until)
+		SELECT d.webhook_id, now() + max(x.us) * interval '1 microsecond'
+		FROM unnest($1::uuid[], $2::bigint[]) AS x(id, us) JOIN {{schema}}.deliveries d ON d.id = x.id
+		GROUP BY d.webhook_id
+		ON CONFLICT (webhook_id) DO UPDATE SET until = greatest(webhook_pauses.until, excluded.until)`), ids, pauses)
+	if err != nil {
+		return fmt.Errorf("record receivers' Retry-After: %w", err)
+	}
+	return nil
+}
+
+// PausedUntil returns when the webhook's receiver asked the relay to
+// resume (Retry-After); zero when it did not or that time has passed.
+func (s *Store) PausedUntil(ctx context.Context, webhook int64) (time.Time, error) {
+	var until *time.Time
+	err := s.pool.QueryRow(ctx, s.q(`SELECT max(until) FROM {{schema}}.webhook_pauses
+		WHERE webhook_id = $1 AND until > now()`), webhook).Scan(&until)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("read webhook %d's pause: %w", webhook, err)
+	}
+	return deref(until), nil
 }

@@ -123,6 +123,7 @@ WITH hooks AS (
     FROM {{schema}}.webhooks w
     LEFT JOIN unnest($6::bigint[], $7::int[], $8::timestamptz[]) AS b(webhook_id, room, before) ON b.webhook_id = w.id
     WHERE w.active AND w.deleted_at IS NULL AND w.id <> ALL($3::bigint[])
+      AND NOT EXISTS (SELECT 1 FROM {{schema}}.webhook_pauses p WHERE p.webhook_id = w.id AND p.until > now())
 ), quota AS (
     SELECT oldest.webhook_id, count(*) AS n
     FROM (
@@ -193,6 +194,7 @@ CROSS JOIN LATERAL (
     LIMIT 1
 ) e
 JOIN {{schema}}.webhooks w ON w.id = d.webhook_id AND w.active AND w.deleted_at IS NULL
+    AND NOT EXISTS (SELECT 1 FROM {{schema}}.webhook_pauses p WHERE p.webhook_id = w.id AND p.until > now())
 ORDER BY u.n`
 
 // ClaimDue claims up to limit due deliveries for owner, oldest due first,
@@ -316,7 +318,7 @@ func (s *Store) scanClaimed(rows pgx.Rows, n int) ([]Claimed, error) {
 // claim would return them, without taking a lock or writing anything: the
 // lease taken when they were stored holds them. It returns those owner
 // still holds for at least minLease, that are not finished and whose
-// webhooks are active, in the order of ids; the caller gives back the
+// webhooks are active and not paused (Retry-After), in the order of ids; the caller gives back the
 // others (ReleaseClaims), if any are still its own.
 func (s *Store) LoadHeld(ctx context.Context, owner string, ids []uuid.UUID, minLease time.Duration) ([]Claimed, error) {
 	if len(ids) == 0 {

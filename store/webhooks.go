@@ -30,7 +30,11 @@ type Webhook struct {
 	Description string
 	// Format is the payload format: FormatRaw, FormatSlack or FormatTeams;
 	// "" is raw.
-	Format    string
+	Format string
+	// Filter is a condition over the event (mapper.CompileFilter) that an
+	// event must meet to be sent to the webhook; "" sends every event it
+	// subscribes to.
+	Filter    string
 	Active    bool
 	ManagedBy string
 	CreatedAt time.Time
@@ -90,17 +94,17 @@ func (s *Store) SyncFileWebhooks(ctx context.Context, hooks []Webhook) (added, u
 				return fmt.Errorf("webhook %q of company %d: %w", h.Name, h.CompanyID, err)
 			}
 			err = tx.QueryRow(ctx, s.q(`SELECT id, managed_by,
-					(url, events, coalesce(secret, ''), headers, description, active, format, standard_webhooks)
-						IS DISTINCT FROM ($3, $4, $5, $6::jsonb, $7, $8, $9, $10)
+					(url, events, coalesce(secret, ''), headers, description, active, format, standard_webhooks, coalesce(filter, ''))
+						IS DISTINCT FROM ($3, $4, $5, $6::jsonb, $7, $8, $9, $10, $11)
 				FROM {{schema}}.webhooks WHERE company_id = $1 AND name = $2 AND deleted_at IS NULL`),
-				h.CompanyID, h.Name, h.URL, h.Events, stored, headers, h.Description, h.Active, formatOrRaw(h.Format), h.StandardWebhooks).
+				h.CompanyID, h.Name, h.URL, h.Events, stored, headers, h.Description, h.Active, formatOrRaw(h.Format), h.StandardWebhooks, h.Filter).
 				Scan(&id, &managedBy, &changed)
 			switch {
 			case errors.Is(err, pgx.ErrNoRows):
 				err = tx.QueryRow(ctx, s.q(`INSERT INTO {{schema}}.webhooks
-						(company_id, name, url, events, secret, headers, description, active, managed_by, format, standard_webhooks)
-					VALUES ($1, $2, $3, $4, nullif($5, ''), $6, $7, $8, 'file', $9, $10) RETURNING id`),
-					h.CompanyID, h.Name, h.URL, h.Events, stored, headers, h.Description, h.Active, formatOrRaw(h.Format), h.StandardWebhooks).Scan(&id)
+						(company_id, name, url, events, secret, headers, description, active, managed_by, format, standard_webhooks, filter)
+					VALUES ($1, $2, $3, $4, nullif($5, ''), $6, $7, $8, 'file', $9, $10, nullif($11, '')) RETURNING id`),
+					h.CompanyID, h.Name, h.URL, h.Events, stored, headers, h.Description, h.Active, formatOrRaw(h.Format), h.StandardWebhooks, h.Filter).Scan(&id)
 				if err != nil {
 					return fmt.Errorf("add webhook %q of company %d: %w", h.Name, h.CompanyID, err)
 				}
@@ -111,8 +115,8 @@ func (s *Store) SyncFileWebhooks(ctx context.Context, hooks []Webhook) (added, u
 				return fmt.Errorf("webhook %q of company %d is managed in the webhooks table; rename one of them", h.Name, h.CompanyID)
 			case changed:
 				_, err = tx.Exec(ctx, s.q(`UPDATE {{schema}}.webhooks SET url = $2, events = $3, secret = nullif($4, ''),
-						headers = $5, description = $6, active = $7, format = $8, standard_webhooks = $9 WHERE id = $1`),
-					id, h.URL, h.Events, stored, headers, h.Description, h.Active, formatOrRaw(h.Format), h.StandardWebhooks)
+						headers = $5, description = $6, active = $7, format = $8, standard_webhooks = $9, filter = nullif($10, '') WHERE id = $1`),
+					id, h.URL, h.Events, stored, headers, h.Description, h.Active, formatOrRaw(h.Format), h.StandardWebhooks, h.Filter)
 				if err != nil {
 					return fmt.Errorf("update webhook %q of company %d: %w", h.Name, h.CompanyID, err)
 				}
@@ -141,7 +145,7 @@ func (s *Store) Webhooks(ctx context.Context) ([]Webhook, error) {
 	var out []Webhook
 	var h Webhook
 	_, err = pgx.ForEachRow(rows, []any{&h.ID, &h.CompanyID, &h.Name, &h.URL, &h.Events, &h.Secret, &h.Headers,
-		&h.Description, &h.Format, &h.Active, &h.ManagedBy, &h.CreatedAt, &h.UpdatedAt,
+		&h.Description, &h.Format, &h.Filter, &h.Active, &h.ManagedBy, &h.CreatedAt, &h.UpdatedAt,
 		&h.StandardWebhooks, &h.PreviousSecret, &h.previousUntil}, func() error {
 		s.openStored(&h)
 		out = append(out, h)
@@ -197,7 +201,7 @@ type WebhookStats struct {
 }
 
 const webhookColumns = `w.id, w.company_id, w.name, w.url, w.events, coalesce(w.secret, ''), w.headers,
-	w.description, w.format, w.active, w.managed_by, w.created_at, w.updated_at, ` + signingColumns
+	w.description, w.format, coalesce(w.filter, ''), w.active, w.managed_by, w.created_at, w.updated_at, ` + signingColumns
 
 // countsSQL counts a webhook's attempts for the 24-hour success rate: those
 // a shutdown aborted are not counted, and those answered with a 2xx are
@@ -232,7 +236,7 @@ func (s *Store) scanStats(row pgx.Row) (WebhookStats, error) {
 	var w WebhookStats
 	var last *time.Time
 	err := row.Scan(&w.ID, &w.CompanyID, &w.Name, &w.URL, &w.Events, &w.Secret, &w.Headers,
-		&w.Description, &w.Format, &w.Active, &w.ManagedBy, &w.CreatedAt, &w.UpdatedAt, &w.StandardWebhooks, &w.PreviousSecret, &w.previousUntil,
+		&w.Description, &w.Format, &w.Filter, &w.Active, &w.ManagedBy, &w.CreatedAt, &w.UpdatedAt, &w.StandardWebhooks, &w.PreviousSecret, &w.previousUntil,
 		&last, &w.Attempts24h, &w.Succeeded24h)
 	if err != nil {
 		return w, err
@@ -281,7 +285,7 @@ func Redacted(w Webhook) map[string]any {
 		"id": w.ID, "company_id": w.CompanyID, "name": w.Name, "url": w.URL, "events": w.Events,
 		"has_secret": w.Secret != "" || w.SecretError != "", "headers": headers, "description": w.Description,
 		"active": w.Active, "managed_by": w.ManagedBy, "format": formatOrRaw(w.Format), "standard_webhooks": w.StandardWebhooks,
-		"previous_secret_until": redactedUntil(w),
+		"previous_secret_until": redactedUntil(w), "filter": w.Filter,
 	}
 }
 
@@ -308,10 +312,10 @@ func (s *Store) CreateWebhook(ctx context.Context, actor string, w Webhook, opts
 			return err
 		}
 		err := tx.QueryRow(ctx, s.q(`INSERT INTO {{schema}}.webhooks
-				(company_id, name, url, events, secret, headers, description, active, managed_by, format, standard_webhooks)
-			VALUES ($1, $2, $3, $4, nullif($5, ''), $6, $7, $8, 'table', $9, $10)
+				(company_id, name, url, events, secret, headers, description, active, managed_by, format, standard_webhooks, filter)
+			VALUES ($1, $2, $3, $4, nullif($5, ''), $6, $7, $8, 'table', $9, $10, nullif($11, ''))
 			RETURNING id, managed_by, format, created_at, updated_at`),
-			w.CompanyID, w.Name, w.URL, w.Events, sealed, headers, w.Description, w.Active, formatOrRaw(w.Format), w.StandardWebhooks).
+			w.CompanyID, w.Name, w.URL, w.Events, sealed, headers, w.Description, w.Active, formatOrRaw(w.Format), w.StandardWebhooks, w.Filter).
 			Scan(&w.ID, &w.ManagedBy, &w.Format, &w.CreatedAt, &w.UpdatedAt)
 		if err != nil {
 			return err
@@ -334,7 +338,7 @@ func (s *Store) lockWebhook(ctx context.Context, tx pgx.Tx, company, id int64) (
 	err := tx.QueryRow(ctx, s.q(`SELECT `+webhookColumns+` FROM {{schema}}.webhooks w
 		WHERE w.id = $1 AND w.deleted_at IS NULL AND ($2::bigint = 0 OR w.company_id = $2) FOR UPDATE`), id, company).
 		Scan(&w.ID, &w.CompanyID, &w.Name, &w.URL, &w.Events, &w.Secret, &w.Headers,
-			&w.Description, &w.Format, &w.Active, &w.ManagedBy, &w.CreatedAt, &w.UpdatedAt,
+			&w.Description, &w.Format, &w.Filter, &w.Active, &w.ManagedBy, &w.CreatedAt, &w.UpdatedAt,
 			&w.StandardWebhooks, &w.PreviousSecret, &w.previousUntil)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return w, fmt.Errorf("webhook %d: %w", id, ErrNotFound)
@@ -401,10 +405,12 @@ func (s *Store) UpdateWebhook(ctx context.Context, actor, action string, company
 				format = $11, standard_webhooks = $12,
 				previous_secret = CASE WHEN $5::boolean THEN $13 ELSE previous_secret END,
 				previous_secret_until = CASE WHEN $5::boolean
-					THEN now() + $14::bigint * interval '1 microsecond' ELSE previous_secret_until END
+					THEN now() + $14::bigint * interval '1 microsecond' ELSE previous_secret_until END,
+				filter = nullif($15, '')
 			WHERE id = $1 RETURNING format, updated_at, previous_secret_until`),
 			id, after.Name, after.URL, after.Events, secretChanged, secretArg, headersArg,
-			after.Description, after.Active, headersChanged, formatOrRaw(after.Format), after.StandardWebhooks, prev.sealed, prev.micros).
+			after.Description, after.Active, headersChanged, formatOrRaw(after.Format), after.StandardWebhooks, prev.sealed, prev.micros,
+			after.Filter).
 			Scan(&after.Format, &after.UpdatedAt, &after.previousUntil)
 		if err != nil {
 			return err

@@ -82,7 +82,7 @@ func (s *Store) WritePart(ctx context.Context, slot string, commitLSN event.LSN,
 	if len(batch.States) > 0 {
 		return 0, Leased{}, errors.New("store part: row state is stored with the commit, not in parts")
 	}
-	events, lease := batch.Events, batch.Lease
+	events := batch.Events
 	w := &Writer{s: s, slot: slot, began: time.Now()}
 	b := &pgx.Batch{}
 	b.Queue(asyncSettingsSQL)
@@ -91,7 +91,7 @@ func (s *Store) WritePart(ctx context.Context, slot string, commitLSN event.LSN,
 		WHERE parts.changes < excluded.changes`),
 		slot, int64(commitLSN), p.Changes, int32(p.NextSeq))
 	if len(events) > 0 {
-		if err := w.queueEvents(ctx, b, events, lease); err != nil {
+		if err := w.queueEvents(ctx, b, batch, true); err != nil {
 			return 0, Leased{}, err
 		}
 	}
@@ -130,6 +130,8 @@ type Batch struct {
 	Events []event.Event
 	States []StateRow
 	Lease  WriteLease
+	// Filtering is what the webhooks' filters decided about Events.
+	Filtering Filtering
 }
 
 // WriteLease says which of a write's new deliveries to lease to Owner for
@@ -203,6 +205,11 @@ func (l *Leased) Len() int { return len(l.Ready) + len(l.Held) }
 // and the held ones as ids. If the transaction rolls back they never
 // existed; if the owner stops before sending them, their leases expire and
 // any sender claims them.
+//
+// When b.Filtering was decided with filters that are no longer the
+// webhooks' current ones, it stores the row state changes but no event,
+// and returns ErrFiltersChanged: the caller decides again and writes the
+// events alone (see Filtering). The transaction stays usable.
 func (w *Writer) Write(ctx context.Context, b Batch) (int64, Leased, error) {
 	// One round trip: the row state statements and the events statement go
 	// to the server together.
@@ -212,7 +219,7 @@ func (w *Writer) Write(ctx context.Context, b Batch) (int64, Leased, error) {
 	}
 	nState := pb.Len()
 	if len(b.Events) > 0 {
-		if err := w.queueEvents(ctx, pb, b.Events, b.Lease); err != nil {
+		if err := w.queueEvents(ctx, pb, b, false); err != nil {
 			return 0, Leased{}, err
 		}
 	}
@@ -237,6 +244,10 @@ func (w *Writer) results(br pgx.BatchResults, nState int, events []event.Event) 
 		var err error
 		if created, leased, err = w.scanEvents(br.QueryRow(), events); err != nil {
 			br.Close()
+			var pgErr *pgconn.PgError
+			if errors.As(err, &pgErr) && pgErr.Code == "22012" { // division_by_zero: see writeEventsSQL
+				err = ErrFiltersChanged
+			}
 			return 0, Leased{}, fmt.Errorf("store events: %w", err)
 		}
 	}
@@ -252,7 +263,7 @@ func (w *Writer) results(br pgx.BatchResults, nState int, events []event.Event) 
 // stored or nothing. It fails, storing nothing, when slot is not ready or
 // its position is not from.
 func (s *Store) WriteCommit(ctx context.Context, slot string, batch Batch, from, end event.LSN) (int64, Leased, error) {
-	events, states, lease := batch.Events, batch.States, batch.Lease
+	events, states := batch.Events, batch.States
 	w := &Writer{s: s, slot: slot, began: time.Now()}
 	b := &pgx.Batch{}
 	b.Queue(asyncSettingsSQL)
@@ -267,7 +278,7 @@ func (s *Store) WriteCommit(ctx context.Context, slot string, batch Batch, from,
 	}
 	nState := b.Len() - 2
 	if len(events) > 0 {
-		if err := w.queueEvents(ctx, b, events, lease); err != nil {
+		if err := w.queueEvents(ctx, b, batch, true); err != nil {
 			return 0, Leased{}, err
 		}
 	}
@@ -294,9 +305,13 @@ func (s *Store) WriteCommit(ctx context.Context, slot string, batch Batch, from,
 }
 
 // queueEvents queues the statement that stores events with one delivery per
-// subscribed, active webhook of the event's company, leasing some of them
-// (see Write).
-func (w *Writer) queueEvents(ctx context.Context, b *pgx.Batch, events []event.Event, lease WriteLease) error {
+// subscribed, active webhook of the event's company whose filter takes it,
+// leasing some of them (see Write). When the filters the batch was decided
+// with are not the current ones, the statement stores nothing: strict
+// makes it fail (for a pipeline that commits as it ends), else it answers
+// that they changed (scanEvents).
+func (w *Writer) queueEvents(ctx context.Context, b *pgx.Batch, batch Batch, strict bool) error {
+	events, lease := batch.Events, batch.Lease
 	key, err := w.s.deliveryKey(ctx)
 	if err != nil {
 		return err
@@ -326,8 +341,10 @@ func (w *Writer) queueEvents(ctx context.Context, b *pgx.Batch, events []event.E
 			ids, rooms, holds = append(ids, id), append(rooms, int32(max(wl.Room, 0))), append(holds, int32(max(wl.Hold, 0)))
 		}
 	}
-	b.Queue(w.s.q(writeEventsSQL), w.slot, lsns, seqs, types, companies, tables, ops, times, bodies, traces,
-		lease.Owner, lease.Lease.Microseconds(), limit, room, ids, rooms, holds, hold, holdLimit, key)
+	args := []any{w.slot, lsns, seqs, types, companies, tables, ops, times, bodies, traces,
+		lease.Owner, lease.Lease.Microseconds(), limit, room, ids, rooms, holds, hold, holdLimit, key}
+	args = append(args, filterArgs(batch.Filtering)...)
+	b.Queue(w.s.q(writeEventsSQL), append(args, strict)...)
 	return nil
 }
 
@@ -362,23 +379,44 @@ func (s *Store) deliveryKey(ctx context.Context) ([]byte, error) {
 // room (and the whole write's limit), held when within its room and hold.
 // A delivery's id is derived from its event's place in the feed and its
 // webhook (delivery_id), so that a replay stores it under the same id.
+//
+// A webhook with a filter takes the events that the filter does not refuse
+// ($24-$26, decided by the caller, see Filtering), provided the filters the
+// caller decided with ($21-$23) are the current ones of every filtered
+// webhook of the events' companies (stale, read in the same snapshot as
+// the fan-out). When they are not, nothing is stored and the statement
+// either fails with division_by_zero ($27, strict) or answers stale.
 var writeEventsSQL = `
-WITH ev AS (
+WITH stale AS (
+    SELECT EXISTS (
+        SELECT 1 FROM {{schema}}.webhooks f
+        WHERE f.filter IS NOT NULL AND f.deleted_at IS NULL AND f.company_id = ANY ($5::bigint[])
+          AND NOT EXISTS (
+              SELECT 1 FROM unnest($21::bigint[], $22::text[], $23::text[]) AS k(id, filter, events)
+              WHERE k.id = f.id AND k.filter = f.filter AND k.events = array_to_string(f.events, ','))
+    ) AS s
+), ex AS (
+    SELECT * FROM unnest($24::bigint[], $25::int[], $26::bigint[]) AS x(lsn, seq, webhook_id)
+), ev AS (
     INSERT INTO {{schema}}.events (source, commit_lsn, seq, event_type, company_id, source_table, op, committed_at, body, traceparent)
     SELECT $1, u.lsn, u.seq, u.typ, u.company, u.tbl, u.op, u.at, u.body, NULLIF(u.trace, '')
     FROM unnest($2::bigint[], $3::int[], $4::text[], $5::bigint[], $6::text[], $7::text[], $8::timestamptz[], $9::bytea[], $10::text[])
       AS u(lsn, seq, typ, company, tbl, op, at, body, trace)
-    WHERE EXISTS (SELECT 1 FROM {{schema}}.webhooks wh WHERE ` + subscribers("wh", "u.company", "u.typ", "u.at") + `)
+    WHERE (SELECT CASE WHEN NOT st.s THEN true WHEN $27::boolean THEN 1 / (st.s::int - 1) = 1 ELSE false END FROM stale st)
+      AND EXISTS (SELECT 1 FROM {{schema}}.webhooks wh WHERE ` + subscribers("wh", "u.company", "u.typ", "u.at") + `
+                  AND ` + unfiltered("wh", "u.lsn", "u.seq") + `)
     ON CONFLICT (source, commit_lsn, seq) DO NOTHING
     RETURNING id, commit_lsn, seq, event_type, company_id, committed_at
 ), fan AS (
     SELECT ev.id AS event_id, ev.commit_lsn, ev.seq, ev.committed_at, wh.id AS webhook_id, ev.company_id, ev.event_type,
-           row_number() OVER (PARTITION BY wh.id ORDER BY ev.commit_lsn, ev.seq) AS nth
+           row_number() OVER (PARTITION BY wh.id ORDER BY ev.commit_lsn, ev.seq) AS nth, p.until AS paused_until
     FROM ev JOIN {{schema}}.webhooks wh
       ON ` + subscribers("wh", "ev.company_id", "ev.event_type", "ev.committed_at") + `
+     AND ` + unfiltered("wh", "ev.commit_lsn", "ev.seq") + `
+    LEFT JOIN {{schema}}.webhook_pauses p ON p.webhook_id = wh.id AND p.until > now()
 ), eligible AS (
-    SELECT fan.*, fan.nth <= COALESCE(b.room, $14::int) AS fits,
-           fan.nth <= COALESCE(b.room, $14::int) + COALESCE(b.hold, $18::int) AS holdable
+    SELECT fan.*, fan.paused_until IS NULL AND fan.nth <= COALESCE(b.room, $14::int) AS fits,
+           fan.paused_until IS NULL AND fan.nth <= COALESCE(b.room, $14::int) + COALESCE(b.hold, $18::int) AS holdable
     FROM fan LEFT JOIN unnest($15::bigint[], $16::int[], $17::int[]) AS b(webhook_id, room, hold) ON b.webhook_id = fan.webhook_id
 ), ranked AS (
     SELECT eligible.*, fits AND row_number() OVER (PARTITION BY fits ORDER BY commit_lsn, seq, webhook_id) <= $13 AS leased
@@ -391,7 +429,7 @@ WITH ev AS (
     FROM ranked
 ), ins AS (
     INSERT INTO {{schema}}.deliveries (id, event_id, webhook_id, company_id, event_type, next_attempt_at, lease_owner, lease_until)
-    SELECT k.id, k.event_id, k.webhook_id, k.company_id, k.event_type, now(),
+    SELECT k.id, k.event_id, k.webhook_id, k.company_id, k.event_type, COALESCE(k.paused_until, now()),
            CASE WHEN k.leased OR k.held THEN $11 END,
            CASE WHEN k.leased OR k.held THEN now() + $12::bigint * interval '1 microsecond' END
     FROM kinds k
@@ -403,7 +441,8 @@ SELECT (SELECT count(*) FROM ins),
        array_agg(w.url), array_agg(w.secret), array_agg(w.headers::text), array_agg(w.format),
        (SELECT array_agg(h.id ORDER BY h.commit_lsn, h.seq, h.webhook_id) FROM kinds h WHERE h.held),
        (SELECT array_agg(h.webhook_id ORDER BY h.commit_lsn, h.seq, h.webhook_id) FROM kinds h WHERE h.held),
-       array_agg(w.standard_webhooks), array_agg(` + claimPreviousSecret + `)
+       array_agg(w.standard_webhooks), array_agg(` + claimPreviousSecret + `),
+       (SELECT s FROM stale)
 FROM kinds k JOIN ev e ON e.id = k.event_id JOIN {{schema}}.webhooks w ON w.id = k.webhook_id
 WHERE k.leased`
 
@@ -414,6 +453,13 @@ WHERE k.leased`
 func subscribers(w, company, typ, committed string) string {
 	return w + ".company_id = " + company + " AND " + w + ".active AND " + w + ".deleted_at IS NULL AND " +
 		typ + " = ANY (" + w + ".events) AND " + w + ".created_at <= " + committed
+}
+
+// unfiltered is the condition on webhook w that its filter does not refuse
+// the event at (lsn, seq) (see writeEventsSQL).
+func unfiltered(w, lsn, seq string) string {
+	return "(" + w + ".filter IS NULL OR NOT EXISTS (SELECT 1 FROM ex WHERE ex.lsn = " + lsn + " AND ex.seq = " + seq +
+		" AND ex.webhook_id = " + w + ".id))"
 }
 
 // scanEvents reads writeEventsSQL's answer into the number of deliveries
@@ -427,9 +473,13 @@ func (w *Writer) scanEvents(row pgx.Row, events []event.Event) (int64, Leased, e
 	var now, until time.Time
 	var urls, secrets, headers, formats, previous [][]byte
 	var standard []bool
+	var stale bool
 	if err := row.Scan(&created, &ids, &lsns, &seqs, &hooks, &eventIDs, &committed, &now, &until, &urls, &secrets, &headers, &formats,
-		&heldIDs, &heldHooks, &standard, &previous); err != nil {
+		&heldIDs, &heldHooks, &standard, &previous, &stale); err != nil {
 		return 0, Leased{}, err
+	}
+	if stale {
+		return 0, Leased{}, ErrFiltersChanged
 	}
 	leased := Leased{Due: now, At: w.began}
 	if len(heldIDs) > 0 {

@@ -206,6 +206,7 @@ func webhooksList(api *apiFlags) *cobra.Command {
 type webhookFields struct {
 	name, endpoint, events, secret, description string
 	format                                      string
+	filter                                      string
 	headers                                     headerList
 	standard                                    bool
 }
@@ -225,6 +226,7 @@ func (f *webhookFields) register(fs *pflag.FlagSet, create bool) {
 	fs.StringVar(&f.format, "format", "", "request body: "+strings.Join(admin.Formats(), ", ")+" (create: raw unless given)")
 	fs.BoolVar(&f.standard, "standard-webhooks", false,
 		"also send the Standard Webhooks headers webhook-id, webhook-timestamp, webhook-signature (--standard-webhooks=false: off)")
+	fs.StringVar(&f.filter, "filter", "", `send only the events for which this condition is true, e.g. 'data.priority == "critical"' (update: "" removes it)`)
 }
 
 // body is the JSON of the flags given.
@@ -253,6 +255,9 @@ func (f *webhookFields) body(fs *pflag.FlagSet) map[string]any {
 	}
 	if fs.Changed("standard-webhooks") {
 		body["standard_webhooks"] = f.standard
+	}
+	if fs.Changed("filter") {
+		body["filter"] = f.filter
 	}
 	return body
 }
@@ -464,6 +469,7 @@ type webhookJSON struct {
 	URL            string     `json:"url"`
 	Events         []string   `json:"events"`
 	Format         string     `json:"format"`
+	Filter         string     `json:"filter"`
 	Active         bool       `json:"active"`
 	ManagedBy      string     `json:"managed_by"`
 	LastFiredAt    *time.Time `json:"last_fired_at"`
@@ -505,6 +511,9 @@ func printWebhook(w io.Writer, out json.RawMessage) error {
 	}
 	fmt.Fprintf(w, "webhook %d (%s) of company %d: %s, events %s%s, %s\n", h.ID, safe(h.Name), h.CompanyID, safe(h.URL),
 		safe(strings.Join(h.Events, ",")), format, onOff(h.Active, h.ManagedBy))
+	if h.Filter != "" {
+		fmt.Fprintf(w, "filter: %s\n", safe(h.Filter))
+	}
 	if v.Secret != "" {
 		fmt.Fprintf(w, "secret (shown once, store it now): %s\n", safe(v.Secret))
 	}
@@ -524,6 +533,7 @@ type testResult struct {
 	Error           string   `json:"error"`
 	ResponseSnippet string   `json:"response_snippet"`
 	Warnings        []string `json:"warnings"`
+	FilterPassed    *bool    `json:"filter_passed"`
 }
 
 func printTest(w io.Writer, out json.RawMessage) error {
@@ -542,6 +552,9 @@ func printTest(w io.Writer, out json.RawMessage) error {
 	fmt.Fprintf(w, "%s  status %s  %.1f ms  delivery %s\n", result, code, v.DurationMS, safe(v.DeliveryID))
 	if v.ResponseSnippet != "" {
 		fmt.Fprintf(w, "response: %s\n", safe(v.ResponseSnippet))
+	}
+	if v.FilterPassed != nil && !*v.FilterPassed {
+		fmt.Fprintln(w, "note: the webhook's filter would not pass this event; test events are sent regardless")
 	}
 	for _, warn := range v.Warnings {
 		fmt.Fprintf(w, "warning: %s\n", safe(warn))

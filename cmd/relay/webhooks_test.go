@@ -234,6 +234,16 @@ admin:
 	if code != 1 || !strings.Contains(out, "config file") {
 		t.Errorf("update of a file webhook: %d %s", code, out)
 	}
+	code, out = cli(t, env, "webhooks", "create", "--name", "critical", "--endpoint", recv.URL+"/critical",
+		"--events", "repair_request.created", "--filter", `data.priority == "critical"`)
+	if code != 0 || !strings.Contains(out, `filter: data.priority == "critical"`) {
+		t.Errorf("create with --filter: %d %s", code, out)
+	}
+	code, out = cli(t, env, "webhooks", "create", "--name", "bad filter", "--endpoint", recv.URL+"/bad",
+		"--events", "repair_request.created", "--filter", `data.priorty == "critical"`)
+	if code != 1 || !strings.Contains(out, "unknown field data.priorty") {
+		t.Errorf("create with a bad --filter: %d %s", code, out)
+	}
 	code, out = cli(t, env, "webhooks", "create", "--name", "bad", "--endpoint", "http://169.254.169.254/", "--events", "task.completed")
 	if code != 1 || !strings.Contains(out, "link-local") {
 		t.Errorf("create to the metadata address: %d %s", code, out)

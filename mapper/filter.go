@@ -1,0 +1,174 @@
+package mapper
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/expr-lang/expr"
+	"github.com/expr-lang/expr/ast"
+	"github.com/expr-lang/expr/file"
+	"github.com/expr-lang/expr/parser"
+	"github.com/expr-lang/expr/vm"
+)
+
+// A webhook's filter is a condition over the event it would be sent, in
+// the language of the rules' conditions: it reads the payload's top-level
+// fields (event, company_id, company_name, timestamp) and its data fields
+// as data.<name>, e.g.
+//
+//	event == "repair_request.created" && data.priority == "critical"
+//
+// The relay sends the webhook only the events for which it is true.
+
+// The names a filter can use.
+const (
+	filterEvent       = "event"
+	filterCompanyID   = "company_id"
+	filterCompanyName = "company_name"
+	filterTimestamp   = "timestamp"
+	filterData        = "data"
+)
+
+var filterOptions = []expr.Option{
+	expr.Env(map[string]any{
+		filterEvent:       "",
+		filterCompanyID:   int64(0),
+		filterCompanyName: "",
+		filterTimestamp:   "",
+		filterData:        map[string]any{},
+	}),
+	expr.DisableBuiltin("now"),
+	expr.AsBool(),
+}
+
+// Filter is a compiled webhook filter. It is safe for concurrent use.
+type Filter struct {
+	src  string
+	prog *vm.Program
+}
+
+// String returns the filter's source.
+func (f *Filter) String() string { return f.src }
+
+// CompileFilter compiles a webhook filter. fields names the data fields of
+// each event type the webhook is subscribed to (nil: do not check data
+// fields): a filter that reads data.<name> when none of them has that field
+// is refused, since it could never see a value. Errors are one line and
+// give the position (line:column) of the mistake where expr knows it, e.g.
+//
+//	unknown name priority (1:1)
+func CompileFilter(src string, fields map[string][]string) (*Filter, error) {
+	if strings.TrimSpace(src) == "" {
+		return nil, errors.New("empty expression")
+	}
+	prog, err := expr.Compile(src, filterOptions...)
+	if err != nil {
+		return nil, exprError(err)
+	}
+	tree, err := parser.Parse(src)
+	if err != nil { // cannot happen: Compile parsed it
+		return nil, exprError(err)
+	}
+	if notBool(tree.Node) {
+		return nil, errors.New(`the result is not true or false (it is a number, a text or a list); write a condition such as data.priority == "critical"`)
+	}
+	v := &filterVisitor{fields: fields, src: src}
+	ast.Walk(&tree.Node, v)
+	if v.err != nil {
+		return nil, v.err
+	}
+	return &Filter{src: src, prog: prog}, nil
+}
+
+// filterVisitor checks the names a filter reads.
+type filterVisitor struct {
+	fields map[string][]string
+	src    string
+	err    error
+}
+
+func (v *filterVisitor) Visit(node *ast.Node) {
+	if v.err != nil {
+		return
+	}
+	switch n := (*node).(type) {
+	case *ast.IdentifierNode:
+		if n.Value == "$env" {
+			v.err = v.at(n, "$env is not supported: read event, company_id, company_name, timestamp and data directly")
+		}
+	case *ast.MemberNode:
+		id, ok := n.Node.(*ast.IdentifierNode)
+		if !ok || id.Value != filterData || v.fields == nil {
+			return
+		}
+		name, ok := n.Property.(*ast.StringNode)
+		if !ok {
+			return
+		}
+		var all []string
+		for _, fs := range v.fields {
+			if slices.Contains(fs, name.Value) {
+				return
+			}
+			all = append(all, fs...)
+		}
+		slices.Sort(all)
+		all = slices.Compact(all)
+		if len(all) == 0 {
+			v.err = v.at(id, fmt.Sprintf("unknown field data.%s: the subscribed events have no data fields", name.Value))
+			return
+		}
+		v.err = v.at(id, fmt.Sprintf("unknown field data.%s: the subscribed events have %s", name.Value, "data."+strings.Join(all, ", data.")))
+	}
+}
+
+// at is msg with the position of n in the filter, as exprError writes it.
+func (v *filterVisitor) at(n ast.Node, msg string) error {
+	fe := &file.Error{Location: n.Location(), Message: msg}
+	return exprError(fe.Bind(file.NewSource(v.src)))
+}
+
+// filterPayload is what a filter reads of a payload.
+type filterPayload struct {
+	Event       string         `json:"event"`
+	CompanyID   int64          `json:"company_id"`
+	CompanyName string         `json:"company_name"`
+	Timestamp   string         `json:"timestamp"`
+	Data        map[string]any `json:"data"`
+}
+
+// FilterEnv is a payload decoded for filters: decode it once and match it
+// against every filter that applies.
+type FilterEnv map[string]any
+
+// NewFilterEnv decodes an event's payload (as Map builds it) for Match.
+func NewFilterEnv(payload []byte) (FilterEnv, error) {
+	var p filterPayload
+	if err := json.Unmarshal(payload, &p); err != nil {
+		return nil, fmt.Errorf("decode payload for filters: %w", err)
+	}
+	if p.Data == nil {
+		p.Data = map[string]any{}
+	}
+	return FilterEnv{
+		filterEvent:       p.Event,
+		filterCompanyID:   p.CompanyID,
+		filterCompanyName: p.CompanyName,
+		filterTimestamp:   p.Timestamp,
+		filterData:        p.Data,
+	}, nil
+}
+
+// Match reports whether the event passes the filter. An error (a value of
+// an unexpected type, say) is no match.
+func (f *Filter) Match(env FilterEnv) (bool, error) {
+	out, err := expr.Run(f.prog, map[string]any(env))
+	if err != nil {
+		return false, exprError(err)
+	}
+	ok, _ := out.(bool)
+	return ok, nil
+}

@@ -1,0 +1,84 @@
+package mapper
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestCompileFilterRefusesWithAPointer(t *testing.T) {
+	fields := map[string][]string{"repair_request.created": {"repair_request_id", "title", "priority"}}
+	for _, tc := range []struct{ src, want string }{
+		{``, "empty expression"},
+		{`data.priorty == "critical"`, "unknown field data.priorty: the subscribed events have data.priority, data.repair_request_id, data.title (1:1)"},
+		{`priority == "critical"`, "unknown name priority (1:1)"},
+		{`data.priority ==`, "(1:"},
+		{`company_id + 1`, "expected bool"},
+		{`"critical"`, "expected bool"},
+		{`data.count + 1`, "not true or false"},
+		{`$env.event == "x"`, "$env is not supported"},
+		{`company_id == "PT Kahatex"`, "mismatched types"},
+	} {
+		_, err := CompileFilter(tc.src, fields)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("CompileFilter(%q) = %v, want an error containing %q", tc.src, err, tc.want)
+		}
+		if err != nil && strings.Contains(err.Error(), "\n") {
+			t.Errorf("CompileFilter(%q): error of more than one line: %q", tc.src, err)
+		}
+	}
+}
+
+func TestFilterMatches(t *testing.T) {
+	payload := []byte(`{"event":"repair_request.created","timestamp":"2026-04-24T09:15:30+07:00","company_id":1,"company_name":"PT Kahatex","data":{"repair_request_id":431,"priority":"critical","title":"Boiler 2 leaking"}}`)
+	env, err := NewFilterEnv(payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for src, want := range map[string]bool{
+		`data.priority == "critical"`:                               true,
+		`data.priority == "low"`:                                    false,
+		`event == "repair_request.created" && company_id == 1`:      true,
+		`company_name startsWith "PT"`:                              true,
+		`data.repair_request_id > 400`:                              true,
+		`data.priority in ["critical", "high"]`:                     true,
+		`data.missing == nil`:                                       true,
+		`data.title contains "Boiler" and timestamp > "2026-04-01"`: true,
+	} {
+		f, err := CompileFilter(src, nil)
+		if err != nil {
+			t.Fatalf("CompileFilter(%q): %v", src, err)
+		}
+		got, err := f.Match(env)
+		if err != nil || got != want {
+			t.Errorf("%s: Match = %v, %v, want %v", src, got, err, want)
+		}
+	}
+	// A runtime error is no match.
+	f, err := CompileFilter(`data.title > 3`, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := f.Match(env); ok || err == nil {
+		t.Errorf("a filter that fails on the event: Match = %v, %v, want false and an error", ok, err)
+	}
+}
+
+// BenchmarkFilter decides a filter on a payload, as the ingester does for
+// each event of a webhook with a filter: decode it, run the expression.
+func BenchmarkFilter(b *testing.B) {
+	payload := []byte(`{"event":"repair_request.created","timestamp":"2026-04-24T09:15:30+07:00","company_id":1,"company_name":"PT Kahatex","data":{"repair_request_id":431,"asset_id":678,"title":"Boiler 2 leaking","priority":"low","status":"open","requested_by":42}}`)
+	f, err := CompileFilter(`data.priority == "critical"`, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		env, err := NewFilterEnv(payload)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if ok, _ := f.Match(env); ok {
+			b.Fatal("matched")
+		}
+	}
+}
