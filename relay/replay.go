@@ -41,9 +41,10 @@ type ReplayOptions struct {
 	// Notify is called after deliveries were made due, so that they are
 	// claimed at once (the dispatcher's Notify). Optional.
 	Notify func()
-	// Filter decides whether a webhook takes an event (its per-webhook
-	// filter); nil takes every event of a type the webhook subscribes to.
-	Filter func(webhookID int64, e store.ReplayEvent) bool
+	// Filter decides whether an event meets a webhook's filter (its
+	// current one, never ""), as the ingester decides for live events; nil
+	// takes every event of a type the webhook subscribes to.
+	Filter func(webhookID int64, filter string, e store.ReplayEvent) bool
 	// Logger receives the replayer's logs. Default: discard.
 	Logger *slog.Logger
 }
@@ -258,9 +259,9 @@ func (r *Replayer) steps(ctx context.Context) {
 // keep reports whether webhook takes event e on a replay: a type it
 // subscribes to is already checked; this is where its filter applies
 // (Options.Filter), as it does to live events.
-func (r *Replayer) keep(webhookID int64, e store.ReplayEvent) bool {
+func (r *Replayer) keep(webhookID int64, filter string, e store.ReplayEvent) bool {
 	if r.o.Filter == nil {
 		return true
 	}
-	return r.o.Filter(webhookID, e)
+	return r.o.Filter(webhookID, filter, e)
 }

@@ -161,6 +161,7 @@ func RunWith(ctx context.Context, cfg *config.Config, log *slog.Logger, tel Tele
 		Rate:       cfg.Replay.Rate,
 		PerWebhook: cfg.Replay.PerWebhook,
 		Notify:     disp.Notify,
+		Filter:     newReplayFilters(log.With("component", "replay")).keep,
 		Logger:     log.With("component", "replay"),
 	})
 	in := ingest.New(st, m, ingest.Options{

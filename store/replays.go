@@ -303,7 +303,7 @@ type ReplayBatch struct {
 	Due int
 	// Keep decides whether the webhook takes an event (its filter); nil
 	// takes every event of a subscribed type.
-	Keep func(webhookID int64, e ReplayEvent) bool
+	Keep func(webhookID int64, filter string, e ReplayEvent) bool
 }
 
 // ReplayStep is what one step of a replay did.
@@ -346,14 +346,15 @@ func (s *Store) ArmReplay(ctx context.Context, id int64, b ReplayBatch) (ReplayS
 		var webhook, company, last, cursor int64
 		var from, to time.Time
 		var events []string
+		var filter string
 		var active, deleted bool
 		err := tx.QueryRow(ctx, s.q(`SELECT r.webhook_id, r.company_id, r.range_from, r.range_to, r.last_event, r.cursor_id,
-				w.events, w.active, w.deleted_at IS NOT NULL,
+				w.events, coalesce(w.filter, ''), w.active, w.deleted_at IS NOT NULL,
 				(SELECT count(*) FROM {{schema}}.deliveries d WHERE d.replay_id = r.id AND d.status IN ('pending', 'retrying'))
 			FROM {{schema}}.replays r JOIN {{schema}}.webhooks w ON w.id = r.webhook_id
 			WHERE r.id = $1 AND r.lease_owner = $2 AND r.state = 'running'
 			FOR UPDATE OF r`), id, b.Owner).Scan(&webhook, &company, &from, &to, &last, &cursor,
-			&events, &active, &deleted, &step.Waiting)
+			&events, &filter, &active, &deleted, &step.Waiting)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return ErrReplayLost
 		}
@@ -394,7 +395,7 @@ func (s *Store) ArmReplay(ctx context.Context, id int64, b ReplayBatch) (ReplayS
 		_, err = pgx.ForEachRow(rows, []any{&e.ID, &e.Type, &e.CompanyID, &e.CommittedAt, &e.Body}, func() error {
 			step.Looked++
 			cursor = e.ID
-			if b.Keep == nil || b.Keep(webhook, e) {
+			if filter == "" || b.Keep == nil || b.Keep(webhook, filter, e) {
 				keep = append(keep, e.ID)
 			}
 			return nil
