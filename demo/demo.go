@@ -40,10 +40,11 @@ type Options struct {
 	Verbose bool
 }
 
-// The demo's webhook secrets, one per company.
+// The demo's webhook secrets: one per company, and the Slack webhook's.
 var secrets = map[int64]string{
 	1: "kahatex-demo-secret-0123456789",
 	2: "nordwerk-demo-secret-0123456789",
+	3: "kahatex-slack-demo-secret-0123456789",
 }
 
 // Run runs the demo until ctx is done or Duration has passed.
@@ -124,7 +125,8 @@ type access struct {
 }
 
 // demoConfig is the relay's configuration for the demo: the platform
-// database at url, two webhooks (one per sample company) to the receiver
+// database at url, three webhooks to the receiver (one per sample company,
+// and PT Kahatex's Slack-format one for critical repair requests only)
 // at receiverURL, retries quick enough to watch, and the admin API on a
 // free local port with tokens and a secrets key for this run only.
 func demoConfig(url, receiverURL string) (*config.Config, access, error) {
@@ -138,7 +140,11 @@ func demoConfig(url, receiverURL string) (*config.Config, access, error) {
 		{CompanyID: 1, Name: "Kahatex CMMS bridge", URL: receiverURL + "/kahatex", Secret: secrets[1], Active: true,
 			Events: []string{"task.assigned", "task.completed", "task.approved", "task.rejected", "repair_request.created",
 				"repair_request.updated", "shutdown.reported", "shutdown.resolved", "user.created", "user.deactivated", "audit.exported"}},
-		{CompanyID: 2, Name: "Nordwerk Slack", URL: receiverURL + "/nordwerk", Secret: secrets[2], Active: true,
+		// The guide's "Alert Slack when a Critical repair request is
+		// filed": a Slack message, for critical requests only.
+		{CompanyID: 1, Name: "Slack #maintenance (critical only)", URL: receiverURL + "/kahatex-slack", Secret: secrets[3], Active: true,
+			Events: []string{"repair_request.created"}, Format: "slack", Filter: `data.priority == "critical"`},
+		{CompanyID: 2, Name: "Nordwerk ops dashboard", URL: receiverURL + "/nordwerk", Secret: secrets[2], Active: true,
 			Headers: map[string]string{"Authorization": "Bearer demo-token"},
 			Events:  []string{"task.completed", "repair_request.created", "shutdown.reported", "shutdown.resolved"}},
 	}
@@ -207,7 +213,7 @@ func startReceiver(out io.Writer) (*demoReceiver, error) {
 	if err != nil {
 		return nil, fmt.Errorf("start receiver: %w", err)
 	}
-	h := receiver.New(map[string]string{"/kahatex": secrets[1], "/nordwerk": secrets[2]}, 7, out)
+	h := receiver.New(map[string]string{"/kahatex": secrets[1], "/kahatex-slack": secrets[3], "/nordwerk": secrets[2]}, 7, out)
 	r := &demoReceiver{Handler: h, URL: "http://" + ln.Addr().String()}
 	r.Server = &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
 	go r.Serve(ln) //nolint:errcheck // ends with Close
@@ -270,7 +276,13 @@ func Simulate(ctx context.Context, pool *pgxpool.Pool, every time.Duration) erro
 		}
 		c := int64(1 + step%2)
 		var err error
-		switch rng.IntN(9) {
+		choice := rng.IntN(9)
+		if step == 0 {
+			// A critical repair request of PT Kahatex first, so that the
+			// Slack webhook's message shows early.
+			choice = 2
+		}
+		switch choice {
 		case 0, 1:
 			// A supervisor creates and assigns a task; the technician completes
 			// it; the supervisor approves or rejects it.
@@ -288,8 +300,12 @@ func Simulate(ctx context.Context, pool *pgxpool.Pool, every time.Duration) erro
 					rejection_reason = CASE WHEN $2 = 'rejected' THEN 'Photo of the part missing' END WHERE id = $1`, id, status, supervisors[c])
 			}
 		case 2:
+			priority := []string{"high", "critical"}[rng.IntN(2)]
+			if step == 0 {
+				priority = "critical"
+			}
 			_, err = pool.Exec(ctx, `INSERT INTO repair_requests (company_id, asset_id, title, priority, requested_by)
-				VALUES ($1, $2, 'Strange noise from gearbox', $3, $4)`, c, pick(assets[c]), []string{"high", "critical"}[rng.IntN(2)], pick(techs[c]))
+				VALUES ($1, $2, 'Strange noise from gearbox', $3, $4)`, c, pick(assets[c]), priority, pick(techs[c]))
 		case 3:
 			_, err = pool.Exec(ctx, `UPDATE repair_requests SET status = 'in_progress', updated_by = $2, updated_at = now()
 				WHERE id = (SELECT max(id) FROM repair_requests WHERE company_id = $1 AND status = 'open')`, c, supervisors[c])

@@ -48,6 +48,14 @@ func TestDemo(t *testing.T) {
 	if !strings.Contains(s, "signature ok") || !strings.Contains(s, " 0 failed verification") {
 		t.Fatalf("demo output:\n%s", s)
 	}
+	// The Slack-format webhook with the filter gets the first request,
+	// PT Kahatex's critical one, as a Slack message, and never a high one.
+	if !regexp.MustCompile(`✓ repair_request\.created .*signature ok .*\n    Slack message: Critical repair request #\d+ filed: Strange noise from gearbox \(PT Kahatex\)`).MatchString(s) {
+		t.Errorf("no Slack message for the critical repair request:\n%s", s)
+	}
+	if strings.Contains(s, "Slack message: High") || strings.Contains(s, "Slack message: Repair request") {
+		t.Errorf("the Slack webhook's filter let a request through that is not critical:\n%s", s)
+	}
 	accepted := strings.Count(s, "✓ ")
 	refused := strings.Count(s, "answered 503 to delivery")
 	if refused == 0 {
