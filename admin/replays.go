@@ -158,6 +158,9 @@ func (s *Server) replay(ctx context.Context, who principal, h store.WebhookStats
 	return r, warnings, nil
 }
 
+// ReplayWindow is how far back a replay may reach (Options.ReplayWindow).
+func (s *Server) ReplayWindow() time.Duration { return s.o.ReplayWindow }
+
 // Replays lists the replays of one of the actor's webhooks, newest first.
 func (s *Server) Replays(ctx context.Context, a Actor, id int64) ([]store.Replay, error) {
 	h, err := s.Webhook(ctx, a, id)
