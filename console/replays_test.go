@@ -69,6 +69,16 @@ func TestReplayForm(t *testing.T) {
 		t.Fatal(err)
 	}
 	b.get(detail).mustContain(t, "the running replay", "running", `value="33"`, "33%")
+	// A delivery it armed, and the attempt made for it, are marked.
+	if _, err := e.st.Pool().Exec(context.Background(), `WITH d AS (
+			UPDATE relay.deliveries SET replay_id = $1, attempts = 1
+			WHERE id = (SELECT id FROM relay.deliveries WHERE webhook_id = $2 LIMIT 1) RETURNING id, webhook_id)
+		INSERT INTO relay.attempts (delivery_id, webhook_id, attempt, started_at, duration_ms, status_code, replay_id)
+		SELECT id, webhook_id, 1, now(), 3, 200, $1 FROM d`, rid, id); err != nil {
+		t.Fatal(err)
+	}
+	b.get(detail).mustContain(t, "the page with a replayed delivery", fmt.Sprintf("· replay #%d</span>", rid),
+		fmt.Sprintf(`<span class="badge" title="Made for replay #%d (X-SMTM-Replay)">replay #%d</span>`, rid, rid))
 
 	// Refused forms answer the page with the form's message and keep what
 	// was typed.
