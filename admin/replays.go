@@ -35,7 +35,10 @@ type replayView struct {
 	Armed   int64 `json:"armed"`
 	Skipped int64 `json:"skipped"`
 	// Progress is the share of Events looked at, 0 to 1.
-	Progress   float64    `json:"progress"`
+	Progress float64 `json:"progress"`
+	// Withdrawn counts the deliveries a cancel took back unsent: given
+	// back the state they had before the replay, or removed.
+	Withdrawn  int64      `json:"withdrawn"`
 	Pending    int64      `json:"pending"`
 	Delivered  int64      `json:"delivered"`
 	Failed     int64      `json:"failed"`
@@ -47,7 +50,7 @@ type replayView struct {
 
 func replayOut(r store.Replay) replayView {
 	v := replayView{ID: r.ID, WebhookID: r.WebhookID, From: r.From, To: r.To, RequestedBy: r.RequestedBy, State: string(r.State),
-		Events: r.Total, Armed: r.Armed, Skipped: r.Skipped, Pending: r.Pending, Delivered: r.Delivered, Failed: r.Failed,
+		Events: r.Total, Armed: r.Armed, Skipped: r.Skipped, Withdrawn: r.Withdrawn, Pending: r.Pending, Delivered: r.Delivered, Failed: r.Failed,
 		Error: r.Error, CreatedAt: r.CreatedAt, Progress: 1}
 	if r.Total > 0 && r.State != store.ReplayDone {
 		v.Progress = min(float64(r.Armed+r.Skipped)/float64(r.Total), 1)
@@ -154,6 +157,9 @@ func (s *Server) replay(ctx context.Context, who principal, h store.WebhookStats
 	}
 	return r, warnings, nil
 }
+
+// ReplayWindow is how far back a replay may reach (Options.ReplayWindow).
+func (s *Server) ReplayWindow() time.Duration { return s.o.ReplayWindow }
 
 // Replays lists the replays of one of the actor's webhooks, newest first.
 func (s *Server) Replays(ctx context.Context, a Actor, id int64) ([]store.Replay, error) {

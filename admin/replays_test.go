@@ -49,7 +49,7 @@ func TestReplayAPI(t *testing.T) {
 		t.Fatalf("get an unknown replay: %d %s", r.status, r.body)
 	}
 	r = e.call(tokenA, "POST", one+"/cancel", nil)
-	if r.status != 200 || r.json(t)["replay"].(map[string]any)["state"] != "cancelled" {
+	if r.status != 200 || r.json(t)["replay"].(map[string]any)["state"] != "cancelled" || r.json(t)["replay"].(map[string]any)["withdrawn"] == nil {
 		t.Fatalf("cancel: %d %s", r.status, r.body)
 	}
 	if r := e.call(tokenA, "POST", one+"/cancel", nil); r.status != http.StatusConflict || r.errorOf(t)["code"] != "replay_over" {

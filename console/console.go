@@ -1,7 +1,8 @@
 // Package console is the admin guide's Webhooks page in a browser: a
 // company admin signs in with their admin token and lists, registers,
 // edits, tests, disables, deletes webhooks, looks at deliveries, re-fires
-// them and reads the audit log, without touching the JSON API.
+// them, replays a time range and reads the audit log, without touching
+// the JSON API.
 //
 // It promises that the page can do nothing the API refuses and nothing the
 // API can do is missing: every operation goes through the admin package's

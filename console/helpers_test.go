@@ -133,7 +133,8 @@ func newEnvProduction(t testing.TB, production bool) *env {
 		Company: func(_ context.Context, id int64) (admin.Company, error) {
 			return admin.Company{Name: map[int64]string{1: "PT Kahatex", 2: "Nordwerk GmbH"}[id], Location: jakarta}, nil
 		},
-		Logger: log,
+		Logger:       log,
+		ReplayWindow: 30 * 24 * time.Hour,
 	})
 	clk := &clock{now: time.Now()}
 	con, err := console.New(console.Options{Admin: api, Now: clk.Now, Logger: log})

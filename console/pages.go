@@ -55,6 +55,8 @@ func (c *Console) routes() {
 	m.HandleFunc("POST "+p+"webhooks/{id}/delete", c.signed(true, c.delete))
 	m.HandleFunc("POST "+p+"webhooks/{id}/deliveries/{delivery}/refire", c.signed(true, c.refire))
 	m.HandleFunc("POST "+p+"webhooks/{id}/refire", c.signed(true, c.refireFailed))
+	m.HandleFunc("POST "+p+"webhooks/{id}/replays", c.signed(true, c.createReplay))
+	m.HandleFunc("POST "+p+"webhooks/{id}/replays/{replay}/cancel", c.signed(true, c.cancelReplay))
 	m.HandleFunc("GET "+p+"webhooks/{id}/audit", c.signed(true, c.webhookAudit))
 	m.HandleFunc("GET "+p+"audit", c.signed(true, c.companyAudit))
 	m.HandleFunc(p, func(w http.ResponseWriter, r *http.Request) {
@@ -564,6 +566,7 @@ type detailData struct {
 	Deliveries []deliveryRow
 	RefireFrom string
 	RefireTo   string
+	Replay     replayPanel
 }
 
 type deliveryRow struct {
@@ -598,7 +601,11 @@ func decodeCursor(s string) *store.DeliveryCursor {
 
 const localInput = "2006-01-02T15:04"
 
-func (c *Console) detail(rq *req) error {
+func (c *Console) detail(rq *req) error { return c.showDetail(rq, http.StatusOK, nil) }
+
+// showDetail renders the webhook page with status; replay is the Replay
+// form as typed (nil: a fresh one).
+func (c *Console) showDetail(rq *req, code int, replay *replayForm) error {
 	ctx := rq.r.Context()
 	h, err := c.api.Webhook(ctx, rq.actor, pathID(rq.r))
 	if err != nil {
@@ -634,7 +641,10 @@ func (c *Console) detail(rq *req) error {
 	for i, w := range d.Warnings {
 		d.Warnings[i] = warningText(w)
 	}
-	c.render(rq.w, http.StatusOK, "detail", c.page(rq, h.Name, "webhooks", d))
+	if d.Replay, err = c.replayPanel(rq, h, replay); err != nil {
+		return err
+	}
+	c.render(rq.w, code, "detail", c.page(rq, h.Name, "webhooks", d))
 	return nil
 }
 
@@ -815,6 +825,8 @@ var actionLabels = map[string]string{
 	"webhook.test":          "Sent a test event",
 	"delivery.refire":       "Re-fired a delivery",
 	"delivery.refire_bulk":  "Re-fired failed deliveries",
+	"webhook.replay":        "Replayed a time range",
+	"webhook.replay_cancel": "Cancelled a replay",
 }
 
 func show(v any) string {

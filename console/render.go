@@ -89,6 +89,17 @@ func (c *Console) parseTemplates() error {
 	if err != nil {
 		return fmt.Errorf("console: parse layout: %w", err)
 	}
+	// Files named _*.html are parts that pages include ({{template}}),
+	// not pages.
+	parts, err := fs.Glob(templateFS, "templates/_*.html")
+	if err != nil {
+		return err
+	}
+	if len(parts) > 0 {
+		if layout, err = layout.ParseFS(templateFS, parts...); err != nil {
+			return fmt.Errorf("console: parse %v: %w", parts, err)
+		}
+	}
 	names, err := fs.Glob(templateFS, "templates/*.html")
 	if err != nil {
 		return err
@@ -96,7 +107,7 @@ func (c *Console) parseTemplates() error {
 	c.pages = map[string]*template.Template{}
 	for _, n := range names {
 		base := strings.TrimSuffix(strings.TrimPrefix(n, "templates/"), ".html")
-		if base == "layout" {
+		if base == "layout" || strings.HasPrefix(base, "_") {
 			continue
 		}
 		t, err := template.Must(layout.Clone()).ParseFS(templateFS, n)

@@ -208,7 +208,7 @@ func (r *Replayer) poll(ctx context.Context) {
 			r.log.Warn("sweep cancelled replays", "error", err)
 		}
 	} else if n > 0 {
-		r.log.Info("deliveries of cancelled replays ended", "deliveries", n)
+		r.log.Info("deliveries of cancelled replays taken back", "deliveries", n)
 	}
 }
 

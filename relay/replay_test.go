@@ -342,7 +342,8 @@ func TestReplayDoesNotStarveLiveDeliveries(t *testing.T) {
 }
 
 // Cancelling a replay stops it: nothing more is armed, and what it armed
-// that is not sent yet ends as failed, naming the cancel.
+// whose replay attempt failed and waits for a retry ends as failed,
+// naming the cancel (store tests cover the deliveries it gives back).
 func TestReplayCancel(t *testing.T) {
 	e := newEnv(t)
 	e.ready()

@@ -47,20 +47,22 @@ type Replay struct {
 	// subscribed to then. Cursor is the last event id looked at.
 	LastEvent, Total, Cursor int64
 	// Armed counts the deliveries made due again or created; Skipped the
-	// events not sent again (see ArmReplay).
-	Armed, Skipped int64
-	Error          string
-	CreatedAt      time.Time
-	UpdatedAt      time.Time
-	StartedAt      time.Time
-	FinishedAt     time.Time
+	// events not sent again (see ArmReplay). Withdrawn counts those of
+	// the armed ones a cancel took back unsent: given back the state they
+	// had before, or removed (see CancelReplay).
+	Armed, Skipped, Withdrawn int64
+	Error                     string
+	CreatedAt                 time.Time
+	UpdatedAt                 time.Time
+	StartedAt                 time.Time
+	FinishedAt                time.Time
 	// Pending, Delivered and Failed count the deliveries that name the
 	// replay now, by status (pending counts retrying ones too).
 	Pending, Delivered, Failed int64
 }
 
 const replayColumns = `r.id, r.webhook_id, r.company_id, r.range_from, r.range_to, r.requested_by, r.state,
-	r.last_event, r.total, r.cursor_id, r.armed, r.skipped, coalesce(r.error, ''),
+	r.last_event, r.total, r.cursor_id, r.armed, r.skipped, r.withdrawn, coalesce(r.error, ''),
 	r.created_at, r.updated_at, r.started_at, r.finished_at,
 	coalesce(c.pending, 0), coalesce(c.delivered, 0), coalesce(c.failed, 0)`
 
@@ -76,7 +78,7 @@ func scanReplay(row pgx.CollectableRow) (Replay, error) {
 	var r Replay
 	var started, finished *time.Time
 	err := row.Scan(&r.ID, &r.WebhookID, &r.CompanyID, &r.From, &r.To, &r.RequestedBy, &r.State,
-		&r.LastEvent, &r.Total, &r.Cursor, &r.Armed, &r.Skipped, &r.Error,
+		&r.LastEvent, &r.Total, &r.Cursor, &r.Armed, &r.Skipped, &r.Withdrawn, &r.Error,
 		&r.CreatedAt, &r.UpdatedAt, &started, &finished, &r.Pending, &r.Delivered, &r.Failed)
 	r.StartedAt, r.FinishedAt = deref(started), deref(finished)
 	return r, err
@@ -160,15 +162,80 @@ func (s *Store) ReplayOf(ctx context.Context, webhookID, id int64) (Replay, erro
 	return r, nil
 }
 
-// cancelDeliveriesSQL ends the deliveries a cancelled replay ($1) armed
-// that are not sent yet, as failed: those pending or retrying that no
-// sender holds. A delivery a sender holds (its attempt may be in flight)
-// is left to finish that attempt, and ended by a later sweep if it would
-// be retried.
-const cancelDeliveriesSQL = `UPDATE {{schema}}.deliveries
-	SET status = 'failed', last_error = 'replay ' || $1::bigint || ' cancelled before this delivery was sent again',
-	    finished_at = now(), updated_at = now()
-	WHERE replay_id = $1 AND status IN ('pending', 'retrying') AND (lease_until IS NULL OR lease_until <= now())`
+// withdrawable are the deliveries of a cancelled replay ($1) not sent yet
+// that a cancel takes back: pending or retrying, and held by no sender. A
+// delivery a sender holds (its attempt may be in flight) is left to finish
+// that attempt, and taken back by a later sweep if it is still due then.
+const withdrawable = `replay_id = $1 AND status IN ('pending', 'retrying') AND (lease_until IS NULL OR lease_until <= now())`
+
+// removeUnsentSQL removes the deliveries a cancelled replay ($1) created
+// (no earlier state) and never attempted: as if the replay had not
+// reached their events.
+const removeUnsentSQL = `DELETE FROM {{schema}}.deliveries
+	WHERE ` + withdrawable + ` AND replay_prior IS NULL AND attempts = 0`
+
+// withdrawSQL takes back the other deliveries of a cancelled replay ($1)
+// not sent yet. One the replay re-armed and made no attempt of since
+// (attempts = retry_base: an attempt a shutdown aborted does not count)
+// gets back the state it had before (replay_prior): a delivered event is
+// delivered again, a failed one failed with its earlier error and time.
+// One the replay did attempt, and was retrying, ends failed, its last
+// error naming the cancel and the attempt's error (the receiver failed
+// that attempt; its history shows it); one it created and only aborted
+// attempts of ends failed too. It returns, per delivery, whether it was
+// given back its earlier state.
+const withdrawSQL = `UPDATE {{schema}}.deliveries SET
+	status = CASE WHEN r.back THEN replay_prior->>'status' ELSE 'failed' END,
+	retry_base = CASE WHEN r.back THEN (replay_prior->>'retry_base')::int ELSE retry_base END,
+	finished_at = CASE WHEN r.back THEN (replay_prior->>'finished_at')::timestamptz ELSE now() END,
+	next_attempt_at = CASE WHEN r.back THEN (replay_prior->>'next_attempt_at')::timestamptz ELSE next_attempt_at END,
+	last_status_code = CASE WHEN r.back THEN (replay_prior->>'last_status_code')::int ELSE last_status_code END,
+	last_error = CASE
+	    WHEN r.back THEN replay_prior->>'last_error'
+	    WHEN attempts = retry_base THEN 'replay ' || $1::bigint || ' cancelled before this delivery was sent'
+	    ELSE 'replay ' || $1::bigint || ' cancelled while this delivery was retrying; last error: '
+	         || coalesce(last_error, 'HTTP ' || last_status_code, 'none recorded') END,
+	replay_id = CASE WHEN r.back THEN (replay_prior->>'replay_id')::bigint ELSE replay_id END,
+	replay_prior = NULL,
+	updated_at = now()
+	FROM (SELECT id, replay_prior IS NOT NULL AND attempts = retry_base AS back
+	      FROM {{schema}}.deliveries WHERE ` + withdrawable + ` FOR UPDATE) r
+	WHERE deliveries.id = r.id AND ` + withdrawable + `
+	RETURNING r.back`
+
+// withdraw takes back the deliveries of cancelled replay id not sent yet
+// (removeUnsentSQL, withdrawSQL) and counts those given back their
+// earlier state or removed in the replay's withdrawn. It returns how many
+// it took back and how many of them it ended as failed.
+func (s *Store) withdraw(ctx context.Context, tx pgx.Tx, id int64) (taken, failed int64, err error) {
+	tag, err := tx.Exec(ctx, s.q(removeUnsentSQL), id)
+	if err != nil {
+		return 0, 0, fmt.Errorf("remove the replay's unsent deliveries: %w", err)
+	}
+	removed := tag.RowsAffected()
+	rows, err := tx.Query(ctx, s.q(withdrawSQL), id)
+	if err != nil {
+		return 0, 0, fmt.Errorf("take back the replay's deliveries: %w", err)
+	}
+	backs, err := pgx.CollectRows(rows, pgx.RowTo[bool])
+	if err != nil {
+		return 0, 0, fmt.Errorf("take back the replay's deliveries: %w", err)
+	}
+	restored := int64(0)
+	for _, b := range backs {
+		if b {
+			restored++
+		}
+	}
+	failed = int64(len(backs)) - restored
+	if removed+restored > 0 {
+		if _, err := tx.Exec(ctx, s.q(`UPDATE {{schema}}.replays SET withdrawn = withdrawn + $2 WHERE id = $1`),
+			id, removed+restored); err != nil {
+			return 0, 0, err
+		}
+	}
+	return removed + int64(len(backs)), failed, nil
+}
 
 // finishCancelledSQL marks a cancelled replay ($1) finished once none of
 // its deliveries is pending or retrying.
@@ -178,9 +245,11 @@ const finishCancelledSQL = `UPDATE {{schema}}.replays r SET finished_at = now(),
 
 // CancelReplay cancels an active replay of w and records it in the audit
 // log: no delivery is armed for it any more, and those it armed that are
-// not sent yet end as failed (see cancelDeliveriesSQL). It returns
-// ErrNotFound when w has no such replay and ErrReplayOver when the replay
-// is over already.
+// not sent yet are taken back (see withdrawSQL): a delivery it re-armed
+// gets back the state it had before, one it created is removed, and only
+// one whose replay attempts failed ends as failed. It returns ErrNotFound
+// when w has no such replay and ErrReplayOver when the replay is over
+// already.
 func (s *Store) CancelReplay(ctx context.Context, actor string, w Webhook, id int64) (Replay, error) {
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		// Waits for a batch being armed (it holds the row) to commit.
@@ -200,15 +269,15 @@ func (s *Store) CancelReplay(ctx context.Context, actor string, w Webhook, id in
 			SET state = 'cancelled', lease_owner = NULL, lease_until = NULL, updated_at = now() WHERE id = $1`), id); err != nil {
 			return err
 		}
-		tag, err := tx.Exec(ctx, s.q(cancelDeliveriesSQL), id)
+		taken, failed, err := s.withdraw(ctx, tx, id)
 		if err != nil {
-			return fmt.Errorf("cancel the replay's deliveries: %w", err)
+			return err
 		}
 		if _, err := tx.Exec(ctx, s.q(finishCancelledSQL), id); err != nil {
 			return err
 		}
 		return s.writeAudit(ctx, tx, AuditEntry{Actor: actor, CompanyID: w.CompanyID, Action: "webhook.replay_cancel",
-			WebhookID: w.ID, Details: map[string]any{"replay_id": id, "deliveries_cancelled": tag.RowsAffected()}})
+			WebhookID: w.ID, Details: map[string]any{"replay_id": id, "deliveries_withdrawn": taken - failed, "deliveries_failed": failed}})
 	})
 	if err != nil {
 		return Replay{}, fmt.Errorf("cancel replay %d: %w", id, err)
@@ -254,11 +323,11 @@ func (s *Store) ReleaseReplays(ctx context.Context, owner string) error {
 	return nil
 }
 
-// SweepCancelledReplays ends the deliveries of cancelled replays that
-// were held by a sender when the replay was cancelled and have not been
-// delivered since (see CancelReplay), and marks each cancelled replay
-// finished once none of its deliveries is left to end. It returns how
-// many deliveries it ended.
+// SweepCancelledReplays takes back the deliveries of cancelled replays
+// that were held by a sender when the replay was cancelled and are still
+// pending or retrying (see CancelReplay), and marks each cancelled replay
+// finished once none of its deliveries is left to take back. It returns
+// how many deliveries it took back.
 func (s *Store) SweepCancelledReplays(ctx context.Context) (int64, error) {
 	rows, err := s.pool.Query(ctx, s.q(`SELECT id FROM {{schema}}.replays WHERE finished_at IS NULL AND state = 'cancelled'`))
 	if err != nil {
@@ -270,12 +339,16 @@ func (s *Store) SweepCancelledReplays(ctx context.Context) (int64, error) {
 	}
 	var n int64
 	for _, id := range ids {
-		tag, err := s.pool.Exec(ctx, s.q(cancelDeliveriesSQL), id)
+		err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+			taken, _, err := s.withdraw(ctx, tx, id)
+			if err != nil {
+				return err
+			}
+			n += taken
+			_, err = tx.Exec(ctx, s.q(finishCancelledSQL), id)
+			return err
+		})
 		if err != nil {
-			return n, fmt.Errorf("sweep cancelled replay %d: %w", id, err)
-		}
-		n += tag.RowsAffected()
-		if _, err := s.pool.Exec(ctx, s.q(finishCancelledSQL), id); err != nil {
 			return n, fmt.Errorf("sweep cancelled replay %d: %w", id, err)
 		}
 	}
@@ -428,7 +501,8 @@ func (s *Store) ArmReplay(ctx context.Context, id int64, b ReplayBatch) (ReplayS
 
 // armReplaySQL makes the deliveries of events $1 to webhook $2 due now as
 // replay $3's: see ArmReplay. $4 is the installation's key for delivery
-// ids (delivery_id, migration 0012).
+// ids (delivery_id, migration 0012). A finished delivery keeps the state it
+// had in replay_prior, for a cancel to give back (withdrawSQL).
 const armReplaySQL = `INSERT INTO {{schema}}.deliveries
 		(id, event_id, webhook_id, company_id, event_type, next_attempt_at, replay_id)
 	SELECT {{schema}}.delivery_id($4, e.source, e.commit_lsn, e.seq, $2, e.committed_at),
@@ -436,5 +510,9 @@ const armReplaySQL = `INSERT INTO {{schema}}.deliveries
 	FROM {{schema}}.events e WHERE e.id = ANY($1::bigint[])
 	ON CONFLICT (event_id, webhook_id) DO UPDATE
 	SET status = 'pending', retry_base = deliveries.attempts, finished_at = NULL, next_attempt_at = now(),
-	    last_error = NULL, last_status_code = NULL, replay_id = excluded.replay_id, updated_at = now()
+	    last_error = NULL, last_status_code = NULL, replay_id = excluded.replay_id, updated_at = now(),
+	    replay_prior = jsonb_build_object('status', deliveries.status, 'retry_base', deliveries.retry_base,
+	        'finished_at', deliveries.finished_at, 'next_attempt_at', deliveries.next_attempt_at,
+	        'last_status_code', deliveries.last_status_code, 'last_error', deliveries.last_error,
+	        'replay_id', deliveries.replay_id)
 	WHERE deliveries.status IN ('delivered', 'failed')`

@@ -83,7 +83,10 @@ func webhooksReplayCancel(api *apiFlags) *cobra.Command {
 		Use:   "replay-cancel ID REPLAY",
 		Short: "Cancel a webhook's running replay",
 		Long: `Cancel a replay: nothing more is sent for it, and its deliveries not sent yet
-end as failed, naming the cancel. An attempt already in flight finishes.`,
+are taken back: one the replay re-armed gets back the status it had before (a
+delivered event stays delivered), one it created is removed; only one whose
+replay attempt failed and waited for a retry ends as failed, naming the
+cancel. An attempt already in flight finishes.`,
 		Example: `  relay webhooks replay-cancel 7 3`,
 		Args: func(c *cobra.Command, args []string) error {
 			if len(args) != 2 {
@@ -105,6 +108,7 @@ type replayJSON struct {
 	Events    int64     `json:"events"`
 	Armed     int64     `json:"armed"`
 	Skipped   int64     `json:"skipped"`
+	Withdrawn int64     `json:"withdrawn"`
 	Progress  float64   `json:"progress"`
 	Pending   int64     `json:"pending"`
 	Delivered int64     `json:"delivered"`
@@ -126,6 +130,9 @@ func printReplay(w io.Writer, out json.RawMessage) error {
 	if r.Armed+r.Pending+r.Delivered+r.Failed > 0 {
 		fmt.Fprintf(w, "sent again %d, skipped %d; now pending %d, delivered %d, failed %d\n",
 			r.Armed, r.Skipped, r.Pending, r.Delivered, r.Failed)
+	}
+	if r.Withdrawn > 0 {
+		fmt.Fprintf(w, "taken back unsent by the cancel: %d\n", r.Withdrawn)
 	}
 	for _, warn := range v.Warnings {
 		fmt.Fprintf(w, "warning: %s\n", safe(warn))
