@@ -273,7 +273,19 @@ type Webhook struct {
 	// StandardWebhooks adds the Standard Webhooks headers; it needs a
 	// secret.
 	StandardWebhooks bool `koanf:"standard_webhooks"`
+	// SecretOverlap is how long a secret that an edit of the file replaces
+	// keeps signing beside the new one (0: not at all), at most
+	// MaxSecretOverlap. Load makes it DefaultSecretOverlap when the file
+	// does not say; a Webhook built in Go has 0 unless set.
+	SecretOverlap time.Duration `koanf:"secret_overlap"`
 }
+
+// Bounds of webhooks.endpoints[].secret_overlap, as for a rotation through
+// the admin API.
+const (
+	DefaultSecretOverlap = 24 * time.Hour
+	MaxSecretOverlap     = 7 * 24 * time.Hour
+)
 
 // Default returns the configuration used when neither the file nor the
 // environment sets a key.

@@ -168,15 +168,17 @@ func TestFullConfig(t *testing.T) {
 		Events:    []string{"task.completed", "repair_request.created"},
 		Secret:    "0123456789abcdef0123",
 		// Header names keep their case and their dots.
-		Headers:     map[string]string{"Authorization": "Bearer xyz", "X-Api.Key": "k.1", "x-lower-case": "kept"},
-		Description: "Completed tasks to Slack",
-		Active:      false,
+		Headers:       map[string]string{"Authorization": "Bearer xyz", "X-Api.Key": "k.1", "x-lower-case": "kept"},
+		Description:   "Completed tasks to Slack",
+		Active:        false,
+		SecretOverlap: 72 * time.Hour,
 	}, {
-		CompanyID: 2,
-		Name:      "Slack #maintenance",
-		URL:       "HTTPS://bi.example.com:8443/ingest?source=smtm",
-		Events:    []string{"shutdown.reported"},
-		Active:    true, // omitted: defaults to true
+		CompanyID:     2,
+		Name:          "Slack #maintenance",
+		URL:           "HTTPS://bi.example.com:8443/ingest?source=smtm",
+		Events:        []string{"shutdown.reported"},
+		Active:        true,           // omitted: defaults to true
+		SecretOverlap: 24 * time.Hour, // omitted: the default
 	}}
 	if !reflect.DeepEqual(c.Webhooks.Endpoints, wantHooks) {
 		t.Errorf("endpoints =\n%+v\nwant\n%+v", c.Webhooks.Endpoints, wantHooks)
@@ -202,6 +204,34 @@ webhooks:
 	}
 	if want := []bool{true, false, true, true}; !slices.Equal(got, want) {
 		t.Errorf("active = %v, want %v", got, want)
+	}
+}
+
+// TestSecretOverlapDefault: secret_overlap is 24h unless the file says;
+// "0", 0 and "0s" all mean none.
+func TestSecretOverlapDefault(t *testing.T) {
+	path := writeFile(t, `
+webhooks:
+  endpoints:
+    - {company_id: 1, name: a, url: "https://x.example/a", events: [e]}
+    - {company_id: 1, name: b, url: "https://x.example/b", events: [e], secret_overlap: "0"}
+    - {company_id: 1, name: c, url: "https://x.example/c", events: [e], secret_overlap: 0}
+    - {company_id: 1, name: d, url: "https://x.example/d", events: [e], secret_overlap: 0s}
+    - {company_id: 1, name: e, url: "https://x.example/e", events: [e], secret_overlap: 90m}
+    - {company_id: 1, name: f, url: "https://x.example/f", events: [e], secret_overlap: 168h}
+    - {company_id: 1, name: g, url: "https://x.example/g", events: [e], secret_overlap: }
+`)
+	c, err := Load(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []time.Duration
+	for _, e := range c.Webhooks.Endpoints {
+		got = append(got, e.SecretOverlap)
+	}
+	want := []time.Duration{DefaultSecretOverlap, 0, 0, 0, 90 * time.Minute, MaxSecretOverlap, DefaultSecretOverlap}
+	if !slices.Equal(got, want) {
+		t.Errorf("secret_overlap = %v, want %v", got, want)
 	}
 }
 

@@ -149,7 +149,9 @@ type shapeError struct {
 
 func (e *shapeError) Error() string { return fmt.Sprintf("want %s, got %s", e.want, describe(e.value)) }
 
-// webhookDefaultsHook makes "active" default to true for each endpoint.
+// webhookDefaultsHook makes "active" default to true and "secret_overlap"
+// to DefaultSecretOverlap for each endpoint, and reads a bare 0 as the
+// overlap "0" (none), which needs no unit.
 func webhookDefaultsHook(_, to reflect.Type, data any) (any, error) {
 	if to != webhookType {
 		return data, nil
@@ -158,15 +160,35 @@ func webhookDefaultsHook(_, to reflect.Type, data any) (any, error) {
 	if !ok {
 		return data, nil
 	}
-	if v, set := m["active"]; set && v != nil {
-		return data, nil
-	}
-	out := make(map[string]any, len(m)+1)
+	out := make(map[string]any, len(m)+2)
 	for k, v := range m {
 		out[k] = v
 	}
-	out["active"] = true
+	if v, set := m["active"]; !set || v == nil {
+		out["active"] = true
+	}
+	switch v, set := m["secret_overlap"]; {
+	case !set || v == nil:
+		out["secret_overlap"] = DefaultSecretOverlap.String()
+	case isZeroNumber(v):
+		out["secret_overlap"] = "0"
+	}
 	return out, nil
+}
+
+// isZeroNumber reports whether v is a number the YAML parser read as 0.
+func isZeroNumber(v any) bool {
+	switch n := v.(type) {
+	case int:
+		return n == 0
+	case int64:
+		return n == 0
+	case uint64:
+		return n == 0
+	case float64:
+		return n == 0
+	}
+	return false
 }
 
 // durationHook decodes "500ms"-style strings into time.Duration and refuses

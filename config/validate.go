@@ -389,7 +389,16 @@ func CheckWebhook(w Webhook, production bool) []string {
 	checkWebhookSecret(&p, w.Secret)
 	checkStandardWebhooks(&p, w)
 	checkWebhookHeaders(&p, w.Headers)
+	checkSecretOverlap(&p, w.SecretOverlap)
 	return p
+}
+
+// checkSecretOverlap checks a webhook's secret_overlap: from 0 (none) to
+// MaxSecretOverlap, as the admin API allows for a rotation.
+func checkSecretOverlap(p *problems, d time.Duration) {
+	if d < 0 || d > MaxSecretOverlap {
+		p.add("secret_overlap", "%v is out of range; from 0 (none) to %v (7 days)", d, MaxSecretOverlap)
+	}
 }
 
 // checkWebhookEvents checks a webhook's event types: at least one, at most

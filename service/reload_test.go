@@ -39,6 +39,8 @@ type fileHook struct {
 	name    string
 	path    string // on the receiver
 	url     string // overrides path when set
+	secret  string // overrides secret1 when set
+	overlap string // secret_overlap, when set
 }
 
 // tokenYAML is one admin token entry.
@@ -71,7 +73,15 @@ admin:
 		if u == "" {
 			u = f.recv.URL + h.path
 		}
-		fmt.Fprintf(&b, "    - {company_id: %d, name: %s, url: %q, secret: %q, events: [shutdown.reported]}\n", h.company, h.name, u, secret1)
+		secret := h.secret
+		if secret == "" {
+			secret = secret1
+		}
+		overlap := ""
+		if h.overlap != "" {
+			overlap = fmt.Sprintf(", secret_overlap: %q", h.overlap)
+		}
+		fmt.Fprintf(&b, "    - {company_id: %d, name: %s, url: %q, secret: %q, events: [shutdown.reported]%s}\n", h.company, h.name, u, secret, overlap)
 	}
 	return b.String()
 }

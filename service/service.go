@@ -431,7 +431,7 @@ func syncWebhooks(ctx context.Context, cfg *config.Config, st *store.Store, cat 
 	for i, w := range cfg.Webhooks.Endpoints {
 		hooks[i] = store.Webhook{CompanyID: w.CompanyID, Name: w.Name, URL: w.URL, Events: w.Events,
 			Secret: w.Secret, Headers: w.Headers, Description: w.Description, Format: w.Format, Filter: w.Filter, Active: w.Active,
-			StandardWebhooks: w.StandardWebhooks}
+			StandardWebhooks: w.StandardWebhooks, SecretOverlap: w.SecretOverlap}
 		for _, ev := range w.Events {
 			if _, missing := cat.Unavailable[ev]; missing {
 				log.Warn("webhook subscribes to an event type this database does not offer",

@@ -153,3 +153,75 @@ func (s *Store) resealPrevious(ctx context.Context) (resealed int, problems []st
 	}
 	return resealed, problems, nil
 }
+
+// FileActor is the audit log's actor of the changes SyncFileWebhooks
+// makes.
+const FileActor = "config file"
+
+// fileRotationResult is what a sync does to a file webhook's secret.
+type fileRotationResult struct {
+	// secretChanged: the file's secret differs from the stored one (or the
+	// stored one does not open).
+	secretChanged bool
+	// prev is the previous secret to store when secretChanged.
+	prev    previous
+	overlap time.Duration
+}
+
+// fileRotation compares the file's secret of h with the one stored (found:
+// h's row exists; stored: its secret as stored) as UpdateWebhook compares
+// an update's: a changed secret keeps the stored one for h.SecretOverlap.
+func (s *Store) fileRotation(found bool, stored string, h Webhook) (fileRotationResult, error) {
+	if !found {
+		return fileRotationResult{}, nil
+	}
+	var before Webhook
+	plain, err := s.box.Open(stored)
+	if err == nil {
+		// An unreadable secret reads as "": nothing to keep.
+		before.Secret = plain
+	}
+	r := fileRotationResult{secretChanged: err != nil || plain != h.Secret, overlap: max(min(h.SecretOverlap, MaxSecretOverlap), 0)}
+	if !r.secretChanged {
+		return r, nil
+	}
+	r.prev, err = s.previousSecret(before, h, true, updateOptions{overlap: r.overlap})
+	return r, err
+}
+
+// readForAudit reads webhook id inside tx as the audit log shows it before
+// a change.
+func (s *Store) readForAudit(ctx context.Context, tx pgx.Tx, id int64) (Webhook, error) {
+	var w Webhook
+	err := tx.QueryRow(ctx, s.q(`SELECT `+webhookColumns+` FROM {{schema}}.webhooks w WHERE w.id = $1`), id).
+		Scan(&w.ID, &w.CompanyID, &w.Name, &w.URL, &w.Events, &w.Secret, &w.Headers,
+			&w.Description, &w.Format, &w.Filter, &w.Active, &w.ManagedBy, &w.CreatedAt, &w.UpdatedAt,
+			&w.StandardWebhooks, &w.PreviousSecret, &w.previousUntil)
+	if err != nil {
+		return w, fmt.Errorf("read webhook %d: %w", id, err)
+	}
+	s.openStored(&w)
+	return w, nil
+}
+
+// auditFileRotation records that a sync changed the secret of the file
+// webhook before to h's: webhook.rotate_secret with the window, or
+// webhook.update when the file removed the secret. Never a secret.
+func (s *Store) auditFileRotation(ctx context.Context, tx pgx.Tx, before, h Webhook, r fileRotationResult, until *time.Time) error {
+	after := h
+	after.ID, after.ManagedBy, after.Format = before.ID, before.ManagedBy, formatOrRaw(h.Format)
+	after.PreviousSecretUntil = deref(until)
+	action := "webhook.rotate_secret"
+	if h.Secret == "" {
+		action = "webhook.update"
+	}
+	var o updateOptions
+	if r.prev.sealed != nil {
+		// The window the rotation opened; none when nothing was kept (no
+		// secret before or after, or secret_overlap 0).
+		o.overlap = r.overlap
+	}
+	return s.writeAudit(ctx, tx, AuditEntry{Actor: FileActor, CompanyID: before.CompanyID, Action: action,
+		WebhookID: before.ID, Before: Redacted(before), After: Redacted(after),
+		Details: secretDetails(true, o, after)})
+}

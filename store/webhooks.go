@@ -50,6 +50,10 @@ type Webhook struct {
 	PreviousSecret      string
 	PreviousSecretUntil time.Time
 	previousUntil       *time.Time // as scanned
+	// SecretOverlap, for SyncFileWebhooks only, is how long the secret a
+	// changed file secret replaces keeps signing (see SecretOverlap); 0
+	// drops it at once. Reads leave it zero.
+	SecretOverlap time.Duration
 }
 
 // webhookSyncLock is the advisory lock key that serialises SyncFileWebhooks.
@@ -59,7 +63,9 @@ const webhookSyncLock = 0x5e1a7_0002
 // (company, name) rows are updated, new ones inserted, and file-managed ones
 // no longer listed are deleted (soft: their history stays). Webhooks managed
 // in the table are left alone; a file webhook whose name is taken by one is
-// an error.
+// an error. A changed secret is a rotation, as UpdateWebhook makes one: the
+// replaced secret keeps signing for the webhook's SecretOverlap, and the
+// audit log records it (webhook.rotate_secret, actor FileActor).
 func (s *Store) SyncFileWebhooks(ctx context.Context, hooks []Webhook) (added, updated, removed int, err error) {
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		// Relays started together sync the same file at once: one at a
@@ -84,7 +90,12 @@ func (s *Store) SyncFileWebhooks(ctx context.Context, hooks []Webhook) (added, u
 			if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 				return fmt.Errorf("read webhook %q of company %d: %w", h.Name, h.CompanyID, err)
 			}
-			if plain, openErr := s.box.Open(stored); openErr != nil || plain != h.Secret || !s.box.Current(stored) {
+			found := err == nil
+			rot, err := s.fileRotation(found, stored, h)
+			if err != nil {
+				return fmt.Errorf("webhook %q of company %d: %w", h.Name, h.CompanyID, err)
+			}
+			if !found || rot.secretChanged || !s.box.Current(stored) {
 				if stored, err = s.box.Seal(h.Secret); err != nil {
 					return err
 				}
@@ -114,11 +125,31 @@ func (s *Store) SyncFileWebhooks(ctx context.Context, hooks []Webhook) (added, u
 			case managedBy != "file":
 				return fmt.Errorf("webhook %q of company %d is managed in the webhooks table; rename one of them", h.Name, h.CompanyID)
 			case changed:
-				_, err = tx.Exec(ctx, s.q(`UPDATE {{schema}}.webhooks SET url = $2, events = $3, secret = nullif($4, ''),
-						headers = $5, description = $6, active = $7, format = $8, standard_webhooks = $9, filter = nullif($10, '') WHERE id = $1`),
-					id, h.URL, h.Events, stored, headers, h.Description, h.Active, formatOrRaw(h.Format), h.StandardWebhooks, h.Filter)
+				var before Webhook
+				if rot.secretChanged {
+					if before, err = s.readForAudit(ctx, tx, id); err != nil {
+						return err
+					}
+				}
+				// The previous secret changes with the secret only: an edit
+				// of anything else (or a reseal under a new key) keeps a
+				// window that is running.
+				var until *time.Time
+				err = tx.QueryRow(ctx, s.q(`UPDATE {{schema}}.webhooks SET url = $2, events = $3, secret = nullif($4, ''),
+						headers = $5, description = $6, active = $7, format = $8, standard_webhooks = $9, filter = nullif($10, ''),
+						previous_secret = CASE WHEN $11::boolean THEN $12 ELSE previous_secret END,
+						previous_secret_until = CASE WHEN $11::boolean
+							THEN now() + $13::bigint * interval '1 microsecond' ELSE previous_secret_until END
+					WHERE id = $1 RETURNING previous_secret_until`),
+					id, h.URL, h.Events, stored, headers, h.Description, h.Active, formatOrRaw(h.Format), h.StandardWebhooks, h.Filter,
+					rot.secretChanged, rot.prev.sealed, rot.prev.micros).Scan(&until)
 				if err != nil {
 					return fmt.Errorf("update webhook %q of company %d: %w", h.Name, h.CompanyID, err)
+				}
+				if rot.secretChanged {
+					if err := s.auditFileRotation(ctx, tx, before, h, rot, until); err != nil {
+						return fmt.Errorf("webhook %q of company %d: %w", h.Name, h.CompanyID, err)
+					}
 				}
 				updated++
 			}
