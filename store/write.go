@@ -436,14 +436,14 @@ WITH stale AS (
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM ins),
-       array_agg(k.id), array_agg(e.commit_lsn), array_agg(e.seq), array_agg(k.webhook_id),
-       array_agg(k.event_id), array_agg(e.committed_at), now(), now() + $12::bigint * interval '1 microsecond',
+       array_agg(k.id), array_agg(k.commit_lsn), array_agg(k.seq), array_agg(k.webhook_id),
+       array_agg(k.event_id), array_agg(k.committed_at), now(), now() + $12::bigint * interval '1 microsecond',
        array_agg(w.url), array_agg(w.secret), array_agg(w.headers::text), array_agg(w.format),
        (SELECT array_agg(h.id ORDER BY h.commit_lsn, h.seq, h.webhook_id) FROM kinds h WHERE h.held),
        (SELECT array_agg(h.webhook_id ORDER BY h.commit_lsn, h.seq, h.webhook_id) FROM kinds h WHERE h.held),
        array_agg(w.standard_webhooks), array_agg(` + claimPreviousSecret + `),
        (SELECT s FROM stale)
-FROM kinds k JOIN ev e ON e.id = k.event_id JOIN {{schema}}.webhooks w ON w.id = k.webhook_id
+FROM kinds k JOIN {{schema}}.webhooks w ON w.id = k.webhook_id
 WHERE k.leased`
 
 // subscribers is the condition on webhook w that it takes an event of the
