@@ -194,7 +194,8 @@ func Run(ctx context.Context, opts Options) ([]Result, error) {
 	say(opts.Progress, "starting PostgreSQL (fsync on, synchronous_commit on)")
 	settings := []string{"max_wal_size = 4GB", "checkpoint_timeout = 15min"}
 	if opts.PGStats {
-		settings = append(settings, "shared_preload_libraries = 'pg_stat_statements'", "pg_stat_statements.track = all")
+		settings = append(settings, "shared_preload_libraries = 'pg_stat_statements'", "pg_stat_statements.track = all",
+			"pg_stat_statements.track_planning = on")
 	}
 	pg, err := throwawaypg.Start(ctx, throwawaypg.Options{Durable: true, Settings: settings})
 	if err != nil {
@@ -792,10 +793,12 @@ func (b *run) printWALStats(ctx context.Context, pool *pgxpool.Pool, from string
 
 // printPGStats prints the statements PostgreSQL spent most time on since
 // the server started (every database of the run), with their calls and
-// rows, and resets the figures for the next scenario.
+// rows and the time spent planning them (pg_stat_statements.track_planning:
+// a statement prepared once can still be planned at every call), and
+// resets the figures for the next scenario.
 func (b *run) printPGStats(pool *pgxpool.Pool) {
 	ctx := context.Background()
-	rows, err := pool.Query(ctx, `SELECT round(total_exec_time)::bigint, calls, rows,
+	rows, err := pool.Query(ctx, `SELECT round(total_exec_time)::bigint, round(total_plan_time)::bigint, calls, rows,
 			left(regexp_replace(query, '\s+', ' ', 'g'), 100)
 		FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 12`)
 	if err != nil {
@@ -803,14 +806,15 @@ func (b *run) printPGStats(pool *pgxpool.Pool) {
 		return
 	}
 	defer rows.Close()
-	fmt.Fprintf(b.opts.Progress, "%10s %9s %9s %8s  %s\n", "total ms", "calls", "rows", "µs/row", "statement")
+	fmt.Fprintf(b.opts.Progress, "%10s %8s %9s %9s %8s %9s  %s\n", "total ms", "plan ms", "calls", "rows", "µs/row", "plan µs/call", "statement")
 	for rows.Next() {
-		var ms, calls, n int64
+		var ms, planMS, calls, n int64
 		var q string
-		if rows.Scan(&ms, &calls, &n, &q) != nil {
+		if rows.Scan(&ms, &planMS, &calls, &n, &q) != nil {
 			return
 		}
-		fmt.Fprintf(b.opts.Progress, "%10d %9d %9d %8.1f  %s\n", ms, calls, n, float64(ms)*1000/float64(max(n, 1)), q)
+		fmt.Fprintf(b.opts.Progress, "%10d %8d %9d %9d %8.1f %9.1f  %s\n", ms, planMS, calls, n, float64(ms)*1000/float64(max(n, 1)),
+			float64(planMS)*1000/float64(max(calls, 1)), q)
 	}
 	rows.Close()
 	_, _ = pool.Exec(ctx, `SELECT pg_stat_statements_reset()`)
