@@ -1,18 +1,13 @@
 package service_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"io"
 	"net"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/smartmaintenance/relay/admin"
-	"github.com/smartmaintenance/relay/config"
 	"github.com/smartmaintenance/relay/signature"
 )
 
@@ -23,28 +18,11 @@ import (
 // the relay.
 func TestAdminAPIInRun(t *testing.T) {
 	e := newRelay(t)
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	addr := ln.Addr().String()
-	ln.Close()
-	const token = "service-test-admin-token"
-	e.cfg.Admin = config.Admin{Listen: addr, Tokens: []config.AdminToken{{Name: "t", CompanyID: 1, TokenSHA256: admin.TokenHash(token)}}}
-	e.cfg.Secrets.Key = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
+	api := e.withAdminAPI()
+	addr := api.addr
 	e.start()
 
-	call := func(method, path string, body any) (int, map[string]any) {
-		b, _ := json.Marshal(body)
-		req, _ := http.NewRequest(method, "http://"+addr+path, bytes.NewReader(b))
-		req.Header.Set("Authorization", "Bearer "+token)
-		res, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer res.Body.Close()
-		out, _ := io.ReadAll(res.Body)
-		var m map[string]any
-		json.Unmarshal(out, &m)
-		return res.StatusCode, m
-	}
+	call := api.call
 
 	// Committed before the webhook exists: not for it.
 	e.exec(`INSERT INTO activity_log_exports (company_id, exported_by, row_count) VALUES (1, 2, 111)`)

@@ -5,9 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -16,8 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/smartmaintenance/relay/admin"
-	"github.com/smartmaintenance/relay/config"
 	"github.com/smartmaintenance/relay/mapper"
 )
 
@@ -81,11 +76,7 @@ func orderedData(t *testing.T, body []byte) ([]string, map[string]any) {
 // the shape and types of a real test body.
 func TestTestEventsHaveRealTypes(t *testing.T) {
 	e := newRelay(t)
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	addr := ln.Addr().String()
-	ln.Close()
-	const token = "sample-test-admin-token"
-	e.cfg.Admin = config.Admin{Listen: addr, Tokens: []config.AdminToken{{Name: "t", CompanyID: 1, TokenSHA256: admin.TokenHash(token)}}}
+	api := e.withAdminAPI()
 	// A custom rule over a table with more column types than the platform's,
 	// and expressions that compute rather than copy.
 	e.exec(`CREATE TYPE meter_kind AS ENUM ('power', 'water')`)
@@ -137,17 +128,9 @@ func TestTestEventsHaveRealTypes(t *testing.T) {
 	}
 
 	call := func(method, path string, body any) []byte {
-		b, _ := json.Marshal(body)
-		req, _ := http.NewRequest(method, "http://"+addr+path, bytes.NewReader(b))
-		req.Header.Set("Authorization", "Bearer "+token)
-		res, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer res.Body.Close()
-		out, _ := io.ReadAll(res.Body)
-		if res.StatusCode != 200 {
-			t.Fatalf("%s %s: %d %s", method, path, res.StatusCode, out)
+		status, out := api.do(method, path, body)
+		if status != 200 {
+			t.Fatalf("%s %s: %d %s", method, path, status, out)
 		}
 		return out
 	}

@@ -4,14 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"io"
-	"net"
 	"net/http"
 	"regexp"
 	"testing"
 	"time"
 
-	"github.com/smartmaintenance/relay/admin"
 	"github.com/smartmaintenance/relay/config"
 	"github.com/smartmaintenance/relay/signature"
 )
@@ -26,32 +23,12 @@ import (
 // replay, and the others still cost the Slack webhook no delivery row.
 func TestCriticalRepairRequestsToSlack(t *testing.T) {
 	e := newRelay(t)
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	addr := ln.Addr().String()
-	ln.Close()
-	const token = "service-test-admin-token"
-	e.cfg.Admin = config.Admin{Listen: addr, Tokens: []config.AdminToken{{Name: "t", CompanyID: 1, TokenSHA256: admin.TokenHash(token)}}}
-	e.cfg.Secrets.Key = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
+	api := e.withAdminAPI()
 	e.cfg.Webhooks.Endpoints = []config.Webhook{
 		{CompanyID: 1, Name: "all", URL: e.recv.URL + "/all", Events: []string{"repair_request.created"}, Secret: secret1, Active: true},
 	}
 	e.start()
-	call := func(method, path string, body any) (int, map[string]any) {
-		t.Helper()
-		b, _ := json.Marshal(body)
-		req, _ := http.NewRequest(method, "http://"+addr+path, bytes.NewReader(b))
-		req.Header.Set("Authorization", "Bearer "+token)
-		res, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer res.Body.Close()
-		out, _ := io.ReadAll(res.Body)
-		var m map[string]any
-		_ = json.Unmarshal(out, &m)
-		return res.StatusCode, m
-	}
-	status, created := call("POST", "/v1/webhooks", map[string]any{"name": "Slack #maintenance", "url": e.recv.URL + "/slack",
+	status, created := api.call("POST", "/v1/webhooks", map[string]any{"name": "Slack #maintenance", "url": e.recv.URL + "/slack",
 		"events": []string{"repair_request.created"}, "format": "slack", "filter": `data.priority == "critical"`})
 	if status != http.StatusCreated {
 		t.Fatalf("create: %d %v", status, created)
@@ -85,13 +62,13 @@ func TestCriticalRepairRequestsToSlack(t *testing.T) {
 		t.Fatalf("the Slack message's signature: %v", err)
 	}
 
-	status, rp := call("POST", "/v1/webhooks/"+itoa(hook)+"/replays", map[string]any{"since": "1h"})
+	status, rp := api.call("POST", "/v1/webhooks/"+itoa(hook)+"/replays", map[string]any{"since": "1h"})
 	if status != http.StatusCreated && status != http.StatusAccepted {
 		t.Fatalf("replay: %d %v", status, rp)
 	}
 	replayID := int64(rp["replay"].(map[string]any)["id"].(float64))
 	e.waitFor("the replay to finish", func() bool {
-		_, r := call("GET", "/v1/webhooks/"+itoa(hook)+"/replays/"+itoa(replayID), nil)
+		_, r := api.call("GET", "/v1/webhooks/"+itoa(hook)+"/replays/"+itoa(replayID), nil)
 		v, _ := r["replay"].(map[string]any)
 		return v["state"] == "done" && v["pending"] == float64(0)
 	})
