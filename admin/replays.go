@@ -198,6 +198,17 @@ func replayError(err error) error {
 
 // replayID reads the {replay_id} path value; a malformed one is simply
 // not found.
+// replayRoute reads a replay route's webhook, which must be the caller's
+// to see, and replay id.
+func (s *Server) replayRoute(r *http.Request, who principal) (store.WebhookStats, int64, error) {
+	h, err := s.webhook(r.Context(), r, who)
+	if err != nil {
+		return h, 0, err
+	}
+	id, err := replayID(r)
+	return h, id, err
+}
+
 func replayID(r *http.Request) (int64, error) {
 	id, err := strconv.ParseInt(r.PathValue("replay_id"), 10, 64)
 	if err != nil || id <= 0 {
@@ -252,11 +263,7 @@ func (s *Server) listReplays(w http.ResponseWriter, r *http.Request, who princip
 }
 
 func (s *Server) getReplay(w http.ResponseWriter, r *http.Request, who principal) error {
-	h, err := s.webhook(r.Context(), r, who)
-	if err != nil {
-		return err
-	}
-	id, err := replayID(r)
+	h, id, err := s.replayRoute(r, who)
 	if err != nil {
 		return err
 	}
@@ -269,11 +276,7 @@ func (s *Server) getReplay(w http.ResponseWriter, r *http.Request, who principal
 }
 
 func (s *Server) cancelReplayRoute(w http.ResponseWriter, r *http.Request, who principal) error {
-	h, err := s.webhook(r.Context(), r, who)
-	if err != nil {
-		return err
-	}
-	id, err := replayID(r)
+	h, id, err := s.replayRoute(r, who)
 	if err != nil {
 		return err
 	}
