@@ -235,7 +235,7 @@ func (s *Store) Claim(ctx context.Context, req ClaimRequest) ([]Claimed, error) 
 	}
 	// Claims commit durably: a claim PostgreSQL forgot in a crash would let
 	// another sender claim a delivery whose attempt is still in flight.
-	// They run with a generic plan (see hotSettingsSQL).
+	// They run with a generic plan (see hotParams).
 	var out []Claimed
 	var before []pgtype.Timestamptz
 	if len(req.Before) > 0 {

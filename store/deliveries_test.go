@@ -656,7 +656,7 @@ func TestMigrateIsIdempotent(t *testing.T) {
 // grows with the backlog (seen with statistics taken while the table was
 // nearly empty).
 // planTx is a transaction in which a hot statement is prepared as the
-// store runs it (with hotSettingsSQL: a generic plan, made once per
+// store runs it (on a hot connection, hotParams: a generic plan, made once per
 // connection, as a relay that starts on an empty table makes it, and kept
 // while the table grows), for its plans to be checked.
 type planTx struct {
@@ -667,14 +667,11 @@ type planTx struct {
 func (s *Store) preparePlan(t *testing.T, sql string) planTx {
 	t.Helper()
 	ctx := context.Background()
-	tx, err := s.pool.Begin(ctx)
+	tx, err := s.hot.Begin(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { tx.Rollback(ctx) })
-	if _, err := tx.Exec(ctx, hotSettingsSQL); err != nil {
-		t.Fatal(err)
-	}
 	if _, err := tx.Exec(ctx, "PREPARE hot AS "+s.q(sql)); err != nil {
 		t.Fatal(err)
 	}

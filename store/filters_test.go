@@ -79,4 +79,22 @@ func TestWriteSkipsFilteredDeliveries(t *testing.T) {
 	if _, _, err := s.WritePart(ctx, "s", 40, Part{Changes: 1, NextSeq: 1}, Batch{Events: events(40, 1), Filtering: Filtering{Known: known}}); !errors.Is(err, ErrFiltersChanged) {
 		t.Fatalf("WritePart after a filtered webhook's events changed: %v; want ErrFiltersChanged", err)
 	}
+	// A write whose caller knew of no filter (the plain statement) while
+	// the events' company has a filtered webhook stores nothing either.
+	if _, _, err := s.WritePart(ctx, "s", 50, Part{Changes: 1, NextSeq: 1}, Batch{Events: events(50, 1)}); !errors.Is(err, ErrFiltersChanged) {
+		t.Fatalf("WritePart knowing of no filter: %v; want ErrFiltersChanged", err)
+	}
+	if _, _, err := w.Write(ctx, Batch{Events: events(50, 1)}); !errors.Is(err, ErrFiltersChanged) {
+		t.Fatalf("Write knowing of no filter: %v; want ErrFiltersChanged", err)
+	}
+	w.Rollback(ctx)
+	from = s.at(t)
+	if _, _, err := s.WriteCommit(ctx, "s", Batch{Events: events(50, 1)}, from, 51); !errors.Is(err, ErrFiltersChanged) || s.at(t) != from {
+		t.Fatalf("WriteCommit knowing of no filter: %v, position %v; want ErrFiltersChanged at %v", err, s.at(t), from)
+	}
+	var n int
+	s.pool.QueryRow(ctx, s.q(`SELECT count(*) FROM {{schema}}.events WHERE commit_lsn = 50`)).Scan(&n)
+	if n != 0 {
+		t.Fatalf("%d events stored by writes that knew of no filter", n)
+	}
 }

@@ -6,28 +6,34 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// hotSettingsSQL makes the statements after it in its transaction use
-// their prepared statement's generic plan instead of planning each
-// execution for its parameters, and never scan a whole table. The hot
-// statements (storing events and their deliveries, row state, the
-// position, claims, attempt records) are planned once per connection this
-// way; planning them anew for every batch cost PostgreSQL more than
-// executing them. A generic plan is made once, often while the tables are
-// nearly empty, when a sequential scan looks cheapest, and is kept as they
-// grow: with sequential scans off it is made of the keyed lookups these
+// hotParams are the settings of the hot pool's connections (Store.hot),
+// for the hot statements: storing events and their deliveries, row state,
+// the position, claims, attempt records.
+//
+// They use their prepared statement's generic plan instead of planning
+// each execution for its parameters, and never scan a whole table:
+// planning them anew for every batch cost PostgreSQL more than executing
+// them. A generic plan is made once, often while the tables are nearly
+// empty, when a sequential scan looks cheapest, and is kept as they grow:
+// with sequential scans off it is made of the keyed lookups these
 // statements are written for (TestRecordPlanUsesPrimaryKey,
-// TestClaimPlanReadsNoWholeTable). Other statements keep custom plans:
-// some need a parameter's value to use a partial index.
-const hotSettingsSQL = `SELECT set_config('plan_cache_mode', 'force_generic_plan', true), set_config('enable_seqscan', 'off', true)`
+// TestClaimPlanReadsNoWholeTable). Other statements run on the main pool
+// and keep custom plans: some need a parameter's value to use a partial
+// index.
+//
+// Their commits do not wait for the disk (see hotStatement and Writer);
+// a statement that must be durable runs after durableSQL in its
+// transaction. As session settings they cost no statement: setting them
+// per transaction was one more statement for every source transaction.
+var hotParams = map[string]string{
+	"plan_cache_mode":    "force_generic_plan",
+	"enable_seqscan":     "off",
+	"synchronous_commit": "off",
+}
 
-// asyncSettingsSQL is hotSettingsSQL for a transaction whose commit does not
-// wait for the disk (synchronous_commit off for that transaction only);
-// durableSettingsSQL for one whose commit does, whatever the server's
-// default.
-const (
-	asyncSettingsSQL   = hotSettingsSQL + `, set_config('synchronous_commit', 'off', true)`
-	durableSettingsSQL = hotSettingsSQL + `, set_config('synchronous_commit', 'on', true)`
-)
+// durableSQL makes the commit of its transaction on a hot connection wait
+// for the disk, whatever the server's default.
+const durableSQL = `SELECT set_config('synchronous_commit', 'on', true)`
 
 // commitMode says whether a hotStatement's commit waits for the disk.
 type commitMode int
@@ -35,13 +41,13 @@ type commitMode int
 const (
 	// durable waits for the transaction's WAL to reach the disk.
 	durable commitMode = iota
-	// async does not: synchronous_commit is off for the transaction only.
+	// async does not.
 	async
 )
 
-// hotStatement runs one statement in a transaction of its own, with
-// hotSettingsSQL, in one round trip, and hands its rows to read (nil: none
-// are wanted). In async mode its commit does not wait for its WAL to reach
+// hotStatement runs one statement on the hot pool, in a transaction of
+// its own, in one round trip, and hands its rows to read (nil: none are
+// wanted). In async mode its commit does not wait for its WAL to reach
 // the disk. Attempt records and given-back claims commit this way: a
 // PostgreSQL crash can forget the last fraction of a second of them. A
 // forgotten record leaves its delivery leased to the sender that made the
@@ -52,14 +58,18 @@ const (
 // events, deliveries and the replication position before the slot is
 // confirmed past them (see Store.Sync).
 func (s *Store) hotStatement(ctx context.Context, mode commitMode, sql string, args []any, read func(pgx.Rows) error) error {
-	settings := durableSettingsSQL
 	if mode == async {
-		settings = asyncSettingsSQL
+		rows, err := s.hot.Query(ctx, sql, args...)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		return readRows(rows, read)
 	}
 	b := &pgx.Batch{}
-	b.Queue(settings)
+	b.Queue(durableSQL)
 	b.Queue(sql, args...)
-	br := s.pool.SendBatch(ctx, b)
+	br := s.hot.SendBatch(ctx, b)
 	err := readStatement(br, read)
 	if cerr := br.Close(); err == nil {
 		err = cerr
@@ -78,6 +88,12 @@ func readStatement(br pgx.BatchResults, read func(pgx.Rows) error) error {
 		return err
 	}
 	defer rows.Close()
+	return readRows(rows, read)
+}
+
+// readRows hands rows to read (nil: none are wanted) and reports the
+// first error of either.
+func readRows(rows pgx.Rows, read func(pgx.Rows) error) error {
 	if read != nil {
 		if err := read(rows); err != nil {
 			return err

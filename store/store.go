@@ -29,7 +29,12 @@ var migrations embed.FS
 
 // Store is the relay's state database.
 type Store struct {
-	pool   *pgxpool.Pool
+	pool *pgxpool.Pool
+	// hot runs the hot statements (storing events, their deliveries, row
+	// state and the position; claims; attempt records): its connections
+	// plan them once, generically, and commit without waiting for the disk
+	// unless a statement asks (see hotParams).
+	hot    *pgxpool.Pool
 	schema string // quoted identifier
 	name   string // unquoted schema name
 	// box seals webhook secrets when they are written and opens them when
@@ -61,15 +66,32 @@ func Open(ctx context.Context, url, schema string) (*Store, error) {
 	if _, ok := cfg.ConnConfig.RuntimeParams["application_name"]; !ok {
 		cfg.ConnConfig.RuntimeParams["application_name"] = "smtm-relay-state"
 	}
+	hotCfg := cfg.Copy()
+	hotCfg.MaxConns = hotConns
+	for k, v := range hotParams {
+		hotCfg.ConnConfig.RuntimeParams[k] = v
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("connect to state database: %w", err)
 	}
-	return &Store{pool: pool, schema: pgx.Identifier{schema}.Sanitize(), name: schema}, nil
+	hot, err := pgxpool.NewWithConfig(ctx, hotCfg)
+	if err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("connect to state database: %w", err)
+	}
+	return &Store{pool: pool, hot: hot, schema: pgx.Identifier{schema}.Sanitize(), name: schema}, nil
 }
 
+// hotConns bounds the hot pool: one ingester writes at a time, and a few
+// senders record and claim beside it.
+const hotConns = 4
+
 // Close closes the connections. It is safe to call more than once.
-func (s *Store) Close() { s.pool.Close() }
+func (s *Store) Close() {
+	s.pool.Close()
+	s.hot.Close()
+}
 
 // Pool exposes the connection pool for components that share it.
 func (s *Store) Pool() *pgxpool.Pool { return s.pool }

@@ -309,6 +309,7 @@ func TestForgottenWriteComesBackUnderTheSameIDs(t *testing.T) {
 			t.Fatal(err)
 		}
 		s.pool.Reset()
+		s.hot.Reset()
 	}
 	committed := time.Now()
 	write := func(lsn event.LSN) uuid.UUID {

@@ -1,0 +1,74 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/smartmaintenance/relay/event"
+	"github.com/smartmaintenance/relay/internal/pgtest"
+)
+
+// BenchmarkWriteCommitOne measures the steady path's store transaction:
+// one source transaction of one event, fanned out to one webhook and
+// leased to the sender, with its row state and the position, in one
+// pipeline (WriteCommit). Its cost is mostly per statement, not per row.
+func BenchmarkWriteCommitOne(b *testing.B) {
+	ctx := context.Background()
+	st, err := Open(ctx, pgtest.NewDatabase(b), "relay")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	if err := st.Migrate(ctx); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := st.pool.Exec(ctx, `INSERT INTO relay.webhooks (company_id, name, url, events, created_at)
+		VALUES (1, 'w', 'http://127.0.0.1:1', '{task.completed}', now() - interval '1 day')`); err != nil {
+		b.Fatal(err)
+	}
+	if err := st.MarkSeeding(ctx, "s"); err != nil {
+		b.Fatal(err)
+	}
+	if err := st.Seed(ctx, "s", 1, func(func(StateRow) error) error { return nil }); err != nil {
+		b.Fatal(err)
+	}
+	body := []byte(`{"event":"task.completed","timestamp":"2026-04-24T09:15:30+07:00","company_id":1,"company_name":"PT Kahatex","data":{"task_id":12345,"asset_id":678,"technician_id":42}}`)
+	lease := WriteLease{Owner: "bench", Lease: time.Minute, Limit: 1000, Room: 100, HeldLimit: 1000, Hold: 100}
+	lsn, prev := event.LSN(100), event.LSN(1)
+	b.ReportAllocs()
+	cpu := postgresCPU()
+	for b.Loop() {
+		lsn++
+		events := []event.Event{{Type: "task.completed", CompanyID: 1, CommitLSN: lsn, CommitTime: time.Now(), Table: "tasks", Op: event.Update, Body: body}}
+		states := []StateRow{{Table: "tasks", Key: "1", Vals: event.Row{"status": "completed", "technician_id": int64(42)}}}
+		n, leased, err := st.WriteCommit(ctx, "s", Batch{Events: events, States: states, Lease: lease}, prev, lsn)
+		if err != nil || n != 1 || len(leased.Ready) != 1 {
+			b.Fatalf("wrote %d deliveries, leased %d: %v", n, len(leased.Ready), err)
+		}
+		prev = lsn
+	}
+	b.ReportMetric(float64((postgresCPU()-cpu).Microseconds())/float64(b.N), "pg-µs/op")
+}
+
+// postgresCPU is the CPU time all processes named postgres on this machine
+// have used, for benchmarks that report the database's share.
+func postgresCPU() time.Duration {
+	var total time.Duration
+	dirs, _ := os.ReadDir("/proc")
+	for _, d := range dirs {
+		b, err := os.ReadFile("/proc/" + d.Name() + "/stat")
+		if err != nil || !bytes.Contains(b, []byte("(postgres)")) {
+			continue
+		}
+		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+2:]))
+		u, _ := strconv.ParseInt(f[11], 10, 64)
+		s, _ := strconv.ParseInt(f[12], 10, 64)
+		total += time.Duration(u+s) * 10 * time.Millisecond
+	}
+	return total
+}
