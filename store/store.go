@@ -85,7 +85,7 @@ func Open(ctx context.Context, url, schema string) (*Store, error) {
 
 // hotConns bounds the hot pool: one ingester writes at a time, and a few
 // senders record and claim beside it.
-const hotConns = 4
+const hotConns = 6
 
 // Close closes the connections. It is safe to call more than once.
 func (s *Store) Close() {
