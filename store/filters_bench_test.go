@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/smartmaintenance/relay/event"
-	"github.com/smartmaintenance/relay/internal/pgtest"
 	"github.com/smartmaintenance/relay/mapper"
 )
 
@@ -25,24 +24,8 @@ func BenchmarkWriteFiltered(b *testing.B) {
 
 func benchmarkWriteFiltered(b *testing.B, priority string, fanOut int) {
 	ctx := context.Background()
-	st, err := Open(ctx, pgtest.NewDatabase(b), "relay")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer st.Close()
-	if err := st.Migrate(ctx); err != nil {
-		b.Fatal(err)
-	}
-	if _, err := st.pool.Exec(ctx, `INSERT INTO relay.webhooks (company_id, name, url, events, filter, created_at)
-		VALUES (1, 'w', 'http://127.0.0.1:1', '{repair_request.created}', 'data.priority == "critical"', now() - interval '1 day')`); err != nil {
-		b.Fatal(err)
-	}
-	if err := st.MarkSeeding(ctx, "s"); err != nil {
-		b.Fatal(err)
-	}
-	if err := st.Seed(ctx, "s", 1, func(func(StateRow) error) error { return nil }); err != nil {
-		b.Fatal(err)
-	}
+	st := benchStore(b, `INSERT INTO relay.webhooks (company_id, name, url, events, filter, created_at)
+		VALUES (1, 'w', 'http://127.0.0.1:1', '{repair_request.created}', 'data.priority == "critical"', now() - interval '1 day')`)
 	known, err := st.WebhookFilters(ctx)
 	if err != nil {
 		b.Fatal(err)

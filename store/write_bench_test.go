@@ -26,24 +26,8 @@ func BenchmarkWriteBatchNoSubscriber(b *testing.B) { benchmarkWrite(b, "task.cre
 // task.completed; each event makes fanOut deliveries.
 func benchmarkWrite(b *testing.B, typ string, fanOut int) {
 	ctx := context.Background()
-	st, err := Open(ctx, pgtest.NewDatabase(b), "relay")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer st.Close()
-	if err := st.Migrate(ctx); err != nil {
-		b.Fatal(err)
-	}
-	if _, err := st.pool.Exec(ctx, `INSERT INTO relay.webhooks (company_id, name, url, events, created_at)
-		VALUES (1, 'w', 'http://127.0.0.1:1', '{task.completed}', now() - interval '1 day')`); err != nil {
-		b.Fatal(err)
-	}
-	if err := st.MarkSeeding(ctx, "s"); err != nil {
-		b.Fatal(err)
-	}
-	if err := st.Seed(ctx, "s", 1, func(func(StateRow) error) error { return nil }); err != nil {
-		b.Fatal(err)
-	}
+	st := benchStore(b, `INSERT INTO relay.webhooks (company_id, name, url, events, created_at)
+		VALUES (1, 'w', 'http://127.0.0.1:1', '{task.completed}', now() - interval '1 day')`)
 	const batch = 2000
 	body := []byte(`{"event":"task.completed","timestamp":"2026-04-24T09:15:30+07:00","company_id":1,"company_name":"PT Kahatex","data":{"task_id":12345,"asset_id":678,"technician_id":42}}`)
 	lsn, prev := event.LSN(100), event.LSN(1)
@@ -70,4 +54,29 @@ func benchmarkWrite(b *testing.B, typ string, fanOut int) {
 		prev = lsn
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*batch), "ns/event")
+}
+
+// benchStore opens a store in a database of its own, migrated, with one
+// webhook inserted by insertWebhook and the slot "s" ready at position 1.
+func benchStore(b *testing.B, insertWebhook string) *Store {
+	b.Helper()
+	ctx := context.Background()
+	st, err := Open(ctx, pgtest.NewDatabase(b), "relay")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(st.Close)
+	if err := st.Migrate(ctx); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := st.pool.Exec(ctx, insertWebhook); err != nil {
+		b.Fatal(err)
+	}
+	if err := st.MarkSeeding(ctx, "s"); err != nil {
+		b.Fatal(err)
+	}
+	if err := st.Seed(ctx, "s", 1, func(func(StateRow) error) error { return nil }); err != nil {
+		b.Fatal(err)
+	}
+	return st
 }

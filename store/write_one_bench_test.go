@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/smartmaintenance/relay/event"
-	"github.com/smartmaintenance/relay/internal/pgtest"
 )
 
 // BenchmarkWriteCommitOne measures the steady path's store transaction:
@@ -21,24 +20,8 @@ import (
 // store transaction: run it on an otherwise idle machine.
 func BenchmarkWriteCommitOne(b *testing.B) {
 	ctx := context.Background()
-	st, err := Open(ctx, pgtest.NewDatabase(b), "relay")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer st.Close()
-	if err := st.Migrate(ctx); err != nil {
-		b.Fatal(err)
-	}
-	if _, err := st.pool.Exec(ctx, `INSERT INTO relay.webhooks (company_id, name, url, events, created_at)
-		VALUES (1, 'w', 'http://127.0.0.1:1', '{task.completed}', now() - interval '1 day')`); err != nil {
-		b.Fatal(err)
-	}
-	if err := st.MarkSeeding(ctx, "s"); err != nil {
-		b.Fatal(err)
-	}
-	if err := st.Seed(ctx, "s", 1, func(func(StateRow) error) error { return nil }); err != nil {
-		b.Fatal(err)
-	}
+	st := benchStore(b, `INSERT INTO relay.webhooks (company_id, name, url, events, created_at)
+		VALUES (1, 'w', 'http://127.0.0.1:1', '{task.completed}', now() - interval '1 day')`)
 	body := []byte(`{"event":"task.completed","timestamp":"2026-04-24T09:15:30+07:00","company_id":1,"company_name":"PT Kahatex","data":{"task_id":12345,"asset_id":678,"technician_id":42}}`)
 	lease := WriteLease{Owner: "bench", Lease: time.Minute, Limit: 1000, Room: 100, HeldLimit: 1000, Hold: 100}
 	lsn, prev := event.LSN(100), event.LSN(1)
