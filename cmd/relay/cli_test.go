@@ -250,3 +250,26 @@ webhooks:
 		}
 	}
 }
+
+// TestCheckRefusesFilterOfUnknownField checks that a config file's webhook
+// whose filter reads a data field none of its events has is refused before
+// the relay starts, as the admin API refuses it, rather than saved as a
+// filter that never passes.
+func TestCheckRefusesFilterOfUnknownField(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "filter-typo.yaml")
+	os.WriteFile(path, []byte(`database:
+  url: postgres://relay@127.0.0.1:1/x
+webhooks:
+  source: file
+  endpoints:
+    - {company_id: 1, name: a, url: "https://example.com/a", events: [repair_request.created], secret: "0123456789abcdef0123", filter: 'data.priority == "critical"'}
+    - {company_id: 1, name: b, url: "https://example.com/b", events: [repair_request.created], secret: "0123456789abcdef0123", filter: 'data.priorty == "critical"'}
+`), 0o600)
+	want := `webhooks.endpoints[1].filter: unknown field data.priorty: the subscribed events have data.asset_id, data.priority, data.repair_request_id, data.requested_by, data.status, data.title (1:1)`
+	for _, cmd := range []string{"check", "run"} {
+		code, out, errOut := runIn(cmd, "--config", path)
+		if code != exitUsage || !strings.Contains(errOut, want) || strings.Contains(errOut, "endpoints[0]") {
+			t.Errorf("%s: exit %d, want %d with\n%s\ngot:\n%s%s", cmd, code, exitUsage, want, out, errOut)
+		}
+	}
+}
