@@ -568,3 +568,26 @@ func TestByteSizes(t *testing.T) {
 		t.Fatalf("from the environment: %v, %d", err, c.Replication.RetainedWALWarn)
 	}
 }
+
+func TestCheckFilterFields(t *testing.T) {
+	c := Default()
+	c.Webhooks.Endpoints = []Webhook{
+		{CompanyID: 1, Name: "a", Events: []string{"repair_request.created"}, Filter: `data.priority == "critical"`},
+		{CompanyID: 1, Name: "b", Events: []string{"repair_request.created", "task.completed"}, Filter: `data.priorty == "critical"`},
+		{CompanyID: 1, Name: "c", Events: []string{"task.completed"}},
+	}
+	fields := map[string][]string{
+		"repair_request.created": {"repair_request_id", "priority"},
+		"task.completed":         {"task_id"},
+		"user.created":           {"user_id", "email"},
+	}
+	err := c.CheckFilterFields(fields)
+	want := `webhooks.endpoints[1].filter: unknown field data.priorty: the subscribed events have data.priority, data.repair_request_id, data.task_id (1:1)`
+	if err == nil || err.Error() != want {
+		t.Errorf("CheckFilterFields = %v, want %s", err, want)
+	}
+	c.Webhooks.Endpoints = c.Webhooks.Endpoints[:1]
+	if err := c.CheckFilterFields(fields); err != nil {
+		t.Errorf("CheckFilterFields of a good filter = %v", err)
+	}
+}

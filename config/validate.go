@@ -426,8 +426,8 @@ func checkWebhookEvents(p *problems, events []string) {
 const MaxFilterChars = 2000
 
 // checkWebhookFilter checks a webhook's filter: empty, or a condition that
-// compiles. Whether the data fields it reads exist depends on the rules;
-// the admin API checks that too (mapper.CompileFilter with the fields).
+// compiles. Whether the data fields it reads exist depends on the rules:
+// CheckFilterFields checks that, as the admin API does.
 func checkWebhookFilter(p *problems, filter string) {
 	switch {
 	case filter == "":
@@ -701,6 +701,27 @@ func (c *Config) CheckEvents(known []string) error {
 				p.add(fmt.Sprintf("webhooks.endpoints[%d].events[%d]", i, j),
 					"unknown event type %q for webhook %q of company %d; known types: %s", ev, e.Name, e.CompanyID, knownText)
 			}
+		}
+	}
+	return p.err()
+}
+
+// CheckFilterFields reports webhook filters that read a data field none of
+// the webhook's event types has, as the admin API refuses them: such a
+// filter could never pass. fields gives each event type's data fields, from
+// the rules.
+func (c *Config) CheckFilterFields(fields map[string][]string) error {
+	var p problems
+	for i, e := range c.Webhooks.Endpoints {
+		if e.Filter == "" {
+			continue
+		}
+		sub := make(map[string][]string, len(e.Events))
+		for _, ev := range e.Events {
+			sub[ev] = fields[ev]
+		}
+		if _, err := mapper.CompileFilter(e.Filter, sub); err != nil {
+			p.add(fmt.Sprintf("webhooks.endpoints[%d].filter", i), "%v", err)
 		}
 	}
 	return p.err()

@@ -22,15 +22,7 @@ import (
 // holds once the server has stopped.
 func newAdmin(ctx context.Context, cfg *config.Config, st *store.Store, cat Catalogue, policy *egress.Policy,
 	notify func(), log *slog.Logger) (*admin.Server, func(), error) {
-	rules := mapper.Merge(mapper.DefaultRules(), cfg.Mapping.Rules, cfg.Mapping.ReplaceDefaults)
-	fields := map[string][]string{}
-	for _, r := range rules {
-		for _, entry := range r.Data {
-			for name := range entry {
-				fields[r.Event] = append(fields[r.Event], name)
-			}
-		}
-	}
+	fields := dataFields(mapper.Merge(mapper.DefaultRules(), cfg.Mapping.Rules, cfg.Mapping.ReplaceDefaults))
 	// Test events name the company as real ones do: read it from the
 	// platform database on demand, through a pool of its own.
 	pcfg, err := pgxpool.ParseConfig(cfg.Database.URL)

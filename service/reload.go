@@ -13,6 +13,7 @@ import (
 
 	"github.com/smartmaintenance/relay/admin"
 	"github.com/smartmaintenance/relay/config"
+	"github.com/smartmaintenance/relay/mapper"
 	"github.com/smartmaintenance/relay/store"
 )
 
@@ -62,6 +63,10 @@ func (r *reloader) reload(ctx context.Context, trigger string) {
 	if err == nil {
 		// Webhooks may only subscribe to events of the running rules.
 		err = next.CheckEvents(r.events)
+	}
+	if err == nil {
+		// Their filters may only read data fields of the running rules.
+		err = next.CheckFilterFields(dataFields(mapper.Merge(mapper.DefaultRules(), r.running.Mapping.Rules, r.running.Mapping.ReplaceDefaults)))
 	}
 	if err != nil {
 		r.log.Error("config reload failed, keeping the last good config: "+oneLine(err), "trigger", trigger)

@@ -41,6 +41,7 @@ type fileHook struct {
 	url     string // overrides path when set
 	secret  string // overrides secret1 when set
 	overlap string // secret_overlap, when set
+	filter  string // filter, when set
 }
 
 // tokenYAML is one admin token entry.
@@ -80,6 +81,9 @@ admin:
 		overlap := ""
 		if h.overlap != "" {
 			overlap = fmt.Sprintf(", secret_overlap: %q", h.overlap)
+		}
+		if h.filter != "" {
+			overlap += fmt.Sprintf(", filter: %q", h.filter)
 		}
 		fmt.Fprintf(&b, "    - {company_id: %d, name: %s, url: %q, secret: %q, events: [shutdown.reported]%s}\n", h.company, h.name, u, secret, overlap)
 	}
@@ -272,6 +276,22 @@ func TestInvalidFileKeepsTheLastGoodConfig(t *testing.T) {
 	})
 	f.exec(`INSERT INTO shutdowns (company_id, asset_id, reason) VALUES (1, 1, 'after the fix')`)
 	f.waitEvents("/moved", "shutdown.reported", 1)
+}
+
+// TestReloadRefusesFilterOfUnknownField: a file whose webhook filter reads
+// a data field none of its events has is refused like any invalid file, as
+// the admin API and the start refuse it, rather than applied as a filter
+// that never passes.
+func TestReloadRefusesFilterOfUnknownField(t *testing.T) {
+	f := newFileRelay(t, tokenYAML("ops-laptop", 1, tokenA), hookOne)
+	f.replace(f.configYAML(tokenYAML("ops-laptop", 1, tokenA), fileHook{company: 1, name: "one", path: "/one", filter: `data.reasn == "leak"`}))
+	const failed = "config reload failed, keeping the last good config"
+	f.waitWithin(reloadWait, "the filter reported", func() bool { return strings.Contains(f.logs.String(), failed) })
+	if logs := f.logs.String(); !strings.Contains(logs, "webhooks.endpoints[0].filter: unknown field data.reasn") {
+		t.Fatalf("the reload failure does not name the filter's unknown field:\n%s", logs)
+	}
+	f.exec(`INSERT INTO shutdowns (company_id, asset_id, reason) VALUES (1, 1, 'leak')`)
+	f.waitEvents("/one", "shutdown.reported", 1)
 }
 
 // TestRestartOnlyKeysAreReported: a change of a key read only at start is

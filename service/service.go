@@ -55,7 +55,24 @@ func NewMapper(cfg *config.Config) (*mapper.Mapper, error) {
 	if err := cfg.CheckEvents(m.EventTypes()); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
 	}
+	if err := cfg.CheckFilterFields(dataFields(rules)); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+	}
 	return m, nil
+}
+
+// dataFields lists each event type's data fields, as the rules name them:
+// what a webhook's filter may read.
+func dataFields(rules []mapper.Rule) map[string][]string {
+	fields := map[string][]string{}
+	for _, r := range rules {
+		for _, entry := range r.Data {
+			for name := range entry {
+				fields[r.Event] = append(fields[r.Event], name)
+			}
+		}
+	}
+	return fields
 }
 
 // Catalogue says which of the mapper's event types the watched database

@@ -225,3 +225,51 @@ func TestPrintersEscape(t *testing.T) {
 		}
 	}
 }
+
+// TestConfigProblemsOneLineEach checks that a config file with several
+// problems is reported one problem a line, as docs/CONFIG.md shows, not
+// folded into one line where they run into each other.
+func TestConfigProblemsOneLineEach(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "two-problems.yaml")
+	os.WriteFile(path, []byte(`database:
+  url: postgres://relay@127.0.0.1:1/x
+webhooks:
+  source: file
+  endpoints:
+    - {company_id: 1, name: a, url: "https://example.com/a", events: [task.completed], secret: "0123456789abcdef0123", format: markdown}
+    - {company_id: 1, name: b, url: "https://example.com/b", events: [task.completed], secret: "0123456789abcdef0123", secret_overlap: 192h}
+`), 0o600)
+	for _, cmd := range []string{"check", "run"} {
+		code, _, errOut := runIn(cmd, "--config", path)
+		want := []string{
+			`relay ` + cmd + `: webhooks.endpoints[0].format: "markdown" is not a payload format; use one of raw, slack, teams`,
+			`relay ` + cmd + `: webhooks.endpoints[1].secret_overlap: 192h0m0s is out of range; from 0 (none) to 168h0m0s (7 days)`,
+		}
+		if got := strings.Split(strings.TrimSpace(errOut), "\n"); code != exitUsage || !slices.Equal(got, want) {
+			t.Errorf("%s: exit %d, want %d; stderr:\n%s\nwant:\n%s", cmd, code, exitUsage, errOut, strings.Join(want, "\n"))
+		}
+	}
+}
+
+// TestCheckRefusesFilterOfUnknownField checks that a config file's webhook
+// whose filter reads a data field none of its events has is refused before
+// the relay starts, as the admin API refuses it, rather than saved as a
+// filter that never passes.
+func TestCheckRefusesFilterOfUnknownField(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "filter-typo.yaml")
+	os.WriteFile(path, []byte(`database:
+  url: postgres://relay@127.0.0.1:1/x
+webhooks:
+  source: file
+  endpoints:
+    - {company_id: 1, name: a, url: "https://example.com/a", events: [repair_request.created], secret: "0123456789abcdef0123", filter: 'data.priority == "critical"'}
+    - {company_id: 1, name: b, url: "https://example.com/b", events: [repair_request.created], secret: "0123456789abcdef0123", filter: 'data.priorty == "critical"'}
+`), 0o600)
+	want := `webhooks.endpoints[1].filter: unknown field data.priorty: the subscribed events have data.asset_id, data.priority, data.repair_request_id, data.requested_by, data.status, data.title (1:1)`
+	for _, cmd := range []string{"check", "run"} {
+		code, out, errOut := runIn(cmd, "--config", path)
+		if code != exitUsage || !strings.Contains(errOut, want) || strings.Contains(errOut, "endpoints[0]") {
+			t.Errorf("%s: exit %d, want %d with\n%s\ngot:\n%s%s", cmd, code, exitUsage, want, out, errOut)
+		}
+	}
+}

@@ -56,7 +56,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		// Errors carry what the admin API, a receiver or the database
 		// said: escaped, they cannot draw on the operator's terminal.
-		fmt.Fprintf(stderr, "%s: %s\n", name, termtext.Safe(oneLine(err)))
+		if exitCode(err) == exitUsage {
+			// A config file's problems, one a line (docs/CONFIG.md).
+			for _, p := range errorLines(err) {
+				fmt.Fprintf(stderr, "%s: %s\n", name, termtext.Safe(p))
+			}
+		} else {
+			fmt.Fprintf(stderr, "%s: %s\n", name, termtext.Safe(oneLine(err)))
+		}
 	}
 	return exitCode(err)
 }
@@ -64,6 +71,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 // oneLine folds a multi-line error (pgx lists every address it tried) into
 // one line, dropping repeated parts.
 func oneLine(err error) string {
+	return strings.Join(errorLines(err), " ")
+}
+
+// errorLines returns the lines of err's message, trimmed, without empty or
+// repeated ones.
+func errorLines(err error) []string {
 	var parts []string
 	for _, p := range strings.Split(err.Error(), "\n") {
 		p = strings.TrimSpace(p)
@@ -71,7 +84,7 @@ func oneLine(err error) string {
 			parts = append(parts, p)
 		}
 	}
-	return strings.Join(parts, " ")
+	return parts
 }
 
 func exitCode(err error) int {
