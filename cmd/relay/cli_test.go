@@ -230,15 +230,9 @@ func TestPrintersEscape(t *testing.T) {
 // problems is reported one problem a line, as docs/CONFIG.md shows, not
 // folded into one line where they run into each other.
 func TestConfigProblemsOneLineEach(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "two-problems.yaml")
-	os.WriteFile(path, []byte(`database:
-  url: postgres://relay@127.0.0.1:1/x
-webhooks:
-  source: file
-  endpoints:
-    - {company_id: 1, name: a, url: "https://example.com/a", events: [task.completed], secret: "0123456789abcdef0123", format: markdown}
-    - {company_id: 1, name: b, url: "https://example.com/b", events: [task.completed], secret: "0123456789abcdef0123", secret_overlap: 192h}
-`), 0o600)
+	path := fileWebhooks(t,
+		`{company_id: 1, name: a, url: "https://example.com/a", events: [task.completed], secret: "0123456789abcdef0123", format: markdown}`,
+		`{company_id: 1, name: b, url: "https://example.com/b", events: [task.completed], secret: "0123456789abcdef0123", secret_overlap: 192h}`)
 	for _, cmd := range []string{"check", "run"} {
 		code, _, errOut := runIn(cmd, "--config", path)
 		want := []string{
@@ -256,15 +250,9 @@ webhooks:
 // the relay starts, as the admin API refuses it, rather than saved as a
 // filter that never passes.
 func TestCheckRefusesFilterOfUnknownField(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "filter-typo.yaml")
-	os.WriteFile(path, []byte(`database:
-  url: postgres://relay@127.0.0.1:1/x
-webhooks:
-  source: file
-  endpoints:
-    - {company_id: 1, name: a, url: "https://example.com/a", events: [repair_request.created], secret: "0123456789abcdef0123", filter: 'data.priority == "critical"'}
-    - {company_id: 1, name: b, url: "https://example.com/b", events: [repair_request.created], secret: "0123456789abcdef0123", filter: 'data.priorty == "critical"'}
-`), 0o600)
+	path := fileWebhooks(t,
+		`{company_id: 1, name: a, url: "https://example.com/a", events: [repair_request.created], secret: "0123456789abcdef0123", filter: 'data.priority == "critical"'}`,
+		`{company_id: 1, name: b, url: "https://example.com/b", events: [repair_request.created], secret: "0123456789abcdef0123", filter: 'data.priorty == "critical"'}`)
 	want := `webhooks.endpoints[1].filter: unknown field data.priorty: the subscribed events have data.asset_id, data.priority, data.repair_request_id, data.requested_by, data.status, data.title (1:1)`
 	for _, cmd := range []string{"check", "run"} {
 		code, out, errOut := runIn(cmd, "--config", path)
@@ -272,4 +260,19 @@ webhooks:
 			t.Errorf("%s: exit %d, want %d with\n%s\ngot:\n%s%s", cmd, code, exitUsage, want, out, errOut)
 		}
 	}
+}
+
+// fileWebhooks writes a config file whose webhooks come from the file,
+// one endpoint (a YAML flow mapping) a line, and returns its path.
+func fileWebhooks(t *testing.T, endpoints ...string) string {
+	t.Helper()
+	text := "database:\n  url: postgres://relay@127.0.0.1:1/x\nwebhooks:\n  source: file\n  endpoints:\n"
+	for _, e := range endpoints {
+		text += "    - " + e + "\n"
+	}
+	path := filepath.Join(t.TempDir(), "relay.yaml")
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
