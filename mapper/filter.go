@@ -66,6 +66,10 @@ func CompileFilter(src string, fields map[string][]string) (*Filter, error) {
 	}
 	prog, err := expr.Compile(src, filterOptions...)
 	if err != nil {
+		if msg := err.Error(); strings.HasPrefix(msg, "expected bool, but got ") {
+			// A value whose type the checker knows (company_id + 1, a text).
+			return nil, errors.New("the result is not true or false (" + msg + "); " + writeCondition)
+		}
 		return nil, exprError(err)
 	}
 	tree, err := parser.Parse(src)
@@ -73,7 +77,7 @@ func CompileFilter(src string, fields map[string][]string) (*Filter, error) {
 		return nil, exprError(err)
 	}
 	if notBool(tree.Node) {
-		return nil, errors.New(`the result is not true or false (it is a number, a text or a list); write a condition such as data.priority == "critical"`)
+		return nil, errors.New("the result is not true or false (it is a number, a text or a list); " + writeCondition)
 	}
 	v := &filterVisitor{fields: fields, src: src}
 	ast.Walk(&tree.Node, v)
@@ -82,6 +86,9 @@ func CompileFilter(src string, fields map[string][]string) (*Filter, error) {
 	}
 	return &Filter{src: src, prog: prog}, nil
 }
+
+// writeCondition ends the error of a filter that is not a condition.
+const writeCondition = `write a condition such as data.priority == "critical"`
 
 // filterVisitor checks the names a filter reads.
 type filterVisitor struct {
