@@ -34,12 +34,7 @@ func TestFileSecretRotationOverlap(t *testing.T) {
 
 	hook.secret = newSecret
 	f.replace(f.configYAML(tokenYAML("ops-laptop", 1, tokenA), hook))
-	f.waitWithin(reloadWait, "the previous secret kept", func() bool {
-		var n int
-		f.pool.QueryRow(context.Background(), `SELECT count(*) FROM relay.webhooks
-			WHERE name = 'erp' AND previous_secret IS NOT NULL AND previous_secret_until > now() + interval '23 hours 59 minutes'`).Scan(&n)
-		return n == 1
-	})
+	f.waitWebhook("the previous secret kept", `name = 'erp' AND previous_secret IS NOT NULL AND previous_secret_until > now() + interval '23 hours 59 minutes'`)
 	f.exec(`INSERT INTO shutdowns (company_id, asset_id, reason) VALUES (1, 1, 'after the edit')`)
 	f.waitEvents("/erp", "shutdown.reported", 2)
 	second := f.recv.requests("/erp")[1]
@@ -69,11 +64,7 @@ func TestFileSecretRotationOverlap(t *testing.T) {
 	// secret_overlap "0": the new secret alone, at once.
 	hook.secret, hook.overlap = third, "0"
 	f.replace(f.configYAML(tokenYAML("ops-laptop", 1, tokenA), hook))
-	f.waitWithin(reloadWait, "the previous secret dropped", func() bool {
-		var n int
-		f.pool.QueryRow(context.Background(), `SELECT count(*) FROM relay.webhooks WHERE name = 'erp' AND previous_secret IS NULL`).Scan(&n)
-		return n == 1
-	})
+	f.waitWebhook("the previous secret dropped", `name = 'erp' AND previous_secret IS NULL`)
 	f.exec(`INSERT INTO shutdowns (company_id, asset_id, reason) VALUES (1, 1, 'no overlap')`)
 	f.waitEvents("/erp", "shutdown.reported", 3)
 	last := f.recv.requests("/erp")[2]

@@ -148,6 +148,16 @@ func (f *fileRelay) waitWithin(d time.Duration, what string, cond func() bool) {
 	}
 }
 
+// waitWebhook waits, as waitWithin, until exactly one webhook in the
+// relay's table matches where (an SQL condition).
+func (f *fileRelay) waitWebhook(what, where string) {
+	f.waitWithin(reloadWait, what, func() bool {
+		var n int
+		f.pool.QueryRow(context.Background(), `SELECT count(*) FROM relay.webhooks WHERE `+where).Scan(&n)
+		return n == 1
+	})
+}
+
 // waitRevoked waits until tokenA is refused and tokenC accepted.
 func (f *fileRelay) waitRevoked() {
 	f.t.Helper()
@@ -210,11 +220,7 @@ func TestFileWebhooksApplyWithoutRestart(t *testing.T) {
 	f := newFileRelay(t, tokenYAML("ops-laptop", 1, tokenA), hookOne)
 	hookNew := fileHook{company: 1, name: "added", path: "/added"}
 	f.replace(f.configYAML(tokenYAML("ops-laptop", 1, tokenA), hookOne, hookNew))
-	f.waitWithin(reloadWait, "webhook added to the table", func() bool {
-		var n int
-		f.pool.QueryRow(context.Background(), `SELECT count(*) FROM relay.webhooks WHERE name = 'added' AND deleted_at IS NULL`).Scan(&n)
-		return n == 1
-	})
+	f.waitWebhook("webhook added to the table", `name = 'added' AND deleted_at IS NULL`)
 	f.exec(`INSERT INTO shutdowns (company_id, asset_id, reason) VALUES (1, 1, 'first')`)
 	f.waitEvents("/added", "shutdown.reported", 1)
 	f.waitEvents("/one", "shutdown.reported", 1)
@@ -223,11 +229,7 @@ func TestFileWebhooksApplyWithoutRestart(t *testing.T) {
 	}
 
 	f.replace(f.configYAML(tokenYAML("ops-laptop", 1, tokenA), hookOne))
-	f.waitWithin(reloadWait, "webhook removed from the table", func() bool {
-		var n int
-		f.pool.QueryRow(context.Background(), `SELECT count(*) FROM relay.webhooks WHERE name = 'added' AND deleted_at IS NOT NULL`).Scan(&n)
-		return n == 1
-	})
+	f.waitWebhook("webhook removed from the table", `name = 'added' AND deleted_at IS NOT NULL`)
 	f.exec(`INSERT INTO shutdowns (company_id, asset_id, reason) VALUES (1, 1, 'second')`)
 	f.waitEvents("/one", "shutdown.reported", 2)
 	time.Sleep(300 * time.Millisecond)

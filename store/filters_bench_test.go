@@ -57,17 +57,7 @@ func benchmarkWriteFiltered(b *testing.B, priority string, fanOut int) {
 				f.Excluded = append(f.Excluded, Exclusion{CommitLSN: lsn, Seq: i, WebhookID: known[0].WebhookID})
 			}
 		}
-		w, err := st.BeginWrite(ctx, "s")
-		if err != nil {
-			b.Fatal(err)
-		}
-		n, _, err := w.Write(ctx, Batch{Events: events, States: states, Filtering: f})
-		if err != nil || n != int64(batch*fanOut) {
-			b.Fatalf("wrote %d deliveries: %v", n, err)
-		}
-		if err := w.Commit(ctx, prev, lsn); err != nil {
-			b.Fatal(err)
-		}
+		writeBatch(b, st, Batch{Events: events, States: states, Filtering: f}, int64(batch*fanOut), prev, lsn)
 		prev = lsn
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*batch), "ns/event")

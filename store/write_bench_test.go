@@ -25,7 +25,6 @@ func BenchmarkWriteBatchNoSubscriber(b *testing.B) { benchmarkWrite(b, "task.cre
 // size and hides at a few hundred), with one webhook that takes
 // task.completed; each event makes fanOut deliveries.
 func benchmarkWrite(b *testing.B, typ string, fanOut int) {
-	ctx := context.Background()
 	st := benchStore(b, `INSERT INTO relay.webhooks (company_id, name, url, events, created_at)
 		VALUES (1, 'w', 'http://127.0.0.1:1', '{task.completed}', now() - interval '1 day')`)
 	const batch = 2000
@@ -40,17 +39,7 @@ func benchmarkWrite(b *testing.B, typ string, fanOut int) {
 			events[i] = event.Event{Type: typ, CompanyID: 1, CommitLSN: lsn, Seq: i, CommitTime: time.Now(), Table: "tasks", Op: event.Update, Body: body}
 			states[i] = StateRow{Table: "tasks", Key: fmt.Sprint(i), Vals: event.Row{"status": "completed", "technician_id": int64(42)}}
 		}
-		w, err := st.BeginWrite(ctx, "s")
-		if err != nil {
-			b.Fatal(err)
-		}
-		n, _, err := w.Write(ctx, Batch{Events: events, States: states})
-		if err != nil || n != int64(batch*fanOut) {
-			b.Fatalf("wrote %d deliveries: %v", n, err)
-		}
-		if err := w.Commit(ctx, prev, lsn); err != nil {
-			b.Fatal(err)
-		}
+		writeBatch(b, st, Batch{Events: events, States: states}, int64(batch*fanOut), prev, lsn)
 		prev = lsn
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*batch), "ns/event")
@@ -79,4 +68,21 @@ func benchStore(b *testing.B, insertWebhook string) *Store {
 		b.Fatal(err)
 	}
 	return st
+}
+
+// writeBatch stores batch in one store transaction that moves the slot
+// "s" from prev to lsn, and fails b unless it made want deliveries.
+func writeBatch(b *testing.B, st *Store, batch Batch, want int64, prev, lsn event.LSN) {
+	ctx := context.Background()
+	w, err := st.BeginWrite(ctx, "s")
+	if err != nil {
+		b.Fatal(err)
+	}
+	n, _, err := w.Write(ctx, batch)
+	if err != nil || n != want {
+		b.Fatalf("wrote %d deliveries: %v", n, err)
+	}
+	if err := w.Commit(ctx, prev, lsn); err != nil {
+		b.Fatal(err)
+	}
 }
