@@ -2,11 +2,109 @@ package store
 
 import (
 	"context"
+	"math"
+	"math/rand/v2"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/smartmaintenance/relay/event"
 )
+
+// DeliveryID computes in Go the id the SQL function delivery_id gives,
+// for any key, place in the feed, webhook and commit time; and the ids a
+// write stores are those DeliveryID gives with the key DeliveryKey returns.
+func TestDeliveryID(t *testing.T) {
+	s, a, b := twoWebhooks(t)
+	ctx := context.Background()
+	sqlID := func(key []byte, slot string, lsn event.LSN, seq int, webhook int64, at time.Time) uuid.UUID {
+		t.Helper()
+		var id uuid.UUID
+		// As the write passes them (queueEvents).
+		if err := s.pool.QueryRow(ctx, s.q(`SELECT {{schema}}.delivery_id($1, $2, $3, $4, $5, $6)`),
+			key, slot, int64(lsn), int32(seq), webhook, at).Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	check := func(key []byte, slot string, lsn event.LSN, seq int, webhook int64, at time.Time) {
+		t.Helper()
+		if got, want := DeliveryID(key, slot, lsn, seq, webhook, at), sqlID(key, slot, lsn, seq, webhook, at); got != want {
+			t.Fatalf("DeliveryID(%x, %q, %v, %d, %d, %v) = %v; delivery_id gives %v", key, slot, lsn, seq, webhook,
+				at.Format(time.RFC3339Nano), got, want)
+		}
+	}
+
+	times := []time.Time{
+		time.Unix(0, 0),
+		time.Unix(0, 999_999),             // sub-millisecond
+		time.Unix(1_700_000_000, 999_999), // rounds down to the millisecond
+		time.Unix(1_700_000_000, 123_456_789).In(time.FixedZone("UTC+13:45", 13*3600+45*60)),
+		time.Unix(-1, 999_500_000),     // before the epoch, within the last second
+		time.Unix(-86_400*365*40, 500), // 1930
+		time.Date(2000, 1, 1, 0, 0, 0, 1000, time.UTC),
+		time.Date(9999, 12, 31, 23, 59, 59, 999_999_000, time.UTC), // milliseconds beyond 48 bits
+		time.Now(),
+	}
+	lsns := []event.LSN{0, 1, 0x16_B374D848, 1<<63 - 1, 1 << 63, math.MaxUint64}
+	slots := []string{"s", "smtm_relay", "", "слот_ü_日本", "a slot with spaces and 'quotes'"}
+	seqs := []int{0, 1, 255, 256, math.MaxInt32}
+	hooks := []int64{1, 255, 1 << 40, math.MaxInt64}
+
+	r := rand.New(rand.NewPCG(1, 2))
+	for i := range 300 {
+		key := make([]byte, 32)
+		if i%50 == 7 {
+			key = make([]byte, r.IntN(40)) // any length, also none
+		}
+		for j := range key {
+			key[j] = byte(r.Uint32())
+		}
+		at := times[i%len(times)]
+		if i >= 2*len(times) {
+			at = time.Unix(r.Int64N(4_000_000_000)-1_000_000_000, r.Int64N(1e9))
+		}
+		check(key, slots[i%len(slots)], lsns[i%len(lsns)]^event.LSN(r.Uint64()>>uint(r.IntN(64))),
+			seqs[i%len(seqs)]+r.IntN(2), hooks[i%len(hooks)]-r.Int64N(2), at)
+	}
+
+	// The ids a write stores.
+	key, err := s.DeliveryKey(ctx)
+	if err != nil || len(key) != 32 {
+		t.Fatalf("DeliveryKey = %x, %v", key, err)
+	}
+	key[0] ^= 0xff // a copy: the store's key is not changed through it
+	if again, _ := s.DeliveryKey(ctx); again[0] == key[0] {
+		t.Fatal("DeliveryKey returned the store's own slice")
+	}
+	key[0] ^= 0xff
+	evs := events(0x16_B374D848, 3)
+	if _, _, err := s.WriteCommit(ctx, "s", Batch{Events: evs}, s.at(t), 0x16_B374D849); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := s.pool.Query(ctx, s.q(`SELECT d.id, d.webhook_id, e.seq FROM {{schema}}.deliveries d
+		JOIN {{schema}}.events e ON e.id = d.event_id`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for rows.Next() {
+		var id uuid.UUID
+		var webhook int64
+		var seq int32
+		if err := rows.Scan(&id, &webhook, &seq); err != nil {
+			t.Fatal(err)
+		}
+		if want := DeliveryID(key, "s", evs[seq].CommitLSN, int(seq), webhook, evs[seq].CommitTime); id != want {
+			t.Errorf("delivery of event %d to webhook %d stored as %v; DeliveryID gives %v", seq, webhook, id, want)
+		}
+		n++
+	}
+	if rows.Err() != nil || n != 6 {
+		t.Fatalf("%d deliveries of webhooks %d and %d, want 6: %v", n, a, b, rows.Err())
+	}
+}
 
 // The webhooks' version moves on every change to a webhook or a pause,
 // whoever makes it, and on nothing else: not on writes of events, claims
