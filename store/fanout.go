@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/smartmaintenance/relay/event"
 )
@@ -54,6 +55,102 @@ func (s *Store) DeliveryKey(ctx context.Context) ([]byte, error) {
 		return nil, err
 	}
 	return bytes.Clone(k), nil
+}
+
+// FanOutWebhook is one active, undeleted webhook as the fan-out decides
+// with it.
+type FanOutWebhook struct {
+	ID, CompanyID int64
+	// Events are the event types it subscribes to.
+	Events    []string
+	CreatedAt time.Time
+	// Filtered: it has a filter (see Filtering), which decides whether it
+	// takes an event of its events.
+	Filtered bool
+	// PausedUntil is when its receiver asked to be left alone until
+	// (Retry-After), when that was later than the load; zero otherwise.
+	PausedUntil time.Time
+}
+
+// FanOut is the active, undeleted webhooks as of one snapshot of the
+// store, with the version of the webhooks (migration 0022) in that
+// snapshot: a write of deliveries decided with it can check that no
+// webhook or pause changed since (WebhooksVersion).
+type FanOut struct {
+	// Version is the webhooks' version the snapshot saw.
+	Version int64
+	// ByCompany holds each company's webhooks, ordered by id.
+	ByCompany map[int64][]FanOutWebhook
+	// endpoints holds what sending to each webhook needs, for Fill.
+	endpoints map[int64]*endpoint
+}
+
+// loadFanOutSQL reads the version and every active, undeleted webhook,
+// with its pause if it lasts beyond now and its endpoint columns as claims
+// read them (claimSQL), in one statement, so that all of it is of one
+// snapshot. The version's row is always there: with no webhook the one
+// row has a NULL id.
+const loadFanOutSQL = `
+SELECT v.version, w.id, w.company_id, w.events, w.created_at, w.filter IS NOT NULL, p.until,
+       w.url, w.secret, w.headers, w.format, w.standard_webhooks, ` + claimPreviousSecret + `
+FROM {{schema}}.webhooks_version v
+LEFT JOIN {{schema}}.webhooks w ON w.active AND w.deleted_at IS NULL
+LEFT JOIN {{schema}}.webhook_pauses p ON p.webhook_id = w.id AND p.until > now()
+ORDER BY w.id`
+
+// LoadFanOut reads every active, undeleted webhook with its pause and
+// what sending to it needs, and the webhooks' version, in one statement:
+// all as of one snapshot.
+func (s *Store) LoadFanOut(ctx context.Context) (*FanOut, error) {
+	rows, err := s.pool.Query(ctx, s.q(loadFanOutSQL))
+	if err != nil {
+		return nil, fmt.Errorf("read webhooks for fan-out: %w", err)
+	}
+	defer rows.Close()
+	f := &FanOut{ByCompany: map[int64][]FanOutWebhook{}, endpoints: map[int64]*endpoint{}}
+	var (
+		// NULL in the one row there is when there is no webhook.
+		id, company                               pgtype.Int8
+		events                                    []string
+		created, until                            pgtype.Timestamptz
+		filtered                                  bool
+		standard                                  pgtype.Bool
+		url, secret, headers, format, previousSec pgtype.DriverBytes
+	)
+	for rows.Next() {
+		id, until = pgtype.Int8{}, pgtype.Timestamptz{}
+		if err := rows.Scan(&f.Version, &id, &company, &events, &created, &filtered, &until,
+			&url, &secret, &headers, &format, &standard, &previousSec); err != nil {
+			return nil, fmt.Errorf("read webhooks for fan-out: %w", err)
+		}
+		if !id.Valid { // no webhook: the version alone
+			continue
+		}
+		h := FanOutWebhook{ID: id.Int64, CompanyID: company.Int64, Events: events, CreatedAt: created.Time, Filtered: filtered}
+		if until.Valid {
+			h.PausedUntil = until.Time
+		}
+		events = nil // the next row scans into a slice of its own
+		f.ByCompany[h.CompanyID] = append(f.ByCompany[h.CompanyID], h)
+		f.endpoints[h.ID] = s.endpointOf(h.ID, url, secret, headers, format, signing{previous: previousSec, standard: standard.Bool})
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read webhooks for fan-out: %w", err)
+	}
+	return f, nil
+}
+
+// Fill sets c's webhook fields (URL, Secret or SecretError, Headers,
+// Format, PreviousSecret, StandardWebhooks) for webhook, as a claim of one
+// of its deliveries would. It returns false, leaving c alone, when webhook
+// is not in f.
+func (f *FanOut) Fill(webhook int64, c *Claimed) bool {
+	e, ok := f.endpoints[webhook]
+	if !ok {
+		return false
+	}
+	e.fill(c)
+	return true
 }
 
 // WebhooksVersion returns the webhooks' current version (migration 0022):

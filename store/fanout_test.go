@@ -2,8 +2,10 @@ package store
 
 import (
 	"context"
+	"maps"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 	"time"
 
@@ -223,4 +225,134 @@ func TestWebhooksVersion(t *testing.T) {
 	}
 	tx.Rollback(ctx)
 	stays("a rolled-back change", func() {})
+}
+
+// LoadFanOut returns the active, undeleted webhooks by company, ordered by
+// id, with their subscriptions, creation times, whether they are filtered
+// and pauses that last beyond now, and the version of the same snapshot;
+// Fill gives what a claim of a delivery of the webhook gets, the same
+// endpoint claims share.
+func TestLoadFanOut(t *testing.T) {
+	s := newTestStore(t)
+	ctx := context.Background()
+	s.UseSecrets(box(t, 1))
+
+	empty, err := s.LoadFanOut(ctx)
+	if err != nil || empty.Version != 1 || len(empty.ByCompany) != 0 {
+		t.Fatalf("LoadFanOut with no webhook = %+v, %v; want version 1 and none", empty, err)
+	}
+
+	create := func(w Webhook) Webhook {
+		t.Helper()
+		w.Active = w.Active || w.Name != "inactive"
+		h, err := s.CreateWebhook(ctx, "admin", w)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return h
+	}
+	full := create(Webhook{CompanyID: 1, Name: "full", URL: "http://full.example/hook", Events: []string{"task.completed", "task.assigned"},
+		Secret: "full-secret-0123456789", Headers: map[string]string{"Authorization": "Bearer t0ken", "X-Team": "ops"},
+		Format: FormatSlack, StandardWebhooks: true, Filter: "data.n == 1"})
+	plain := create(Webhook{CompanyID: 1, Name: "plain", URL: "http://plain.example/hook", Events: []string{"task.completed"}})
+	rotated := create(Webhook{CompanyID: 2, Name: "rotated", URL: "http://rotated.example/hook", Events: []string{"asset.updated"},
+		Secret: "old-secret-0123456789", Format: FormatTeams})
+	ended := create(Webhook{CompanyID: 2, Name: "ended", URL: "http://ended.example/hook", Events: []string{"asset.updated"},
+		Secret: "old-secret-9876543210"})
+	for _, id := range []int64{rotated.ID, ended.ID} {
+		if _, err := s.UpdateWebhook(ctx, "admin", "webhook.rotate_secret", AllCompanies, id, func(w *Webhook) error {
+			w.Secret = "new-secret-0123456789"
+			return nil
+		}, SecretOverlap(time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.mustExec(t, `UPDATE {{schema}}.webhooks SET previous_secret_until = now() - interval '1 second' WHERE id = $1`, ended.ID)
+	paused := create(Webhook{CompanyID: 1, Name: "paused", URL: "http://paused.example/hook", Events: []string{"task.completed"}})
+	resumed := create(Webhook{CompanyID: 3, Name: "resumed", URL: "http://resumed.example/hook", Events: []string{"task.completed"}})
+	inactive := create(Webhook{CompanyID: 1, Name: "inactive", URL: "http://inactive.example/hook", Events: []string{"task.completed"}})
+	deleted := create(Webhook{CompanyID: 1, Name: "deleted", URL: "http://deleted.example/hook", Events: []string{"task.completed"}})
+	if err := s.DeleteWebhook(ctx, "admin", AllCompanies, deleted.ID); err != nil {
+		t.Fatal(err)
+	}
+
+	// What claims of their deliveries get, before the pauses.
+	claims := map[int64]Claimed{}
+	for _, h := range []Webhook{full, plain, rotated, ended, paused, resumed} {
+		claims[h.ID] = s.claimOne(t, h.ID)
+	}
+	if c := claims[full.ID]; c.URL != "http://full.example/hook" || c.Secret != "full-secret-0123456789" || c.Format != FormatSlack ||
+		!c.StandardWebhooks || c.Headers["Authorization"] != "Bearer t0ken" || c.Headers["X-Team"] != "ops" {
+		t.Fatalf("claim of the full webhook: %+v", c)
+	}
+	if c := claims[rotated.ID]; c.Secret != "new-secret-0123456789" || c.PreviousSecret != "old-secret-0123456789" || c.Format != FormatTeams {
+		t.Fatalf("claim of the rotated webhook: %+v", c)
+	}
+	if c := claims[ended.ID]; c.Secret != "new-secret-0123456789" || c.PreviousSecret != "" {
+		t.Fatalf("claim of the webhook whose rotation ended: %+v", c)
+	}
+
+	pausedUntil := time.Now().Add(time.Hour).Truncate(time.Microsecond)
+	s.mustExec(t, `INSERT INTO {{schema}}.webhook_pauses (webhook_id, until) VALUES ($1, $2), ($3, now() - interval '1 second')`,
+		paused.ID, pausedUntil, resumed.ID)
+
+	f, err := s.LoadFanOut(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := s.WebhooksVersion(ctx); f.Version != v || v <= 1 {
+		t.Fatalf("LoadFanOut version %d, current %d", f.Version, v)
+	}
+	ids := map[int64][]int64{}
+	for company, hooks := range f.ByCompany {
+		for _, h := range hooks {
+			if h.CompanyID != company {
+				t.Errorf("webhook %d of company %d listed under %d", h.ID, h.CompanyID, company)
+			}
+			ids[company] = append(ids[company], h.ID)
+		}
+	}
+	want := map[int64][]int64{1: {full.ID, plain.ID, paused.ID}, 2: {rotated.ID, ended.ID}, 3: {resumed.ID}}
+	if !maps.EqualFunc(ids, want, slices.Equal) {
+		t.Fatalf("webhooks by company %v; want %v (active, undeleted, by id)", ids, want)
+	}
+	byID := map[int64]FanOutWebhook{}
+	for _, hooks := range f.ByCompany {
+		for _, h := range hooks {
+			byID[h.ID] = h
+		}
+	}
+	for _, h := range []Webhook{full, plain, rotated, ended, paused, resumed} {
+		got := byID[h.ID]
+		if !slices.Equal(got.Events, h.Events) || !got.CreatedAt.Equal(h.CreatedAt) || got.CreatedAt.IsZero() ||
+			got.Filtered != (h.Filter != "") {
+			t.Errorf("webhook %s: %+v; want events %v, created %v, filtered %v", h.Name, got, h.Events, h.CreatedAt, h.Filter != "")
+		}
+		if wantPause := (h.ID == paused.ID); got.PausedUntil.IsZero() == wantPause ||
+			(wantPause && !got.PausedUntil.Equal(pausedUntil)) {
+			t.Errorf("webhook %s paused until %v", h.Name, got.PausedUntil)
+		}
+
+		var c Claimed
+		if !f.Fill(h.ID, &c) {
+			t.Fatalf("Fill(%s) = false", h.Name)
+		}
+		cl := claims[h.ID]
+		if c.URL != cl.URL || c.Secret != cl.Secret || c.SecretError != cl.SecretError || !maps.Equal(c.Headers, cl.Headers) ||
+			c.Format != cl.Format || c.PreviousSecret != cl.PreviousSecret || c.StandardWebhooks != cl.StandardWebhooks {
+			t.Errorf("Fill(%s) = %+v; a claim gets %+v", h.Name, c, cl)
+		}
+		if c.URL != h.URL {
+			t.Errorf("Fill(%s) URL %q", h.Name, c.URL)
+		}
+		// Read as claims read it: the endpoint claims made is the one
+		// in use, not made again from other bytes.
+		if f.endpoints[h.ID] != s.endpoints.m[h.ID] {
+			t.Errorf("webhook %s: LoadFanOut made an endpoint of its own", h.Name)
+		}
+	}
+	c := Claimed{URL: "untouched"}
+	if f.Fill(inactive.ID, &c) || f.Fill(deleted.ID, &c) || f.Fill(-1, &c) || c.URL != "untouched" {
+		t.Fatalf("Fill of a webhook not loaded: %+v", c)
+	}
 }
