@@ -125,6 +125,22 @@ type Batch struct {
 	Lease  WriteLease
 	// Filtering is what the webhooks' filters decided about Events.
 	Filtering Filtering
+	// Ahead are deliveries of Events that Lease.Owner took before the
+	// write, deciding from its own copy of the webhooks (see FanOut), and
+	// may have sent already. Each is stored whatever the webhooks are now,
+	// leased to Lease.Owner for Lease.Lease and due at once, under the id
+	// DeliveryID gives it; its event is stored with it. It does not count
+	// in the lease's limits and is not returned as leased: its sender has
+	// it.
+	Ahead []Ahead
+}
+
+// Ahead names a delivery of a batch's event that its sender took before
+// the write: the event by its place in the feed, and the webhook.
+type Ahead struct {
+	CommitLSN event.LSN
+	Seq       int
+	WebhookID int64
 }
 
 // WriteLease says which of a write's new deliveries to lease to Owner for
@@ -164,6 +180,12 @@ type Leased struct {
 	// At is when the leases began at the latest, by this process's clock:
 	// each lasts at least WriteLease.Lease from then.
 	At time.Time
+	// Ahead is how many of the batch's Ahead deliveries the write stored
+	// (all of them, but those of events stored before).
+	Ahead int
+	// WebhooksVersion is the webhooks' version (FanOut.Version) the write
+	// saw; 0 when it stored no event.
+	WebhooksVersion int64
 }
 
 // Held is a delivery leased as it was stored, without its payload.
@@ -181,6 +203,10 @@ func (l *Leased) Add(o Leased) {
 	}
 	if len(o.Held) > 0 {
 		l.Due = o.Due
+	}
+	l.Ahead += o.Ahead
+	if o.WebhooksVersion != 0 {
+		l.WebhooksVersion = o.WebhooksVersion
 	}
 }
 
@@ -300,6 +326,9 @@ func (s *Store) WriteCommit(ctx context.Context, slot string, batch Batch, from,
 // that they changed (scanEvents).
 func (w *Writer) queueEvents(ctx context.Context, b *pgx.Batch, batch Batch, strict bool) error {
 	events, lease := batch.Events, batch.Lease
+	if len(batch.Ahead) > 0 && (lease.Owner == "" || lease.Lease <= 0) {
+		return errors.New("store events: deliveries taken ahead need the lease owner and duration to store them under")
+	}
 	key, err := w.s.deliveryKey(ctx)
 	if err != nil {
 		return err
@@ -336,7 +365,11 @@ func (w *Writer) queueEvents(ctx context.Context, b *pgx.Batch, batch Batch, str
 		sql = writeEventsSQL
 		args = append(args, filterArgs(batch.Filtering)...)
 	}
-	b.Queue(w.s.q(sql), append(args, strict)...)
+	aLSNs, aSeqs, aHooks := make([]int64, len(batch.Ahead)), make([]int32, len(batch.Ahead)), make([]int64, len(batch.Ahead))
+	for i, a := range batch.Ahead {
+		aLSNs[i], aSeqs[i], aHooks[i] = int64(a.CommitLSN), int32(a.Seq), a.WebhookID
+	}
+	b.Queue(w.s.q(sql), append(args, strict, aLSNs, aSeqs, aHooks)...)
 	return nil
 }
 
@@ -415,25 +448,37 @@ WITH stale AS (
     ) AS s`
 		strict, unfilteredEv, unfilteredFan = "$21", "", ""
 	}
+	aheadLSN, aheadSeq, aheadHook := "$22", "$23", "$24"
+	if filtered {
+		aheadLSN, aheadSeq, aheadHook = "$28", "$29", "$30"
+	}
 	return stale + `
+), ahead AS (
+    SELECT * FROM unnest(` + aheadLSN + `::bigint[], ` + aheadSeq + `::int[], ` + aheadHook + `::bigint[]) AS a(lsn, seq, webhook_id)
 ), ev AS (
     INSERT INTO {{schema}}.events (source, commit_lsn, seq, event_type, company_id, source_table, op, committed_at, body, traceparent)
     SELECT $1, u.lsn, u.seq, u.typ, u.company, u.tbl, u.op, u.at, u.body, NULLIF(u.trace, '')
     FROM unnest($2::bigint[], $3::int[], $4::text[], $5::bigint[], $6::text[], $7::text[], $8::timestamptz[], $9::bytea[], $10::text[])
       AS u(lsn, seq, typ, company, tbl, op, at, body, trace)
     WHERE (SELECT CASE WHEN NOT st.s THEN true WHEN ` + strict + `::boolean THEN 1 / (st.s::int - 1) = 1 ELSE false END FROM stale st)
-      AND EXISTS (SELECT 1 FROM {{schema}}.webhooks wh WHERE ` + subscribers("wh", "u.company", "u.typ", "u.at") + unfilteredEv + `)
+      AND (EXISTS (SELECT 1 FROM {{schema}}.webhooks wh WHERE ` + subscribers("wh", "u.company", "u.typ", "u.at") + unfilteredEv + `)
+           OR EXISTS (SELECT 1 FROM ahead a WHERE a.lsn = u.lsn AND a.seq = u.seq))
     ON CONFLICT (source, commit_lsn, seq) DO NOTHING
     RETURNING id, commit_lsn, seq, event_type, company_id, committed_at
 ), fan AS (
     SELECT ev.id AS event_id, ev.commit_lsn, ev.seq, ev.committed_at, wh.id AS webhook_id, ev.company_id, ev.event_type,
-           row_number() OVER (PARTITION BY wh.id ORDER BY ev.commit_lsn, ev.seq) AS nth, p.until AS paused_until
+           row_number() OVER (PARTITION BY wh.id ORDER BY ev.commit_lsn, ev.seq) AS nth, p.until AS paused_until, false AS ahead
     FROM ev JOIN {{schema}}.webhooks wh
       ON ` + subscribers("wh", "ev.company_id", "ev.event_type", "ev.committed_at") + unfilteredFan + `
     LEFT JOIN {{schema}}.webhook_pauses p ON p.webhook_id = wh.id AND p.until > now()
+    WHERE NOT EXISTS (SELECT 1 FROM ahead a WHERE a.lsn = ev.commit_lsn AND a.seq = ev.seq AND a.webhook_id = wh.id)
+    UNION ALL
+    SELECT ev.id, ev.commit_lsn, ev.seq, ev.committed_at, wh.id, ev.company_id, ev.event_type, 0, NULL, true
+    FROM ev JOIN ahead a ON a.lsn = ev.commit_lsn AND a.seq = ev.seq
+    JOIN {{schema}}.webhooks wh ON wh.id = a.webhook_id
 ), eligible AS (
-    SELECT fan.*, fan.paused_until IS NULL AND fan.nth <= COALESCE(b.room, $14::int) AS fits,
-           fan.paused_until IS NULL AND fan.nth <= COALESCE(b.room, $14::int) + COALESCE(b.hold, $18::int) AS holdable
+    SELECT fan.*, NOT fan.ahead AND fan.paused_until IS NULL AND fan.nth <= COALESCE(b.room, $14::int) AS fits,
+           NOT fan.ahead AND fan.paused_until IS NULL AND fan.nth <= COALESCE(b.room, $14::int) + COALESCE(b.hold, $18::int) AS holdable
     FROM fan LEFT JOIN unnest($15::bigint[], $16::int[], $17::int[]) AS b(webhook_id, room, hold) ON b.webhook_id = fan.webhook_id
 ), ranked AS (
     SELECT eligible.*, fits AND row_number() OVER (PARTITION BY fits ORDER BY commit_lsn, seq, webhook_id) <= $13 AS leased
@@ -446,9 +491,10 @@ WITH stale AS (
     FROM ranked
 ), ins AS (
     INSERT INTO {{schema}}.deliveries (id, event_id, webhook_id, company_id, event_type, next_attempt_at, lease_owner, lease_until)
-    SELECT k.id, k.event_id, k.webhook_id, k.company_id, k.event_type, COALESCE(k.paused_until, now()),
-           CASE WHEN k.leased OR k.held THEN $11 END,
-           CASE WHEN k.leased OR k.held THEN now() + $12::bigint * interval '1 microsecond' END
+    SELECT k.id, k.event_id, k.webhook_id, k.company_id, k.event_type,
+           CASE WHEN k.ahead THEN now() ELSE COALESCE(k.paused_until, now()) END,
+           CASE WHEN k.leased OR k.held OR k.ahead THEN $11 END,
+           CASE WHEN k.leased OR k.held OR k.ahead THEN now() + $12::bigint * interval '1 microsecond' END
     FROM kinds k
     RETURNING 1
 )
@@ -459,7 +505,9 @@ SELECT (SELECT count(*) FROM ins),
        (SELECT array_agg(h.id ORDER BY h.commit_lsn, h.seq, h.webhook_id) FROM kinds h WHERE h.held),
        (SELECT array_agg(h.webhook_id ORDER BY h.commit_lsn, h.seq, h.webhook_id) FROM kinds h WHERE h.held),
        array_agg(w.standard_webhooks), array_agg(` + claimPreviousSecret + `),
-       (SELECT s FROM stale)
+       (SELECT s FROM stale),
+       (SELECT count(*) FROM kinds h WHERE h.ahead),
+       (SELECT version FROM {{schema}}.webhooks_version WHERE one)
 FROM kinds k JOIN {{schema}}.webhooks w ON w.id = k.webhook_id
 WHERE k.leased`
 }
@@ -492,14 +540,15 @@ func (w *Writer) scanEvents(row pgx.Row, events []event.Event) (int64, Leased, e
 	var urls, secrets, headers, formats, previous [][]byte
 	var standard []bool
 	var stale bool
+	var ahead, version int64
 	if err := row.Scan(&created, &ids, &lsns, &seqs, &hooks, &eventIDs, &committed, &now, &until, &urls, &secrets, &headers, &formats,
-		&heldIDs, &heldHooks, &standard, &previous, &stale); err != nil {
+		&heldIDs, &heldHooks, &standard, &previous, &stale, &ahead, &version); err != nil {
 		return 0, Leased{}, err
 	}
 	if stale {
 		return 0, Leased{}, ErrFiltersChanged
 	}
-	leased := Leased{Due: now, At: w.began}
+	leased := Leased{Due: now, At: w.began, Ahead: int(ahead), WebhooksVersion: version}
 	if len(heldIDs) > 0 {
 		leased.Held = make([]Held, len(heldIDs))
 		for i, id := range heldIDs {

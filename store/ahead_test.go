@@ -1,0 +1,82 @@
+package store
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/smartmaintenance/relay/event"
+)
+
+// TestWriteStoresAhead: deliveries taken ahead are stored leased to their
+// sender and due at once, under DeliveryID's ids, whatever the webhooks are
+// by the time of the write; they count in neither the lease's limits nor
+// its ready deliveries; the other webhooks' deliveries are decided as
+// before.
+func TestWriteStoresAhead(t *testing.T) {
+	s, a, b := twoWebhooks(t)
+	ctx := context.Background()
+	key, err := s.DeliveryKey(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs := events(10, 50)
+	var ahead []Ahead
+	for _, e := range evs {
+		ahead = append(ahead, Ahead{CommitLSN: e.CommitLSN, Seq: e.Seq, WebhookID: a})
+	}
+	// a is disabled after the sender decided: its deliveries taken ahead
+	// are stored all the same (they may have been sent); b's are not taken.
+	if _, err := s.pool.Exec(ctx, s.q(`UPDATE {{schema}}.webhooks SET active = false WHERE id = $1`), a); err != nil {
+		t.Fatal(err)
+	}
+	lease := WriteLease{Owner: "me", Lease: time.Minute, Limit: 10, Room: 10}
+	t0 := time.Now()
+	created, leased, err := s.WriteCommit(ctx, "s", Batch{Events: evs, Lease: lease, Ahead: ahead}, s.at(t), 11)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(t0); took > 500*time.Millisecond {
+		t.Errorf("the write took %v", took)
+	}
+	if created != 100 || leased.Ahead != 50 || len(leased.Ready) != 10 {
+		t.Fatalf("created %d, ahead %d, ready %d; want 100, 50, 10", created, leased.Ahead, len(leased.Ready))
+	}
+	for _, c := range leased.Ready {
+		if c.WebhookID != b {
+			t.Fatalf("a delivery to webhook %d returned as leased; only b's (%d) may be", c.WebhookID, b)
+		}
+	}
+	v, err := s.WebhooksVersion(ctx)
+	if err != nil || leased.WebhooksVersion != v {
+		t.Fatalf("write saw version %d, current %d (%v)", leased.WebhooksVersion, v, err)
+	}
+	for _, e := range evs {
+		id := DeliveryID(key, "s", e.CommitLSN, e.Seq, a, e.CommitTime)
+		var owner string
+		var due bool
+		err := s.pool.QueryRow(ctx, s.q(`SELECT lease_owner, next_attempt_at <= now() AND lease_until > now() + interval '50 seconds'
+			FROM {{schema}}.deliveries WHERE id = $1 AND webhook_id = $2 AND status = 'pending'`), id, a).Scan(&owner, &due)
+		if err != nil || owner != "me" || !due {
+			t.Fatalf("delivery %s taken ahead: owner %q, due and leased %v, %v", id, owner, due, err)
+		}
+	}
+
+	// An event only a delivery taken ahead takes (no webhook subscribes
+	// any more) is stored with it.
+	if _, err := s.pool.Exec(ctx, s.q(`UPDATE {{schema}}.webhooks SET active = false WHERE id = $1`), b); err != nil {
+		t.Fatal(err)
+	}
+	last := events(12, 1)
+	created, _, err = s.WriteCommit(ctx, "s", Batch{Events: last, Lease: WriteLease{Owner: "me", Lease: time.Minute},
+		Ahead: []Ahead{{CommitLSN: 12, Seq: 0, WebhookID: a}}}, s.at(t), 13)
+	if err != nil || created != 1 {
+		t.Fatalf("created %d, %v; want the one taken ahead", created, err)
+	}
+
+	// Without an owner to lease them to, deliveries taken ahead are refused.
+	if _, _, err := s.WriteCommit(ctx, "s", Batch{Events: events(14, 1), Ahead: []Ahead{{CommitLSN: 14, WebhookID: a}}}, s.at(t), 15); err == nil {
+		t.Fatal("deliveries taken ahead stored without a lease owner")
+	}
+	_ = event.LSN(0)
+}
