@@ -168,6 +168,7 @@ type Dispatcher struct {
 	paceState  // each webhook's pace, the payload size (claims.go)
 	heldState  // held deliveries (handoff.go)
 	roundState // what asks for the next claim round (claims.go)
+	aheadState // deliveries taken ahead of their store write (ahead.go)
 	// emptyClaim is when a claim that left out webhooks with held
 	// deliveries last found nothing: the claim loop's own, unguarded (see
 	// quietClaimGap).

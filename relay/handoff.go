@@ -129,7 +129,7 @@ const maxHeld = 100_000
 // implements ingest.Handoff with Reserve.
 func (d *Dispatcher) Committed(deliveries int64, leased store.Leased) {
 	d.Handoff(leased)
-	if deliveries > int64(leased.Len()) {
+	if deliveries > int64(leased.Len()+leased.Ahead) {
 		d.Notify()
 	}
 }

@@ -118,6 +118,9 @@ func (d *Dispatcher) recordLoop(ctx context.Context, results <-chan finished) {
 // one gives its delivery back), retrying while the store fails until ctx is
 // done.
 func (d *Dispatcher) flush(ctx context.Context, batch []finished) {
+	if batch = d.keepAhead(batch); len(batch) == 0 {
+		return
+	}
 	results := make([]store.AttemptResult, len(batch))
 	for i, f := range batch {
 		results[i] = f.result

@@ -1,0 +1,136 @@
+// Sending ahead: deliveries the ingester offers before its store write
+// stores them (Ahead), sent at once, whose results wait in memory until
+// the write has stored them (Stored).
+
+package relay
+
+import (
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/smartmaintenance/relay/event"
+	"github.com/smartmaintenance/relay/store"
+)
+
+// aheadState is the deliveries taken ahead of their store write that it
+// has not stored yet; Dispatcher.mu guards it.
+type aheadState struct {
+	ahead map[uuid.UUID]*aheadDelivery
+}
+
+// aheadDelivery is one delivery taken ahead.
+type aheadDelivery struct {
+	// lsn is its source transaction's commit position: the write that
+	// moves the slot's position past it has stored it.
+	lsn event.LSN
+	at  time.Time
+	// result is its attempt's result once the attempt has finished,
+	// recorded once the delivery is stored.
+	result *finished
+}
+
+// AheadLease is the owner and the lease under which the deliveries this
+// dispatcher takes ahead are stored. It implements ingest.Handoff.
+func (d *Dispatcher) AheadLease() (string, time.Duration) {
+	return d.opts.Owner, d.opts.Lease
+}
+
+// Ahead takes a delivery that is not stored yet, of the source transaction
+// committed at lsn, and starts its attempt at once, if its webhook has a
+// free slot and nothing waiting (queued, held or left behind by a claim
+// round), so that it does not overtake the webhook's stored deliveries.
+// It also reports true, without a second attempt, for a delivery it has
+// taken already and not seen stored: the ingester reads a source
+// transaction again after a store write failed, and decides the same
+// deliveries under the same ids. It implements ingest.Handoff.
+func (d *Dispatcher) Ahead(c *store.Claimed, lsn event.LSN) bool {
+	d.mu.Lock()
+	run := d.run
+	if run == nil || run.draining {
+		d.mu.Unlock()
+		return false
+	}
+	if _, ok := d.ahead[c.ID]; ok {
+		d.mu.Unlock()
+		return true
+	}
+	hook := c.WebhookID
+	if d.inflight >= d.opts.Workers || d.perHook[hook] >= d.opts.PerWebhook ||
+		len(d.queue[hook]) > 0 || len(d.held[hook]) > 0 || d.behind[hook] {
+		d.mu.Unlock()
+		return false
+	}
+	if d.ahead == nil {
+		d.ahead = map[uuid.UUID]*aheadDelivery{}
+	}
+	d.ahead[c.ID] = &aheadDelivery{lsn: lsn, at: time.Now()}
+	d.inflight++
+	d.perHook[hook]++
+	run.attempts.Add(1)
+	d.mu.Unlock()
+	go d.attempt(run.sendCtx, c, run.attempts, run.results)
+	return true
+}
+
+// Stored learns that the store write that moved the slot's position to lsn
+// has stored every delivery taken ahead of the source transactions
+// committed before it: the results of their finished attempts are
+// recorded now, and those still running are recorded when they finish.
+// Deliveries taken longer ago than a lease lasts are forgotten: their
+// source transactions are streamed again, by this relay or another, and
+// stored leased to whoever decides them then. It implements
+// ingest.Handoff.
+func (d *Dispatcher) Stored(lsn event.LSN) {
+	d.mu.Lock()
+	var done []finished
+	old := time.Now().Add(-d.opts.Lease)
+	for id, a := range d.ahead {
+		switch {
+		case a.lsn < lsn:
+			if a.result != nil {
+				done = append(done, *a.result)
+			}
+			delete(d.ahead, id)
+		case a.at.Before(old):
+			delete(d.ahead, id)
+		}
+	}
+	run := d.run
+	if len(done) == 0 || run == nil || run.draining {
+		// A draining dispatcher records nothing more; the stored
+		// deliveries stay leased to it and are sent again, under their
+		// ids, once their leases expire.
+		d.mu.Unlock()
+		return
+	}
+	run.attempts.Add(1)
+	d.mu.Unlock()
+	go func() {
+		defer run.attempts.Done()
+		for _, f := range done {
+			run.results <- f
+		}
+	}()
+}
+
+// keepAhead takes the results of attempts whose deliveries were taken
+// ahead and are not stored yet out of batch, to be recorded once they are
+// (Stored), and returns the rest.
+func (d *Dispatcher) keepAhead(batch []finished) []finished {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if len(d.ahead) == 0 {
+		return batch
+	}
+	rest := batch[:0]
+	for _, f := range batch {
+		if a := d.ahead[f.result.DeliveryID]; a != nil {
+			kept := f
+			a.result = &kept
+			continue
+		}
+		rest = append(rest, f)
+	}
+	return rest
+}
