@@ -148,6 +148,12 @@ type Handler interface {
 	// since the last Flush are enough for one store write: the feed then
 	// flushes at once instead of gathering more (GroupDelay, GroupSize).
 	Full() bool
+	// Waiting reports whether something of the transactions committed
+	// since the last Flush waits for their store write (a delivery whose
+	// first attempt waits for it): the feed then flushes as soon as the
+	// stream is quiet. Otherwise it gathers transactions for up to
+	// GroupDelay, so that one store write records more of them.
+	Waiting() bool
 	// Sync makes everything Flush and Idle stored so far durable. The feed
 	// calls it before it reports a position it has not reported yet (every
 	// StatusInterval, and when the server asks), so its cost is paid once

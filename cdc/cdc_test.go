@@ -119,6 +119,8 @@ func (h *memHandler) Idle(_ context.Context, lsn event.LSN) error {
 	return nil
 }
 
+func (h *memHandler) Waiting() bool { return true }
+
 func (h *memHandler) Full() bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()

@@ -74,15 +74,19 @@ func (st *stream) loop(ctx context.Context) error {
 		wake := d.next()
 		if st.pending > 0 && !st.inTx {
 			// Group commit: flush when the group is old enough, or as soon
-			// as the stream pauses.
+			// as the stream pauses if a delivery waits for the write.
 			due := st.pendingSince.Add(st.cfg.GroupDelay)
-			if !now.Before(due) || st.quiet() {
+			waiting := st.h.Waiting()
+			if !now.Before(due) || (waiting && st.quiet()) {
 				if err := st.flush(ctx); err != nil {
 					return err
 				}
 				continue
 			}
-			wake = minTime(wake, minTime(due, now.Add(groupPause)))
+			if waiting {
+				due = minTime(due, now.Add(groupPause))
+			}
+			wake = minTime(wake, due)
 		}
 		rctx, cancel := context.WithDeadline(ctx, wake)
 		raw, err := st.conn.ReceiveMessage(rctx)

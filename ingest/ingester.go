@@ -19,6 +19,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
@@ -69,6 +70,19 @@ type Handoff interface {
 	// sender: the sender owns them from then on, and the rest are due in
 	// the store for any sender to claim.
 	Committed(deliveries int64, leased store.Leased)
+	// AheadLease is the owner and the lease under which deliveries taken
+	// ahead are stored (store.Batch.Ahead); an empty owner takes none.
+	AheadLease() (owner string, lease time.Duration)
+	// Ahead offers the sender a delivery of the source transaction
+	// committed at lsn before it is stored, to send its first attempt at
+	// once (see sendAhead). It reports whether the sender took it: it
+	// takes it when its webhook has a free slot and nothing waiting, and
+	// when it has it already, from an earlier reading of the same source
+	// transaction. A delivery taken is stored with the next write.
+	Ahead(c *store.Claimed, lsn event.LSN) bool
+	// Stored tells the sender that everything it took ahead of the source
+	// transactions committed before lsn is stored.
+	Stored(lsn event.LSN)
 }
 
 // noHandoff leases nothing to anyone.
@@ -77,7 +91,10 @@ type noHandoff struct{}
 func (noHandoff) Reserve(*store.Leased) (store.WriteLease, bool) {
 	return store.WriteLease{}, false
 }
-func (noHandoff) Committed(int64, store.Leased) {}
+func (noHandoff) Committed(int64, store.Leased)        {}
+func (noHandoff) AheadLease() (string, time.Duration)  { return "", 0 }
+func (noHandoff) Ahead(*store.Claimed, event.LSN) bool { return false }
+func (noHandoff) Stored(event.LSN)                     {}
 
 // ingestStore is what the ingester asks of the store: the slot's position
 // and row state, and the writes of what the change feed brings.
@@ -94,6 +111,9 @@ type ingestStore interface {
 	SaveIdle(ctx context.Context, slot string, from, lsn event.LSN) error
 	WebhookFilters(ctx context.Context) ([]store.WebhookFilter, error)
 	Sync(ctx context.Context, slot string, at event.LSN) error
+	LoadFanOut(ctx context.Context) (*store.FanOut, error)
+	WebhooksVersion(ctx context.Context) (int64, error)
+	DeliveryKey(ctx context.Context) ([]byte, error)
 }
 
 var _ ingestStore = (*store.Store)(nil)
@@ -144,6 +164,9 @@ type Ingester struct {
 	// stores events and again whenever a write finds them changed; nil
 	// until then.
 	filters *filterSet
+
+	// aheadState: deliveries sent before they are stored (ahead.go).
+	aheadState
 }
 
 var _ cdc.Handler = (*Ingester)(nil)
@@ -195,6 +218,9 @@ func (in *Ingester) Position(ctx context.Context) (event.LSN, cdc.State, error) 
 		return 0, 0, err
 	}
 	in.stored = lsn
+	// What this dispatcher took ahead of transactions before the position
+	// was stored by the write that moved the position past them.
+	in.opts.Handoff.Stored(lsn)
 	return lsn, cdc.StateReady, nil
 }
 
@@ -290,6 +316,7 @@ func (in *Ingester) abort(ctx context.Context, reason string) {
 	in.dropBuffered()
 	in.deliveries = 0
 	in.leased = store.Leased{}
+	in.waiting = false
 	// The rolled-back writes may be in it; the store is the truth again.
 	in.known = nil
 	in.tel.aborted(reason)

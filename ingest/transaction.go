@@ -167,8 +167,17 @@ func (in *Ingester) pendingTruncate() bool {
 // has gathered or at the latest by Flush, so the source transactions of a
 // group cost one write together.
 func (in *Ingester) Commit(ctx context.Context, tx event.Tx) error {
+	// A transaction read whole (no part of it stored, now or before a
+	// restart) has its events in the buffer from start on, unless a
+	// truncate wrote them: those may go ahead of the write.
+	whole := in.tx.mode == mayPart && in.tx.resume == nil
+	start, writes := len(in.events), in.writes
 	if err := in.mapPending(ctx); err != nil {
 		return err
+	}
+	if len(in.events) > start || in.writes != writes {
+		all := whole && in.writes == writes && in.sendAhead(ctx, in.events[start:])
+		in.waiting = in.waiting || !all
 	}
 	if len(in.events)+len(in.states) >= in.opts.ChunkSize {
 		if err := in.write(ctx); err != nil {
@@ -216,7 +225,9 @@ func (in *Ingester) Flush(ctx context.Context) error {
 		return err
 	}
 	in.stored = in.end
+	in.waiting = false
 	in.committed(n, leased)
+	in.opts.Handoff.Stored(in.stored)
 	in.forget()
 	return nil
 }
@@ -247,7 +258,7 @@ func (in *Ingester) writeCommit(ctx context.Context) (int64, store.Leased, error
 	var leased store.Leased
 	err := in.retryFilters(ctx, in.events, func(f store.Filtering, _ bool) (err error) {
 		n, leased, err = in.st.WriteCommit(ctx, in.opts.Slot,
-			store.Batch{Events: in.events, States: in.states, Lease: in.leaseRequest(), Filtering: f}, in.stored, in.end)
+			store.Batch{Events: in.events, States: in.states, Lease: in.leaseRequest(), Filtering: f, Ahead: in.ahead}, in.stored, in.end)
 		return err
 	})
 	if err != nil {
@@ -382,12 +393,13 @@ func (in *Ingester) write(ctx context.Context) error {
 		if again {
 			states = nil // stored by the write that found the filters changed
 		}
-		n, leased, err = in.w.Write(ctx, store.Batch{Events: in.events, States: states, Lease: in.leaseRequest(), Filtering: f})
+		n, leased, err = in.w.Write(ctx, store.Batch{Events: in.events, States: states, Lease: in.leaseRequest(), Filtering: f, Ahead: in.ahead})
 		return err
 	})
 	if err != nil {
 		return err
 	}
+	in.writes++
 	in.noteFanOut(len(in.events), n)
 	in.deliveries += n
 	in.leased.Add(leased)
@@ -401,7 +413,10 @@ func (in *Ingester) write(ctx context.Context) error {
 func (in *Ingester) leaseRequest() store.WriteLease {
 	req, ok := in.opts.Handoff.Reserve(&in.leased)
 	if !ok {
-		return store.WriteLease{}
+		req = store.WriteLease{}
+	}
+	if len(in.ahead) > 0 && req.Owner == "" {
+		req.Owner, req.Lease = in.opts.Handoff.AheadLease()
 	}
 	return req
 }
@@ -413,4 +428,5 @@ func (in *Ingester) dropBuffered() {
 	in.events = in.events[:0]
 	clear(in.states)
 	in.states = in.states[:0]
+	in.ahead = in.ahead[:0]
 }

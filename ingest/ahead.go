@@ -1,0 +1,162 @@
+// Sending ahead: the first attempts of a source transaction's deliveries
+// start as soon as it is mapped, before the store write that records them.
+
+package ingest
+
+import (
+	"context"
+	"slices"
+	"time"
+
+	"github.com/smartmaintenance/relay/event"
+	"github.com/smartmaintenance/relay/store"
+)
+
+// aheadState is what the ingester needs to send deliveries ahead of their
+// store write.
+type aheadState struct {
+	// fanOut is the webhooks as last read (store.LoadFanOut); nil until the
+	// first transaction that may go ahead, and after a check found it old.
+	fanOut *store.FanOut
+	// fanOutRead is when fanOut was read.
+	fanOutRead time.Time
+	// key is the installation's key for delivery ids.
+	key []byte
+	// ahead are the deliveries of the buffered events that the sender
+	// took, stored with them by the next write (store.Batch.Ahead).
+	ahead []store.Ahead
+	// writes counts the writes into the store, so that Commit can tell
+	// whether one ran while it mapped.
+	writes int
+	// waiting is set when a delivery of the transactions since the last
+	// Flush waits for the store write: one not taken ahead (see Waiting).
+	waiting bool
+}
+
+// Waiting implements cdc.Handler: it reports whether a delivery of the
+// transactions committed since the last Flush waits for their store write.
+// When none does, every delivery's first attempt has started, and the feed
+// gathers transactions for up to its group delay before it stores them,
+// so that one store transaction records many source transactions.
+func (in *Ingester) Waiting() bool { return in.waiting }
+
+// sendAhead offers the sender the deliveries of a source transaction that
+// was read whole (events, buffered and not yet written), to send at once;
+// those it takes are stored with the next write, leased to it, whatever
+// the webhooks are by then (store.Batch.Ahead).
+//
+// Which webhooks take an event is decided here from the ingester's copy of
+// the webhooks, which must be as fresh as the store write's own decision
+// would be. So before deciding, the ingester reads the webhooks' version
+// (one small query) and reads the webhooks again if it moved: a change
+// committed before the source transaction was read (disabling a webhook,
+// subscribing it to an event type, a receiver's pause) is always seen, as
+// the write would have seen it. Webhooks with a filter, paused ones and
+// those the copy does not know are left to the write, as is everything
+// when the version cannot be read: they are stored first and sent as
+// before, only later.
+func (in *Ingester) sendAhead(ctx context.Context, events []event.Event) (all bool) {
+	owner, lease := in.opts.Handoff.AheadLease()
+	if owner == "" || lease <= 0 {
+		return false
+	}
+	now := time.Now()
+	if in.fanOut != nil {
+		if takers, subscribers := in.count(events, now); takers == 0 {
+			// Whatever changed since the copy was read, the write decides:
+			// it is no later for it.
+			return subscribers == 0
+		}
+	}
+	if err := in.freshFanOut(ctx); err != nil {
+		in.log.WarnContext(in.tel.txCtxOr(ctx), "deliveries not sent ahead of their store write; they are sent once stored", "err", err)
+		return false
+	}
+	if in.key == nil {
+		k, err := in.st.DeliveryKey(ctx)
+		if err != nil {
+			in.log.WarnContext(in.tel.txCtxOr(ctx), "deliveries not sent ahead of their store write; they are sent once stored", "err", err)
+			return false
+		}
+		in.key = k
+	}
+	all = true
+	for i := range events {
+		e := &events[i]
+		for _, w := range in.fanOut.ByCompany[e.CompanyID] {
+			if !subscribed(&w, e) {
+				continue
+			}
+			if !ahead(&w, now) {
+				all = false
+				continue
+			}
+			c := &store.Claimed{
+				ID:        store.DeliveryID(in.key, in.opts.Slot, e.CommitLSN, e.Seq, w.ID, e.CommitTime),
+				WebhookID: w.ID, EventType: e.Type, CompanyID: e.CompanyID, TraceParent: e.TraceParent,
+				NextAttemptAt: now, LeaseUntil: now.Add(lease), Body: e.Body, CreatedAt: now, CommittedAt: e.CommitTime,
+			}
+			if in.fanOut.Fill(w.ID, c) && in.opts.Handoff.Ahead(c, e.CommitLSN) {
+				in.ahead = append(in.ahead, store.Ahead{CommitLSN: e.CommitLSN, Seq: e.Seq, WebhookID: w.ID})
+				continue
+			}
+			all = false
+		}
+	}
+	return all
+}
+
+// count counts the deliveries of events that the copy of the webhooks
+// would take ahead (takers), and those it would make in all (subscribers).
+func (in *Ingester) count(events []event.Event, now time.Time) (takers, subscribers int) {
+	for i := range events {
+		for _, w := range in.fanOut.ByCompany[events[i].CompanyID] {
+			if subscribed(&w, &events[i]) {
+				subscribers++
+				if ahead(&w, now) {
+					takers++
+				}
+			}
+		}
+	}
+	return takers, subscribers
+}
+
+// subscribed reports whether webhook w takes e, filters aside: subscribed
+// to its type and existing when it was committed.
+func subscribed(w *store.FanOutWebhook, e *event.Event) bool {
+	return !w.CreatedAt.After(e.CommitTime) && slices.Contains(w.Events, e.Type)
+}
+
+// ahead reports whether a subscribed webhook w may be sent an event ahead
+// of the store write: it has no filter (filters are decided with the
+// write, see filtering) and is not paused.
+func ahead(w *store.FanOutWebhook, now time.Time) bool {
+	return !w.Filtered && !w.PausedUntil.After(now)
+}
+
+// freshFanOut makes the ingester's copy of the webhooks at least as fresh
+// as a read begun now: it reads their version, and the webhooks again when
+// the copy is older (or older than fanOutAge).
+func (in *Ingester) freshFanOut(ctx context.Context) error {
+	if in.fanOut != nil && time.Since(in.fanOutRead) < fanOutAge {
+		v, err := in.st.WebhooksVersion(ctx)
+		if err != nil {
+			return err
+		}
+		if v == in.fanOut.Version {
+			return nil
+		}
+	}
+	f, err := in.st.LoadFanOut(ctx)
+	if err != nil {
+		return err
+	}
+	in.fanOut, in.fanOutRead = f, time.Now()
+	return nil
+}
+
+// fanOutAge is how long a copy of the webhooks is used, if their version
+// does not move: what passing time changes without a write (a rotation's
+// overlap window ending) is read again this often.
+const fanOutAge = 30 * time.Second

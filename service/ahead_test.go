@@ -1,0 +1,110 @@
+package service_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// statePool opens the relay's state database.
+func (e *relayEnv) statePool() *pgxpool.Pool {
+	e.t.Helper()
+	p, err := pgxpool.New(context.Background(), e.cfg.Database.StateDatabaseURL())
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(p.Close)
+	return p
+}
+
+// TestFirstAttemptGoesAheadOfTheStore: a delivery's first attempt does not
+// wait for the store write that records it. With the write held up (its
+// events table locked), the receiver still gets the event, under the id
+// the delivery is then stored under; once the write goes through, the
+// attempt is recorded as the delivery's first and only one.
+// (The write is held up by a lock on the events table, which it inserts
+// into and nothing else on the relay's road to the receiver touches.)
+func TestFirstAttemptGoesAheadOfTheStore(t *testing.T) {
+	e := newRelay(t)
+	e.start()
+	state := e.statePool()
+	ctx := context.Background()
+
+	// A first event, so that the relay has read the webhooks.
+	e.exec(`INSERT INTO activity_log_exports (company_id, exported_by, row_count) VALUES (1, 2, 1)`)
+	e.waitEvents("/one", "audit.exported", 1)
+
+	lock, err := state.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Rollback(ctx)
+	if _, err := lock.Exec(ctx, `LOCK TABLE relay.events IN SHARE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	e.exec(`INSERT INTO activity_log_exports (company_id, exported_by, row_count) VALUES (1, 2, 2)`)
+	got := e.waitEvents("/one", "audit.exported", 2)
+	if got[1].Data["row_count"] != float64(2) {
+		t.Fatalf("second event %v", got[1].Data)
+	}
+	id := e.recv.requests("/one")[1].Header.Get("X-SMTM-Delivery")
+	var stored int
+	if err := state.QueryRow(ctx, `SELECT count(*) FROM relay.deliveries WHERE id = $1`, id).Scan(&stored); err != nil {
+		t.Fatal(err)
+	}
+	if stored != 0 {
+		t.Fatalf("delivery %s stored while its store write was held up", id)
+	}
+	if err := lock.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	var status string
+	var attempts, rows int
+	e.waitFor("the delivery sent ahead recorded", func() bool {
+		err := state.QueryRow(ctx, `SELECT d.status, d.attempts, (SELECT count(*) FROM relay.attempts a WHERE a.delivery_id = d.id)
+			FROM relay.deliveries d WHERE d.id = $1`, id).Scan(&status, &attempts, &rows)
+		return err == nil && status == "delivered"
+	})
+	if attempts != 1 || rows != 1 {
+		t.Fatalf("delivery %s: %d attempts, %d attempt rows; want 1 and 1", id, attempts, rows)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if n := len(e.recv.requests("/one")); n != 2 {
+		t.Fatalf("receiver got %d requests, want 2 (the one sent ahead is not sent again once stored)", n)
+	}
+}
+
+// TestDisabledWebhookGetsNothingAhead: a webhook disabled in the table is
+// not sent an event committed after that, although the relay's copy of the
+// webhooks, read for an earlier event, still had it active.
+func TestDisabledWebhookGetsNothingAhead(t *testing.T) {
+	e := newRelay(t)
+	e.start()
+	state := e.statePool()
+	ctx := context.Background()
+
+	e.exec(`INSERT INTO activity_log_exports (company_id, exported_by, row_count) VALUES (1, 2, 1)`)
+	e.waitEvents("/one", "audit.exported", 1)
+	if _, err := state.Exec(ctx, `UPDATE relay.webhooks SET active = false WHERE company_id = 1`); err != nil {
+		t.Fatal(err)
+	}
+	e.exec(`INSERT INTO activity_log_exports (company_id, exported_by, row_count) VALUES (1, 2, 2)`)
+	// Company 2's event, committed after, is the fence: once it is in,
+	// company 1's was decided.
+	e.exec(`INSERT INTO activity_log_exports (company_id, exported_by, row_count) VALUES (2, 6, 3)`)
+	e.waitEvents("/two", "audit.exported", 1)
+	time.Sleep(200 * time.Millisecond)
+	if got := e.recv.requests("/one"); len(got) != 1 {
+		t.Fatalf("the disabled webhook got %d requests, want only the one from before it was disabled", len(got))
+	}
+	var n int
+	if err := state.QueryRow(ctx, `SELECT count(*) FROM relay.deliveries d JOIN relay.webhooks w ON w.id = d.webhook_id WHERE w.company_id = 1`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 1 {
+		t.Fatalf("%d deliveries stored for the disabled webhook, want 1", n)
+	}
+}
