@@ -135,6 +135,11 @@ type Handler interface {
 	Begin(ctx context.Context, tx event.Tx) error
 	Change(ctx context.Context, c *event.Change) error
 	Commit(ctx context.Context, tx event.Tx) error
+	// Message passes a transactional logical decoding message of the
+	// transaction being read (pg_logical_emit_message), in its place
+	// among the transaction's changes. The feed asks for them from
+	// PostgreSQL 14 on. content is valid only during the call.
+	Message(ctx context.Context, prefix string, content []byte) error
 	// Flush stores every transaction passed to Commit, with the position
 	// past the last one. It is called only between transactions. What it
 	// stored need not be durable yet: the feed confirms the position only

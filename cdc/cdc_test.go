@@ -121,6 +121,8 @@ func (h *memHandler) Idle(_ context.Context, lsn event.LSN) error {
 
 func (h *memHandler) Waiting() bool { return true }
 
+func (h *memHandler) Message(context.Context, string, []byte) error { return nil }
+
 func (h *memHandler) Full() bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()

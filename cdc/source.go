@@ -157,12 +157,17 @@ func (s *Source) session(ctx context.Context, h Handler, streaming func()) error
 	if err != nil {
 		return err
 	}
-	err = pglogrepl.StartReplication(ctx, rconn, s.cfg.Slot, pglogrepl.LSN(start), pglogrepl.StartReplicationOptions{
-		PluginArgs: []string{
-			"proto_version '1'",
-			fmt.Sprintf("publication_names '%s'", s.cfg.Publication),
-		},
-	})
+	args := []string{"proto_version '1'", fmt.Sprintf("publication_names '%s'", s.cfg.Publication)}
+	var version int
+	if err := conn.QueryRow(ctx, `SELECT current_setting('server_version_num')::int`).Scan(&version); err != nil {
+		return fmt.Errorf("read the server's version: %w", err)
+	}
+	if version >= 140000 {
+		// Logical decoding messages (Handler.Message), which pgoutput sends
+		// from PostgreSQL 14 on.
+		args = append(args, "messages 'true'")
+	}
+	err = pglogrepl.StartReplication(ctx, rconn, s.cfg.Slot, pglogrepl.LSN(start), pglogrepl.StartReplicationOptions{PluginArgs: args})
 	if err != nil {
 		return fmt.Errorf("start replication from slot %s at %s: %w", s.cfg.Slot, start, classifyStart(err))
 	}

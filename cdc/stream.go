@@ -296,6 +296,13 @@ func (st *stream) message(ctx context.Context, data []byte) error {
 		if st.pending >= st.cfg.GroupSize || st.h.Full() {
 			return st.flush(ctx)
 		}
+	case *pglogrepl.LogicalDecodingMessage:
+		// Non-transactional ones (the feed's own heartbeats) are not part
+		// of a transaction.
+		if st.skip || !m.Transactional || !st.inTx {
+			return nil
+		}
+		return st.h.Message(ctx, m.Prefix, m.Content)
 	case *pglogrepl.TruncateMessage:
 		if st.skip {
 			return nil

@@ -6,6 +6,7 @@ package ingest
 import (
 	"context"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/smartmaintenance/relay/event"
@@ -28,6 +29,11 @@ type aheadState struct {
 	// writes counts the writes into the store, so that Commit can tell
 	// whether one ran while it mapped.
 	writes int
+	// probe is what this session announced in the feed (listen), and
+	// inFeed is set once it came back: the feed then carries every change
+	// to the webhooks in its place, and the copy needs no check.
+	probe  string
+	inFeed bool
 	// waiting is set when a delivery of the transactions since the last
 	// Flush waits for the store write: one not taken ahead (see Waiting).
 	waiting bool
@@ -47,11 +53,13 @@ func (in *Ingester) Waiting() bool { return in.waiting }
 //
 // Which webhooks take an event is decided here from the ingester's copy of
 // the webhooks, which must be as fresh as the store write's own decision
-// would be. So before deciding, the ingester reads the webhooks' version
-// (one small query) and reads the webhooks again if it moved: a change
-// committed before the source transaction was read (disabling a webhook,
-// subscribing it to an event type, a receiver's pause) is always seen, as
-// the write would have seen it. Webhooks with a filter, paused ones and
+// would be: a change committed before the source transaction (disabling a
+// webhook, subscribing it to an event type, a receiver's pause) is always
+// seen. Where the relay's state is in the database it streams, every such
+// change is announced in the feed in its place among the platform's
+// transactions (store.WebhooksMessagePrefix), and the copy is read again
+// after one (Message). Elsewhere the ingester reads the webhooks' version
+// before deciding (one small query) and the webhooks again if it moved. Webhooks with a filter, paused ones and
 // those the copy does not know are left to the write, as is everything
 // when the version cannot be read: they are stored first and sent as
 // before, only later.
@@ -136,10 +144,14 @@ func ahead(w *store.FanOutWebhook, now time.Time) bool {
 }
 
 // freshFanOut makes the ingester's copy of the webhooks at least as fresh
-// as a read begun now: it reads their version, and the webhooks again when
-// the copy is older (or older than fanOutAge).
+// as the source transaction just read: unless the feed announces their
+// changes, it reads their version, and the webhooks again when the copy is
+// older (or older than fanOutAge).
 func (in *Ingester) freshFanOut(ctx context.Context) error {
 	if in.fanOut != nil && time.Since(in.fanOutRead) < fanOutAge {
+		if in.inFeed {
+			return nil // a change would have been announced (Message)
+		}
 		v, err := in.st.WebhooksVersion(ctx)
 		if err != nil {
 			return err
@@ -160,3 +172,31 @@ func (in *Ingester) freshFanOut(ctx context.Context) error {
 // does not move: what passing time changes without a write (a rotation's
 // overlap window ending) is read again this often.
 const fanOutAge = 30 * time.Second
+
+// listen announces a probe in the feed as a session starts (see Message),
+// and checks the webhooks' version for every decision until it comes back.
+func (in *Ingester) listen(ctx context.Context) {
+	in.inFeed = false
+	in.probe = "probe " + strconv.FormatInt(time.Now().UnixNano(), 36)
+	if err := in.st.AnnounceInFeed(ctx, in.probe); err != nil {
+		in.log.Warn("the webhooks' changes are checked before each decision", "err", err)
+	}
+}
+
+// Message implements cdc.Handler: a change to the webhooks, announced in
+// the feed, makes the copy old; the session's own probe coming back says
+// that the feed announces them.
+func (in *Ingester) Message(_ context.Context, prefix string, content []byte) error {
+	if prefix != store.WebhooksMessagePrefix {
+		return nil
+	}
+	if in.probe != "" && string(content) == in.probe {
+		if !in.inFeed {
+			in.log.Debug("the webhooks' changes come in the change feed")
+		}
+		in.inFeed = true
+		return nil
+	}
+	in.fanOut = nil
+	return nil
+}

@@ -112,6 +112,7 @@ type ingestStore interface {
 	WebhookFilters(ctx context.Context) ([]store.WebhookFilter, error)
 	Sync(ctx context.Context, slot string, at event.LSN) error
 	LoadFanOut(ctx context.Context) (*store.FanOut, error)
+	AnnounceInFeed(ctx context.Context, content string) error
 	WebhooksVersion(ctx context.Context) (int64, error)
 	DeliveryKey(ctx context.Context) ([]byte, error)
 }
@@ -218,6 +219,7 @@ func (in *Ingester) Position(ctx context.Context) (event.LSN, cdc.State, error) 
 		return 0, 0, err
 	}
 	in.stored = lsn
+	in.listen(ctx)
 	// What this dispatcher took ahead of transactions before the position
 	// was stored by the write that moved the position past them.
 	in.opts.Handoff.Stored(lsn)
@@ -275,6 +277,7 @@ func (in *Ingester) Seed(ctx context.Context, snap *cdc.Snapshot, start event.LS
 		return err
 	}
 	in.stored = start
+	in.listen(ctx)
 	return in.loadCompanies(ctx)
 }
 

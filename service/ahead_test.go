@@ -2,10 +2,13 @@ package service_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/smartmaintenance/relay/internal/pgtest"
 )
 
 // statePool opens the relay's state database.
@@ -79,32 +82,71 @@ func TestFirstAttemptGoesAheadOfTheStore(t *testing.T) {
 
 // TestDisabledWebhookGetsNothingAhead: a webhook disabled in the table is
 // not sent an event committed after that, although the relay's copy of the
-// webhooks, read for an earlier event, still had it active.
+// webhooks, read for an earlier event, still had it active: with the state
+// in the platform's database (the change comes in the feed) and in a
+// database of its own (the relay checks the webhooks' version).
 func TestDisabledWebhookGetsNothingAhead(t *testing.T) {
+	for _, separate := range []bool{false, true} {
+		t.Run(map[bool]string{false: "state in the platform database", true: "separate state database"}[separate], func(t *testing.T) {
+			e := newRelay(t)
+			if separate {
+				e.cfg.Database.StateURL = pgtest.NewDatabase(t)
+			}
+			e.start()
+			state := e.statePool()
+			ctx := context.Background()
+
+			e.exec(`INSERT INTO activity_log_exports (company_id, exported_by, row_count) VALUES (1, 2, 1)`)
+			e.waitEvents("/one", "audit.exported", 1)
+			if _, err := state.Exec(ctx, `UPDATE relay.webhooks SET active = false WHERE company_id = 1`); err != nil {
+				t.Fatal(err)
+			}
+			e.exec(`INSERT INTO activity_log_exports (company_id, exported_by, row_count) VALUES (1, 2, 2)`)
+			// Company 2's event, committed after, is the fence: once it is
+			// in, company 1's was decided.
+			e.exec(`INSERT INTO activity_log_exports (company_id, exported_by, row_count) VALUES (2, 6, 3)`)
+			e.waitEvents("/two", "audit.exported", 1)
+			time.Sleep(200 * time.Millisecond)
+			if got := e.recv.requests("/one"); len(got) != 1 {
+				t.Fatalf("the disabled webhook got %d requests, want only the one from before it was disabled", len(got))
+			}
+			var n int
+			if err := state.QueryRow(ctx, `SELECT count(*) FROM relay.deliveries d JOIN relay.webhooks w ON w.id = d.webhook_id WHERE w.company_id = 1`).Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+			if n != 1 {
+				t.Fatalf("%d deliveries stored for the disabled webhook, want 1", n)
+			}
+		})
+	}
+}
+
+// TestWebhookChangesComeInTheFeed: with the relay's state in the database
+// it streams, the webhooks' changes come in the change feed, so deciding
+// which webhooks take an event costs no query: with the webhooks' version
+// locked away, events are still sent ahead of their store write.
+func TestWebhookChangesComeInTheFeed(t *testing.T) {
 	e := newRelay(t)
 	e.start()
 	state := e.statePool()
 	ctx := context.Background()
-
 	e.exec(`INSERT INTO activity_log_exports (company_id, exported_by, row_count) VALUES (1, 2, 1)`)
 	e.waitEvents("/one", "audit.exported", 1)
-	if _, err := state.Exec(ctx, `UPDATE relay.webhooks SET active = false WHERE company_id = 1`); err != nil {
+	e.waitFor("the session's probe back from the feed", func() bool {
+		return strings.Contains(e.logs.String(), "the webhooks' changes come in the change feed")
+	})
+
+	lock, err := state.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Rollback(ctx)
+	if _, err := lock.Exec(ctx, `LOCK TABLE relay.webhooks_version IN ACCESS EXCLUSIVE MODE`); err != nil {
 		t.Fatal(err)
 	}
 	e.exec(`INSERT INTO activity_log_exports (company_id, exported_by, row_count) VALUES (1, 2, 2)`)
-	// Company 2's event, committed after, is the fence: once it is in,
-	// company 1's was decided.
-	e.exec(`INSERT INTO activity_log_exports (company_id, exported_by, row_count) VALUES (2, 6, 3)`)
-	e.waitEvents("/two", "audit.exported", 1)
-	time.Sleep(200 * time.Millisecond)
-	if got := e.recv.requests("/one"); len(got) != 1 {
-		t.Fatalf("the disabled webhook got %d requests, want only the one from before it was disabled", len(got))
-	}
-	var n int
-	if err := state.QueryRow(ctx, `SELECT count(*) FROM relay.deliveries d JOIN relay.webhooks w ON w.id = d.webhook_id WHERE w.company_id = 1`).Scan(&n); err != nil {
+	e.waitEvents("/one", "audit.exported", 2)
+	if err := lock.Rollback(ctx); err != nil {
 		t.Fatal(err)
-	}
-	if n != 1 {
-		t.Fatalf("%d deliveries stored for the disabled webhook, want 1", n)
 	}
 }

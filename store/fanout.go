@@ -162,3 +162,24 @@ func (s *Store) WebhooksVersion(ctx context.Context) (int64, error) {
 	}
 	return v, nil
 }
+
+// WebhooksMessagePrefix is the prefix of the logical decoding message that
+// every change to the webhooks or their pauses emits in its transaction
+// (migration 0022), when the server's wal_level is logical: a relay that
+// streams the database its state is in reads it in the change feed, in
+// the change's place among the platform's transactions.
+const WebhooksMessagePrefix = "smtm_relay_webhooks"
+
+// AnnounceInFeed emits a logical decoding message with
+// WebhooksMessagePrefix and content in the state database, as a change to
+// the webhooks does (when wal_level is logical; else it does nothing). A
+// relay that sees it come back in its change feed knows that the feed
+// carries the webhooks' changes.
+func (s *Store) AnnounceInFeed(ctx context.Context, content string) error {
+	_, err := s.pool.Exec(ctx, `SELECT pg_logical_emit_message(true, $1, $2) WHERE current_setting('wal_level') = 'logical'`,
+		WebhooksMessagePrefix, content)
+	if err != nil {
+		return fmt.Errorf("announce in the change feed: %w", err)
+	}
+	return nil
+}

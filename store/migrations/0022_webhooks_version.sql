@@ -1,9 +1,10 @@
 -- The version of the webhooks and their pauses: every change to
--- webhooks or webhook_pauses moves it, so a relay that decided which
+-- webhooks or webhook_pauses moves it, so a relay that decides which
 -- webhooks take an event from a copy of them held in memory (to send the
--- first attempts before the deliveries are stored) can check, in the same
--- statement that stores the deliveries, that its copy is still the current
--- one, and decide again when it is not.
+-- first attempts before the deliveries are stored) can check that its copy
+-- is still the current one, and read it again when it is not. Where
+-- logical decoding can see it, the change is also announced in the change
+-- feed (a logical decoding message with the prefix smtm_relay_webhooks).
 --
 -- The triggers fire once per statement. A statement that changes no row
 -- (an UPDATE whose WHERE matches nothing, such as the periodic forgetting
@@ -26,6 +27,13 @@ BEGIN
         END IF;
     END IF;
     UPDATE {{schema}}.webhooks_version SET version = version + 1;
+    -- Said in the change feed too, in the change's place among the
+    -- platform's transactions: a relay whose state is in the database it
+    -- streams learns of the change before any transaction committed after
+    -- it, without asking.
+    IF current_setting('wal_level') = 'logical' THEN
+        PERFORM pg_logical_emit_message(true, 'smtm_relay_webhooks', '');
+    END IF;
     RETURN NULL;
 END
 $$;
