@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/smartmaintenance/relay/event"
 	"github.com/smartmaintenance/relay/store"
 )
@@ -24,8 +26,10 @@ type aheadState struct {
 	// key is the installation's key for delivery ids.
 	key []byte
 	// ahead are the deliveries of the buffered events that the sender
-	// took, stored with them by the next write (store.Batch.Ahead).
-	ahead []store.Ahead
+	// took, stored with them by the next write (store.Batch.Ahead), and
+	// aheadIDs their ids.
+	ahead    []store.Ahead
+	aheadIDs []uuid.UUID
 	// writes counts the writes into the store, so that Commit can tell
 	// whether one ran while it mapped.
 	writes int
@@ -106,12 +110,27 @@ func (in *Ingester) sendAhead(ctx context.Context, events []event.Event) (all bo
 			}
 			if in.fanOut.Fill(w.ID, c) && in.opts.Handoff.Ahead(c, e.CommitLSN) {
 				in.ahead = append(in.ahead, store.Ahead{CommitLSN: e.CommitLSN, Seq: e.Seq, WebhookID: w.ID})
+				in.aheadIDs = append(in.aheadIDs, c.ID)
 				continue
 			}
 			all = false
 		}
 	}
 	return all
+}
+
+// aheadBatch returns the deliveries taken ahead for the next write, each
+// with its first attempt's result if the attempt is over by now: the
+// write then stores the delivery as the attempt left it, and nothing is
+// left to record of it.
+func (in *Ingester) aheadBatch() []store.Ahead {
+	for i := range in.ahead {
+		in.ahead[i].Result = nil
+		if r, ok := in.opts.Handoff.Finished(in.aheadIDs[i]); ok {
+			in.ahead[i].Result = &r
+		}
+	}
+	return in.ahead
 }
 
 // count counts the deliveries of events that the copy of the webhooks

@@ -21,6 +21,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/google/uuid"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 
@@ -80,6 +81,11 @@ type Handoff interface {
 	// when it has it already, from an earlier reading of the same source
 	// transaction. A delivery taken is stored with the next write.
 	Ahead(c *store.Claimed, lsn event.LSN) bool
+	// Finished returns the result of the first attempt of a delivery it
+	// took ahead when the attempt is over and the write may store it with
+	// the delivery (store.Ahead.Result); the sender then does not record
+	// it once stored.
+	Finished(id uuid.UUID) (store.AttemptResult, bool)
 	// Stored tells the sender that everything it took ahead of the source
 	// transactions committed before lsn is stored.
 	Stored(lsn event.LSN)
@@ -91,10 +97,11 @@ type noHandoff struct{}
 func (noHandoff) Reserve(*store.Leased) (store.WriteLease, bool) {
 	return store.WriteLease{}, false
 }
-func (noHandoff) Committed(int64, store.Leased)        {}
-func (noHandoff) AheadLease() (string, time.Duration)  { return "", 0 }
-func (noHandoff) Ahead(*store.Claimed, event.LSN) bool { return false }
-func (noHandoff) Stored(event.LSN)                     {}
+func (noHandoff) Committed(int64, store.Leased)                  {}
+func (noHandoff) AheadLease() (string, time.Duration)            { return "", 0 }
+func (noHandoff) Ahead(*store.Claimed, event.LSN) bool           { return false }
+func (noHandoff) Stored(event.LSN)                               {}
+func (noHandoff) Finished(uuid.UUID) (store.AttemptResult, bool) { return store.AttemptResult{}, false }
 
 // ingestStore is what the ingester asks of the store: the slot's position
 // and row state, and the writes of what the change feed brings.

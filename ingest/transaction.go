@@ -258,7 +258,7 @@ func (in *Ingester) writeCommit(ctx context.Context) (int64, store.Leased, error
 	var leased store.Leased
 	err := in.retryFilters(ctx, in.events, func(f store.Filtering, _ bool) (err error) {
 		n, leased, err = in.st.WriteCommit(ctx, in.opts.Slot,
-			store.Batch{Events: in.events, States: in.states, Lease: in.leaseRequest(), Filtering: f, Ahead: in.ahead}, in.stored, in.end)
+			store.Batch{Events: in.events, States: in.states, Lease: in.leaseRequest(), Filtering: f, Ahead: in.aheadBatch()}, in.stored, in.end)
 		return err
 	})
 	if err != nil {
@@ -393,7 +393,7 @@ func (in *Ingester) write(ctx context.Context) error {
 		if again {
 			states = nil // stored by the write that found the filters changed
 		}
-		n, leased, err = in.w.Write(ctx, store.Batch{Events: in.events, States: states, Lease: in.leaseRequest(), Filtering: f, Ahead: in.ahead})
+		n, leased, err = in.w.Write(ctx, store.Batch{Events: in.events, States: states, Lease: in.leaseRequest(), Filtering: f, Ahead: in.aheadBatch()})
 		return err
 	})
 	if err != nil {
@@ -429,4 +429,5 @@ func (in *Ingester) dropBuffered() {
 	clear(in.states)
 	in.states = in.states[:0]
 	in.ahead = in.ahead[:0]
+	in.aheadIDs = in.aheadIDs[:0]
 }

@@ -26,8 +26,10 @@ type aheadDelivery struct {
 	lsn event.LSN
 	at  time.Time
 	// result is its attempt's result once the attempt has finished,
-	// recorded once the delivery is stored.
+	// recorded once the delivery is stored, unless the write stored it
+	// with the delivery (stored).
 	result *finished
+	stored bool
 }
 
 // AheadLease is the owner and the lease under which the deliveries this
@@ -85,10 +87,14 @@ func (d *Dispatcher) Stored(lsn event.LSN) {
 	d.mu.Lock()
 	var done []finished
 	old := time.Now().Add(-d.opts.Lease)
+	var withWrite []finished
 	for id, a := range d.ahead {
 		switch {
 		case a.lsn < lsn:
-			if a.result != nil {
+			switch {
+			case a.stored:
+				withWrite = append(withWrite, *a.result)
+			case a.result != nil:
 				done = append(done, *a.result)
 			}
 			delete(d.ahead, id)
@@ -97,6 +103,11 @@ func (d *Dispatcher) Stored(lsn event.LSN) {
 		}
 	}
 	run := d.run
+	if len(withWrite) > 0 && run != nil {
+		d.mu.Unlock()
+		d.recorded(run.dbCtx, withWrite, false, nil)
+		d.mu.Lock()
+	}
 	if len(done) == 0 || run == nil || run.draining {
 		// A draining dispatcher records nothing more; the stored
 		// deliveries stay leased to it and are sent again, under their
@@ -112,6 +123,26 @@ func (d *Dispatcher) Stored(lsn event.LSN) {
 			run.results <- f
 		}
 	}()
+}
+
+// Finished returns the result of a delivery taken ahead whose attempt is
+// over, for the store write to store the delivery as the attempt left it
+// (store.Ahead.Result): a first attempt, not aborted, that asked for no
+// pause (those are recorded once stored). Once the write has stored it
+// (Stored), it is not recorded again. It implements ingest.Handoff.
+func (d *Dispatcher) Finished(id uuid.UUID) (store.AttemptResult, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	a := d.ahead[id]
+	if a == nil || a.result == nil {
+		return store.AttemptResult{}, false
+	}
+	r := a.result.result
+	if a.result.aborted || r.Aborted || r.Attempt != 1 || r.PauseWebhook > 0 {
+		return store.AttemptResult{}, false
+	}
+	a.stored = true
+	return r, true
 }
 
 // keepAhead takes the results of attempts whose deliveries were taken

@@ -1,6 +1,8 @@
 package relay
 
 import (
+	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -78,5 +80,52 @@ func TestAheadLeavesBusyWebhooksToTheStore(t *testing.T) {
 	}
 	if d.Ahead(aheadClaim(hook, rc.URL), 101) {
 		t.Fatal("a delivery was taken ahead for a webhook with no free slot")
+	}
+}
+
+// TestAheadResultGoesWithTheWrite: the result of a delivery taken ahead
+// whose attempt is over is handed to the store write (Finished), which
+// stores the delivery as the attempt left it; once stored, the dispatcher
+// does not record it a second time.
+func TestAheadResultGoesWithTheWrite(t *testing.T) {
+	e := newEnv(t)
+	rc := newReceiver(t, nil)
+	hook := e.webhook(rc.URL, "", nil)
+	logs := &logBuffer{}
+	d, _ := e.startAfterFirstRound(fast(Options{Owner: "ahead-fold", Logger: slog.New(slog.NewTextHandler(logs, nil))}))
+	c := aheadClaim(hook, rc.URL)
+	if _, ok := d.Finished(c.ID); ok {
+		t.Fatal("a result for a delivery never taken")
+	}
+	if !d.Ahead(c, 100) {
+		t.Fatal("not taken ahead")
+	}
+	var r store.AttemptResult
+	eventually(t, 5*time.Second, func() bool {
+		var ok bool
+		r, ok = d.Finished(c.ID)
+		return ok
+	}, func() string { return "no result for the delivery taken ahead" })
+	if r.DeliveryID != c.ID || r.Attempt != 1 || r.Status != store.StatusDelivered || r.StatusCode != 200 {
+		t.Fatalf("result %+v", r)
+	}
+	// The write stores it delivered, with its attempt, as store.Ahead.Result does.
+	e.exec(`WITH ev AS (
+			INSERT INTO {{schema}}.events (source, commit_lsn, seq, event_type, company_id, source_table, op, committed_at, body)
+			VALUES ('test', 100, 0, 'task.completed', 1, 'tasks', 'update', now(), $3::bytea) RETURNING id),
+		d AS (INSERT INTO {{schema}}.deliveries (id, event_id, webhook_id, company_id, event_type, status, attempts, finished_at)
+			SELECT $1, ev.id, $2, 1, 'task.completed', 'delivered', 1, now() FROM ev)
+		INSERT INTO {{schema}}.attempts (delivery_id, webhook_id, attempt, started_at, duration_ms, status_code, sent_by)
+		VALUES ($1, $2, 1, now(), 1, 200, 'ahead-fold')`, c.ID, hook, body)
+	d.Stored(event.LSN(101))
+	time.Sleep(200 * time.Millisecond)
+	if n := len(e.attempts(c.ID)); n != 1 {
+		t.Fatalf("%d attempt rows, want 1", n)
+	}
+	if strings.Contains(logs.String(), "lease was lost") {
+		t.Fatalf("the result was recorded again once stored:\n%s", logs.String())
+	}
+	if _, ok := d.Finished(c.ID); ok {
+		t.Fatal("a result still offered once its delivery is stored")
 	}
 }

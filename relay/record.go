@@ -141,11 +141,18 @@ func (d *Dispatcher) flush(ctx context.Context, batch []finished) {
 	for _, id := range lost {
 		isLost[id] = true
 	}
+	d.recorded(ctx, batch, results == nil, isLost)
+}
+
+// recorded follows the recording of a batch of results (none, when
+// failed): it logs and traces each recorded one, and wakes the claim loop
+// for the soonest retry.
+func (d *Dispatcher) recorded(ctx context.Context, batch []finished, failed bool, isLost map[uuid.UUID]bool) {
 	var soonest time.Duration = -1
 	for _, f := range batch {
 		r := f.result
 		sctx := trace.ContextWithSpanContext(ctx, f.span)
-		if results == nil || isLost[r.DeliveryID] || f.aborted {
+		if failed || isLost[r.DeliveryID] || f.aborted {
 			if isLost[r.DeliveryID] {
 				d.log.WarnContext(sctx, "attempt not recorded: the delivery's lease was lost to another dispatcher",
 					"delivery_id", r.DeliveryID, "webhook_id", f.claim.WebhookID, "attempt", r.Attempt)

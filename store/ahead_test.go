@@ -10,7 +10,8 @@ import (
 
 // TestWriteStoresAhead: deliveries taken ahead are stored leased to their
 // sender and due at once, under DeliveryID's ids, whatever the webhooks are
-// by the time of the write; they count in neither the lease's limits nor
+// by the time of the write, or as their first attempt left them when it
+// is over, with the attempt; they count in neither the lease's limits nor
 // its ready deliveries; the other webhooks' deliveries are decided as
 // before.
 func TestWriteStoresAhead(t *testing.T) {
@@ -24,6 +25,18 @@ func TestWriteStoresAhead(t *testing.T) {
 	var ahead []Ahead
 	for _, e := range evs {
 		ahead = append(ahead, Ahead{CommitLSN: e.CommitLSN, Seq: e.Seq, WebhookID: a})
+	}
+	// The first three were attempted before the write: stored as their
+	// attempts left them.
+	started := time.Now().Add(-time.Second).Truncate(time.Microsecond)
+	results := []AttemptResult{
+		{Attempt: 1, StartedAt: started, Duration: 3 * time.Millisecond, StatusCode: 204, Status: StatusDelivered},
+		{Attempt: 1, StartedAt: started, Duration: time.Millisecond, StatusCode: 500, Error: "HTTP 500", Snippet: "oops", Status: StatusRetrying, RetryIn: time.Hour},
+		{Attempt: 1, StartedAt: started, Duration: time.Millisecond, StatusCode: 410, Error: "HTTP 410", Status: StatusFailed},
+	}
+	for i := range results {
+		results[i].DeliveryID = DeliveryID(key, "s", evs[i].CommitLSN, evs[i].Seq, a, evs[i].CommitTime)
+		ahead[i].Result = &results[i]
 	}
 	// a is disabled after the sender decided: its deliveries taken ahead
 	// are stored all the same (they may have been sent); b's are not taken.
@@ -51,7 +64,26 @@ func TestWriteStoresAhead(t *testing.T) {
 	if err != nil || leased.WebhooksVersion != v {
 		t.Fatalf("write saw version %d, current %d (%v)", leased.WebhooksVersion, v, err)
 	}
-	for _, e := range evs {
+	for i, r := range results {
+		var status, owner, errText string
+		var attempts, code, rows int
+		var dueLater, finished bool
+		err := s.pool.QueryRow(ctx, s.q(`SELECT d.status, coalesce(d.lease_owner, ''), d.attempts, coalesce(d.last_status_code, 0), coalesce(d.last_error, ''),
+				d.next_attempt_at > now() + interval '50 minutes', d.finished_at IS NOT NULL,
+				(SELECT count(*) FROM {{schema}}.attempts t WHERE t.delivery_id = d.id AND t.attempt = 1 AND t.started_at = $2
+				   AND t.sent_by = 'me' AND coalesce(t.status_code, 0) = $3)
+			FROM {{schema}}.deliveries d WHERE d.id = $1`), r.DeliveryID, r.StartedAt, r.StatusCode).
+			Scan(&status, &owner, &attempts, &code, &errText, &dueLater, &finished, &rows)
+		if err != nil {
+			t.Fatalf("delivery %d: %v", i, err)
+		}
+		if status != string(r.Status) || owner != "" || attempts != 1 || code != r.StatusCode || errText != r.Error ||
+			dueLater != (r.Status == StatusRetrying) || finished != (r.Status != StatusRetrying) || rows != 1 {
+			t.Fatalf("delivery %d stored as %s, owner %q, %d attempts, code %d, error %q, due later %v, finished %v, %d attempt rows; want it as its attempt left it",
+				i, status, owner, attempts, code, errText, dueLater, finished, rows)
+		}
+	}
+	for _, e := range evs[len(results):] {
 		id := DeliveryID(key, "s", e.CommitLSN, e.Seq, a, e.CommitTime)
 		var owner string
 		var due bool
@@ -74,6 +106,12 @@ func TestWriteStoresAhead(t *testing.T) {
 		t.Fatalf("created %d, %v; want the one taken ahead", created, err)
 	}
 
+	// A result that must be recorded on its own (a pause asked for) is refused.
+	bad := AttemptResult{Attempt: 1, Status: StatusRetrying, PauseWebhook: time.Minute}
+	if _, _, err := s.WriteCommit(ctx, "s", Batch{Events: events(14, 1), Lease: WriteLease{Owner: "me", Lease: time.Minute},
+		Ahead: []Ahead{{CommitLSN: 14, WebhookID: a, Result: &bad}}}, s.at(t), 15); err == nil {
+		t.Fatal("a result asking for a pause was stored with its delivery")
+	}
 	// Without an owner to lease them to, deliveries taken ahead are refused.
 	if _, _, err := s.WriteCommit(ctx, "s", Batch{Events: events(14, 1), Ahead: []Ahead{{CommitLSN: 14, WebhookID: a}}}, s.at(t), 15); err == nil {
 		t.Fatal("deliveries taken ahead stored without a lease owner")

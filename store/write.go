@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/google/uuid"
@@ -141,6 +142,40 @@ type Ahead struct {
 	CommitLSN event.LSN
 	Seq       int
 	WebhookID int64
+	// Result is the first attempt's result when it was over before the
+	// write: the delivery is then stored as the attempt left it
+	// (delivered, retrying or failed; not leased) with the attempt, as
+	// RecordAttempts would record it. It must be attempt 1, neither
+	// aborted nor asking for a pause (those are recorded once stored).
+	Result *AttemptResult
+}
+
+// aheadArgs returns the parameters of the deliveries taken ahead for
+// writeEventsSQL: ten arrays.
+func aheadArgs(ahead []Ahead) ([]any, error) {
+	n := len(ahead)
+	lsns, seqs, hooks := make([]int64, n), make([]int32, n), make([]int64, n)
+	statuses, errs, snippets := make([]string, n), make([]string, n), make([]string, n)
+	started, durations, codes, retry := make([]time.Time, n), make([]float64, n), make([]int32, n), make([]int64, n)
+	for i, a := range ahead {
+		lsns[i], seqs[i], hooks[i] = int64(a.CommitLSN), int32(a.Seq), a.WebhookID
+		started[i] = time.Unix(0, 0)
+		r := a.Result
+		if r == nil {
+			continue
+		}
+		switch {
+		case r.Attempt != 1 || r.Aborted || r.PauseWebhook > 0:
+			return nil, fmt.Errorf("store events: the result of attempt %d of delivery %s cannot be stored with it (aborted %v, pause %v)",
+				r.Attempt, r.DeliveryID, r.Aborted, r.PauseWebhook)
+		case r.Status != StatusDelivered && r.Status != StatusRetrying && r.Status != StatusFailed:
+			return nil, fmt.Errorf("store events: delivery %s: bad status %q", r.DeliveryID, r.Status)
+		}
+		statuses[i], started[i], durations[i] = string(r.Status), r.StartedAt, float64(r.Duration)/float64(time.Millisecond)
+		codes[i], errs[i], snippets[i] = int32(r.StatusCode), cleanText(r.Error), cleanText(r.Snippet)
+		retry[i] = max(r.RetryIn, 0).Microseconds()
+	}
+	return []any{lsns, seqs, hooks, statuses, started, durations, codes, errs, snippets, retry}, nil
 }
 
 // WriteLease says which of a write's new deliveries to lease to Owner for
@@ -365,11 +400,11 @@ func (w *Writer) queueEvents(ctx context.Context, b *pgx.Batch, batch Batch, str
 		sql = writeEventsSQL
 		args = append(args, filterArgs(batch.Filtering)...)
 	}
-	aLSNs, aSeqs, aHooks := make([]int64, len(batch.Ahead)), make([]int32, len(batch.Ahead)), make([]int64, len(batch.Ahead))
-	for i, a := range batch.Ahead {
-		aLSNs[i], aSeqs[i], aHooks[i] = int64(a.CommitLSN), int32(a.Seq), a.WebhookID
+	ahead, err := aheadArgs(batch.Ahead)
+	if err != nil {
+		return err
 	}
-	b.Queue(w.s.q(sql), append(args, strict, aLSNs, aSeqs, aHooks)...)
+	b.Queue(w.s.q(sql), append(append(args, strict), ahead...)...)
 	return nil
 }
 
@@ -448,13 +483,17 @@ WITH stale AS (
     ) AS s`
 		strict, unfilteredEv, unfilteredFan = "$21", "", ""
 	}
-	aheadLSN, aheadSeq, aheadHook := "$22", "$23", "$24"
+	// The deliveries taken ahead: 10 arrays from $22 on ($28 filtered).
+	first := 22
 	if filtered {
-		aheadLSN, aheadSeq, aheadHook = "$28", "$29", "$30"
+		first = 28
 	}
+	p := func(i int, typ string) string { return "$" + strconv.Itoa(first+i) + "::" + typ + "[]" }
 	return stale + `
 ), ahead AS (
-    SELECT * FROM unnest(` + aheadLSN + `::bigint[], ` + aheadSeq + `::int[], ` + aheadHook + `::bigint[]) AS a(lsn, seq, webhook_id)
+    SELECT * FROM unnest(` + p(0, "bigint") + `, ` + p(1, "int") + `, ` + p(2, "bigint") + `, ` + p(3, "text") + `, ` +
+		p(4, "timestamptz") + `, ` + p(5, "float8") + `, ` + p(6, "int") + `, ` + p(7, "text") + `, ` + p(8, "text") + `, ` + p(9, "bigint") + `)
+      AS a(lsn, seq, webhook_id, status, started_at, duration_ms, status_code, error, snippet, retry_us)
 ), ev AS (
     INSERT INTO {{schema}}.events (source, commit_lsn, seq, event_type, company_id, source_table, op, committed_at, body, traceparent)
     SELECT $1, u.lsn, u.seq, u.typ, u.company, u.tbl, u.op, u.at, u.body, NULLIF(u.trace, '')
@@ -489,13 +528,29 @@ WITH stale AS (
            NOT leased AND holdable
              AND row_number() OVER (PARTITION BY NOT leased AND holdable ORDER BY commit_lsn, seq, webhook_id) <= $19 AS held
     FROM ranked
+), done AS (
+    -- Taken ahead, with their first attempts over: stored as those
+    -- attempts left them, not leased, with the attempts recorded.
+    SELECT k.id, k.webhook_id, a.status, a.started_at, a.duration_ms, a.status_code, a.error, a.snippet, a.retry_us
+    FROM kinds k JOIN ahead a ON a.lsn = k.commit_lsn AND a.seq = k.seq AND a.webhook_id = k.webhook_id
+    WHERE k.ahead AND a.status <> ''
 ), ins AS (
-    INSERT INTO {{schema}}.deliveries (id, event_id, webhook_id, company_id, event_type, next_attempt_at, lease_owner, lease_until)
+    INSERT INTO {{schema}}.deliveries (id, event_id, webhook_id, company_id, event_type, next_attempt_at, lease_owner, lease_until,
+                                       status, attempts, last_status_code, last_error, finished_at)
     SELECT k.id, k.event_id, k.webhook_id, k.company_id, k.event_type,
-           CASE WHEN k.ahead THEN now() ELSE COALESCE(k.paused_until, now()) END,
-           CASE WHEN k.leased OR k.held OR k.ahead THEN $11 END,
-           CASE WHEN k.leased OR k.held OR k.ahead THEN now() + $12::bigint * interval '1 microsecond' END
-    FROM kinds k
+           CASE WHEN d.status = 'retrying' THEN now() + d.retry_us * interval '1 microsecond'
+                WHEN k.ahead THEN now() ELSE COALESCE(k.paused_until, now()) END,
+           CASE WHEN d.id IS NULL AND (k.leased OR k.held OR k.ahead) THEN $11 END,
+           CASE WHEN d.id IS NULL AND (k.leased OR k.held OR k.ahead) THEN now() + $12::bigint * interval '1 microsecond' END,
+           COALESCE(d.status, 'pending'), CASE WHEN d.id IS NULL THEN 0 ELSE 1 END,
+           NULLIF(d.status_code, 0), NULLIF(d.error, ''),
+           CASE WHEN d.status IN ('delivered', 'failed') THEN now() END
+    FROM kinds k LEFT JOIN done d ON d.id = k.id
+    RETURNING 1
+), att AS (
+    INSERT INTO {{schema}}.attempts (delivery_id, webhook_id, attempt, started_at, duration_ms, status_code, error, response_snippet, sent_by)
+    SELECT d.id, d.webhook_id, 1, d.started_at, d.duration_ms, NULLIF(d.status_code, 0), NULLIF(d.error, ''), NULLIF(d.snippet, ''), $11
+    FROM done d
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM ins),
