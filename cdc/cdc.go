@@ -56,6 +56,12 @@ type Config struct {
 	// stored together with the ones that follow it (group commit). The feed
 	// flushes sooner when the stream pauses. Default 10ms.
 	GroupDelay time.Duration
+	// SentGroupDelay replaces GroupDelay for a group of which nothing
+	// waits for the store write (Handler.Waiting): every delivery's first
+	// attempt has started, so gathering more transactions into one write
+	// delays only what the store shows, and makes the write cheaper per
+	// transaction. Default 100ms.
+	SentGroupDelay time.Duration
 	// GroupSize bounds how many transactions are stored together.
 	// Default 1000.
 	GroupSize int
@@ -90,6 +96,9 @@ func (c *Config) withDefaults() {
 	}
 	if c.GroupDelay <= 0 {
 		c.GroupDelay = 10 * time.Millisecond
+	}
+	if c.SentGroupDelay <= 0 {
+		c.SentGroupDelay = 100 * time.Millisecond
 	}
 	if c.GroupSize <= 0 {
 		c.GroupSize = 1000

@@ -75,8 +75,11 @@ func (st *stream) loop(ctx context.Context) error {
 		if st.pending > 0 && !st.inTx {
 			// Group commit: flush when the group is old enough, or as soon
 			// as the stream pauses if a delivery waits for the write.
-			due := st.pendingSince.Add(st.cfg.GroupDelay)
 			waiting := st.h.Waiting()
+			due := st.pendingSince.Add(st.cfg.SentGroupDelay)
+			if waiting {
+				due = st.pendingSince.Add(st.cfg.GroupDelay)
+			}
 			if !now.Before(due) || (waiting && st.quiet()) {
 				if err := st.flush(ctx); err != nil {
 					return err
