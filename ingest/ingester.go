@@ -9,10 +9,14 @@
 // row state and the position commit with the store transaction that its
 // commit finally commits (see mapChunk).
 //
-// The deliveries a write creates go to the sender in the same process
-// through Handoff, which the relay implements: each write leases to it what
-// it has room for, and it takes them as soon as their store transaction
-// commits.
+// The deliveries go to the sender in the same process through Handoff,
+// which the relay implements, by two roads. A source transaction read whole
+// has its deliveries offered to the sender as soon as it is mapped, before
+// anything of it is stored (sending ahead, ahead.go): the sender starts the
+// first attempts of those it takes at once, and the next write stores them
+// leased to it, or as their attempts left them. The rest are leased by the
+// write itself, as far as the sender has room, and taken as soon as their
+// store transaction commits.
 package ingest
 
 import (

@@ -197,9 +197,22 @@ func (in *Ingester) Commit(ctx context.Context, tx event.Tx) error {
 // and its deliveries sent, while the next group is read, rather than all
 // of a backlog in one store transaction, whose first attempts would wait
 // for all of it.
+//
+// A group of which every delivery went ahead (see Waiting) is full at
+// sentGroupDeliveries already: its write runs on the feed's goroutine, so
+// while it runs no transaction is read and none goes ahead, and a wide
+// fan-out's next transactions would wait for the write of a thousand.
 func (in *Ingester) Full() bool {
-	return float64(in.deliveries)+float64(len(in.events))*in.perEvent >= float64(in.opts.GroupDeliveries)
+	limit := in.opts.GroupDeliveries
+	if !in.waiting {
+		limit = min(limit, sentGroupDeliveries)
+	}
+	return float64(in.deliveries)+float64(len(in.events))*in.perEvent >= float64(limit)
 }
+
+// sentGroupDeliveries bounds the deliveries of a group of which every
+// delivery went ahead (see Full).
+const sentGroupDeliveries = 250
 
 // noteFanOut records how many deliveries n events made.
 func (in *Ingester) noteFanOut(events int, n int64) {
