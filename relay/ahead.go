@@ -5,6 +5,7 @@
 package relay
 
 import (
+	"context"
 	"time"
 
 	"github.com/google/uuid"
@@ -78,7 +79,8 @@ func (d *Dispatcher) Ahead(c *store.Claimed, lsn event.LSN) bool {
 // Stored learns that the store write that moved the slot's position to lsn
 // has stored every delivery taken ahead of the source transactions
 // committed before it: the results of their finished attempts are
-// recorded now, and those still running are recorded when they finish.
+// recorded now (by the record loop, or here once the dispatcher is
+// stopping), and those still running are recorded when they finish.
 // Deliveries taken longer ago than a lease lasts are forgotten: their
 // source transactions are streamed again, by this relay or another, and
 // stored leased to whoever decides them then. It implements
@@ -108,11 +110,19 @@ func (d *Dispatcher) Stored(lsn event.LSN) {
 		d.recorded(run.dbCtx, withWrite, false, nil)
 		d.mu.Lock()
 	}
-	if len(done) == 0 || run == nil || run.draining {
-		// A draining dispatcher records nothing more; the stored
-		// deliveries stay leased to it and are sent again, under their
-		// ids, once their leases expire.
+	if len(done) == 0 {
 		d.mu.Unlock()
+		return
+	}
+	if run == nil || run.draining {
+		// Stopping (a feed's last write as the relay stops): its record
+		// loop may be gone, so record them here, within the grace the
+		// drain gives the store; what cannot be recorded is sent again,
+		// under its id, once its lease expires.
+		d.mu.Unlock()
+		ctx, cancel := context.WithTimeout(context.Background(), flushGrace)
+		defer cancel()
+		d.flush(ctx, done)
 		return
 	}
 	run.attempts.Add(1)

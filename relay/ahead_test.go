@@ -2,6 +2,7 @@ package relay
 
 import (
 	"log/slog"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -127,5 +128,35 @@ func TestAheadResultGoesWithTheWrite(t *testing.T) {
 	}
 	if _, ok := d.Finished(c.ID); ok {
 		t.Fatal("a result still offered once its delivery is stored")
+	}
+}
+
+// TestAheadResultRecordedAfterStop: a relay that stops stores what its
+// feed read last after its dispatcher has drained; the results of the
+// attempts it sent ahead are still recorded once stored, so that the
+// history keeps every attempt.
+func TestAheadResultRecordedAfterStop(t *testing.T) {
+	e := newEnv(t)
+	rc := newReceiver(t, func(w http.ResponseWriter, _ *http.Request, _ int) { w.WriteHeader(http.StatusServiceUnavailable) })
+	hook := e.webhook(rc.URL, "", nil)
+	d, stop := e.startAfterFirstRound(fast(Options{Owner: "ahead-stop"}))
+	c := aheadClaim(hook, rc.URL)
+	if !d.Ahead(c, 100) {
+		t.Fatal("not taken ahead")
+	}
+	eventually(t, 5*time.Second, func() bool { return rc.count() == 1 }, func() string { return "not sent" })
+	if err, _ := stop(); err != nil {
+		t.Fatal(err)
+	}
+	// The feed's last write stores it leased, its result not yet known to it.
+	e.exec(`WITH ev AS (
+			INSERT INTO {{schema}}.events (source, commit_lsn, seq, event_type, company_id, source_table, op, committed_at, body)
+			VALUES ('test', 100, 0, 'task.completed', 1, 'tasks', 'update', now(), $3::bytea) RETURNING id)
+		INSERT INTO {{schema}}.deliveries (id, event_id, webhook_id, company_id, event_type, lease_owner, lease_until)
+		SELECT $1, ev.id, $2, 1, 'task.completed', 'ahead-stop', now() + interval '1 minute' FROM ev`, c.ID, hook, body)
+	d.Stored(event.LSN(101))
+	dl := e.get(c.ID)
+	if dl.Status != store.StatusRetrying || dl.Attempts != 1 || len(e.attempts(c.ID)) != 1 {
+		t.Fatalf("after the stop: status %s, %d attempts, %d attempt rows; want retrying, 1, 1", dl.Status, dl.Attempts, len(e.attempts(c.ID)))
 	}
 }

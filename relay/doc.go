@@ -24,12 +24,17 @@
 //   - lease: a delivery's lease_owner and lease_until in the store; while it
 //     lasts, only its owner sends the delivery. A dispatcher gets leases in
 //     two ways: by a claim, or from the store write that created the
-//     deliveries (the hand-off).
+//     deliveries (the hand-off, and the deliveries it took ahead).
 //   - claim: a store query that leases due deliveries with their payloads
 //     (store.Claim), made by a claim round (claims.go).
 //   - hand-off: the ingester's store write leases new deliveries to the
 //     dispatcher as it stores them, within what Reserve allowed, and gives
 //     them over (Handoff) once its transaction commits (handoff.go).
+//   - ahead: a delivery the ingester offers before any of it is stored,
+//     decided from its copy of the webhooks (Ahead); taken, its attempt
+//     starts at once, and its result waits in memory until the store
+//     write has stored it (Stored), or goes with that write (Finished)
+//     (ahead.go).
 //   - ready: a delivery leased with its payload, by a claim or a hand-off,
 //     that can be sent as soon as a slot is free.
 //   - held: a delivery leased by a hand-off as an id only, beyond its
