@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/smartmaintenance/relay/internal/pgtest"
@@ -20,6 +21,22 @@ func (e *relayEnv) statePool() *pgxpool.Pool {
 	}
 	e.t.Cleanup(p.Close)
 	return p
+}
+
+// lockTable takes a table lock (the statement lock) in a transaction of
+// its own, held until it is rolled back, at the latest when the test ends.
+func lockTable(t *testing.T, state *pgxpool.Pool, lock string) pgx.Tx {
+	t.Helper()
+	ctx := context.Background()
+	tx, err := state.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tx.Rollback(ctx) })
+	if _, err := tx.Exec(ctx, lock); err != nil {
+		t.Fatal(err)
+	}
+	return tx
 }
 
 // TestFirstAttemptGoesAheadOfTheStore: a delivery's first attempt does not
@@ -39,14 +56,7 @@ func TestFirstAttemptGoesAheadOfTheStore(t *testing.T) {
 	e.exec(`INSERT INTO activity_log_exports (company_id, exported_by, row_count) VALUES (1, 2, 1)`)
 	e.waitEvents("/one", "audit.exported", 1)
 
-	lock, err := state.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lock.Rollback(ctx)
-	if _, err := lock.Exec(ctx, `LOCK TABLE relay.events IN SHARE MODE`); err != nil {
-		t.Fatal(err)
-	}
+	lock := lockTable(t, state, `LOCK TABLE relay.events IN SHARE MODE`)
 	e.exec(`INSERT INTO activity_log_exports (company_id, exported_by, row_count) VALUES (1, 2, 2)`)
 	got := e.waitEvents("/one", "audit.exported", 2)
 	if got[1].Data["row_count"] != float64(2) {
@@ -136,14 +146,7 @@ func TestWebhookChangesComeInTheFeed(t *testing.T) {
 		return strings.Contains(e.logs.String(), "the webhooks' changes come in the change feed")
 	})
 
-	lock, err := state.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lock.Rollback(ctx)
-	if _, err := lock.Exec(ctx, `LOCK TABLE relay.webhooks_version IN ACCESS EXCLUSIVE MODE`); err != nil {
-		t.Fatal(err)
-	}
+	lock := lockTable(t, state, `LOCK TABLE relay.webhooks_version IN ACCESS EXCLUSIVE MODE`)
 	e.exec(`INSERT INTO activity_log_exports (company_id, exported_by, row_count) VALUES (1, 2, 2)`)
 	e.waitEvents("/one", "audit.exported", 2)
 	if err := lock.Rollback(ctx); err != nil {

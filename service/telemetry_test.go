@@ -287,6 +287,14 @@ func TestMetricsFollowDeliveries(t *testing.T) {
 	}
 	e.exec(`INSERT INTO activity_log_exports (company_id, row_count) VALUES (1, 1), (2, 2)`)
 	e.waitFor("first attempts", func() bool { return len(e.recv.requests("")) == 2 })
+	// First attempts go out before the store records them (within a tenth
+	// of a second); the success rates, read from the store, are kept for
+	// successRefresh once read.
+	e.waitFor("both attempts stored", func() bool {
+		var n int
+		e.pool.QueryRow(context.Background(), `SELECT count(*) FROM relay.attempts`).Scan(&n)
+		return n == 2
+	})
 	var rm1 metricdata.ResourceMetrics
 	e.waitFor("both attempts recorded", func() bool {
 		rm1 = collect()
