@@ -57,10 +57,11 @@ type Config struct {
 	// flushes sooner when the stream pauses. Default 10ms.
 	GroupDelay time.Duration
 	// SentGroupDelay replaces GroupDelay for a group of which nothing
-	// waits for the store write (Handler.Waiting): every delivery's first
-	// attempt has started, so gathering more transactions into one write
-	// delays only what the store shows, and makes the write cheaper per
-	// transaction. Default 100ms.
+	// waits for the store write (Handler.Waiting) while transactions keep
+	// coming (the last group was stored less than SentGroupDelay ago):
+	// every delivery's first attempt has started, so gathering more
+	// transactions into one write delays only what the store shows, and
+	// makes the write cheaper per transaction. Default 100ms.
 	SentGroupDelay time.Duration
 	// GroupSize bounds how many transactions are stored together.
 	// Default 1000.

@@ -49,6 +49,8 @@ type stream struct {
 	tx           event.Tx
 	seq          int
 	lastIdle     time.Time
+	// lastFlush is when the last group was stored.
+	lastFlush time.Time
 }
 
 // loop reads the session's messages until an error or ctx ends it, between
@@ -75,7 +77,11 @@ func (st *stream) loop(ctx context.Context) error {
 		if st.pending > 0 && !st.inTx {
 			// Group commit: flush when the group is old enough, or as soon
 			// as the stream pauses if a delivery waits for the write.
-			waiting := st.h.Waiting()
+			// A group gathers for SentGroupDelay only while transactions
+			// keep coming: after a quiet spell (the last store write that
+			// long ago) it is stored as soon as the stream pauses, so that
+			// an odd event is in the store a moment after it was sent.
+			waiting := st.h.Waiting() || now.Sub(st.lastFlush) >= st.cfg.SentGroupDelay
 			due := st.pendingSince.Add(st.cfg.SentGroupDelay)
 			if waiting {
 				due = st.pendingSince.Add(st.cfg.GroupDelay)
@@ -216,6 +222,7 @@ func (st *stream) flush(ctx context.Context) error {
 		return fmt.Errorf("store transactions up to %s: %w", st.committed, err)
 	}
 	st.pending = 0
+	st.lastFlush = time.Now()
 	if st.committed > st.stored {
 		st.stored = st.committed
 	}
