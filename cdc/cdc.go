@@ -153,7 +153,9 @@ type Handler interface {
 	// Flush stores every transaction passed to Commit, with the position
 	// past the last one. It is called only between transactions. What it
 	// stored need not be durable yet: the feed confirms the position only
-	// after a Sync.
+	// after a Sync. It may return while its write still runs; the Handler
+	// then finishes that write before any later Flush, Idle or Sync, and
+	// one of them returns its error.
 	Flush(ctx context.Context) error
 	// Idle stores lsn as the position when no transaction is open or
 	// pending and all before it has been handled; the feed confirms it

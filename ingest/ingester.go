@@ -14,9 +14,10 @@
 // has its deliveries offered to the sender as soon as it is mapped, before
 // anything of it is stored (sending ahead, ahead.go): the sender starts the
 // first attempts of those it takes at once, and the next write stores them
-// leased to it, or as their attempts left them. The rest are leased by the
-// write itself, as far as the sender has room, and taken as soon as their
-// store transaction commits.
+// leased to it, or as their attempts left them; a group of which every
+// delivery went ahead is written while the feed reads on (inflight.go).
+// The rest are leased by the write itself, as far as the sender has room,
+// and taken as soon as their store transaction commits.
 package ingest
 
 import (
@@ -70,6 +71,10 @@ type Handoff interface {
 	// the sender (see store.WriteLease), given what the open store
 	// transaction has leased to it already (open); false leases none.
 	Reserve(open *store.Leased) (store.WriteLease, bool)
+	// Committed and Stored may be called from the goroutine of a store
+	// write in flight (see launch), beside the feed's calls of the others,
+	// one write at a time and in the writes' order.
+	//
 	// Committed is called after each store commit that created deliveries
 	// (deliveries of them in all), with those of them leased to the
 	// sender: the sender owns them from then on, and the rest are due in
@@ -115,6 +120,7 @@ type ingestStore interface {
 	MarkSeeding(ctx context.Context, slot string) error
 	Seed(ctx context.Context, slot string, start event.LSN, rows func(yield func(store.StateRow) error) error) error
 	AllRowState(ctx context.Context, slot, table string) ([]store.StateRow, error)
+	RowState(ctx context.Context, slot, table string, keys []string) (map[string]event.Row, error)
 	Parts(ctx context.Context, slot string) (map[event.LSN]store.Part, error)
 	BeginWrite(ctx context.Context, slot string) (*store.Writer, error)
 	WriteCommit(ctx context.Context, slot string, batch store.Batch, from, end event.LSN) (int64, store.Leased, error)
@@ -179,6 +185,12 @@ type Ingester struct {
 
 	// aheadState: deliveries sent before they are stored (ahead.go).
 	aheadState
+
+	// flight is the store write running while the feed reads on, if any,
+	// and spare the buffers the group before it was mapped into
+	// (inflight.go).
+	flight *inflight
+	spare  buffers
 }
 
 var _ cdc.Handler = (*Ingester)(nil)
@@ -212,6 +224,9 @@ func New(st ingestStore, m *mapper.Mapper, opts Options) *Ingester {
 // Position implements cdc.Handler. It also reloads the company directory
 // from the state that belongs to that position.
 func (in *Ingester) Position(ctx context.Context) (event.LSN, cdc.State, error) {
+	if err := in.join(ctx); err != nil {
+		in.log.Debug("the last store write of the previous session failed; its transactions are streamed again", "err", err)
+	}
 	in.abort(ctx, lostConnection)
 	lsn, state, err := in.st.Position(ctx, in.opts.Slot)
 	if err != nil {
@@ -296,11 +311,27 @@ func (in *Ingester) Seed(ctx context.Context, snap *cdc.Snapshot, start event.LS
 // stopped in the middle of a source transaction), so that the store's
 // connection pool can close. Call it after cdc.Source.Run returns.
 func (in *Ingester) Close(ctx context.Context) {
-	in.abort(context.WithoutCancel(ctx), lostConnection)
+	ctx = context.WithoutCancel(ctx)
+	if err := in.join(ctx); err != nil {
+		in.log.Debug("the last store write failed; its transactions are streamed again at the next start", "err", err)
+	}
+	in.abort(ctx, lostConnection)
 }
 
 // Idle implements cdc.Handler.
+//
+// While a store write is in flight it stores nothing rather than wait for
+// it: everything committed before lsn is in that write or made nothing to
+// store, so the position may stay where that write puts it until a later
+// Idle or write moves it, and the feed may still confirm lsn after the
+// next Sync, which waits for the write.
 func (in *Ingester) Idle(ctx context.Context, lsn event.LSN) error {
+	if in.flight != nil && !in.flight.finished() {
+		return nil
+	}
+	if err := in.join(ctx); err != nil {
+		return err
+	}
 	if err := in.st.SaveIdle(ctx, in.opts.Slot, in.stored, lsn); err != nil {
 		return err
 	}
@@ -312,6 +343,9 @@ func (in *Ingester) Idle(ctx context.Context, lsn event.LSN) error {
 // Sync implements cdc.Handler: it makes what the store transactions
 // committed so far durable.
 func (in *Ingester) Sync(ctx context.Context) error {
+	if err := in.join(ctx); err != nil {
+		return err
+	}
 	return in.st.Sync(ctx, in.opts.Slot, in.stored)
 }
 

@@ -19,15 +19,21 @@ const maxKnownRows = 20_000
 func (in *Ingester) prior(ctx context.Context) ([]string, error) {
 	keys, missing := in.priorKeys()
 	if len(missing) > 0 {
-		if err := in.writer(ctx); err != nil {
-			return nil, err
-		}
-		// What is buffered must be in the store transaction before it is
-		// read back; nothing buffered is missing from memory, though, so
-		// reading first is safe.
+		// Nothing buffered or in the write in flight is missing from
+		// memory (forget runs only once a write is in), so the read need
+		// not see them. It goes through the open store transaction, if
+		// there is one, for what was written into it and then forgotten;
+		// else on its own, so that the group may still be written in
+		// flight (launch).
 		got := make(map[string]map[string]event.Row, len(missing))
 		for table, ks := range missing {
-			rows, err := in.w.RowState(ctx, table, ks)
+			var rows map[string]event.Row
+			var err error
+			if in.w != nil {
+				rows, err = in.w.RowState(ctx, table, ks)
+			} else {
+				rows, err = in.st.RowState(ctx, in.opts.Slot, table, ks)
+			}
 			if err != nil {
 				return nil, err
 			}

@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"context"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -173,9 +174,33 @@ func (t *telem) txCommitted(tx event.Tx, events int64) {
 // transaction that just committed, and counts their events and the
 // deliveries it created.
 func (t *telem) committed(deliveries int64) {
-	now := time.Now()
-	if n := len(t.group); n > 0 {
-		t.lagNano.Store(int64(max(now.Sub(t.group[n-1].tx.CommitTime), 0)))
+	t.finish(t.detach(), deliveries, time.Now())
+}
+
+// storeTel is one store write's share of the telemetry: the spans and
+// event counts of what it stores, taken from the feed's (detach) so that
+// the write can end them wherever and whenever it commits (finish), or
+// fail them (abort).
+type storeTel struct {
+	open   []trace.Span
+	group  []groupTx
+	counts []typeCount
+}
+
+type typeCount struct {
+	n   int64
+	opt metric.MeasurementOption
+}
+
+// detach takes the open spans, the committed source transactions and the
+// event counts for the store write about to store them.
+func (t *telem) detach() *storeTel {
+	g := &storeTel{}
+	if len(t.open) > 0 {
+		g.open = slices.Clone(t.open)
+	}
+	if len(t.group) > 0 {
+		g.group = slices.Clone(t.group)
 	}
 	for typ, n := range t.perType {
 		opt, ok := t.attrSets[typ]
@@ -183,47 +208,64 @@ func (t *telem) committed(deliveries int64) {
 			opt = metric.WithAttributeSet(attribute.NewSet(attribute.String("event_type", typ)))
 			t.attrSets[typ] = opt
 		}
-		t.events.Add(context.Background(), n, opt)
+		g.counts = append(g.counts, typeCount{n: n, opt: opt})
 	}
 	clear(t.perType)
+	t.reset()
+	return g
+}
+
+// finish ends the spans of a store write that committed at, and counts
+// its events and the deliveries it created. It touches nothing of the
+// feed's, so the write's own goroutine may call it.
+func (t *telem) finish(g *storeTel, deliveries int64, at time.Time) {
+	if n := len(g.group); n > 0 {
+		t.lagNano.Store(int64(max(at.Sub(g.group[n-1].tx.CommitTime), 0)))
+	}
+	for _, c := range g.counts {
+		t.events.Add(context.Background(), c.n, c.opt)
+	}
 	if deliveries > 0 {
 		t.created.Add(context.Background(), deliveries)
 	}
-	for _, s := range t.open {
-		s.End(trace.WithTimestamp(now))
+	for _, s := range g.open {
+		s.End(trace.WithTimestamp(at))
 	}
-	for _, g := range t.group {
-		if g.span == nil {
+	for _, gt := range g.group {
+		if gt.span == nil {
 			continue
 		}
-		if g.span.IsRecording() {
-			g.span.SetAttributes(attribute.String("relay.end_lsn", g.tx.EndLSN.String()), attribute.Int64("relay.events", g.events))
+		if gt.span.IsRecording() {
+			gt.span.SetAttributes(attribute.String("relay.end_lsn", gt.tx.EndLSN.String()), attribute.Int64("relay.events", gt.events))
 		}
-		g.span.End(trace.WithTimestamp(now))
+		gt.span.End(trace.WithTimestamp(at))
 	}
-	t.reset()
+}
+
+// abort fails the spans of a store write that did not commit.
+func (g *storeTel) abort(reason string) {
+	for _, s := range g.open {
+		s.SetStatus(codes.Error, reason)
+		s.End()
+	}
+	for _, gt := range g.group {
+		if gt.span != nil {
+			gt.span.SetStatus(codes.Error, reason)
+			gt.span.End()
+		}
+	}
 }
 
 // aborted ends the spans of the source transactions whose store
 // transaction was rolled back: their events are stored again (with new
 // traces) when they are streamed again.
 func (t *telem) aborted(reason string) {
-	clear(t.perType)
-	for _, s := range t.open {
-		s.SetStatus(codes.Error, reason)
-		s.End()
+	txSpan := t.txSpan
+	t.detach().abort(reason)
+	if txSpan != nil {
+		txSpan.SetStatus(codes.Error, reason)
+		txSpan.End()
 	}
-	for _, g := range t.group {
-		if g.span != nil {
-			g.span.SetStatus(codes.Error, reason)
-			g.span.End()
-		}
-	}
-	if t.txSpan != nil {
-		t.txSpan.SetStatus(codes.Error, reason)
-		t.txSpan.End()
-	}
-	t.reset()
 }
 
 func (t *telem) reset() {

@@ -222,8 +222,18 @@ func (in *Ingester) noteFanOut(events int, n int64) {
 }
 
 // Flush implements cdc.Handler: it records the position past the last
-// committed source transaction and commits the store transaction.
+// committed source transaction and commits the store transaction. A group
+// that nothing waits for (every delivery went ahead, nothing of it in an
+// open store transaction) is written while the feed reads on (launch);
+// the write before it is always in first (join).
 func (in *Ingester) Flush(ctx context.Context) error {
+	if err := in.join(ctx); err != nil {
+		return err
+	}
+	if in.w == nil && !in.waiting {
+		// Nothing waits for this write: the feed reads on while it runs.
+		return in.launch(ctx)
+	}
 	var n int64
 	var leased store.Leased
 	var err error
@@ -297,6 +307,10 @@ func (in *Ingester) committed(n int64, leased store.Leased) {
 func (in *Ingester) writer(ctx context.Context) error {
 	if in.w != nil {
 		return nil
+	}
+	// A store transaction opens only after the write before it is in.
+	if err := in.join(ctx); err != nil {
+		return err
 	}
 	w, err := in.st.BeginWrite(ctx, in.opts.Slot)
 	if err != nil {

@@ -43,11 +43,15 @@ func lockTable(t *testing.T, state *pgxpool.Pool, lock string) pgx.Tx {
 // wait for the store write that records it. With the write held up (its
 // events table locked), the receiver still gets the event, under the id
 // the delivery is then stored under; once the write goes through, the
-// attempt is recorded as the delivery's first and only one.
+// attempt is recorded as the delivery's first and only one. The feed
+// reads on meanwhile, and sends the next transaction's delivery ahead too.
 // (The write is held up by a lock on the events table, which it inserts
 // into and nothing else on the relay's road to the receiver touches.)
 func TestFirstAttemptGoesAheadOfTheStore(t *testing.T) {
 	e := newRelay(t)
+	// Before each position report the feed waits for the write in flight:
+	// none during the test.
+	e.cfg.Replication.StatusInterval = time.Minute
 	e.start()
 	state := e.statePool()
 	ctx := context.Background()
@@ -55,6 +59,11 @@ func TestFirstAttemptGoesAheadOfTheStore(t *testing.T) {
 	// A first event, so that the relay has read the webhooks.
 	e.exec(`INSERT INTO activity_log_exports (company_id, exported_by, row_count) VALUES (1, 2, 1)`)
 	e.waitEvents("/one", "audit.exported", 1)
+	e.waitFor("the first delivery stored", func() bool {
+		var n int
+		err := state.QueryRow(ctx, `SELECT count(*) FROM relay.deliveries`).Scan(&n)
+		return err == nil && n == 1
+	})
 
 	lock := lockTable(t, state, `LOCK TABLE relay.events IN SHARE MODE`)
 	e.exec(`INSERT INTO activity_log_exports (company_id, exported_by, row_count) VALUES (1, 2, 2)`)
@@ -62,31 +71,49 @@ func TestFirstAttemptGoesAheadOfTheStore(t *testing.T) {
 	if got[1].Data["row_count"] != float64(2) {
 		t.Fatalf("second event %v", got[1].Data)
 	}
-	id := e.recv.requests("/one")[1].Header.Get("X-SMTM-Delivery")
+	// The feed reads on while that write is held up: the next transaction
+	// goes out too.
+	// (Within 5 s: the held-up write gives up after 10, and the session
+	// that starts again reads the transaction anew.)
+	e.exec(`INSERT INTO activity_log_exports (company_id, exported_by, row_count) VALUES (1, 2, 3)`)
+	sent := time.Now()
+	got = e.waitEvents("/one", "audit.exported", 3)
+	if waited := time.Since(sent); waited > 5*time.Second {
+		t.Fatalf("the next transaction went out %v after its commit, behind the held-up write", waited)
+	}
+	if got[2].Data["row_count"] != float64(3) {
+		t.Fatalf("third event %v", got[2].Data)
+	}
+	var ids []string
+	for _, r := range e.recv.requests("/one")[1:] {
+		ids = append(ids, r.Header.Get("X-SMTM-Delivery"))
+	}
 	var stored int
-	if err := state.QueryRow(ctx, `SELECT count(*) FROM relay.deliveries WHERE id = $1`, id).Scan(&stored); err != nil {
+	if err := state.QueryRow(ctx, `SELECT count(*) FROM relay.deliveries WHERE id = ANY($1::uuid[])`, ids).Scan(&stored); err != nil {
 		t.Fatal(err)
 	}
 	if stored != 0 {
-		t.Fatalf("delivery %s stored while its store write was held up", id)
+		t.Fatalf("%d of deliveries %v stored while their store write was held up", stored, ids)
 	}
 	if err := lock.Rollback(ctx); err != nil {
 		t.Fatal(err)
 	}
 
-	var status string
-	var attempts, rows int
-	e.waitFor("the delivery sent ahead recorded", func() bool {
-		err := state.QueryRow(ctx, `SELECT d.status, d.attempts, (SELECT count(*) FROM relay.attempts a WHERE a.delivery_id = d.id)
-			FROM relay.deliveries d WHERE d.id = $1`, id).Scan(&status, &attempts, &rows)
-		return err == nil && status == "delivered"
-	})
-	if attempts != 1 || rows != 1 {
-		t.Fatalf("delivery %s: %d attempts, %d attempt rows; want 1 and 1", id, attempts, rows)
+	for _, id := range ids {
+		var status string
+		var attempts, rows int
+		e.waitFor("the delivery sent ahead recorded", func() bool {
+			err := state.QueryRow(ctx, `SELECT d.status, d.attempts, (SELECT count(*) FROM relay.attempts a WHERE a.delivery_id = d.id)
+				FROM relay.deliveries d WHERE d.id = $1`, id).Scan(&status, &attempts, &rows)
+			return err == nil && status == "delivered"
+		})
+		if attempts != 1 || rows != 1 {
+			t.Fatalf("delivery %s: %d attempts, %d attempt rows; want 1 and 1", id, attempts, rows)
+		}
 	}
 	time.Sleep(300 * time.Millisecond)
-	if n := len(e.recv.requests("/one")); n != 2 {
-		t.Fatalf("receiver got %d requests, want 2 (the one sent ahead is not sent again once stored)", n)
+	if n := len(e.recv.requests("/one")); n != 3 {
+		t.Fatalf("receiver got %d requests, want 3 (those sent ahead are not sent again once stored)", n)
 	}
 }
 

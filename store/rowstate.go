@@ -47,6 +47,17 @@ func (w *Writer) RowState(ctx context.Context, table string, keys []string) (map
 	return readRowState(rows, table, len(keys))
 }
 
+// RowState reads the recorded state of table's rows with keys, outside
+// any store transaction: for a feed that has nothing of its own in the
+// store that the read would need to see (see ingest's prior).
+func (s *Store) RowState(ctx context.Context, slot, table string, keys []string) (map[string]event.Row, error) {
+	rows, err := s.hot.Query(ctx, s.q(rowStateSQL), slot, table, keys)
+	if err != nil {
+		return nil, fmt.Errorf("read row state of %s: %w", table, err)
+	}
+	return readRowState(rows, table, len(keys))
+}
+
 const rowStateSQL = "SELECT pk, vals FROM {{schema}}.row_state WHERE slot = $1 AND tbl = $2 AND pk = ANY($3)"
 
 // readRowState reads rowStateSQL's rows and closes them.
