@@ -199,9 +199,11 @@ func (in *Ingester) Commit(ctx context.Context, tx event.Tx) error {
 // for all of it.
 //
 // A group of which every delivery went ahead (see Waiting) is full at
-// sentGroupDeliveries already: its write runs on the feed's goroutine, so
-// while it runs no transaction is read and none goes ahead, and a wide
-// fan-out's next transactions would wait for the write of a thousand.
+// sentGroupDeliveries already: its write runs while the feed reads on
+// (launch), but the next group's store write waits for it, and in a wide
+// fan-out a write of a thousand deliveries would hold that one up.
+// (Measured when such writes still ran on the feed's goroutine:
+// docs/PERFORMANCE.md.)
 func (in *Ingester) Full() bool {
 	limit := in.opts.GroupDeliveries
 	if !in.waiting {
