@@ -202,16 +202,54 @@ func (s *Server) CreateDatabase(ctx context.Context, scripts ...string) (string,
 	return name, nil
 }
 
-// DropDatabase drops a database and any replication slot in it.
+// DropDatabase drops a database and any replication slot in it. A slot's
+// walsender takes a moment to exit once terminated, and a client still
+// running may connect again meanwhile, so it terminates and drops until
+// no slot is left (for up to 10 s): a slot left behind would stand in the
+// way of every later database's slot of the same name.
 func (s *Server) DropDatabase(ctx context.Context, db string) error {
-	err := s.Exec(ctx, "postgres", `SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE database = $1 AND active_pid IS NOT NULL`, db)
+	conn, err := pgx.Connect(ctx, s.URL("postgres"))
 	if err != nil {
-		return err
+		return fmt.Errorf("connect to postgres: %w", err)
 	}
-	if err := s.Exec(ctx, "postgres", `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = $1`, db); err != nil {
-		return err
+	defer conn.Close(ctx)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := conn.Exec(ctx, `SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE database = $1 AND active_pid IS NOT NULL`, db); err != nil {
+			return fmt.Errorf("terminate the slots' walsenders in %s: %w", db, err)
+		}
+		rows, err := conn.Query(ctx, `SELECT slot_name FROM pg_replication_slots WHERE database = $1 AND NOT active`, db)
+		if err != nil {
+			return fmt.Errorf("list the replication slots in %s: %w", db, err)
+		}
+		idle, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			return fmt.Errorf("list the replication slots in %s: %w", db, err)
+		}
+		var dropErr error
+		for _, slot := range idle {
+			// Fails if a walsender took it again meanwhile: the next round
+			// terminates that one.
+			if _, err := conn.Exec(ctx, `SELECT pg_drop_replication_slot($1)`, slot); err != nil {
+				dropErr = err
+			}
+		}
+		var left int
+		if err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_replication_slots WHERE database = $1`, db).Scan(&left); err != nil {
+			return fmt.Errorf("count the replication slots in %s: %w", db, err)
+		}
+		if left == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("drop the replication slots in %s: %d left (last error: %v)", db, left, dropErr)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
-	return s.Exec(ctx, "postgres", "DROP DATABASE IF EXISTS "+db+" WITH (FORCE)")
+	if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+db+" WITH (FORCE)"); err != nil {
+		return fmt.Errorf("drop database %s: %w", db, err)
+	}
+	return nil
 }
 
 // Restart stops the server in the given pg_ctl mode ("smart", "fast" or
