@@ -40,18 +40,22 @@ func (s *Store) AllRowState(ctx context.Context, slot, table string) ([]StateRow
 // RowState loads the recorded state of the given rows of a table. Rows with
 // no record are absent from the result. It sees the writer's own writes.
 func (w *Writer) RowState(ctx context.Context, table string, keys []string) (map[string]event.Row, error) {
-	rows, err := w.tx.Query(ctx, w.s.q(rowStateSQL), w.slot, table, keys)
-	if err != nil {
-		return nil, fmt.Errorf("read row state of %s: %w", table, err)
-	}
-	return readRowState(rows, table, len(keys))
+	return w.s.rowState(ctx, w.tx, w.slot, table, keys)
 }
 
 // RowState reads the recorded state of table's rows with keys, outside
 // any store transaction: for a feed that has nothing of its own in the
 // store that the read would need to see (see ingest's prior).
 func (s *Store) RowState(ctx context.Context, slot, table string, keys []string) (map[string]event.Row, error) {
-	rows, err := s.hot.Query(ctx, s.q(rowStateSQL), slot, table, keys)
+	return s.rowState(ctx, s.hot, slot, table, keys)
+}
+
+// rowState reads the state of table's rows with keys through q: a store
+// transaction or the hot pool.
+func (s *Store) rowState(ctx context.Context, q interface {
+	Query(context.Context, string, ...any) (pgx.Rows, error)
+}, slot, table string, keys []string) (map[string]event.Row, error) {
+	rows, err := q.Query(ctx, s.q(rowStateSQL), slot, table, keys)
 	if err != nil {
 		return nil, fmt.Errorf("read row state of %s: %w", table, err)
 	}
