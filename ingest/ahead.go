@@ -119,18 +119,35 @@ func (in *Ingester) sendAhead(ctx context.Context, events []event.Event) (all bo
 	return all
 }
 
-// aheadBatch returns the deliveries taken ahead for the next write, each
-// with its first attempt's result if the attempt is over by now: the
-// write then stores the delivery as the attempt left it, and nothing is
-// left to record of it.
+// aheadBatch returns the deliveries taken ahead for the next write (see
+// keptAhead).
 func (in *Ingester) aheadBatch() []store.Ahead {
-	for i := range in.ahead {
-		in.ahead[i].Result = nil
-		if r, ok := in.opts.Handoff.Finished(in.aheadIDs[i]); ok {
-			in.ahead[i].Result = &r
-		}
-	}
+	in.ahead, in.aheadIDs = keptAhead(in.opts.Handoff, in.ahead, in.aheadIDs)
 	return in.ahead
+}
+
+// keptAhead returns the deliveries taken ahead (ahead, their ids in ids)
+// for a write, each with its first attempt's result if the attempt is
+// over by now: the write then stores the delivery as the attempt left it,
+// and nothing is left to record of it. Those the sender let go since it
+// took them are left out: the write decides them as any other. It keeps
+// the rest in place in both slices.
+func keptAhead(h Handoff, ahead []store.Ahead, ids []uuid.UUID) ([]store.Ahead, []uuid.UUID) {
+	kept := 0
+	for i := range ahead {
+		a := ahead[i]
+		a.Result = nil
+		r, done, ok := h.Finished(ids[i])
+		if !ok {
+			continue
+		}
+		if done {
+			a.Result = &r
+		}
+		ahead[kept], ids[kept] = a, ids[i]
+		kept++
+	}
+	return ahead[:kept], ids[:kept]
 }
 
 // count counts the deliveries of events that the copy of the webhooks

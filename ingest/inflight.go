@@ -1,5 +1,7 @@
-// A store write in flight: the write of a group of which every delivery
-// went ahead runs on a goroutine of its own while the feed reads on.
+// Store writes in flight: the write of a group of which every delivery
+// went ahead runs on a goroutine of its own while the feed reads on, and
+// first waits for those deliveries' first attempts, so that it stores
+// them with their results.
 
 package ingest
 
@@ -8,32 +10,64 @@ import (
 	"errors"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/smartmaintenance/relay/event"
 	"github.com/smartmaintenance/relay/store"
 )
 
 // inflight is a group's store write running while the feed reads the next
-// transactions (see launch). At most one runs at a time: every step that
-// touches the store or the position waits for it first (join), so the
-// writes commit in the feed's order, each from the position the one
-// before stored.
+// transactions (see launch). Several may be in flight (up to
+// maxInFlight), but they write one at a time and in the feed's order:
+// each waits for the one before it (prev) and writes from the position
+// that one stored. Every step that touches the store or the position
+// otherwise waits for all of them first (join).
 type inflight struct {
-	done      chan struct{}
-	batch     store.Batch
-	from, end event.LSN
-	tel       *storeTel
+	done chan struct{}
+	// hurry is closed once a step waits for the write (join): until then,
+	// the write waits for the first attempts of its deliveries taken
+	// ahead, up to resultWait, so that it stores them with their results.
+	hurry    chan struct{}
+	prev     *inflight
+	batch    store.Batch
+	aheadIDs []uuid.UUID
+	from     event.LSN
+	end      event.LSN
+	tel      *storeTel
 	// Set by the write before done is closed.
 	n   int64
 	err error
 }
 
-// buffers are the slices a group is mapped into, kept for reuse while the
-// other set is written.
+// errEarlierWrite fails a write in flight whose predecessor failed: it
+// would write from a position that is not stored.
+var errEarlierWrite = errors.New("the store write before it failed")
+
+// buffers are the slices a group is mapped into, kept for reuse once a
+// write in flight has stored them.
 type buffers struct {
-	events []event.Event
-	states []store.StateRow
-	ahead  []store.Ahead
+	events   []event.Event
+	states   []store.StateRow
+	ahead    []store.Ahead
+	aheadIDs []uuid.UUID
 }
+
+// resultWait bounds how long a write in flight waits for the first
+// attempts of its deliveries taken ahead before it stores them without
+// their results, if no step waits for it first (see inflight.hurry). A
+// delivery stored with its attempt's result costs one insert; one stored
+// before is updated again once the attempt is over, which cost the store
+// more than the insert (docs/PERFORMANCE.md). The wait holds nothing up:
+// the feed reads on, and the first step that needs the write ends it.
+// Two seconds cover what a wide fan-out queues in a one-second stall.
+const resultWait = 2 * time.Second
+
+// maxInFlight bounds the writes in flight: the feed waits for the oldest
+// before it launches another. Groups that gather while a write is in
+// flight are up to Options.GroupDeliveries (see Full), so at 10,000
+// deliveries a second this is a few seconds of them, enough for the
+// writes to wait out resultWait without holding up the feed.
+const maxInFlight = 32
 
 // launch starts the store write of the buffered group, with the position
 // past it, and returns at once: the feed reads, maps and sends the next
@@ -42,8 +76,14 @@ type buffers struct {
 // sender as soon as it commits; the ingester learns of it at the next
 // join. It is for a group with nothing in an open store transaction and
 // every delivery taken ahead (Flush decides), so it leases nothing to the
-// sender beyond those.
+// sender beyond those. The write first waits for those deliveries' first
+// attempts (see inflight.hurry), then for the write before it.
 func (in *Ingester) launch(ctx context.Context) error {
+	if len(in.flights) >= maxInFlight {
+		if err := in.joinOldest(ctx); err != nil {
+			return err
+		}
+	}
 	f, err := in.filtering(ctx, in.events)
 	if err != nil {
 		in.abort(ctx, "store commit failed")
@@ -54,16 +94,23 @@ func (in *Ingester) launch(ctx context.Context) error {
 		lease.Owner, lease.Lease = in.opts.Handoff.AheadLease()
 	}
 	fl := &inflight{
-		done:  make(chan struct{}),
-		batch: store.Batch{Events: in.events, States: in.states, Lease: lease, Filtering: f, Ahead: in.aheadBatch()},
-		from:  in.stored, end: in.end,
-		tel: in.tel.detach(),
+		done:     make(chan struct{}),
+		hurry:    make(chan struct{}),
+		batch:    store.Batch{Events: in.events, States: in.states, Lease: lease, Filtering: f, Ahead: in.ahead},
+		aheadIDs: in.aheadIDs,
+		from:     in.stored,
+		end:      in.end,
+		tel:      in.tel.detach(),
 	}
-	in.events, in.states, in.ahead = in.spare.events[:0], in.spare.states[:0], in.spare.ahead[:0]
-	in.aheadIDs = in.aheadIDs[:0]
+	if n := len(in.flights); n > 0 {
+		fl.prev = in.flights[n-1]
+		fl.from = fl.prev.end
+	}
+	in.events, in.states = in.spare.events[:0], in.spare.states[:0]
+	in.ahead, in.aheadIDs = in.spare.ahead[:0], in.spare.aheadIDs[:0]
 	in.spare = buffers{}
 	in.waiting = false
-	in.flight = fl
+	in.flights = append(in.flights, fl)
 	go fl.run(ctx, in)
 	return nil
 }
@@ -72,6 +119,20 @@ func (in *Ingester) launch(ctx context.Context) error {
 // the store, the sender's hand-off, and the write's own telemetry.
 func (fl *inflight) run(ctx context.Context, in *Ingester) {
 	defer close(fl.done)
+	if len(fl.aheadIDs) > 0 {
+		wctx, cancel := context.WithTimeout(ctx, resultWait)
+		in.opts.Handoff.AwaitAhead(wctx, fl.aheadIDs, fl.hurry)
+		cancel()
+	}
+	if p := fl.prev; p != nil {
+		<-p.done
+		fl.prev = nil
+		if p.err != nil {
+			fl.err = errEarlierWrite
+			return
+		}
+	}
+	fl.batch.Ahead, fl.aheadIDs = keptAhead(in.opts.Handoff, fl.batch.Ahead, fl.aheadIDs)
 	var leased store.Leased
 	fl.n, leased, fl.err = in.st.WriteCommit(ctx, in.opts.Slot, fl.batch, fl.from, fl.end)
 	if fl.err != nil {
@@ -99,25 +160,43 @@ func (fl *inflight) finished() bool {
 	}
 }
 
-// join waits for the write in flight, if any, and takes in its outcome: the
-// position it stored, or its error. A write refused because the webhooks'
-// filters changed since they were read is decided and written again here,
-// as any write is (retryFilters). Any other failure abandons the group
-// being read too: the session ends, and the feed streams both again from
-// the stored position.
+// writing reports whether a write is in flight and not over.
+func (in *Ingester) writing() bool {
+	n := len(in.flights)
+	// The writes end in order: the last is over only once all are.
+	return n > 0 && !in.flights[n-1].finished()
+}
+
+// join waits for every write in flight, oldest first (see joinOldest).
 func (in *Ingester) join(ctx context.Context) error {
-	fl := in.flight
-	if fl == nil {
-		return nil
+	for len(in.flights) > 0 {
+		if err := in.joinOldest(ctx); err != nil {
+			return err
+		}
 	}
+	return nil
+}
+
+// joinOldest waits for the oldest write in flight and takes in its
+// outcome: the position it stored, or its error. A write refused because
+// the webhooks' filters changed since they were read (or that followed
+// such a write) is decided and written again here, as any write is
+// (retryFilters). Any other failure abandons the writes after it and the
+// group being read too: the session ends, and the feed streams them again
+// from the stored position.
+func (in *Ingester) joinOldest(ctx context.Context) error {
+	fl := in.flights[0]
+	close(fl.hurry)
 	<-fl.done
-	in.flight = nil
+	in.flights[0] = nil
+	in.flights = in.flights[1:]
 	err := fl.err
-	if errors.Is(err, store.ErrFiltersChanged) {
+	if errors.Is(err, store.ErrFiltersChanged) || errors.Is(err, errEarlierWrite) {
 		in.filters = nil
 		err = in.retryFilters(ctx, fl.batch.Events, func(f store.Filtering, _ bool) error {
 			b := fl.batch
 			b.Filtering = f
+			b.Ahead, fl.aheadIDs = keptAhead(in.opts.Handoff, b.Ahead, fl.aheadIDs)
 			n, leased, err := in.st.WriteCommit(ctx, in.opts.Slot, b, fl.from, fl.end)
 			if err == nil {
 				fl.n = n
@@ -128,6 +207,12 @@ func (in *Ingester) join(ctx context.Context) error {
 	}
 	if err != nil {
 		fl.tel.abort("store commit failed")
+		for _, later := range in.flights {
+			close(later.hurry)
+			<-later.done
+			later.tel.abort("store commit failed")
+		}
+		in.flights = in.flights[:0]
 		in.abort(ctx, "store commit failed")
 		return err
 	}
@@ -135,7 +220,9 @@ func (in *Ingester) join(ctx context.Context) error {
 	in.noteFanOut(len(fl.batch.Events), fl.n)
 	clear(fl.batch.Events)
 	clear(fl.batch.States)
-	in.spare = buffers{events: fl.batch.Events[:0], states: fl.batch.States[:0], ahead: fl.batch.Ahead[:0]}
+	if in.spare.events == nil {
+		in.spare = buffers{events: fl.batch.Events[:0], states: fl.batch.States[:0], ahead: fl.batch.Ahead[:0], aheadIDs: fl.aheadIDs[:0]}
+	}
 	in.forget()
 	return nil
 }

@@ -21,15 +21,18 @@ func (takeAll) Reserve(*store.Leased) (store.WriteLease, bool) { return store.Wr
 func (takeAll) Committed(int64, store.Leased)                  {}
 func (takeAll) AheadLease() (string, time.Duration)            { return "test", time.Minute }
 func (takeAll) Ahead(*store.Claimed, event.LSN) bool           { return true }
-func (takeAll) Finished(uuid.UUID) (store.AttemptResult, bool) { return store.AttemptResult{}, false }
-func (h takeAll) Stored(lsn event.LSN)                         { h.stored <- lsn }
+func (takeAll) Finished(uuid.UUID) (store.AttemptResult, bool, bool) {
+	return store.AttemptResult{}, false, true
+}
+func (h takeAll) Stored(lsn event.LSN)                                   { h.stored <- lsn }
+func (takeAll) AwaitAhead(context.Context, []uuid.UUID, <-chan struct{}) {}
 
 // TestWriteInFlight: a group of which every delivery went ahead is written
 // while the feed goes on: Flush returns with its write held up, the next
-// transaction is mapped meanwhile, and the step after that waits for the
-// write. When the write fails (here: the store's position moved under
-// it), that step says so, nothing of either transaction is stored, and
-// both are stored once streamed again.
+// transaction is mapped and its write launched behind the first, and the
+// step after that (Sync) waits for both. When the first write fails (here:
+// the store's position moved under it), that step says so, nothing of
+// either transaction is stored, and both are stored once streamed again.
 func TestWriteInFlight(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t, 3, 100)
@@ -72,8 +75,12 @@ func TestWriteInFlight(t *testing.T) {
 	if err := lock.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.in.Flush(ctx); !errors.Is(err, store.ErrPositionMoved) {
-		t.Fatalf("the flush after a failed write in flight: %v, want %v", err, store.ErrPositionMoved)
+	// The next group's write goes in flight behind the first.
+	if err := f.in.Flush(ctx); err != nil {
+		t.Fatalf("the flush of a group behind a write in flight: %v", err)
+	}
+	if err := f.in.Sync(ctx); !errors.Is(err, store.ErrPositionMoved) {
+		t.Fatalf("the step after a failed write in flight: %v, want %v", err, store.ErrPositionMoved)
 	}
 	if got := f.deactivations(); got != 0 {
 		t.Fatalf("%d user.deactivated stored by a failed write", got)
@@ -100,5 +107,117 @@ func TestWriteInFlight(t *testing.T) {
 	}
 	if lsn := next(); lsn != f.lsn+1 {
 		t.Fatalf("the sender learned of a write up to %s, want %s", lsn, f.lsn+1)
+	}
+}
+
+// keepNone is a sender that takes every delivery ahead of its store write
+// and has let each go again by the time of the write (it waited in the
+// sender's queue too long, or the sender is stopping).
+type keepNone struct{ takeAll }
+
+func (keepNone) Finished(uuid.UUID) (store.AttemptResult, bool, bool) {
+	return store.AttemptResult{}, false, false
+}
+
+// TestAheadLetGoIsDecidedByTheWrite: a delivery the sender took ahead and
+// let go before the write is stored by the write as any other, for any
+// sender to claim, not leased to the one that let it go; one it still
+// holds is stored leased to it.
+func TestAheadLetGoIsDecidedByTheWrite(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		h     ingest.Handoff
+		owner string
+	}{
+		{"kept", takeAll{stored: make(chan event.LSN, 10)}, "test"},
+		{"let go", keepNone{takeAll{stored: make(chan event.LSN, 10)}}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			f := newFixture(t, 1, 100)
+			f.in = ingest.New(f.st, f.m, ingest.Options{Slot: "s", Tables: []string{"users"}, ChunkSize: 100, Handoff: tc.h})
+			t.Cleanup(func() { f.in.Close(context.Background()) })
+			f.start()
+			f.tx(set{1, false})
+			f.flush()
+			if err := f.in.Sync(ctx); err != nil {
+				t.Fatal(err)
+			}
+			var n int
+			var owner string
+			if err := f.st.Pool().QueryRow(ctx, `SELECT count(*), coalesce(max(lease_owner), '') FROM relay.deliveries`).Scan(&n, &owner); err != nil {
+				t.Fatal(err)
+			}
+			if n != 1 || owner != tc.owner {
+				t.Fatalf("%d deliveries stored, leased to %q; want 1, leased to %q", n, owner, tc.owner)
+			}
+		})
+	}
+}
+
+// awaitHurry is a sender that takes every delivery ahead of its store
+// write and finishes none before a step needs the write: each write in
+// flight waits until it is hurried.
+type awaitHurry struct{ takeAll }
+
+func (awaitHurry) AwaitAhead(ctx context.Context, _ []uuid.UUID, hurry <-chan struct{}) {
+	select {
+	case <-hurry:
+	case <-ctx.Done():
+	}
+}
+
+// TestWritesInFlightStoreInOrder: groups launched while the writes before
+// them wait (here: for first attempts that do not end) go in flight behind
+// them; the step that needs them (Sync) ends their wait, and they are
+// stored in the feed's order, the sender learning of each in that order,
+// with a row changed in several of them keeping its transitions. When the
+// webhooks' filters changed under writes in flight, the first is refused
+// and the ones behind it fail with it; that step decides and writes them
+// all again.
+func TestWritesInFlightStoreInOrder(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, 3, 100)
+	h := awaitHurry{takeAll{stored: make(chan event.LSN, 10)}}
+	f.in = ingest.New(f.st, f.m, ingest.Options{Slot: "s", Tables: []string{"users"}, ChunkSize: 100, Handoff: h})
+	t.Cleanup(func() { f.in.Close(context.Background()) })
+	f.start()
+	<-h.stored
+
+	for round, filter := range []bool{false, true} {
+		var lsns []event.LSN
+		for _, active := range []bool{false, true, false} {
+			f.tx(set{round + 1, active})
+			f.flush()
+			lsns = append(lsns, f.lsn+1)
+		}
+		select {
+		case lsn := <-h.stored:
+			t.Fatalf("stored up to %s while the writes waited", lsn)
+		case <-time.After(200 * time.Millisecond):
+		}
+		if filter {
+			// A filter that takes the user's events: decided again, they
+			// are stored as before.
+			if _, err := f.st.Pool().Exec(ctx, `UPDATE relay.webhooks SET filter = 'data.user_id == 2'`); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := f.in.Sync(ctx); err != nil {
+			t.Fatalf("filter changed %v: %v", filter, err)
+		}
+		for _, want := range lsns {
+			select {
+			case lsn := <-h.stored:
+				if lsn != want {
+					t.Fatalf("filter changed %v: the sender learned of %s, want %s (in the feed's order)", filter, lsn, want)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatalf("filter changed %v: the sender never learned of the write up to %s", filter, want)
+			}
+		}
+	}
+	if got := f.deactivations(); got != 4 {
+		t.Fatalf("%d user.deactivated stored, want 4 (two a round)", got)
 	}
 }

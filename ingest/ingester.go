@@ -90,11 +90,17 @@ type Handoff interface {
 	// when it has it already, from an earlier reading of the same source
 	// transaction. A delivery taken is stored with the next write.
 	Ahead(c *store.Claimed, lsn event.LSN) bool
-	// Finished returns the result of the first attempt of a delivery it
-	// took ahead when the attempt is over and the write may store it with
-	// the delivery (store.Ahead.Result); the sender then does not record
-	// it once stored.
-	Finished(id uuid.UUID) (store.AttemptResult, bool)
+	// Finished reports whether the sender still holds a delivery it took
+	// ahead (kept; one it gave back is decided by the write as any other)
+	// and, when its first attempt is over and the write may store it with
+	// the delivery (store.Ahead.Result), the result (done); the sender
+	// then does not record it once stored.
+	Finished(id uuid.UUID) (r store.AttemptResult, done, kept bool)
+	// AwaitAhead waits until every delivery of ids that the sender holds
+	// ahead has its first attempt over, until hurry is closed, or until
+	// ctx is done, whichever comes first. It is called from the goroutine
+	// of a store write in flight.
+	AwaitAhead(ctx context.Context, ids []uuid.UUID, hurry <-chan struct{})
 	// Stored tells the sender that everything it took ahead of the source
 	// transactions committed before lsn is stored.
 	Stored(lsn event.LSN)
@@ -106,11 +112,14 @@ type noHandoff struct{}
 func (noHandoff) Reserve(*store.Leased) (store.WriteLease, bool) {
 	return store.WriteLease{}, false
 }
-func (noHandoff) Committed(int64, store.Leased)                  {}
-func (noHandoff) AheadLease() (string, time.Duration)            { return "", 0 }
-func (noHandoff) Ahead(*store.Claimed, event.LSN) bool           { return false }
-func (noHandoff) Stored(event.LSN)                               {}
-func (noHandoff) Finished(uuid.UUID) (store.AttemptResult, bool) { return store.AttemptResult{}, false }
+func (noHandoff) Committed(int64, store.Leased)                            {}
+func (noHandoff) AheadLease() (string, time.Duration)                      { return "", 0 }
+func (noHandoff) Ahead(*store.Claimed, event.LSN) bool                     { return false }
+func (noHandoff) Stored(event.LSN)                                         {}
+func (noHandoff) AwaitAhead(context.Context, []uuid.UUID, <-chan struct{}) {}
+func (noHandoff) Finished(uuid.UUID) (store.AttemptResult, bool, bool) {
+	return store.AttemptResult{}, false, false
+}
 
 // ingestStore is what the ingester asks of the store: the slot's position
 // and row state, and the writes of what the change feed brings.
@@ -186,11 +195,11 @@ type Ingester struct {
 	// aheadState: deliveries sent before they are stored (ahead.go).
 	aheadState
 
-	// flight is the store write running while the feed reads on, if any,
-	// and spare the buffers the group before it was mapped into
+	// flights are the store writes running while the feed reads on,
+	// oldest first, and spare the buffers of a group they stored
 	// (inflight.go).
-	flight *inflight
-	spare  buffers
+	flights []*inflight
+	spare   buffers
 }
 
 var _ cdc.Handler = (*Ingester)(nil)
@@ -326,7 +335,7 @@ func (in *Ingester) Close(ctx context.Context) {
 // Idle or write moves it, and the feed may still confirm lsn after the
 // next Sync, which waits for the write.
 func (in *Ingester) Idle(ctx context.Context, lsn event.LSN) error {
-	if in.flight != nil && !in.flight.finished() {
+	if in.writing() {
 		return nil
 	}
 	if err := in.join(ctx); err != nil {

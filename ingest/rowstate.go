@@ -7,6 +7,7 @@ import (
 	"context"
 
 	"github.com/smartmaintenance/relay/event"
+	"github.com/smartmaintenance/relay/store"
 )
 
 // maxKnownRows bounds the row states the ingester keeps in memory.
@@ -19,9 +20,9 @@ const maxKnownRows = 20_000
 func (in *Ingester) prior(ctx context.Context) ([]string, error) {
 	keys, missing := in.priorKeys()
 	if len(missing) > 0 {
-		// Nothing buffered or in the write in flight is missing from
-		// memory (forget runs only once a write is in), so the read need
-		// not see them. It goes through the open store transaction, if
+		// Nothing buffered or in a write in flight is missing from
+		// memory (forget keeps their rows), so the read need not see
+		// them. It goes through the open store transaction, if
 		// there is one, for what was written into it and then forgotten;
 		// else on its own, so that the group may still be written in
 		// flight (launch).
@@ -96,8 +97,9 @@ func (in *Ingester) knownTable(table string) map[string]event.Row {
 
 // forget bounds the row states kept in memory. Call it only when nothing is
 // pending: everything known is then in the store transaction or in the
-// buffered row state changes, so any of it but the buffered rows may be
-// dropped (map order picks which at random) and read again when needed.
+// buffered row state changes, so any of it but the buffered rows and those
+// of the writes in flight may be dropped (map order picks which at
+// random) and read again when needed.
 func (in *Ingester) forget() {
 	if len(in.pending) > 0 {
 		return
@@ -110,12 +112,20 @@ func (in *Ingester) forget() {
 		return
 	}
 	type row struct{ table, key string }
+	// The buffered rows, and those of the writes in flight: the store
+	// does not have their state yet.
 	var buffered map[row]bool
-	if len(in.states) > 0 {
-		buffered = make(map[row]bool, len(in.states))
-		for _, st := range in.states {
+	keep := func(states []store.StateRow) {
+		if buffered == nil {
+			buffered = map[row]bool{}
+		}
+		for _, st := range states {
 			buffered[row{st.Table, st.Key}] = true
 		}
+	}
+	keep(in.states)
+	for _, fl := range in.flights {
+		keep(fl.batch.States)
 	}
 	for table, t := range in.known {
 		if total <= in.maxKnown {

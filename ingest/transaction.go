@@ -203,10 +203,13 @@ func (in *Ingester) Commit(ctx context.Context, tx event.Tx) error {
 // (launch), but the next group's store write waits for it, and in a wide
 // fan-out a write of a thousand deliveries would hold that one up.
 // (Measured when such writes still ran on the feed's goroutine:
-// docs/PERFORMANCE.md.)
+// docs/PERFORMANCE.md.) While the write before it still runs (or waits
+// for its first attempts, see resultWait), it gathers up to
+// GroupDeliveries: flushing it would only end that wait early and wait
+// for that write.
 func (in *Ingester) Full() bool {
 	limit := in.opts.GroupDeliveries
-	if !in.waiting {
+	if !in.waiting && !in.writing() {
 		limit = min(limit, sentGroupDeliveries)
 	}
 	return float64(in.deliveries)+float64(len(in.events))*in.perEvent >= float64(limit)
@@ -226,15 +229,16 @@ func (in *Ingester) noteFanOut(events int, n int64) {
 // Flush implements cdc.Handler: it records the position past the last
 // committed source transaction and commits the store transaction. A group
 // that nothing waits for (every delivery went ahead, nothing of it in an
-// open store transaction) is written while the feed reads on (launch);
-// the write before it is always in first (join).
+// open store transaction) is written while the feed reads on (launch),
+// after the writes in flight before it; any other is written once they
+// are in (join).
 func (in *Ingester) Flush(ctx context.Context) error {
-	if err := in.join(ctx); err != nil {
-		return err
-	}
 	if in.w == nil && !in.waiting {
 		// Nothing waits for this write: the feed reads on while it runs.
 		return in.launch(ctx)
+	}
+	if err := in.join(ctx); err != nil {
+		return err
 	}
 	var n int64
 	var leased store.Leased

@@ -18,6 +18,9 @@ import (
 // has not stored yet; Dispatcher.mu guards it.
 type aheadState struct {
 	ahead map[uuid.UUID]*aheadDelivery
+	// aheadMoved, when not nil, is closed (and cleared) as soon as a
+	// delivery taken ahead has its result or is let go (AwaitAhead).
+	aheadMoved chan struct{}
 }
 
 // aheadDelivery is one delivery taken ahead.
@@ -40,13 +43,19 @@ func (d *Dispatcher) AheadLease() (string, time.Duration) {
 }
 
 // Ahead takes a delivery that is not stored yet, of the source transaction
-// committed at lsn, and starts its attempt at once, if its webhook has a
-// free slot and nothing waiting (queued, held or left behind by a claim
-// round), so that it does not overtake the webhook's stored deliveries.
-// It also reports true, without a second attempt, for a delivery it has
-// taken already and not seen stored: the ingester reads a source
-// transaction again after a store write failed, and decides the same
-// deliveries under the same ids. It implements ingest.Handoff.
+// committed at lsn, and starts its attempt at once if its webhook has a
+// free slot, or queues it in memory for the next slot to free otherwise,
+// within the webhook's window and the dispatcher's room, as a claimed
+// delivery waits. It refuses one whose webhook has deliveries waiting in
+// the store (held, or left behind by a claim round), so that it does not
+// overtake them; those it queues wait behind any already queued. A
+// delivery queued ahead costs the store what one sent at once costs,
+// where one refused is stored, read and updated: once the relay falls
+// behind, this keeps each delivery as cheap as it was, so that it can
+// catch up. It also reports true, without a second attempt, for a
+// delivery it has taken already and not seen stored: the ingester reads a
+// source transaction again after a store write failed, and decides the
+// same deliveries under the same ids. It implements ingest.Handoff.
 func (d *Dispatcher) Ahead(c *store.Claimed, lsn event.LSN) bool {
 	d.mu.Lock()
 	run := d.run
@@ -59,15 +68,30 @@ func (d *Dispatcher) Ahead(c *store.Claimed, lsn event.LSN) bool {
 		return true
 	}
 	hook := c.WebhookID
-	if d.inflight >= d.opts.Workers || d.perHook[hook] >= d.opts.PerWebhook ||
-		len(d.queue[hook]) > 0 || len(d.held[hook]) > 0 || d.behind[hook] {
+	if len(d.held[hook]) > 0 || d.behind[hook] {
+		d.mu.Unlock()
+		return false
+	}
+	now := time.Now()
+	start := len(d.queue[hook]) == 0 && d.inflight < d.opts.Workers && d.perHook[hook] < d.opts.PerWebhook
+	if !start && (d.perHook[hook]+len(d.queue[hook]) >= d.windowLocked(hook) || d.queued >= maxQueuedAhead) {
 		d.mu.Unlock()
 		return false
 	}
 	if d.ahead == nil {
 		d.ahead = map[uuid.UUID]*aheadDelivery{}
 	}
-	d.ahead[c.ID] = &aheadDelivery{lsn: lsn, at: time.Now()}
+	d.ahead[c.ID] = &aheadDelivery{lsn: lsn, at: now}
+	if !start {
+		// It starts when a slot frees (free), or is given back as any
+		// queued delivery is if it waited too long or the relay stops:
+		// once stored, it is then claimed again; until then, its source
+		// transaction is not confirmed.
+		d.queue[hook] = append(d.queue[hook], queuedDelivery{c: c, at: now})
+		d.queued++
+		d.mu.Unlock()
+		return true
+	}
 	d.inflight++
 	d.perHook[hook]++
 	run.attempts.Add(1)
@@ -75,6 +99,15 @@ func (d *Dispatcher) Ahead(c *store.Claimed, lsn event.LSN) bool {
 	go d.attempt(run.sendCtx, c, run.attempts, run.results)
 	return true
 }
+
+// maxQueuedAhead bounds the deliveries queued, ahead or claimed, beyond
+// which Ahead queues no more. It is larger than the room claims have
+// (roomLocked): a delivery taken ahead shares its payload with the
+// other deliveries of its event, so it costs the queue a few hundred
+// bytes, and a relay that stalls for a second in a wide fan-out (ten
+// thousand deliveries) must be able to queue what its feed reads next
+// rather than store it to read it back (see Ahead).
+const maxQueuedAhead = 32 << 10
 
 // Stored learns that the store write that moved the slot's position to lsn
 // has stored every delivery taken ahead of the source transactions
@@ -135,24 +168,71 @@ func (d *Dispatcher) Stored(lsn event.LSN) {
 	}()
 }
 
-// Finished returns the result of a delivery taken ahead whose attempt is
-// over, for the store write to store the delivery as the attempt left it
-// (store.Ahead.Result): a first attempt, not aborted, that asked for no
-// pause (those are recorded once stored). Once the write has stored it
-// (Stored), it is not recorded again. It implements ingest.Handoff.
-func (d *Dispatcher) Finished(id uuid.UUID) (store.AttemptResult, bool) {
+// Finished reports whether the dispatcher still holds a delivery it took
+// ahead (kept): one it gave back before its store write (it waited in the
+// queue for longer than a lease allows, or the dispatcher is stopping),
+// or forgot (taken longer ago than a lease lasts), is left to the write
+// to decide as any other. For one kept whose attempt is over, it returns
+// the result (done) for the store write to store the delivery as the
+// attempt left it (store.Ahead.Result): a first attempt, not aborted,
+// that asked for no pause (those are recorded once stored). Once the
+// write has stored it (Stored), it is not recorded again. It implements
+// ingest.Handoff.
+func (d *Dispatcher) Finished(id uuid.UUID) (r store.AttemptResult, done, kept bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	a := d.ahead[id]
-	if a == nil || a.result == nil {
-		return store.AttemptResult{}, false
+	if a == nil {
+		return store.AttemptResult{}, false, false
 	}
-	r := a.result.result
+	if a.result == nil {
+		return store.AttemptResult{}, false, true
+	}
+	r = a.result.result
 	if a.result.aborted || r.Aborted || r.Attempt != 1 || r.PauseWebhook > 0 {
-		return store.AttemptResult{}, false
+		return store.AttemptResult{}, false, true
 	}
 	a.stored = true
-	return r, true
+	return r, true, true
+}
+
+// AwaitAhead waits until every delivery of ids that the dispatcher holds
+// ahead has its attempt's result (or was let go), until hurry is closed,
+// or until ctx is done. It implements ingest.Handoff.
+func (d *Dispatcher) AwaitAhead(ctx context.Context, ids []uuid.UUID, hurry <-chan struct{}) {
+	i := 0 // ids before i are over: a result, once there, stays
+	for {
+		d.mu.Lock()
+		for ; i < len(ids); i++ {
+			if a := d.ahead[ids[i]]; a != nil && a.result == nil {
+				break
+			}
+		}
+		if i == len(ids) {
+			d.mu.Unlock()
+			return
+		}
+		if d.aheadMoved == nil {
+			d.aheadMoved = make(chan struct{})
+		}
+		moved := d.aheadMoved
+		d.mu.Unlock()
+		select {
+		case <-moved:
+		case <-hurry:
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// aheadMovedLocked wakes AwaitAhead. d.mu must be held.
+func (d *Dispatcher) aheadMovedLocked() {
+	if d.aheadMoved != nil {
+		close(d.aheadMoved)
+		d.aheadMoved = nil
+	}
 }
 
 // keepAhead takes the results of attempts whose deliveries were taken
@@ -172,6 +252,9 @@ func (d *Dispatcher) keepAhead(batch []finished) []finished {
 			continue
 		}
 		rest = append(rest, f)
+	}
+	if len(rest) < len(batch) {
+		d.aheadMovedLocked()
 	}
 	return rest
 }

@@ -68,19 +68,88 @@ func TestAheadSendsOnceAndRecordsWhenStored(t *testing.T) {
 	}
 }
 
-// TestAheadLeavesBusyWebhooksToTheStore: a webhook whose slots are all
-// taken is not sent a delivery ahead; the store write leases it as before.
-func TestAheadLeavesBusyWebhooksToTheStore(t *testing.T) {
+// TestAheadQueuesForABusyWebhook: a delivery offered ahead to a webhook
+// whose slots are all taken waits in memory for the next free slot, as a
+// claimed one would, and is sent then; the dispatcher holds it (Finished:
+// kept) until its write. Past the webhook's window it is left to the store.
+func TestAheadQueuesForABusyWebhook(t *testing.T) {
 	e := newEnv(t)
 	rc, release := heldReceiver(t)
 	defer release()
 	hook := e.webhook(rc.URL, "", nil)
 	d, _ := e.startAfterFirstRound(fast(Options{Owner: "ahead-busy", PerWebhook: 1}))
+	first := aheadClaim(hook, rc.URL)
+	if !d.Ahead(first, 100) {
+		t.Fatal("first delivery not taken ahead")
+	}
+	eventually(t, 5*time.Second, func() bool { return rc.count() == 1 }, func() string { return "the first delivery was not sent" })
+	var queued []*store.Claimed
+	for lsn := event.LSN(101); ; lsn++ {
+		c := aheadClaim(hook, rc.URL)
+		if !d.Ahead(c, lsn) {
+			break
+		}
+		queued = append(queued, c)
+		if len(queued) > 1000 {
+			t.Fatal("deliveries queued ahead without bound")
+		}
+	}
+	// The window is PerWebhook × prefetch while the webhook's pace is not known.
+	if want := 1*prefetch - 1; len(queued) != want {
+		t.Fatalf("%d deliveries queued ahead, want %d (the window less the one in flight)", len(queued), want)
+	}
+	if _, done, kept := d.Finished(queued[0].ID); done || !kept {
+		t.Fatalf("a queued delivery: done %v, kept %v; want held, not done", done, kept)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if n := rc.count(); n != 1 {
+		t.Fatalf("receiver got %d requests with the only slot taken, want 1", n)
+	}
+	release()
+	eventually(t, 10*time.Second, func() bool { return rc.count() == 1+len(queued) }, func() string {
+		return "the queued deliveries were not all sent once the slot freed"
+	})
+	for _, c := range queued {
+		if n := len(rc.receipts(c.ID)); n != 1 {
+			t.Fatalf("delivery %s received %d times, want once", c.ID, n)
+		}
+	}
+	eventually(t, 5*time.Second, func() bool {
+		_, done, _ := d.Finished(queued[len(queued)-1].ID)
+		return done
+	}, func() string { return "no result for the last queued delivery" })
+}
+
+// TestAheadQueuedTooLongIsLeftToTheWrite: a delivery queued ahead that
+// waited longer than its lease allows is not sent; the dispatcher lets it
+// go (Finished: not kept), so that its write stores it for any sender to
+// claim rather than leased to this one.
+func TestAheadQueuedTooLongIsLeftToTheWrite(t *testing.T) {
+	e := newEnv(t)
+	rc, release := heldReceiver(t)
+	defer release()
+	hook := e.webhook(rc.URL, "", nil)
+	// The shortest lease leaves no time for an attempt to wait in a queue.
+	o := fast(Options{Owner: "ahead-stale", PerWebhook: 1})
+	o.Lease = o.Timeout + 5*time.Second
+	d, _ := e.startAfterFirstRound(o)
 	if !d.Ahead(aheadClaim(hook, rc.URL), 100) {
 		t.Fatal("first delivery not taken ahead")
 	}
-	if d.Ahead(aheadClaim(hook, rc.URL), 101) {
-		t.Fatal("a delivery was taken ahead for a webhook with no free slot")
+	eventually(t, 5*time.Second, func() bool { return rc.count() == 1 }, func() string { return "the first delivery was not sent" })
+	late := aheadClaim(hook, rc.URL)
+	if !d.Ahead(late, 101) {
+		t.Fatal("second delivery not queued ahead")
+	}
+	time.Sleep(10 * time.Millisecond)
+	release()
+	eventually(t, 5*time.Second, func() bool {
+		_, _, kept := d.Finished(late.ID)
+		return !kept
+	}, func() string { return "a delivery queued for longer than its lease allows is still held" })
+	time.Sleep(100 * time.Millisecond)
+	if n := len(rc.receipts(late.ID)); n != 0 {
+		t.Fatalf("a delivery queued for longer than its lease allows was sent %d times", n)
 	}
 }
 
@@ -95,7 +164,7 @@ func TestAheadResultGoesWithTheWrite(t *testing.T) {
 	logs := &logBuffer{}
 	d, _ := e.startAfterFirstRound(fast(Options{Owner: "ahead-fold", Logger: slog.New(slog.NewTextHandler(logs, nil))}))
 	c := aheadClaim(hook, rc.URL)
-	if _, ok := d.Finished(c.ID); ok {
+	if _, done, kept := d.Finished(c.ID); done || kept {
 		t.Fatal("a result for a delivery never taken")
 	}
 	if !d.Ahead(c, 100) {
@@ -103,9 +172,9 @@ func TestAheadResultGoesWithTheWrite(t *testing.T) {
 	}
 	var r store.AttemptResult
 	eventually(t, 5*time.Second, func() bool {
-		var ok bool
-		r, ok = d.Finished(c.ID)
-		return ok
+		var done bool
+		r, done, _ = d.Finished(c.ID)
+		return done
 	}, func() string { return "no result for the delivery taken ahead" })
 	if r.DeliveryID != c.ID || r.Attempt != 1 || r.Status != store.StatusDelivered || r.StatusCode != 200 {
 		t.Fatalf("result %+v", r)
@@ -126,7 +195,7 @@ func TestAheadResultGoesWithTheWrite(t *testing.T) {
 	if strings.Contains(logs.String(), "lease was lost") {
 		t.Fatalf("the result was recorded again once stored:\n%s", logs.String())
 	}
-	if _, ok := d.Finished(c.ID); ok {
+	if _, done, kept := d.Finished(c.ID); done || kept {
 		t.Fatal("a result still offered once its delivery is stored")
 	}
 }

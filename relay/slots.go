@@ -123,6 +123,10 @@ func (d *Dispatcher) dequeueLocked(webhook int64) (next *store.Claimed, stale []
 		d.queued--
 		if qc.at.Before(oldest) {
 			stale = append(stale, qc.c.ID)
+			if d.ahead[qc.c.ID] != nil {
+				delete(d.ahead, qc.c.ID) // if not stored yet, its write decides it
+				d.aheadMovedLocked()
+			}
 			continue
 		}
 		next = qc.c

@@ -117,6 +117,66 @@ func TestFirstAttemptGoesAheadOfTheStore(t *testing.T) {
 	}
 }
 
+// TestWriteWaitsForTheFirstAttempt: the store write of a delivery sent
+// ahead waits for its attempt (up to a bound), so that it stores the
+// delivery with its result, as one insert: while the receiver takes its
+// time, the delivery is not in the store at all, and it appears there
+// delivered, never pending.
+func TestWriteWaitsForTheFirstAttempt(t *testing.T) {
+	e := newRelay(t)
+	// A position report waits for the write in flight and ends its wait:
+	// none during the test.
+	e.cfg.Replication.StatusInterval = time.Minute
+	e.start()
+	state := e.statePool()
+	ctx := context.Background()
+	e.exec(`INSERT INTO activity_log_exports (company_id, exported_by, row_count) VALUES (1, 2, 1)`)
+	e.waitEvents("/one", "audit.exported", 1)
+	e.waitFor("the first delivery stored", func() bool {
+		var n int
+		err := state.QueryRow(ctx, `SELECT count(*) FROM relay.deliveries WHERE status = 'delivered'`).Scan(&n)
+		return err == nil && n == 1
+	})
+
+	const takes = 400 * time.Millisecond
+	e.recv.setRespond(func(_ request, n int) int {
+		if n == 2 {
+			time.Sleep(takes)
+		}
+		return 200
+	})
+	e.exec(`INSERT INTO activity_log_exports (company_id, exported_by, row_count) VALUES (1, 2, 2)`)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var n int
+		var statuses string
+		err := state.QueryRow(ctx, `SELECT count(*), string_agg(status, ',' ORDER BY status) FROM relay.deliveries`).Scan(&n, &statuses)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 2 {
+			if statuses != "delivered,delivered" {
+				t.Fatalf("deliveries %s: the second was stored before its attempt was over, to be updated after", statuses)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the second delivery was never stored")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if got := e.recv.requests("/one"); len(got) != 2 {
+		t.Fatalf("receiver got %d requests, want 2", len(got))
+	}
+	var attempts, rows int
+	if err := state.QueryRow(ctx, `SELECT max(d.attempts), (SELECT count(*) FROM relay.attempts) FROM relay.deliveries d`).Scan(&attempts, &rows); err != nil {
+		t.Fatal(err)
+	}
+	if attempts != 1 || rows != 2 {
+		t.Fatalf("%d attempts at most, %d attempt rows; want 1 and 2", attempts, rows)
+	}
+}
+
 // TestDisabledWebhookGetsNothingAhead: a webhook disabled in the table is
 // not sent an event committed after that, although the relay's copy of the
 // webhooks, read for an earlier event, still had it active: with the state
