@@ -79,7 +79,10 @@ const maxInFlight = 32
 // sender beyond those. The write first waits for those deliveries' first
 // attempts (see inflight.hurry), then for the write before it.
 func (in *Ingester) launch(ctx context.Context) error {
-	if len(in.flights) >= maxInFlight {
+	// Take in the writes that are over, so that their buffers are used
+	// again and their rows may be forgotten; wait for the oldest only when
+	// too many are not.
+	for len(in.flights) > 0 && (in.flights[0].finished() || len(in.flights) >= maxInFlight) {
 		if err := in.joinOldest(ctx); err != nil {
 			return err
 		}
