@@ -154,8 +154,9 @@ type Handler interface {
 	// past the last one. It is called only between transactions. What it
 	// stored need not be durable yet: the feed confirms the position only
 	// after a Sync. It may return while its write still runs; the Handler
-	// then finishes that write before any later Flush, Idle or Sync, and
-	// one of them returns its error.
+	// then stores later groups after it, finishes it before any later
+	// Idle stores or Sync returns, and one of them (or a later Flush)
+	// returns its error.
 	Flush(ctx context.Context) error
 	// Idle stores lsn as the position when no transaction is open or
 	// pending and all before it has been handled; the feed confirms it

@@ -71,9 +71,10 @@ type Handoff interface {
 	// the sender (see store.WriteLease), given what the open store
 	// transaction has leased to it already (open); false leases none.
 	Reserve(open *store.Leased) (store.WriteLease, bool)
-	// Committed and Stored may be called from the goroutine of a store
-	// write in flight (see launch), beside the feed's calls of the others,
-	// one write at a time and in the writes' order.
+	// Committed, Stored, Finished and AwaitAhead may be called from the
+	// goroutine of a store write in flight (see launch), beside the
+	// feed's calls of the others; Committed and Stored one write at a
+	// time and in the writes' order.
 	//
 	// Committed is called after each store commit that created deliveries
 	// (deliveries of them in all), with those of them leased to the
@@ -86,9 +87,10 @@ type Handoff interface {
 	// Ahead offers the sender a delivery of the source transaction
 	// committed at lsn before it is stored, to send its first attempt at
 	// once (see sendAhead). It reports whether the sender took it: it
-	// takes it when its webhook has a free slot and nothing waiting, and
-	// when it has it already, from an earlier reading of the same source
-	// transaction. A delivery taken is stored with the next write.
+	// takes it when its webhook has nothing waiting in the store and a
+	// free slot or room in its queue, and when it has it already, from an
+	// earlier reading of the same source transaction. A delivery taken is
+	// stored with the next write.
 	Ahead(c *store.Claimed, lsn event.LSN) bool
 	// Finished reports whether the sender still holds a delivery it took
 	// ahead (kept; one it gave back is decided by the write as any other)
