@@ -29,6 +29,9 @@ type aheadDelivery struct {
 	// moves the slot's position past it has stored it.
 	lsn event.LSN
 	at  time.Time
+	// started is when its attempt started; zero while it is queued.
+	started time.Time
+	hook    int64
 	// result is its attempt's result once the attempt has finished,
 	// recorded once the delivery is stored, unless the write stored it
 	// with the delivery (stored).
@@ -81,7 +84,8 @@ func (d *Dispatcher) Ahead(c *store.Claimed, lsn event.LSN) bool {
 	if d.ahead == nil {
 		d.ahead = map[uuid.UUID]*aheadDelivery{}
 	}
-	d.ahead[c.ID] = &aheadDelivery{lsn: lsn, at: now}
+	a := &aheadDelivery{lsn: lsn, at: now, hook: hook}
+	d.ahead[c.ID] = a
 	if !start {
 		// It starts when a slot frees (free), or is given back as any
 		// queued delivery is if it waited too long or the relay stops:
@@ -92,6 +96,7 @@ func (d *Dispatcher) Ahead(c *store.Claimed, lsn event.LSN) bool {
 		d.mu.Unlock()
 		return true
 	}
+	a.started = now
 	d.inflight++
 	d.perHook[hook]++
 	run.attempts.Add(1)
@@ -197,16 +202,39 @@ func (d *Dispatcher) Finished(id uuid.UUID) (r store.AttemptResult, done, kept b
 }
 
 // AwaitAhead waits until every delivery of ids that the dispatcher holds
-// ahead has its attempt's result (or was let go), until hurry is closed,
-// or until ctx is done. It implements ingest.Handoff.
+// ahead has its attempt's result (or was let go, or its attempt has run
+// for slowAttempt already, or it is queued for a webhook whose recent
+// attempts are not quicker than that), until hurry is closed, or until
+// ctx is done. It implements ingest.Handoff.
 func (d *Dispatcher) AwaitAhead(ctx context.Context, ids []uuid.UUID, hurry <-chan struct{}) {
-	i := 0 // ids before i are over: a result, once there, stays
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	i := 0 // ids before i are over or slow: either, once so, stays so
 	for {
 		d.mu.Lock()
+		now := time.Now()
+		var slowAt time.Time
 		for ; i < len(ids); i++ {
-			if a := d.ahead[ids[i]]; a != nil && a.result == nil {
+			a := d.ahead[ids[i]]
+			if a == nil || a.result != nil {
+				continue
+			}
+			if a.started.IsZero() {
+				// Queued: worth waiting for behind a webhook whose attempts
+				// are quick, not behind a slow or hanging one.
+				if took, ok := d.pace[a.hook]; ok && took < slowAttempt {
+					break
+				}
+				continue
+			}
+			if slowAt = a.started.Add(slowAttempt); slowAt.After(now) {
 				break
 			}
+			slowAt = time.Time{}
 		}
 		if i == len(ids) {
 			d.mu.Unlock()
@@ -217,8 +245,18 @@ func (d *Dispatcher) AwaitAhead(ctx context.Context, ids []uuid.UUID, hurry <-ch
 		}
 		moved := d.aheadMoved
 		d.mu.Unlock()
+		var slow <-chan time.Time
+		if !slowAt.IsZero() {
+			if timer == nil {
+				timer = time.NewTimer(slowAt.Sub(now))
+			} else {
+				timer.Reset(slowAt.Sub(now))
+			}
+			slow = timer.C
+		}
 		select {
 		case <-moved:
+		case <-slow:
 		case <-hurry:
 			return
 		case <-ctx.Done():
@@ -226,6 +264,12 @@ func (d *Dispatcher) AwaitAhead(ctx context.Context, ids []uuid.UUID, hurry <-ch
 		}
 	}
 }
+
+// slowAttempt is how long a write waits for an attempt that has started
+// (AwaitAhead): one that takes longer is a slow or hanging receiver's,
+// whose delivery is stored before the result and updated with it, rather
+// than keeping its write, and every write behind it, from the store.
+const slowAttempt = 100 * time.Millisecond
 
 // aheadMovedLocked wakes AwaitAhead. d.mu must be held.
 func (d *Dispatcher) aheadMovedLocked() {

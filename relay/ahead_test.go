@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"context"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -227,5 +228,55 @@ func TestAheadResultRecordedAfterStop(t *testing.T) {
 	dl := e.get(c.ID)
 	if dl.Status != store.StatusRetrying || dl.Attempts != 1 || len(e.attempts(c.ID)) != 1 {
 		t.Fatalf("after the stop: status %s, %d attempts, %d attempt rows; want retrying, 1, 1", dl.Status, dl.Attempts, len(e.attempts(c.ID)))
+	}
+}
+
+// TestAwaitAhead: a store write waits for the attempts of the deliveries
+// it stores that went ahead (AwaitAhead), so that it stores them with
+// their results; but not for an attempt that has run for slowAttempt, nor
+// for one queued behind a webhook whose pace is not known to be quick: a
+// hanging receiver does not hold its write, and the writes behind it, up.
+func TestAwaitAhead(t *testing.T) {
+	e := newEnv(t)
+	fastRC := newReceiver(t, nil)
+	quick := e.webhook(fastRC.URL, "", nil)
+	slowRC, release := heldReceiver(t)
+	defer release()
+	slow := e.webhook(slowRC.URL, "", nil)
+	d, _ := e.startAfterFirstRound(fast(Options{Owner: "ahead-await", PerWebhook: 1}))
+	ctx := context.Background()
+	never := make(chan struct{})
+
+	c := aheadClaim(quick, fastRC.URL)
+	if !d.Ahead(c, 100) {
+		t.Fatal("not taken ahead")
+	}
+	d.AwaitAhead(ctx, []uuid.UUID{c.ID}, never)
+	if _, done, _ := d.Finished(c.ID); !done {
+		t.Fatal("AwaitAhead returned before the attempt of a quick receiver was over")
+	}
+
+	hanging, queued := aheadClaim(slow, slowRC.URL), aheadClaim(slow, slowRC.URL)
+	if !d.Ahead(hanging, 101) || !d.Ahead(queued, 102) {
+		t.Fatal("not taken ahead")
+	}
+	start := time.Now()
+	d.AwaitAhead(ctx, []uuid.UUID{hanging.ID, queued.ID}, never)
+	if took := time.Since(start); took < slowAttempt-10*time.Millisecond || took > slowAttempt+time.Second {
+		t.Fatalf("AwaitAhead on a hanging attempt and one queued behind it took %v, want about %v", took, slowAttempt)
+	}
+
+	// A hurried wait ends at once.
+	hurry := make(chan struct{})
+	close(hurry)
+	other := e.webhook(slowRC.URL, "", nil)
+	more := aheadClaim(other, slowRC.URL)
+	if !d.Ahead(more, 103) {
+		t.Fatal("not taken ahead")
+	}
+	start = time.Now()
+	d.AwaitAhead(ctx, []uuid.UUID{more.ID}, hurry)
+	if took := time.Since(start); took > 50*time.Millisecond {
+		t.Fatalf("a hurried AwaitAhead took %v", took)
 	}
 }

@@ -85,6 +85,9 @@ func (d *Dispatcher) free(webhook int64, took time.Duration) (*store.Claimed, *r
 			d.inflight++
 			d.perHook[next.WebhookID]++
 			run.attempts.Add(1)
+			if a := d.ahead[next.ID]; a != nil {
+				a.started = time.Now()
+			}
 		}
 	}
 	want := d.starved || len(stale) > 0
