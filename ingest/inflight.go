@@ -136,8 +136,11 @@ func (fl *inflight) run(ctx context.Context, in *Ingester) {
 		}
 	}
 	fl.batch.Ahead, fl.aheadIDs = keptAhead(in.opts.Handoff, fl.batch.Ahead, fl.aheadIDs)
+	// The feed's end (the relay stops, or its session ends) ends the wait
+	// above but not the write: what went ahead is stored, rather than sent
+	// again under the same ids by the next session.
 	var leased store.Leased
-	fl.n, leased, fl.err = in.st.WriteCommit(ctx, in.opts.Slot, fl.batch, fl.from, fl.end)
+	fl.n, leased, fl.err = in.st.WriteCommit(context.WithoutCancel(ctx), in.opts.Slot, fl.batch, fl.from, fl.end)
 	if fl.err != nil {
 		return
 	}

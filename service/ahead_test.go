@@ -39,6 +39,26 @@ func lockTable(t *testing.T, state *pgxpool.Pool, lock string) pgx.Tx {
 	return tx
 }
 
+// startAhead starts a relay that makes no position report during the test
+// (each waits for the writes in flight and ends their waits for first
+// attempts), and has it send and store a first event, so that it has read
+// the webhooks. It returns the relay and its state database.
+func startAhead(t *testing.T) (*relayEnv, *pgxpool.Pool) {
+	t.Helper()
+	e := newRelay(t)
+	e.cfg.Replication.StatusInterval = time.Minute
+	e.start()
+	state := e.statePool()
+	e.exec(`INSERT INTO activity_log_exports (company_id, exported_by, row_count) VALUES (1, 2, 1)`)
+	e.waitEvents("/one", "audit.exported", 1)
+	e.waitFor("the first delivery stored", func() bool {
+		var n int
+		err := state.QueryRow(context.Background(), `SELECT count(*) FROM relay.deliveries WHERE status = 'delivered'`).Scan(&n)
+		return err == nil && n == 1
+	})
+	return e, state
+}
+
 // TestFirstAttemptGoesAheadOfTheStore: a delivery's first attempt does not
 // wait for the store write that records it. With the write held up (its
 // events table locked), the receiver still gets the event, under the id
@@ -48,22 +68,8 @@ func lockTable(t *testing.T, state *pgxpool.Pool, lock string) pgx.Tx {
 // (The write is held up by a lock on the events table, which it inserts
 // into and nothing else on the relay's road to the receiver touches.)
 func TestFirstAttemptGoesAheadOfTheStore(t *testing.T) {
-	e := newRelay(t)
-	// Before each position report the feed waits for the write in flight:
-	// none during the test.
-	e.cfg.Replication.StatusInterval = time.Minute
-	e.start()
-	state := e.statePool()
+	e, state := startAhead(t)
 	ctx := context.Background()
-
-	// A first event, so that the relay has read the webhooks.
-	e.exec(`INSERT INTO activity_log_exports (company_id, exported_by, row_count) VALUES (1, 2, 1)`)
-	e.waitEvents("/one", "audit.exported", 1)
-	e.waitFor("the first delivery stored", func() bool {
-		var n int
-		err := state.QueryRow(ctx, `SELECT count(*) FROM relay.deliveries`).Scan(&n)
-		return err == nil && n == 1
-	})
 
 	lock := lockTable(t, state, `LOCK TABLE relay.events IN SHARE MODE`)
 	e.exec(`INSERT INTO activity_log_exports (company_id, exported_by, row_count) VALUES (1, 2, 2)`)
@@ -123,20 +129,8 @@ func TestFirstAttemptGoesAheadOfTheStore(t *testing.T) {
 // time, the delivery is not in the store at all, and it appears there
 // delivered, never pending.
 func TestWriteWaitsForTheFirstAttempt(t *testing.T) {
-	e := newRelay(t)
-	// A position report waits for the write in flight and ends its wait:
-	// none during the test.
-	e.cfg.Replication.StatusInterval = time.Minute
-	e.start()
-	state := e.statePool()
+	e, state := startAhead(t)
 	ctx := context.Background()
-	e.exec(`INSERT INTO activity_log_exports (company_id, exported_by, row_count) VALUES (1, 2, 1)`)
-	e.waitEvents("/one", "audit.exported", 1)
-	e.waitFor("the first delivery stored", func() bool {
-		var n int
-		err := state.QueryRow(ctx, `SELECT count(*) FROM relay.deliveries WHERE status = 'delivered'`).Scan(&n)
-		return err == nil && n == 1
-	})
 
 	const takes = 400 * time.Millisecond
 	e.recv.setRespond(func(_ request, n int) int {
