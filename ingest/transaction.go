@@ -203,10 +203,10 @@ func (in *Ingester) Commit(ctx context.Context, tx event.Tx) error {
 // (launch), but the next group's store write waits for it, and in a wide
 // fan-out a write of a thousand deliveries would hold that one up.
 // (Measured when such writes still ran on the feed's goroutine:
-// docs/PERFORMANCE.md.) While the write before it still runs (or waits
-// for its first attempts, see resultWait), it gathers up to
-// GroupDeliveries: flushing it would only end that wait early and wait
-// for that write.
+// docs/PERFORMANCE.md.) While a write is still in flight (or waits for
+// its first attempts, see resultWait), it gathers up to GroupDeliveries:
+// writes commit one at a time, so its own would only queue behind that
+// one, and a larger group costs the store less per delivery.
 func (in *Ingester) Full() bool {
 	limit := in.opts.GroupDeliveries
 	if !in.waiting && !in.writing() {
