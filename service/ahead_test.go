@@ -124,15 +124,15 @@ func TestFirstAttemptGoesAheadOfTheStore(t *testing.T) {
 }
 
 // TestWriteWaitsForTheFirstAttempt: the store write of a delivery sent
-// ahead waits for its attempt (up to a bound), so that it stores the
-// delivery with its result, as one insert: while the receiver takes its
-// time, the delivery is not in the store at all, and it appears there
-// delivered, never pending.
+// ahead waits for its attempt (one that ends within relay's slowAttempt,
+// 100 ms), so that it stores the delivery with its result, as one insert:
+// while the receiver takes its time, the delivery is not in the store at
+// all, and it appears there delivered, never pending.
 func TestWriteWaitsForTheFirstAttempt(t *testing.T) {
 	e, state := startAhead(t)
 	ctx := context.Background()
 
-	const takes = 400 * time.Millisecond
+	const takes = 50 * time.Millisecond
 	e.recv.setRespond(func(_ request, n int) int {
 		if n == 2 {
 			time.Sleep(takes)
