@@ -48,8 +48,8 @@ func (d *Dispatcher) AheadLease() (string, time.Duration) {
 // Ahead takes a delivery that is not stored yet, of the source transaction
 // committed at lsn, and starts its attempt at once if its webhook has a
 // free slot, or queues it in memory for the next slot to free otherwise,
-// within the webhook's window and the dispatcher's room, as a claimed
-// delivery waits. It refuses one whose webhook has deliveries waiting in
+// within the webhook's window and maxQueuedAhead, as a claimed delivery
+// waits. It refuses one whose webhook has deliveries waiting in
 // the store (held, or left behind by a claim round), so that it does not
 // overtake them; those it queues wait behind any already queued. A
 // delivery queued ahead costs the store what one sent at once costs,
@@ -88,9 +88,9 @@ func (d *Dispatcher) Ahead(c *store.Claimed, lsn event.LSN) bool {
 	d.ahead[c.ID] = a
 	if !start {
 		// It starts when a slot frees (free), or is given back as any
-		// queued delivery is if it waited too long or the relay stops:
-		// once stored, it is then claimed again; until then, its source
-		// transaction is not confirmed.
+		// queued delivery is if it waited too long or the relay stops,
+		// and let go (Finished): stored already, it is claimed again; not
+		// yet, its write stores it for any relay to claim.
 		d.queue[hook] = append(d.queue[hook], queuedDelivery{c: c, at: now})
 		d.queued++
 		d.mu.Unlock()
