@@ -81,6 +81,11 @@ type Config struct {
 	// (for metrics). It is called from the streaming goroutine and must
 	// not block.
 	OnSlotStatus func(SlotStatus)
+	// StopGrace bounds how long a stop waits for the feed to finish what
+	// it is doing: a call of the Handler in progress, the rest of the
+	// transaction being read when committed ones wait to be stored behind
+	// it, and the store write of those (see stream.loop). Default 5s.
+	StopGrace time.Duration
 	// Logger receives the feed's log lines; nil discards them.
 	Logger *slog.Logger
 }
@@ -103,6 +108,9 @@ func (c *Config) withDefaults() {
 	}
 	if c.GroupSize <= 0 {
 		c.GroupSize = 1000
+	}
+	if c.StopGrace <= 0 {
+		c.StopGrace = 5 * time.Second
 	}
 	if c.WALCheckInterval <= 0 {
 		c.WALCheckInterval = time.Minute

@@ -782,3 +782,129 @@ func TestZeroColumnTable(t *testing.T) {
 		t.Fatalf("change after the zero-column ones = %+v", got[2])
 	}
 }
+
+// stopInCommit stops the feed from inside the Handler's Commit, as a stop
+// that comes while a transaction is being stored, and fails the call if
+// its context ended, as a store call would.
+type stopInCommit struct {
+	*memHandler
+	stop func()
+	// block makes Commit wait until its context ends (a store that hangs).
+	block bool
+}
+
+func (h *stopInCommit) Commit(ctx context.Context, tx event.Tx) error {
+	h.stop()
+	if h.block {
+		<-ctx.Done()
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return h.memHandler.Commit(ctx, tx)
+}
+
+// A stop does not cut short the Handler call in progress: the transaction
+// being committed is stored before the feed ends (its deliveries may have
+// gone out ahead of the store, and must not go out again after a restart).
+// A call that hangs holds the stop up for StopGrace only.
+func TestStopLetsTheCallInProgressFinish(t *testing.T) {
+	for _, hang := range []bool{false, true} {
+		t.Run(map[bool]string{false: "finishes", true: "hangs"}[hang], func(t *testing.T) { stopInCall(t, hang) })
+	}
+}
+
+func stopInCall(t *testing.T, hang bool) {
+	{
+		e := newEnv(t)
+		ctx, cancel := context.WithCancel(context.Background())
+		h := &stopInCommit{memHandler: e.h, stop: cancel, block: hang}
+		cfg := e.config()
+		cfg.StopGrace = 300 * time.Millisecond
+		done := make(chan error, 1)
+		go func() { done <- cdc.New(cfg).Run(ctx, h) }()
+		waitFor(t, "slot streaming", func() bool {
+			st, err := cdc.Slot(context.Background(), e.conn, e.slot)
+			return err == nil && st.Active && e.h.ready()
+		})
+		e.exec(`INSERT INTO items (id, status) VALUES (1000, 'open')`)
+		stopped := time.Now()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the feed did not stop")
+		}
+		took := time.Since(stopped)
+		_, txs, _ := e.h.snapshot()
+		if hang {
+			if len(txs) != 0 || took < cfg.StopGrace {
+				t.Fatalf("hanging call: stop took %v with %d transactions stored, want StopGrace (%v) and none", took, len(txs), cfg.StopGrace)
+			}
+			return
+		}
+		if len(txs) != 1 {
+			t.Fatalf("%d transactions stored at the stop, want the one being committed", len(txs))
+		}
+	}
+}
+
+// stopInChange stops the feed at the first change of the second
+// transaction, and gathers groups as a handler whose deliveries all went
+// ahead of the store does (Waiting is false).
+type stopInChange struct {
+	*memHandler
+	stop  func()
+	begun int
+}
+
+func (h *stopInChange) Waiting() bool { return false }
+
+func (h *stopInChange) Begin(ctx context.Context, tx event.Tx) error {
+	h.begun++
+	return h.memHandler.Begin(ctx, tx)
+}
+
+func (h *stopInChange) Change(ctx context.Context, c *event.Change) error {
+	if h.begun == 3 {
+		h.stop()
+	}
+	return h.memHandler.Change(ctx, c)
+}
+
+// A stop in the middle of a transaction, while committed ones wait to be
+// stored behind it, reads on to its commit and stores all of them.
+func TestStopInTheMiddleOfATransactionStoresTheGroup(t *testing.T) {
+	e := newEnv(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	h := &stopInChange{memHandler: e.h, stop: cancel}
+	cfg := e.config()
+	cfg.SentGroupDelay = time.Minute
+	done := make(chan error, 1)
+	go func() { done <- cdc.New(cfg).Run(ctx, h) }()
+	waitFor(t, "slot streaming", func() bool {
+		st, err := cdc.Slot(context.Background(), e.conn, e.slot)
+		return err == nil && st.Active && e.h.ready()
+	})
+	// The first is stored as soon as the stream pauses (nothing was stored
+	// a moment before); the second then waits for the group to fill.
+	e.exec(`INSERT INTO items (id, status) VALUES (1000, 'open')`)
+	waitFor(t, "first transaction stored", func() bool {
+		_, txs, _ := e.h.snapshot()
+		return len(txs) == 1
+	})
+	e.exec(`INSERT INTO items (id, status) VALUES (1001, 'open')`)
+	time.Sleep(100 * time.Millisecond)
+	if _, txs, _ := e.h.snapshot(); len(txs) != 1 {
+		t.Fatalf("%d transactions stored, want the second to wait in its group", len(txs))
+	}
+	e.exec(`INSERT INTO items (id, status) VALUES (1002, 'open'), (1003, 'open')`)
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the feed did not stop")
+	}
+	changes, txs, _ := e.h.snapshot()
+	if len(txs) != 3 || len(changes) != 4 {
+		t.Fatalf("%d transactions (%d changes) stored at the stop, want 3 (4)", len(txs), len(changes))
+	}
+}

@@ -56,21 +56,39 @@ type stream struct {
 // loop reads the session's messages until an error or ctx ends it, between
 // them doing what is due: periodic duties, and storing a group of committed
 // transactions.
+//
+// The stop (ctx) ends the wait for the next message, not a call of the
+// handler in progress: a store write cut short would leave the group read
+// so far unstored although the first attempts of its deliveries went out
+// ahead, and the next session would send them again. The handler's calls
+// and the duties run under a context that the stop ends only StopGrace
+// later. On a stop the loop reads on to the end of the transaction it is
+// in, when committed transactions wait to be stored behind it, and then
+// stores them (a clean stop stores everything it read whole).
 func (st *stream) loop(ctx context.Context) error {
-	// stopped is set only when the loop itself sees the context end while
-	// waiting for a message, so no handler call was cut short.
-	stopped := false
+	work, release := afterStop(ctx, st.cfg.StopGrace)
+	defer release()
+	// stopping is set when the stop comes in the middle of a transaction
+	// read after a pending group: the loop reads on to its commit. stopped
+	// is set once the loop ends because of the stop, between transactions.
+	stopping, stopped := false, false
 	defer func() {
 		// On a clean stop, store what is complete, and report it (durable).
 		if stopped && !st.inTx && st.pending > 0 {
-			_ = st.flush(context.WithoutCancel(ctx))
+			if err := st.flush(work); err != nil {
+				st.cfg.Logger.Warn("the transactions read before the stop could not be stored; the next start streams them again", "err", err)
+			}
 		}
-		_ = st.sendStatus(context.WithoutCancel(ctx))
+		_ = st.sendStatus(work)
 	}()
 	d := st.newDuties(time.Now())
 	for {
+		if stopping && !st.inTx {
+			stopped = true
+			return ctx.Err()
+		}
 		now := time.Now()
-		if err := st.runDuties(ctx, &d, now); err != nil {
+		if err := st.runDuties(work, &d, now); err != nil {
 			return err
 		}
 		wake := d.next()
@@ -87,7 +105,7 @@ func (st *stream) loop(ctx context.Context) error {
 				due = st.pendingSince.Add(st.cfg.GroupDelay)
 			}
 			if !now.Before(due) || (waiting && st.quiet()) {
-				if err := st.flush(ctx); err != nil {
+				if err := st.flush(work); err != nil {
 					return err
 				}
 				continue
@@ -97,15 +115,23 @@ func (st *stream) loop(ctx context.Context) error {
 			}
 			wake = minTime(wake, due)
 		}
-		raw, err := st.receive(ctx, wake)
+		wait := ctx
+		if stopping {
+			wait = work
+		}
+		raw, err := st.receive(wait, wake)
 		if err != nil {
-			if ctx.Err() != nil {
-				stopped = true
+			if wait.Err() != nil {
+				if !stopping && st.inTx && st.pending > 0 {
+					stopping = true
+					continue
+				}
+				stopped = !st.inTx && ctx.Err() != nil && work.Err() == nil
 				return ctx.Err()
 			}
 			if pgconn.Timeout(err) {
 				if st.pending > 0 && !st.inTx {
-					if err := st.flush(ctx); err != nil {
+					if err := st.flush(work); err != nil {
 						return err
 					}
 				}
@@ -113,9 +139,20 @@ func (st *stream) loop(ctx context.Context) error {
 			}
 			return fmt.Errorf("receive replication message: %w", err)
 		}
-		if err := st.received(ctx, raw); err != nil {
+		if err := st.received(work, raw); err != nil {
 			return err
 		}
+	}
+}
+
+// afterStop returns the context of work that a stop (the end of ctx)
+// should let finish: it ends grace after ctx does, or when released.
+func afterStop(ctx context.Context, grace time.Duration) (context.Context, context.CancelFunc) {
+	work, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	stop := context.AfterFunc(ctx, func() { time.AfterFunc(grace, cancel) })
+	return work, func() {
+		stop()
+		cancel()
 	}
 }
 

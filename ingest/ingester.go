@@ -324,7 +324,7 @@ func (in *Ingester) Seed(ctx context.Context, snap *cdc.Snapshot, start event.LS
 func (in *Ingester) Close(ctx context.Context) {
 	ctx = context.WithoutCancel(ctx)
 	if err := in.join(ctx); err != nil {
-		in.log.Debug("the last store write failed; its transactions are streamed again at the next start", "err", err)
+		in.log.Warn("the last store write failed; its transactions are streamed again at the next start", "err", err)
 	}
 	in.abort(ctx, lostConnection)
 }
