@@ -221,10 +221,10 @@ func Run(ctx context.Context, opts Options) ([]Result, error) {
 	for _, name := range opts.Scenarios {
 		f, ok := map[string]func(context.Context) (Result, error){
 			"burst": b.burst, "steady": b.steady, "fanout": b.fanout, "backlog": b.backlog, "isolation": b.isolation,
-			"platform": b.platform, "pause": b.pause,
+			"platform": b.platform, "pause": b.pause, "floor": b.floor,
 		}[name]
 		if !ok {
-			return results, fmt.Errorf("unknown scenario %q (have %s, pause)", name, strings.Join(Scenarios, ", "))
+			return results, fmt.Errorf("unknown scenario %q (have %s, pause, floor)", name, strings.Join(Scenarios, ", "))
 		}
 		say(opts.Progress, "scenario "+name)
 		r, err := f(ctx)

@@ -214,3 +214,35 @@ func TestRecoveries(t *testing.T) {
 		t.Errorf("a stall at the load's end: %+v, %s", none[0], none[0])
 	}
 }
+
+// TestFloor runs the floor scenario short: PostgreSQL's own client reads
+// every change the load writes, and the latencies come out.
+func TestFloor(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	results, err := Run(ctx, Options{Self: os.Args[0], Short: true, Scenarios: []string{"floor"}, Relay: relayBinary(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := results[0]
+	t.Logf("%+v", r)
+	if r.Events != 5000 || r.P50ms <= 0 || r.P99ms < r.P50ms || r.MaxMs < r.P99ms {
+		t.Fatalf("floor: missing figures: %+v", r)
+	}
+}
+
+func TestTitleNanos(t *testing.T) {
+	for line, want := range map[string]int64{
+		`table public.repair_requests: INSERT: id[integer]:7 company_id[integer]:1 title[text]:'1764990000123456789' priority[text]:'normal'`: 1764990000123456789,
+		`BEGIN 123`: -1,
+		`table public.repair_requests: INSERT: title[text]:'seed'`: -1,
+	} {
+		got, ok := titleNanos([]byte(line))
+		if !ok {
+			got = -1
+		}
+		if got != want {
+			t.Errorf("%s: %d, want %d", line, got, want)
+		}
+	}
+}

@@ -42,7 +42,7 @@ func main() {
 		}
 		return
 	}
-	scenario := flag.String("scenario", "", "comma-separated scenarios ("+strings.Join(bench.Scenarios, ", ")+"; and pause, not in the default run); default all but pause")
+	scenario := flag.String("scenario", "", "comma-separated scenarios ("+strings.Join(bench.Scenarios, ", ")+"; and pause and floor, not in the default run); default all but pause and floor")
 	short := flag.Bool("short", false, "seconds-long smoke run")
 	asJSON := flag.Bool("json", false, "print JSON")
 	relay := flag.String("relay", "", "relay binary (default: go build ./cmd/relay)")
@@ -94,6 +94,9 @@ func print(results []bench.Result) {
 		}
 	}
 	for _, r := range results {
+		if r.Disk.Syncs == 0 && r.Disk.Err == "" {
+			continue // no probe ran (floor)
+		}
 		fmt.Printf("%s: %s; WAL written %.0f B per delivery\n", r.Scenario, r.Disk, r.WALBytesPerDel)
 	}
 	for _, r := range results {

@@ -344,3 +344,7 @@ func freePort() (int, error) {
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
+
+// Program is the path of one of the install's programs (pg_recvlogical,
+// pgbench, ...), beside the server's own.
+func (s *Server) Program(name string) string { return filepath.Join(s.bin, name) }
