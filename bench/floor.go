@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // floor: the steady load (1,000 single-row transactions a second) with
@@ -83,6 +85,7 @@ func (b *run) floor(ctx context.Context) (Result, error) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	before := walsenderCPU(ctx, pool)
 	start := time.Now()
 	if err := pace(ctx, pool, 1000, n); err != nil {
 		return Result{}, err
@@ -96,6 +99,7 @@ func (b *run) floor(ctx context.Context) (Result, error) {
 		return Result{}, fmt.Errorf("pg_recvlogical printed %d of %d changes: %s", k, n, stderr.String())
 	}
 	took := time.Since(start)
+	walsender := walsenderCPU(ctx, pool) - before
 	cancel()
 	slices.Sort(lat)
 	ms := func(p float64) float64 {
@@ -103,7 +107,19 @@ func (b *run) floor(ctx context.Context) (Result, error) {
 	}
 	return Result{Events: n, Deliveries: n, Seconds: took.Seconds(), EventsPerSec: float64(n) / took.Seconds(),
 		DeliveriesPerSec: float64(n) / took.Seconds(), P50ms: ms(50), P95ms: ms(95), P99ms: ms(99), MaxMs: ms(100),
-		Note: "no relay: pg_recvlogical (test_decoding) in its place, latency from the statement's send to the change read from its output"}, nil
+		Note: fmt.Sprintf("no relay: pg_recvlogical (test_decoding) in its place, latency from the statement's send to the change read from its output; its walsender spent %.0f µs of CPU per event",
+			float64(walsender.Microseconds())/float64(n))}, nil
+}
+
+// walsenderCPU is the CPU time the server's walsenders have used.
+func walsenderCPU(ctx context.Context, pool *pgxpool.Pool) time.Duration {
+	var sum time.Duration
+	for _, p := range pgProcs(ctx, pool) {
+		if p.role == "walsender" {
+			sum += p.cpu
+		}
+	}
+	return sum
 }
 
 // titleKeyDecoded is how test_decoding prints a row's title.

@@ -179,8 +179,8 @@ func (e *env) config() cdc.Config {
 // start runs a Source until the returned stop function is called.
 func (e *env) start(h cdc.Handler) (stop func() error) {
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- cdc.New(e.config()).Run(ctx, h) }()
+	e.t.Cleanup(cancel) // also if it never streams
+	done := e.run(ctx, e.config(), h)
 	var once sync.Once
 	var err error
 	stop = func() error {
@@ -188,6 +188,14 @@ func (e *env) start(h cdc.Handler) (stop func() error) {
 		return err
 	}
 	e.t.Cleanup(func() { stop() })
+	return stop
+}
+
+// run runs a Source with cfg until ctx ends, and returns once it streams;
+// Run's error comes on the channel returned.
+func (e *env) run(ctx context.Context, cfg cdc.Config, h cdc.Handler) <-chan error {
+	done := make(chan error, 1)
+	go func() { done <- cdc.New(cfg).Run(ctx, h) }()
 	// Changes committed before the slot exists are, rightly, not streamed:
 	// wait until it is being streamed.
 	// The slot is active already while it is being created, before its
@@ -196,7 +204,7 @@ func (e *env) start(h cdc.Handler) (stop func() error) {
 		st, err := cdc.Slot(context.Background(), e.conn, e.slot)
 		return err == nil && st.Active && e.h.ready()
 	})
-	return stop
+	return done
 }
 
 func (e *env) exec(sql string, args ...any) {
@@ -791,9 +799,12 @@ type stopInCommit struct {
 	stop func()
 	// block makes Commit wait until its context ends (a store that hangs).
 	block bool
+	// stoppedAt is when Commit stopped the feed.
+	stoppedAt time.Time
 }
 
 func (h *stopInCommit) Commit(ctx context.Context, tx event.Tx) error {
+	h.stoppedAt = time.Now()
 	h.stop()
 	if h.block {
 		<-ctx.Done()
@@ -815,40 +826,33 @@ func TestStopLetsTheCallInProgressFinish(t *testing.T) {
 }
 
 func stopInCall(t *testing.T, hang bool) {
-	{
-		e := newEnv(t)
-		ctx, cancel := context.WithCancel(context.Background())
-		h := &stopInCommit{memHandler: e.h, stop: cancel, block: hang}
-		cfg := e.config()
-		cfg.StopGrace = 300 * time.Millisecond
-		done := make(chan error, 1)
-		go func() { done <- cdc.New(cfg).Run(ctx, h) }()
-		waitFor(t, "slot streaming", func() bool {
-			st, err := cdc.Slot(context.Background(), e.conn, e.slot)
-			return err == nil && st.Active && e.h.ready()
-		})
-		e.exec(`INSERT INTO items (id, status) VALUES (1000, 'open')`)
-		stopped := time.Now()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			t.Fatal("the feed did not stop")
+	e := newEnv(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	h := &stopInCommit{memHandler: e.h, stop: cancel, block: hang}
+	cfg := e.config()
+	cfg.StopGrace = 300 * time.Millisecond
+	done := e.run(ctx, cfg, h)
+	e.exec(`INSERT INTO items (id, status) VALUES (1000, 'open')`)
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the feed did not stop")
+	}
+	took := time.Since(h.stoppedAt)
+	_, txs, _ := e.h.snapshot()
+	if hang {
+		if len(txs) != 0 || took < cfg.StopGrace {
+			t.Fatalf("hanging call: stop took %v with %d transactions stored, want StopGrace (%v) and none", took, len(txs), cfg.StopGrace)
 		}
-		took := time.Since(stopped)
-		_, txs, _ := e.h.snapshot()
-		if hang {
-			if len(txs) != 0 || took < cfg.StopGrace {
-				t.Fatalf("hanging call: stop took %v with %d transactions stored, want StopGrace (%v) and none", took, len(txs), cfg.StopGrace)
-			}
-			return
-		}
-		if len(txs) != 1 {
-			t.Fatalf("%d transactions stored at the stop, want the one being committed", len(txs))
-		}
+		return
+	}
+	if len(txs) != 1 {
+		t.Fatalf("%d transactions stored at the stop, want the one being committed", len(txs))
 	}
 }
 
-// stopInChange stops the feed at the first change of the second
+// stopInChange stops the feed at the first change of the third
 // transaction, and gathers groups as a handler whose deliveries all went
 // ahead of the store does (Waiting is false).
 type stopInChange struct {
@@ -876,15 +880,11 @@ func (h *stopInChange) Change(ctx context.Context, c *event.Change) error {
 func TestStopInTheMiddleOfATransactionStoresTheGroup(t *testing.T) {
 	e := newEnv(t)
 	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
 	h := &stopInChange{memHandler: e.h, stop: cancel}
 	cfg := e.config()
 	cfg.SentGroupDelay = time.Minute
-	done := make(chan error, 1)
-	go func() { done <- cdc.New(cfg).Run(ctx, h) }()
-	waitFor(t, "slot streaming", func() bool {
-		st, err := cdc.Slot(context.Background(), e.conn, e.slot)
-		return err == nil && st.Active && e.h.ready()
-	})
+	done := e.run(ctx, cfg, h)
 	// The first is stored as soon as the stream pauses (nothing was stored
 	// a moment before); the second then waits for the group to fill.
 	e.exec(`INSERT INTO items (id, status) VALUES (1000, 'open')`)
