@@ -46,7 +46,10 @@ func (b *run) floor(ctx context.Context) (Result, error) {
 	if err := cmd.Start(); err != nil {
 		return Result{}, fmt.Errorf("start pg_recvlogical: %w", err)
 	}
-	defer cmd.Wait()
+	defer func() {
+		cancel() // kills the client, whatever ended the scenario
+		_ = cmd.Wait()
+	}()
 	n := b.scale(60_000, 5_000)
 	lat := make([]time.Duration, 0, n)
 	var mu sync.Mutex
@@ -100,7 +103,6 @@ func (b *run) floor(ctx context.Context) (Result, error) {
 	}
 	took := time.Since(start)
 	walsender := walsenderCPU(ctx, pool) - before
-	cancel()
 	slices.Sort(lat)
 	ms := func(p float64) float64 {
 		return float64(lat[int(float64(len(lat)-1)*p/100)]) / float64(time.Millisecond)
