@@ -51,7 +51,7 @@ func (b *run) floor(ctx context.Context) (Result, error) {
 		_ = cmd.Wait()
 	}()
 	n := b.scale(60_000, 5_000)
-	lat := make([]time.Duration, 0, n)
+	lat := make([]int64, 0, n) // µs, as the receiver keeps them
 	var mu sync.Mutex
 	got := make(chan struct{})
 	go func() {
@@ -63,7 +63,7 @@ func (b *run) floor(ctx context.Context) (Result, error) {
 				continue
 			}
 			mu.Lock()
-			lat = append(lat, now.Sub(time.Unix(0, sent)))
+			lat = append(lat, now.Sub(time.Unix(0, sent)).Microseconds())
 			full := len(lat) == n
 			mu.Unlock()
 			if full {
@@ -104,9 +104,7 @@ func (b *run) floor(ctx context.Context) (Result, error) {
 	took := time.Since(start)
 	walsender := walsenderCPU(ctx, pool) - before
 	slices.Sort(lat)
-	ms := func(p float64) float64 {
-		return float64(lat[int(float64(len(lat)-1)*p/100)]) / float64(time.Millisecond)
-	}
+	ms := func(p float64) float64 { return float64(percentile(lat, p).Microseconds()) / 1000 }
 	return Result{Events: n, Deliveries: n, Seconds: took.Seconds(), EventsPerSec: float64(n) / took.Seconds(),
 		DeliveriesPerSec: float64(n) / took.Seconds(), P50ms: ms(50), P95ms: ms(95), P99ms: ms(99), MaxMs: ms(100),
 		Note: fmt.Sprintf("no relay: pg_recvlogical (test_decoding) in its place, latency from the statement's send to the change read from its output; its walsender spent %.0f µs of CPU per event",

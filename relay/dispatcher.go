@@ -291,9 +291,9 @@ func (d *Dispatcher) stopTaking(dbCtx context.Context) {
 			waiting = append(waiting, qc.c.ID)
 			delete(d.ahead, qc.c.ID) // if not stored yet, its write decides it
 		}
-		d.aheadMovedLocked()
 		delete(d.queue, id)
 	}
+	d.aheadMovedLocked()
 	d.queued = 0
 	d.mu.Unlock()
 	waiting = append(waiting, d.dropHeld()...)
