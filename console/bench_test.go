@@ -43,7 +43,7 @@ func benchEnv(b *testing.B) (e *env, br *browser, busy int64) {
 				CASE WHEN ev.id % 10 = 0 THEN 'failed' ELSE 'delivered' END, 1,
 				CASE WHEN ev.id % 10 = 0 THEN 500 ELSE 200 END, ev.created_at, ev.created_at
 			FROM ev RETURNING id, created_at, last_status_code)
-		INSERT INTO {{schema}}.attempts (delivery_id, webhook_id, attempt, started_at, duration_ms, status_code, response_snippet)
+		INSERT INTO {{schema}}.attempt_rows (delivery_id, webhook_id, attempt, started_at, duration_ms, status_code, response_snippet)
 		SELECT d.id, $1, 1, d.created_at, 12.5, d.last_status_code, 'ok' FROM d`, "{{schema}}", e.st.Schema())
 	if _, err := e.st.Pool().Exec(ctx, sql, busy); err != nil {
 		b.Fatal(err)

@@ -73,7 +73,7 @@ func TestReplayForm(t *testing.T) {
 	if _, err := e.st.Pool().Exec(context.Background(), `WITH d AS (
 			UPDATE relay.deliveries SET replay_id = $1, attempts = 1
 			WHERE id = (SELECT id FROM relay.deliveries WHERE webhook_id = $2 LIMIT 1) RETURNING id, webhook_id)
-		INSERT INTO relay.attempts (delivery_id, webhook_id, attempt, started_at, duration_ms, status_code, replay_id)
+		INSERT INTO relay.attempt_rows (delivery_id, webhook_id, attempt, started_at, duration_ms, status_code, replay_id)
 		SELECT id, webhook_id, 1, now(), 3, 200, $1 FROM d`, rid, id); err != nil {
 		t.Fatal(err)
 	}

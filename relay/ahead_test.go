@@ -186,7 +186,7 @@ func TestAheadResultGoesWithTheWrite(t *testing.T) {
 			VALUES ('test', 100, 0, 'task.completed', 1, 'tasks', 'update', now(), $3::bytea) RETURNING id),
 		d AS (INSERT INTO {{schema}}.deliveries (id, event_id, webhook_id, company_id, event_type, status, attempts, finished_at)
 			SELECT $1, ev.id, $2, 1, 'task.completed', 'delivered', 1, now() FROM ev)
-		INSERT INTO {{schema}}.attempts (delivery_id, webhook_id, attempt, started_at, duration_ms, status_code, sent_by)
+		INSERT INTO {{schema}}.attempt_rows (delivery_id, webhook_id, attempt, started_at, duration_ms, status_code, sent_by)
 		VALUES ($1, $2, 1, now(), 1, 200, 'ahead-fold')`, c.ID, hook, body)
 	d.Stored(event.LSN(101))
 	time.Sleep(200 * time.Millisecond)

@@ -66,14 +66,15 @@ func TestWriteStoresAhead(t *testing.T) {
 	}
 	for i, r := range results {
 		var status, owner, errText string
-		var attempts, code, rows int
+		var attempts, code, rows, own int
 		var dueLater, finished bool
 		err := s.pool.QueryRow(ctx, s.q(`SELECT d.status, coalesce(d.lease_owner, ''), d.attempts, coalesce(d.last_status_code, 0), coalesce(d.last_error, ''),
 				d.next_attempt_at > now() + interval '50 minutes', d.finished_at IS NOT NULL,
 				(SELECT count(*) FROM {{schema}}.attempts t WHERE t.delivery_id = d.id AND t.attempt = 1 AND t.started_at = $2
-				   AND t.sent_by = 'me' AND coalesce(t.status_code, 0) = $3)
+				   AND t.sent_by = 'me' AND coalesce(t.status_code, 0) = $3),
+				(SELECT count(*) FROM {{schema}}.attempt_rows t WHERE t.delivery_id = d.id)
 			FROM {{schema}}.deliveries d WHERE d.id = $1`), r.DeliveryID, r.StartedAt, r.StatusCode).
-			Scan(&status, &owner, &attempts, &code, &errText, &dueLater, &finished, &rows)
+			Scan(&status, &owner, &attempts, &code, &errText, &dueLater, &finished, &rows, &own)
 		if err != nil {
 			t.Fatalf("delivery %d: %v", i, err)
 		}
@@ -81,6 +82,10 @@ func TestWriteStoresAhead(t *testing.T) {
 			dueLater != (r.Status == StatusRetrying) || finished != (r.Status != StatusRetrying) || rows != 1 {
 			t.Fatalf("delivery %d stored as %s, owner %q, %d attempts, code %d, error %q, due later %v, finished %v, %d attempt rows; want it as its attempt left it",
 				i, status, owner, attempts, code, errText, dueLater, finished, rows)
+		}
+		// A first attempt answered 2xx is kept in the delivery's row.
+		if want := map[bool]int{true: 0, false: 1}[r.Status == StatusDelivered]; own != want {
+			t.Fatalf("delivery %d (%s) has %d rows in attempt_rows, want %d", i, r.Status, own, want)
 		}
 	}
 	for _, e := range evs[len(results):] {

@@ -60,9 +60,12 @@ WITH r AS (
     -- 'retrying')", which would offer the due deliveries' index: a plan
     -- through it compares every due delivery with every result, a cost that
     -- grows with the backlog).
-    SELECT r.*, d.ctid AS tid, d.webhook_id
+    SELECT r.*, d.ctid AS tid, d.webhook_id,
+           -- A live delivery's first attempt answered 2xx is kept in its
+           -- row (migration 0023), any other in attempt_rows.
+           r.attempt = 1 AND r.status = 'delivered' AND d.replay_id IS NULL AS folded
     FROM r CROSS JOIN LATERAL (
-        SELECT d.ctid, d.webhook_id FROM {{schema}}.deliveries d
+        SELECT d.ctid, d.webhook_id, d.replay_id FROM {{schema}}.deliveries d
         WHERE d.id = r.id
           AND d.lease_owner = $1
           AND d.attempts = r.attempt - 1
@@ -85,6 +88,11 @@ WITH r AS (
         last_status_code = CASE WHEN h.status = 'aborted' THEN d.last_status_code ELSE NULLIF(h.status_code, 0) END,
         last_error = CASE WHEN h.status = 'aborted' THEN d.last_error ELSE NULLIF(h.error, '') END,
         finished_at = CASE WHEN h.status IN ('delivered', 'failed') THEN now() END,
+        first_started_at = CASE WHEN h.folded THEN h.started_at ELSE d.first_started_at END,
+        first_duration_ms = CASE WHEN h.folded THEN h.duration_ms ELSE d.first_duration_ms END,
+        first_status_code = CASE WHEN h.folded THEN NULLIF(h.status_code, 0) ELSE d.first_status_code END,
+        first_snippet = CASE WHEN h.folded THEN NULLIF(h.snippet, '') ELSE d.first_snippet END,
+        first_sent_by = CASE WHEN h.folded THEN $1 ELSE d.first_sent_by END,
         lease_owner = NULL,
         lease_until = NULL,
         updated_at = now()
@@ -93,14 +101,16 @@ WITH r AS (
     -- (its lease was lost) no longer matches and is not recorded.
     WHERE d.ctid = ANY (ARRAY(SELECT tid FROM held))
       AND d.ctid = h.tid
-    RETURNING d.id, d.webhook_id, d.replay_id
+    RETURNING d.id, d.webhook_id, d.replay_id, h.folded
+), att AS (
+    INSERT INTO {{schema}}.attempt_rows
+        (delivery_id, webhook_id, attempt, started_at, duration_ms, status_code, error, response_snippet, sent_by, replay_id)
+    SELECT r.id, upd.webhook_id, r.attempt, r.started_at, r.duration_ms,
+           NULLIF(r.status_code, 0), NULLIF(r.error, ''), NULLIF(r.snippet, ''), $1, upd.replay_id
+    FROM r JOIN upd ON upd.id = r.id
+    WHERE NOT upd.folded
 )
-INSERT INTO {{schema}}.attempts
-    (delivery_id, webhook_id, attempt, started_at, duration_ms, status_code, error, response_snippet, sent_by, replay_id)
-SELECT r.id, upd.webhook_id, r.attempt, r.started_at, r.duration_ms,
-       NULLIF(r.status_code, 0), NULLIF(r.error, ''), NULLIF(r.snippet, ''), $1, upd.replay_id
-FROM r JOIN upd ON upd.id = r.id
-RETURNING delivery_id`
+SELECT id FROM upd`
 
 // RecordAttempt records one attempt of a delivery owner holds and updates
 // the delivery, releasing its lease. It returns ErrLeaseLost, recording

@@ -470,7 +470,7 @@ func TestPrune(t *testing.T) {
 	wh := s.addWebhook(t, "http://a", "", "")
 	finish := func(id uuid.UUID, status Status, ago string) {
 		s.mustExec(t, `UPDATE {{schema}}.deliveries SET status = $2, finished_at = now() - $3::interval WHERE id = $1`, id, string(status), ago)
-		s.mustExec(t, `INSERT INTO {{schema}}.attempts (delivery_id, webhook_id, attempt, started_at, duration_ms)
+		s.mustExec(t, `INSERT INTO {{schema}}.attempt_rows (delivery_id, webhook_id, attempt, started_at, duration_ms)
 			VALUES ($1, $2, 1, now(), 1)`, id, wh)
 	}
 	ago := func(d time.Duration) time.Time { return time.Now().Add(-d - time.Minute) } // stored a minute before it finished

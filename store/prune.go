@@ -84,7 +84,7 @@ func pruneDeliveriesSQL(where string) string {
 			LIMIT $3
 			FOR UPDATE SKIP LOCKED
 		), attempts AS (
-			DELETE FROM {{schema}}.attempts a USING victims v WHERE a.delivery_id = v.id
+			DELETE FROM {{schema}}.attempt_rows a USING victims v WHERE a.delivery_id = v.id
 		)
 		DELETE FROM {{schema}}.deliveries d USING victims v WHERE d.id = v.id`
 }

@@ -61,17 +61,19 @@ func (w WebhookSuccess) Rate() float64 {
 // SuccessRates counts, per webhook not deleted, the attempts started in the
 // last window and those answered with 2xx. Attempts a shutdown aborted are
 // not counted: the receiver did not fail them. Webhooks without attempts in the
-// window are listed with zero counts. It reads the attempts through their
-// (webhook_id, started_at) index.
+// window are listed with zero counts. It reads the attempt rows through
+// their (webhook_id, started_at) index and the first attempts kept in
+// deliveries' rows through deliveries_first_attempt (see statsSQL).
 func (s *Store) SuccessRates(ctx context.Context, window time.Duration) ([]WebhookSuccess, error) {
-	rows, err := s.pool.Query(ctx, s.q(`SELECT w.id, w.company_id, w.name, COALESCE(a.total, 0), COALESCE(a.ok, 0)
+	since := `now() - $1::bigint * interval '1 microsecond'`
+	rows, err := s.pool.Query(ctx, s.q(`SELECT w.id, w.company_id, w.name, COALESCE(a.total, 0) + f.total, COALESCE(a.ok, 0) + f.ok
 		FROM {{schema}}.webhooks w
 		LEFT JOIN LATERAL (
-			SELECT count(*) FILTER (WHERE error IS DISTINCT FROM '`+AbortedError+`') AS total,
-			       count(*) FILTER (WHERE status_code BETWEEN 200 AND 299) AS ok
-			FROM {{schema}}.attempts
-			WHERE webhook_id = w.id AND started_at > now() - $1::bigint * interval '1 microsecond'
+			SELECT `+countsSQL+`
+			FROM {{schema}}.attempt_rows a
+			WHERE a.webhook_id = w.id AND a.started_at > `+since+`
 		) a ON true
+		CROSS JOIN LATERAL (`+firstCounts(since)+`) f
 		WHERE w.deleted_at IS NULL
 		ORDER BY w.id`), window.Microseconds())
 	if err != nil {

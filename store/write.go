@@ -536,7 +536,8 @@ WITH stale AS (
     WHERE k.ahead AND a.status <> ''
 ), ins AS (
     INSERT INTO {{schema}}.deliveries (id, event_id, webhook_id, company_id, event_type, next_attempt_at, lease_owner, lease_until,
-                                       status, attempts, last_status_code, last_error, finished_at)
+                                       status, attempts, last_status_code, last_error, finished_at,
+                                       first_started_at, first_duration_ms, first_status_code, first_snippet, first_sent_by)
     SELECT k.id, k.event_id, k.webhook_id, k.company_id, k.event_type,
            CASE WHEN d.status = 'retrying' THEN now() + d.retry_us * interval '1 microsecond'
                 WHEN k.ahead THEN now() ELSE COALESCE(k.paused_until, now()) END,
@@ -544,13 +545,19 @@ WITH stale AS (
            CASE WHEN d.id IS NULL AND (k.leased OR k.held OR k.ahead) THEN now() + $12::bigint * interval '1 microsecond' END,
            COALESCE(d.status, 'pending'), CASE WHEN d.id IS NULL THEN 0 ELSE 1 END,
            NULLIF(d.status_code, 0), NULLIF(d.error, ''),
-           CASE WHEN d.status IN ('delivered', 'failed') THEN now() END
+           CASE WHEN d.status IN ('delivered', 'failed') THEN now() END,
+           -- A first attempt answered 2xx is kept in the row (migration
+           -- 0023), any other in attempt_rows.
+           CASE WHEN d.status = 'delivered' THEN d.started_at END, CASE WHEN d.status = 'delivered' THEN d.duration_ms END,
+           CASE WHEN d.status = 'delivered' THEN NULLIF(d.status_code, 0) END, CASE WHEN d.status = 'delivered' THEN NULLIF(d.snippet, '') END,
+           CASE WHEN d.status = 'delivered' THEN $11 END
     FROM kinds k LEFT JOIN done d ON d.id = k.id
     RETURNING 1
 ), att AS (
-    INSERT INTO {{schema}}.attempts (delivery_id, webhook_id, attempt, started_at, duration_ms, status_code, error, response_snippet, sent_by)
+    INSERT INTO {{schema}}.attempt_rows (delivery_id, webhook_id, attempt, started_at, duration_ms, status_code, error, response_snippet, sent_by)
     SELECT d.id, d.webhook_id, 1, d.started_at, d.duration_ms, NULLIF(d.status_code, 0), NULLIF(d.error, ''), NULLIF(d.snippet, ''), $11
     FROM done d
+    WHERE d.status <> 'delivered'
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM ins),

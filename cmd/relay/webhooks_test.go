@@ -350,7 +350,7 @@ admin:
 		pool.QueryRow(context.Background(), `SELECT count(*) FROM relay.attempts WHERE webhook_id = $1`, evil).Scan(&n)
 		return n > 0
 	})
-	if _, err := pool.Exec(context.Background(), `UPDATE relay.attempts SET error = $1 WHERE webhook_id = $2`,
+	if _, err := pool.Exec(context.Background(), `UPDATE relay.attempt_rows SET error = $1 WHERE webhook_id = $2`,
 		"tls: certificate is valid for \x1b[32mtrusted.example.com\x1b[0m\nFORGED", evil); err != nil {
 		t.Fatal(err)
 	}
