@@ -109,7 +109,7 @@ func (in *Ingester) sendAhead(ctx context.Context, events []event.Event) (all bo
 				NextAttemptAt: now, LeaseUntil: now.Add(lease), Body: e.Body, CreatedAt: now, CommittedAt: e.CommitTime,
 			}
 			if in.fanOut.Fill(w.ID, c) && in.opts.Handoff.Ahead(c, e.CommitLSN) {
-				in.ahead = append(in.ahead, store.Ahead{CommitLSN: e.CommitLSN, Seq: e.Seq, WebhookID: w.ID})
+				in.ahead = append(in.ahead, store.Ahead{CommitLSN: e.CommitLSN, Seq: e.Seq, WebhookID: w.ID, ID: c.ID})
 				in.aheadIDs = append(in.aheadIDs, c.ID)
 				continue
 			}

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/smartmaintenance/relay/event"
 )
 
@@ -122,4 +123,32 @@ func TestWriteStoresAhead(t *testing.T) {
 		t.Fatal("deliveries taken ahead stored without a lease owner")
 	}
 	_ = event.LSN(0)
+}
+
+// TestWriteStoresAheadUnderItsSendersID: a delivery taken ahead is stored
+// under the id its sender gave it (Ahead.ID, the one it was sent under),
+// and under DeliveryID's when it has none.
+func TestWriteStoresAheadUnderItsSendersID(t *testing.T) {
+	s, a, _ := twoWebhooks(t)
+	ctx := context.Background()
+	key, err := s.DeliveryKey(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs := events(10, 2)
+	given := uuid.New()
+	ahead := []Ahead{
+		{CommitLSN: evs[0].CommitLSN, Seq: evs[0].Seq, WebhookID: a, ID: given},
+		{CommitLSN: evs[1].CommitLSN, Seq: evs[1].Seq, WebhookID: a},
+	}
+	lease := WriteLease{Owner: "me", Lease: time.Minute}
+	if _, _, err := s.WriteCommit(ctx, "s", Batch{Events: evs, Lease: lease, Ahead: ahead}, s.at(t), 11); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []uuid.UUID{given, DeliveryID(key, "s", evs[1].CommitLSN, evs[1].Seq, a, evs[1].CommitTime)} {
+		var n int
+		if err := s.pool.QueryRow(ctx, s.q(`SELECT count(*) FROM {{schema}}.deliveries WHERE id = $1 AND webhook_id = $2`), id, a).Scan(&n); err != nil || n != 1 {
+			t.Errorf("delivery %s: %d stored, %v; want 1", id, n, err)
+		}
+	}
 }
