@@ -20,10 +20,7 @@ import (
 // store transaction: run it on an otherwise idle machine.
 func BenchmarkWriteCommitOne(b *testing.B) {
 	ctx := context.Background()
-	st := benchStore(b, `INSERT INTO relay.webhooks (company_id, name, url, events, created_at)
-		VALUES (1, 'w', 'http://127.0.0.1:1', '{task.completed}', now() - interval '1 day')`)
-	body := []byte(`{"event":"task.completed","timestamp":"2026-04-24T09:15:30+07:00","company_id":1,"company_name":"PT Kahatex","data":{"task_id":12345,"asset_id":678,"technician_id":42}}`)
-	lease := WriteLease{Owner: "bench", Lease: time.Minute, Limit: 1000, Room: 100, HeldLimit: 1000, Hold: 100}
+	st, body, lease := steadyBench(b)
 	lsn, prev := event.LSN(100), event.LSN(1)
 	b.ReportAllocs()
 	cpu := postgresCPU()
@@ -38,6 +35,15 @@ func BenchmarkWriteCommitOne(b *testing.B) {
 		prev = lsn
 	}
 	b.ReportMetric(float64((postgresCPU()-cpu).Microseconds())/float64(b.N), "pg-µs/op")
+}
+
+// steadyBench returns a store with one webhook that takes task.completed,
+// a task.completed payload and the lease the steady path writes with.
+func steadyBench(b *testing.B) (*Store, []byte, WriteLease) {
+	st := benchStore(b, `INSERT INTO relay.webhooks (company_id, name, url, events, created_at)
+		VALUES (1, 'w', 'http://127.0.0.1:1', '{task.completed}', now() - interval '1 day')`)
+	body := []byte(`{"event":"task.completed","timestamp":"2026-04-24T09:15:30+07:00","company_id":1,"company_name":"PT Kahatex","data":{"task_id":12345,"asset_id":678,"technician_id":42}}`)
+	return st, body, WriteLease{Owner: "bench", Lease: time.Minute, Limit: 1000, Room: 100, HeldLimit: 1000, Hold: 100}
 }
 
 // postgresCPU is the CPU time all processes named postgres on this machine
@@ -68,10 +74,7 @@ func postgresCPU() time.Duration {
 // otherwise idle machine.
 func BenchmarkWriteCommitAhead(b *testing.B) {
 	ctx := context.Background()
-	st := benchStore(b, `INSERT INTO relay.webhooks (company_id, name, url, events, created_at)
-		VALUES (1, 'w', 'http://127.0.0.1:1', '{task.completed}', now() - interval '1 day')`)
-	body := []byte(`{"event":"task.completed","timestamp":"2026-04-24T09:15:30+07:00","company_id":1,"company_name":"PT Kahatex","data":{"task_id":12345,"asset_id":678,"technician_id":42}}`)
-	lease := WriteLease{Owner: "bench", Lease: time.Minute, Limit: 1000, Room: 100, HeldLimit: 1000, Hold: 100}
+	st, body, lease := steadyBench(b)
 	const group = 100
 	lsn, prev := event.LSN(100), event.LSN(1)
 	var task int
