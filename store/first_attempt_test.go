@@ -2,10 +2,14 @@ package store
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/smartmaintenance/relay/internal/pgtest"
 )
 
 // TestFirstAttemptKeptInItsDelivery: a live delivery's first attempt
@@ -171,5 +175,53 @@ func TestAttemptsViewTakesAnEarlierRelaysWrites(t *testing.T) {
 		DELETE FROM {{schema}}.deliveries d USING victims v WHERE d.id = v.id`, d)
 	if err := s.pool.QueryRow(ctx, s.q(`SELECT count(*) FROM {{schema}}.attempt_rows`)).Scan(&n); err != nil || n != 0 {
 		t.Fatalf("%d rows left in attempt_rows after the prune, %v", n, err)
+	}
+}
+
+// TestUpgradeKeepsAttemptsAndTheirReaders: an installation upgraded across
+// migration 0023 keeps its recorded attempts where every reader finds
+// them, and a role that could read the attempts table can read the view.
+func TestUpgradeKeepsAttemptsAndTheirReaders(t *testing.T) {
+	url := pgtest.NewDatabase(t)
+	ctx := context.Background()
+	s, err := Open(ctx, url, "relay")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	if err := s.migrate(ctx, 22); err != nil {
+		t.Fatal(err)
+	}
+	wh := s.addWebhook(t, "http://a", "", "")
+	d := s.addDelivery(t, wh, "{}")
+	s.mustExec(t, `INSERT INTO {{schema}}.attempts (delivery_id, webhook_id, attempt, started_at, duration_ms, status_code, sent_by)
+		VALUES ($1, $2, 1, now(), 3, 200, 'before')`, d, wh)
+	role := "dashboard_" + strings.ReplaceAll(uuid.NewString()[:8], "-", "")
+	s.mustExec(t, `CREATE ROLE `+role)
+	t.Cleanup(func() {
+		s.pool.Exec(context.Background(), `DROP OWNED BY `+role)
+		s.pool.Exec(context.Background(), `DROP ROLE `+role)
+	})
+	s.mustExec(t, `GRANT USAGE ON SCHEMA {{schema}} TO `+role)
+	s.mustExec(t, `GRANT SELECT ON {{schema}}.attempts TO `+role)
+
+	if err := s.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if as, err := s.Attempts(ctx, d); err != nil || len(as) != 1 || as[0].SentBy != "before" {
+		t.Fatalf("the attempt recorded before the upgrade reads back as %+v, %v", as, err)
+	}
+	if w, err := s.WebhookByID(ctx, AllCompanies, wh); err != nil || w.Attempts24h != 1 || w.Succeeded24h != 1 || w.LastFiredAt.IsZero() {
+		t.Fatalf("stats after the upgrade: %+v, %v", w, err)
+	}
+	var n int
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SET LOCAL ROLE `+role); err != nil {
+			return err
+		}
+		return tx.QueryRow(ctx, s.q(`SELECT count(*) FROM {{schema}}.attempts`)).Scan(&n)
+	})
+	if err != nil || n != 1 {
+		t.Fatalf("the role that could read the attempts table reads the view: %d rows, %v", n, err)
 	}
 }

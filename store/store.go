@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math"
 	"sort"
 	"strconv"
 	"strings"
@@ -115,7 +116,10 @@ const migrationLock = 0x5e1a7_0001
 // Migrate applies the embedded migrations that have not run yet, in order,
 // each in its own transaction. Concurrent relays are serialised by an
 // advisory lock, so it is safe to call from every process at start.
-func (s *Store) Migrate(ctx context.Context) error {
+func (s *Store) Migrate(ctx context.Context) error { return s.migrate(ctx, math.MaxInt) }
+
+// migrate applies the embedded migrations up to version last (see Migrate).
+func (s *Store) migrate(ctx context.Context, last int) error {
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return fmt.Errorf("migrate: %w", err)
@@ -154,7 +158,7 @@ func (s *Store) Migrate(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("migrate: bad migration name %s", base)
 		}
-		if applied[v] {
+		if applied[v] || v > last {
 			continue
 		}
 		body, err := migrations.ReadFile(f)

@@ -58,3 +58,19 @@ CREATE TRIGGER attempts_insert INSTEAD OF INSERT ON {{schema}}.attempts
     FOR EACH ROW EXECUTE FUNCTION {{schema}}.attempts_write();
 CREATE TRIGGER attempts_delete INSTEAD OF DELETE ON {{schema}}.attempts
     FOR EACH ROW EXECUTE FUNCTION {{schema}}.attempts_write();
+
+-- Whoever could read the attempts table (a dashboard's role, say) can
+-- read the view.
+DO $$
+DECLARE
+    g record;
+BEGIN
+    FOR g IN SELECT DISTINCT a.grantee
+             FROM pg_class c, aclexplode(c.relacl) a
+             WHERE c.oid = '{{schema}}.attempt_rows'::regclass AND a.privilege_type = 'SELECT' AND a.grantee <> c.relowner
+    LOOP
+        EXECUTE format('GRANT SELECT ON {{schema}}.attempts TO %s',
+                       CASE WHEN g.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(g.grantee)) END);
+    END LOOP;
+END
+$$;
