@@ -37,6 +37,12 @@ type aheadDelivery struct {
 	// with the delivery (stored).
 	result *finished
 	stored bool
+	// letGo says it was given back before any write was known to store it
+	// (it waited in the queue too long, or the dispatcher stopped): the
+	// next writes leave it out (Finished), but one already in flight may
+	// store it leased to this sender, so it is given back again once
+	// stored (Stored).
+	letGo bool
 }
 
 // AheadLease is the owner and the lease under which the deliveries this
@@ -66,9 +72,9 @@ func (d *Dispatcher) Ahead(c *store.Claimed, lsn event.LSN) bool {
 		d.mu.Unlock()
 		return false
 	}
-	if _, ok := d.ahead[c.ID]; ok {
+	if a, ok := d.ahead[c.ID]; ok {
 		d.mu.Unlock()
-		return true
+		return !a.letGo
 	}
 	hook := c.WebhookID
 	if len(d.held[hook]) > 0 || d.behind[hook] {
@@ -128,10 +134,13 @@ func (d *Dispatcher) Stored(lsn event.LSN) {
 	var done []finished
 	old := time.Now().Add(-d.opts.Lease)
 	var withWrite []finished
+	var letGo []uuid.UUID
 	for id, a := range d.ahead {
 		switch {
 		case a.lsn < lsn:
 			switch {
+			case a.letGo:
+				letGo = append(letGo, id)
 			case a.stored:
 				withWrite = append(withWrite, *a.result)
 			case a.result != nil:
@@ -143,6 +152,11 @@ func (d *Dispatcher) Stored(lsn event.LSN) {
 		}
 	}
 	run := d.run
+	if len(letGo) > 0 {
+		d.mu.Unlock()
+		d.giveBackStored(run, letGo)
+		d.mu.Lock()
+	}
 	if len(withWrite) > 0 && run != nil {
 		d.mu.Unlock()
 		d.recorded(run.dbCtx, withWrite, false, nil)
@@ -187,7 +201,7 @@ func (d *Dispatcher) Finished(id uuid.UUID) (r store.AttemptResult, done, kept b
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	a := d.ahead[id]
-	if a == nil {
+	if a == nil || a.letGo {
 		return store.AttemptResult{}, false, false
 	}
 	if a.result == nil {
@@ -220,7 +234,7 @@ func (d *Dispatcher) AwaitAhead(ctx context.Context, ids []uuid.UUID, hurry <-ch
 		var slowAt time.Time
 		for ; i < len(ids); i++ {
 			a := d.ahead[ids[i]]
-			if a == nil || a.result != nil {
+			if a == nil || a.result != nil || a.letGo {
 				continue
 			}
 			if a.started.IsZero() {
@@ -270,6 +284,29 @@ func (d *Dispatcher) AwaitAhead(ctx context.Context, ids []uuid.UUID, hurry <-ch
 // whose delivery is stored before the result and updated with it, rather
 // than keeping its write, and every write behind it, from the store.
 const slowAttempt = 100 * time.Millisecond
+
+// letGoLocked gives up a delivery taken ahead that waits in a queue (see
+// aheadDelivery.letGo); the caller gives its id back. d.mu must be held.
+func (d *Dispatcher) letGoLocked(id uuid.UUID) {
+	if a := d.ahead[id]; a != nil {
+		a.letGo = true
+		d.aheadMovedLocked()
+	}
+}
+
+// giveBackStored gives back deliveries let go before a write that was
+// already in flight stored them leased to this sender: while running,
+// within the run's store context; once stopped, within the grace the
+// drain gives the store, as a feed's last write comes after the drain.
+func (d *Dispatcher) giveBackStored(run *runState, ids []uuid.UUID) {
+	if run != nil && !run.draining {
+		d.giveBack(run.dbCtx, ids)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), flushGrace)
+	defer cancel()
+	d.giveBack(ctx, ids)
+}
 
 // aheadMovedLocked wakes AwaitAhead. d.mu must be held.
 func (d *Dispatcher) aheadMovedLocked() {

@@ -280,3 +280,77 @@ func TestAwaitAhead(t *testing.T) {
 		t.Fatalf("a hurried AwaitAhead took %v", took)
 	}
 }
+
+// TestAheadLetGoAtStopIsGivenBackOnceStored: a delivery queued ahead when
+// the dispatcher stops is let go; when a store write already in flight
+// (which took it as ahead, before the stop) stores it leased to this
+// sender after the stop, it is given back once that write is known to be
+// stored, not left leased until its lease expires.
+func TestAheadLetGoAtStopIsGivenBackOnceStored(t *testing.T) {
+	e := newEnv(t)
+	rc, release := heldReceiver(t)
+	defer release()
+	hook := e.webhook(rc.URL, "", nil)
+	d, stop := e.startAfterFirstRound(fast(Options{Owner: "ahead-letgo", PerWebhook: 1}))
+	busy, queued := aheadClaim(hook, rc.URL), aheadClaim(hook, rc.URL)
+	if !d.Ahead(busy, 100) || !d.Ahead(queued, 101) {
+		t.Fatal("not taken ahead")
+	}
+	// The write in flight took it as ahead, without a result.
+	if _, done, kept := d.Finished(queued.ID); !kept || done {
+		t.Fatalf("queued delivery: kept %v, done %v; want kept, not done", kept, done)
+	}
+	if err, _ := stop(); err != nil {
+		t.Fatal(err)
+	}
+	// A write after the stop leaves it to be decided as any other.
+	if _, _, kept := d.Finished(queued.ID); kept {
+		t.Fatal("a delivery let go at the stop is still taken ahead for the next write")
+	}
+	// The write in flight commits: it stored the delivery leased.
+	e.exec(`WITH ev AS (
+			INSERT INTO {{schema}}.events (source, commit_lsn, seq, event_type, company_id, source_table, op, committed_at, body)
+			VALUES ('test', 101, 0, 'task.completed', 1, 'tasks', 'update', now(), $3::bytea) RETURNING id)
+		INSERT INTO {{schema}}.deliveries (id, event_id, webhook_id, company_id, event_type, lease_owner, lease_until)
+		SELECT $1, ev.id, $2, 1, 'task.completed', 'ahead-letgo', now() + interval '1 minute' FROM ev`, queued.ID, hook, body)
+	d.Stored(event.LSN(102))
+	if dl := e.get(queued.ID); dl.LeaseOwner != "" || dl.Attempts != 0 {
+		t.Fatalf("after the write: leased to %q, %d attempts; want given back, never attempted", dl.LeaseOwner, dl.Attempts)
+	}
+}
+
+// TestAheadLetGoThenLeasedIsNotGivenBack: a delivery let go while running
+// (it waited in its queue too long) that the next write decides as any
+// other and leases to this dispatcher is its own again: the write being
+// stored does not give it back while its attempt runs.
+func TestAheadLetGoThenLeasedIsNotGivenBack(t *testing.T) {
+	e := newEnv(t)
+	rc := newReceiver(t, func(w http.ResponseWriter, _ *http.Request, n int) {
+		time.Sleep(map[bool]time.Duration{true: 50 * time.Millisecond, false: 500 * time.Millisecond}[n == 1])
+	})
+	hook := e.webhook(rc.URL, "", nil)
+	// The shortest lease leaves no time for an attempt to wait in a queue.
+	o := fast(Options{Owner: "ahead-again", PerWebhook: 1})
+	o.Lease = o.Timeout + 5*time.Second
+	d, _ := e.startAfterFirstRound(o)
+	late := aheadClaim(hook, rc.URL)
+	if !d.Ahead(aheadClaim(hook, rc.URL), 100) || !d.Ahead(late, 101) {
+		t.Fatal("not taken ahead")
+	}
+	eventually(t, 5*time.Second, func() bool {
+		_, _, kept := d.Finished(late.ID)
+		return !kept
+	}, func() string { return "the queued delivery was not let go" })
+	// The write decides it as any other and leases it to this dispatcher.
+	e.exec(`WITH ev AS (
+			INSERT INTO {{schema}}.events (source, commit_lsn, seq, event_type, company_id, source_table, op, committed_at, body)
+			VALUES ('test', 101, 0, 'task.completed', 1, 'tasks', 'update', now(), $3::bytea) RETURNING id)
+		INSERT INTO {{schema}}.deliveries (id, event_id, webhook_id, company_id, event_type, lease_owner, lease_until)
+		SELECT $1, ev.id, $2, 1, 'task.completed', 'ahead-again', now() + interval '1 minute' FROM ev`, late.ID, hook, body)
+	d.Committed(1, store.Leased{Ready: []store.Claimed{*late}, At: time.Now()})
+	d.Stored(event.LSN(102))
+	dl := e.waitStatus(late.ID, store.StatusDelivered, 5*time.Second)
+	if dl.Attempts != 1 || len(rc.receipts(late.ID)) != 1 {
+		t.Fatalf("delivered after %d attempts, %d receipts; want 1, 1", dl.Attempts, len(rc.receipts(late.ID)))
+	}
+}

@@ -289,7 +289,7 @@ func (d *Dispatcher) stopTaking(dbCtx context.Context) {
 	for id, q := range d.queue {
 		for _, qc := range q {
 			waiting = append(waiting, qc.c.ID)
-			delete(d.ahead, qc.c.ID) // if not stored yet, its write decides it
+			d.letGoLocked(qc.c.ID) // if not stored yet, its write decides it
 		}
 		delete(d.queue, id)
 	}

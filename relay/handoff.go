@@ -128,9 +128,29 @@ const maxHeld = 100_000
 // created deliveries beyond those: they are due in the store. It
 // implements ingest.Handoff with Reserve.
 func (d *Dispatcher) Committed(deliveries int64, leased store.Leased) {
+	d.forgetLetGo(leased)
 	d.Handoff(leased)
 	if deliveries > int64(leased.Len()+leased.Ahead) {
 		d.Notify()
+	}
+}
+
+// forgetLetGo forgets the deliveries taken ahead and let go that a write
+// decided as any other and leased to this dispatcher: they are its own
+// again (Handoff), and must not be given back once their write is known
+// to be stored (Stored), which would take the lease from an attempt in
+// flight.
+func (d *Dispatcher) forgetLetGo(l store.Leased) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if len(d.ahead) == 0 {
+		return
+	}
+	for i := range l.Ready {
+		delete(d.ahead, l.Ready[i].ID)
+	}
+	for _, h := range l.Held {
+		delete(d.ahead, h.ID)
 	}
 }
 

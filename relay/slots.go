@@ -126,10 +126,7 @@ func (d *Dispatcher) dequeueLocked(webhook int64) (next *store.Claimed, stale []
 		d.queued--
 		if qc.at.Before(oldest) {
 			stale = append(stale, qc.c.ID)
-			if d.ahead[qc.c.ID] != nil {
-				delete(d.ahead, qc.c.ID) // if not stored yet, its write decides it
-				d.aheadMovedLocked()
-			}
+			d.letGoLocked(qc.c.ID) // if not stored yet, its write decides it
 			continue
 		}
 		next = qc.c
