@@ -226,6 +226,13 @@ func TestWebhookChangesComeInTheFeed(t *testing.T) {
 	e.waitFor("the session's probe back from the feed", func() bool {
 		return strings.Contains(e.logs.String(), "the webhooks' changes come in the change feed")
 	})
+	// Its store write, which reads the version, is over: one still in
+	// flight would wait for the lock, and so would the next position
+	// report (it waits for the writes in flight) and the feed behind it.
+	e.waitFor("the first event stored", func() bool {
+		var n int
+		return state.QueryRow(ctx, `SELECT count(*) FROM relay.events`).Scan(&n) == nil && n == 1
+	})
 
 	lock := lockTable(t, state, `LOCK TABLE relay.webhooks_version IN ACCESS EXCLUSIVE MODE`)
 	e.exec(`INSERT INTO activity_log_exports (company_id, exported_by, row_count) VALUES (1, 2, 2)`)
