@@ -37,11 +37,11 @@ type aheadDelivery struct {
 	// with the delivery (stored).
 	result *finished
 	stored bool
-	// letGo says it was given back before any write was known to store it
-	// (it waited in the queue too long, or the dispatcher stopped): the
-	// next writes leave it out (Finished), but one already in flight may
-	// store it leased to this sender, so it is given back again once
-	// stored (Stored).
+	// letGo says the dispatcher gave it up before any write was known to
+	// store it (it waited in the queue too long, or the dispatcher
+	// stopped): the next writes leave it out (Finished) and decide it as
+	// any other, but one already in flight may store it leased to this
+	// sender, so it is given back once stored (Stored).
 	letGo bool
 }
 
@@ -285,13 +285,21 @@ func (d *Dispatcher) AwaitAhead(ctx context.Context, ids []uuid.UUID, hurry <-ch
 // than keeping its write, and every write behind it, from the store.
 const slowAttempt = 100 * time.Millisecond
 
-// letGoLocked gives up a delivery taken ahead that waits in a queue (see
-// aheadDelivery.letGo); the caller gives its id back. d.mu must be held.
-func (d *Dispatcher) letGoLocked(id uuid.UUID) {
-	if a := d.ahead[id]; a != nil {
-		a.letGo = true
-		d.aheadMovedLocked()
+// letGoLocked gives up a delivery that waits in a queue and reports
+// whether the caller gives it back now: one taken ahead and not known to
+// be stored is not, for no write may have stored it yet, and a write that
+// decides it later may lease it to this dispatcher again, whose lease a
+// late give-back would take from the attempt it then starts. It is given
+// back once a write stored it taken ahead (Stored; see
+// aheadDelivery.letGo). d.mu must be held.
+func (d *Dispatcher) letGoLocked(id uuid.UUID) (giveBack bool) {
+	a := d.ahead[id]
+	if a == nil {
+		return true
 	}
+	a.letGo = true
+	d.aheadMovedLocked()
+	return false
 }
 
 // giveBackStored gives back deliveries let go before a write that was

@@ -354,3 +354,39 @@ func TestAheadLetGoThenLeasedIsNotGivenBack(t *testing.T) {
 		t.Fatalf("delivered after %d attempts, %d receipts; want 1, 1", dl.Attempts, len(rc.receipts(late.ID)))
 	}
 }
+
+// TestAheadLetGoThenClaimedIsNotGivenBack: the same for one that the next
+// write decides as any other without leasing it, and that a claim takes:
+// the write being known stored after the claim does not give it back.
+func TestAheadLetGoThenClaimedIsNotGivenBack(t *testing.T) {
+	e := newEnv(t)
+	rc := newReceiver(t, func(w http.ResponseWriter, _ *http.Request, n int) {
+		time.Sleep(map[bool]time.Duration{true: 50 * time.Millisecond, false: 500 * time.Millisecond}[n == 1])
+	})
+	hook := e.webhook(rc.URL, "", nil)
+	o := fast(Options{Owner: "ahead-claimed", PerWebhook: 1})
+	o.Lease = o.Timeout + 5*time.Second
+	d, _ := e.startAfterFirstRound(o)
+	late := aheadClaim(hook, rc.URL)
+	if !d.Ahead(aheadClaim(hook, rc.URL), 100) || !d.Ahead(late, 101) {
+		t.Fatal("not taken ahead")
+	}
+	eventually(t, 5*time.Second, func() bool {
+		_, _, kept := d.Finished(late.ID)
+		return !kept
+	}, func() string { return "the queued delivery was not let go" })
+	// The write stores it unleased, due; a claim takes it.
+	e.exec(`WITH ev AS (
+			INSERT INTO {{schema}}.events (source, commit_lsn, seq, event_type, company_id, source_table, op, committed_at, body)
+			VALUES ('test', 101, 0, 'task.completed', 1, 'tasks', 'update', now(), $3::bytea) RETURNING id)
+		INSERT INTO {{schema}}.deliveries (id, event_id, webhook_id, company_id, event_type)
+		SELECT $1, ev.id, $2, 1, 'task.completed' FROM ev`, late.ID, hook, body)
+	d.Committed(1, store.Leased{})
+	eventually(t, 5*time.Second, func() bool { return len(rc.receipts(late.ID)) == 1 }, func() string { return "not claimed and sent" })
+	d.Stored(event.LSN(102))
+	dl := e.waitStatus(late.ID, store.StatusDelivered, 5*time.Second)
+	time.Sleep(100 * time.Millisecond)
+	if dl.Attempts != 1 || len(rc.receipts(late.ID)) != 1 {
+		t.Fatalf("delivered after %d attempts, %d receipts; want 1, 1", dl.Attempts, len(rc.receipts(late.ID)))
+	}
+}

@@ -267,6 +267,7 @@ func (d *Dispatcher) leaveBehind(exclude []int64) {
 func (d *Dispatcher) startOrQueue(sendCtx context.Context, claimed []store.Claimed, at []time.Time, attempts *sync.WaitGroup, results chan<- finished) {
 	d.mu.Lock()
 	d.noteBodiesLocked(claimed)
+	d.forgetClaimedLocked(claimed)
 	d.mu.Unlock()
 	now := time.Now()
 	for i := range claimed {

@@ -288,8 +288,9 @@ func (d *Dispatcher) stopTaking(dbCtx context.Context) {
 	var waiting []uuid.UUID
 	for id, q := range d.queue {
 		for _, qc := range q {
-			waiting = append(waiting, qc.c.ID)
-			d.letGoLocked(qc.c.ID) // if not stored yet, its write decides it
+			if d.letGoLocked(qc.c.ID) {
+				waiting = append(waiting, qc.c.ID)
+			}
 		}
 		delete(d.queue, id)
 	}

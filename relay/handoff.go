@@ -139,18 +139,28 @@ func (d *Dispatcher) Committed(deliveries int64, leased store.Leased) {
 // decided as any other and leased to this dispatcher: they are its own
 // again (Handoff), and must not be given back once their write is known
 // to be stored (Stored), which would take the lease from an attempt in
-// flight.
+// flight. Claims forget those they take the same way (startOrQueue).
 func (d *Dispatcher) forgetLetGo(l store.Leased) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if len(d.ahead) == 0 {
 		return
 	}
-	for i := range l.Ready {
-		delete(d.ahead, l.Ready[i].ID)
-	}
+	d.forgetClaimedLocked(l.Ready)
 	for _, h := range l.Held {
 		delete(d.ahead, h.ID)
+	}
+}
+
+// forgetClaimedLocked forgets, among the deliveries taken ahead, those
+// this dispatcher now holds as claimed (see forgetLetGo). d.mu must be
+// held.
+func (d *Dispatcher) forgetClaimedLocked(claimed []store.Claimed) {
+	if len(d.ahead) == 0 {
+		return
+	}
+	for i := range claimed {
+		delete(d.ahead, claimed[i].ID)
 	}
 }
 

@@ -125,8 +125,9 @@ func (d *Dispatcher) dequeueLocked(webhook int64) (next *store.Claimed, stale []
 		q = q[1:]
 		d.queued--
 		if qc.at.Before(oldest) {
-			stale = append(stale, qc.c.ID)
-			d.letGoLocked(qc.c.ID) // if not stored yet, its write decides it
+			if d.letGoLocked(qc.c.ID) {
+				stale = append(stale, qc.c.ID)
+			}
 			continue
 		}
 		next = qc.c
