@@ -219,11 +219,7 @@ func TestAheadResultRecordedAfterStop(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The feed's last write stores it leased, its result not yet known to it.
-	e.exec(`WITH ev AS (
-			INSERT INTO {{schema}}.events (source, commit_lsn, seq, event_type, company_id, source_table, op, committed_at, body)
-			VALUES ('test', 100, 0, 'task.completed', 1, 'tasks', 'update', now(), $3::bytea) RETURNING id)
-		INSERT INTO {{schema}}.deliveries (id, event_id, webhook_id, company_id, event_type, lease_owner, lease_until)
-		SELECT $1, ev.id, $2, 1, 'task.completed', 'ahead-stop', now() + interval '1 minute' FROM ev`, c.ID, hook, body)
+	e.storeAhead(c.ID, hook, 100, "ahead-stop")
 	d.Stored(event.LSN(101))
 	dl := e.get(c.ID)
 	if dl.Status != store.StatusRetrying || dl.Attempts != 1 || len(e.attempts(c.ID)) != 1 {
@@ -308,14 +304,60 @@ func TestAheadLetGoAtStopIsGivenBackOnceStored(t *testing.T) {
 		t.Fatal("a delivery let go at the stop is still taken ahead for the next write")
 	}
 	// The write in flight commits: it stored the delivery leased.
-	e.exec(`WITH ev AS (
-			INSERT INTO {{schema}}.events (source, commit_lsn, seq, event_type, company_id, source_table, op, committed_at, body)
-			VALUES ('test', 101, 0, 'task.completed', 1, 'tasks', 'update', now(), $3::bytea) RETURNING id)
-		INSERT INTO {{schema}}.deliveries (id, event_id, webhook_id, company_id, event_type, lease_owner, lease_until)
-		SELECT $1, ev.id, $2, 1, 'task.completed', 'ahead-letgo', now() + interval '1 minute' FROM ev`, queued.ID, hook, body)
+	e.storeAhead(queued.ID, hook, 101, "ahead-letgo")
 	d.Stored(event.LSN(102))
 	if dl := e.get(queued.ID); dl.LeaseOwner != "" || dl.Attempts != 0 {
 		t.Fatalf("after the write: leased to %q, %d attempts; want given back, never attempted", dl.LeaseOwner, dl.Attempts)
+	}
+}
+
+// storeAhead stores delivery id of webhook hook with its event, committed
+// at lsn, as a store write does: leased to owner for a minute, or not
+// leased when owner is empty.
+func (e *env) storeAhead(id uuid.UUID, hook int64, lsn int64, owner string) {
+	e.exec(`WITH ev AS (
+			INSERT INTO {{schema}}.events (source, commit_lsn, seq, event_type, company_id, source_table, op, committed_at, body)
+			VALUES ('test', $4, 0, 'task.completed', 1, 'tasks', 'update', now(), $3::bytea) RETURNING id)
+		INSERT INTO {{schema}}.deliveries (id, event_id, webhook_id, company_id, event_type, lease_owner, lease_until)
+		SELECT $1, ev.id, $2, 1, 'task.completed', NULLIF($5, ''), CASE WHEN $5 <> '' THEN now() + interval '1 minute' END FROM ev`,
+		id, hook, body, lsn, owner)
+}
+
+// letGoWhileRunning takes two deliveries ahead for one webhook with one
+// slot and a lease too short for the second to wait in the queue, and
+// returns once the dispatcher has let the second (late, of the source
+// transaction committed at 101) go. The receiver answers the first in 50
+// ms, every later request in 500 ms.
+func letGoWhileRunning(t *testing.T, owner string) (e *env, d *Dispatcher, rc *receiver, hook int64, late *store.Claimed) {
+	t.Helper()
+	e = newEnv(t)
+	rc = newReceiver(t, func(w http.ResponseWriter, _ *http.Request, n int) {
+		time.Sleep(map[bool]time.Duration{true: 50 * time.Millisecond, false: 500 * time.Millisecond}[n == 1])
+	})
+	hook = e.webhook(rc.URL, "", nil)
+	// The shortest lease leaves no time for an attempt to wait in a queue.
+	o := fast(Options{Owner: owner, PerWebhook: 1})
+	o.Lease = o.Timeout + 5*time.Second
+	d, _ = e.startAfterFirstRound(o)
+	late = aheadClaim(hook, rc.URL)
+	if !d.Ahead(aheadClaim(hook, rc.URL), 100) || !d.Ahead(late, 101) {
+		t.Fatal("not taken ahead")
+	}
+	eventually(t, 5*time.Second, func() bool {
+		_, _, kept := d.Finished(late.ID)
+		return !kept
+	}, func() string { return "the queued delivery was not let go" })
+	return e, d, rc, hook, late
+}
+
+// deliveredOnce waits for delivery id to be delivered and fails t unless
+// it was attempted and received once.
+func deliveredOnce(t *testing.T, e *env, rc *receiver, id uuid.UUID) {
+	t.Helper()
+	dl := e.waitStatus(id, store.StatusDelivered, 5*time.Second)
+	time.Sleep(100 * time.Millisecond)
+	if dl.Attempts != 1 || len(rc.receipts(id)) != 1 {
+		t.Fatalf("delivered after %d attempts, %d receipts; want 1, 1", dl.Attempts, len(rc.receipts(id)))
 	}
 }
 
@@ -324,69 +366,23 @@ func TestAheadLetGoAtStopIsGivenBackOnceStored(t *testing.T) {
 // other and leases to this dispatcher is its own again: the write being
 // stored does not give it back while its attempt runs.
 func TestAheadLetGoThenLeasedIsNotGivenBack(t *testing.T) {
-	e := newEnv(t)
-	rc := newReceiver(t, func(w http.ResponseWriter, _ *http.Request, n int) {
-		time.Sleep(map[bool]time.Duration{true: 50 * time.Millisecond, false: 500 * time.Millisecond}[n == 1])
-	})
-	hook := e.webhook(rc.URL, "", nil)
-	// The shortest lease leaves no time for an attempt to wait in a queue.
-	o := fast(Options{Owner: "ahead-again", PerWebhook: 1})
-	o.Lease = o.Timeout + 5*time.Second
-	d, _ := e.startAfterFirstRound(o)
-	late := aheadClaim(hook, rc.URL)
-	if !d.Ahead(aheadClaim(hook, rc.URL), 100) || !d.Ahead(late, 101) {
-		t.Fatal("not taken ahead")
-	}
-	eventually(t, 5*time.Second, func() bool {
-		_, _, kept := d.Finished(late.ID)
-		return !kept
-	}, func() string { return "the queued delivery was not let go" })
+	e, d, rc, hook, late := letGoWhileRunning(t, "ahead-again")
 	// The write decides it as any other and leases it to this dispatcher.
-	e.exec(`WITH ev AS (
-			INSERT INTO {{schema}}.events (source, commit_lsn, seq, event_type, company_id, source_table, op, committed_at, body)
-			VALUES ('test', 101, 0, 'task.completed', 1, 'tasks', 'update', now(), $3::bytea) RETURNING id)
-		INSERT INTO {{schema}}.deliveries (id, event_id, webhook_id, company_id, event_type, lease_owner, lease_until)
-		SELECT $1, ev.id, $2, 1, 'task.completed', 'ahead-again', now() + interval '1 minute' FROM ev`, late.ID, hook, body)
+	e.storeAhead(late.ID, hook, 101, "ahead-again")
 	d.Committed(1, store.Leased{Ready: []store.Claimed{*late}, At: time.Now()})
 	d.Stored(event.LSN(102))
-	dl := e.waitStatus(late.ID, store.StatusDelivered, 5*time.Second)
-	if dl.Attempts != 1 || len(rc.receipts(late.ID)) != 1 {
-		t.Fatalf("delivered after %d attempts, %d receipts; want 1, 1", dl.Attempts, len(rc.receipts(late.ID)))
-	}
+	deliveredOnce(t, e, rc, late.ID)
 }
 
 // TestAheadLetGoThenClaimedIsNotGivenBack: the same for one that the next
 // write decides as any other without leasing it, and that a claim takes:
 // the write being known stored after the claim does not give it back.
 func TestAheadLetGoThenClaimedIsNotGivenBack(t *testing.T) {
-	e := newEnv(t)
-	rc := newReceiver(t, func(w http.ResponseWriter, _ *http.Request, n int) {
-		time.Sleep(map[bool]time.Duration{true: 50 * time.Millisecond, false: 500 * time.Millisecond}[n == 1])
-	})
-	hook := e.webhook(rc.URL, "", nil)
-	o := fast(Options{Owner: "ahead-claimed", PerWebhook: 1})
-	o.Lease = o.Timeout + 5*time.Second
-	d, _ := e.startAfterFirstRound(o)
-	late := aheadClaim(hook, rc.URL)
-	if !d.Ahead(aheadClaim(hook, rc.URL), 100) || !d.Ahead(late, 101) {
-		t.Fatal("not taken ahead")
-	}
-	eventually(t, 5*time.Second, func() bool {
-		_, _, kept := d.Finished(late.ID)
-		return !kept
-	}, func() string { return "the queued delivery was not let go" })
+	e, d, rc, hook, late := letGoWhileRunning(t, "ahead-claimed")
 	// The write stores it unleased, due; a claim takes it.
-	e.exec(`WITH ev AS (
-			INSERT INTO {{schema}}.events (source, commit_lsn, seq, event_type, company_id, source_table, op, committed_at, body)
-			VALUES ('test', 101, 0, 'task.completed', 1, 'tasks', 'update', now(), $3::bytea) RETURNING id)
-		INSERT INTO {{schema}}.deliveries (id, event_id, webhook_id, company_id, event_type)
-		SELECT $1, ev.id, $2, 1, 'task.completed' FROM ev`, late.ID, hook, body)
+	e.storeAhead(late.ID, hook, 101, "")
 	d.Committed(1, store.Leased{})
 	eventually(t, 5*time.Second, func() bool { return len(rc.receipts(late.ID)) == 1 }, func() string { return "not claimed and sent" })
 	d.Stored(event.LSN(102))
-	dl := e.waitStatus(late.ID, store.StatusDelivered, 5*time.Second)
-	time.Sleep(100 * time.Millisecond)
-	if dl.Attempts != 1 || len(rc.receipts(late.ID)) != 1 {
-		t.Fatalf("delivered after %d attempts, %d receipts; want 1, 1", dl.Attempts, len(rc.receipts(late.ID)))
-	}
+	deliveredOnce(t, e, rc, late.ID)
 }
