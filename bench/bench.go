@@ -53,6 +53,12 @@ type Options struct {
 	// by kind of record and relation (pg_walinspect), to Progress. Relations
 	// of another database (SeparateState) show as blank.
 	WALStats bool
+	// Metrics runs the relay with its metrics on (observability.listen),
+	// which the bench's figures are otherwise measured without, and adds
+	// to each paced scenario's note where the time from a commit to the
+	// relay's read went: the server's part and the relay's, from the
+	// relay's relay_replication_read_delay_seconds.
+	Metrics bool
 	// SeparateState is where the relay keeps its own tables
 	// (database.state_url): in the platform database (empty), in a database
 	// of their own in the platform's cluster, or in a cluster of their own
@@ -324,6 +330,8 @@ type relayProc struct {
 	state    *pgxpool.Pool
 	stateDB  string
 	stateSrv *throwawaypg.Server
+	// metrics is the relay's /metrics URL when Options.Metrics is on.
+	metrics string
 }
 
 // ownCluster reports whether the relay's tables are on a server of their
@@ -411,6 +419,14 @@ func (b *run) startRelay(ctx context.Context, db string, pool *pgxpool.Pool, hoo
 		fmt.Fprintf(&sb, "  state_url: %q\n", b.statePG.URL(stateDB))
 	}
 	fmt.Fprintf(&sb, "replication:\n  slot: %s\n  publication: %s\n", slot, slot)
+	if b.opts.Metrics {
+		addr, err := freePort()
+		if err != nil {
+			return r, err
+		}
+		fmt.Fprintf(&sb, "observability:\n  listen: %s\n", addr)
+		r.metrics = "http://" + addr + "/metrics"
+	}
 	sb.WriteString(extra)
 	sb.WriteString("webhooks:\n  endpoints:\n")
 	for i, h := range hooks {

@@ -160,6 +160,9 @@ func (b *run) paced(ctx context.Context, rate int, d time.Duration, hooks []webh
 	fill(&r, st, rp, cpu.fill(ctx, &r), ctx, pool)
 	r.Note = fmt.Sprintf("load took %v (%.0f tx/s); all deliveries stored %v after the start; %s",
 		loaded.Round(time.Millisecond), float64(n)/loaded.Seconds(), stored.Round(time.Millisecond), stages(ctx, rp.state))
+	if rp.metrics != "" {
+		r.Note += "; " + readDelay(ctx, rp.metrics)
+	}
 	if behind := st.LastAt.Sub(start) - d; behind > time.Second {
 		r.Note += fmt.Sprintf("; the last receipt came %v after the load's end", behind.Round(time.Millisecond))
 	}

@@ -287,8 +287,16 @@ func TestSeedAndDecode(t *testing.T) {
 	if !(ins.CommitLSN < upd.CommitLSN && upd.CommitLSN < del.CommitLSN) {
 		t.Fatalf("commit LSNs not increasing: %s %s %s", ins.CommitLSN, upd.CommitLSN, del.CommitLSN)
 	}
-	if changes, _, _ := e.h.snapshot(); len(changes) != 3 {
+	changes, txs, _ := e.h.snapshot()
+	if len(changes) != 3 {
 		t.Fatalf("got %d changes, want 3 (unpublished table must not appear)", len(changes))
+	}
+	// The server's send time comes with each transaction, after its commit
+	// and before the relay read it (the server runs on this machine's clock).
+	for _, tx := range txs {
+		if tx.SentAt.IsZero() || tx.SentAt.Before(tx.CommitTime) || tx.SentAt.After(time.Now()) {
+			t.Errorf("transaction %s: committed %s, sent %s", tx.CommitLSN, tx.CommitTime, tx.SentAt)
+		}
 	}
 }
 

@@ -313,12 +313,14 @@ func (st *stream) copyData(ctx context.Context, data []byte) error {
 		if err != nil {
 			return fmt.Errorf("parse xlog data: %w", err)
 		}
-		return st.message(ctx, xld.WALData)
+		return st.message(ctx, xld.WALData, xld.ServerTime)
 	}
 	return nil
 }
 
-func (st *stream) message(ctx context.Context, data []byte) error {
+// message handles one pgoutput message, which the server sent at sent
+// (its clock, from the message's header).
+func (st *stream) message(ctx context.Context, data []byte, sent time.Time) error {
 	msg, err := parse(data)
 	if err != nil {
 		return fmt.Errorf("decode pgoutput message: %w", err)
@@ -327,7 +329,7 @@ func (st *stream) message(ctx context.Context, data []byte) error {
 	case *pglogrepl.RelationMessage:
 		st.dec.relation(m)
 	case *pglogrepl.BeginMessage:
-		st.tx = event.Tx{CommitLSN: event.LSN(m.FinalLSN), CommitTime: m.CommitTime, XID: m.Xid}
+		st.tx = event.Tx{CommitLSN: event.LSN(m.FinalLSN), CommitTime: m.CommitTime, SentAt: sent, XID: m.Xid}
 		st.inTx, st.seq = true, 0
 		// A transaction that committed before the resume point was handled
 		// by an earlier session.

@@ -52,7 +52,12 @@ type Tx struct {
 	EndLSN LSN
 	// CommitTime is the transaction's commit time as the server recorded it.
 	CommitTime time.Time
-	XID        uint32
+	// SentAt is when the server sent the transaction's first message, by
+	// the server's clock: SentAt - CommitTime is the server's part of the
+	// feed's delay (the commit's WAL flush, decoding, the walsender's
+	// turn). Zero when not known.
+	SentAt time.Time
+	XID    uint32
 }
 
 // Change is one decoded row change of a committed transaction.

@@ -36,8 +36,12 @@ type telem struct {
 	tracer  trace.Tracer
 	events  metric.Int64Counter
 	created metric.Int64Counter
-	lagNano atomic.Int64
-	reg     metric.Registration
+	// readDelay is the feed's delay per source transaction, by stage
+	// (readStages).
+	readDelay  metric.Float64Histogram
+	readStages [2]metric.RecordOption
+	lagNano    atomic.Int64
+	reg        metric.Registration
 
 	// Source transactions committed into the open store transaction (group
 	// commit), waiting for it to commit.
@@ -84,6 +88,15 @@ func newTelem(tp trace.TracerProvider, mp metric.MeterProvider) (*telem, error) 
 		metric.WithUnit("{delivery}")); err != nil {
 		return t, err
 	}
+	if t.readDelay, err = meter.Float64Histogram("relay.replication.read.delay",
+		metric.WithDescription("From a source transaction's commit to the relay reading it, by stage: server (commit to the server sending it: the commit's WAL flush, decoding, the walsender's turn; the server's clock) and relay (sent to read)."),
+		metric.WithUnit("s"),
+		metric.WithExplicitBucketBoundaries(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)); err != nil {
+		return t, err
+	}
+	for i, stage := range []string{"server", "relay"} {
+		t.readStages[i] = metric.WithAttributeSet(attribute.NewSet(attribute.String("stage", stage)))
+	}
 	lag, err := meter.Float64ObservableGauge("relay.replication.lag.seconds",
 		metric.WithDescription("Commit-to-stored delay of the last source transaction the relay stored; 0 once the feed is idle and caught up."),
 		metric.WithUnit("s"))
@@ -99,9 +112,17 @@ func newTelem(tp trace.TracerProvider, mp metric.MeterProvider) (*telem, error) 
 
 // begin notes the start of a source transaction. Its span is opened with
 // its first event, so transactions that produce no event leave no trace.
+// It records the feed's delay for the transaction, in two stages split
+// at the server's send time: a late event shows whether the database
+// (a slow WAL flush, a walsender short of CPU) or the relay was late.
 func (t *telem) begin(tx event.Tx) {
 	t.txStart = time.Now()
 	t.tx = tx
+	if !tx.SentAt.IsZero() {
+		ctx := context.Background()
+		t.readDelay.Record(ctx, max(tx.SentAt.Sub(tx.CommitTime), 0).Seconds(), t.readStages[0])
+		t.readDelay.Record(ctx, max(t.txStart.Sub(tx.SentAt), 0).Seconds(), t.readStages[1])
+	}
 }
 
 // event starts the span of a new event, before it is written, and returns
@@ -121,6 +142,9 @@ func (t *telem) event(e *event.Event) string {
 				attribute.Int64("relay.source_xid", int64(t.tx.XID)),
 				attribute.String("relay.commit_time", t.tx.CommitTime.UTC().Format(time.RFC3339Nano)),
 			)
+			if !t.tx.SentAt.IsZero() {
+				t.txSpan.SetAttributes(attribute.String("relay.sent_time", t.tx.SentAt.UTC().Format(time.RFC3339Nano)))
+			}
 		}
 	}
 	name, ok := t.names[e.Type]

@@ -105,6 +105,17 @@ func TestOneTracePerEventAcrossRestart(t *testing.T) {
 	if len(txs) != 1 || len(ev.Links) != 1 || ev.Links[0].SpanContext.SpanID() != txs[0].SpanContext.SpanID() {
 		t.Errorf("event span links %v, want the one source transaction span of %d", ev.Links, len(txs))
 	}
+	// The transaction's span shows the feed's delay on each side: the
+	// commit, the server's send, and its own start when the relay read it.
+	if len(txs) == 1 {
+		committed, _ := attr(txs[0], "relay.commit_time")
+		sent, _ := attr(txs[0], "relay.sent_time")
+		c, errC := time.Parse(time.RFC3339Nano, committed.AsString())
+		s, errS := time.Parse(time.RFC3339Nano, sent.AsString())
+		if errC != nil || errS != nil || s.Before(c) || txs[0].StartTime.Before(s) {
+			t.Errorf("transaction span: committed %q, sent %q, read at %s", committed.AsString(), sent.AsString(), txs[0].StartTime)
+		}
+	}
 	var stored string
 	e.pool.QueryRow(context.Background(), `SELECT traceparent FROM relay.events`).Scan(&stored)
 	if want := fmt.Sprintf("00-%s-%s-01", ev.SpanContext.TraceID(), ev.SpanContext.SpanID()); stored != want {
@@ -323,6 +334,16 @@ func TestMetricsFollowDeliveries(t *testing.T) {
 	if _, ok := point(t, rm1, "relay.replication.lag.seconds", "", ""); !ok {
 		t.Errorf("no replication lag in seconds")
 	}
+	// The feed's delay, per source transaction and stage: the two
+	// transactions that fired, at least, each in seconds (this machine's
+	// server sends a commit within a second, and the relay reads it).
+	for _, stage := range []string{"server", "relay"} {
+		n, ok := point(t, rm1, "relay.replication.read.delay", "stage", stage)
+		longest := histogramMax(rm1, "relay.replication.read.delay", stage)
+		if !ok || n < 1 || longest < 0 || longest > 1 {
+			t.Errorf("read delay, %s: %v transactions (present %v), longest %v s", stage, n, ok, longest)
+		}
+	}
 
 	e.waitFor("the failure", func() bool {
 		var n int
@@ -341,6 +362,25 @@ func TestMetricsFollowDeliveries(t *testing.T) {
 	expect(rm2, "relay.deliveries.stored", "status", "failed", 1)
 	expect(rm2, "relay.delivery.attempt.duration", "outcome", "failed", 1)
 	expect(rm2, "relay.delivery.latency", "", "", 1)
+}
+
+// histogramMax is the largest value a histogram recorded for stage, or -1.
+func histogramMax(rm metricdata.ResourceMetrics, name, stage string) float64 {
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			d, ok := m.Data.(metricdata.Histogram[float64])
+			if m.Name != name || !ok {
+				continue
+			}
+			for _, p := range d.DataPoints {
+				v, _ := p.Attributes.Value("stage")
+				if longest, ok := p.Max.Value(); ok && v.Emit() == stage {
+					return longest
+				}
+			}
+		}
+	}
+	return -1
 }
 
 func freeAddr(t *testing.T) string {
@@ -410,6 +450,8 @@ func TestObservabilityEndpoints(t *testing.T) {
 		`relay_deliveries_stored{status="pending"}`,
 		`relay_replication_lag_bytes `,
 		`relay_replication_lag_seconds `,
+		`relay_replication_read_delay_seconds_count{stage="server"} `,
+		`relay_replication_read_delay_seconds_count{stage="relay"} `,
 		`relay_replication_slot_retained_wal_bytes `,
 		`relay_webhook_success_rate_ratio{company_id="1",webhook="one",webhook_id=`,
 		`relay_webhook_attempts_24h{`,

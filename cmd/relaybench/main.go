@@ -49,6 +49,7 @@ func main() {
 	profile := flag.String("profile", "", "write a CPU and an allocation profile of each relay run into this directory")
 	pgstats := flag.Bool("pgstats", false, "print the statements PostgreSQL spent most time on, per scenario")
 	walstats := flag.Bool("walstats", false, "print the WAL written per delivery by kind of record and relation, per scenario (pg_walinspect)")
+	metrics := flag.Bool("metrics", false, "run the relay with its metrics on and print, for the paced scenarios, where the time from commit to the relay's read went (the server's part and the relay's), from its histogram")
 	var separate stateFlag
 	flag.Var(&separate, "separate-state", "keep the relay's tables (database.state_url) in a PostgreSQL server of their own (-separate-state, or =cluster), where the platform's server pays only for the walsender, or in a database of their own beside the platform's (=database)")
 	stall := flag.Duration("stall", 0, fmt.Sprintf("how long the pause scenario stops the relay each time (default %v, %v with -short)", bench.DefaultStall, bench.ShortStall))
@@ -59,7 +60,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "relaybench:", err)
 		os.Exit(1)
 	}
-	opts := bench.Options{Relay: *relay, Self: self, Short: *short, Progress: os.Stderr, ProfileDir: *profile, PGStats: *pgstats, WALStats: *walstats, SeparateState: separate.place, Stall: *stall}
+	opts := bench.Options{Relay: *relay, Self: self, Short: *short, Progress: os.Stderr, ProfileDir: *profile, PGStats: *pgstats, WALStats: *walstats, Metrics: *metrics, SeparateState: separate.place, Stall: *stall}
 	if *scenario != "" {
 		opts.Scenarios = strings.Split(*scenario, ",")
 	}
