@@ -164,6 +164,9 @@ func (s *sender) newRequest(ctx context.Context, c *store.Claimed) (*http.Reques
 	}
 	if len(body) > 0 {
 		req.Body = io.NopCloser(bytes.NewReader(body))
+		if _, ok := s.client.Transport.(instrumented); ok {
+			ctx = withSentBody(ctx, body)
+		}
 	}
 	return req.WithContext(ctx), nil
 }
