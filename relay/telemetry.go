@@ -205,8 +205,9 @@ func instrumentTransport(base http.RoundTripper, tp trace.TracerProvider, mp met
 // on their own: with traces or metrics on, every attempt cost a second
 // system call, and its receiver a second segment to read
 // (docs/PERFORMANCE.md, "Metrics on, one write an attempt"). The wrapper
-// is still read to its end and closed, as net/http would have, so what
-// otelhttp counts is what was sent.
+// is still read to its end and closed, as net/http would have, so that
+// otelhttp counts the body's bytes (also for a request whose connection
+// then failed, which it would have counted as 0).
 type wholeBody struct{ base http.RoundTripper }
 
 func (t wholeBody) RoundTrip(r *http.Request) (*http.Response, error) {
