@@ -188,7 +188,11 @@ func New(st deliveryStore, opts Options) *Dispatcher {
 		client = &c
 	}
 	if opts.TracerProvider != nil || opts.MeterProvider != nil {
-		client.Transport = instrumentTransport(client.Transport, opts.TracerProvider, capHosts(opts.MeterProvider, opts.MetricHosts))
+		var err error
+		if client.Transport, err = instrumentTransport(client.Transport, opts.TracerProvider, opts.MeterProvider, opts.MetricHosts); err != nil {
+			// The requests are still sent; their metrics are missing.
+			opts.Logger.Warn("HTTP client metrics not available", "error", err)
+		}
 	}
 	tel, err := newTelem(opts.TracerProvider, opts.MeterProvider)
 	if err != nil {

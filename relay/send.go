@@ -164,7 +164,7 @@ func (s *sender) newRequest(ctx context.Context, c *store.Claimed) (*http.Reques
 	}
 	if len(body) > 0 {
 		req.Body = io.NopCloser(bytes.NewReader(body))
-		if _, ok := s.client.Transport.(instrumented); ok {
+		if t, ok := s.client.Transport.(instrumented); ok && t.traced {
 			ctx = withSentBody(ctx, body)
 		}
 	}

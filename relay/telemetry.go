@@ -173,41 +173,44 @@ func (t *telem) recorded(ctx context.Context, f *finished) {
 	}
 }
 
-// instrumentTransport wraps the client's transport with HTTP client spans
-// and metrics, and injects the W3C traceparent into each request. Webhook
-// URLs may carry secrets in their path or query (Slack's do), so the spans
-// record only the URL's scheme and host.
-func instrumentTransport(base http.RoundTripper, tp trace.TracerProvider, mp metric.MeterProvider) http.RoundTripper {
+// instrumentTransport wraps the client's transport with the HTTP client
+// metrics (mp, naming at most maxHosts receiver hosts; see clientMetrics)
+// and, with tracing on, otelhttp's client spans, which inject the W3C
+// traceparent into each request. Webhook URLs may carry secrets in their
+// path or query (Slack's do), so the spans record only the URL's scheme
+// and host. The metrics are the relay's own and otelhttp records none.
+func instrumentTransport(base http.RoundTripper, tp trace.TracerProvider, mp metric.MeterProvider, maxHosts int) (http.RoundTripper, error) {
 	if base == nil {
 		base = http.DefaultTransport
 	}
-	opts := []otelhttp.Option{
+	rt := base
+	var err error
+	if mp != nil {
+		var m *clientMetrics
+		if m, err = newClientMetrics(mp, maxHosts); m != nil {
+			rt = measured{base: base, metrics: m}
+		}
+	}
+	if tp == nil {
+		return instrumented{RoundTripper: rt, base: base}, err
+	}
+	traced := otelhttp.NewTransport(wholeBody{rt},
 		otelhttp.WithPropagators(propagation.TraceContext{}),
 		otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string { return "POST webhook" }),
-	}
-	if tp != nil {
-		opts = append(opts, otelhttp.WithTracerProvider(redactingProvider{tp: tp}))
-	} else {
-		opts = append(opts, otelhttp.WithTracerProvider(tracenoop.NewTracerProvider()))
-	}
-	if mp != nil {
-		opts = append(opts, otelhttp.WithMeterProvider(mp))
-	} else {
-		opts = append(opts, otelhttp.WithMeterProvider(metricnoop.NewMeterProvider()))
-	}
-	return instrumented{RoundTripper: otelhttp.NewTransport(wholeBody{base}, opts...), base: base}
+		otelhttp.WithTracerProvider(redactingProvider{tp: tp}),
+		otelhttp.WithMeterProvider(metricnoop.NewMeterProvider()))
+	return instrumented{RoundTripper: traced, base: base, traced: true}, err
 }
 
 // wholeBody hands net/http a request's body as the bytes the sender made
 // (withSentBody), so that its headers and its body leave in one write.
 // otelhttp wraps a request's body to count its bytes, and net/http writes
 // a body it does not know to be in memory only after flushing the headers
-// on their own: with traces or metrics on, every attempt cost a second
-// system call, and its receiver a second segment to read
-// (docs/PERFORMANCE.md, "Metrics on, one write an attempt"). The wrapper
-// is still read to its end and closed, as net/http would have, so that
-// otelhttp counts the body's bytes (also for a request whose connection
-// then failed, which it would have counted as 0).
+// on their own: with traces on, every attempt cost a second system call,
+// and its receiver a second segment to read (docs/PERFORMANCE.md,
+// "Metrics on, one write an attempt"). The wrapper is still read to its
+// end and closed, as net/http would have, so that otelhttp finishes its
+// bookkeeping of the request as it expects to.
 type wholeBody struct{ base http.RoundTripper }
 
 func (t wholeBody) RoundTrip(r *http.Request) (*http.Response, error) {
@@ -232,10 +235,12 @@ func withSentBody(ctx context.Context, body []byte) context.Context {
 }
 
 // instrumented keeps the base transport's CloseIdleConnections, which the
-// dispatcher calls when it stops and otelhttp's wrapper does not pass on.
+// dispatcher calls when it stops and the wrappers do not pass on.
 type instrumented struct {
 	http.RoundTripper
 	base http.RoundTripper
+	// traced is set when otelhttp wraps the requests' bodies (wholeBody).
+	traced bool
 }
 
 func (t instrumented) CloseIdleConnections() {

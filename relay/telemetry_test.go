@@ -10,10 +10,12 @@ import (
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/otel/metric"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/smartmaintenance/relay/store"
 	"github.com/smartmaintenance/relay/telemetry"
@@ -80,13 +82,23 @@ func TestFailureLogLeadsToTrace(t *testing.T) {
 }
 
 // The instrumented transport still closes the pool's idle connections when
-// the dispatcher stops.
+// the dispatcher stops, with traces on and with metrics alone.
 func TestInstrumentedTransportClosesIdleConnections(t *testing.T) {
-	base := &closeCounter{RoundTripper: http.DefaultTransport}
-	c := &http.Client{Transport: instrumentTransport(base, sdktrace.NewTracerProvider(), nil)}
-	c.CloseIdleConnections()
-	if base.closed != 1 {
-		t.Fatalf("CloseIdleConnections reached the base transport %d times", base.closed)
+	for _, traced := range []bool{true, false} {
+		base := &closeCounter{RoundTripper: http.DefaultTransport}
+		var tp trace.TracerProvider
+		var mp metric.MeterProvider = sdkmetric.NewMeterProvider()
+		if traced {
+			tp, mp = sdktrace.NewTracerProvider(), nil
+		}
+		rt, err := instrumentTransport(base, tp, mp, 20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		(&http.Client{Transport: rt}).CloseIdleConnections()
+		if base.closed != 1 {
+			t.Errorf("traced %v: CloseIdleConnections reached the base transport %d times", traced, base.closed)
+		}
 	}
 }
 

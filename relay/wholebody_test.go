@@ -45,8 +45,12 @@ func TestInstrumentedAttemptIsOneWrite(t *testing.T) {
 	reader := sdkmetric.NewManualReader()
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
 	t.Cleanup(func() { mp.Shutdown(context.Background()) })
+	rt, err := instrumentTransport(base, sdktrace.NewTracerProvider(), mp, 20)
+	if err != nil {
+		t.Fatal(err)
+	}
 	s := sender{
-		client:    &http.Client{Transport: instrumentTransport(base, sdktrace.NewTracerProvider(), mp)},
+		client:    &http.Client{Transport: rt},
 		userAgent: "relay-test", timeout: 5 * time.Second, snippetBytes: 64,
 	}
 	body := []byte(`{"event":"task.assigned","data":{"task_id":42,"title":"Replace the pump seal"}}`)
