@@ -45,7 +45,7 @@ type clientMetrics struct {
 // measureKey is what a request's attributes are made from.
 type measureKey struct {
 	method, scheme, host, proto, errType string
-	status                                int
+	status                               int
 }
 
 // maxMeasureKeys bounds the kept sets; past it they start over (the keys

@@ -36,7 +36,9 @@ const (
 // telem traces each attempt as a child of the event's stored trace and
 // counts what the store recorded.
 type telem struct {
-	tracer     trace.Tracer
+	tracer trace.Tracer
+	// traced is false when tracing is off: attempts then start no span.
+	traced     bool
 	attempts   metric.Int64Counter
 	finished   metric.Int64Counter
 	attemptDur metric.Float64Histogram
@@ -45,13 +47,14 @@ type telem struct {
 }
 
 func newTelem(tp trace.TracerProvider, mp metric.MeterProvider) (*telem, error) {
+	traced := tp != nil
 	if tp == nil {
 		tp = tracenoop.NewTracerProvider()
 	}
 	if mp == nil {
 		mp = metricnoop.NewMeterProvider()
 	}
-	t := &telem{tracer: tp.Tracer(instrumentation), byOutcome: map[store.Status]metric.MeasurementOption{}}
+	t := &telem{tracer: tp.Tracer(instrumentation), traced: traced, byOutcome: map[store.Status]metric.MeasurementOption{}}
 	for _, s := range []store.Status{store.StatusDelivered, store.StatusRetrying, store.StatusFailed} {
 		t.byOutcome[s] = metric.WithAttributeSet(attribute.NewSet(attribute.String("outcome", string(s))))
 	}
@@ -114,9 +117,14 @@ func observeAhead(mp metric.MeterProvider, read func() (inFlight, queued, held i
 }
 
 // start opens the span of one attempt, a child of the event's trace as
-// stored with the event (also after a restart).
+// stored with the event (also after a restart). With tracing off it
+// starts none: the span it returns records nothing and carries the
+// stored trace's context, for the attempt's log lines.
 func (t *telem) start(ctx context.Context, c *store.Claimed) (context.Context, trace.Span) {
 	ctx = telemetry.WithTraceParent(ctx, c.TraceParent)
+	if !t.traced {
+		return ctx, trace.SpanFromContext(ctx)
+	}
 	ctx, span := t.tracer.Start(ctx, "delivery attempt")
 	if span.IsRecording() {
 		span.SetAttributes(
