@@ -324,6 +324,25 @@ func (d *Dispatcher) aheadMovedLocked() {
 	}
 }
 
+// keptAhead keeps the result of an attempt whose delivery was taken ahead
+// and is not stored yet, to be recorded once it is (Stored) or stored with
+// it (Finished), and reports whether it did. The attempt's own goroutine
+// keeps it at once: the write waiting for it (AwaitAhead) goes on without
+// a trip through the record loop and its linger, and the record loop is
+// not woken for a result it would only hand back here.
+func (d *Dispatcher) keptAhead(f *finished) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	a := d.ahead[f.result.DeliveryID]
+	if a == nil {
+		return false
+	}
+	kept := *f
+	a.result = &kept
+	d.aheadMovedLocked()
+	return true
+}
+
 // keepAhead takes the results of attempts whose deliveries were taken
 // ahead and are not stored yet out of batch, to be recorded once they are
 // (Stored), and returns the rest.

@@ -84,7 +84,9 @@ func (d *Dispatcher) attemptOne(ctx context.Context, c *store.Claimed, results c
 	d.tel.end(span, &f, &out)
 	f.span = span.SpanContext()
 	c.Body = nil // the body is not needed any more; do not hold it while queued
-	results <- f
+	if !d.keptAhead(&f) {
+		results <- f
+	}
 	return out.duration
 }
 
