@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"go.opentelemetry.io/otel/attribute"
@@ -130,23 +131,38 @@ func TestClientMetricsMatchOtelhttp(t *testing.T) {
 		base := h2.Client().Transport.(*http.Transport).Clone()
 		t.Cleanup(base.CloseIdleConnections)
 		client := &http.Client{Transport: wrap(base, mp)}
-		for _, u := range []string{plain.URL + "/hook", plain.URL + "/busy", h2.URL + "/hook", refused} {
+		urls := []string{plain.URL + "/hook", plain.URL + "/busy", h2.URL + "/hook", refused}
+		for _, u := range urls {
 			res, err := client.Post(u, "application/json", strings.NewReader(`{"event":"task.assigned"}`))
 			if err == nil {
 				res.Body.Close()
+			} else if u != refused {
+				t.Fatalf("%s: %v", u, err)
 			}
 		}
-		var rm metricdata.ResourceMetrics
-		if err := reader.Collect(context.Background(), &rm); err != nil {
-			t.Fatal(err)
-		}
+		// otelhttp records a request once the transport is done with its
+		// body, which over HTTP/2 can be after RoundTrip returned.
 		got := map[string]metricdata.Metrics{}
-		for _, sm := range rm.ScopeMetrics {
-			for _, m := range sm.Metrics {
-				got[m.Name] = m
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			var rm metricdata.ResourceMetrics
+			if err := reader.Collect(context.Background(), &rm); err != nil {
+				t.Fatal(err)
+			}
+			requests := uint64(0)
+			for _, sm := range rm.ScopeMetrics {
+				for _, m := range sm.Metrics {
+					got[m.Name] = m
+					if d, ok := m.Data.(metricdata.Histogram[float64]); ok && m.Name == "http.client.request.duration" {
+						for _, p := range d.DataPoints {
+							requests += p.Count
+						}
+					}
+				}
+			}
+			if requests >= uint64(len(urls)) || time.Now().After(deadline) {
+				return got
 			}
 		}
-		return got
 	}
 	ours := collect(func(base http.RoundTripper, mp *sdkmetric.MeterProvider) http.RoundTripper {
 		rt, err := instrumentTransport(base, nil, mp, 20)
