@@ -333,13 +333,22 @@ func (d *Dispatcher) aheadMovedLocked() {
 func (d *Dispatcher) keptAhead(f *finished) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if !d.keepLocked(f) {
+		return false
+	}
+	d.aheadMovedLocked()
+	return true
+}
+
+// keepLocked keeps a copy of f with its delivery if that was taken ahead
+// and is not stored yet, and reports whether it did. d.mu must be held.
+func (d *Dispatcher) keepLocked(f *finished) bool {
 	a := d.ahead[f.result.DeliveryID]
 	if a == nil {
 		return false
 	}
 	kept := *f
 	a.result = &kept
-	d.aheadMovedLocked()
 	return true
 }
 
@@ -353,13 +362,10 @@ func (d *Dispatcher) keepAhead(batch []finished) []finished {
 		return batch
 	}
 	rest := batch[:0]
-	for _, f := range batch {
-		if a := d.ahead[f.result.DeliveryID]; a != nil {
-			kept := f
-			a.result = &kept
-			continue
+	for i := range batch {
+		if !d.keepLocked(&batch[i]) {
+			rest = append(rest, batch[i])
 		}
-		rest = append(rest, f)
 	}
 	if len(rest) < len(batch) {
 		d.aheadMovedLocked()

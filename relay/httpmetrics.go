@@ -36,10 +36,12 @@ const otherHost = "other"
 type clientMetrics struct {
 	duration httpconv.ClientRequestDuration
 	bodySize httpconv.ClientRequestBodySize
-	hosts    hostSet
+	maxHosts int
 
 	mu   sync.RWMutex
 	sets map[measureKey][]metric.RecordOption
+	// named holds the hosts that keep their name; mu guards it too.
+	named map[string]bool
 }
 
 // measureKey is what a request's attributes are made from.
@@ -66,8 +68,8 @@ func newClientMetrics(mp metric.MeterProvider, maxHosts int) (*clientMetrics, er
 	if err != nil {
 		return nil, err
 	}
-	return &clientMetrics{duration: duration, bodySize: bodySize, hosts: hostSet{max: maxHosts, named: map[string]bool{}},
-		sets: map[measureKey][]metric.RecordOption{}}, nil
+	return &clientMetrics{duration: duration, bodySize: bodySize, maxHosts: maxHosts,
+		sets: map[measureKey][]metric.RecordOption{}, named: map[string]bool{}}, nil
 }
 
 // record measures one request: its time until the response's headers (or
@@ -100,18 +102,22 @@ func (m *clientMetrics) options(k measureKey) []metric.RecordOption {
 	if ok {
 		return opts
 	}
-	opts = []metric.RecordOption{metric.WithAttributeSet(m.attributes(k))}
 	m.mu.Lock()
+	defer m.mu.Unlock()
+	if opts, ok := m.sets[k]; ok {
+		return opts
+	}
 	if len(m.sets) >= maxMeasureKeys {
 		m.sets = map[measureKey][]metric.RecordOption{}
 	}
+	opts = []metric.RecordOption{metric.WithAttributeSet(m.attributesLocked(k))}
 	m.sets[k] = opts
-	m.mu.Unlock()
 	return opts
 }
 
-// attributes are those otelhttp's transport records with.
-func (m *clientMetrics) attributes(k measureKey) attribute.Set {
+// attributesLocked are those otelhttp's transport records with. m.mu must
+// be held.
+func (m *clientMetrics) attributesLocked(k measureKey) attribute.Set {
 	method := strings.ToUpper(k.method)
 	switch method {
 	case http.MethodConnect, http.MethodDelete, http.MethodGet, http.MethodHead, http.MethodOptions,
@@ -126,7 +132,7 @@ func (m *clientMetrics) attributes(k measureKey) attribute.Set {
 	kvs := make([]attribute.KeyValue, 0, 8)
 	kvs = append(kvs, semconv.HTTPRequestMethodKey.String(method), semconv.URLScheme(scheme))
 	host, port := splitHostPort(k.host)
-	if m.hosts.keep(host) {
+	if m.keepLocked(host) {
 		kvs = append(kvs, semconv.ServerAddress(host))
 		// The scheme's default port is left out, as the conventions ask.
 		if port > 0 && !(scheme == "https" && port == 443) && !(scheme == "http" && port == 80) {
@@ -174,29 +180,19 @@ func errorType(err error) string {
 		t = t.Elem()
 	}
 	if t.PkgPath() == "" || t.Name() == "" {
-		if s := t.String(); s != "" {
-			return s
-		}
-		return "_OTHER"
+		return t.String()
 	}
 	return t.PkgPath() + "." + t.Name()
 }
 
-// hostSet remembers the hosts that keep their name.
-type hostSet struct {
-	mu    sync.Mutex
-	max   int
-	named map[string]bool
-}
-
-func (h *hostSet) keep(host string) bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.named[host] {
+// keepLocked reports whether host keeps its name: it does if it has, or if
+// fewer than maxHosts hosts have. m.mu must be held.
+func (m *clientMetrics) keepLocked(host string) bool {
+	if m.named[host] {
 		return true
 	}
-	if len(h.named) < h.max {
-		h.named[host] = true
+	if len(m.named) < m.maxHosts {
+		m.named[host] = true
 		return true
 	}
 	return false
