@@ -21,6 +21,23 @@ type aheadState struct {
 	// aheadMoved, when not nil, is closed (and cleared) as soon as a
 	// delivery taken ahead has its result or is let go (AwaitAhead).
 	aheadMoved chan struct{}
+	// hold is the wait of an Ahead for room in a full window (see
+	// waitRoomLocked); holdOff is when Ahead may wait again after a wait in
+	// which the webhook finished no attempt.
+	hold    *holdWait
+	holdOff time.Time
+	// heldBack is how long Ahead waited for room in all.
+	heldBack time.Duration
+}
+
+// holdWait is an Ahead waiting for room ahead for a webhook.
+type holdWait struct {
+	hook int64
+	// room is closed once the webhook's window has room again, or the
+	// dispatcher stops taking deliveries ahead.
+	room chan struct{}
+	// finished counts the webhook's attempts that finished meanwhile.
+	finished int
 }
 
 // aheadDelivery is one delivery taken ahead.
@@ -55,37 +72,47 @@ func (d *Dispatcher) AheadLease() (string, time.Duration) {
 // committed at lsn, and starts its attempt at once if its webhook has a
 // free slot, or queues it in memory for the next slot to free otherwise,
 // within the webhook's window and maxQueuedAhead, as a claimed delivery
-// waits. It refuses one whose webhook has deliveries waiting in
-// the store (held, or left behind by a claim round), so that it does not
-// overtake them; those it queues wait behind any already queued. A
-// delivery queued ahead costs the store what one sent at once costs,
-// where one refused is stored, read and updated: once the relay falls
-// behind, this keeps each delivery as cheap as it was, so that it can
-// catch up. It also reports true, without a second attempt, for a
-// delivery it has taken already and not seen stored: the ingester reads a
-// source transaction again after a store write failed, and decides the
-// same deliveries under the same ids. It implements ingest.Handoff.
+// waits. It refuses one whose webhook has deliveries held as ids in the
+// store, so that it does not overtake them; those it queues wait behind
+// any already queued. A delivery queued ahead costs the store what one
+// sent at once costs, where one refused is stored, read and updated: once
+// the relay falls behind, this keeps each delivery as cheap as it was, so
+// that it can catch up. When the window is full (or a claim round left
+// the webhook out for a full window) because the relay as a whole is
+// short of workers, not because of the webhook, Ahead waits for room
+// rather than refuse, which holds the feed back (waitRoomLocked). It also
+// reports true, without a second attempt, for a delivery it has taken
+// already and not seen stored: the ingester reads a source transaction
+// again after a store write failed, and decides the same deliveries under
+// the same ids. It implements ingest.Handoff.
 func (d *Dispatcher) Ahead(c *store.Claimed, lsn event.LSN) bool {
 	d.mu.Lock()
-	run := d.run
-	if run == nil || run.draining {
-		d.mu.Unlock()
-		return false
-	}
 	if a, ok := d.ahead[c.ID]; ok {
 		d.mu.Unlock()
 		return !a.letGo
 	}
 	hook := c.WebhookID
-	if len(d.held[hook]) > 0 || d.behind[hook] {
-		d.mu.Unlock()
-		return false
-	}
-	now := time.Now()
-	start := len(d.queue[hook]) == 0 && d.inflight < d.opts.Workers && d.perHook[hook] < d.opts.PerWebhook
-	if !start && (d.perHook[hook]+len(d.queue[hook]) >= d.windowLocked(hook) || d.queued >= maxQueuedAhead) {
-		d.mu.Unlock()
-		return false
+	var run *runState
+	var now time.Time
+	var start bool
+	for {
+		run = d.run
+		if run == nil || run.draining || len(d.held[hook]) > 0 {
+			d.mu.Unlock()
+			return false
+		}
+		now = time.Now()
+		start = len(d.queue[hook]) == 0 && d.inflight < d.opts.Workers && d.perHook[hook] < d.opts.PerWebhook
+		// A webhook a claim round left behind (its window too full for the
+		// round to look for its due deliveries) is waited for as a full one:
+		// its window drains first, then the round looks.
+		if !d.behind[hook] && (start || !d.aheadFullLocked(hook)) {
+			break
+		}
+		if !d.waitRoomLocked(c, now) {
+			d.mu.Unlock()
+			return false
+		}
 	}
 	if d.ahead == nil {
 		d.ahead = map[uuid.UUID]*aheadDelivery{}
@@ -109,6 +136,110 @@ func (d *Dispatcher) Ahead(c *store.Claimed, lsn event.LSN) bool {
 	d.mu.Unlock()
 	go d.attempt(run.sendCtx, c, run.attempts, run.results)
 	return true
+}
+
+// aheadFullLocked reports whether webhook's window, or the queues, have no
+// room for another delivery ahead. d.mu must be held.
+func (d *Dispatcher) aheadFullLocked(webhook int64) bool {
+	return d.perHook[webhook]+len(d.queue[webhook]) >= d.windowLocked(webhook) || d.queued >= maxQueuedAhead
+}
+
+// waitRoomLocked waits for room ahead for c's webhook, whose window is
+// full, and reports whether it may have some now. It waits only when the
+// deliveries wait for workers the relay as a whole is short of, usually
+// of CPU: storing them then would cost the relay and the database about
+// three times what sending them from the queue costs, just when there is
+// no margin, and keep the relay behind once it fell behind. Holding the
+// ingester back instead leaves the source transactions in the slot, which
+// keeps them anyway until they are stored, until the queue drains.
+//
+// It does not wait, and reports false (Ahead refuses the delivery, which
+// is stored and sent from the store), when the webhook is what holds its
+// deliveries up: all its own slots are busy (PerWebhook), or its recent
+// attempts are slow; nor while other relays share the store, which may
+// have workers to spare for what this one stores. A wait ends, and Ahead
+// refuses, once the webhook finished no attempt for holdPatience (its
+// attempts hang: the relay then waits for no webhook for holdPatience),
+// and once c's source transaction committed holdBehind ago, which bounds
+// the slot's lag that holding adds. d.mu must be held; it is released
+// while waiting.
+func (d *Dispatcher) waitRoomLocked(c *store.Claimed, now time.Time) bool {
+	hook := c.WebhookID
+	if d.hold != nil || d.perHook[hook] >= d.opts.PerWebhook || now.Before(d.holdOff) || d.peers.Load() > 0 {
+		return false
+	}
+	if took, ok := d.pace[hook]; ok && took >= slowAttempt {
+		return false
+	}
+	h := &holdWait{hook: hook, room: make(chan struct{})}
+	d.hold = h
+	timer := time.NewTimer(holdPatience)
+	defer func(began time.Time) {
+		timer.Stop()
+		d.heldBack += time.Since(began) // d.mu is held again
+	}(now)
+	for {
+		if now.Sub(c.CommittedAt) >= holdBehind {
+			d.hold = nil
+			return false
+		}
+		seen := h.finished
+		d.mu.Unlock()
+		select {
+		case <-h.room:
+			d.mu.Lock()
+			return true // d.hold cleared by who closed it
+		case <-timer.C:
+		}
+		d.mu.Lock()
+		now = time.Now()
+		if d.hold != h {
+			return true // room came with the timer
+		}
+		if h.finished == seen {
+			d.hold = nil
+			d.holdOff = now.Add(holdPatience)
+			return false
+		}
+		timer.Reset(holdPatience)
+	}
+}
+
+// holdPatience is how long Ahead waits for a webhook to finish an attempt
+// while it waits for room (waitRoomLocked), and how long it then waits for
+// none.
+const holdPatience = 100 * time.Millisecond
+
+// holdBehind bounds how far behind its source commits the relay holds the
+// feed back rather than store deliveries it has no room for. Within it, the
+// platform's server keeps less for the relay than storing would: the WAL
+// of the source transactions, which the slot keeps until they are stored
+// anyway, where storing adds a delivery row, its keys and their WAL for
+// every webhook. Past it, deliveries are stored and the slot is confirmed
+// past them, so that what the slot holds stays within seconds of traffic
+// whatever the receivers do. It is measured from the commit time the
+// server recorded, by the relay's clock: a clock a second off the
+// server's moves the bound by a second.
+const holdBehind = 10 * time.Second
+
+// roomAheadLocked wakes an Ahead waiting for room (waitRoomLocked) once its
+// webhook's window is a quarter empty, when a claim round would include
+// it again (fullLocked), so that a wait lets many deliveries through rather
+// than one, or when the dispatcher stops taking deliveries ahead. finished
+// is the webhook whose attempt just finished, if any. d.mu must be held.
+func (d *Dispatcher) roomAheadLocked(finished int64, stopping bool) {
+	h := d.hold
+	if h == nil {
+		return
+	}
+	if finished == h.hook {
+		h.finished++
+	}
+	if !stopping && (d.fullLocked(h.hook) || d.queued > claimAt(maxQueuedAhead)) {
+		return
+	}
+	close(h.room)
+	d.hold = nil
 }
 
 // maxQueuedAhead bounds the deliveries queued, ahead or claimed, beyond

@@ -2,6 +2,7 @@ package relay
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -9,6 +10,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
 	"github.com/smartmaintenance/relay/event"
 	"github.com/smartmaintenance/relay/signature"
@@ -98,6 +101,12 @@ func TestAheadQueuesForABusyWebhook(t *testing.T) {
 	// The window is PerWebhook × prefetch while the webhook's pace is not known.
 	if want := 1*prefetch - 1; len(queued) != want {
 		t.Fatalf("%d deliveries queued ahead, want %d (the window less the one in flight)", len(queued), want)
+	}
+	if !d.HoldOff().IsZero() {
+		// Its own slot is busy: the webhook holds its deliveries up, and
+		// they are refused at once, for the store, so that a receiver
+		// slower than its traffic holds up no one else.
+		t.Fatal("Ahead waited for room for a webhook whose own slots were busy")
 	}
 	if _, done, kept := d.Finished(queued[0].ID); done || !kept {
 		t.Fatalf("a queued delivery: done %v, kept %v; want held, not done", done, kept)
@@ -385,4 +394,120 @@ func TestAheadLetGoThenClaimedIsNotGivenBack(t *testing.T) {
 	eventually(t, 5*time.Second, func() bool { return len(rc.receipts(late.ID)) == 1 }, func() string { return "not claimed and sent" })
 	d.Stored(event.LSN(102))
 	deliveredOnce(t, e, rc, late.ID)
+}
+
+// TestAheadWaitsForWorkers: when a webhook's deliveries queue because the
+// relay as a whole has no free worker, not because of the webhook, Ahead
+// waits for room in the webhook's window instead of refusing, which holds
+// the feed back: every delivery is taken ahead and sent once, none is
+// left to be stored and read back.
+func TestAheadWaitsForWorkers(t *testing.T) {
+	e := newEnv(t)
+	slow := func(w http.ResponseWriter, r *http.Request, _ int) {
+		time.Sleep(2 * time.Millisecond)
+		w.WriteHeader(http.StatusOK)
+	}
+	ra, rb := newReceiver(t, slow), newReceiver(t, slow)
+	a, b := e.webhook(ra.URL, "", nil), e.webhook(rb.URL, "", nil)
+	// Two workers for two webhooks of two slots each: each webhook has a
+	// slot of its own free while the relay has no worker free.
+	reader := sdkmetric.NewManualReader()
+	d, _ := e.startAfterFirstRound(fast(Options{Owner: "ahead-workers", Workers: 2, PerWebhook: 2,
+		MeterProvider: sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))}))
+	const n = 300 // more than a window (PerWebhook × prefetch) of each
+	var refused int
+	for i := range n {
+		for _, hook := range []int64{a, b} {
+			c := aheadClaim(hook, "")
+			c.URL = map[int64]string{a: ra.URL, b: rb.URL}[hook]
+			if !d.Ahead(c, event.LSN(100+i)) {
+				refused++
+			}
+		}
+	}
+	if refused > 0 {
+		t.Fatalf("%d of %d deliveries refused ahead while the webhooks' own slots were free; want every one taken", refused, 2*n)
+	}
+	eventually(t, 20*time.Second, func() bool { return ra.count() == n && rb.count() == n }, func() string {
+		return fmt.Sprintf("receivers got %d and %d requests, want %d each", ra.count(), rb.count(), n)
+	})
+	if off := d.HoldOff(); !off.IsZero() {
+		t.Fatalf("a wait for room gave up (until %v); the webhooks finished attempts all along", off)
+	}
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	var heldBack float64
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if sum, ok := m.Data.(metricdata.Sum[float64]); ok && m.Name == "relay.feed.held_back" {
+				for _, p := range sum.DataPoints {
+					heldBack += p.Value
+				}
+			}
+		}
+	}
+	if heldBack <= 0 {
+		t.Fatalf("relay.feed.held_back = %v after waits for room; want the time waited", heldBack)
+	}
+}
+
+// TestAheadWaitsForAHangingWebhookOnlySoLong: Ahead does not wait for
+// room for a source transaction committed too long ago, and waits at most
+// holdPatience for a webhook that finishes no attempt, then waits for none
+// for as long. (TestAheadQueuesForABusyWebhook: none for a webhook whose
+// own slots are busy.)
+func TestAheadWaitsForAHangingWebhookOnlySoLong(t *testing.T) {
+	e := newEnv(t)
+	rc, release := heldReceiver(t)
+	defer release()
+	busy, hook := e.webhook(rc.URL, "", nil), e.webhook(rc.URL, "", nil)
+	// Two workers, both busy with the attempts to another webhook that
+	// hang: hook's own slots are free, the relay's workers are not, and
+	// none frees.
+	d, _ := e.startAfterFirstRound(fast(Options{Owner: "ahead-hang", Workers: 2, PerWebhook: 2}))
+	for lsn := range event.LSN(2) {
+		if !d.Ahead(aheadClaim(busy, rc.URL), 10+lsn) {
+			t.Fatal("delivery not taken ahead with workers free")
+		}
+	}
+	eventually(t, 5*time.Second, func() bool { return rc.active() == 2 }, func() string { return "the first two attempts did not start" })
+	offer := func(lsn event.LSN, committed time.Time) (bool, time.Duration) {
+		c := aheadClaim(hook, rc.URL)
+		c.CommittedAt = committed
+		t0 := time.Now()
+		ok := d.Ahead(c, lsn)
+		return ok, time.Since(t0)
+	}
+	lsn := event.LSN(100)
+	for ; ; lsn++ {
+		ok, took := offer(lsn, time.Now().Add(-2*holdBehind))
+		if !ok {
+			// Committed too long ago: refused at once, not waited for.
+			if took >= holdPatience {
+				t.Fatalf("refusing a delivery committed %v ago took %v; want no wait", 2*holdBehind, took)
+			}
+			break
+		}
+		if lsn > 1000 {
+			t.Fatal("deliveries queued ahead without bound")
+		}
+	}
+	if !d.HoldOff().IsZero() {
+		t.Fatal("a wait for room began for a delivery committed too long ago")
+	}
+	ok, took := offer(lsn+1, time.Now())
+	if ok {
+		t.Fatal("a delivery taken ahead into a full window whose attempts hang")
+	}
+	if took < holdPatience || took > 10*holdPatience {
+		t.Fatalf("refused after %v; want a wait of holdPatience (%v) for an attempt to finish", took, holdPatience)
+	}
+	if d.HoldOff().IsZero() {
+		t.Fatal("no pause of the waits after one found no attempt finished")
+	}
+	if ok, took := offer(lsn+2, time.Now()); ok || took >= holdPatience {
+		t.Fatalf("the next delivery: taken %v after %v; want refused without a wait", ok, took)
+	}
 }

@@ -222,6 +222,10 @@ func New(st deliveryStore, opts Options) *Dispatcher {
 		d.mu.Lock()
 		defer d.mu.Unlock()
 		return d.inflight, d.queued, d.nHeld
+	}, func() time.Duration {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		return d.heldBack
 	})
 	if err != nil {
 		opts.Logger.Warn("delivery metrics not available", "error", err)
@@ -300,6 +304,7 @@ func (d *Dispatcher) stopTaking(dbCtx context.Context) {
 	}
 	d.aheadMovedLocked()
 	d.queued = 0
+	d.roomAheadLocked(0, true)
 	d.mu.Unlock()
 	waiting = append(waiting, d.dropHeld()...)
 	d.giveBack(dbCtx, waiting)

@@ -34,3 +34,11 @@ func (c *countingStore) LoadHeld(ctx context.Context, owner string, ids []uuid.U
 // counts returns the counts of the store calls d made; d must have been
 // started by env.start.
 func counts(d *Dispatcher) *countingStore { return d.st.(*countingStore) }
+
+// HoldOff is until when Ahead waits for room for no webhook (see
+// Dispatcher.waitRoomLocked); zero if no wait gave up.
+func (d *Dispatcher) HoldOff() time.Time {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.holdOff
+}

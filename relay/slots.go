@@ -90,6 +90,9 @@ func (d *Dispatcher) free(webhook int64, took time.Duration) (*store.Claimed, *r
 			}
 		}
 	}
+	if d.hold != nil {
+		d.roomAheadLocked(webhook, run == nil || run.draining)
+	}
 	want := d.starved || len(stale) > 0
 	if len(d.held[webhook]) > 0 && !d.fullLocked(webhook) {
 		want = true // room for its held deliveries

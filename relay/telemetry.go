@@ -94,10 +94,20 @@ func newTelem(tp trace.TracerProvider, mp metric.MeterProvider) (*telem, error) 
 }
 
 // observeAhead reports, each time metrics are collected, the deliveries a
-// dispatcher holds: in flight, queued with their payloads, and held as ids.
-func observeAhead(mp metric.MeterProvider, read func() (inFlight, queued, held int)) error {
+// dispatcher holds: in flight, queued with their payloads, and held as ids;
+// and how long the change feed waited for room ahead (heldBack).
+func observeAhead(mp metric.MeterProvider, read func() (inFlight, queued, held int), heldBack func() time.Duration) error {
 	if mp == nil {
 		return nil
+	}
+	if _, err := mp.Meter(instrumentation).Float64ObservableCounter("relay.feed.held_back",
+		metric.WithDescription("Time the change feed waited for room ahead in a webhook's window, while the relay was short of workers (usually of CPU): the source transactions wait in the replication slot rather than be stored to be read back."),
+		metric.WithUnit("s"),
+		metric.WithFloat64Callback(func(_ context.Context, o metric.Float64Observer) error {
+			o.Observe(heldBack().Seconds())
+			return nil
+		})); err != nil {
+		return err
 	}
 	states := [3]metric.ObserveOption{}
 	for i, s := range []string{"in_flight", "queued", "held"} {
