@@ -33,6 +33,9 @@ type aheadState struct {
 // holdWait is an Ahead waiting for room ahead for a webhook.
 type holdWait struct {
 	hook int64
+	// full says the webhook's window is full; if not, the wait is for its
+	// queue's oldest to be recent (waitsForWorkersLocked).
+	full bool
 	// room is closed once the webhook's window has room again, or the
 	// dispatcher stops taking deliveries ahead.
 	room chan struct{}
@@ -103,15 +106,22 @@ func (d *Dispatcher) Ahead(c *store.Claimed, lsn event.LSN) bool {
 		}
 		now = time.Now()
 		start = len(d.queue[hook]) == 0 && d.inflight < d.opts.Workers && d.perHook[hook] < d.opts.PerWebhook
+		if start {
+			break
+		}
 		// A webhook a claim round left behind (its window too full for the
 		// round to look for its due deliveries) is waited for as a full one:
 		// its window drains first, then the round looks.
-		if !d.behind[hook] && (start || !d.aheadFullLocked(hook)) {
+		full := d.behind[hook] || d.aheadFullLocked(hook)
+		if !full && !d.waitsForWorkersLocked(hook, now) {
 			break
 		}
-		if !d.waitRoomLocked(c, now) {
-			d.mu.Unlock()
-			return false
+		if !d.waitRoomLocked(c, now, full) {
+			if full {
+				d.mu.Unlock()
+				return false
+			}
+			break // queued: there is room in its window
 		}
 	}
 	if d.ahead == nil {
@@ -145,7 +155,8 @@ func (d *Dispatcher) aheadFullLocked(webhook int64) bool {
 }
 
 // waitRoomLocked waits for room ahead for c's webhook, whose window is
-// full, and reports whether it may have some now. It waits only when the
+// full or whose queue's oldest waited too long for a worker, and reports
+// whether it may have some now. It waits only when the
 // deliveries wait for workers the relay as a whole is short of, usually
 // of CPU: storing them then would cost the relay and the database about
 // three times what sending them from the queue costs, just when there is
@@ -153,25 +164,28 @@ func (d *Dispatcher) aheadFullLocked(webhook int64) bool {
 // ingester back instead leaves the source transactions in the slot, which
 // keeps them anyway until they are stored, until the queue drains.
 //
-// It does not wait, and reports false (Ahead refuses the delivery, which
-// is stored and sent from the store), when the webhook is what holds its
-// deliveries up: all its own slots are busy (PerWebhook), or its recent
-// attempts are slow; nor while other relays share the store, which may
-// have workers to spare for what this one stores. A wait ends, and Ahead
-// refuses, once the webhook finished no attempt for holdPatience (its
-// attempts hang: the relay then waits for no webhook for holdPatience),
-// and once c's source transaction committed holdBehind ago, which bounds
-// the slot's lag that holding adds. d.mu must be held; it is released
-// while waiting.
-func (d *Dispatcher) waitRoomLocked(c *store.Claimed, now time.Time) bool {
+// It does not wait, and reports false (Ahead refuses the delivery to a
+// full window, which is stored and sent from the store, or queues it),
+// when the webhook is what holds its deliveries up: all its own slots are
+// busy (PerWebhook), or its recent attempts are slow; when it has no
+// attempt in flight, whose end would show it moving; nor while other
+// relays share the store, which may have workers to spare for what this
+// one stores. A wait ends once the webhook finished no attempt for
+// holdPatience (its attempts hang: the relay then waits for no webhook for
+// holdOffFor), and once c's source transaction committed holdBehind ago,
+// which bounds the slot's lag that holding adds. full says the webhook's
+// window is full; if not, its queue's oldest waited too long
+// (waitsForWorkersLocked). d.mu must be held; it is released while
+// waiting.
+func (d *Dispatcher) waitRoomLocked(c *store.Claimed, now time.Time, full bool) bool {
 	hook := c.WebhookID
-	if d.hold != nil || d.perHook[hook] >= d.opts.PerWebhook || now.Before(d.holdOff) || d.peers.Load() > 0 {
+	if n := d.perHook[hook]; n == 0 || n >= d.opts.PerWebhook || d.hold != nil || now.Before(d.holdOff) || d.peers.Load() > 0 {
 		return false
 	}
 	if took, ok := d.pace[hook]; ok && took >= slowAttempt {
 		return false
 	}
-	h := &holdWait{hook: hook, room: make(chan struct{})}
+	h := &holdWait{hook: hook, room: make(chan struct{}), full: full}
 	d.hold = h
 	timer := time.NewTimer(holdPatience)
 	defer func(began time.Time) {
@@ -198,17 +212,40 @@ func (d *Dispatcher) waitRoomLocked(c *store.Claimed, now time.Time) bool {
 		}
 		if h.finished == seen {
 			d.hold = nil
-			d.holdOff = now.Add(holdPatience)
+			d.holdOff = now.Add(holdOffFor)
 			return false
 		}
 		timer.Reset(holdPatience)
 	}
 }
 
+// waitsForWorkersLocked reports whether webhook's deliveries wait in its
+// queue for want of workers, the oldest for holdQueued already, while its
+// own slots are not all busy: the relay as a whole is behind. Ahead then
+// holds the feed back before the window is full (waitRoomLocked), so that
+// a delivery is read about when a worker can take it: one that waits in a
+// queue for seconds is stored before its first attempt's result, by a
+// write that cannot wait that long, and updated with it later, which
+// costs the relay and the database more per delivery just when they have
+// no margin. d.mu must be held.
+func (d *Dispatcher) waitsForWorkersLocked(webhook int64, now time.Time) bool {
+	q := d.queue[webhook]
+	return d.inflight >= d.opts.Workers && len(q) > 1 && now.Sub(q[0].at) >= holdQueued
+}
+
+// holdQueued is how long a webhook's oldest queued delivery waits for a
+// worker before Ahead holds the feed back (waitsForWorkersLocked): well
+// within what a write waits for first attempts (AwaitAhead).
+const holdQueued = 100 * time.Millisecond
+
 // holdPatience is how long Ahead waits for a webhook to finish an attempt
-// while it waits for room (waitRoomLocked), and how long it then waits for
-// none.
-const holdPatience = 100 * time.Millisecond
+// while it waits for room (waitRoomLocked); holdOffFor is how long it then
+// waits for none, so that webhooks whose attempts hang slow the feed down
+// by a tenth at most, until their pace shows them slow.
+const (
+	holdPatience = 100 * time.Millisecond
+	holdOffFor   = 10 * holdPatience
+)
 
 // holdBehind bounds how far behind its source commits the relay holds the
 // feed back rather than store deliveries it has no room for. Within it, the
@@ -222,11 +259,13 @@ const holdPatience = 100 * time.Millisecond
 // server's moves the bound by a second.
 const holdBehind = 10 * time.Second
 
-// roomAheadLocked wakes an Ahead waiting for room (waitRoomLocked) once its
-// webhook's window is a quarter empty, when a claim round would include
-// it again (fullLocked), so that a wait lets many deliveries through rather
-// than one, or when the dispatcher stops taking deliveries ahead. finished
-// is the webhook whose attempt just finished, if any. d.mu must be held.
+// roomAheadLocked wakes an Ahead waiting for room (waitRoomLocked): for a
+// full window, once it is a quarter empty, when a claim round would
+// include the webhook again (fullLocked); for a queue whose oldest waited
+// too long for a worker, once its oldest waited half as long; so that a
+// wait lets many deliveries through rather than one. It wakes it too when
+// the dispatcher stops taking deliveries ahead. finished is the webhook
+// whose attempt just finished, if any. d.mu must be held.
 func (d *Dispatcher) roomAheadLocked(finished int64, stopping bool) {
 	h := d.hold
 	if h == nil {
@@ -235,8 +274,13 @@ func (d *Dispatcher) roomAheadLocked(finished int64, stopping bool) {
 	if finished == h.hook {
 		h.finished++
 	}
-	if !stopping && (d.fullLocked(h.hook) || d.queued > claimAt(maxQueuedAhead)) {
-		return
+	if !stopping {
+		if h.full && (d.fullLocked(h.hook) || d.queued > claimAt(maxQueuedAhead)) {
+			return
+		}
+		if q := d.queue[h.hook]; !h.full && len(q) > 1 && time.Since(q[0].at) >= holdQueued/2 {
+			return
+		}
 	}
 	close(h.room)
 	d.hold = nil

@@ -463,12 +463,12 @@ func TestAheadWaitsForAHangingWebhookOnlySoLong(t *testing.T) {
 	rc, release := heldReceiver(t)
 	defer release()
 	busy, hook := e.webhook(rc.URL, "", nil), e.webhook(rc.URL, "", nil)
-	// Two workers, both busy with the attempts to another webhook that
-	// hang: hook's own slots are free, the relay's workers are not, and
-	// none frees.
+	// Two workers, busy with an attempt to hook and one to another webhook
+	// that hang: one of hook's own slots is free, none of the relay's
+	// workers is, and none frees.
 	d, _ := e.startAfterFirstRound(fast(Options{Owner: "ahead-hang", Workers: 2, PerWebhook: 2}))
-	for lsn := range event.LSN(2) {
-		if !d.Ahead(aheadClaim(busy, rc.URL), 10+lsn) {
+	for i, h := range []int64{hook, busy} {
+		if !d.Ahead(aheadClaim(h, rc.URL), event.LSN(10+i)) {
 			t.Fatal("delivery not taken ahead with workers free")
 		}
 	}
@@ -510,4 +510,41 @@ func TestAheadWaitsForAHangingWebhookOnlySoLong(t *testing.T) {
 	if ok, took := offer(lsn+2, time.Now()); ok || took >= holdPatience {
 		t.Fatalf("the next delivery: taken %v after %v; want refused without a wait", ok, took)
 	}
+}
+
+// TestAheadHoldsBeforeTheWindowIsFull: while the relay has no free worker,
+// Ahead holds the feed back once a webhook's oldest queued delivery waited
+// holdQueued, well before its window is full, so that what it takes is
+// sent within about that long rather than seconds later, after its write
+// had to store it without its result.
+func TestAheadHoldsBeforeTheWindowIsFull(t *testing.T) {
+	e := newEnv(t)
+	slow := func(w http.ResponseWriter, r *http.Request, _ int) {
+		time.Sleep(20 * time.Millisecond)
+		w.WriteHeader(http.StatusOK)
+	}
+	ra, rb := newReceiver(t, slow), newReceiver(t, slow)
+	a, b := e.webhook(ra.URL, "", nil), e.webhook(rb.URL, "", nil)
+	d, _ := e.startAfterFirstRound(fast(Options{Owner: "ahead-early", Workers: 2, PerWebhook: 2}))
+	// Offered at 200 a second to each webhook, which take 50.
+	const n = 100
+	most := 0
+	for i := range n {
+		time.Sleep(5 * time.Millisecond)
+		for _, hook := range []int64{a, b} {
+			c := aheadClaim(hook, "")
+			c.URL = map[int64]string{a: ra.URL, b: rb.URL}[hook]
+			if !d.Ahead(c, event.LSN(100+i)) {
+				t.Fatalf("delivery %d refused ahead while the webhooks' own slots were free", i)
+			}
+			most = max(most, d.QueuedFor(hook))
+		}
+	}
+	// 20 ms an attempt, one worker each: 100 ms is about five queued.
+	if window := 2 * prefetch; most >= window/2 {
+		t.Fatalf("a webhook's queue reached %d deliveries; want the feed held back long before its window (%d) is full", most, window)
+	}
+	eventually(t, 20*time.Second, func() bool { return ra.count() == n && rb.count() == n }, func() string {
+		return fmt.Sprintf("receivers got %d and %d requests, want %d each", ra.count(), rb.count(), n)
+	})
 }

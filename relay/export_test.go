@@ -42,3 +42,10 @@ func (d *Dispatcher) HoldOff() time.Time {
 	defer d.mu.Unlock()
 	return d.holdOff
 }
+
+// QueuedFor is how many deliveries of webhook wait in its queue.
+func (d *Dispatcher) QueuedFor(webhook int64) int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.queue[webhook])
+}
