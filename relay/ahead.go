@@ -21,9 +21,10 @@ type aheadState struct {
 	// aheadMoved, when not nil, is closed (and cleared) as soon as a
 	// delivery taken ahead has its result or is let go (AwaitAhead).
 	aheadMoved chan struct{}
-	// hold is the wait of an Ahead for room in a full window (see
-	// waitRoomLocked); holdOff is when Ahead may wait again after a wait in
-	// which the webhook finished no attempt.
+	// hold is the wait of an Ahead for room for a webhook whose
+	// deliveries wait for workers (see waitRoomLocked); holdOff is when
+	// Ahead may wait again after a wait in which the webhook finished no
+	// attempt.
 	hold    *holdWait
 	holdOff time.Time
 	// heldBack is how long Ahead waited for room in all.
@@ -80,10 +81,11 @@ func (d *Dispatcher) AheadLease() (string, time.Duration) {
 // any already queued. A delivery queued ahead costs the store what one
 // sent at once costs, where one refused is stored, read and updated: once
 // the relay falls behind, this keeps each delivery as cheap as it was, so
-// that it can catch up. When the window is full (or a claim round left
-// the webhook out for a full window) because the relay as a whole is
-// short of workers, not because of the webhook, Ahead waits for room
-// rather than refuse, which holds the feed back (waitRoomLocked). It also
+// that it can catch up. When the relay as a whole is short of workers,
+// and a webhook's deliveries wait for one (the oldest queued for
+// holdQueued, or its window full, or a claim round left it out for a full
+// window), Ahead waits for room rather than queue more or refuse, which
+// holds the feed back (waitRoomLocked). It also
 // reports true, without a second attempt, for a delivery it has taken
 // already and not seen stored: the ingester reads a source transaction
 // again after a store write failed, and decides the same deliveries under
@@ -179,7 +181,8 @@ func (d *Dispatcher) aheadFullLocked(webhook int64) bool {
 // waiting.
 func (d *Dispatcher) waitRoomLocked(c *store.Claimed, now time.Time, full bool) bool {
 	hook := c.WebhookID
-	if n := d.perHook[hook]; n == 0 || n >= d.opts.PerWebhook || d.hold != nil || now.Before(d.holdOff) || d.peers.Load() > 0 {
+	if n := d.perHook[hook]; n == 0 || n >= d.opts.PerWebhook || d.hold != nil || now.Before(d.holdOff) || d.peers.Load() > 0 ||
+		now.Sub(c.CommittedAt) >= holdBehind {
 		return false
 	}
 	if took, ok := d.pace[hook]; ok && took >= slowAttempt {
@@ -193,10 +196,6 @@ func (d *Dispatcher) waitRoomLocked(c *store.Claimed, now time.Time, full bool) 
 		d.heldBack += time.Since(began) // d.mu is held again
 	}(now)
 	for {
-		if now.Sub(c.CommittedAt) >= holdBehind {
-			d.hold = nil
-			return false
-		}
 		seen := h.finished
 		d.mu.Unlock()
 		select {
@@ -213,6 +212,10 @@ func (d *Dispatcher) waitRoomLocked(c *store.Claimed, now time.Time, full bool) 
 		if h.finished == seen {
 			d.hold = nil
 			d.holdOff = now.Add(holdOffFor)
+			return false
+		}
+		if now.Sub(c.CommittedAt) >= holdBehind {
+			d.hold = nil
 			return false
 		}
 		timer.Reset(holdPatience)

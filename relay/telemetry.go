@@ -101,7 +101,7 @@ func observeAhead(mp metric.MeterProvider, read func() (inFlight, queued, held i
 		return nil
 	}
 	if _, err := mp.Meter(instrumentation).Float64ObservableCounter("relay.feed.held_back",
-		metric.WithDescription("Time the change feed waited for room ahead in a webhook's window, while the relay was short of workers (usually of CPU): the source transactions wait in the replication slot rather than be stored to be read back."),
+		metric.WithDescription("Time the change feed was held back because the relay had no free worker (usually for want of CPU) and a webhook's deliveries waited for one: the source transactions wait in the replication slot rather than in memory or in the store."),
 		metric.WithUnit("s"),
 		metric.WithFloat64Callback(func(_ context.Context, o metric.Float64Observer) error {
 			o.Observe(heldBack().Seconds())
