@@ -40,7 +40,9 @@ type holdWait struct {
 	// room is closed once the webhook's window has room again, or the
 	// dispatcher stops taking deliveries ahead.
 	room chan struct{}
-	// finished counts the webhook's attempts that finished meanwhile.
+	// finished counts the attempts that finished meanwhile: the
+	// webhook's, and any while it has none in flight (it waits for a
+	// worker, which any finished attempt brings nearer).
 	finished int
 }
 
@@ -169,19 +171,19 @@ func (d *Dispatcher) aheadFullLocked(webhook int64) bool {
 // It does not wait, and reports false (Ahead refuses the delivery to a
 // full window, which is stored and sent from the store, or queues it),
 // when the webhook is what holds its deliveries up: all its own slots are
-// busy (PerWebhook), or its recent attempts are slow; when it has no
-// attempt in flight, whose end would show it moving; nor while other
+// busy (PerWebhook), or its recent attempts are slow; nor while other
 // relays share the store, which may have workers to spare for what this
 // one stores. A wait ends once the webhook finished no attempt for
-// holdPatience (its attempts hang: the relay then waits for no webhook for
-// holdOffFor), and once c's source transaction committed holdBehind ago,
-// which bounds the slot's lag that holding adds. full says the webhook's
-// window is full; if not, its queue's oldest waited too long
-// (waitsForWorkersLocked). d.mu must be held; it is released while
-// waiting.
+// holdPatience, or no attempt at all finished while it had none in
+// flight (its attempts hang, or all the workers' do: the relay then waits
+// for no webhook for holdOffFor), and once c's source transaction
+// committed holdBehind ago, which bounds the slot's lag that holding
+// adds. full says the webhook's window is full; if not, its queue's
+// oldest waited too long (waitsForWorkersLocked). d.mu must be held; it
+// is released while waiting.
 func (d *Dispatcher) waitRoomLocked(c *store.Claimed, now time.Time, full bool) bool {
 	hook := c.WebhookID
-	if n := d.perHook[hook]; n == 0 || n >= d.opts.PerWebhook || d.hold != nil || now.Before(d.holdOff) || d.peers.Load() > 0 ||
+	if d.perHook[hook] >= d.opts.PerWebhook || d.hold != nil || now.Before(d.holdOff) || d.peers.Load() > 0 ||
 		now.Sub(c.CommittedAt) >= holdBehind {
 		return false
 	}
@@ -274,7 +276,7 @@ func (d *Dispatcher) roomAheadLocked(finished int64, stopping bool) {
 	if h == nil {
 		return
 	}
-	if finished == h.hook {
+	if finished == h.hook || d.perHook[h.hook] == 0 {
 		h.finished++
 	}
 	if !stopping {
