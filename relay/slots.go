@@ -67,7 +67,7 @@ func (d *Dispatcher) free(webhook int64, took time.Duration) (*store.Claimed, *r
 	var stale []uuid.UUID
 	run := d.run
 	if run != nil && !run.draining {
-		next, stale = d.dequeueLocked(d.nextForWorkerLocked(webhook))
+		next, stale = d.dequeueLocked(webhook)
 		if next == nil {
 			// The slot is also a worker slot: another webhook may wait for one.
 			for id := range d.queue {
@@ -113,29 +113,6 @@ func (d *Dispatcher) free(webhook int64, took time.Duration) (*store.Claimed, *r
 		d.wake()
 	}
 	return next, run
-}
-
-// nextForWorkerLocked is the webhook whose queue a worker freed by webhook
-// serves next: of the webhooks with queued deliveries and a free slot of
-// their own, the one with the fewest attempts in flight, webhook itself
-// among equals. Handing the worker back to its own webhook first, as
-// long as its queue lasted, left a webhook that lost its last worker
-// without one for as long as every other queue was full, so that its
-// deliveries waited there until they were stale. d.mu must be held.
-func (d *Dispatcher) nextForWorkerLocked(webhook int64) int64 {
-	if len(d.queue) < 2 {
-		return webhook
-	}
-	pick, fewest := webhook, d.opts.PerWebhook
-	if len(d.queue[webhook]) > 0 {
-		fewest = d.perHook[webhook]
-	}
-	for id := range d.queue {
-		if n := d.perHook[id]; n < fewest {
-			pick, fewest = id, n
-		}
-	}
-	return pick
 }
 
 // dequeueLocked pops the oldest queued delivery of webhook that can still be sent
