@@ -53,6 +53,10 @@
 //   - room: how many more deliveries may be taken ahead: for the dispatcher
 //     as a whole (roomLocked), or for one webhook, its window less what it
 //     has ahead.
+//   - held back: the change feed while Ahead waits for a worker the relay
+//     is short of, rather than queue or refuse a delivery (waitRoomLocked;
+//     the hold* constants bound it). Not to be confused with held
+//     deliveries.
 //   - behind: a webhook a claim round left out because its window was full;
 //     the slot that drains it asks for a round.
 //   - starved: a claim round stopped for want of room; the next freed slot
