@@ -37,8 +37,8 @@ type holdWait struct {
 	// full says the webhook's window is full; if not, the wait is for its
 	// queue's oldest to be recent (waitsForWorkersLocked).
 	full bool
-	// room is closed once the webhook's window has room again, or the
-	// dispatcher stops taking deliveries ahead.
+	// room is closed once the webhook has room again (roomAheadLocked),
+	// or the dispatcher stops taking deliveries ahead.
 	room chan struct{}
 	// finished counts the attempts that finished meanwhile: the
 	// webhook's, and any while it has none in flight (it waits for a
@@ -87,11 +87,11 @@ func (d *Dispatcher) AheadLease() (string, time.Duration) {
 // and a webhook's deliveries wait for one (the oldest queued for
 // holdQueued, or its window full, or a claim round left it out for a full
 // window), Ahead waits for room rather than queue more or refuse, which
-// holds the feed back (waitRoomLocked). It also
-// reports true, without a second attempt, for a delivery it has taken
-// already and not seen stored: the ingester reads a source transaction
-// again after a store write failed, and decides the same deliveries under
-// the same ids. It implements ingest.Handoff.
+// holds the feed back (waitRoomLocked). It also reports true, without a
+// second attempt, for a delivery it has taken already and not seen
+// stored: the ingester reads a source transaction again after a store
+// write failed, and decides the same deliveries under the same ids. It
+// implements ingest.Handoff.
 func (d *Dispatcher) Ahead(c *store.Claimed, lsn event.LSN) bool {
 	d.mu.Lock()
 	if a, ok := d.ahead[c.ID]; ok {
@@ -160,13 +160,13 @@ func (d *Dispatcher) aheadFullLocked(webhook int64) bool {
 
 // waitRoomLocked waits for room ahead for c's webhook, whose window is
 // full or whose queue's oldest waited too long for a worker, and reports
-// whether it may have some now. It waits only when the
-// deliveries wait for workers the relay as a whole is short of, usually
-// of CPU: storing them then would cost the relay and the database about
-// three times what sending them from the queue costs, just when there is
-// no margin, and keep the relay behind once it fell behind. Holding the
-// ingester back instead leaves the source transactions in the slot, which
-// keeps them anyway until they are stored, until the queue drains.
+// whether it may have some now. It waits only when the deliveries wait
+// for workers the relay as a whole is short of, usually of CPU: storing
+// them then would cost the relay and the database about three times what
+// sending them from the queue costs, just when there is no margin, and
+// keep the relay behind once it fell behind. Holding the ingester back
+// instead leaves the source transactions in the slot, which keeps them
+// anyway until they are stored, until the queue drains.
 //
 // It does not wait, and reports false (Ahead refuses the delivery to a
 // full window, which is stored and sent from the store, or queues it),
