@@ -168,9 +168,11 @@ type Handler interface {
 	Flush(ctx context.Context) error
 	// Idle stores lsn as the position when no transaction is open or
 	// pending and all before it has been handled; the feed confirms it
-	// after a Sync. A Handler may skip storing it while a write of its
+	// after a Sync. A Handler may put off storing it while a write of its
 	// own is still running (see Flush): everything before lsn is handled
-	// all the same, and the next Sync waits for that write.
+	// all the same, and the next Sync waits for that write and then
+	// stores lsn, so that the position stored is never behind the one
+	// confirmed.
 	Idle(ctx context.Context, lsn event.LSN) error
 	// Full reports, after a Commit, whether the transactions committed
 	// since the last Flush are enough for one store write: the feed then

@@ -221,3 +221,49 @@ func TestWritesInFlightStoreInOrder(t *testing.T) {
 		t.Fatalf("%d user.deactivated stored, want 4 (two a round)", got)
 	}
 }
+
+// TestIdleDuringAWriteIsStoredBySync: a quiet feed's position, given while
+// a write is in flight, is stored by the next Sync once that write is
+// over. The feed confirms it to the server after that Sync, and the
+// store's position must never be behind what the slot was confirmed up to.
+func TestIdleDuringAWriteIsStoredBySync(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, 3, 100)
+	h := takeAll{stored: make(chan event.LSN, 10)}
+	f.in = ingest.New(f.st, f.m, ingest.Options{Slot: "s", Tables: []string{"users"}, ChunkSize: 100, Handoff: h})
+	t.Cleanup(func() { f.in.Close(context.Background()) })
+	f.start()
+
+	// Held up: the write's first statement moves the position, whose row
+	// this transaction holds.
+	lock, err := f.st.Pool().Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Rollback(ctx)
+	if _, err := lock.Exec(ctx, `SELECT 1 FROM relay.checkpoints WHERE slot = 's' FOR UPDATE`); err != nil {
+		t.Fatal(err)
+	}
+	f.tx(set{1, false})
+	f.flush() // returns with the write in flight
+	idle := f.lsn + 5
+	if err := f.in.Idle(ctx, idle); err != nil {
+		t.Fatal(err)
+	}
+	if err := lock.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.in.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var at int64
+	if err := f.st.Pool().QueryRow(ctx, `SELECT lsn FROM relay.checkpoints WHERE slot = 's'`).Scan(&at); err != nil {
+		t.Fatal(err)
+	}
+	if event.LSN(at) != idle {
+		t.Fatalf("the store's position after Sync is %s, want the idle position %s given during the write", event.LSN(at), idle)
+	}
+	if got := f.deactivations(); got != 1 {
+		t.Fatalf("%d user.deactivated stored, want the write's 1", got)
+	}
+}

@@ -180,6 +180,9 @@ type Ingester struct {
 	// still has it, so that writes PostgreSQL forgot are noticed (see
 	// store.ErrPositionMoved).
 	stored event.LSN
+	// idle is a position Idle was given while a write was in flight; Sync
+	// stores it once that write is over (see Idle).
+	idle event.LSN
 
 	// known is the recorded state of rows as the open store transaction
 	// has it, written or buffered (a nil row: no state), for rows seen
@@ -255,7 +258,7 @@ func (in *Ingester) Position(ctx context.Context) (event.LSN, cdc.State, error) 
 	if in.parts, err = in.st.Parts(ctx, in.opts.Slot); err != nil {
 		return 0, 0, err
 	}
-	in.stored = lsn
+	in.stored, in.idle = lsn, 0
 	in.listen(ctx)
 	// What this dispatcher took ahead of transactions before the position
 	// was stored by the write that moved the position past them.
@@ -313,7 +316,7 @@ func (in *Ingester) Seed(ctx context.Context, snap *cdc.Snapshot, start event.LS
 	if err != nil {
 		return err
 	}
-	in.stored = start
+	in.stored, in.idle = start, 0
 	in.listen(ctx)
 	return in.loadCompanies(ctx)
 }
@@ -333,16 +336,22 @@ func (in *Ingester) Close(ctx context.Context) {
 //
 // While a store write is in flight it stores nothing rather than wait for
 // it: everything committed before lsn is in that write or made nothing to
-// store, so the position may stay where that write puts it until a later
-// Idle or write moves it, and the feed may still confirm lsn after the
-// next Sync, which waits for the write.
+// store. The feed confirms lsn after the next Sync, which waits for the
+// write and then stores lsn, so that the store's position is never behind
+// what the slot was confirmed up to.
 func (in *Ingester) Idle(ctx context.Context, lsn event.LSN) error {
 	if in.writing() {
+		in.idle = max(in.idle, lsn)
 		return nil
 	}
 	if err := in.join(ctx); err != nil {
 		return err
 	}
+	return in.saveIdle(ctx, lsn)
+}
+
+// saveIdle stores lsn as the position, past the one stored.
+func (in *Ingester) saveIdle(ctx context.Context, lsn event.LSN) error {
 	if err := in.st.SaveIdle(ctx, in.opts.Slot, in.stored, lsn); err != nil {
 		return err
 	}
@@ -357,6 +366,12 @@ func (in *Ingester) Sync(ctx context.Context) error {
 	if err := in.join(ctx); err != nil {
 		return err
 	}
+	if in.idle > in.stored {
+		if err := in.saveIdle(ctx, in.idle); err != nil {
+			return err
+		}
+	}
+	in.idle = 0
 	return in.st.Sync(ctx, in.opts.Slot, in.stored)
 }
 
