@@ -27,6 +27,17 @@ func (takeAll) Finished(uuid.UUID) (store.AttemptResult, bool, bool) {
 func (h takeAll) Stored(lsn event.LSN)                                   { h.stored <- lsn }
 func (takeAll) AwaitAhead(context.Context, []uuid.UUID, <-chan struct{}) {}
 
+// inFlightFixture returns a fixture whose ingester hands every delivery
+// to a takeAll sender, so that every group is written in flight, and that
+// sender.
+func inFlightFixture(t *testing.T) (*fixture, takeAll) {
+	f := newFixture(t, 3, 100)
+	h := takeAll{stored: make(chan event.LSN, 10)}
+	f.in = ingest.New(f.st, f.m, ingest.Options{Slot: "s", Tables: []string{"users"}, ChunkSize: 100, Handoff: h})
+	t.Cleanup(func() { f.in.Close(context.Background()) })
+	return f, h
+}
+
 // TestWriteInFlight: a group of which every delivery went ahead is written
 // while the feed goes on: Flush returns with its write held up, the next
 // transaction is mapped and its write launched behind the first, and the
@@ -35,10 +46,7 @@ func (takeAll) AwaitAhead(context.Context, []uuid.UUID, <-chan struct{}) {}
 // either transaction is stored, and both are stored once streamed again.
 func TestWriteInFlight(t *testing.T) {
 	ctx := context.Background()
-	f := newFixture(t, 3, 100)
-	h := takeAll{stored: make(chan event.LSN, 10)}
-	f.in = ingest.New(f.st, f.m, ingest.Options{Slot: "s", Tables: []string{"users"}, ChunkSize: 100, Handoff: h})
-	t.Cleanup(func() { f.in.Close(context.Background()) })
+	f, h := inFlightFixture(t)
 	next := func() event.LSN {
 		t.Helper()
 		select {
@@ -228,10 +236,7 @@ func TestWritesInFlightStoreInOrder(t *testing.T) {
 // store's position must never be behind what the slot was confirmed up to.
 func TestIdleDuringAWriteIsStoredBySync(t *testing.T) {
 	ctx := context.Background()
-	f := newFixture(t, 3, 100)
-	h := takeAll{stored: make(chan event.LSN, 10)}
-	f.in = ingest.New(f.st, f.m, ingest.Options{Slot: "s", Tables: []string{"users"}, ChunkSize: 100, Handoff: h})
-	t.Cleanup(func() { f.in.Close(context.Background()) })
+	f, _ := inFlightFixture(t)
 	f.start()
 
 	// Held up: the write's first statement moves the position, whose row
