@@ -131,8 +131,18 @@ const (
 	// recording its starting point. A slot in this state was never
 	// confirmed, so it is safe to recreate it.
 	StateSeeding
-	// StateReady: the position is valid; the slot must exist.
+	// StateReady: the position is valid; the slot must exist, and it is
+	// never confirmed past the position, which the Handler stores before
+	// the feed confirms it (see Sync). A slot confirmed past it means that
+	// the Handler's store lost what it had made durable (restored from an
+	// older backup) or that someone advanced the slot: the changes in
+	// between are gone, and the feed stops (ErrPositionBehind).
 	StateReady
+	// StateReadyUnbound: as StateReady, but the position was stored by a
+	// Handler that could let the slot be confirmed a little past it (an
+	// earlier version of the relay): a slot confirmed past it proves
+	// nothing, and the feed resumes from the slot's position.
+	StateReadyUnbound
 )
 
 // Handler consumes the feed and owns its durable position. Calls come from

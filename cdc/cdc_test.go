@@ -535,6 +535,78 @@ func TestMissingSlotIsFatal(t *testing.T) {
 	}
 }
 
+// restoredPosition streams items 300 and 301 to e.h, stops, and returns
+// the position e.h stored after the first: the position of a state
+// database restored from a backup taken between the two, behind the slot,
+// which is confirmed past the second.
+func restoredPosition(t *testing.T, e *env) event.LSN {
+	t.Helper()
+	stop := e.start(e.h)
+	e.exec(`INSERT INTO items (id, status) VALUES (300, 'open')`)
+	e.waitChanges(1)
+	_, _, backup := e.h.snapshot()
+	e.exec(`INSERT INTO items (id, status) VALUES (301, 'open')`)
+	e.waitChanges(2)
+	_, txs, _ := e.h.snapshot()
+	waitFor(t, "the second transaction confirmed", func() bool { return e.confirmed() >= txs[1].EndLSN })
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	return backup
+}
+
+// TestPositionBehindTheSlotIsFatal: a handler whose position is behind
+// the one its slot was confirmed up to lost what it had made durable; the
+// server would skip the changes in between without a word, so the feed
+// stops instead.
+func TestPositionBehindTheSlotIsFatal(t *testing.T) {
+	e := newEnv(t)
+	backup := restoredPosition(t, e)
+	e.h.mu.Lock()
+	e.h.pos = backup
+	e.h.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := cdc.New(e.config()).Run(ctx, e.h)
+	if !errors.Is(err, cdc.ErrPositionBehind) || !cdc.IsFatal(err) {
+		t.Fatalf("err = %v, want ErrPositionBehind", err)
+	}
+	if !strings.Contains(err.Error(), backup.String()) || !strings.Contains(err.Error(), "Recovering a lost slot") {
+		t.Fatalf("the error does not say the position or the way out: %v", err)
+	}
+}
+
+// TestUnboundPositionBehindTheSlotResumes: a position stored by an earlier
+// version of the relay, which could confirm its slot a little past it,
+// proves nothing when the slot is confirmed past it: the feed warns and
+// resumes from the slot's position.
+func TestUnboundPositionBehindTheSlotResumes(t *testing.T) {
+	e := newEnv(t)
+	backup := restoredPosition(t, e)
+	e.h.mu.Lock()
+	e.h.pos, e.h.state = backup, cdc.StateReadyUnbound
+	e.h.mu.Unlock()
+	var logs bytes.Buffer
+	var mu sync.Mutex
+	cfg := e.config()
+	cfg.Logger = slog.New(slog.NewTextHandler(lockedWriter{&mu, &logs}, nil))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := e.run(ctx, cfg, e.h)
+	e.exec(`INSERT INTO items (id, status) VALUES (302, 'open')`)
+	got := e.waitChanges(3)
+	if id := got[2].New["id"]; id != int64(302) {
+		t.Fatalf("after the resume got row %v, want 302 (301 was confirmed before)", id)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(logs.String(), "the slot is confirmed past the relay's position") {
+		t.Fatalf("no warning logged:\n%s", logs.String())
+	}
+}
+
 func TestForeignSlotIsFatal(t *testing.T) {
 	e := newEnv(t)
 	e.exec(`SELECT pg_create_logical_replication_slot('test_slot', 'pgoutput')`)
@@ -595,7 +667,7 @@ func TestPreflightErrors(t *testing.T) {
 func (h *memHandler) ready() bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return h.state == cdc.StateReady
+	return h.state == cdc.StateReady || h.state == cdc.StateReadyUnbound
 }
 
 func (h *memHandler) durable() (event.LSN, cdc.State) {
@@ -892,7 +964,19 @@ func TestStopInTheMiddleOfATransactionStoresTheGroup(t *testing.T) {
 	h := &stopInChange{memHandler: e.h, stop: cancel}
 	cfg := e.config()
 	cfg.SentGroupDelay = time.Minute
+	// Nothing else may store the second transaction before the third
+	// comes: not a status report's wake (a quiet stream stores its
+	// group), nor a keepalive for WAL written elsewhere (other tests'
+	// databases): the first keepalive is handled before the test starts,
+	// and the next would wait for IdleInterval.
+	cfg.StatusInterval, cfg.IdleInterval = time.Minute, time.Minute
 	done := e.run(ctx, cfg, h)
+	e.exec(`INSERT INTO other (id, v) VALUES (1, 'unpublished')`)
+	waitFor(t, "a keepalive handled", func() bool {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return h.idles > 0
+	})
 	// The first is stored as soon as the stream pauses (nothing was stored
 	// a moment before); the second then waits for the group to fill.
 	e.exec(`INSERT INTO items (id, status) VALUES (1000, 'open')`)

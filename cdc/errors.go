@@ -17,12 +17,13 @@ var (
 	ErrSlotInvalidated = errors.New("replication slot was invalidated")
 	ErrSlotForeign     = errors.New("replication slot exists but the relay has no record of it")
 	ErrSlotBusy        = errors.New("replication slot is in use by another process")
+	ErrPositionBehind  = errors.New("replication slot was confirmed past the relay's position")
 )
 
 // IsFatal reports whether err is a problem that waiting and reconnecting
 // cannot fix.
 func IsFatal(err error) bool {
-	for _, target := range []error{ErrWalLevel, ErrNoReplication, ErrSlotMissing, ErrSlotInvalidated, ErrSlotForeign} {
+	for _, target := range []error{ErrWalLevel, ErrNoReplication, ErrSlotMissing, ErrSlotInvalidated, ErrSlotForeign, ErrPositionBehind} {
 		if errors.Is(err, target) {
 			return true
 		}

@@ -204,16 +204,25 @@ func (s *Source) resume(ctx context.Context, conn *pgx.Conn, rconn *pgconn.PgCon
 	if err != nil {
 		return 0, err
 	}
+	ready := state == StateReady || state == StateReadyUnbound
 	switch {
-	case state == StateReady && !slot.Exists:
+	case ready && !slot.Exists:
 		return 0, fmt.Errorf("%w: slot %q does not exist but the relay's position is %s; events after that point cannot be recovered from this slot. See the README, section 'Recovering a lost slot'",
 			ErrSlotMissing, s.cfg.Slot, pos)
-	case state == StateReady && slot.WALStatus == "lost":
+	case ready && slot.WALStatus == "lost":
 		return 0, fmt.Errorf("%w: slot %q lost the WAL it needed (max_slot_wal_keep_size exceeded); events after %s cannot be read. See the README, section 'Recovering a lost slot'",
 			ErrSlotInvalidated, s.cfg.Slot, pos)
-	case state == StateReady && slot.Active:
+	case ready && slot.Active:
 		return 0, fmt.Errorf("%w: slot %q is streamed by backend pid %d (another relay?)", ErrSlotBusy, s.cfg.Slot, slot.ActivePID)
-	case state == StateReady:
+	case state == StateReady && slot.ConfirmedFlush > pos:
+		// The server would start at the slot's position without a word.
+		return 0, fmt.Errorf("%w: slot %q is confirmed up to %s but the relay's position is %s: the state database lost writes it had made durable (restored from an older backup?) or someone advanced the slot, and the changes in between cannot be read again; relay slot forward --config FILE --yes resumes from the slot's position. See the README, section 'Recovering a lost slot'",
+			ErrPositionBehind, s.cfg.Slot, slot.ConfirmedFlush, pos)
+	case ready && slot.ConfirmedFlush > pos:
+		log.Warn("the slot is confirmed past the relay's position, which an earlier version of the relay stored: harmless if that version confirmed a stretch with nothing to deliver, as it could; if the state database was restored from an older backup, the changes in between are lost. Resuming from the slot's position",
+			"slot", s.cfg.Slot, "position", pos.String(), "confirmed_flush_lsn", slot.ConfirmedFlush.String())
+		return pos, nil
+	case ready:
 		return pos, nil
 	case state == StateNone && slot.Exists:
 		return 0, fmt.Errorf("%w: slot %q exists but the relay has no position for it in its state database; if no relay uses it, drop it with `relay slot drop` and start again",

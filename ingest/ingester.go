@@ -252,6 +252,10 @@ func (in *Ingester) Position(ctx context.Context) (event.LSN, cdc.State, error) 
 	case store.StateSeeding:
 		return 0, cdc.StateSeeding, nil
 	}
+	ready := cdc.StateReady
+	if state == store.StateReadyUnbound {
+		ready = cdc.StateReadyUnbound
+	}
 	if err := in.loadCompanies(ctx); err != nil {
 		return 0, 0, err
 	}
@@ -263,7 +267,7 @@ func (in *Ingester) Position(ctx context.Context) (event.LSN, cdc.State, error) 
 	// What this dispatcher took ahead of transactions before the position
 	// was stored by the write that moved the position past them.
 	in.opts.Handoff.Stored(lsn)
-	return lsn, cdc.StateReady, nil
+	return lsn, ready, nil
 }
 
 func (in *Ingester) loadCompanies(ctx context.Context) error {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/smartmaintenance/relay/cdc"
 	"github.com/smartmaintenance/relay/config"
+	"github.com/smartmaintenance/relay/event"
 	"github.com/smartmaintenance/relay/mapper"
 	"github.com/smartmaintenance/relay/secrets"
 	"github.com/smartmaintenance/relay/store"
@@ -125,6 +126,48 @@ func DropSlot(ctx context.Context, cfg *config.Config) error {
 	}
 	defer st.Close()
 	return st.ForgetSlot(ctx, cfg.Replication.Slot)
+}
+
+// ForwardSlot moves the relay's position forward to where its replication
+// slot was confirmed, after the state database was restored from an older
+// backup (cdc.ErrPositionBehind), and returns both positions. The slot
+// keeps everything after its confirmed position, so only the changes
+// between the two are not delivered again: they were stored, and sent,
+// before the state database lost them.
+func ForwardSlot(ctx context.Context, cfg *config.Config) (from, to event.LSN, err error) {
+	conn, err := connect(ctx, cfg.Database.URL)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	name := cfg.Replication.Slot
+	slot, err := cdc.Slot(ctx, conn, name)
+	switch {
+	case err != nil:
+		return 0, 0, fmt.Errorf("%w: %w", ErrDatabase, err)
+	case !slot.Exists:
+		return 0, 0, fmt.Errorf("slot %s does not exist: nothing to forward to; see the README, section 'Recovering a lost slot'", name)
+	case slot.Active:
+		return 0, 0, fmt.Errorf("slot %s is in use by backend pid %d: stop every relay first", name, slot.ActivePID)
+	}
+	st, err := openStore(ctx, cfg)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer st.Close()
+	pos, state, err := st.Position(ctx, name)
+	switch {
+	case err != nil:
+		return 0, 0, fmt.Errorf("%w: %w", ErrDatabase, err)
+	case state != store.StateReady && state != store.StateReadyUnbound:
+		return 0, 0, fmt.Errorf("the relay has no position for slot %s in its state database: nothing to forward", name)
+	case slot.ConfirmedFlush <= pos:
+		return 0, 0, fmt.Errorf("the relay's position %s is not behind slot %s, which is confirmed up to %s: nothing to forward", pos, name, slot.ConfirmedFlush)
+	}
+	if err := st.ForwardPosition(ctx, name, slot.ConfirmedFlush); err != nil {
+		return 0, 0, fmt.Errorf("%w: %w", ErrDatabase, err)
+	}
+	return pos, slot.ConfirmedFlush, nil
 }
 
 // SecretBox builds the encryption of webhook secrets from secrets.key and

@@ -14,14 +14,22 @@ import (
 const (
 	StateSeeding = "seeding"
 	StateReady   = "ready"
+	// StateReadyUnbound is a ready position last stored by a relay of an
+	// earlier version, which could confirm its slot a little past the
+	// position it stored (migration 0024). It is never stored as such.
+	StateReadyUnbound = "ready, unbound"
 )
 
 // Position returns the persisted change-feed position of a slot and its
-// state ("" when the relay never created the slot).
+// state ("" when the relay never created the slot). A ready position is
+// StateReady when the slot cannot have been confirmed past it (see
+// migration 0024), StateReadyUnbound when it may have been.
 func (s *Store) Position(ctx context.Context, slot string) (event.LSN, string, error) {
 	var lsn int64
 	var state string
-	err := s.pool.QueryRow(ctx, s.q("SELECT lsn, state FROM {{schema}}.checkpoints WHERE slot = $1"), slot).Scan(&lsn, &state)
+	err := s.pool.QueryRow(ctx, s.q(`SELECT lsn,
+			CASE WHEN state = 'ready' AND bound_lsn IS DISTINCT FROM lsn THEN 'ready, unbound' ELSE state END
+		FROM {{schema}}.checkpoints WHERE slot = $1`), slot).Scan(&lsn, &state)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return 0, "", nil
 	}
@@ -86,7 +94,7 @@ func (s *Store) Seed(ctx context.Context, slot string, start event.LSN, rows fun
 		if _, err := tx.Exec(ctx, s.q("ANALYZE {{schema}}.row_state")); err != nil {
 			return fmt.Errorf("analyze row state: %w", err)
 		}
-		tag, err := tx.Exec(ctx, s.q(`UPDATE {{schema}}.checkpoints SET lsn = $2, state = 'ready', updated_at = now()
+		tag, err := tx.Exec(ctx, s.q(`UPDATE {{schema}}.checkpoints SET lsn = $2, bound_lsn = $2, state = 'ready', updated_at = now()
 			WHERE slot = $1 AND state = 'seeding'`), slot, int64(start))
 		if err != nil {
 			return fmt.Errorf("save checkpoint: %w", err)
@@ -138,7 +146,7 @@ func (s *Store) positionMoved(ctx context.Context, slot string, want event.LSN) 
 	switch {
 	case err != nil:
 		return fmt.Errorf("%w (slot %s, expected %s; reading it: %v)", ErrPositionMoved, slot, want, err)
-	case state != StateReady:
+	case state != StateReady && state != StateReadyUnbound:
 		return fmt.Errorf("slot %s is not ready (state %q)", slot, state)
 	default:
 		return fmt.Errorf("%w: slot %s is at %s, expected %s (PostgreSQL lost writes that were not yet on disk?)", ErrPositionMoved, slot, lsn, want)
@@ -149,7 +157,7 @@ func (s *Store) positionMoved(ctx context.Context, slot string, want event.LSN) 
 // transaction is pending. It fails (ErrPositionMoved) when the position is
 // not from.
 func (s *Store) SaveIdle(ctx context.Context, slot string, from, lsn event.LSN) error {
-	tag, err := s.pool.Exec(ctx, s.q(`UPDATE {{schema}}.checkpoints SET lsn = $2, updated_at = now()
+	tag, err := s.pool.Exec(ctx, s.q(`UPDATE {{schema}}.checkpoints SET lsn = $2, bound_lsn = $2, updated_at = now()
 		WHERE slot = $1 AND state = 'ready' AND lsn = $3`), slot, int64(lsn), int64(from))
 	if err != nil {
 		return fmt.Errorf("save idle checkpoint: %w", err)
@@ -158,6 +166,30 @@ func (s *Store) SaveIdle(ctx context.Context, slot string, from, lsn event.LSN) 
 		return fmt.Errorf("save idle checkpoint: %w", s.positionMoved(ctx, slot, from))
 	}
 	return nil
+}
+
+// ForwardPosition moves a ready slot's position forward to lsn, where the
+// replication slot was confirmed, after the store lost what it had made
+// durable (restored from an older backup): the source transactions in
+// between cannot be streamed again. The row state stays as it was at the
+// old position, and the parts stored of transactions before lsn are
+// forgotten. It fails when the slot is not ready or its position is not
+// behind lsn.
+func (s *Store) ForwardPosition(ctx context.Context, slot string, lsn event.LSN) error {
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, s.q(`UPDATE {{schema}}.checkpoints SET lsn = $2, bound_lsn = $2, updated_at = now()
+			WHERE slot = $1 AND state = 'ready' AND lsn < $2`), slot, int64(lsn))
+		if err != nil {
+			return fmt.Errorf("forward the position: %w", err)
+		}
+		if tag.RowsAffected() != 1 {
+			return fmt.Errorf("forward the position of slot %s to %s: it is not ready, or not behind it", slot, lsn)
+		}
+		if _, err := tx.Exec(ctx, s.q(`DELETE FROM {{schema}}.parts WHERE slot = $1 AND commit_lsn < $2`), slot, int64(lsn)); err != nil {
+			return fmt.Errorf("forget stored parts: %w", err)
+		}
+		return nil
+	})
 }
 
 // ForgetSlot deletes a slot's position and row record. Events and

@@ -343,7 +343,7 @@ func (s *Store) WriteCommit(ctx context.Context, slot string, batch Batch, from,
 	// First, so that a slot that is not ready stops the rest: the division
 	// fails when no checkpoint row was updated.
 	b.Queue(s.q(`WITH u AS (
-			UPDATE {{schema}}.checkpoints SET lsn = $2, updated_at = now()
+			UPDATE {{schema}}.checkpoints SET lsn = $2, bound_lsn = $2, updated_at = now()
 			WHERE slot = $1 AND state = 'ready' AND lsn = $3 RETURNING 1)
 		SELECT 1 / (SELECT count(*)::int FROM u)`), slot, int64(end), int64(from))
 	if err := w.queueState(b, states); err != nil {
@@ -672,7 +672,7 @@ func (w *Writer) scanEvents(row pgx.Row, events []event.Event) (int64, Leased, e
 // written. It rolls back when the slot is not ready or its position is not
 // from (ErrPositionMoved).
 func (w *Writer) Commit(ctx context.Context, from, end event.LSN) error {
-	tag, err := w.tx.Exec(ctx, w.s.q(`UPDATE {{schema}}.checkpoints SET lsn = $2, updated_at = now()
+	tag, err := w.tx.Exec(ctx, w.s.q(`UPDATE {{schema}}.checkpoints SET lsn = $2, bound_lsn = $2, updated_at = now()
 		WHERE slot = $1 AND state = 'ready' AND lsn = $3`), w.slot, int64(end), int64(from))
 	if err != nil {
 		w.Rollback(ctx)

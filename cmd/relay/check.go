@@ -15,6 +15,7 @@ import (
 
 	"github.com/smartmaintenance/relay/cdc"
 	"github.com/smartmaintenance/relay/config"
+	"github.com/smartmaintenance/relay/event"
 	"github.com/smartmaintenance/relay/mapper"
 	"github.com/smartmaintenance/relay/service"
 	"github.com/smartmaintenance/relay/store"
@@ -284,13 +285,14 @@ func (ch *checker) slot(ctx context.Context, db string) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	state, err := ch.state(ctx)
+	state, pos, err := ch.state(ctx)
 	if err != nil {
 		return slot.Exists, err
 	}
 	recovery := "see the README, section 'Recovering a lost slot' (relay slot drop --config FILE --yes accepts the gap)"
+	ready := state == store.StateReady || state == store.StateReadyUnbound
 	switch {
-	case state == store.StateReady && !slot.Exists:
+	case ready && !slot.Exists:
 		ch.problem(service.ErrDatabase, "%s: slot %s does not exist but the relay has a position for it: %s", cdc.ErrSlotMissing, name, recovery)
 		return false, nil
 	case !slot.Exists:
@@ -299,13 +301,17 @@ func (ch *checker) slot(ctx context.Context, db string) (bool, error) {
 	case slot.Plugin != "pgoutput" || slot.Database != db:
 		ch.problem(service.ErrDatabase, "replication slot %s belongs to plugin %s in database %s, not pgoutput in %s: set replication.slot to another name, or drop it", name, slot.Plugin, slot.Database, db)
 		return true, nil
-	case state == store.StateReady && slot.WALStatus == "lost":
+	case ready && slot.WALStatus == "lost":
 		ch.problem(service.ErrDatabase, "%s: slot %s lost the WAL it needed (max_slot_wal_keep_size exceeded): %s", cdc.ErrSlotInvalidated, name, recovery)
+		return true, nil
+	case state == store.StateReady && slot.ConfirmedFlush > pos:
+		ch.problem(service.ErrDatabase, "%s: slot %s is confirmed up to %s but the relay's position is %s (state database restored from an older backup?): relay slot forward --config FILE --yes resumes from the slot's position; see the README, section 'Recovering a lost slot'",
+			cdc.ErrPositionBehind, name, slot.ConfirmedFlush, pos)
 		return true, nil
 	case state == "" && slot.Exists:
 		ch.problem(service.ErrDatabase, "%s: slot %s exists but the relay has no position for it in its state database: if no relay uses it, drop it with relay slot drop --config FILE --yes", cdc.ErrSlotForeign, name)
 		return true, nil
-	case state != store.StateReady:
+	case !ready:
 		ch.ok("replication slot %s was being created when a relay stopped; relay run creates it again", name)
 		return true, nil
 	}
@@ -336,8 +342,8 @@ func (ch *checker) freeSlots(ctx context.Context) error {
 
 // state checks the relay's state schema in the state database: the
 // migrations applied and pending, or the right to create it. It returns
-// the recorded state of the slot ("" when none).
-func (ch *checker) state(ctx context.Context) (string, error) {
+// the recorded state of the slot ("" when none) and its position.
+func (ch *checker) state(ctx context.Context) (string, event.LSN, error) {
 	conn := ch.conn
 	where := "the platform database"
 	if ch.cfg.Database.StateURL != "" && ch.cfg.Database.StateURL != ch.cfg.Database.URL {
@@ -346,7 +352,7 @@ func (ch *checker) state(ctx context.Context) (string, error) {
 		conn, err = pgx.Connect(ctx, ch.cfg.Database.StateURL)
 		if err != nil {
 			ch.problem(service.ErrDatabase, "database.state_url: connect: %s", oneLine(err))
-			return "", nil
+			return "", 0, nil
 		}
 		defer conn.Close(context.WithoutCancel(ctx))
 	}
@@ -359,11 +365,11 @@ func (ch *checker) state(ctx context.Context) (string, error) {
 			has_database_privilege(current_database(), 'CREATE'), current_user`,
 		schema, qs+".schema_migrations", qs+".checkpoints").Scan(&hasSchema, &hasVersions, &hasCheckpoints, &mayCreate, &role)
 	if err != nil {
-		return "", fmt.Errorf("read the state schema: %w", err)
+		return "", 0, fmt.Errorf("read the state schema: %w", err)
 	}
 	want, err := store.MigrationVersions()
 	if err != nil {
-		return "", err
+		return "", 0, err
 	}
 	if !hasSchema {
 		if !mayCreate {
@@ -371,19 +377,19 @@ func (ch *checker) state(ctx context.Context) (string, error) {
 			_ = conn.QueryRow(ctx, "SELECT current_database()").Scan(&db)
 			ch.problem(service.ErrDatabase, "state schema %s does not exist in %s and role %s may not create it: run GRANT CREATE ON DATABASE %s TO %s, or create the schema owned by the role",
 				schema, where, role, pgx.Identifier{db}.Sanitize(), pgx.Identifier{role}.Sanitize())
-			return "", nil
+			return "", 0, nil
 		}
 		ch.ok("state schema %s does not exist yet in %s; relay run creates it and applies %d migrations", schema, where, len(want))
-		return "", nil
+		return "", 0, nil
 	}
 	var applied []int
 	if hasVersions {
 		rows, err := conn.Query(ctx, "SELECT version FROM "+qs+".schema_migrations ORDER BY version")
 		if err != nil {
-			return "", fmt.Errorf("read the state schema's migrations: %w", err)
+			return "", 0, fmt.Errorf("read the state schema's migrations: %w", err)
 		}
 		if applied, err = pgx.CollectRows(rows, pgx.RowTo[int]); err != nil {
-			return "", fmt.Errorf("read the state schema's migrations: %w", err)
+			return "", 0, fmt.Errorf("read the state schema's migrations: %w", err)
 		}
 	}
 	var pending, unknown []string
@@ -406,14 +412,19 @@ func (ch *checker) state(ctx context.Context) (string, error) {
 		ch.warn("state schema %s has migrations this relay does not know (%s): a newer relay ran on it", schema, strings.Join(unknown, ", "))
 	}
 	if !hasCheckpoints {
-		return "", nil
+		return "", 0, nil
 	}
+	// As store.Position reads it; bound_lsn is missing until relay run
+	// applies migration 0024.
 	var state string
-	err = conn.QueryRow(ctx, "SELECT state FROM "+qs+".checkpoints WHERE slot = $1", ch.cfg.Replication.Slot).Scan(&state)
+	var lsn int64
+	err = conn.QueryRow(ctx, `SELECT CASE WHEN state = 'ready' AND (to_jsonb(c) ->> 'bound_lsn') IS DISTINCT FROM lsn::text
+			THEN '`+store.StateReadyUnbound+`' ELSE state END, lsn
+		FROM `+qs+`.checkpoints c WHERE slot = $1`, ch.cfg.Replication.Slot).Scan(&state, &lsn)
 	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
-		return "", fmt.Errorf("read the relay's position: %w", err)
+		return "", 0, fmt.Errorf("read the relay's position: %w", err)
 	}
-	return state, nil
+	return state, event.LSN(lsn), nil
 }
 
 // qualified lists tables as public."name", for statements to run.

@@ -143,6 +143,24 @@ func TestCheckConnects(t *testing.T) {
 		if code != 0 || !strings.Contains(out, "ok: replication slot smtm_relay exists; retains ") || !strings.Contains(out, "wal_status reserved") {
 			t.Errorf("exit %d, want 0 and the slot's retained WAL:\n%s\n%s", code, out, errOut)
 		}
+
+		// A position stored by this version behind the slot's: the state
+		// database lost what it had made durable.
+		if _, err := st.Pool().Exec(ctx, `UPDATE relay.checkpoints SET bound_lsn = lsn`); err != nil {
+			t.Fatal(err)
+		}
+		code, _, errOut = checkRun(t, "--config", writeConfig(t, url, "https://example.com/x", ""))
+		if code != 3 || !strings.Contains(errOut, "replication slot was confirmed past the relay's position") || !strings.Contains(errOut, "is 0/3E8 (state database restored") {
+			t.Errorf("exit %d, want 3 and the position behind the slot:\n%s", code, errOut)
+		}
+		if _, err := st.Pool().Exec(ctx, `UPDATE relay.checkpoints SET lsn = s.confirmed_flush_lsn - '0/0'::pg_lsn, bound_lsn = s.confirmed_flush_lsn - '0/0'::pg_lsn
+			FROM pg_replication_slots s WHERE s.slot_name = 'smtm_relay'`); err != nil {
+			t.Fatal(err)
+		}
+		code, out, errOut = checkRun(t, "--config", writeConfig(t, url, "https://example.com/x", ""))
+		if code != 0 || !strings.Contains(out, "ok: replication slot smtm_relay exists; retains ") {
+			t.Errorf("exit %d, want 0 with the position at the slot's:\n%s\n%s", code, out, errOut)
+		}
 	})
 
 	t.Run("wal_level replica", func(t *testing.T) {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -354,15 +355,14 @@ each (its table exists), reading the database the config names; or, with
 
 func slotCmd() *cobra.Command {
 	c := &cobra.Command{
-		Use:     "slot",
-		Short:   "Manage the replication slot",
-		Example: `  relay slot drop --config relay.yaml --yes`,
-		Args:    cobra.ArbitraryArgs,
-		RunE:    groupRunE,
+		Use:   "slot",
+		Short: "Manage the replication slot",
+		Example: `  relay slot drop --config relay.yaml --yes
+  relay slot forward --config relay.yaml --yes`,
+		Args: cobra.ArbitraryArgs,
+		RunE: groupRunE,
 	}
-	var yes bool
-	var path *string
-	drop := &cobra.Command{
+	drop := slotAction(&cobra.Command{
 		Use:   "drop --config FILE --yes",
 		Short: "Drop the replication slot and the relay's position",
 		Long: `Drop the replication slot and forget the relay's position, after the slot
@@ -370,25 +370,65 @@ was lost or invalidated. The next start creates a new slot: changes
 committed while no slot exists are never delivered. Stop every relay first.`,
 		Example: `  relay slot drop --config relay.yaml --yes
   relay run --config relay.yaml              # creates a new slot`,
-		Args: noArgs,
-		RunE: func(c *cobra.Command, _ []string) error {
-			cfg, err := loadConfig(*path)
+	}, "dropping the slot forgets the relay's position; the next start delivers only changes committed after it",
+		"confirm: changes committed while no slot exists are never delivered",
+		func(ctx context.Context, cfg *config.Config) (string, error) {
+			if err := service.DropSlot(ctx, cfg); err != nil {
+				return "", err
+			}
+			return fmt.Sprintf("dropped slot %s and the relay's position; the next start creates a new slot", cfg.Replication.Slot), nil
+		})
+	forward := slotAction(&cobra.Command{
+		Use:   "forward --config FILE --yes",
+		Short: "Move the relay's position forward to where its slot was confirmed",
+		Long: `Move the relay's position forward to where its replication slot was
+confirmed, after the state database was restored from an older backup
+(relay run exits with code 3: "replication slot was confirmed past the
+relay's position"). The relay then resumes from the slot's position and
+delivers every change committed after it. The changes between the two
+positions are not delivered again: the relay had stored and sent them
+before the state database lost them, and their records (deliveries,
+attempts, retries still due) are gone with it, and so is the relay's
+record of the rows changed between them: such a row's next change is
+compared with its state in the backup (see the README, "Recovering a
+lost slot"). Stop every relay first.`,
+		Example: `  relay slot forward --config relay.yaml --yes
+  relay run --config relay.yaml              # resumes from the slot's position`,
+	}, "forwarding the position skips the changes between it and the slot's, whose records the state database lost",
+		"confirm: the changes between the two positions are not delivered again",
+		func(ctx context.Context, cfg *config.Config) (string, error) {
+			from, to, err := service.ForwardSlot(ctx, cfg)
 			if err != nil {
-				return err
+				return "", err
 			}
-			if !yes {
-				return usageError{errors.New("dropping the slot forgets the relay's position; the next start delivers only changes committed after it. Add --yes to confirm")}
-			}
-			if err := service.DropSlot(c.Context(), cfg); err != nil {
-				return err
-			}
-			fmt.Fprintf(c.OutOrStdout(), "dropped slot %s and the relay's position; the next start creates a new slot\n", cfg.Replication.Slot)
-			return nil
-		},
+			return fmt.Sprintf("moved the relay's position of slot %s from %s to %s, where the slot was confirmed; the next start resumes there", cfg.Replication.Slot, from, to), nil
+		})
+	c.AddCommand(drop, forward)
+	return c
+}
+
+// slotAction completes c, a relay slot subcommand that gives up changes
+// and so acts only with --yes: without it, it refuses with refusal.
+func slotAction(c *cobra.Command, refusal, yesHelp string, act func(context.Context, *config.Config) (string, error)) *cobra.Command {
+	var yes bool
+	path := configFlag(c.Flags())
+	c.Flags().BoolVar(&yes, "yes", false, yesHelp)
+	c.Args = noArgs
+	c.RunE = func(c *cobra.Command, _ []string) error {
+		cfg, err := loadConfig(*path)
+		if err != nil {
+			return err
+		}
+		if !yes {
+			return usageError{errors.New(refusal + ". Add --yes to confirm")}
+		}
+		done, err := act(c.Context(), cfg)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(c.OutOrStdout(), done)
+		return nil
 	}
-	path = configFlag(drop.Flags())
-	drop.Flags().BoolVar(&yes, "yes", false, "confirm: changes committed while no slot exists are never delivered")
-	c.AddCommand(drop)
 	return c
 }
 

@@ -1,0 +1,14 @@
+-- bound_lsn is the slot's position as stored by a relay that confirms its
+-- replication slot only up to positions it has stored and made durable:
+-- every statement of such a relay that moves lsn sets bound_lsn to the
+-- same value. While the two are equal, the slot cannot have been
+-- confirmed past lsn, unless the state database lost writes it had made
+-- durable (it was restored from an older backup) or someone advanced the
+-- slot by hand; a relay that finds its slot confirmed past lsn then stops
+-- rather than skip the changes in between without a word.
+--
+-- Relays before this migration could confirm the slot a little past the
+-- stored position (a keepalive's position, with nothing of interest in
+-- between), and they move lsn without bound_lsn: a position they stored
+-- is not bound, and proves nothing either way.
+ALTER TABLE {{schema}}.checkpoints ADD COLUMN bound_lsn bigint;
