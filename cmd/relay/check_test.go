@@ -143,6 +143,10 @@ func TestCheckConnects(t *testing.T) {
 		if code != 0 || !strings.Contains(out, "ok: replication slot smtm_relay exists; retains ") || !strings.Contains(out, "wal_status reserved") {
 			t.Errorf("exit %d, want 0 and the slot's retained WAL:\n%s\n%s", code, out, errOut)
 		}
+		// The position (0/3E8) is an earlier version's: only a warning.
+		if !strings.Contains(out+errOut, "past the relay's position 0/3E8, which an earlier version of the relay stored") {
+			t.Errorf("no warning for a position an earlier version stored behind the slot:\n%s\n%s", out, errOut)
+		}
 
 		// A position stored by this version behind the slot's: the state
 		// database lost what it had made durable.
