@@ -159,7 +159,7 @@ func ForwardSlot(ctx context.Context, cfg *config.Config) (from, to event.LSN, e
 	switch {
 	case err != nil:
 		return 0, 0, fmt.Errorf("%w: %w", ErrDatabase, err)
-	case state != store.StateReady && state != store.StateReadyUnbound:
+	case !store.Ready(state):
 		return 0, 0, fmt.Errorf("the relay has no position for slot %s in its state database: nothing to forward", name)
 	case slot.ConfirmedFlush <= pos:
 		return 0, 0, fmt.Errorf("the relay's position %s is not behind slot %s, which is confirmed up to %s: nothing to forward", pos, name, slot.ConfirmedFlush)

@@ -20,6 +20,9 @@ const (
 	StateReadyUnbound = "ready, unbound"
 )
 
+// Ready reports whether a state from Position is a ready one, bound or not.
+func Ready(state string) bool { return state == StateReady || state == StateReadyUnbound }
+
 // Position returns the persisted change-feed position of a slot and its
 // state ("" when the relay never created the slot). A ready position is
 // StateReady when the slot cannot have been confirmed past it (see
@@ -28,7 +31,7 @@ func (s *Store) Position(ctx context.Context, slot string) (event.LSN, string, e
 	var lsn int64
 	var state string
 	err := s.pool.QueryRow(ctx, s.q(`SELECT lsn,
-			CASE WHEN state = 'ready' AND bound_lsn IS DISTINCT FROM lsn THEN 'ready, unbound' ELSE state END
+			CASE WHEN state = 'ready' AND bound_lsn IS DISTINCT FROM lsn THEN '`+StateReadyUnbound+`' ELSE state END
 		FROM {{schema}}.checkpoints WHERE slot = $1`), slot).Scan(&lsn, &state)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return 0, "", nil
@@ -146,7 +149,7 @@ func (s *Store) positionMoved(ctx context.Context, slot string, want event.LSN) 
 	switch {
 	case err != nil:
 		return fmt.Errorf("%w (slot %s, expected %s; reading it: %v)", ErrPositionMoved, slot, want, err)
-	case state != StateReady && state != StateReadyUnbound:
+	case !Ready(state):
 		return fmt.Errorf("slot %s is not ready (state %q)", slot, state)
 	default:
 		return fmt.Errorf("%w: slot %s is at %s, expected %s (PostgreSQL lost writes that were not yet on disk?)", ErrPositionMoved, slot, lsn, want)

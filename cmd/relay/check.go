@@ -290,7 +290,7 @@ func (ch *checker) slot(ctx context.Context, db string) (bool, error) {
 		return slot.Exists, err
 	}
 	recovery := "see the README, section 'Recovering a lost slot' (relay slot drop --config FILE --yes accepts the gap)"
-	ready := state == store.StateReady || state == store.StateReadyUnbound
+	ready := store.Ready(state)
 	switch {
 	case ready && !slot.Exists:
 		ch.problem(service.ErrDatabase, "%s: slot %s does not exist but the relay has a position for it: %s", cdc.ErrSlotMissing, name, recovery)
