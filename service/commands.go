@@ -132,8 +132,8 @@ func DropSlot(ctx context.Context, cfg *config.Config) error {
 // slot was confirmed, after the state database was restored from an older
 // backup (cdc.ErrPositionBehind), and returns both positions. The slot
 // keeps everything after its confirmed position, so only the changes
-// between the two are not delivered again: they were stored, and sent,
-// before the state database lost them.
+// between the two are not delivered again: they were stored, and most of
+// their deliveries sent, before the state database lost them.
 func ForwardSlot(ctx context.Context, cfg *config.Config) (from, to event.LSN, err error) {
 	conn, err := connect(ctx, cfg.Database.URL)
 	if err != nil {

@@ -386,8 +386,8 @@ confirmed, after the state database was restored from an older backup
 (relay run exits with code 3: "replication slot was confirmed past the
 relay's position"). The relay then resumes from the slot's position and
 delivers every change committed after it. The changes between the two
-positions are not delivered again: the relay had stored and sent them
-before the state database lost them, and their records (deliveries,
+positions are not delivered again: the relay had stored them, and sent
+most, before the state database lost them, and their records (deliveries,
 attempts, retries still due) are gone with it, and so is the relay's
 record of the rows changed between them: such a row's next change is
 compared with its state in the backup (see the README, "Recovering a
