@@ -319,7 +319,7 @@ func (ch *checker) slot(ctx context.Context, db string) (bool, error) {
 		ch.warn("replication slot %s is confirmed up to %s, past the relay's position %s, which an earlier version of the relay stored: relay run warns and resumes from the slot's position (harmless unless the state database was restored from an older backup)",
 			name, slot.ConfirmedFlush, pos)
 	}
-	retained := fmt.Sprintf("retains %s of WAL (wal_status %s, confirmed up to %s)", bytesText(slot.RetainedBytes), slot.WALStatus, slot.ConfirmedFlush)
+	retained := fmt.Sprintf("retains %s of WAL (wal_status %s, confirmed up to %s; the relay's position %s)", bytesText(slot.RetainedBytes), slot.WALStatus, slot.ConfirmedFlush, pos)
 	if slot.Active {
 		ch.ok("replication slot %s is streamed by backend pid %d (another relay: this one stands by and takes over); %s", name, slot.ActivePID, retained)
 	} else {

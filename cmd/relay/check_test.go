@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -164,6 +165,9 @@ func TestCheckConnects(t *testing.T) {
 		code, out, errOut = checkRun(t, "--config", writeConfig(t, url, "https://example.com/x", ""))
 		if code != 0 || !strings.Contains(out, "ok: replication slot smtm_relay exists; retains ") {
 			t.Errorf("exit %d, want 0 with the position at the slot's:\n%s\n%s", code, out, errOut)
+		}
+		if m := regexp.MustCompile(`confirmed up to (\S+); the relay's position (\S+)\)`).FindStringSubmatch(out); m == nil || m[1] != m[2] {
+			t.Errorf("check does not show the relay's position at the slot's: %q\n%s", m, out)
 		}
 	})
 
