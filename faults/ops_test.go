@@ -125,6 +125,9 @@ func TestLostSlot(t *testing.T) {
 			t.Fatalf("exit %d:\n%s", code, out)
 		}
 		t.Logf("dropped slot: exit %d: %s", code, lastLine(out))
+		if code, out := runRelay(t, time.Minute, "slot", "forward", "--config", cfg, "--yes"); code != 1 || !strings.Contains(out, "does not exist: nothing to forward to") {
+			t.Fatalf("relay slot forward without a slot: exit %d:\n%s", code, out)
+		}
 	})
 	t.Run("invalidated", func(t *testing.T) {
 		e := newPrivateEnv(t, pgtest.Options{Settings: []string{"max_slot_wal_keep_size = 1MB", "max_wal_size = 64MB", "min_wal_size = 32MB"}})
@@ -153,6 +156,10 @@ func TestLostSlot(t *testing.T) {
 			t.Fatalf("exit %d:\n%s", code, out)
 		}
 		t.Logf("invalidated slot: exit %d: %s", code, lastLine(out))
+		// Nothing can be read from it: forwarding to it is refused.
+		if code, out := runRelay(t, time.Minute, "slot", "forward", "--config", cfg, "--yes"); code != 1 || !strings.Contains(out, "was invalidated") || !strings.Contains(out, "relay slot drop") {
+			t.Fatalf("relay slot forward on an invalidated slot: exit %d:\n%s", code, out)
+		}
 	})
 }
 

@@ -147,6 +147,8 @@ func ForwardSlot(ctx context.Context, cfg *config.Config) (from, to event.LSN, e
 		return 0, 0, fmt.Errorf("%w: %w", ErrDatabase, err)
 	case !slot.Exists:
 		return 0, 0, fmt.Errorf("slot %s does not exist: nothing to forward to; see the README, section 'Recovering a lost slot'", name)
+	case slot.WALStatus == "lost":
+		return 0, 0, fmt.Errorf("slot %s was invalidated (it lost the WAL it needed): nothing can be read from it; see the README, section 'Recovering a lost slot' (relay slot drop)", name)
 	case slot.Active:
 		return 0, 0, fmt.Errorf("slot %s is in use by backend pid %d: stop every relay first", name, slot.ActivePID)
 	}
