@@ -294,13 +294,19 @@ func TestReplayRateIsBounded(t *testing.T) {
 	if took, least := got[n-1].at.Sub(t0), time.Duration(float64(n-burst)/rate*float64(time.Second)); took < least {
 		t.Fatalf("%d events replayed in %v, faster than %d a second allows (%v)", n, took, rate, least)
 	}
+	// The replay makes deliveries due at that rate; the dispatcher sends
+	// them when it claims them, a poll or a busy machine's moment later,
+	// so the receiver may see one second's requests come from a little
+	// more than a second of the replay's: rate × (1 s + jitter) + burst.
+	const jitter = 200 * time.Millisecond
+	most := int(float64(rate)*(1+jitter.Seconds())) + burst
 	for i := range got {
 		j := i
 		for j < n && got[j].at.Sub(got[i].at) < time.Second {
 			j++
 		}
-		if j-i > rate+burst {
-			t.Fatalf("%d replayed requests within a second from %v, more than %d + %d", j-i, got[i].at, rate, burst)
+		if j-i > most {
+			t.Fatalf("%d replayed requests within a second from %v, more than %d × (1 s + %v) + %d", j-i, got[i].at, rate, jitter, burst)
 		}
 	}
 }
