@@ -31,6 +31,11 @@ type FileWatcher struct {
 	// since is the state (see fileState) the caller last read; "" means
 	// the state when Run starts.
 	since string
+	// linked is set while path resolves through a symbolic link (see
+	// relevant). It is found when the watch is set up and again each time
+	// the file is read, so that an event costs no system call: a busy
+	// directory (a log written beside the config) sends one per write.
+	linked bool
 }
 
 // DefaultDebounce is how long a FileWatcher waits after the last event of a
@@ -90,6 +95,7 @@ func (w *FileWatcher) Run(ctx context.Context) error {
 	if err := watch(); err != nil {
 		return err
 	}
+	w.linked = w.isLinked()
 	last := w.since
 	if last == "" {
 		last = fileState(w.path)
@@ -121,6 +127,7 @@ func (w *FileWatcher) Run(ctx context.Context) error {
 		case <-settle.C:
 			// The file may now be a link into another directory.
 			_ = watch()
+			w.linked = w.isLinked()
 			if s := fileState(w.path); s != last {
 				last = s
 				select {
@@ -142,20 +149,21 @@ func (w *FileWatcher) dirs() []string {
 	return out
 }
 
-// relevant reports whether an event on name may change what path reads.
-// When path is a symbolic link, any entry of its directories may be part
-// of the link's chain (Kubernetes' "..data"), so every event counts; such
-// directories hold nothing else.
+// relevant reports whether an event on name may change what path reads:
+// one on path itself, and, when path resolves through a symbolic link, any
+// event, since any entry of its directories may be part of the link's
+// chain (Kubernetes' "..data"); such directories hold nothing else. A file
+// that becomes a link does so by an event on path, after which the file is
+// read and linked found again.
 func (w *FileWatcher) relevant(name string) bool {
-	name = filepath.Clean(name)
-	if name == w.path {
-		return true
-	}
-	if real, err := filepath.EvalSymlinks(w.path); err == nil && (real != w.path || name == real) {
-		return true
-	}
-	// The file is missing: only its own name can bring it back.
-	return false
+	return w.linked || filepath.Clean(name) == w.path
+}
+
+// isLinked reports whether path resolves through a symbolic link. A
+// missing file is not: only its own name can bring it back.
+func (w *FileWatcher) isLinked() bool {
+	real, err := filepath.EvalSymlinks(w.path)
+	return err == nil && real != w.path
 }
 
 // fileState identifies what the file at path holds: a hash of its
