@@ -38,6 +38,10 @@ func (d DiskSyncs) String() string {
 	return fmt.Sprintf("disk: %d of %d syncs of 8 kB took over %v, the slowest %.0f ms", d.Slow, d.Syncs, slowSync, d.MaxMs)
 }
 
+// startDiskProbe starts a probe that writes and syncs a file in a
+// directory of its own under dir, not beside the relay's config: the
+// relay watches its config's directory, and a hundred writes a second
+// there would count in the relay's CPU.
 func startDiskProbe(dir string) *diskProbe {
 	p := &diskProbe{stop: make(chan struct{}), done: make(chan struct{})}
 	go p.run(dir)
@@ -46,13 +50,17 @@ func startDiskProbe(dir string) *diskProbe {
 
 func (p *diskProbe) run(dir string) {
 	defer close(p.done)
-	path := filepath.Join(dir, fmt.Sprintf("disk-probe-%d", time.Now().UnixNano()))
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY, 0o600)
+	own, err := os.MkdirTemp(dir, "disk-probe-")
 	if err != nil {
 		p.res.Err = err.Error()
 		return
 	}
-	defer os.Remove(path)
+	defer os.RemoveAll(own)
+	f, err := os.OpenFile(filepath.Join(own, "probe"), os.O_CREATE|os.O_WRONLY, 0o600)
+	if err != nil {
+		p.res.Err = err.Error()
+		return
+	}
 	defer f.Close()
 	buf := make([]byte, 8192)
 	t := time.NewTicker(10 * time.Millisecond)
