@@ -149,7 +149,13 @@ type Result struct {
 	// Platform is the platform scenario's figures of the platform's own
 	// transactions, without and with the relay.
 	Platform *PlatformLoad `json:"platform,omitempty"`
-	Note     string        `json:"note,omitempty"`
+	// BaselineP99ms is, in the isolation scenario, the healthy endpoints'
+	// p99 without the hanging one (P99ms is theirs with it).
+	BaselineP99ms float64 `json:"baseline_p99_ms,omitempty"`
+	// Targets are the run's figures against its scenario's targets
+	// (Targets); none in a short run.
+	Targets []Check `json:"targets,omitempty"`
+	Note    string  `json:"note,omitempty"`
 }
 
 // Scenario names, in the order they run.
@@ -238,6 +244,7 @@ func Run(ctx context.Context, opts Options) ([]Result, error) {
 			return results, fmt.Errorf("scenario %s: %w", name, err)
 		}
 		r.Scenario, r.State = name, opts.SeparateState
+		r.Targets = Targets(r, opts.Short)
 		results = append(results, r)
 	}
 	return results, nil

@@ -90,6 +90,7 @@ func (b *run) isolation(ctx context.Context) (Result, error) {
 	}
 	r.Note = fmt.Sprintf("healthy endpoints' p99 %.1f ms with one hanging endpoint, %.1f ms without (%+.0f%%); with it: %s; without: %s; %s",
 		r.P99ms, base.P99ms, 100*(r.P99ms-base.P99ms)/max(base.P99ms, 0.001), r.Note, base.Note, base.Disk)
+	r.BaselineP99ms = base.P99ms
 	return r, nil
 }
 

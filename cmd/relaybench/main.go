@@ -2,7 +2,9 @@
 // PostgreSQL (production durability settings), a receiver in a separate
 // process, and the relay binary, runs the scenarios and prints, for each:
 // events/s, deliveries/s, commit-to-receipt p50/p95/p99/max, the relay's
-// peak RSS and CPU per event, and the slot's lag at the end.
+// peak RSS and CPU per event, and the slot's lag at the end; then the
+// platform's tax and, for a full-size run, each figure against its
+// scenario's target (docs/PERFORMANCE.md).
 //
 //	go run ./cmd/relaybench                    all scenarios, full size
 //	go run ./cmd/relaybench -short             seconds-long smoke run
@@ -116,6 +118,7 @@ func print(results []bench.Result) {
 		fmt.Printf("%s: PostgreSQL µs/delivery by process: %s\n", r.Scenario, strings.Join(parts, ", "))
 	}
 	printTax(results)
+	printTargets(results)
 	for _, r := range results {
 		for _, rec := range r.Recovery {
 			fmt.Printf("%s: %s\n", r.Scenario, rec)
@@ -156,6 +159,32 @@ func printTax(results []bench.Result) {
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%.0f\t%.0f\t%.0f\t%.0f\t%s\t%s\t\n", r.Scenario, where,
 			r.PGRelayMicrosPerEvent, r.PGRelayMicrosPerDel, walsender, r.PGRelayMicrosPerDel-walsender, cluster, clusterWAL)
+	}
+	tw.Flush()
+}
+
+// printTargets prints each run's figures against its scenario's targets
+// (bench.Targets): whether this run met each. A target is met when it
+// holds in every run, so one run says only that it did not fail here.
+func printTargets(results []bench.Result) {
+	have := false
+	for _, r := range results {
+		have = have || len(r.Targets) > 0
+	}
+	if !have {
+		return
+	}
+	fmt.Println()
+	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "target (docs/PERFORMANCE.md)\tscenario\tthis run\tmet\t")
+	for _, r := range results {
+		for _, c := range r.Targets {
+			met := "no"
+			if c.Met {
+				met = "yes"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t\n", c.Target, r.Scenario, c.Figure, met)
+		}
 	}
 	tw.Flush()
 }
