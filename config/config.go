@@ -245,6 +245,12 @@ type Runtime struct {
 	// MemoryLimit is GOMEMLIMIT: a soft limit on the memory of Go's runtime;
 	// as the heap nears it, collections start sooner. 0 = no limit.
 	MemoryLimit ByteSize `koanf:"memory_limit"`
+	// OneThreadWhenQuiet runs the relay's Go code on one thread
+	// (GOMAXPROCS=1) while the relay uses under half a core, and on Go's
+	// default number again as soon as its goroutines queue for that one
+	// thread (internal/procs). It is off when GOMAXPROCS is set in the
+	// environment.
+	OneThreadWhenQuiet bool `koanf:"one_thread_when_quiet"`
 }
 
 // Webhook sources.
@@ -332,7 +338,7 @@ func Default() *Config {
 		Formats: Formats{LinkText: message.DefaultLinkText, Templates: []message.Template{}},
 		Admin:   Admin{Tokens: []AdminToken{}, MaxWebhooksPerCompany: 100, MaxConcurrentTests: 4},
 		Secrets: Secrets{PreviousKeys: []string{}},
-		Runtime: Runtime{GCPercent: 200, MemoryLimit: 64 << 20},
+		Runtime: Runtime{GCPercent: 200, MemoryLimit: 64 << 20, OneThreadWhenQuiet: true},
 		Observability: Observability{
 			MetricHosts: 20,
 		},

@@ -267,8 +267,14 @@ func cmdRun(c *cobra.Command, f runFlags) error {
 	}
 	log := newLogger(cfg, stderr)
 	log.Info("relay starting", "slot", cfg.Replication.Slot, "webhooks_source", cfg.Webhooks.Source)
-	log.Info("garbage collector", tuneGC(cfg.Runtime, os.Getenv)...)
-	if err := service.Run(c.Context(), cfg, log); err != nil {
+	gc := tuneGC(cfg.Runtime, os.Getenv)
+	ctx, stopThreads := context.WithCancel(c.Context())
+	threadAttrs, threads := adaptThreads(ctx, cfg.Runtime, os.Getenv, log)
+	log.Info("runtime", append(gc, threadAttrs...)...)
+	err = service.Run(ctx, cfg, log)
+	stopThreads()
+	threads()
+	if err != nil {
 		return err
 	}
 	log.Info("relay stopped")

@@ -1,10 +1,14 @@
 package main
 
 import (
+	"context"
+	"log/slog"
 	"math"
+	"runtime"
 	"runtime/debug"
 
 	"github.com/smartmaintenance/relay/config"
+	"github.com/smartmaintenance/relay/internal/procs"
 )
 
 // tuneGC applies the runtime keys, except where GOGC or GOMEMLIMIT in the
@@ -33,4 +37,25 @@ func tuneGC(rt config.Runtime, getenv func(string) string) []any {
 		limit = "none"
 	}
 	return []any{"gc_percent", percent, "gc_percent_from", gogc, "memory_limit", limit, "memory_limit_from", limitFrom}
+}
+
+// adaptThreads starts, when runtime.one_thread_when_quiet is on and
+// GOMAXPROCS is not set in the environment (getenv), the adapter that runs
+// the relay on one thread while it is quiet (internal/procs), until ctx
+// ends. It returns the setting in effect as log attributes, and a
+// function that waits for the adapter to give Go's default back.
+func adaptThreads(ctx context.Context, rt config.Runtime, getenv func(string) string, log *slog.Logger) (attrs []any, wait func()) {
+	n := runtime.GOMAXPROCS(0)
+	switch {
+	case getenv("GOMAXPROCS") != "":
+		return []any{"gomaxprocs", n, "gomaxprocs_from", "GOMAXPROCS"}, func() {}
+	case !rt.OneThreadWhenQuiet || n <= 1:
+		return []any{"gomaxprocs", n, "one_thread_when_quiet", false}, func() {}
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		procs.New(log).Run(ctx)
+	}()
+	return []any{"gomaxprocs", n, "one_thread_when_quiet", true}, func() { <-done }
 }
