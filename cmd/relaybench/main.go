@@ -25,6 +25,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -137,11 +138,7 @@ func print(results []bench.Result) {
 // walsender and the relay's connections on that server; and, with the
 // relay's tables in a cluster of their own, what that cluster spends.
 func printTax(results []bench.Result) {
-	have := false
-	for _, r := range results {
-		have = have || len(r.PGByProcess) > 0
-	}
-	if !have {
+	if !slices.ContainsFunc(results, func(r bench.Result) bool { return len(r.PGByProcess) > 0 }) {
 		return
 	}
 	fmt.Println()
@@ -167,11 +164,7 @@ func printTax(results []bench.Result) {
 // (bench.Targets): whether this run met each. A target is met when it
 // holds in every run, so one run says only that it did not fail here.
 func printTargets(results []bench.Result) {
-	have := false
-	for _, r := range results {
-		have = have || len(r.Targets) > 0
-	}
-	if !have {
+	if !slices.ContainsFunc(results, func(r bench.Result) bool { return len(r.Targets) > 0 }) {
 		return
 	}
 	fmt.Println()
