@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -152,6 +153,12 @@ type Result struct {
 	// BaselineP99ms is, in the isolation scenario, the healthy endpoints'
 	// p99 without the hanging one (P99ms is theirs with it).
 	BaselineP99ms float64 `json:"baseline_p99_ms,omitempty"`
+	// FloorP50ms is, in the steady scenario, the p50 of the floor
+	// scenario run in the same invocation (PostgreSQL's own client reading
+	// the same load), and P50OverFloorMs how far P50ms is above it; both
+	// zero unless floor ran too (see overFloor).
+	FloorP50ms     float64 `json:"floor_p50_ms,omitempty"`
+	P50OverFloorMs float64 `json:"p50_over_floor_ms,omitempty"`
 	// Targets are the run's figures against its scenario's targets
 	// (Targets); none in a short run.
 	Targets []Check `json:"targets,omitempty"`
@@ -247,7 +254,27 @@ func Run(ctx context.Context, opts Options) ([]Result, error) {
 		r.Targets = Targets(r, opts.Short)
 		results = append(results, r)
 	}
+	overFloor(results)
 	return results, nil
+}
+
+// overFloor sets, on the steady results, how far their p50 is above the
+// floor's when both scenarios ran: the part of steady's latency that the
+// relay and the receiver's side of HTTP add to what PostgreSQL itself
+// takes, measured on the machine as it was during this invocation. The
+// floor's p50 moves with the machine's speed (0.43 ms in its fastest
+// spell, 0.6–0.7 in slow ones; docs/PERFORMANCE.md), the gap much less.
+func overFloor(results []Result) {
+	i := slices.IndexFunc(results, func(r Result) bool { return r.Scenario == "floor" })
+	if i < 0 {
+		return
+	}
+	floor := results[i].P50ms
+	for j := range results {
+		if results[j].Scenario == "steady" {
+			results[j].FloorP50ms, results[j].P50OverFloorMs = floor, results[j].P50ms-floor
+		}
+	}
 }
 
 func say(w io.Writer, s string) { fmt.Fprintf(w, "%s  %s\n", time.Now().Format("15:04:05"), s) }

@@ -220,14 +220,35 @@ func TestRecoveries(t *testing.T) {
 func TestFloor(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	results, err := Run(ctx, Options{Self: os.Args[0], Short: true, Scenarios: []string{"floor"}, Relay: relayBinary(t)})
+	results, err := Run(ctx, Options{Self: os.Args[0], Short: true, Scenarios: []string{"floor", "steady"}, Relay: relayBinary(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := results[0]
+	r, steady := results[0], results[1]
 	t.Logf("%+v", r)
 	if r.Events != 5000 || r.P50ms <= 0 || r.P99ms < r.P50ms || r.MaxMs < r.P99ms {
 		t.Fatalf("floor: missing figures: %+v", r)
+	}
+	// The steady run beside it is measured against it.
+	if steady.FloorP50ms != r.P50ms || steady.P50OverFloorMs != steady.P50ms-r.P50ms || steady.P50ms <= 0 {
+		t.Fatalf("steady beside the floor: p50 %v, floor %v, over %v; want the floor's p50 %v and the difference",
+			steady.P50ms, steady.FloorP50ms, steady.P50OverFloorMs, r.P50ms)
+	}
+	if r.FloorP50ms != 0 {
+		t.Fatalf("the floor itself got a floor: %v", r.FloorP50ms)
+	}
+}
+
+func TestOverFloorNeedsTheFloor(t *testing.T) {
+	results := []Result{{Scenario: "steady", P50ms: 0.7}, {Scenario: "burst", P50ms: 4000}}
+	overFloor(results)
+	if results[0].FloorP50ms != 0 || results[0].P50OverFloorMs != 0 {
+		t.Fatalf("steady without a floor run got %+v", results[0])
+	}
+	results = append(results, Result{Scenario: "floor", P50ms: 0.4})
+	overFloor(results)
+	if results[0].FloorP50ms != 0.4 || results[0].P50OverFloorMs < 0.299 || results[0].P50OverFloorMs > 0.301 || results[1].FloorP50ms != 0 {
+		t.Fatalf("with a floor run: %+v, %+v", results[0], results[1])
 	}
 }
 

@@ -121,6 +121,10 @@ func print(results []bench.Result) {
 	printTax(results)
 	printTargets(results)
 	for _, r := range results {
+		if r.FloorP50ms > 0 {
+			fmt.Printf("%s: p50 %.3f ms, %.3f ms over the floor's %.3f ms in this run (PostgreSQL's own client reading the same load)\n",
+				r.Scenario, r.P50ms, r.P50OverFloorMs, r.FloorP50ms)
+		}
 		for _, rec := range r.Recovery {
 			fmt.Printf("%s: %s\n", r.Scenario, rec)
 		}
