@@ -261,9 +261,10 @@ func Run(ctx context.Context, opts Options) ([]Result, error) {
 // overFloor sets, on the steady results, how far their p50 is above the
 // floor's when both scenarios ran: the part of steady's latency that the
 // relay and the receiver's side of HTTP add to what PostgreSQL itself
-// takes, measured on the machine as it was during this invocation. The
-// floor's p50 moves with the machine's speed (0.43 ms in its fastest
-// spell, 0.6–0.7 in slow ones; docs/PERFORMANCE.md), the gap much less.
+// takes, measured on the machine as it was during this invocation. Both
+// move with the machine's speed (the floor's p50 0.43 ms and the gap
+// 0.19–0.20 in its fastest spell; 0.6–0.7 and 0.3–0.7 in a slow one;
+// docs/PERFORMANCE.md), so a p50 is read against its own run's floor.
 func overFloor(results []Result) {
 	i := slices.IndexFunc(results, func(r Result) bool { return r.Scenario == "floor" })
 	if i < 0 {
