@@ -137,7 +137,14 @@ func TestSeparateStateCluster(t *testing.T) {
 			t.Errorf("the platform's server ran the relay's %s (%v µs/delivery)", role, us)
 		}
 	}
-	if r.PGRelayMicrosPerDel != r.PGByProcess["smtm-relay"]+r.PGByProcess["smtm-relay-observability"] || r.PGRelayMicrosPerDel <= 0 {
+	if _, ok := r.PGByProcess["smtm-relay"]; !ok {
+		t.Errorf("no walsender of the relay's on the platform's server: %v", r.PGByProcess)
+	}
+	// The tax is the walsender's share, whatever it came to: its CPU is
+	// counted in the kernel's 10 ms ticks, and a short burst that it
+	// decodes without the relay's writes can cost it less than one on a
+	// fast machine (0 µs per delivery, seen in CI).
+	if r.PGRelayMicrosPerDel != r.PGByProcess["smtm-relay"]+r.PGByProcess["smtm-relay-observability"] || r.PGRelayMicrosPerDel < 0 {
 		t.Errorf("the platform's tax is not the walsender's: %v of %v", r.PGRelayMicrosPerDel, r.PGByProcess)
 	}
 	// The platform's WAL is the burst's update, not the relay's records.
