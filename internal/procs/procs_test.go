@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"runtime"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -100,7 +101,9 @@ func TestRunFollowsTheProcess(t *testing.T) {
 			}
 			time.Sleep(time.Millisecond)
 		}
-		t.Fatalf("%s: %d changes, want %d", what, len(sets), n)
+		mu.Lock()
+		defer mu.Unlock()
+		t.Fatalf("%s: GOMAXPROCS set to %v, want %d changes", what, sets, n)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -116,13 +119,8 @@ func TestRunFollowsTheProcess(t *testing.T) {
 	mu.Lock()
 	defer mu.Unlock()
 	want := []int{1, 0, 1, 0} // the last: the default given back at the stop
-	if len(sets) != len(want) {
+	if !slices.Equal(sets, want) {
 		t.Fatalf("GOMAXPROCS set to %v, want %v", sets, want)
-	}
-	for i := range want {
-		if sets[i] != want[i] {
-			t.Fatalf("GOMAXPROCS set to %v, want %v", sets, want)
-		}
 	}
 }
 
