@@ -50,10 +50,11 @@ type aheadState struct {
 // so that one store transaction records many source transactions.
 func (in *Ingester) Waiting() bool { return in.waiting }
 
-// sendAhead offers the sender the deliveries of a source transaction that
-// was read whole (events, buffered and not yet written), to send at once;
-// those it takes are stored with the next write, leased to it, whatever
-// the webhooks are by then (store.Batch.Ahead).
+// sendAhead offers the sender the deliveries of events, buffered and not
+// yet written: those of a source transaction read whole, or of a part (or
+// the rest) of one stored in parts, to send at once; those it takes are
+// stored with the next write, leased to it, whatever the webhooks are by
+// then (store.Batch.Ahead).
 //
 // Which webhooks take an event is decided here from the ingester's copy of
 // the webhooks, which must be as fresh as the store write's own decision
@@ -108,7 +109,7 @@ func (in *Ingester) sendAhead(ctx context.Context, events []event.Event) (all bo
 				WebhookID: w.ID, EventType: e.Type, CompanyID: e.CompanyID, TraceParent: e.TraceParent,
 				NextAttemptAt: now, LeaseUntil: now.Add(lease), Body: e.Body, CreatedAt: now, CommittedAt: e.CommitTime,
 			}
-			if in.fanOut.Fill(w.ID, c) && in.opts.Handoff.Ahead(c, e.CommitLSN) {
+			if in.fanOut.Fill(w.ID, c) && in.opts.Handoff.Ahead(c, e.CommitLSN, in.tx.mode == inParts) {
 				in.ahead = append(in.ahead, store.Ahead{CommitLSN: e.CommitLSN, Seq: e.Seq, WebhookID: w.ID, ID: c.ID})
 				in.aheadIDs = append(in.aheadIDs, c.ID)
 				continue

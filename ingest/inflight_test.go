@@ -20,12 +20,13 @@ type takeAll struct{ stored chan event.LSN }
 func (takeAll) Reserve(*store.Leased) (store.WriteLease, bool) { return store.WriteLease{}, false }
 func (takeAll) Committed(int64, store.Leased)                  {}
 func (takeAll) AheadLease() (string, time.Duration)            { return "test", time.Minute }
-func (takeAll) Ahead(*store.Claimed, event.LSN) bool           { return true }
+func (takeAll) Ahead(*store.Claimed, event.LSN, bool) bool     { return true }
 func (takeAll) Finished(uuid.UUID) (store.AttemptResult, bool, bool) {
 	return store.AttemptResult{}, false, true
 }
 func (h takeAll) Stored(lsn event.LSN)                                   { h.stored <- lsn }
 func (takeAll) AwaitAhead(context.Context, []uuid.UUID, <-chan struct{}) {}
+func (takeAll) PartStored([]uuid.UUID)                                   {}
 
 // inFlightFixture returns a fixture whose ingester hands every delivery
 // to a takeAll sender, so that every group is written in flight, and that

@@ -90,8 +90,9 @@ type Handoff interface {
 	// takes it when its webhook has nothing waiting in the store and a
 	// free slot or room in its queue, and when it has it already, from an
 	// earlier reading of the same source transaction. A delivery taken is
-	// stored with the next write.
-	Ahead(c *store.Claimed, lsn event.LSN) bool
+	// stored with the next write. inParts says the transaction is stored
+	// in parts as it is read (mapChunk), the next write being its part.
+	Ahead(c *store.Claimed, lsn event.LSN, inParts bool) bool
 	// Finished reports whether the sender still holds a delivery it took
 	// ahead (kept; one it gave back is decided by the write as any other)
 	// and, when its first attempt is over and the write may store it with
@@ -106,6 +107,10 @@ type Handoff interface {
 	// Stored tells the sender that everything it took ahead of the source
 	// transactions committed before lsn is stored.
 	Stored(lsn event.LSN)
+	// PartStored tells the sender that a part of a source transaction
+	// stored in parts has stored the deliveries of ids, which it took
+	// ahead.
+	PartStored(ids []uuid.UUID)
 }
 
 // noHandoff leases nothing to anyone.
@@ -116,8 +121,9 @@ func (noHandoff) Reserve(*store.Leased) (store.WriteLease, bool) {
 }
 func (noHandoff) Committed(int64, store.Leased)                            {}
 func (noHandoff) AheadLease() (string, time.Duration)                      { return "", 0 }
-func (noHandoff) Ahead(*store.Claimed, event.LSN) bool                     { return false }
+func (noHandoff) Ahead(*store.Claimed, event.LSN, bool) bool               { return false }
 func (noHandoff) Stored(event.LSN)                                         {}
+func (noHandoff) PartStored([]uuid.UUID)                                   {}
 func (noHandoff) AwaitAhead(context.Context, []uuid.UUID, <-chan struct{}) {}
 func (noHandoff) Finished(uuid.UUID) (store.AttemptResult, bool, bool) {
 	return store.AttemptResult{}, false, false

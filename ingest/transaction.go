@@ -128,13 +128,24 @@ func (in *Ingester) mapChunk(ctx context.Context) error {
 	if err := in.mapChanges(ctx, keys); err != nil {
 		return err
 	}
+	// The part's deliveries go ahead of its write, as those of a
+	// transaction read whole go ahead of their group's: the write stores
+	// those whose first attempt is over with its result, and the others
+	// leased to the sender, who records them as they end (PartStored).
+	if len(in.events) > 0 {
+		in.sendAhead(ctx, in.events)
+	}
 	// Handed to the sender as soon as the part commits: nothing is open.
 	var n int64
 	var leased store.Leased
 	err = in.retryFilters(ctx, in.events, func(f store.Filtering, _ bool) (err error) {
 		lease, _ := in.opts.Handoff.Reserve(&store.Leased{})
+		ahead := in.aheadBatch()
+		if len(ahead) > 0 && lease.Owner == "" {
+			lease.Owner, lease.Lease = in.opts.Handoff.AheadLease()
+		}
 		n, leased, err = in.st.WritePart(ctx, in.opts.Slot, in.tx.CommitLSN,
-			store.Part{Changes: in.tx.changes, NextSeq: in.tx.nextSeq}, store.Batch{Events: in.events, Lease: lease, Filtering: f})
+			store.Part{Changes: in.tx.changes, NextSeq: in.tx.nextSeq}, store.Batch{Events: in.events, Lease: lease, Filtering: f, Ahead: ahead})
 		return err
 	})
 	if err != nil {
@@ -142,8 +153,13 @@ func (in *Ingester) mapChunk(ctx context.Context) error {
 	}
 	in.tel.written()
 	in.committed(n, leased)
+	if len(in.aheadIDs) > 0 {
+		in.opts.Handoff.PartStored(in.aheadIDs)
+	}
+	// The chunk's row state changes stay buffered (see above).
 	clear(in.events)
 	in.events = in.events[:0]
+	in.ahead, in.aheadIDs = in.ahead[:0], in.aheadIDs[:0]
 	if err := x.Finish(); err != nil {
 		return err
 	}
@@ -167,16 +183,17 @@ func (in *Ingester) pendingTruncate() bool {
 // has gathered or at the latest by Flush, so the source transactions of a
 // group cost one write together.
 func (in *Ingester) Commit(ctx context.Context, tx event.Tx) error {
-	// A transaction read whole (no part of it stored, now or before a
-	// restart) has its events in the buffer from start on, unless a
-	// truncate wrote them: those may go ahead of the write.
-	whole := in.tx.mode == mayPart && in.tx.resume == nil
+	// The events of a transaction read whole (no part of it stored, now
+	// or before a restart), or of the rest of one stored in parts, are in
+	// the buffer from start on, unless a truncate wrote them: those may go
+	// ahead of the write.
+	mayGo := in.tx.mode != noParts && in.tx.resume == nil
 	start, writes := len(in.events), in.writes
 	if err := in.mapPending(ctx); err != nil {
 		return err
 	}
 	if len(in.events) > start || in.writes != writes {
-		all := whole && in.writes == writes && in.sendAhead(ctx, in.events[start:])
+		all := mayGo && in.writes == writes && in.sendAhead(ctx, in.events[start:])
 		in.waiting = in.waiting || !all
 	}
 	if len(in.events)+len(in.states) >= in.opts.ChunkSize {

@@ -92,7 +92,12 @@ func (d *Dispatcher) AheadLease() (string, time.Duration) {
 // stored: the ingester reads a source transaction again after a store
 // write failed, and decides the same deliveries under the same ids. It
 // implements ingest.Handoff.
-func (d *Dispatcher) Ahead(c *store.Claimed, lsn event.LSN) bool {
+//
+// inParts says that c's source transaction is stored in parts as it is
+// read (a large one): the feed is taken up by it until its commit anyway,
+// so Ahead also waits for room for a webhook whose own slots are all busy,
+// as long as its recent attempts are quick (see waitRoomLocked).
+func (d *Dispatcher) Ahead(c *store.Claimed, lsn event.LSN, inParts bool) bool {
 	d.mu.Lock()
 	if a, ok := d.ahead[c.ID]; ok {
 		d.mu.Unlock()
@@ -120,7 +125,7 @@ func (d *Dispatcher) Ahead(c *store.Claimed, lsn event.LSN) bool {
 		if !full && !d.waitsForWorkersLocked(hook, now) {
 			break
 		}
-		if !d.waitRoomLocked(c, now, full) {
+		if !d.waitRoomLocked(c, now, full, inParts) {
 			if full {
 				d.mu.Unlock()
 				return false
@@ -173,7 +178,14 @@ func (d *Dispatcher) aheadFullLocked(webhook int64) bool {
 // when the webhook is what holds its deliveries up: all its own slots are
 // busy (PerWebhook), or its recent attempts are slow; nor while other
 // relays share the store, which may have workers to spare for what this
-// one stores. A wait ends once the webhook finished no attempt for
+// one stores. For a source transaction stored in parts (inParts), whose
+// reading takes the feed up until its commit whatever is done with its
+// deliveries, a webhook whose slots are all busy is waited for as long as
+// its recent attempts are quick (quickAttempt) or not known yet: the feed
+// then reads the transaction at the pace its receivers take it, within
+// holdBehind of its commit, and each delivery costs the store one write
+// with its result, where storing it to send it later costs a write, a
+// read and an update. A wait ends once the webhook finished no attempt for
 // holdPatience, or no attempt at all finished while it had none in
 // flight (its attempts hang, or all the workers' do: the relay then waits
 // for no webhook for holdOffFor), and once c's source transaction
@@ -181,13 +193,16 @@ func (d *Dispatcher) aheadFullLocked(webhook int64) bool {
 // adds. full says the webhook's window is full; if not, its queue's
 // oldest waited too long (waitsForWorkersLocked). d.mu must be held; it
 // is released while waiting.
-func (d *Dispatcher) waitRoomLocked(c *store.Claimed, now time.Time, full bool) bool {
+func (d *Dispatcher) waitRoomLocked(c *store.Claimed, now time.Time, full, inParts bool) bool {
 	hook := c.WebhookID
-	if d.perHook[hook] >= d.opts.PerWebhook || d.hold != nil || now.Before(d.holdOff) || d.peers.Load() > 0 ||
-		now.Sub(c.CommittedAt) >= holdBehind {
+	if d.hold != nil || now.Before(d.holdOff) || d.peers.Load() > 0 || now.Sub(c.CommittedAt) >= holdBehind {
 		return false
 	}
-	if took, ok := d.pace[hook]; ok && took >= slowAttempt {
+	took, known := d.pace[hook]
+	if known && took >= slowAttempt {
+		return false
+	}
+	if d.perHook[hook] >= d.opts.PerWebhook && (!inParts || known && took >= quickAttempt) {
 		return false
 	}
 	h := &holdWait{hook: hook, room: make(chan struct{}), full: full}
@@ -237,6 +252,12 @@ func (d *Dispatcher) waitsForWorkersLocked(webhook int64, now time.Time) bool {
 	q := d.queue[webhook]
 	return d.inflight >= d.opts.Workers && len(q) > 1 && now.Sub(q[0].at) >= holdQueued
 }
+
+// quickAttempt bounds the recent attempts of a webhook whose slots are all
+// busy for which Ahead waits for room for a source transaction stored in
+// parts (waitRoomLocked): its slots then send at least PerWebhook
+// deliveries every 10 ms (1,600 a second with the default 16).
+const quickAttempt = 10 * time.Millisecond
 
 // holdQueued is how long a webhook's oldest queued delivery waits for a
 // worker before Ahead holds the feed back (waitsForWorkersLocked): well
@@ -311,35 +332,69 @@ const maxQueuedAhead = 32 << 10
 // ingest.Handoff.
 func (d *Dispatcher) Stored(lsn event.LSN) {
 	d.mu.Lock()
-	var done []finished
+	var s settled
 	old := time.Now().Add(-d.opts.Lease)
-	var withWrite []finished
-	var letGo []uuid.UUID
 	for id, a := range d.ahead {
 		switch {
 		case a.lsn < lsn:
-			switch {
-			case a.letGo:
-				letGo = append(letGo, id)
-			case a.stored:
-				withWrite = append(withWrite, *a.result)
-			case a.result != nil:
-				done = append(done, *a.result)
-			}
-			delete(d.ahead, id)
+			s.settleLocked(d, id, a)
 		case a.at.Before(old):
 			delete(d.ahead, id)
 		}
 	}
-	run := d.run
-	if len(letGo) > 0 {
+	d.settle(s)
+}
+
+// PartStored learns that a part of a source transaction (one stored in
+// parts as it is read) has stored the deliveries of ids, which it took
+// ahead: they are settled as Stored settles those of a whole one, without
+// waiting for the transaction's commit. It implements ingest.Handoff.
+func (d *Dispatcher) PartStored(ids []uuid.UUID) {
+	d.mu.Lock()
+	var s settled
+	for _, id := range ids {
+		if a, ok := d.ahead[id]; ok {
+			s.settleLocked(d, id, a)
+		}
+	}
+	d.settle(s)
+}
+
+// settled is what a store write settled of the deliveries taken ahead
+// (Stored, PartStored): the results to record (done), those it stored with
+// their deliveries (withWrite), and those let go before it, which it
+// stored leased to this dispatcher (letGo).
+type settled struct {
+	done, withWrite []finished
+	letGo           []uuid.UUID
+}
+
+// settleLocked settles a, the delivery id taken ahead, which a write has
+// stored, and forgets it. d.mu must be held.
+func (s *settled) settleLocked(d *Dispatcher, id uuid.UUID, a *aheadDelivery) {
+	switch {
+	case a.letGo:
+		s.letGo = append(s.letGo, id)
+	case a.stored:
+		s.withWrite = append(s.withWrite, *a.result)
+	case a.result != nil:
+		s.done = append(s.done, *a.result)
+	}
+	delete(d.ahead, id)
+}
+
+// settle acts on what a write settled (see settled): it gives back those
+// let go, and records the results. d.mu must be held; settle releases it.
+func (d *Dispatcher) settle(s settled) {
+	run, done := d.run, s.done
+	if len(s.letGo) > 0 {
 		d.mu.Unlock()
-		d.giveBackStored(run, letGo)
+		d.giveBackStored(run, s.letGo)
 		d.mu.Lock()
 	}
-	if len(withWrite) > 0 && run != nil {
+	if len(s.withWrite) > 0 && run != nil {
 		d.mu.Unlock()
-		d.recorded(run.dbCtx, withWrite, false, nil)
+		d.recorded(run.dbCtx, s.withWrite, false, nil)
 		d.mu.Lock()
 	}
 	if len(done) == 0 {

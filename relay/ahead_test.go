@@ -38,11 +38,11 @@ func TestAheadSendsOnceAndRecordsWhenStored(t *testing.T) {
 	d, _ := e.startAfterFirstRound(fast(Options{Owner: "ahead-test"}))
 	c := aheadClaim(hook, rc.URL)
 	again := *c
-	if !d.Ahead(c, 100) {
+	if !d.Ahead(c, 100, false) {
 		t.Fatal("a delivery to an idle webhook was not taken ahead")
 	}
 	eventually(t, 5*time.Second, func() bool { return rc.count() == 1 }, func() string { return "the delivery was not sent ahead" })
-	if !d.Ahead(&again, 100) {
+	if !d.Ahead(&again, 100, false) {
 		t.Fatal("a delivery taken ahead already was refused when offered again")
 	}
 	release()
@@ -83,14 +83,14 @@ func TestAheadQueuesForABusyWebhook(t *testing.T) {
 	hook := e.webhook(rc.URL, "", nil)
 	d, _ := e.startAfterFirstRound(fast(Options{Owner: "ahead-busy", PerWebhook: 1}))
 	first := aheadClaim(hook, rc.URL)
-	if !d.Ahead(first, 100) {
+	if !d.Ahead(first, 100, false) {
 		t.Fatal("first delivery not taken ahead")
 	}
 	eventually(t, 5*time.Second, func() bool { return rc.count() == 1 }, func() string { return "the first delivery was not sent" })
 	var queued []*store.Claimed
 	for lsn := event.LSN(101); ; lsn++ {
 		c := aheadClaim(hook, rc.URL)
-		if !d.Ahead(c, lsn) {
+		if !d.Ahead(c, lsn, false) {
 			break
 		}
 		queued = append(queued, c)
@@ -143,12 +143,12 @@ func TestAheadQueuedTooLongIsLeftToTheWrite(t *testing.T) {
 	o := fast(Options{Owner: "ahead-stale", PerWebhook: 1})
 	o.Lease = o.Timeout + 5*time.Second
 	d, _ := e.startAfterFirstRound(o)
-	if !d.Ahead(aheadClaim(hook, rc.URL), 100) {
+	if !d.Ahead(aheadClaim(hook, rc.URL), 100, false) {
 		t.Fatal("first delivery not taken ahead")
 	}
 	eventually(t, 5*time.Second, func() bool { return rc.count() == 1 }, func() string { return "the first delivery was not sent" })
 	late := aheadClaim(hook, rc.URL)
-	if !d.Ahead(late, 101) {
+	if !d.Ahead(late, 101, false) {
 		t.Fatal("second delivery not queued ahead")
 	}
 	time.Sleep(10 * time.Millisecond)
@@ -177,7 +177,7 @@ func TestAheadResultGoesWithTheWrite(t *testing.T) {
 	if _, done, kept := d.Finished(c.ID); done || kept {
 		t.Fatal("a result for a delivery never taken")
 	}
-	if !d.Ahead(c, 100) {
+	if !d.Ahead(c, 100, false) {
 		t.Fatal("not taken ahead")
 	}
 	var r store.AttemptResult
@@ -220,7 +220,7 @@ func TestAheadResultRecordedAfterStop(t *testing.T) {
 	hook := e.webhook(rc.URL, "", nil)
 	d, stop := e.startAfterFirstRound(fast(Options{Owner: "ahead-stop"}))
 	c := aheadClaim(hook, rc.URL)
-	if !d.Ahead(c, 100) {
+	if !d.Ahead(c, 100, false) {
 		t.Fatal("not taken ahead")
 	}
 	eventually(t, 5*time.Second, func() bool { return rc.count() == 1 }, func() string { return "not sent" })
@@ -253,7 +253,7 @@ func TestAwaitAhead(t *testing.T) {
 	never := make(chan struct{})
 
 	c := aheadClaim(quick, fastRC.URL)
-	if !d.Ahead(c, 100) {
+	if !d.Ahead(c, 100, false) {
 		t.Fatal("not taken ahead")
 	}
 	d.AwaitAhead(ctx, []uuid.UUID{c.ID}, never)
@@ -262,7 +262,7 @@ func TestAwaitAhead(t *testing.T) {
 	}
 
 	hanging, queued := aheadClaim(slow, slowRC.URL), aheadClaim(slow, slowRC.URL)
-	if !d.Ahead(hanging, 101) || !d.Ahead(queued, 102) {
+	if !d.Ahead(hanging, 101, false) || !d.Ahead(queued, 102, false) {
 		t.Fatal("not taken ahead")
 	}
 	start := time.Now()
@@ -276,7 +276,7 @@ func TestAwaitAhead(t *testing.T) {
 	close(hurry)
 	other := e.webhook(slowRC.URL, "", nil)
 	more := aheadClaim(other, slowRC.URL)
-	if !d.Ahead(more, 103) {
+	if !d.Ahead(more, 103, false) {
 		t.Fatal("not taken ahead")
 	}
 	start = time.Now()
@@ -298,7 +298,7 @@ func TestAheadLetGoAtStopIsGivenBackOnceStored(t *testing.T) {
 	hook := e.webhook(rc.URL, "", nil)
 	d, stop := e.startAfterFirstRound(fast(Options{Owner: "ahead-letgo", PerWebhook: 1}))
 	busy, queued := aheadClaim(hook, rc.URL), aheadClaim(hook, rc.URL)
-	if !d.Ahead(busy, 100) || !d.Ahead(queued, 101) {
+	if !d.Ahead(busy, 100, false) || !d.Ahead(queued, 101, false) {
 		t.Fatal("not taken ahead")
 	}
 	// The write in flight took it as ahead, without a result.
@@ -349,7 +349,7 @@ func letGoWhileRunning(t *testing.T, owner string) (e *env, d *Dispatcher, rc *r
 	o.Lease = o.Timeout + 5*time.Second
 	d, _ = e.startAfterFirstRound(o)
 	late = aheadClaim(hook, rc.URL)
-	if !d.Ahead(aheadClaim(hook, rc.URL), 100) || !d.Ahead(late, 101) {
+	if !d.Ahead(aheadClaim(hook, rc.URL), 100, false) || !d.Ahead(late, 101, false) {
 		t.Fatal("not taken ahead")
 	}
 	eventually(t, 5*time.Second, func() bool {
@@ -426,7 +426,7 @@ func TestAheadWaitsForWorkers(t *testing.T) {
 	var taken [2]int
 	for i := range n {
 		for j, hook := range hooks {
-			if !d.Ahead(aheadClaim(hook, rcs[j].URL), event.LSN(100+i)) {
+			if !d.Ahead(aheadClaim(hook, rcs[j].URL), event.LSN(100+i), false) {
 				refused++
 				continue
 			}
@@ -481,7 +481,7 @@ func TestAheadWaitsForAHangingWebhookOnlySoLong(t *testing.T) {
 	// workers is, and none frees.
 	d, _ := e.startAfterFirstRound(fast(Options{Owner: "ahead-hang", Workers: 2, PerWebhook: 2}))
 	for i, h := range []int64{hook, busy} {
-		if !d.Ahead(aheadClaim(h, rc.URL), event.LSN(10+i)) {
+		if !d.Ahead(aheadClaim(h, rc.URL), event.LSN(10+i), false) {
 			t.Fatal("delivery not taken ahead with workers free")
 		}
 	}
@@ -490,7 +490,7 @@ func TestAheadWaitsForAHangingWebhookOnlySoLong(t *testing.T) {
 		c := aheadClaim(hook, rc.URL)
 		c.CommittedAt = committed
 		t0 := time.Now()
-		ok := d.Ahead(c, lsn)
+		ok := d.Ahead(c, lsn, false)
 		return ok, time.Since(t0)
 	}
 	lsn := event.LSN(100)
@@ -540,7 +540,7 @@ func TestAheadHoldsBeforeTheWindowIsFull(t *testing.T) {
 	for i := range n {
 		time.Sleep(5 * time.Millisecond)
 		for j, hook := range hooks {
-			if !d.Ahead(aheadClaim(hook, rcs[j].URL), event.LSN(100+i)) {
+			if !d.Ahead(aheadClaim(hook, rcs[j].URL), event.LSN(100+i), false) {
 				t.Fatalf("delivery %d refused ahead while the webhooks' own slots were free", i)
 			}
 			most = max(most, d.QueuedFor(hook))
@@ -553,4 +553,88 @@ func TestAheadHoldsBeforeTheWindowIsFull(t *testing.T) {
 	eventually(t, 20*time.Second, func() bool { return rcs[0].count() == n && rcs[1].count() == n }, func() string {
 		return fmt.Sprintf("receivers got %d and %d requests, want %d each", rcs[0].count(), rcs[1].count(), n)
 	})
+}
+
+// TestAheadPartStored: the results of deliveries taken ahead for a part of
+// a source transaction stored in parts are recorded once that part is
+// stored (PartStored), without waiting for the transaction's commit; a
+// delivery of the same transaction that no part stored yet keeps its
+// result until one does.
+func TestAheadPartStored(t *testing.T) {
+	e := newEnv(t)
+	rc := newReceiver(t, nil)
+	hook := e.webhook(rc.URL, "", nil)
+	d, _ := e.startAfterFirstRound(fast(Options{Owner: "ahead-part"}))
+	first, second := aheadClaim(hook, rc.URL), aheadClaim(hook, rc.URL)
+	for _, c := range []*store.Claimed{first, second} {
+		if !d.Ahead(c, 100, true) {
+			t.Fatal("a delivery of a transaction in parts was not taken ahead by an idle webhook")
+		}
+	}
+	eventually(t, 5*time.Second, func() bool { return rc.count() == 2 }, func() string { return "the deliveries were not sent ahead" })
+	// Their part stored both, leased to this dispatcher, before the
+	// attempts were over.
+	for i, c := range []*store.Claimed{first, second} {
+		e.exec(`WITH ev AS (
+				INSERT INTO {{schema}}.events (source, commit_lsn, seq, event_type, company_id, source_table, op, committed_at, body)
+				VALUES ('test', 100, $4, 'task.completed', 1, 'tasks', 'update', now(), $3::bytea) RETURNING id)
+			INSERT INTO {{schema}}.deliveries (id, event_id, webhook_id, company_id, event_type, lease_owner, lease_until)
+			SELECT $1, ev.id, $2, 1, 'task.completed', 'ahead-part', now() + interval '1 minute' FROM ev`, c.ID, hook, body, i)
+	}
+	d.PartStored([]uuid.UUID{first.ID})
+	dl := e.waitStatus(first.ID, store.StatusDelivered, 5*time.Second)
+	if dl.Attempts != 1 || len(e.attempts(first.ID)) != 1 {
+		t.Fatalf("%d attempts, %d attempt rows; want 1 and 1", dl.Attempts, len(e.attempts(first.ID)))
+	}
+	time.Sleep(100 * time.Millisecond)
+	if s := e.get(second.ID).Status; s != store.StatusPending {
+		t.Fatalf("a delivery no part was said to store is %s, want pending until one is", s)
+	}
+	if _, done, kept := d.Finished(second.ID); !done || !kept {
+		t.Fatalf("the other delivery: done %v, kept %v; want its result held for the write", done, kept)
+	}
+	if _, _, kept := d.Finished(first.ID); kept {
+		t.Fatal("a delivery still held ahead once its part is stored")
+	}
+}
+
+// TestAheadWaitsForABusyWebhookInParts: for a source transaction stored in
+// parts, which takes the feed up until its commit anyway, Ahead waits for
+// room for a webhook whose only slot is busy while its attempts are quick,
+// so that every delivery goes ahead and none is stored to be read back
+// (TestAheadQueuesForABusyWebhook: a transaction read whole refuses them);
+// for one whose attempts take longer than quickAttempt it refuses them
+// once the window is full, as for any transaction.
+func TestAheadWaitsForABusyWebhookInParts(t *testing.T) {
+	e := newEnv(t)
+	respond := func(took time.Duration) func(http.ResponseWriter, *http.Request, int) {
+		return func(w http.ResponseWriter, _ *http.Request, _ int) {
+			time.Sleep(took)
+			w.WriteHeader(http.StatusOK)
+		}
+	}
+	quick, slow := newReceiver(t, respond(time.Millisecond)), newReceiver(t, respond(3*quickAttempt))
+	quickHook, slowHook := e.webhook(quick.URL, "", nil), e.webhook(slow.URL, "", nil)
+	d, _ := e.startAfterFirstRound(fast(Options{Owner: "ahead-parts", PerWebhook: 1}))
+	const n = 3 * prefetch // three windows of a webhook of one slot
+	for i := range n {
+		if !d.Ahead(aheadClaim(quickHook, quick.URL), 100, true) {
+			t.Fatalf("delivery %d of a transaction in parts refused by a quick webhook whose slot was busy", i)
+		}
+	}
+	eventually(t, 10*time.Second, func() bool { return quick.count() == n }, func() string {
+		return fmt.Sprintf("the quick receiver got %d requests, want %d", quick.count(), n)
+	})
+	if !d.HoldOff().IsZero() {
+		t.Fatal("a wait for room gave up while the webhook finished attempts all along")
+	}
+	taken := 0
+	for ; taken < n; taken++ {
+		if !d.Ahead(aheadClaim(slowHook, slow.URL), 200, true) {
+			break
+		}
+	}
+	if taken == n {
+		t.Fatalf("%d deliveries taken ahead for a webhook slower than quickAttempt with its slot busy; want those past its window refused", n)
+	}
 }

@@ -241,3 +241,61 @@ func TestWebhookChangesComeInTheFeed(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestLargeTransactionGoesAheadOfItsParts: the deliveries of a source
+// transaction too large to be read whole (stored in parts as it is read)
+// go out as each chunk of it is mapped, ahead of the part that stores
+// them. With the parts' writes held up (the events table locked), the
+// receiver gets the first chunk's deliveries while none is stored; once
+// the writes go through, every delivery is stored delivered after one
+// attempt, and none was sent twice.
+func TestLargeTransactionGoesAheadOfItsParts(t *testing.T) {
+	const rows = 3000 // a chunk of 2,000 changes and the rest
+	e := newRelay(t)
+	e.cfg.Replication.StatusInterval = time.Minute
+	e.cfg.Webhooks.Endpoints[0].Events = []string{"task.completed"}
+	e.exec(`INSERT INTO tasks (company_id, title) SELECT 1, 'bulk ' || g FROM generate_series(1, $1::int) g`, rows)
+	e.start()
+	state := e.statePool()
+	ctx := context.Background()
+
+	lock := lockTable(t, state, `LOCK TABLE relay.events IN SHARE MODE`)
+	e.exec(`UPDATE tasks SET status = 'completed'`)
+	e.waitFor("the first chunk's deliveries", func() bool { return len(e.recv.requests("/one")) >= 2000 })
+	var stored int
+	if err := state.QueryRow(ctx, `SELECT count(*) FROM relay.deliveries`).Scan(&stored); err != nil {
+		t.Fatal(err)
+	}
+	if stored != 0 {
+		t.Fatalf("%d deliveries stored while the parts' writes were held up", stored)
+	}
+	if err := lock.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	e.waitFor("every delivery stored delivered", func() bool {
+		var n int
+		err := state.QueryRow(ctx, `SELECT count(*) FROM relay.deliveries WHERE status = 'delivered'`).Scan(&n)
+		return err == nil && n == rows
+	})
+	var other int
+	if err := state.QueryRow(ctx, `SELECT count(*) FROM relay.deliveries WHERE attempts <> 1`).Scan(&other); err != nil {
+		t.Fatal(err)
+	}
+	if other != 0 {
+		t.Fatalf("%d deliveries with other than one attempt", other)
+	}
+	time.Sleep(300 * time.Millisecond)
+	reqs := e.recv.requests("/one")
+	seen := map[string]bool{}
+	for _, r := range reqs {
+		id := r.Header.Get("X-SMTM-Delivery")
+		if seen[id] {
+			t.Fatalf("delivery %s sent twice", id)
+		}
+		seen[id] = true
+	}
+	if len(reqs) != rows {
+		t.Fatalf("receiver got %d requests, want %d", len(reqs), rows)
+	}
+}
