@@ -33,7 +33,13 @@ type inflight struct {
 	aheadIDs []uuid.UUID
 	from     event.LSN
 	end      event.LSN
-	tel      *storeTel
+	// part, when set, makes the write a part of the source transaction
+	// committed at partOf, stored in parts (see mapChunk): it stores the
+	// part's events with how far into the transaction they go, and moves
+	// no position (end is from).
+	part   *store.Part
+	partOf event.LSN
+	tel    *storeTel
 	// Set by the write before done is closed.
 	n   int64
 	err error
@@ -78,7 +84,11 @@ const maxInFlight = 32
 // every delivery taken ahead (Flush decides), so it leases nothing to the
 // sender beyond those. The write first waits for those deliveries' first
 // attempts (see inflight.hurry), then for the write before it.
-func (in *Ingester) launch(ctx context.Context) error {
+//
+// With part set, the write is instead the next part of the source
+// transaction being read (see mapChunk): its buffered events, without
+// the row state, which stays with the open store transaction.
+func (in *Ingester) launch(ctx context.Context, part *store.Part) error {
 	// Take in the writes that are over, so that their buffers are used
 	// again and their rows may be forgotten; wait for the oldest only when
 	// too many are not.
@@ -99,7 +109,7 @@ func (in *Ingester) launch(ctx context.Context) error {
 	fl := &inflight{
 		done:     make(chan struct{}),
 		hurry:    make(chan struct{}),
-		batch:    store.Batch{Events: in.events, States: in.states, Lease: lease, Filtering: f, Ahead: in.ahead},
+		batch:    store.Batch{Events: in.events, Lease: lease, Filtering: f, Ahead: in.ahead},
 		aheadIDs: in.aheadIDs,
 		from:     in.stored,
 		end:      in.end,
@@ -109,10 +119,17 @@ func (in *Ingester) launch(ctx context.Context) error {
 		fl.prev = in.flights[n-1]
 		fl.from = fl.prev.end
 	}
-	in.events, in.states = in.spare.events[:0], in.spare.states[:0]
+	in.events = in.spare.events[:0]
 	in.ahead, in.aheadIDs = in.spare.ahead[:0], in.spare.aheadIDs[:0]
+	if part == nil {
+		fl.batch.States = in.states
+		in.states = in.spare.states[:0]
+		in.waiting = false
+	} else {
+		p := *part
+		fl.part, fl.partOf, fl.end = &p, in.tx.CommitLSN, fl.from
+	}
 	in.spare = buffers{}
-	in.waiting = false
 	in.flights = append(in.flights, fl)
 	go fl.run(ctx, in)
 	return nil
@@ -136,15 +153,30 @@ func (fl *inflight) run(ctx context.Context, in *Ingester) {
 		}
 	}
 	fl.batch.Ahead, fl.aheadIDs = keptAhead(in.opts.Handoff, fl.batch.Ahead, fl.aheadIDs)
+	if fl.part != nil {
+		// A part leases what the sender can take now of the deliveries it
+		// did not take ahead, as a write on the feed's goroutine would.
+		if l, ok := in.opts.Handoff.Reserve(&store.Leased{}); ok {
+			fl.batch.Lease = l
+		}
+	}
 	// The feed's end (the relay stops, or its session ends) ends the wait
 	// above but not the write: what went ahead is stored, rather than sent
 	// again under the same ids by the next session.
 	var leased store.Leased
-	fl.n, leased, fl.err = in.st.WriteCommit(context.WithoutCancel(ctx), in.opts.Slot, fl.batch, fl.from, fl.end)
+	fl.n, leased, fl.err = fl.write(context.WithoutCancel(ctx), in, fl.batch)
 	if fl.err != nil {
 		return
 	}
 	fl.stored(in, leased)
+}
+
+// write stores b: a group with the position past it, or a part.
+func (fl *inflight) write(ctx context.Context, in *Ingester, b store.Batch) (int64, store.Leased, error) {
+	if fl.part != nil {
+		return in.st.WritePart(ctx, in.opts.Slot, fl.partOf, *fl.part, b)
+	}
+	return in.st.WriteCommit(ctx, in.opts.Slot, b, fl.from, fl.end)
 }
 
 // stored hands what the write stored to the sender and ends its spans.
@@ -152,6 +184,12 @@ func (fl *inflight) stored(in *Ingester, leased store.Leased) {
 	in.tel.finish(fl.tel, fl.n, time.Now())
 	if fl.n > 0 {
 		in.opts.Handoff.Committed(fl.n, leased)
+	}
+	if fl.part != nil {
+		if len(fl.aheadIDs) > 0 {
+			in.opts.Handoff.PartStored(fl.aheadIDs)
+		}
+		return
 	}
 	in.opts.Handoff.Stored(fl.end)
 }
@@ -203,7 +241,7 @@ func (in *Ingester) joinOldest(ctx context.Context) error {
 			b := fl.batch
 			b.Filtering = f
 			b.Ahead, fl.aheadIDs = keptAhead(in.opts.Handoff, b.Ahead, fl.aheadIDs)
-			n, leased, err := in.st.WriteCommit(ctx, in.opts.Slot, b, fl.from, fl.end)
+			n, leased, err := fl.write(ctx, in, b)
 			if err == nil {
 				fl.n = n
 				fl.stored(in, leased)

@@ -71,10 +71,10 @@ type Handoff interface {
 	// the sender (see store.WriteLease), given what the open store
 	// transaction has leased to it already (open); false leases none.
 	Reserve(open *store.Leased) (store.WriteLease, bool)
-	// Committed, Stored, Finished and AwaitAhead may be called from the
-	// goroutine of a store write in flight (see launch), beside the
-	// feed's calls of the others; Committed and Stored one write at a
-	// time and in the writes' order.
+	// Reserve, Committed, Stored, PartStored, Finished and AwaitAhead may
+	// be called from the goroutine of a store write in flight (see
+	// launch), beside the feed's calls of the others; Committed, Stored
+	// and PartStored one write at a time and in the writes' order.
 	//
 	// Committed is called after each store commit that created deliveries
 	// (deliveries of them in all), with those of them leased to the

@@ -68,9 +68,9 @@ func (in *Ingester) Change(ctx context.Context, c *event.Change) error {
 	return nil
 }
 
-// mapChunk maps a chunk of a large source transaction's changes and stores
-// its events and their deliveries at once, in a part of their own
-// (store.WritePart), so that sending starts while the rest is read. The
+// mapChunk maps a chunk of a large source transaction's changes, sends
+// their deliveries ahead, and stores its events and their deliveries in a
+// part of their own (store.WritePart), written while the rest is read. The
 // transaction's row state and the slot's position stay in the store
 // transaction that commits at its end; the part records how far into the
 // source transaction it goes, so that a relay that streams it again after
@@ -129,37 +129,17 @@ func (in *Ingester) mapChunk(ctx context.Context) error {
 		return err
 	}
 	// The part's deliveries go ahead of its write, as those of a
-	// transaction read whole go ahead of their group's: the write stores
-	// those whose first attempt is over with its result, and the others
-	// leased to the sender, who records them as they end (PartStored).
+	// transaction read whole go ahead of their group's, and the part is
+	// written while the next chunk is read (launch): it first waits for
+	// their first attempts, so that it stores each with its result, as
+	// one insert. The transaction's commit waits for its parts (join).
 	if len(in.events) > 0 {
 		in.sendAhead(ctx, in.events)
 	}
-	// Handed to the sender as soon as the part commits: nothing is open.
-	var n int64
-	var leased store.Leased
-	err = in.retryFilters(ctx, in.events, func(f store.Filtering, _ bool) (err error) {
-		lease, _ := in.opts.Handoff.Reserve(&store.Leased{})
-		ahead := in.aheadBatch()
-		if len(ahead) > 0 && lease.Owner == "" {
-			lease.Owner, lease.Lease = in.opts.Handoff.AheadLease()
-		}
-		n, leased, err = in.st.WritePart(ctx, in.opts.Slot, in.tx.CommitLSN,
-			store.Part{Changes: in.tx.changes, NextSeq: in.tx.nextSeq}, store.Batch{Events: in.events, Lease: lease, Filtering: f, Ahead: ahead})
-		return err
-	})
-	if err != nil {
-		return err
-	}
 	in.tel.written()
-	in.committed(n, leased)
-	if len(in.aheadIDs) > 0 {
-		in.opts.Handoff.PartStored(in.aheadIDs)
+	if err := in.launch(ctx, &store.Part{Changes: in.tx.changes, NextSeq: in.tx.nextSeq}); err != nil {
+		return err
 	}
-	// The chunk's row state changes stay buffered (see above).
-	clear(in.events)
-	in.events = in.events[:0]
-	in.ahead, in.aheadIDs = in.ahead[:0], in.aheadIDs[:0]
 	if err := x.Finish(); err != nil {
 		return err
 	}
@@ -252,7 +232,7 @@ func (in *Ingester) noteFanOut(events int, n int64) {
 func (in *Ingester) Flush(ctx context.Context) error {
 	if in.w == nil && !in.waiting {
 		// Nothing waits for this write: the feed reads on while it runs.
-		return in.launch(ctx)
+		return in.launch(ctx, nil)
 	}
 	if err := in.join(ctx); err != nil {
 		return err
