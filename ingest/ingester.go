@@ -5,17 +5,18 @@
 //
 // Memory stays bounded for transactions of any size: changes are mapped and
 // written in chunks. A large transaction's events are stored in parts, each
-// committed at once with how far into the transaction it goes, while its
-// row state and the position commit with the store transaction that its
-// commit finally commits (see mapChunk).
+// committed with how far into the transaction it goes, while its row state
+// and the position commit with the store transaction that its commit
+// finally commits (see mapChunk).
 //
 // The deliveries go to the sender in the same process through Handoff,
-// which the relay implements, by two roads. A source transaction read whole
-// has its deliveries offered to the sender as soon as it is mapped, before
-// anything of it is stored (sending ahead, ahead.go): the sender starts the
-// first attempts of those it takes at once, and the next write stores them
-// leased to it, or as their attempts left them; a group of which every
-// delivery went ahead is written while the feed reads on (inflight.go).
+// which the relay implements, by two roads. A source transaction read whole,
+// or a chunk of a large one, has its deliveries offered to the sender as
+// soon as it is mapped, before anything of it is stored (sending ahead,
+// ahead.go): the sender starts the first attempts of those it takes at
+// once, and the next write stores them leased to it, or as their attempts
+// left them; a group of which every delivery went ahead, and every part, is
+// written while the feed reads on (inflight.go).
 // The rest are leased by the write itself, as far as the sender has room,
 // and taken as soon as their store transaction commits.
 package ingest

@@ -33,8 +33,8 @@
 //   - ahead: a delivery the ingester offers before any of it is stored,
 //     decided from its copy of the webhooks (Ahead); taken, its attempt
 //     starts at once, and its result waits in memory until the store
-//     write has stored it (Stored), or goes with that write (Finished)
-//     (ahead.go).
+//     write, or the part of a large transaction, has stored it (Stored,
+//     PartStored), or goes with that write (Finished) (ahead.go).
 //   - ready: a delivery leased with its payload, by a claim or a hand-off,
 //     that can be sent as soon as a slot is free.
 //   - held: a delivery leased by a hand-off as an id only, beyond its
