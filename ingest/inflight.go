@@ -75,6 +75,14 @@ const resultWait = 2 * time.Second
 // writes to wait out resultWait without holding up the feed.
 const maxInFlight = 32
 
+// maxPartsInFlight bounds the writes in flight when a part is launched: a
+// part's write need only run beside the reading of the next chunk, for
+// its chunk's first attempts to end meanwhile, and each part in flight
+// keeps a chunk's events in memory. With the state database slow or
+// stalled, the feed then waits after a few chunks instead of reading the
+// transaction into memory.
+const maxPartsInFlight = 3
+
 // launch starts the store write of the buffered group, with the position
 // past it, and returns at once: the feed reads, maps and sends the next
 // transactions ahead while it runs, instead of waiting for a write that
@@ -92,7 +100,11 @@ func (in *Ingester) launch(ctx context.Context, part *store.Part) error {
 	// Take in the writes that are over, so that their buffers are used
 	// again and their rows may be forgotten; wait for the oldest only when
 	// too many are not.
-	for len(in.flights) > 0 && (in.flights[0].finished() || len(in.flights) >= maxInFlight) {
+	limit := maxInFlight
+	if part != nil {
+		limit = maxPartsInFlight
+	}
+	for len(in.flights) > 0 && (in.flights[0].finished() || len(in.flights) >= limit) {
 		if err := in.joinOldest(ctx); err != nil {
 			return err
 		}

@@ -3,6 +3,7 @@ package ingest_test
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -271,5 +272,72 @@ func TestIdleDuringAWriteIsStoredBySync(t *testing.T) {
 	}
 	if got := f.deactivations(); got != 1 {
 		t.Fatalf("%d user.deactivated stored, want the write's 1", got)
+	}
+}
+
+// TestPartsInFlightAreBounded: a large transaction's parts are written
+// while the feed reads on, but with their writes held up (the store's
+// parts locked) the feed waits after a few chunks rather than read the
+// whole transaction into memory; once the writes go through, every event
+// is stored, and the transaction's commit waits for its parts.
+func TestPartsInFlightAreBounded(t *testing.T) {
+	const n, chunk = 1000, 100
+	ctx := context.Background()
+	f := newFixture(t, n, chunk)
+	lock, err := f.st.Pool().Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Rollback(ctx)
+	if _, err := lock.Exec(ctx, `LOCK TABLE relay.parts IN SHARE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	tx := event.Tx{CommitLSN: f.lsn + 10, EndLSN: f.lsn + 11, CommitTime: time.Now()}
+	var read atomic.Int64
+	done := make(chan error, 1)
+	go func() {
+		if err := f.in.Begin(ctx, tx); err != nil {
+			done <- err
+			return
+		}
+		for id := 1; id <= n; id++ {
+			c := &event.Change{CommitLSN: tx.CommitLSN, CommitTime: tx.CommitTime, Table: "users", Op: event.Update, New: user(id, false)}
+			if err := f.in.Change(ctx, c); err != nil {
+				done <- err
+				return
+			}
+			read.Add(1)
+		}
+		if err := f.in.Commit(ctx, tx); err != nil {
+			done <- err
+			return
+		}
+		done <- f.in.Flush(ctx)
+	}()
+	time.Sleep(500 * time.Millisecond)
+	// Three parts in flight and the next chunk read: the fourth part
+	// waits for the oldest.
+	if got := read.Load(); got >= 5*chunk {
+		t.Fatalf("%d of %d changes read with the parts' writes held up; want the feed to wait after a few chunks", got, n)
+	}
+	if got := f.deactivations(); got != 0 {
+		t.Fatalf("%d user.deactivated stored with the parts' writes held up", got)
+	}
+	if err := lock.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the transaction was not stored once the parts' writes went through")
+	}
+	if got := f.deactivations(); got != n {
+		t.Fatalf("%d user.deactivated stored, want %d", got, n)
+	}
+	if parts, err := f.st.Parts(ctx, "s"); err != nil || len(parts) != 0 {
+		t.Fatalf("parts left after the transaction's commit: %v, %v", parts, err)
 	}
 }
