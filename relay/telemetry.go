@@ -101,7 +101,7 @@ func observeAhead(mp metric.MeterProvider, read func() (inFlight, queued, held i
 		return nil
 	}
 	if _, err := mp.Meter(instrumentation).Float64ObservableCounter("relay.feed.held_back",
-		metric.WithDescription("Time the change feed was held back because the relay had no free worker (usually for want of CPU) and a webhook's deliveries waited for one: the source transactions wait in the replication slot rather than in memory or in the store."),
+		metric.WithDescription("Time the change feed was held back because the relay had no free worker (usually for want of CPU) and a webhook's deliveries waited for one, or, in a transaction too large to be read whole, a quick webhook's window was full: the source transactions wait in the replication slot rather than in memory or in the store."),
 		metric.WithUnit("s"),
 		metric.WithFloat64Callback(func(_ context.Context, o metric.Float64Observer) error {
 			o.Observe(heldBack().Seconds())
