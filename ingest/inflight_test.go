@@ -281,9 +281,37 @@ func TestIdleDuringAWriteIsStoredBySync(t *testing.T) {
 // whole transaction into memory; once the writes go through, every event
 // is stored, and the transaction's commit waits for its parts.
 func TestPartsInFlightAreBounded(t *testing.T) {
-	const n, chunk = 1000, 100
+	f := newFixture(t, partsUsers, partsChunk)
+	// A sender that takes every delivery ahead: each part is written in
+	// flight.
+	f.in.Close(context.Background())
+	f.in = ingest.New(f.st, f.m, ingest.Options{Slot: "s", Tables: []string{"users"}, ChunkSize: partsChunk,
+		Handoff: takeAll{stored: make(chan event.LSN, 10)}})
+	f.start()
+	// Three parts in flight and the next chunk read: the fourth part
+	// waits for the oldest.
+	readWithPartsHeldUp(t, f, 5*partsChunk)
+}
+
+// TestPartWithDeliveriesLeftIsStoredFirst: a part with deliveries left to
+// its write (here: no sender takes any ahead) is stored before the next
+// chunk is read, so that none of the next chunk's deliveries goes ahead
+// of them.
+func TestPartWithDeliveriesLeftIsStoredFirst(t *testing.T) {
+	f := newFixture(t, partsUsers, partsChunk)
+	readWithPartsHeldUp(t, f, partsChunk)
+}
+
+const partsUsers, partsChunk = 1000, 100
+
+// readWithPartsHeldUp feeds f's ingester a transaction that deactivates
+// every user, in chunks, while the store's parts are locked, and fails if
+// it reads as many changes as most before it waits for a part's write,
+// or stores anything. Then it releases the lock and checks that the
+// transaction is stored whole and its parts are gone.
+func readWithPartsHeldUp(t *testing.T, f *fixture, most int64) {
+	t.Helper()
 	ctx := context.Background()
-	f := newFixture(t, n, chunk)
 	lock, err := f.st.Pool().Begin(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -300,7 +328,7 @@ func TestPartsInFlightAreBounded(t *testing.T) {
 			done <- err
 			return
 		}
-		for id := 1; id <= n; id++ {
+		for id := 1; id <= partsUsers; id++ {
 			c := &event.Change{CommitLSN: tx.CommitLSN, CommitTime: tx.CommitTime, Table: "users", Op: event.Update, New: user(id, false)}
 			if err := f.in.Change(ctx, c); err != nil {
 				done <- err
@@ -315,10 +343,8 @@ func TestPartsInFlightAreBounded(t *testing.T) {
 		done <- f.in.Flush(ctx)
 	}()
 	time.Sleep(500 * time.Millisecond)
-	// Three parts in flight and the next chunk read: the fourth part
-	// waits for the oldest.
-	if got := read.Load(); got >= 5*chunk {
-		t.Fatalf("%d of %d changes read with the parts' writes held up; want the feed to wait after a few chunks", got, n)
+	if got := read.Load(); got >= most {
+		t.Fatalf("%d of %d changes read with the parts' writes held up; want fewer than %d", got, partsUsers, most)
 	}
 	if got := f.deactivations(); got != 0 {
 		t.Fatalf("%d user.deactivated stored with the parts' writes held up", got)
@@ -334,8 +360,8 @@ func TestPartsInFlightAreBounded(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the transaction was not stored once the parts' writes went through")
 	}
-	if got := f.deactivations(); got != n {
-		t.Fatalf("%d user.deactivated stored, want %d", got, n)
+	if got := f.deactivations(); got != partsUsers {
+		t.Fatalf("%d user.deactivated stored, want %d", got, partsUsers)
 	}
 	if parts, err := f.st.Parts(ctx, "s"); err != nil || len(parts) != 0 {
 		t.Fatalf("parts left after the transaction's commit: %v, %v", parts, err)

@@ -133,12 +133,22 @@ func (in *Ingester) mapChunk(ctx context.Context) error {
 	// written while the next chunk is read (launch): it first waits for
 	// their first attempts, so that it stores each with its result, as
 	// one insert. The transaction's commit waits for its parts (join).
+	// A part with deliveries left to its write (refused, or of webhooks
+	// the write decides) is stored before the next chunk is read, as a
+	// group with such deliveries is: the next chunk's deliveries must not
+	// go ahead of them.
+	all := true
 	if len(in.events) > 0 {
-		in.sendAhead(ctx, in.events)
+		all = in.sendAhead(ctx, in.events)
 	}
 	in.tel.written()
 	if err := in.launch(ctx, &store.Part{Changes: in.tx.changes, NextSeq: in.tx.nextSeq}); err != nil {
 		return err
+	}
+	if !all {
+		if err := in.join(ctx); err != nil {
+			return err
+		}
 	}
 	if err := x.Finish(); err != nil {
 		return err
