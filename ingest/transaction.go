@@ -128,6 +128,11 @@ func (in *Ingester) mapChunk(ctx context.Context) error {
 	if err := in.mapChanges(ctx, keys); err != nil {
 		return err
 	}
+	// The kept changes' write is in before anything below may wait for
+	// the writes in flight, or abort the store transaction they are in.
+	if err := x.Finish(); err != nil {
+		return err
+	}
 	// The part's deliveries go ahead of its write, as those of a
 	// transaction read whole go ahead of their group's, and the part is
 	// written while the next chunk is read (launch): it first waits for
@@ -149,9 +154,6 @@ func (in *Ingester) mapChunk(ctx context.Context) error {
 		if err := in.join(ctx); err != nil {
 			return err
 		}
-	}
-	if err := x.Finish(); err != nil {
-		return err
 	}
 	in.forget()
 	return nil
