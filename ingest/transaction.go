@@ -309,9 +309,10 @@ func (in *Ingester) writeCommit(ctx context.Context) (int64, store.Leased, error
 	return n, leased, nil
 }
 
-// committed follows every store commit that stored events, a group's
-// (Flush) or a part's (mapChunk): it counts the deliveries the commit
-// created, and hands those leased to the sender over to it.
+// committed follows a store commit of a group on the feed's goroutine
+// (Flush): it counts the deliveries the commit created, and hands those
+// leased to the sender over to it. A write in flight, a group's or a
+// part's, does the same itself (inflight.stored).
 func (in *Ingester) committed(n int64, leased store.Leased) {
 	in.tel.committed(n)
 	if n > 0 {
