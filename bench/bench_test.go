@@ -95,13 +95,13 @@ func TestSmoke(t *testing.T) {
 			if p == nil {
 				t.Fatal("platform: no figures of the platform's transactions")
 			}
-			for name, ph := range map[string]PlatformPhase{"alone": p.Alone, "with the relay": p.WithRelay} {
+			for name, ph := range map[string]PlatformPhase{"alone": p.Alone, "with PostgreSQL's own client": p.WithClient, "with the relay": p.WithRelay} {
 				if ph.Transactions < 1000 || ph.TxPerSec <= 0 || ph.P50ms <= 0 || ph.P99ms < ph.P50ms ||
 					ph.MaxMs < ph.P99ms || ph.CommitP99ms <= 0 || ph.PGMicrosPerTx <= 0 || ph.Disk.Syncs == 0 {
 					t.Errorf("platform %s: missing figures: %+v", name, ph)
 				}
 			}
-			if p.P99Ratio <= 0 || p.CommitP99Ratio <= 0 {
+			if p.P99Ratio <= 0 || p.CommitP99Ratio <= 0 || p.ClientP99Ratio <= 0 || p.ClientCommitP99Ratio <= 0 {
 				t.Errorf("platform: no ratios: %+v", p)
 			}
 			// The load's connections are named, and alive when measured.

@@ -28,66 +28,29 @@ func (b *run) floor(ctx context.Context) (Result, error) {
 		return Result{}, err
 	}
 	defer b.teardown(db, pool, nil)
-	slot := "floor_" + db
-	if _, err := pool.Exec(ctx, `SELECT pg_create_logical_replication_slot($1, 'test_decoding')`, slot); err != nil {
-		return Result{}, fmt.Errorf("create the slot: %w", err)
-	}
-	defer pool.Exec(context.WithoutCancel(ctx), `SELECT pg_drop_replication_slot($1)`, slot)
-	cctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	cmd := exec.CommandContext(cctx, b.pg.Program("pg_recvlogical"), "-d", b.pg.URL(db), "-S", slot,
-		"--start", "--fsync-interval", "0", "--file", "-")
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		return Result{}, err
-	}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		return Result{}, fmt.Errorf("start pg_recvlogical: %w", err)
-	}
-	defer func() {
-		cancel() // kills the client, whatever ended the scenario
-		_ = cmd.Wait()
-	}()
 	n := b.scale(60_000, 5_000)
 	lat := make([]int64, 0, n) // µs, as the receiver keeps them
 	var mu sync.Mutex
 	got := make(chan struct{})
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			now := time.Now()
-			sent, ok := titleNanos(sc.Bytes())
-			if !ok {
-				continue
-			}
-			mu.Lock()
-			lat = append(lat, now.Sub(time.Unix(0, sent)).Microseconds())
-			full := len(lat) == n
-			mu.Unlock()
-			if full {
-				close(got)
-				return
-			}
+	client, err := b.startLogicalClient(ctx, db, pool, func(now time.Time, line []byte) {
+		sent, ok := titleNanos(line)
+		if !ok {
+			return
 		}
-	}()
-	// Wait until the client streams: a row written before it does is
-	// decoded all the same, but late.
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		var active bool
-		if err := pool.QueryRow(ctx, `SELECT active FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&active); err != nil {
-			return Result{}, err
+		mu.Lock()
+		defer mu.Unlock()
+		if len(lat) == n {
+			return
 		}
-		if active {
-			break
+		lat = append(lat, now.Sub(time.Unix(0, sent)).Microseconds())
+		if len(lat) == n {
+			close(got)
 		}
-		if time.Now().After(deadline) {
-			return Result{}, fmt.Errorf("pg_recvlogical did not start streaming: %s", stderr.String())
-		}
-		time.Sleep(10 * time.Millisecond)
+	})
+	if err != nil {
+		return Result{}, err
 	}
+	defer client.stop()
 	before := walsenderCPU(ctx, pool)
 	start := time.Now()
 	if err := pace(ctx, pool, 1000, n); err != nil {
@@ -99,7 +62,7 @@ func (b *run) floor(ctx context.Context) (Result, error) {
 		mu.Lock()
 		k := len(lat)
 		mu.Unlock()
-		return Result{}, fmt.Errorf("pg_recvlogical printed %d of %d changes: %s", k, n, stderr.String())
+		return Result{}, fmt.Errorf("pg_recvlogical printed %d of %d changes: %s", k, n, client.stderr())
 	}
 	took := time.Since(start)
 	walsender := walsenderCPU(ctx, pool) - before
@@ -109,6 +72,103 @@ func (b *run) floor(ctx context.Context) (Result, error) {
 		DeliveriesPerSec: float64(n) / took.Seconds(), P50ms: ms(50), P95ms: ms(95), P99ms: ms(99), MaxMs: ms(100),
 		Note: fmt.Sprintf("no relay: pg_recvlogical (test_decoding) in its place, latency from the statement's send to the change read from its output; its walsender spent %.0f µs of CPU per event",
 			float64(walsender.Microseconds())/float64(n))}, nil
+}
+
+// logicalClient is pg_recvlogical streaming a test_decoding slot of its
+// own, each line of its output handed to a function of the bench's as it
+// is read.
+type logicalClient struct {
+	cancel context.CancelFunc
+	cmd    *exec.Cmd
+	errOut *lockedBuffer
+	done   chan struct{} // closed when its output has been read to the end
+	drop   func()
+}
+
+// startLogicalClient creates a test_decoding slot on db and starts
+// pg_recvlogical on it, handing each line it prints to line, with the time
+// it was read, on a goroutine of its own. It returns once the client
+// streams: a row written before that is decoded all the same, but late.
+func (b *run) startLogicalClient(ctx context.Context, db string, pool *pgxpool.Pool, line func(time.Time, []byte)) (*logicalClient, error) {
+	slot := "client_" + db
+	if _, err := pool.Exec(ctx, `SELECT pg_create_logical_replication_slot($1, 'test_decoding')`, slot); err != nil {
+		return nil, fmt.Errorf("create the slot: %w", err)
+	}
+	c := &logicalClient{errOut: new(lockedBuffer), done: make(chan struct{}), drop: func() {
+		pool.Exec(context.WithoutCancel(ctx), `SELECT pg_drop_replication_slot($1)`, slot)
+	}}
+	cctx, cancel := context.WithCancel(ctx)
+	c.cancel = cancel
+	c.cmd = exec.CommandContext(cctx, b.pg.Program("pg_recvlogical"), "-d", b.pg.URL(db), "-S", slot,
+		"--start", "--fsync-interval", "0", "--file", "-")
+	out, err := c.cmd.StdoutPipe()
+	if err != nil {
+		cancel()
+		c.drop()
+		return nil, err
+	}
+	c.cmd.Stderr = c.errOut
+	if err := c.cmd.Start(); err != nil {
+		cancel()
+		c.drop()
+		return nil, fmt.Errorf("start pg_recvlogical: %w", err)
+	}
+	go func() {
+		defer close(c.done)
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			line(time.Now(), sc.Bytes())
+		}
+	}()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var active bool
+		err := pool.QueryRow(ctx, `SELECT active FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&active)
+		if err == nil && active {
+			return c, nil
+		}
+		if err == nil && time.Now().After(deadline) {
+			err = fmt.Errorf("pg_recvlogical did not start streaming: %s", c.stderr())
+		}
+		if err != nil {
+			c.stop()
+			return nil, err
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// stderr is what the client has printed to its standard error.
+func (c *logicalClient) stderr() string {
+	return c.errOut.String()
+}
+
+// stop ends the client, waits for it and for its output's reader, and
+// drops its slot.
+func (c *logicalClient) stop() {
+	c.cancel()
+	_ = c.cmd.Wait()
+	<-c.done
+	c.drop()
+}
+
+// lockedBuffer is a buffer that a process's output may be copied into
+// while it is read.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
 }
 
 // walsenderCPU is the CPU time the server's walsenders have used.

@@ -24,6 +24,7 @@ package bench
 // the same offered load in both phases, without bursts of chance.
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"slices"
@@ -62,14 +63,21 @@ type PlatformLoad struct {
 	// connections of the load's own.
 	Rate        int `json:"rate"`
 	Connections int `json:"connections"`
-	// Alone is the load with no relay; WithRelay the same load with the
-	// relay streaming and delivering every transaction's event.
-	Alone     PlatformPhase `json:"alone"`
-	WithRelay PlatformPhase `json:"with_relay"`
+	// Alone is the load with no relay; WithClient the same load with
+	// PostgreSQL's own logical decoding client (pg_recvlogical,
+	// test_decoding) reading every change and storing nothing, the least
+	// any consumer of the change feed costs; WithRelay the same load with
+	// the relay streaming and delivering every transaction's event.
+	Alone      PlatformPhase `json:"alone"`
+	WithClient PlatformPhase `json:"with_client"`
+	WithRelay  PlatformPhase `json:"with_relay"`
 	// P99Ratio is WithRelay's transaction p99 over Alone's (the target is
 	// at most 1.1); CommitP99Ratio the same of the COMMIT alone.
-	P99Ratio       float64 `json:"p99_ratio"`
-	CommitP99Ratio float64 `json:"commit_p99_ratio"`
+	// ClientP99Ratio and ClientCommitP99Ratio are WithClient's.
+	P99Ratio             float64 `json:"p99_ratio"`
+	CommitP99Ratio       float64 `json:"commit_p99_ratio"`
+	ClientP99Ratio       float64 `json:"client_p99_ratio"`
+	ClientCommitP99Ratio float64 `json:"client_commit_p99_ratio"`
 }
 
 // PlatformPhase is what one phase of the platform load measured, after its
@@ -123,6 +131,10 @@ func (b *run) platform(ctx context.Context) (Result, error) {
 	if err := b.platformAlone(ctx, rate, warm, d, &pl.Alone); err != nil {
 		return Result{}, fmt.Errorf("alone: %w", err)
 	}
+	say(b.opts.Progress, "platform load with PostgreSQL's own client")
+	if err := b.platformWithClient(ctx, rate, warm, d, &pl.WithClient); err != nil {
+		return Result{}, fmt.Errorf("with PostgreSQL's own client: %w", err)
+	}
 	say(b.opts.Progress, "platform load with the relay")
 	r, err := b.platformWithRelay(ctx, rate, warm, d, &pl.WithRelay)
 	if err != nil {
@@ -130,6 +142,8 @@ func (b *run) platform(ctx context.Context) (Result, error) {
 	}
 	pl.P99Ratio = pl.WithRelay.P99ms / max(pl.Alone.P99ms, 0.001)
 	pl.CommitP99Ratio = pl.WithRelay.CommitP99ms / max(pl.Alone.CommitP99ms, 0.001)
+	pl.ClientP99Ratio = pl.WithClient.P99ms / max(pl.Alone.P99ms, 0.001)
+	pl.ClientCommitP99Ratio = pl.WithClient.CommitP99ms / max(pl.Alone.CommitP99ms, 0.001)
 	r.Platform = pl
 	return r, nil
 }
@@ -152,6 +166,48 @@ func (b *run) platformAlone(ctx context.Context, rate int, warm, d time.Duration
 	if err != nil {
 		return err
 	}
+	s.phase(ph)
+	ph.PGMicrosPerTx = float64((procCPU(b.pg.PID(), true) - pg0).Microseconds()) / float64(s.total)
+	return nil
+}
+
+// platformWithClient runs the load with pg_recvlogical reading every
+// change, until the client has printed every transaction's COMMIT.
+func (b *run) platformWithClient(ctx context.Context, rate int, warm, d time.Duration, ph *PlatformPhase) error {
+	db, pool, err := b.setup(ctx, platformSeed)
+	if err != nil {
+		return err
+	}
+	defer b.teardown(db, pool, nil)
+	var commits atomic.Int64
+	client, err := b.startLogicalClient(ctx, db, pool, func(_ time.Time, line []byte) {
+		if bytes.HasPrefix(line, []byte("COMMIT")) {
+			commits.Add(1)
+		}
+	})
+	if err != nil {
+		return err
+	}
+	defer client.stop()
+	conns, closeConns, err := openPlatformConns(ctx, b.pg.URL(db))
+	if err != nil {
+		return err
+	}
+	defer closeConns()
+	pg0 := procCPU(b.pg.PID(), true)
+	disk := startDiskProbe(b.dir)
+	s, err := platformLoad(ctx, conns, rate, warm, d)
+	if err != nil {
+		disk.finish()
+		return err
+	}
+	for deadline := time.Now().Add(time.Minute); commits.Load() < int64(s.total); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			disk.finish()
+			return fmt.Errorf("pg_recvlogical printed %d of %d commits: %s", commits.Load(), s.total, client.stderr())
+		}
+	}
+	ph.Disk = disk.finish()
 	s.phase(ph)
 	ph.PGMicrosPerTx = float64((procCPU(b.pg.PID(), true) - pg0).Microseconds()) / float64(s.total)
 	return nil

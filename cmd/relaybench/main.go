@@ -13,7 +13,7 @@
 //	go run ./cmd/relaybench -scenario pause    the catch-up after the relay is stopped twice for a second
 //	go run ./cmd/relaybench -scenario pause -stall 500ms
 //	go run ./cmd/relaybench -scenario fanout -walstats   the WAL per delivery by kind of record and relation
-//	go run ./cmd/relaybench -scenario platform   the platform's commit latency without and with the relay
+//	go run ./cmd/relaybench -scenario platform   the platform's commit latency alone, with PostgreSQL's own client, with the relay
 //	go run ./cmd/relaybench -scenario steady -separate-state   the relay's tables in a PostgreSQL of their own
 //	go run ./cmd/relaybench -scenario steady -separate-state=database   in a database of their own beside the platform's
 package main
@@ -130,7 +130,9 @@ func print(results []bench.Result) {
 		}
 		if p := r.Platform; p != nil {
 			fmt.Printf("%s: the platform's transactions at %d/s on %d connections, alone: %s\n", r.Scenario, p.Rate, p.Connections, p.Alone)
+			fmt.Printf("%s: the same with PostgreSQL's own client reading every change (pg_recvlogical, storing nothing): %s\n", r.Scenario, p.WithClient)
 			fmt.Printf("%s: the same with the relay delivering beside them: %s\n", r.Scenario, p.WithRelay)
+			fmt.Printf("%s: the platform's p99 with PostgreSQL's own client over without: %.2f; its COMMIT's: %.2f\n", r.Scenario, p.ClientP99Ratio, p.ClientCommitP99Ratio)
 			fmt.Printf("%s: the platform's p99 with the relay over without: %.2f (target at most 1.1); its COMMIT's: %.2f\n", r.Scenario, p.P99Ratio, p.CommitP99Ratio)
 		}
 	}
