@@ -128,11 +128,11 @@ func (b *run) platform(ctx context.Context) (Result, error) {
 	pl := &PlatformLoad{Rate: rate, Connections: platformConns}
 
 	say(b.opts.Progress, "platform load alone")
-	if err := b.platformAlone(ctx, rate, warm, d, &pl.Alone); err != nil {
+	if err := b.platformWithoutRelay(ctx, rate, warm, d, false, &pl.Alone); err != nil {
 		return Result{}, fmt.Errorf("alone: %w", err)
 	}
 	say(b.opts.Progress, "platform load with PostgreSQL's own client")
-	if err := b.platformWithClient(ctx, rate, warm, d, &pl.WithClient); err != nil {
+	if err := b.platformWithoutRelay(ctx, rate, warm, d, true, &pl.WithClient); err != nil {
 		return Result{}, fmt.Errorf("with PostgreSQL's own client: %w", err)
 	}
 	say(b.opts.Progress, "platform load with the relay")
@@ -148,47 +148,28 @@ func (b *run) platform(ctx context.Context) (Result, error) {
 	return r, nil
 }
 
-func (b *run) platformAlone(ctx context.Context, rate int, warm, d time.Duration, ph *PlatformPhase) error {
-	db, pool, err := b.setup(ctx, platformSeed)
-	if err != nil {
-		return err
-	}
-	defer b.teardown(db, pool, nil)
-	conns, closeConns, err := openPlatformConns(ctx, b.pg.URL(db))
-	if err != nil {
-		return err
-	}
-	defer closeConns()
-	pg0 := procCPU(b.pg.PID(), true)
-	disk := startDiskProbe(b.dir)
-	s, err := platformLoad(ctx, conns, rate, warm, d)
-	ph.Disk = disk.finish()
-	if err != nil {
-		return err
-	}
-	s.phase(ph)
-	ph.PGMicrosPerTx = float64((procCPU(b.pg.PID(), true) - pg0).Microseconds()) / float64(s.total)
-	return nil
-}
-
-// platformWithClient runs the load with pg_recvlogical reading every
-// change, until the client has printed every transaction's COMMIT.
-func (b *run) platformWithClient(ctx context.Context, rate int, warm, d time.Duration, ph *PlatformPhase) error {
+// platformWithoutRelay runs the load with nothing reading the change
+// feed or, withClient, with pg_recvlogical reading every change, until
+// the client has printed every transaction's COMMIT.
+func (b *run) platformWithoutRelay(ctx context.Context, rate int, warm, d time.Duration, withClient bool, ph *PlatformPhase) error {
 	db, pool, err := b.setup(ctx, platformSeed)
 	if err != nil {
 		return err
 	}
 	defer b.teardown(db, pool, nil)
 	var commits atomic.Int64
-	client, err := b.startLogicalClient(ctx, db, pool, func(_ time.Time, line []byte) {
-		if bytes.HasPrefix(line, []byte("COMMIT")) {
-			commits.Add(1)
+	var client *logicalClient
+	if withClient {
+		client, err = b.startLogicalClient(ctx, db, pool, func(_ time.Time, line []byte) {
+			if bytes.HasPrefix(line, []byte("COMMIT")) {
+				commits.Add(1)
+			}
+		})
+		if err != nil {
+			return err
 		}
-	})
-	if err != nil {
-		return err
+		defer client.stop()
 	}
-	defer client.stop()
 	conns, closeConns, err := openPlatformConns(ctx, b.pg.URL(db))
 	if err != nil {
 		return err
@@ -197,17 +178,15 @@ func (b *run) platformWithClient(ctx context.Context, rate int, warm, d time.Dur
 	pg0 := procCPU(b.pg.PID(), true)
 	disk := startDiskProbe(b.dir)
 	s, err := platformLoad(ctx, conns, rate, warm, d)
-	if err != nil {
-		disk.finish()
-		return err
-	}
-	for deadline := time.Now().Add(time.Minute); commits.Load() < int64(s.total); time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(time.Minute); err == nil && client != nil && commits.Load() < int64(s.total); time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			disk.finish()
-			return fmt.Errorf("pg_recvlogical printed %d of %d commits: %s", commits.Load(), s.total, client.stderr())
+			err = fmt.Errorf("pg_recvlogical printed %d of %d commits: %s", commits.Load(), s.total, client.stderr())
 		}
 	}
 	ph.Disk = disk.finish()
+	if err != nil {
+		return err
+	}
 	s.phase(ph)
 	ph.PGMicrosPerTx = float64((procCPU(b.pg.PID(), true) - pg0).Microseconds()) / float64(s.total)
 	return nil
