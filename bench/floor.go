@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/smartmaintenance/relay/internal/syncbuf"
 )
 
 // floor: the steady load (1,000 single-row transactions a second) with
@@ -80,7 +82,7 @@ func (b *run) floor(ctx context.Context) (Result, error) {
 type logicalClient struct {
 	cancel context.CancelFunc
 	cmd    *exec.Cmd
-	errOut *lockedBuffer
+	errOut *syncbuf.Buffer
 	done   chan struct{} // closed when its output has been read to the end
 	drop   func()
 }
@@ -94,7 +96,7 @@ func (b *run) startLogicalClient(ctx context.Context, db string, pool *pgxpool.P
 	if _, err := pool.Exec(ctx, `SELECT pg_create_logical_replication_slot($1, 'test_decoding')`, slot); err != nil {
 		return nil, fmt.Errorf("create the slot: %w", err)
 	}
-	c := &logicalClient{errOut: new(lockedBuffer), done: make(chan struct{}), drop: func() {
+	c := &logicalClient{errOut: new(syncbuf.Buffer), done: make(chan struct{}), drop: func() {
 		pool.Exec(context.WithoutCancel(ctx), `SELECT pg_drop_replication_slot($1)`, slot)
 	}}
 	cctx, cancel := context.WithCancel(ctx)
@@ -150,25 +152,6 @@ func (c *logicalClient) stop() {
 	_ = c.cmd.Wait()
 	<-c.done
 	c.drop()
-}
-
-// lockedBuffer is a buffer that a process's output may be copied into
-// while it is read.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
 }
 
 // walsenderCPU is the CPU time the server's walsenders have used.

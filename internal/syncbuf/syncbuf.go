@@ -1,5 +1,6 @@
 // Package syncbuf provides a bytes.Buffer that many goroutines may write to
-// at once, for capturing log output in tests.
+// at once, for capturing log output in tests and a process's output while
+// it runs.
 package syncbuf
 
 import (
