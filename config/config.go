@@ -251,6 +251,13 @@ type Runtime struct {
 	// thread (internal/procs). It is off when GOMAXPROCS is set in the
 	// environment.
 	OneThreadWhenQuiet bool `koanf:"one_thread_when_quiet"`
+	// SysmonTicking starts `relay run` again at once, in place of itself,
+	// with GODEBUG=schedtrace=2147483647, which keeps Go's system monitor
+	// thread on its 10 ms tick instead of a deep sleep that nearly every
+	// system call of a quiet relay interrupts (internal/procs). Go then
+	// prints one line about its scheduler to stderr every 24.8 days of the
+	// host's uptime. It is off when GODEBUG sets schedtrace.
+	SysmonTicking bool `koanf:"sysmon_ticking"`
 }
 
 // Webhook sources.
@@ -338,7 +345,7 @@ func Default() *Config {
 		Formats: Formats{LinkText: message.DefaultLinkText, Templates: []message.Template{}},
 		Admin:   Admin{Tokens: []AdminToken{}, MaxWebhooksPerCompany: 100, MaxConcurrentTests: 4},
 		Secrets: Secrets{PreviousKeys: []string{}},
-		Runtime: Runtime{GCPercent: 200, MemoryLimit: 64 << 20, OneThreadWhenQuiet: true},
+		Runtime: Runtime{GCPercent: 200, MemoryLimit: 64 << 20, OneThreadWhenQuiet: true, SysmonTicking: true},
 		Observability: Observability{
 			MetricHosts: 20,
 		},

@@ -245,6 +245,12 @@ func cmdRun(c *cobra.Command, f runFlags) error {
 	if _, err := checkConfig(cfg); err != nil {
 		return err
 	}
+	// Before anything is opened or said, so that the process started again
+	// does it all once.
+	var sysmonErr error
+	if cfg.Runtime.SysmonTicking && startAgain != nil {
+		sysmonErr = startAgain(os.Args)
+	}
 	stderr := c.ErrOrStderr()
 	if f.cpuProfile != "" {
 		stop, err := startCPUProfile(f.cpuProfile)
@@ -270,7 +276,10 @@ func cmdRun(c *cobra.Command, f runFlags) error {
 	gc := tuneGC(cfg.Runtime, os.Getenv)
 	ctx, stopThreads := context.WithCancel(c.Context())
 	threadAttrs, threads := adaptThreads(ctx, cfg.Runtime, os.Getenv, log)
-	log.Info("runtime", append(gc, threadAttrs...)...)
+	log.Info("runtime", append(append(gc, threadAttrs...), sysmonAttrs(cfg.Runtime, os.Getenv)...)...)
+	if sysmonErr != nil {
+		log.Warn("Go's system monitor is not kept on its tick (runtime.sysmon_ticking); the relay runs, with more CPU per event while quiet", "err", sysmonErr)
+	}
 	err = service.Run(ctx, cfg, log)
 	stopThreads()
 	threads()

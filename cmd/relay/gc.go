@@ -6,6 +6,7 @@ import (
 	"math"
 	"runtime"
 	"runtime/debug"
+	"strings"
 
 	"github.com/smartmaintenance/relay/config"
 	"github.com/smartmaintenance/relay/internal/procs"
@@ -58,4 +59,18 @@ func adaptThreads(ctx context.Context, rt config.Runtime, getenv func(string) st
 		procs.New(log).Run(ctx)
 	}()
 	return []any{"gomaxprocs", n, "one_thread_when_quiet", true}, func() { <-done }
+}
+
+// sysmonAttrs returns, as log attributes, whether Go's system monitor is
+// kept on its tick and what decided it: runtime.sysmon_ticking, whose
+// setting the relay added to GODEBUG when it started again, or GODEBUG in
+// the environment (getenv) as the operator set it.
+func sysmonAttrs(rt config.Runtime, getenv func(string) string) []any {
+	godebug := getenv("GODEBUG")
+	set, ticking := procs.SysmonTicking(godebug)
+	from := "config"
+	if set && !(rt.SysmonTicking && strings.HasSuffix(godebug, procs.SysmonSetting)) {
+		from = "GODEBUG"
+	}
+	return []any{"sysmon_ticking", ticking, "sysmon_ticking_from", from}
 }

@@ -21,6 +21,7 @@ import (
 	_ "time/tzdata" // company time zones work on hosts without zoneinfo
 
 	"github.com/smartmaintenance/relay/cdc"
+	"github.com/smartmaintenance/relay/internal/procs"
 	"github.com/smartmaintenance/relay/internal/termtext"
 	"github.com/smartmaintenance/relay/service"
 )
@@ -34,7 +35,13 @@ const (
 	exitTestFailed = 4 // `relay webhooks test`: the receiver did not answer 2xx in time
 )
 
+// startAgain starts the program again in place of the process (see
+// runtime.sysmon_ticking). Only main sets it: a test that runs a command
+// in its own process must not be replaced.
+var startAgain func(args []string) error
+
 func main() {
+	startAgain = procs.Exec
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 

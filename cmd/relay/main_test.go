@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -95,8 +96,18 @@ func (w lockedWriter) Write(p []byte) (int, error) {
 
 func startRelay(t *testing.T, args ...string) *proc {
 	t.Helper()
+	return startRelayEnv(t, nil, args...)
+}
+
+// startRelayEnv starts the relay binary with env added to the test's
+// environment.
+func startRelayEnv(t *testing.T, env []string, args ...string) *proc {
+	t.Helper()
 	p := &proc{out: &bytes.Buffer{}, mu: &sync.Mutex{}, done: make(chan error, 1)}
 	p.cmd = exec.Command(binary, args...)
+	if env != nil {
+		p.cmd.Env = append(os.Environ(), env...)
+	}
 	p.cmd.Stdout = lockedWriter{p.mu, p.out}
 	p.cmd.Stderr = lockedWriter{p.mu, p.out}
 	if err := p.cmd.Start(); err != nil {
@@ -289,6 +300,52 @@ func TestSIGTERMStopsCleanly(t *testing.T) {
 	}
 	if strings.Contains(out, secret) {
 		t.Fatal("the webhook secret appears in the log")
+	}
+}
+
+// TestSysmonTicking: relay run starts again in place of itself (the same
+// process, one start line) with GODEBUG=schedtrace set, unless
+// runtime.sysmon_ticking is off or GODEBUG sets schedtrace already, and
+// its runtime line says which.
+func TestSysmonTicking(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("reads /proc")
+	}
+	url := pgtest.NewDatabase(t, platform.Schema, platform.Sample)
+	_, srv := newCounter(t)
+	cfg := writeConfig(t, url, srv.URL, "log:\n  format: json\n")
+	for _, tc := range []struct {
+		name    string
+		env     []string
+		godebug string // in the running relay's environment ("" = none)
+		logged  string
+	}{
+		{"default", []string{"GODEBUG="}, "GODEBUG=schedtrace=2147483647", `"sysmon_ticking":true,"sysmon_ticking_from":"config"`},
+		{"added to GODEBUG", []string{"GODEBUG=gctrace=0"}, "GODEBUG=gctrace=0,schedtrace=2147483647", `"sysmon_ticking":true,"sysmon_ticking_from":"config"`},
+		{"off", []string{"GODEBUG=", "RELAY_RUNTIME__SYSMON_TICKING=false"}, "GODEBUG=\x00", `"sysmon_ticking":false,"sysmon_ticking_from":"config"`},
+		{"GODEBUG decides", []string{"GODEBUG=schedtrace=0"}, "GODEBUG=schedtrace=0\x00", `"sysmon_ticking":false,"sysmon_ticking_from":"GODEBUG"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := startRelayEnv(t, tc.env, "run", "--config", cfg)
+			waitFor(t, "the runtime line", 30*time.Second, func() bool { return strings.Contains(p.output(), `"msg":"runtime"`) })
+			environ, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", p.cmd.Process.Pid))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(string(environ)+"\x00", tc.godebug) {
+				t.Errorf("the relay's environment has no %q", tc.godebug)
+			}
+			p.cmd.Process.Signal(syscall.SIGTERM)
+			<-p.done
+			p.done <- nil
+			out := p.output()
+			if n := strings.Count(out, `"msg":"relay starting"`); n != 1 {
+				t.Errorf("%d start lines, want 1:\n%s", n, out)
+			}
+			if !strings.Contains(out, tc.logged) {
+				t.Errorf("the log does not say %s:\n%s", tc.logged, out)
+			}
+		})
 	}
 }
 

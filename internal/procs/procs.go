@@ -1,5 +1,7 @@
-// Package procs runs the relay's Go code on one thread while the relay is
-// quiet, and on as many as Go would use when it is busy.
+// Package procs fits Go's runtime threads to a relay that is quiet most
+// of the time: it runs the relay's Go code on one thread while the relay
+// is quiet, and on as many as Go would use when it is busy (Adapter), and
+// keeps Go's system monitor thread on its tick (Exec, sysmon.go).
 //
 // At a thousand small transactions a second the relay is idle most of
 // the time, and each change wakes it up: a read of the change feed, a
