@@ -11,15 +11,15 @@ import (
 // thread (sysmon) on its own tick, at most every 10 ms while there is
 // nothing for it to do, instead of its deep sleep.
 //
-// sysmon sleeps until it is woken whenever every thread of the runtime is
-// idle, and the first system call after that wakes it; woken that way, it
-// checks the threads every 20 µs for a millisecond before it slows down
-// or sleeps again. A relay at a thousand small transactions a second is
+// Whenever every thread of the runtime is idle, sysmon goes into a deep
+// sleep, and the first system call after that wakes it; woken that way,
+// it checks the threads every 20 µs for a millisecond before it slows
+// down or sleeps again. A relay at a thousand small transactions a second is
 // idle between changes and makes a few system calls for each (the change
 // feed's read, the request, the answer), so most of them wake it: a
 // futex call on the relay's side, and a thread woken on another core,
 // which then takes that core from the platform's database for its 20 µs
-// sleeps. That was a quarter of the relay's CPU per event in the bench
+// sleeps. That was 29% of the relay's CPU per event in the bench
 // (docs/PERFORMANCE.md). With schedtrace set, sysmon never deep-sleeps:
 // it backs off to its 10 ms tick, a hundred wake-ups a second whatever
 // the load.
