@@ -1000,3 +1000,28 @@ func TestStopInTheMiddleOfATransactionStoresTheGroup(t *testing.T) {
 		t.Fatalf("%d transactions (%d changes) stored at the stop, want 3 (4)", len(txs), len(changes))
 	}
 }
+
+// A stop ends the wait for the next message at once, even when nothing
+// else is due for a minute.
+func TestStopEndsTheWait(t *testing.T) {
+	e := newEnv(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	cfg := e.config()
+	cfg.StatusInterval, cfg.IdleInterval = time.Minute, time.Minute
+	done := e.run(ctx, cfg, e.h)
+	time.Sleep(200 * time.Millisecond) // waiting for a message
+	began := time.Now()
+	cancel()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) && err != nil {
+			t.Fatalf("stop: %v", err)
+		}
+		if took := time.Since(began); took > 2*time.Second {
+			t.Fatalf("the stop took %v", took)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the feed did not stop within 10 s of the stop")
+	}
+}
