@@ -69,10 +69,11 @@ func (st *stream) loop(ctx context.Context) error {
 	work, release := afterStop(ctx, st.cfg.StopGrace)
 	defer release()
 	// The stop ends the wait for a message, and so does the end of work
-	// while the loop reads on to a transaction's commit (receive).
+	// while the loop reads on to a transaction's commit (receive). Once
+	// both hooks are gone, the connection is left with no deadline.
+	defer func() { _ = st.conn.Conn().SetReadDeadline(time.Time{}) }()
 	defer st.interruptWhenDone(ctx)()
 	defer st.interruptWhenDone(work)()
-	defer func() { _ = st.conn.Conn().SetReadDeadline(time.Time{}) }()
 	// stopping is set when the stop comes in the middle of a transaction
 	// read after a pending group: the loop reads on to its commit. stopped
 	// is set once the loop ends because of the stop, between transactions.
