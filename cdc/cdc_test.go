@@ -41,6 +41,8 @@ type memHandler struct {
 	// fullAt makes Full true once this many transactions are staged (0:
 	// never).
 	fullAt int
+	// seedColumns are the columns Seed reads (default id and status).
+	seedColumns []string
 }
 
 func (h *memHandler) MarkSeeding(context.Context) error {
@@ -52,7 +54,11 @@ func (h *memHandler) MarkSeeding(context.Context) error {
 
 func (h *memHandler) Seed(ctx context.Context, snap *cdc.Snapshot, start event.LSN) error {
 	seeded := map[string][]event.Row{}
-	err := snap.Scan(ctx, "items", []string{"id", "status"}, func(r event.Row) error {
+	cols := h.seedColumns
+	if cols == nil {
+		cols = []string{"id", "status"}
+	}
+	err := snap.Scan(ctx, "items", cols, func(r event.Row) error {
 		seeded["items"] = append(seeded["items"], r)
 		return nil
 	})
@@ -1024,4 +1030,48 @@ func TestStopEndsTheWait(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the feed did not stop within 10 s of the stop")
 	}
+}
+
+// The server's own DateStyle and TimeZone do not change the values the
+// relay reads: dates in ISO form and timestamps with a time zone in UTC,
+// in the seed from a new slot's snapshot and in the stream alike.
+func TestServerDateStyleAndTimeZone(t *testing.T) {
+	e := newEnv(t)
+	var db string
+	if err := e.conn.QueryRow(context.Background(), "SELECT current_database()").Scan(&db); err != nil {
+		t.Fatal(err)
+	}
+	e.exec(`ALTER DATABASE ` + pgx.Identifier{db}.Sanitize() + ` SET datestyle = 'SQL, DMY'`)
+	e.exec(`ALTER DATABASE ` + pgx.Identifier{db}.Sanitize() + ` SET timezone = 'Asia/Kolkata'`)
+	e.exec(`ALTER TABLE items ADD COLUMN at timestamp, ADD COLUMN day date`)
+	e.exec(`UPDATE items SET due = '2026-04-24 09:15:30.5+07', at = '2026-04-24 09:15:30.25', day = '2026-04-24' WHERE id = 1`)
+	e.exec(`UPDATE items SET due = 'infinity', at = '-infinity' WHERE id = 2`)
+	e.h.seedColumns = []string{"id", "due", "at", "day"}
+	e.start(e.h)
+	waitFor(t, "slot ready", func() bool { return e.h.ready() })
+	check := func(what string, got event.Row, want event.Row) {
+		t.Helper()
+		for k, v := range want {
+			if !equal(got[k], v) {
+				t.Errorf("%s: %s = %#v, want %#v", what, k, got[k], v)
+			}
+		}
+	}
+	seeded := map[int64]event.Row{}
+	for _, r := range e.h.seeded["items"] {
+		seeded[r["id"].(int64)] = r
+	}
+	check("seeded row 1", seeded[1], event.Row{"due": "2026-04-24T02:15:30.5Z", "at": "2026-04-24T09:15:30.25", "day": "2026-04-24"})
+	check("seeded row 2", seeded[2], event.Row{"due": "infinity", "at": "-infinity", "day": nil})
+
+	e.exec(`INSERT INTO items (id, status, due, at, day) VALUES
+		(3, 'open', '2028-02-29 23:59:59.123456-01', '0099-12-31 00:00:00', '2026-04-24'),
+		(4, 'open', '2026-04-24 02:15:30+00', '2026-04-24 02:15:30.000001', '0099-01-01'),
+		(5, 'open', '1999-12-31 23:00:00 BC', '10000-01-01 00:00:00', '2026-12-31 BC')`)
+	got := e.waitChanges(3)
+	check("row 3", got[0].New, event.Row{"due": "2028-03-01T00:59:59.123456Z", "at": "0099-12-31T00:00:00", "day": "2026-04-24"})
+	check("row 4", got[1].New, event.Row{"due": "2026-04-24T02:15:30Z", "at": "2026-04-24T02:15:30.000001", "day": "0099-01-01"})
+	// Years before 1 and past 9999 have no RFC 3339 form: they take the
+	// slow road and come out as Go formats them.
+	check("row 5", got[2].New, event.Row{"due": "-1998-12-31T23:00:00Z", "at": "10000-01-01T00:00:00", "day": "2026-12-31 BC"})
 }

@@ -110,18 +110,11 @@ func (d *decoder) value(oid uint32, data []byte) (any, error) {
 			return nil, fmt.Errorf("decode json: %w", err)
 		}
 		return v, nil
-	case pgtype.TimestamptzOID:
-		var ts pgtype.Timestamptz
-		if err := d.types.Scan(oid, pgtype.TextFormatCode, data, &ts); err != nil {
-			return nil, err
+	case pgtype.TimestamptzOID, pgtype.TimestampOID:
+		if s, ok := isoTimestamp(oid, data); ok {
+			return s, nil
 		}
-		return formatTime(ts.Time.UTC(), ts.InfinityModifier, time.RFC3339Nano), nil
-	case pgtype.TimestampOID:
-		var ts pgtype.Timestamp
-		if err := d.types.Scan(oid, pgtype.TextFormatCode, data, &ts); err != nil {
-			return nil, err
-		}
-		return formatTime(ts.Time, ts.InfinityModifier, "2006-01-02T15:04:05.999999999"), nil
+		return d.timestamp(oid, data)
 	}
 	if t, ok := d.types.TypeForOID(oid); ok {
 		if _, isArray := t.Codec.(*pgtype.ArrayCodec); isArray {
@@ -135,6 +128,101 @@ func (d *decoder) value(oid uint32, data []byte) (any, error) {
 	// Dates, enums, intervals, domains and any type the relay does not know:
 	// PostgreSQL's own text form.
 	return string(data), nil
+}
+
+// isoTimestamp converts a timestamp (oid TimestamptzOID or TimestampOID) in
+// PostgreSQL's ISO text form, as the relay's connections have it (DateStyle
+// ISO, TimeZone UTC: see textForms), to the RFC 3339 form timestamp gives
+// it, without parsing it into a time and formatting it again:
+// "2026-04-24 02:15:30.12+00" becomes "2026-04-24T02:15:30.12Z", and
+// "2026-04-24 02:15:30.12" "2026-04-24T02:15:30.12". It reports false for
+// any other shape (a year past 9999 or before 1, another offset, infinity,
+// more than six digits of fraction, or a fraction with a trailing zero,
+// which PostgreSQL does not send and RFC3339Nano would drop), which
+// timestamp then parses; where it reports true, the result is what
+// timestamp would have made (FuzzISOTimestamp).
+func isoTimestamp(oid uint32, data []byte) (string, bool) {
+	zone, to := "", "" // timestamp: no offset
+	if oid == pgtype.TimestamptzOID {
+		zone, to = "+00", "Z"
+	}
+	const n = len("2006-01-02 15:04:05")
+	if len(data) < n+len(zone) || string(data[len(data)-len(zone):]) != zone {
+		return "", false
+	}
+	body := data[:len(data)-len(zone)]
+	for i, c := range body[:n] {
+		switch i {
+		case 4, 7:
+			if c != '-' {
+				return "", false
+			}
+		case 10:
+			if c != ' ' {
+				return "", false
+			}
+		case 13, 16:
+			if c != ':' {
+				return "", false
+			}
+		default:
+			if c < '0' || c > '9' {
+				return "", false
+			}
+		}
+	}
+	two := func(i int) int { return int(body[i]-'0')*10 + int(body[i+1]-'0') }
+	year, month, day := two(0)*100+two(2), two(5), two(8)
+	if year < 1 || month < 1 || month > 12 || day < 1 || day > daysIn(month, year) ||
+		two(11) > 23 || two(14) > 59 || two(17) > 59 {
+		return "", false
+	}
+	if frac := body[n:]; len(frac) > 0 {
+		if len(frac) < 2 || len(frac) > 7 || frac[0] != '.' || frac[len(frac)-1] == '0' {
+			return "", false
+		}
+		for _, c := range frac[1:] {
+			if c < '0' || c > '9' {
+				return "", false
+			}
+		}
+	}
+	var buf [32]byte
+	out := append(append(buf[:0], body...), to...)
+	out[10] = 'T'
+	return string(out), true
+}
+
+// daysIn is the number of days of month in year (proleptic Gregorian).
+func daysIn(month, year int) int {
+	switch month {
+	case 2:
+		if year%4 == 0 && (year%100 != 0 || year%400 == 0) {
+			return 29
+		}
+		return 28
+	case 4, 6, 9, 11:
+		return 30
+	}
+	return 31
+}
+
+// timestamp parses a timestamp (oid TimestamptzOID or TimestampOID) in any
+// text form pgtype reads and formats it as RFC 3339, in UTC when it has a
+// time zone.
+func (d *decoder) timestamp(oid uint32, data []byte) (string, error) {
+	if oid == pgtype.TimestamptzOID {
+		var ts pgtype.Timestamptz
+		if err := d.types.Scan(oid, pgtype.TextFormatCode, data, &ts); err != nil {
+			return "", err
+		}
+		return formatTime(ts.Time.UTC(), ts.InfinityModifier, time.RFC3339Nano), nil
+	}
+	var ts pgtype.Timestamp
+	if err := d.types.Scan(oid, pgtype.TextFormatCode, data, &ts); err != nil {
+		return "", err
+	}
+	return formatTime(ts.Time, ts.InfinityModifier, "2006-01-02T15:04:05.999999999"), nil
 }
 
 func formatTime(t time.Time, inf pgtype.InfinityModifier, layout string) string {

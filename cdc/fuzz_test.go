@@ -234,3 +234,64 @@ func tupleColumns(t []byte) []tupleColumn {
 	}
 	return out
 }
+
+// FuzzISOTimestamp checks the decoder's fast road for timestamps against
+// its parsing one: whatever isoTimestamp accepts, timestamp reads as the
+// same value.
+func FuzzISOTimestamp(f *testing.F) {
+	for _, s := range []string{
+		"2026-04-24 02:15:30+00", "2026-04-24 02:15:30.123456+00", "2026-04-24 02:15:30.1+00",
+		"2028-02-29 23:59:59.999999+00", "2026-02-29 00:00:00+00", "0001-01-01 00:00:00+00",
+		"9999-12-31 23:59:59.999999+00", "2026-04-24 02:15:30.10+00", "2026-04-24 02:15:30+05:30",
+		"2026-04-24 02:15:30", "2026-04-24 02:15:30.000001", "infinity", "-infinity",
+		"0099-12-31 00:00:00 BC", "10000-01-01 00:00:00", "2026-04-31 00:00:00", "2026-04-24 24:00:00",
+	} {
+		f.Add(s, true)
+		f.Add(s, false)
+	}
+	d := newDecoder()
+	f.Fuzz(func(t *testing.T, s string, tz bool) {
+		oid := uint32(pgtype.TimestampOID)
+		if tz {
+			oid = pgtype.TimestamptzOID
+		}
+		fast, ok := isoTimestamp(oid, []byte(s))
+		if !ok {
+			return
+		}
+		slow, err := d.timestamp(oid, []byte(s))
+		if err != nil || slow != fast {
+			t.Fatalf("isoTimestamp(%q) = %q; parsed: %q, %v", s, fast, slow, err)
+		}
+	})
+}
+
+// TestISOTimestampTakesPostgreSQLsForms checks that the fast road is taken
+// for the forms PostgreSQL sends: a test that the fuzzer's property cannot
+// make, since refusing everything would satisfy it.
+func TestISOTimestampTakesPostgreSQLsForms(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		tz   bool
+		want string
+	}{
+		{"2026-04-24 02:15:30+00", true, "2026-04-24T02:15:30Z"},
+		{"2026-04-24 02:15:30.123456+00", true, "2026-04-24T02:15:30.123456Z"},
+		{"2028-02-29 23:59:59.5+00", true, "2028-02-29T23:59:59.5Z"},
+		{"0099-12-31 00:00:00", false, "0099-12-31T00:00:00"},
+		{"2026-04-24 02:15:30.000001", false, "2026-04-24T02:15:30.000001"},
+	} {
+		oid := uint32(pgtype.TimestampOID)
+		if c.tz {
+			oid = pgtype.TimestamptzOID
+		}
+		if got, ok := isoTimestamp(oid, []byte(c.in)); !ok || got != c.want {
+			t.Errorf("isoTimestamp(%q) = %q, %v; want %q", c.in, got, ok, c.want)
+		}
+	}
+	for _, in := range []string{"2026-02-29 00:00:00+00", "2026-04-24 02:15:30+05:30", "2026-04-24 02:15:30.10+00", "10000-01-01 00:00:00+00"} {
+		if got, ok := isoTimestamp(pgtype.TimestamptzOID, []byte(in)); ok {
+			t.Errorf("isoTimestamp(%q) = %q, want the parsing road", in, got)
+		}
+	}
+}

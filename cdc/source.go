@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -122,7 +123,12 @@ func (s *Source) Run(ctx context.Context, h Handler) error {
 // session runs one replication connection from setup to failure.
 func (s *Source) session(ctx context.Context, h Handler, streaming func()) error {
 	log := s.cfg.Logger
-	conn, err := pgx.Connect(ctx, s.cfg.URL)
+	ccfg, err := pgx.ParseConfig(s.cfg.URL)
+	if err != nil {
+		return fmt.Errorf("parse database URL: %w", err)
+	}
+	textForms(ccfg.RuntimeParams)
+	conn, err := pgx.ConnectConfig(ctx, ccfg)
 	if err != nil {
 		return fmt.Errorf("connect to database: %w", err)
 	}
@@ -178,6 +184,23 @@ func (s *Source) session(ctx context.Context, h Handler, streaming func()) error
 	return st.loop(ctx)
 }
 
+// textForms sets the session settings that decide the text form of the
+// values the relay reads, on the replication connection (pgoutput writes
+// each value in its walsender's session's form) and on the connection a
+// new slot's snapshot is read on: ISO dates whatever the server's
+// DateStyle, and timestamps with a time zone in UTC, which is how the
+// relay sends them (see isoTimestamp). They replace any the URL set, in
+// whatever case it spelt them.
+func textForms(params map[string]string) {
+	for k := range params {
+		if strings.EqualFold(k, "datestyle") || strings.EqualFold(k, "timezone") {
+			delete(params, k)
+		}
+	}
+	params["DateStyle"] = "ISO"
+	params["TimeZone"] = "UTC"
+}
+
 func (s *Source) connectReplication(ctx context.Context) (*pgconn.PgConn, error) {
 	pcfg, err := pgconn.ParseConfig(s.cfg.URL)
 	if err != nil {
@@ -185,6 +208,7 @@ func (s *Source) connectReplication(ctx context.Context) (*pgconn.PgConn, error)
 	}
 	pcfg.RuntimeParams["replication"] = "database"
 	pcfg.RuntimeParams["application_name"] = "smtm-relay"
+	textForms(pcfg.RuntimeParams)
 	rconn, err := pgconn.ConnectConfig(ctx, pcfg)
 	if err != nil {
 		return nil, fmt.Errorf("open replication connection: %w", err)
