@@ -146,3 +146,46 @@ func FuzzMap(f *testing.F) {
 func durationOf(n int64) time.Duration {
 	return time.Duration(n%(300*365*24*3600)) * time.Second
 }
+
+// FuzzAppendTimestamp checks the payload's timestamp against AppendFormat
+// with TimestampLayout, in zones with offsets of whole hours, minutes and
+// seconds (as local mean times have), either side of UTC.
+func FuzzAppendTimestamp(f *testing.F) {
+	f.Add(int64(1777000530123456789), int32(7*3600))
+	f.Add(int64(0), int32(0))
+	f.Add(int64(-62135596800), int32(-1830)) // year 1 (as seconds), -00:30:30
+	f.Add(int64(253402300799), int32(20700)) // 9999-12-31 (as seconds), +05:45
+	f.Add(int64(-9223372036854775808), int32(-43200))
+	f.Fuzz(func(t *testing.T, nanos int64, offset int32) {
+		zone := time.FixedZone("z", int(offset%(27*3600)))
+		for _, tm := range []time.Time{time.Unix(0, nanos).In(zone), time.Unix(nanos, 0).In(zone)} {
+			want := tm.AppendFormat(nil, TimestampLayout)
+			if got := appendTimestamp(nil, tm); !bytes.Equal(got, want) {
+				t.Fatalf("appendTimestamp(%v) = %s, want %s", tm, got, want)
+			}
+		}
+	})
+}
+
+// FuzzValueString checks the payload's strings against encoding/json,
+// which writes those with anything to escape.
+func FuzzValueString(f *testing.F) {
+	for _, s := range []string{"", "Replace drive belt", `say "hi"`, `a\b`, "<b>&</b>", "tab\there", "é", "\u2028", "\xff", "\x7f"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		sc := newScratch()
+		if err := sc.value(s); err != nil {
+			t.Fatal(err)
+		}
+		var want bytes.Buffer
+		enc := json.NewEncoder(&want)
+		enc.SetEscapeHTML(false)
+		if err := enc.Encode(s); err != nil {
+			t.Fatal(err)
+		}
+		if got := sc.buf.String(); got != strings.TrimSuffix(want.String(), "\n") {
+			t.Fatalf("value(%q) = %s, want %s", s, got, want.String())
+		}
+	})
+}

@@ -8,6 +8,7 @@ import (
 	"math"
 	"slices"
 	"strconv"
+	"time"
 
 	"github.com/smartmaintenance/relay/event"
 )
@@ -40,7 +41,7 @@ func (m *Mapper) body(s *scratch, r *rule, c *event.Change, id int64, dir *Compa
 	b.WriteString(`{"event":`)
 	b.Write(r.eventJSON)
 	b.WriteString(`,"timestamp":"`)
-	s.num = c.CommitTime.In(loc).AppendFormat(s.num[:0], TimestampLayout)
+	s.num = appendTimestamp(s.num[:0], c.CommitTime.In(loc))
 	b.Write(s.num)
 	b.WriteString(`","company_id":`)
 	s.num = strconv.AppendInt(s.num[:0], id, 10)
@@ -73,6 +74,53 @@ func (m *Mapper) body(s *scratch, r *rule, c *event.Change, id int64, dir *Compa
 	return bytes.Clone(b.Bytes()), nil
 }
 
+// appendTimestamp appends t formatted with TimestampLayout, as
+// t.AppendFormat(b, TimestampLayout) would, without reading the layout
+// for each event. Years outside 0–9999 take AppendFormat itself.
+func appendTimestamp(b []byte, t time.Time) []byte {
+	year, month, day := t.Date()
+	if year < 0 || year > 9999 {
+		return t.AppendFormat(b, TimestampLayout)
+	}
+	hour, minute, sec := t.Clock()
+	b = appendDigits(b, year, 4)
+	b = append(b, '-')
+	b = appendDigits(b, int(month), 2)
+	b = append(b, '-')
+	b = appendDigits(b, day, 2)
+	b = append(b, 'T')
+	b = appendDigits(b, hour, 2)
+	b = append(b, ':')
+	b = appendDigits(b, minute, 2)
+	b = append(b, ':')
+	b = appendDigits(b, sec, 2)
+	b = append(b, '.')
+	b = appendDigits(b, t.Nanosecond()/1000, 6)
+	// "-07:00": the offset in whole minutes, truncated toward zero as
+	// AppendFormat truncates it.
+	_, offset := t.Zone()
+	zone := offset / 60
+	if zone < 0 {
+		b = append(b, '-')
+		zone = -zone
+	} else {
+		b = append(b, '+')
+	}
+	b = appendDigits(b, zone/60, 2)
+	b = append(b, ':')
+	return appendDigits(b, zone%60, 2)
+}
+
+// appendDigits appends v (0 ≤ v < 10^width) in width digits, zero padded.
+func appendDigits(b []byte, v, width int) []byte {
+	var d [8]byte
+	for i := width - 1; i >= 0; i-- {
+		d[i] = byte('0' + v%10)
+		v /= 10
+	}
+	return append(b, d[:width]...)
+}
+
 func readsAny(cols, unfilled []string) bool {
 	for _, col := range cols {
 		if slices.Contains(unfilled, col) {
@@ -101,6 +149,13 @@ func (s *scratch) value(v any) error {
 		s.num = strconv.AppendInt(s.num[:0], int64(x), 10)
 		b.Write(s.num)
 		return nil
+	case string:
+		if plain(x) {
+			b.WriteByte('"')
+			b.WriteString(x)
+			b.WriteByte('"')
+			return nil
+		}
 	}
 	v, _ = jsonSafe(v)
 	if err := s.enc.Encode(v); err != nil {
@@ -108,6 +163,17 @@ func (s *scratch) value(v any) error {
 	}
 	b.Truncate(b.Len() - 1) // Encode ends with a newline
 	return nil
+}
+
+// plain reports whether s is printable ASCII with no quote or backslash:
+// what encoding/json, not escaping HTML, writes as it is between quotes.
+func plain(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' {
+			return false
+		}
+	}
+	return true
 }
 
 // jsonSafe replaces the floats that JSON cannot hold (NaN, ±Inf, which a
