@@ -26,8 +26,8 @@ import (
 // (rounded down; the low 48 bits) over its first 6 bytes, then the version
 // and variant bits.
 func DeliveryID(key []byte, slot string, commitLSN event.LSN, seq int, webhook int64, committedAt time.Time) uuid.UUID {
-	b := make([]byte, 0, len(key)+20+len(slot))
-	b = append(b, key...)
+	var buf [128]byte // on the stack for any key and slot name of usual size
+	b := append(buf[:0], key...)
 	b = binary.BigEndian.AppendUint64(b, uint64(commitLSN))
 	b = binary.BigEndian.AppendUint32(b, uint32(int32(seq)))
 	b = binary.BigEndian.AppendUint64(b, uint64(webhook))
