@@ -149,15 +149,17 @@ func durationOf(n int64) time.Duration {
 
 // FuzzAppendTimestamp checks the payload's timestamp against AppendFormat
 // with TimestampLayout, in zones with offsets of whole hours, minutes and
-// seconds (as local mean times have), either side of UTC.
+// seconds (as local mean times have), either side of UTC, up to 120 hours
+// (more than any zone has).
 func FuzzAppendTimestamp(f *testing.F) {
 	f.Add(int64(1777000530123456789), int32(7*3600))
 	f.Add(int64(0), int32(0))
 	f.Add(int64(-62135596800), int32(-1830)) // year 1 (as seconds), -00:30:30
 	f.Add(int64(253402300799), int32(20700)) // 9999-12-31 (as seconds), +05:45
 	f.Add(int64(-9223372036854775808), int32(-43200))
+	f.Add(int64(1777000530), int32(100*3600))
 	f.Fuzz(func(t *testing.T, nanos int64, offset int32) {
-		zone := time.FixedZone("z", int(offset%(27*3600)))
+		zone := time.FixedZone("z", int(offset)%(120*3600))
 		for _, tm := range []time.Time{time.Unix(0, nanos).In(zone), time.Unix(nanos, 0).In(zone)} {
 			want := tm.AppendFormat(nil, TimestampLayout)
 			if got := appendTimestamp(nil, tm); !bytes.Equal(got, want) {

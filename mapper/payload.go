@@ -76,10 +76,12 @@ func (m *Mapper) body(s *scratch, r *rule, c *event.Change, id int64, dir *Compa
 
 // appendTimestamp appends t formatted with TimestampLayout, as
 // t.AppendFormat(b, TimestampLayout) would, without reading the layout
-// for each event. Years outside 0–9999 take AppendFormat itself.
+// for each event. Years outside 0–9999, and offsets of 100 hours or more
+// (which no zone has), take AppendFormat itself.
 func appendTimestamp(b []byte, t time.Time) []byte {
 	year, month, day := t.Date()
-	if year < 0 || year > 9999 {
+	_, offset := t.Zone()
+	if year < 0 || year > 9999 || offset <= -100*3600 || offset >= 100*3600 {
 		return t.AppendFormat(b, TimestampLayout)
 	}
 	hour, minute, sec := t.Clock()
@@ -98,7 +100,6 @@ func appendTimestamp(b []byte, t time.Time) []byte {
 	b = appendDigits(b, t.Nanosecond()/1000, 6)
 	// "-07:00": the offset in whole minutes, truncated toward zero as
 	// AppendFormat truncates it.
-	_, offset := t.Zone()
 	zone := offset / 60
 	if zone < 0 {
 		b = append(b, '-')
