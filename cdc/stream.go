@@ -163,7 +163,7 @@ func afterStop(ctx context.Context, grace time.Duration) (context.Context, conte
 }
 
 // receive reads the next message, waiting for it until wake at the
-// latest, or until wait ends (interrupt).
+// latest, or until wait ends (interruptWhenDone).
 //
 // The wait is bounded by the connection's own read deadline, not by a
 // context: pgconn watches a cancellable context for every message (a
@@ -176,7 +176,7 @@ func (st *stream) receive(wait context.Context, wake time.Time) (pgproto3.Backen
 	if err := st.conn.Conn().SetReadDeadline(wake); err != nil {
 		return nil, err
 	}
-	// A stop that came before the deadline was set: interrupt's deadline
+	// A stop that came before the deadline was set: interruptWhenDone's deadline
 	// was overwritten, and wait says so.
 	if err := wait.Err(); err != nil {
 		return nil, err
