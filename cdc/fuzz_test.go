@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"runtime"
+	"slices"
 	"testing"
 
 	"github.com/jackc/pglogrepl"
@@ -233,6 +234,47 @@ func tupleColumns(t []byte) []tupleColumn {
 		out = append(out, c)
 	}
 	return out
+}
+
+// FuzzBeginCommitAgreeWithPglogrepl checks the in-place reading of Begin
+// and Commit messages against pglogrepl's parser: each accepts what the
+// other does, and reads the same fields.
+func FuzzBeginCommitAgreeWithPglogrepl(f *testing.F) {
+	begin := []byte{'B', 0, 0, 0, 1, 0x2a, 0, 0, 0x10, 0, 2, 0xe5, 0x5a, 0x8e, 0x3b, 0x1f, 0x40, 0, 0, 0x03, 0xe9}
+	commit := []byte{'C', 0, 0, 0, 0, 1, 0x2a, 0, 0, 0x10, 0, 0, 0, 1, 0x2a, 0, 0, 0x40, 0, 2, 0xe5, 0x5a, 0x8e, 0x3b, 0x1f, 0x40}
+	f.Add(begin)
+	f.Add(commit)
+	f.Add(begin[:20])
+	f.Add(commit[:25])
+	f.Add(append(slices.Clone(commit), 7))
+	f.Add([]byte{'B', 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if len(data) == 0 || data[0] != 'B' && data[0] != 'C' {
+			return
+		}
+		theirs, theirErr := pglogrepl.Parse(data)
+		if data[0] == 'B' {
+			m, err := parseBegin(data)
+			if (err != nil) != (theirErr != nil) {
+				t.Fatalf("parseBegin: %v, pglogrepl: %v", err, theirErr)
+			}
+			if err != nil {
+				return
+			}
+			b := theirs.(*pglogrepl.BeginMessage)
+			if m.finalLSN != event.LSN(b.FinalLSN) || !m.commitTime.Equal(b.CommitTime) || m.commitTime.Location() != b.CommitTime.Location() || m.xid != b.Xid {
+				t.Fatalf("parseBegin %+v, pglogrepl %+v", m, b)
+			}
+			return
+		}
+		end, err := parseCommit(data)
+		if (err != nil) != (theirErr != nil) {
+			t.Fatalf("parseCommit: %v, pglogrepl: %v", err, theirErr)
+		}
+		if err == nil && end != event.LSN(theirs.(*pglogrepl.CommitMessage).TransactionEndLSN) {
+			t.Fatalf("parseCommit %s, pglogrepl %+v", end, theirs)
+		}
+	})
 }
 
 // FuzzISOTimestamp checks the decoder's fast road for timestamps against

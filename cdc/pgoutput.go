@@ -4,14 +4,16 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pglogrepl"
 
 	"github.com/smartmaintenance/relay/event"
 )
 
-// parse decodes a pgoutput message: a row change into a rowMessage, any
-// other into pglogrepl's message, turning a panic of its decoder on a
+// parse decodes a pgoutput message other than Begin and Commit (see
+// parseBegin): a row change into a rowMessage, any other into
+// pglogrepl's message, turning a panic of its decoder on a
 // malformed message into an error. Counts and lengths are checked against
 // the message's size first: the decoder allocates what they declare, so a
 // corrupt length would otherwise ask for gigabytes.
@@ -40,6 +42,52 @@ func parse(data []byte) (m any, err error) {
 		}
 	}()
 	return pglogrepl.Parse(data)
+}
+
+// beginMessage is what the feed reads from a Begin ('B') message.
+type beginMessage struct {
+	finalLSN   event.LSN
+	commitTime time.Time
+	xid        uint32
+}
+
+// parseBegin reads a Begin message: Byte1('B'), Int64 the transaction's
+// final LSN, Int64 its commit time, Int32 its xid. Begin and Commit come
+// with every source transaction and are read in place, as row changes
+// are: pglogrepl's parser allocates a decoder and a message for each.
+// Like that parser, it ignores bytes past the fields
+// (FuzzBeginCommitAgreeWithPglogrepl).
+func parseBegin(data []byte) (beginMessage, error) {
+	if len(data) < 21 || data[0] != 'B' {
+		return beginMessage{}, fmt.Errorf("malformed Begin message (%d bytes)", len(data))
+	}
+	return beginMessage{
+		finalLSN:   event.LSN(binary.BigEndian.Uint64(data[1:])),
+		commitTime: pgTime(data[9:]),
+		xid:        binary.BigEndian.Uint32(data[17:]),
+	}, nil
+}
+
+// parseCommit reads the transaction's end LSN from a Commit message:
+// Byte1('C'), Int8 flags (unused), Int64 the commit's LSN, Int64 the
+// transaction's end LSN, Int64 its commit time (the feed has the last
+// two from Begin).
+func parseCommit(data []byte) (end event.LSN, err error) {
+	if len(data) < 26 || data[0] != 'C' {
+		return 0, fmt.Errorf("malformed Commit message (%d bytes)", len(data))
+	}
+	return event.LSN(binary.BigEndian.Uint64(data[10:])), nil
+}
+
+// unixToPostgresEpoch is 2000-01-01 00:00:00 UTC, PostgreSQL's epoch, in
+// microseconds since the Unix one.
+const unixToPostgresEpoch = 946_684_800_000_000
+
+// pgTime reads a timestamp of the replication protocol: an Int64 of
+// microseconds since PostgreSQL's epoch, as a time in the local zone
+// (which is what pglogrepl gives).
+func pgTime(b []byte) time.Time {
+	return time.Unix(0, (unixToPostgresEpoch+int64(binary.BigEndian.Uint64(b)))*1000)
 }
 
 // checkTuple verifies one TupleData and returns its size.

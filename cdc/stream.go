@@ -340,6 +340,22 @@ func (st *stream) copyData(ctx context.Context, data []byte) error {
 // message handles one pgoutput message, which the server sent at sent
 // (its clock, from the message's header).
 func (st *stream) message(ctx context.Context, data []byte, sent time.Time) error {
+	if len(data) > 0 {
+		switch data[0] {
+		case 'B':
+			m, err := parseBegin(data)
+			if err != nil {
+				return fmt.Errorf("decode pgoutput message: %w", err)
+			}
+			return st.begin(ctx, m, sent)
+		case 'C':
+			end, err := parseCommit(data)
+			if err != nil {
+				return fmt.Errorf("decode pgoutput message: %w", err)
+			}
+			return st.commit(ctx, end)
+		}
+	}
 	msg, err := parse(data)
 	if err != nil {
 		return fmt.Errorf("decode pgoutput message: %w", err)
@@ -347,36 +363,6 @@ func (st *stream) message(ctx context.Context, data []byte, sent time.Time) erro
 	switch m := msg.(type) {
 	case *pglogrepl.RelationMessage:
 		st.dec.relation(m)
-	case *pglogrepl.BeginMessage:
-		st.tx = event.Tx{CommitLSN: event.LSN(m.FinalLSN), CommitTime: m.CommitTime, SentAt: sent, XID: m.Xid}
-		st.inTx, st.seq = true, 0
-		// A transaction that committed before the resume point was handled
-		// by an earlier session.
-		st.skip = st.tx.CommitLSN < st.start
-		if st.skip {
-			return nil
-		}
-		return st.h.Begin(ctx, st.tx)
-	case *pglogrepl.CommitMessage:
-		if !st.inTx {
-			return errors.New("commit without begin")
-		}
-		st.inTx = false
-		if st.skip {
-			return nil
-		}
-		st.tx.EndLSN = event.LSN(m.TransactionEndLSN)
-		if err := st.h.Commit(ctx, st.tx); err != nil {
-			return fmt.Errorf("commit transaction %s: %w", st.tx.CommitLSN, err)
-		}
-		if st.pending == 0 {
-			st.pendingSince = time.Now()
-		}
-		st.pending++
-		st.committed = st.tx.EndLSN
-		if st.pending >= st.cfg.GroupSize || st.h.Full() {
-			return st.flush(ctx)
-		}
 	case *pglogrepl.LogicalDecodingMessage:
 		// Non-transactional ones (the feed's own heartbeats) are not part
 		// of a transaction.
@@ -411,6 +397,45 @@ func (st *stream) message(ctx context.Context, data []byte, sent time.Time) erro
 		}
 		st.seq++
 		return st.h.Change(ctx, c)
+	}
+	return nil
+}
+
+// begin opens the source transaction of a Begin message, which the
+// server sent at sent.
+func (st *stream) begin(ctx context.Context, m beginMessage, sent time.Time) error {
+	st.tx = event.Tx{CommitLSN: m.finalLSN, CommitTime: m.commitTime, SentAt: sent, XID: m.xid}
+	st.inTx, st.seq = true, 0
+	// A transaction that committed before the resume point was handled by
+	// an earlier session.
+	st.skip = st.tx.CommitLSN < st.start
+	if st.skip {
+		return nil
+	}
+	return st.h.Begin(ctx, st.tx)
+}
+
+// commit closes the open source transaction, which ends at end, and
+// flushes the group when it is full.
+func (st *stream) commit(ctx context.Context, end event.LSN) error {
+	if !st.inTx {
+		return errors.New("commit without begin")
+	}
+	st.inTx = false
+	if st.skip {
+		return nil
+	}
+	st.tx.EndLSN = end
+	if err := st.h.Commit(ctx, st.tx); err != nil {
+		return fmt.Errorf("commit transaction %s: %w", st.tx.CommitLSN, err)
+	}
+	if st.pending == 0 {
+		st.pendingSince = time.Now()
+	}
+	st.pending++
+	st.committed = st.tx.EndLSN
+	if st.pending >= st.cfg.GroupSize || st.h.Full() {
+		return st.flush(ctx)
 	}
 	return nil
 }
