@@ -52,6 +52,10 @@ type field struct {
 	key     []byte // `"name":`
 	prog    *vm.Program
 	newCols []string // columns the expression reads as new.<col>
+	// column is set when the expression only reads that column of new
+	// (of old when old is set): body reads it without the VM (plainColumn).
+	column string
+	old    bool
 }
 
 // RuleError reports a rule that is invalid, or that failed on one change.
@@ -225,7 +229,11 @@ func (cr *rule) compileData(use func(refs), fail func(field string, err error) e
 			}
 			use(rf)
 			key, _ := json.Marshal(name)
-			cr.fields = append(cr.fields, field{name: name, key: append(key, ':'), prog: prog, newCols: rf.new})
+			f := field{name: name, key: append(key, ':'), prog: prog, newCols: rf.new}
+			if col, old, ok := plainColumn(src); ok {
+				f.column, f.old = col, old
+			}
+			cr.fields = append(cr.fields, f)
 		}
 	}
 	return nil

@@ -72,6 +72,33 @@ func compile(src string, asBool bool) (*vm.Program, refs, error) {
 	return prog, refs{new: slices.Compact(v.refs.new), old: slices.Compact(v.refs.old)}, nil
 }
 
+// plainColumn reports whether src only reads one column, as new.<col>,
+// new["col"] or new?.<col> (or the same of old), and which. Such a
+// payload field is read from the row directly: the VM would load the row
+// and fetch the column through reflection, which returns the same value
+// (nil for a column the row lacks) and costs an allocation. src must
+// have compiled.
+func plainColumn(src string) (col string, old, ok bool) {
+	tree, err := parser.Parse(src)
+	if err != nil {
+		return "", false, false
+	}
+	node := tree.Node
+	if ch, isChain := node.(*ast.ChainNode); isChain { // new?.<col>
+		node = ch.Node
+	}
+	m, isMember := node.(*ast.MemberNode)
+	if !isMember || m.Method {
+		return "", false, false
+	}
+	base, isIdent := m.Node.(*ast.IdentifierNode)
+	name, isString := m.Property.(*ast.StringNode)
+	if !isIdent || !isString || base.Value != envNew && base.Value != envOld {
+		return "", false, false
+	}
+	return name.Value, base.Value == envOld, true
+}
+
 // refVisitor collects column references. ast.Walk visits children before
 // their parent, so identifiers named old are collected first and checked
 // after the walk against those that are the base of a constant member access.

@@ -51,15 +51,25 @@ func (m *Mapper) body(s *scratch, r *rule, c *event.Change, id int64, dir *Compa
 		return nil, &RuleError{r.Event, "company", err}
 	}
 	b.WriteString(`,"data":{`)
+	newRow, _ := s.env[envNew].(map[string]any)
+	oldRow, _ := s.env[envOld].(map[string]any)
 	first := true
 	for i := range r.fields {
 		f := &r.fields[i]
 		if len(unfilled) > 0 && readsAny(f.newCols, unfilled) {
 			continue
 		}
-		v, err := s.vm.Run(f.prog, s.env)
-		if err != nil {
-			return nil, &RuleError{r.Event, "data." + f.name, exprError(err)}
+		var v any
+		switch {
+		case f.column != "" && !f.old:
+			v = newRow[f.column]
+		case f.column != "":
+			v = oldRow[f.column]
+		default:
+			var err error
+			if v, err = s.vm.Run(f.prog, s.env); err != nil {
+				return nil, &RuleError{r.Event, "data." + f.name, exprError(err)}
+			}
 		}
 		if !first {
 			b.WriteByte(',')
