@@ -53,7 +53,7 @@ type field struct {
 	prog    *vm.Program
 	newCols []string // columns the expression reads as new.<col>
 	// column is set when the expression only reads that column of new
-	// (of old when old is set): body reads it without the VM (plainColumn).
+	// (of old when old is set): eval reads it without the VM (plainColumn).
 	column string
 	old    bool
 }

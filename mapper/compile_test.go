@@ -58,7 +58,7 @@ func TestTableNames(t *testing.T) {
 	}
 }
 
-// TestPlainColumnFields checks the payload fields that body reads without
+// TestPlainColumnFields checks the payload fields that eval reads without
 // the VM (plainColumn): which expressions are taken for a plain column
 // read, and that every payload comes out the same bytes as through the
 // VM, for the default rules and for a rule with each form, on inserts,

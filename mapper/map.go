@@ -133,7 +133,7 @@ func (m *Mapper) Map(c *event.Change, prior event.Row, dir *Companies) (drafts [
 			errs = append(errs, &RuleError{r.Event, "company", err})
 			continue
 		}
-		body, err := m.body(s, r, c, id, dir, unfilled)
+		body, err := m.body(s, r, c, newRow, oldRow, id, dir, unfilled)
 		if err != nil {
 			errs = append(errs, err)
 			continue

@@ -30,7 +30,7 @@ const TimestampLayout = "2006-01-02T15:04:05.000000-07:00"
 // in that order, compact, without a trailing newline. A data field whose
 // expression reads an unchanged TOAST column that could not be filled is
 // left out: its value is unknown, which is not the same as null.
-func (m *Mapper) body(s *scratch, r *rule, c *event.Change, id int64, dir *Companies, unfilled []string) ([]byte, error) {
+func (m *Mapper) body(s *scratch, r *rule, c *event.Change, newRow, oldRow map[string]any, id int64, dir *Companies, unfilled []string) ([]byte, error) {
 	co, _ := dir.Lookup(id)
 	loc := co.Location
 	if loc == nil {
@@ -51,25 +51,15 @@ func (m *Mapper) body(s *scratch, r *rule, c *event.Change, id int64, dir *Compa
 		return nil, &RuleError{r.Event, "company", err}
 	}
 	b.WriteString(`,"data":{`)
-	newRow, _ := s.env[envNew].(map[string]any)
-	oldRow, _ := s.env[envOld].(map[string]any)
 	first := true
 	for i := range r.fields {
 		f := &r.fields[i]
 		if len(unfilled) > 0 && readsAny(f.newCols, unfilled) {
 			continue
 		}
-		var v any
-		switch {
-		case f.column != "" && !f.old:
-			v = newRow[f.column]
-		case f.column != "":
-			v = oldRow[f.column]
-		default:
-			var err error
-			if v, err = s.vm.Run(f.prog, s.env); err != nil {
-				return nil, &RuleError{r.Event, "data." + f.name, exprError(err)}
-			}
+		v, err := f.eval(s, newRow, oldRow)
+		if err != nil {
+			return nil, &RuleError{r.Event, "data." + f.name, exprError(err)}
 		}
 		if !first {
 			b.WriteByte(',')
@@ -82,6 +72,19 @@ func (m *Mapper) body(s *scratch, r *rule, c *event.Change, id int64, dir *Compa
 	}
 	b.WriteString("}}")
 	return bytes.Clone(b.Bytes()), nil
+}
+
+// eval evaluates the field on the change whose rows s's environment
+// holds, newRow and oldRow. A field that only reads a column (see
+// plainColumn) is read from its row, as the VM would read it.
+func (f *field) eval(s *scratch, newRow, oldRow map[string]any) (any, error) {
+	switch {
+	case f.column != "" && f.old:
+		return oldRow[f.column], nil
+	case f.column != "":
+		return newRow[f.column], nil
+	}
+	return s.vm.Run(f.prog, s.env)
 }
 
 // appendTimestamp appends t formatted with TimestampLayout, as

@@ -106,7 +106,7 @@ func (m *Mapper) SampleChange(eventType string, newRow, oldRow event.Row) ([]byt
 			b.WriteByte(',')
 		}
 		b.Write(f.key)
-		v, err := s.vm.Run(f.prog, s.env)
+		v, err := f.eval(s, newRow, oldRow)
 		if err == nil {
 			mark := b.Len()
 			if err = s.value(v); err != nil {
