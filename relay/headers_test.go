@@ -17,6 +17,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/smartmaintenance/relay/h1"
 	"github.com/smartmaintenance/relay/store"
 )
 
@@ -228,7 +229,7 @@ func TestHugeResponseHeadersHTTP2(t *testing.T) {
 	srv.StartTLS()
 	defer srv.Close()
 	client := newClient(1, loopback)
-	client.Transport.(*http.Transport).TLSClientConfig = &tls.Config{RootCAs: srv.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs}
+	client.Transport.(*h1.Transport).Fallback().TLSClientConfig = &tls.Config{RootCAs: srv.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs}
 	s := sender{client: client, userAgent: "test", timeout: 10 * time.Second}
 	out := s.send(context.Background(), &store.Claimed{ID: uuid.New(), EventType: "task.completed", Body: body, URL: srv.URL + "/hook"})
 	if out.status != 0 || (out.err != errHeadersTooLarge && out.err != "connection error: PROTOCOL_ERROR") {
@@ -243,7 +244,7 @@ func TestHugeResponseHeadersHTTP2(t *testing.T) {
 	small.EnableHTTP2 = true
 	small.StartTLS()
 	defer small.Close()
-	client.Transport.(*http.Transport).TLSClientConfig.RootCAs = small.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs
+	client.Transport.(*h1.Transport).Fallback().TLSClientConfig.RootCAs = small.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs
 	if out := s.send(context.Background(), &store.Claimed{ID: uuid.New(), EventType: "task.completed", Body: body, URL: small.URL + "/hook"}); out.status != http.StatusOK {
 		t.Errorf("small h2 receiver: status %d, error %q", out.status, out.err)
 	}

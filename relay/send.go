@@ -19,6 +19,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/smartmaintenance/relay/egress"
+	"github.com/smartmaintenance/relay/h1"
 	"github.com/smartmaintenance/relay/message"
 	"github.com/smartmaintenance/relay/signature"
 	"github.com/smartmaintenance/relay/store"
@@ -408,7 +409,9 @@ func newClient(workers int, policy *egress.Policy) *http.Client {
 	// Send no Accept-Encoding: the request carries the product's headers
 	// and the webhook's own, nothing else.
 	t.DisableCompression = true
-	return &http.Client{Transport: t, CheckRedirect: noRedirects}
+	// Plain-HTTP POSTs are written and read on the attempt's own goroutine
+	// (see package h1); the rest goes through t.
+	return &http.Client{Transport: h1.New(t), CheckRedirect: noRedirects}
 }
 
 func noRedirects(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }

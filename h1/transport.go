@@ -1,0 +1,476 @@
+// Package h1 sends HTTP/1.1 requests on the caller's goroutine.
+//
+// net/http's Transport gives every connection two goroutines of its own, a
+// writer and a reader: a request is handed to the writer, which formats it
+// and writes it, and the response is handed back by the reader. For a
+// webhook POST on loopback or a fast network those handoffs and the
+// formatting are a large part of the time from the attempt to the
+// receiver's first byte (docs/PERFORMANCE.md, "A request written by the
+// goroutine that makes it"). A Transport writes the whole request (line,
+// headers, body) with one write from the goroutine that calls RoundTrip
+// and reads the response there with net/http's own parser
+// (http.ReadResponse), on connections it keeps alive between requests.
+//
+// It takes only what it can send exactly as net/http would: POSTs with a
+// known length, over plain TCP, with no proxy. Everything else (https,
+// which may negotiate HTTP/2, proxies, other methods, bodies of unknown
+// length) goes to the fallback *http.Transport, whose settings the
+// Transport follows for its own connections too: DialContext,
+// MaxIdleConns, MaxIdleConnsPerHost, IdleConnTimeout,
+// MaxResponseHeaderBytes and Proxy.
+package h1
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/net/http/httpguts"
+)
+
+// Transport is an http.RoundTripper; see the package comment. Its zero
+// value is not usable: make one with New.
+type Transport struct {
+	fallback *http.Transport
+	dial     func(ctx context.Context, network, addr string) (net.Conn, error)
+
+	maxIdle, maxIdlePerHost int
+	idleTimeout             time.Duration
+	maxHeaderBytes          int64
+
+	mu        sync.Mutex
+	idle      map[string][]*conn // by address, most recently used last
+	idleCount int
+}
+
+// New returns a Transport in front of fallback, which must not be nil and
+// whose settings must not change afterwards.
+func New(fallback *http.Transport) *Transport {
+	t := &Transport{
+		fallback:       fallback,
+		dial:           fallback.DialContext,
+		maxIdle:        fallback.MaxIdleConns,
+		maxIdlePerHost: fallback.MaxIdleConnsPerHost,
+		idleTimeout:    fallback.IdleConnTimeout,
+		maxHeaderBytes: fallback.MaxResponseHeaderBytes,
+	}
+	if t.dial == nil {
+		var d net.Dialer
+		t.dial = d.DialContext
+	}
+	if t.maxIdlePerHost <= 0 {
+		t.maxIdlePerHost = http.DefaultMaxIdleConnsPerHost
+	}
+	if t.maxHeaderBytes <= 0 {
+		t.maxHeaderBytes = 1 << 20 // net/http's default
+	}
+	return t
+}
+
+// Fallback is the transport for the requests the Transport does not take.
+func (t *Transport) Fallback() *http.Transport { return t.fallback }
+
+// CloseIdleConnections closes the idle connections of both transports.
+func (t *Transport) CloseIdleConnections() {
+	t.mu.Lock()
+	idle := t.idle
+	t.idle, t.idleCount = nil, 0
+	t.mu.Unlock()
+	for _, cs := range idle {
+		for _, c := range cs {
+			c.close()
+		}
+	}
+	t.fallback.CloseIdleConnections()
+}
+
+// RoundTrip sends req and returns its response, as http.RoundTripper
+// says.
+func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	addr, ok := t.takes(req)
+	if !ok {
+		return t.fallback.RoundTrip(req)
+	}
+	resp, err := t.roundTrip(req, addr)
+	if err != nil {
+		if req.Body != nil {
+			req.Body.Close()
+		}
+		if cerr := req.Context().Err(); cerr != nil {
+			// As net/http: a request cancelled or past its deadline
+			// reports that, not what the connection saw of it.
+			return nil, cerr
+		}
+		return nil, err
+	}
+	return resp, nil
+}
+
+// takes reports whether the Transport sends req itself, and the address it
+// dials for it.
+func (t *Transport) takes(req *http.Request) (addr string, ok bool) {
+	u := req.URL
+	if req.Method != http.MethodPost || u == nil || u.Scheme != "http" || u.Host == "" ||
+		req.ContentLength < 0 || (req.ContentLength > 0 && req.Body == nil) ||
+		req.Close || len(req.TransferEncoding) > 0 || len(req.Trailer) > 0 ||
+		(req.Host != "" && req.Host != u.Host) || !ascii(u.Host) || strings.Contains(u.Host, "%") ||
+		!t.fallback.DisableCompression || t.fallback.DisableKeepAlives {
+		// net/http would write these differently (a Host without its
+		// IPv6 zone, in punycode; an Accept-Encoding it decodes) or
+		// not keep the connection.
+		return "", false
+	}
+	if t.fallback.Proxy != nil {
+		if p, err := t.fallback.Proxy(req); err != nil || p != nil {
+			return "", false
+		}
+	}
+	host, port := u.Hostname(), u.Port()
+	if port == "" {
+		port = "80"
+	}
+	return net.JoinHostPort(host, port), true
+}
+
+func ascii(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
+}
+
+// errHeaderTooLarge is returned when a response's status line and headers,
+// 1xx responses included, exceed MaxResponseHeaderBytes. Its text names the
+// limit as net/http's does.
+type errHeaderTooLarge int64
+
+func (e errHeaderTooLarge) Error() string {
+	return fmt.Sprintf("h1: server response headers exceeded %d bytes; aborted", int64(e))
+}
+
+// maxInformational is how many 1xx responses are skipped before a final
+// one, as net/http.
+const maxInformational = 5
+
+func (t *Transport) roundTrip(req *http.Request, addr string) (*http.Response, error) {
+	ctx := req.Context()
+	c, reused := t.get(addr)
+	for {
+		if c == nil {
+			nc, err := t.dial(ctx, "tcp", addr)
+			if err != nil {
+				return nil, err
+			}
+			c = newConn(nc)
+		}
+		resp, err := t.exchange(ctx, c, req, addr)
+		if err == nil {
+			return resp, nil
+		}
+		c.close()
+		// A kept connection the server closed since its last request is
+		// found when the write fails with nothing written: the request
+		// went nowhere and is sent again on a new connection, once.
+		var nw nothingWritten
+		if !reused || !errors.As(err, &nw) || ctx.Err() != nil {
+			return nil, err
+		}
+		c, reused = nil, false
+	}
+}
+
+// nothingWritten is a write that failed before any byte of the request
+// left.
+type nothingWritten struct{ error }
+
+func (e nothingWritten) Unwrap() error { return e.error }
+
+// exchange writes req on c and reads the response's header. On success the
+// response's body owns c.
+func (t *Transport) exchange(ctx context.Context, c *conn, req *http.Request, addr string) (*http.Response, error) {
+	deadline, _ := ctx.Deadline()
+	if err := c.nc.SetDeadline(deadline); err != nil {
+		return nil, err
+	}
+	// Cancellation ends whatever read or write is under way.
+	stop := context.AfterFunc(ctx, func() { c.nc.SetDeadline(aLongTimeAgo) })
+	if err := t.write(c, req); err != nil {
+		stop()
+		return nil, err
+	}
+	c.limit = t.maxHeaderBytes
+	var resp *http.Response
+	var err error
+	for range maxInformational + 1 {
+		resp, err = http.ReadResponse(c.br, req)
+		if err != nil || resp.StatusCode < 100 || resp.StatusCode > 199 || resp.StatusCode == http.StatusSwitchingProtocols {
+			break
+		}
+		// A 1xx answer has no body; the final one follows.
+		resp = nil
+	}
+	c.limit = -1
+	if err == nil && resp == nil {
+		err = errors.New("h1: too many 1xx informational responses")
+	}
+	if err != nil {
+		stop()
+		if c.over {
+			return nil, errHeaderTooLarge(t.maxHeaderBytes)
+		}
+		return nil, err
+	}
+	keep := !resp.Close && resp.StatusCode != http.StatusSwitchingProtocols
+	resp.Body = &body{rc: resp.Body, t: t, c: c, addr: addr, stop: stop, keep: keep, eof: resp.Body == http.NoBody}
+	return resp, nil
+}
+
+// aLongTimeAgo is a deadline that has passed: it ends a blocked read or
+// write at once.
+var aLongTimeAgo = time.Unix(1, 0)
+
+// write sends req's line, headers and body in one write.
+func (t *Transport) write(c *conn, req *http.Request) error {
+	b := c.wb[:0]
+	b = append(b, "POST "...)
+	b = append(b, req.URL.RequestURI()...)
+	b = append(b, " HTTP/1.1\r\nHost: "...)
+	b = append(b, strings.TrimSuffix(req.URL.Host, ":")...)
+	b = append(b, "\r\n"...)
+	ua := false
+	for k, vs := range req.Header {
+		if !httpguts.ValidHeaderFieldName(k) {
+			return fmt.Errorf("h1: invalid header field name %q", k)
+		}
+		switch {
+		case strings.EqualFold(k, "Host"), strings.EqualFold(k, "Content-Length"),
+			strings.EqualFold(k, "Transfer-Encoding"), strings.EqualFold(k, "Trailer"), strings.EqualFold(k, "Connection"):
+			// Written from the request's own fields, or never, as by
+			// net/http.
+			continue
+		case strings.EqualFold(k, "User-Agent"):
+			// Present and empty: none is sent, as by net/http.
+			ua = true
+		}
+		for _, v := range vs {
+			if v == "" && ua && strings.EqualFold(k, "User-Agent") {
+				continue
+			}
+			if !httpguts.ValidHeaderFieldValue(v) {
+				return fmt.Errorf("h1: invalid header field value for %q", k)
+			}
+			b = append(b, k...)
+			b = append(b, ": "...)
+			b = append(b, strings.TrimSpace(v)...)
+			b = append(b, "\r\n"...)
+		}
+	}
+	if !ua {
+		b = append(b, "User-Agent: Go-http-client/1.1\r\n"...)
+	}
+	if req.ContentLength > 0 {
+		b = append(b, "Content-Length: "...)
+		b = strconv.AppendInt(b, req.ContentLength, 10)
+		b = append(b, "\r\n\r\n"...)
+		n := len(b)
+		b = append(b, make([]byte, req.ContentLength)...)
+		if _, err := io.ReadFull(req.Body, b[n:]); err != nil {
+			return fmt.Errorf("h1: reading the request body: %w", err)
+		}
+	} else {
+		b = append(b, "Content-Length: 0\r\n\r\n"...)
+	}
+	if req.Body != nil {
+		req.Body.Close()
+	}
+	// Keep the buffer for the connection's next request unless it grew
+	// past what a webhook usually sends.
+	if cap(b) <= maxKeptBuffer {
+		c.wb = b[:0]
+	}
+	n, err := c.nc.Write(b)
+	if err != nil && n == 0 {
+		return nothingWritten{err}
+	}
+	return err
+}
+
+// maxKeptBuffer bounds the write buffer a connection keeps between
+// requests.
+const maxKeptBuffer = 64 << 10
+
+// get returns an idle connection to addr that is still open, or nil, and
+// whether it is a kept one.
+func (t *Transport) get(addr string) (*conn, bool) {
+	for {
+		t.mu.Lock()
+		cs := t.idle[addr]
+		if len(cs) == 0 {
+			t.mu.Unlock()
+			return nil, false
+		}
+		c := cs[len(cs)-1]
+		cs[len(cs)-1] = nil
+		t.idle[addr] = cs[:len(cs)-1]
+		t.idleCount--
+		c.idle = false
+		if c.timer != nil {
+			c.timer.Stop()
+		}
+		t.mu.Unlock()
+		if c.br.Buffered() == 0 && !closedByPeer(c.nc) {
+			return c, true
+		}
+		// The server closed it, or sent something unasked, while it was
+		// idle.
+		c.close()
+	}
+}
+
+// put keeps c for the next request to addr, or closes it when the limits
+// say so.
+func (t *Transport) put(addr string, c *conn) {
+	t.mu.Lock()
+	if len(t.idle[addr]) >= t.maxIdlePerHost || (t.maxIdle > 0 && t.idleCount >= t.maxIdle) {
+		t.mu.Unlock()
+		c.close()
+		return
+	}
+	if t.idle == nil {
+		t.idle = make(map[string][]*conn)
+	}
+	t.idle[addr] = append(t.idle[addr], c)
+	t.idleCount++
+	c.idle = true
+	if t.idleTimeout > 0 {
+		if c.timer == nil {
+			c.timer = time.AfterFunc(t.idleTimeout, func() { t.expire(addr, c) })
+		} else {
+			c.timer.Reset(t.idleTimeout)
+		}
+	}
+	t.mu.Unlock()
+}
+
+// expire closes c if it is still idle: it was not used for IdleConnTimeout.
+func (t *Transport) expire(addr string, c *conn) {
+	t.mu.Lock()
+	if !c.idle {
+		t.mu.Unlock()
+		return
+	}
+	cs := t.idle[addr]
+	for i, x := range cs {
+		if x == c {
+			t.idle[addr] = append(cs[:i], cs[i+1:]...)
+			t.idleCount--
+			break
+		}
+	}
+	if len(t.idle[addr]) == 0 {
+		delete(t.idle, addr)
+	}
+	c.idle = false
+	t.mu.Unlock()
+	c.close()
+}
+
+// conn is one connection and what is kept with it. It is used by one
+// request at a time.
+type conn struct {
+	nc net.Conn
+	br *bufio.Reader
+	wb []byte
+	// limit is how many more bytes may be read while a response's header
+	// is read; -1 when not reading one. over is set when it ran out.
+	limit int64
+	over  bool
+	// idle and timer are guarded by the Transport's mu.
+	idle  bool
+	timer *time.Timer
+}
+
+func newConn(nc net.Conn) *conn {
+	c := &conn{nc: nc, limit: -1}
+	c.br = bufio.NewReaderSize(limitedReader{c}, 4<<10)
+	return c
+}
+
+func (c *conn) close() { c.nc.Close() }
+
+// limitedReader reads c's connection within c's header limit.
+type limitedReader struct{ c *conn }
+
+func (r limitedReader) Read(p []byte) (int, error) {
+	c := r.c
+	if c.limit < 0 {
+		return c.nc.Read(p)
+	}
+	if c.limit == 0 {
+		c.over = true
+		return 0, errHeaderTooLarge(0)
+	}
+	if int64(len(p)) > c.limit {
+		p = p[:c.limit]
+	}
+	n, err := c.nc.Read(p)
+	c.limit -= int64(n)
+	return n, err
+}
+
+// body is a response's body: it gives the connection back when the body
+// was read to its end and closed, and closes it otherwise.
+type body struct {
+	rc   io.ReadCloser
+	t    *Transport
+	c    *conn
+	addr string
+	stop func() bool
+	keep bool
+	eof  bool
+	done bool
+}
+
+func (b *body) Read(p []byte) (int, error) {
+	if b.done {
+		return 0, errors.New("h1: read on a closed response body")
+	}
+	n, err := b.rc.Read(p)
+	if err == io.EOF {
+		b.eof = true
+	}
+	return n, err
+}
+
+func (b *body) Close() error {
+	if b.done {
+		return nil
+	}
+	b.done = true
+	// stop reports false when the request's context ended and its
+	// deadline was moved to the past: the connection is no longer usable.
+	usable := b.stop()
+	if !b.eof {
+		// Close the connection first: net/http's body would otherwise
+		// read the rest, however long, to find its end.
+		b.c.close()
+		b.rc.Close()
+		return nil
+	}
+	if err := b.rc.Close(); err != nil || !usable || !b.keep {
+		b.c.close()
+		return nil
+	}
+	b.t.put(b.addr, b.c)
+	return nil
+}
