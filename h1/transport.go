@@ -198,11 +198,11 @@ func (e nothingWritten) Unwrap() error { return e.error }
 // exchange writes req on c and reads the response's header. On success the
 // response's body owns c.
 func (t *Transport) exchange(ctx context.Context, c *conn, req *http.Request, addr string) (*http.Response, error) {
-	deadline, _ := ctx.Deadline()
-	if err := c.nc.SetDeadline(deadline); err != nil {
-		return nil, err
-	}
-	// Cancellation ends whatever read or write is under way.
+	// The context's end, its deadline or a cancellation, ends whatever
+	// read or write is under way. The connection has no deadline of its
+	// own: one at the context's deadline could expire before the context
+	// does and leave the request failed with an i/o timeout its caller
+	// cannot tell from the endpoint's.
 	stop := context.AfterFunc(ctx, func() { c.nc.SetDeadline(aLongTimeAgo) })
 	if err := t.write(c, req); err != nil {
 		stop()

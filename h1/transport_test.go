@@ -392,6 +392,25 @@ func TestDeadlineAndCancel(t *testing.T) {
 	if d := time.Since(start); d > 5*time.Second {
 		t.Errorf("the deadline ended the request after %v", d)
 	}
+	// A response trickling in when the deadline passes ends with the
+	// deadline's error too, never with an i/o timeout of its own.
+	trickle := rawAnswer(t, func(c net.Conn) {
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nX-Slow: ")
+		for {
+			if _, err := c.Write([]byte("a")); err != nil {
+				return
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	})
+	for i := range 20 {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
+		_, err := post(ctx, t, rt, trickle, "x", nil)
+		cancel()
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("trickle %d: %v, want the deadline's error", i, err)
+		}
+	}
 	ctx, cancel = context.WithCancel(context.Background())
 	time.AfterFunc(100*time.Millisecond, cancel)
 	start = time.Now()
