@@ -10,6 +10,10 @@
 // headers, body) with one write from the goroutine that calls RoundTrip
 // and reads the response there with net/http's own parser
 // (http.ReadResponse), on connections it keeps alive between requests.
+// With no goroutine reading a kept connection while it is idle, it is
+// looked at before it is used again (on Linux, without waiting): one the
+// server closed, or sent something unasked on, is closed and another
+// taken, as net/http's reader would have found it closed.
 //
 // It takes only what it can send exactly as net/http would: POSTs with a
 // known length, over plain TCP, with no proxy. Everything else (https,
@@ -28,6 +32,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/textproto"
 	"strconv"
 	"strings"
 	"sync"
@@ -83,6 +88,14 @@ func (t *Transport) CloseIdleConnections() {
 	t.mu.Lock()
 	idle := t.idle
 	t.idle, t.idleCount = nil, 0
+	for _, cs := range idle {
+		for _, c := range cs {
+			c.idle = false
+			if c.timer != nil {
+				c.timer.Stop()
+			}
+		}
+	}
 	t.mu.Unlock()
 	for _, cs := range idle {
 		for _, c := range cs {
@@ -122,10 +135,11 @@ func (t *Transport) takes(req *http.Request) (addr string, ok bool) {
 		req.ContentLength < 0 || (req.ContentLength > 0 && req.Body == nil) ||
 		req.Close || len(req.TransferEncoding) > 0 || len(req.Trailer) > 0 ||
 		(req.Host != "" && req.Host != u.Host) || !ascii(u.Host) || strings.Contains(u.Host, "%") ||
+		req.Header["Connection"] != nil || req.Header["Expect"] != nil ||
 		!t.fallback.DisableCompression || t.fallback.DisableKeepAlives {
 		// net/http would write these differently (a Host without its
-		// IPv6 zone, in punycode; an Accept-Encoding it decodes) or
-		// not keep the connection.
+		// IPv6 zone, in punycode; an Accept-Encoding it decodes), act on
+		// them (Connection, Expect) or not keep the connection.
 		return "", false
 	}
 	if t.fallback.Proxy != nil {
@@ -163,48 +177,52 @@ func (e errHeaderTooLarge) Error() string {
 const maxInformational = 5
 
 func (t *Transport) roundTrip(req *http.Request, addr string) (*http.Response, error) {
+	buf := requestBuffers.Get().(*[]byte)
+	defer func() {
+		if cap(*buf) <= maxKeptBuffer {
+			requestBuffers.Put(buf)
+		}
+	}()
+	// The request is formatted before a connection is taken: one that
+	// cannot be sent opens none.
+	b, err := appendRequest((*buf)[:0], req)
+	*buf = b
+	if err != nil {
+		return nil, err
+	}
 	ctx := req.Context()
-	c, reused := t.get(addr)
-	for {
-		if c == nil {
-			nc, err := t.dial(ctx, "tcp", addr)
-			if err != nil {
-				return nil, err
-			}
-			c = newConn(nc)
-		}
-		resp, err := t.exchange(ctx, c, req, addr)
-		if err == nil {
-			return resp, nil
-		}
-		c.close()
-		// A kept connection the server closed since its last request is
-		// found when the write fails with nothing written: the request
-		// went nowhere and is sent again on a new connection, once.
-		var nw nothingWritten
-		if !reused || !errors.As(err, &nw) || ctx.Err() != nil {
+	c := t.get(addr)
+	if c == nil {
+		nc, err := t.dial(ctx, "tcp", addr)
+		if err != nil {
 			return nil, err
 		}
-		c, reused = nil, false
+		c = newConn(nc)
 	}
+	resp, err := t.exchange(ctx, c, b, req, addr)
+	if err != nil {
+		c.close()
+		return nil, err
+	}
+	return resp, nil
 }
 
-// nothingWritten is a write that failed before any byte of the request
-// left.
-type nothingWritten struct{ error }
+// requestBuffers hold requests while they are formatted and written.
+var requestBuffers = sync.Pool{New: func() any { return new([]byte) }}
 
-func (e nothingWritten) Unwrap() error { return e.error }
+// maxKeptBuffer bounds the buffers kept in requestBuffers.
+const maxKeptBuffer = 64 << 10
 
-// exchange writes req on c and reads the response's header. On success the
-// response's body owns c.
-func (t *Transport) exchange(ctx context.Context, c *conn, req *http.Request, addr string) (*http.Response, error) {
+// exchange writes the formatted request b on c and reads the response's
+// header. On success the response's body owns c.
+func (t *Transport) exchange(ctx context.Context, c *conn, b []byte, req *http.Request, addr string) (*http.Response, error) {
 	// The context's end, its deadline or a cancellation, ends whatever
 	// read or write is under way. The connection has no deadline of its
 	// own: one at the context's deadline could expire before the context
 	// does and leave the request failed with an i/o timeout its caller
 	// cannot tell from the endpoint's.
 	stop := context.AfterFunc(ctx, func() { c.nc.SetDeadline(aLongTimeAgo) })
-	if err := t.write(c, req); err != nil {
+	if _, err := c.nc.Write(b); err != nil {
 		stop()
 		return nil, err
 	}
@@ -239,85 +257,71 @@ func (t *Transport) exchange(ctx context.Context, c *conn, req *http.Request, ad
 // write at once.
 var aLongTimeAgo = time.Unix(1, 0)
 
-// write sends req's line, headers and body in one write.
-func (t *Transport) write(c *conn, req *http.Request) error {
-	b := c.wb[:0]
+// appendRequest appends req's line, headers and body to b, as net/http
+// writes them, and closes req's body. Header fields net/http would refuse
+// are refused.
+func appendRequest(b []byte, req *http.Request) ([]byte, error) {
+	if req.Body != nil {
+		defer req.Body.Close()
+	}
 	b = append(b, "POST "...)
 	b = append(b, req.URL.RequestURI()...)
 	b = append(b, " HTTP/1.1\r\nHost: "...)
 	b = append(b, strings.TrimSuffix(req.URL.Host, ":")...)
-	b = append(b, "\r\n"...)
-	ua := false
+	b = append(b, "\r\nUser-Agent: "...)
+	// net/http sends the first User-Agent, none when it is empty, and its
+	// own when there is none.
+	if ua, ok := req.Header["User-Agent"]; !ok {
+		b = append(b, "Go-http-client/1.1\r\n"...)
+	} else if len(ua) > 0 && ua[0] != "" {
+		b = append(b, textproto.TrimString(ua[0])...)
+		b = append(b, "\r\n"...)
+	} else {
+		b = b[:len(b)-len("User-Agent: ")]
+	}
 	for k, vs := range req.Header {
 		if !httpguts.ValidHeaderFieldName(k) {
-			return fmt.Errorf("h1: invalid header field name %q", k)
-		}
-		switch {
-		case strings.EqualFold(k, "Host"), strings.EqualFold(k, "Content-Length"),
-			strings.EqualFold(k, "Transfer-Encoding"), strings.EqualFold(k, "Trailer"), strings.EqualFold(k, "Connection"):
-			// Written from the request's own fields, or never, as by
-			// net/http.
-			continue
-		case strings.EqualFold(k, "User-Agent"):
-			// Present and empty: none is sent, as by net/http.
-			ua = true
+			return b, fmt.Errorf("h1: invalid header field name %q", k)
 		}
 		for _, v := range vs {
-			if v == "" && ua && strings.EqualFold(k, "User-Agent") {
-				continue
-			}
 			if !httpguts.ValidHeaderFieldValue(v) {
-				return fmt.Errorf("h1: invalid header field value for %q", k)
+				return b, fmt.Errorf("h1: invalid header field value for %q", k)
 			}
+		}
+		switch k {
+		case "Host", "User-Agent", "Content-Length", "Transfer-Encoding", "Trailer":
+			// Written from the request's own fields, or not at all, as
+			// by net/http.
+			continue
+		}
+		for _, v := range vs {
 			b = append(b, k...)
 			b = append(b, ": "...)
-			b = append(b, strings.TrimSpace(v)...)
+			b = append(b, textproto.TrimString(v)...)
 			b = append(b, "\r\n"...)
 		}
 	}
-	if !ua {
-		b = append(b, "User-Agent: Go-http-client/1.1\r\n"...)
-	}
+	b = append(b, "Content-Length: "...)
+	b = strconv.AppendInt(b, req.ContentLength, 10)
+	b = append(b, "\r\n\r\n"...)
 	if req.ContentLength > 0 {
-		b = append(b, "Content-Length: "...)
-		b = strconv.AppendInt(b, req.ContentLength, 10)
-		b = append(b, "\r\n\r\n"...)
 		n := len(b)
 		b = append(b, make([]byte, req.ContentLength)...)
 		if _, err := io.ReadFull(req.Body, b[n:]); err != nil {
-			return fmt.Errorf("h1: reading the request body: %w", err)
+			return b, fmt.Errorf("h1: reading the request body: %w", err)
 		}
-	} else {
-		b = append(b, "Content-Length: 0\r\n\r\n"...)
 	}
-	if req.Body != nil {
-		req.Body.Close()
-	}
-	// Keep the buffer for the connection's next request unless it grew
-	// past what a webhook usually sends.
-	if cap(b) <= maxKeptBuffer {
-		c.wb = b[:0]
-	}
-	n, err := c.nc.Write(b)
-	if err != nil && n == 0 {
-		return nothingWritten{err}
-	}
-	return err
+	return b, nil
 }
 
-// maxKeptBuffer bounds the write buffer a connection keeps between
-// requests.
-const maxKeptBuffer = 64 << 10
-
-// get returns an idle connection to addr that is still open, or nil, and
-// whether it is a kept one.
-func (t *Transport) get(addr string) (*conn, bool) {
+// get returns an idle connection to addr that is still open, or nil.
+func (t *Transport) get(addr string) *conn {
 	for {
 		t.mu.Lock()
 		cs := t.idle[addr]
 		if len(cs) == 0 {
 			t.mu.Unlock()
-			return nil, false
+			return nil
 		}
 		c := cs[len(cs)-1]
 		cs[len(cs)-1] = nil
@@ -329,7 +333,7 @@ func (t *Transport) get(addr string) (*conn, bool) {
 		}
 		t.mu.Unlock()
 		if c.br.Buffered() == 0 && !closedByPeer(c.nc) {
-			return c, true
+			return c
 		}
 		// The server closed it, or sent something unasked, while it was
 		// idle.
@@ -390,7 +394,6 @@ func (t *Transport) expire(addr string, c *conn) {
 type conn struct {
 	nc net.Conn
 	br *bufio.Reader
-	wb []byte
 	// limit is how many more bytes may be read while a response's header
 	// is read; -1 when not reading one. over is set when it ran out.
 	limit int64

@@ -109,43 +109,57 @@ func capture(t *testing.T, send func(target string)) *http.Request {
 }
 
 // The request a receiver reads is the one net/http's own transport sends:
-// the same line, Host, headers and body.
+// the same line, Host, headers and body, whatever headers the request
+// carries.
 func TestRequestAsNetHTTPSendsIt(t *testing.T) {
-	header := http.Header{
+	relays := http.Header{
 		"User-Agent":      {"SMTM-Webhooks/1.0"},
 		"Content-Type":    {"application/json"},
 		"X-Smtm-Delivery": {"3f1c2a9e-0000-4000-8000-000000000001"},
-		"X-Two":           {"a", "b"},
-		"X-Spaced":        {"  padded  "},
 	}
-	body := `{"event":"task.assigned","data":{"id":7}}`
-	send := func(rt http.RoundTripper) func(string) {
-		return func(target string) {
-			resp, err := post(context.Background(), t, rt, target, body, header)
-			if err != nil {
-				t.Fatalf("%T: %v", rt, err)
-			}
-			readAll(t, resp)
-		}
-	}
-	fallback := http.DefaultTransport.(*http.Transport).Clone()
-	fallback.DisableCompression = true
-	want := capture(t, send(fallback))
-	got := capture(t, send(newTransport(nil)))
-	for _, f := range []struct{ name, got, want string }{
-		{"method", got.Method, want.Method},
-		{"request URI", got.RequestURI, want.RequestURI},
-		{"proto", got.Proto, want.Proto},
-		{"headers", fmt.Sprint(got.Header), fmt.Sprint(want.Header)},
-		{"content length", fmt.Sprint(got.ContentLength), fmt.Sprint(want.ContentLength)},
-		{"body", readAll(t, &http.Response{Body: got.Body}), readAll(t, &http.Response{Body: want.Body})},
+	for name, c := range map[string]struct {
+		header http.Header
+		body   string
+	}{
+		"the relay's":            {relays, `{"event":"task.assigned","data":{"id":7}}`},
+		"no body":                {relays, ""},
+		"no User-Agent":          {http.Header{"X-A": {"1"}}, "x"},
+		"an empty User-Agent":    {http.Header{"User-Agent": {""}}, "x"},
+		"two User-Agents":        {http.Header{"User-Agent": {"one", "two"}}, "x"},
+		"values padded, several": {http.Header{"X-Spaced": {"  padded \t"}, "X-Two": {"a", "b"}}, "x"},
+		"a name not canonical":   {http.Header{"x-lower": {"v"}}, "x"},
+		"names net/http ignores": {http.Header{"Host": {"elsewhere"}, "Content-Length": {"99"}, "Transfer-Encoding": {"chunked"}, "Trailer": {"X"}}, "x"},
 	} {
-		if f.got != f.want {
-			t.Errorf("%s: %q, net/http sends %q", f.name, f.got, f.want)
-		}
-	}
-	if got.RequestURI != "/hook/a%20b?x=1&y=%2F" {
-		t.Errorf("request URI %q", got.RequestURI)
+		t.Run(name, func(t *testing.T) {
+			send := func(rt http.RoundTripper) func(string) {
+				return func(target string) {
+					resp, err := post(context.Background(), t, rt, target, c.body, c.header)
+					if err != nil {
+						t.Fatalf("%T: %v", rt, err)
+					}
+					readAll(t, resp)
+				}
+			}
+			fallback := http.DefaultTransport.(*http.Transport).Clone()
+			fallback.DisableCompression = true
+			want := capture(t, send(fallback))
+			got := capture(t, send(newTransport(nil)))
+			for _, f := range []struct{ name, got, want string }{
+				{"method", got.Method, want.Method},
+				{"request URI", got.RequestURI, want.RequestURI},
+				{"proto", got.Proto, want.Proto},
+				{"headers", fmt.Sprint(got.Header), fmt.Sprint(want.Header)},
+				{"content length", fmt.Sprint(got.ContentLength), fmt.Sprint(want.ContentLength)},
+				{"body", readAll(t, &http.Response{Body: got.Body}), readAll(t, &http.Response{Body: want.Body})},
+			} {
+				if f.got != f.want {
+					t.Errorf("%s: %q, net/http sends %q", f.name, f.got, f.want)
+				}
+			}
+			if got.RequestURI != "/hook/a%20b?x=1&y=%2F" {
+				t.Errorf("request URI %q", got.RequestURI)
+			}
+		})
 	}
 }
 
@@ -459,6 +473,7 @@ func TestInvalidHeaders(t *testing.T) {
 		"value with a newline": {"X-Evil": {"a\r\nX-Injected: 1"}},
 		"name with a space":    {"X Evil": {"a"}},
 		"empty name":           {"": {"a"}},
+		"a second User-Agent":  {"User-Agent": {"ok", "bad\r\nX-Injected: 1"}},
 	} {
 		if _, err := post(context.Background(), t, rt, srv.URL, "x", h); err == nil || !strings.Contains(err.Error(), "invalid header field") {
 			t.Errorf("%s: error %v", name, err)
