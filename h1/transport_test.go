@@ -225,34 +225,16 @@ func TestConnectionsKeptAndBounded(t *testing.T) {
 // A kept connection the server closed while it was idle is not written
 // on: the next request goes out on a new one and succeeds.
 func TestServerClosedIdleConnection(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
+	// Each connection serves one request: a keep-alive answer, then the
+	// connection ends anyway.
 	var conns atomic.Int64
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			conns.Add(1)
-			go func() {
-				defer c.Close()
-				req, err := http.ReadRequest(bufio.NewReader(c))
-				if err != nil {
-					return
-				}
-				io.Copy(io.Discard, req.Body)
-				// A keep-alive answer, then the connection ends anyway.
-				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-			}()
-		}
-	}()
+	target := rawAnswer(t, func(c net.Conn) {
+		conns.Add(1)
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+	})
 	rt := newTransport(nil)
 	for i := range 5 {
-		resp, err := post(context.Background(), t, rt, "http://"+ln.Addr().String()+"/", "x", nil)
+		resp, err := post(context.Background(), t, rt, target, "x", nil)
 		if err != nil {
 			t.Fatalf("request %d: %v", i, err)
 		}
@@ -267,7 +249,7 @@ func TestServerClosedIdleConnection(t *testing.T) {
 	}
 }
 
-// "Connection: close" and HTTP/1.0 answers are not kept.
+// An answer with "Connection: close" does not leave its connection kept.
 func TestConnectionCloseNotKept(t *testing.T) {
 	srv, conns := counting(t, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Connection", "close")
