@@ -432,7 +432,9 @@ func (r limitedReader) Read(p []byte) (int, error) {
 }
 
 // body is a response's body: it gives the connection back when the body
-// was read to its end and closed, and closes it otherwise.
+// was read to its end and closed, and closes it otherwise. Unlike
+// net/http's, it is read and closed by one goroutine at a time; the
+// request's context, not a concurrent Close, is what ends a read early.
 type body struct {
 	rc   io.ReadCloser
 	t    *Transport
