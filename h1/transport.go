@@ -112,11 +112,10 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if !ok {
 		return t.fallback.RoundTrip(req)
 	}
+	// roundTrip has closed req's body, as a RoundTripper must, by the
+	// time it returns.
 	resp, err := t.roundTrip(req, addr)
 	if err != nil {
-		if req.Body != nil {
-			req.Body.Close()
-		}
 		if cerr := req.Context().Err(); cerr != nil {
 			// As net/http: a request cancelled or past its deadline
 			// reports that, not what the connection saw of it.
@@ -133,11 +132,13 @@ func (t *Transport) takes(req *http.Request) (addr string, ok bool) {
 	u := req.URL
 	if req.Method != http.MethodPost || u == nil || u.Scheme != "http" || u.Host == "" ||
 		req.ContentLength < 0 || (req.ContentLength > 0 && req.Body == nil) ||
+		(req.ContentLength == 0 && req.Body != nil && req.Body != http.NoBody) ||
 		req.Close || len(req.TransferEncoding) > 0 || len(req.Trailer) > 0 ||
 		(req.Host != "" && req.Host != u.Host) || !ascii(u.Host) || strings.Contains(u.Host, "%") ||
 		req.Header["Connection"] != nil || req.Header["Expect"] != nil ||
 		!t.fallback.DisableCompression || t.fallback.DisableKeepAlives {
-		// net/http would write these differently (a Host without its
+		// net/http would write these differently (a body of length 0
+		// and a Body as one of unknown length, chunked; a Host without its
 		// IPv6 zone, in punycode; an Accept-Encoding it decodes), act on
 		// them (Connection, Expect) or not keep the connection.
 		return "", false

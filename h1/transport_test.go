@@ -449,7 +449,7 @@ func TestDeadlineAndCancel(t *testing.T) {
 // A header that net/http would refuse is refused, and nothing is sent.
 func TestInvalidHeaders(t *testing.T) {
 	var reached atomic.Int64
-	srv, _ := counting(t, func(http.ResponseWriter, *http.Request) { reached.Add(1) })
+	srv, conns := counting(t, func(http.ResponseWriter, *http.Request) { reached.Add(1) })
 	rt := newTransport(nil)
 	for name, h := range map[string]http.Header{
 		"value with a newline": {"X-Evil": {"a\r\nX-Injected: 1"}},
@@ -457,13 +457,36 @@ func TestInvalidHeaders(t *testing.T) {
 		"empty name":           {"": {"a"}},
 		"a second User-Agent":  {"User-Agent": {"ok", "bad\r\nX-Injected: 1"}},
 	} {
-		if _, err := post(context.Background(), t, rt, srv.URL, "x", h); err == nil || !strings.Contains(err.Error(), "invalid header field") {
+		body := &closeCounter{Reader: strings.NewReader("x")}
+		req, err := http.NewRequest(http.MethodPost, srv.URL, body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header, req.ContentLength = h, 1
+		if _, err := rt.RoundTrip(req); err == nil || !strings.HasPrefix(err.Error(), "h1: invalid header field") {
 			t.Errorf("%s: error %v", name, err)
+		}
+		if body.closed != 1 {
+			t.Errorf("%s: the request's body closed %d times, want 1", name, body.closed)
 		}
 	}
 	if n := reached.Load(); n != 0 {
 		t.Errorf("%d requests reached the receiver", n)
 	}
+	if n := conns.Load(); n != 0 {
+		t.Errorf("%d connections opened for requests that could not be sent", n)
+	}
+}
+
+// closeCounter is a request body that counts its Close calls.
+type closeCounter struct {
+	io.Reader
+	closed int
+}
+
+func (c *closeCounter) Close() error {
+	c.closed++
+	return nil
 }
 
 // An idle connection is closed after IdleConnTimeout.
@@ -493,8 +516,28 @@ func TestIdleTimeout(t *testing.T) {
 }
 
 // What the Transport does not send exactly as net/http would goes to the
-// fallback: https (here over HTTP/2), proxied requests, other methods.
+// fallback: https (here over HTTP/2), proxied requests, a body of unknown
+// length.
 func TestFallback(t *testing.T) {
+	echo := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		fmt.Fprintf(w, "%v %s", r.TransferEncoding, b)
+	}))
+	defer echo.Close()
+	// A body with ContentLength 0 is one of unknown length to net/http,
+	// which sends it chunked.
+	req, err := http.NewRequest(http.MethodPost, echo.URL, io.NopCloser(strings.NewReader("unknown length")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	unknown, err := newTransport(nil).RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := readAll(t, unknown); got != "[chunked] unknown length" {
+		t.Errorf("a body of unknown length arrived as %q", got)
+	}
+
 	tls := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprint(w, r.Proto)
 	}))
