@@ -61,7 +61,8 @@ type Config struct {
 	// coming (the last group was stored less than SentGroupDelay ago):
 	// every delivery's first attempt has started, so gathering more
 	// transactions into one write delays only what the store shows, and
-	// makes the write cheaper per transaction. Default 100ms.
+	// makes the write cheaper per transaction. Default 100ms. GroupDelay
+	// is cut to it when longer.
 	SentGroupDelay time.Duration
 	// GroupSize bounds how many transactions are stored together.
 	// Default 1000.
@@ -106,6 +107,9 @@ func (c *Config) withDefaults() {
 	if c.SentGroupDelay <= 0 {
 		c.SentGroupDelay = 100 * time.Millisecond
 	}
+	// A group that deliveries wait for is never held longer than one
+	// that none waits for.
+	c.GroupDelay = min(c.GroupDelay, c.SentGroupDelay)
 	if c.GroupSize <= 0 {
 		c.GroupSize = 1000
 	}

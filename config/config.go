@@ -86,6 +86,12 @@ type Replication struct {
 	Publication         string        `koanf:"publication"`
 	StatusInterval      time.Duration `koanf:"status_interval"`
 	ReconnectMaxBackoff time.Duration `koanf:"reconnect_max_backoff"`
+	// GroupDelay bounds how long source transactions whose deliveries
+	// have all started gather before the relay stores them in one write
+	// (cdc.Config.SentGroupDelay). Shorter: smaller, smoother writes that
+	// the platform's own commits wait less behind, at a higher CPU cost
+	// per event on the database (docs/CONFIG.md).
+	GroupDelay time.Duration `koanf:"group_delay"`
 	// HeartbeatInterval, when positive, makes the relay write a small
 	// logical message into the WAL this often, so a database whose watched
 	// tables (and everything else) stay idle still moves the slot. 0 = off.
@@ -313,6 +319,7 @@ func Default() *Config {
 			Publication:         "smtm_relay",
 			StatusInterval:      10 * time.Second,
 			ReconnectMaxBackoff: 30 * time.Second,
+			GroupDelay:          100 * time.Millisecond,
 			RetainedWALWarn:     1 << 30,
 			WALCheckInterval:    time.Minute,
 		},

@@ -138,6 +138,7 @@ func TestFullConfig(t *testing.T) {
 	if !c.Production || c.Log.Level != "debug" || c.Log.Format != "json" ||
 		c.Database.Schema != "relay_v2" || c.Database.StateDatabaseURL() != "postgres://state:other@state.internal/relay" ||
 		c.Replication.Slot != "relay_2" || c.Replication.ReconnectMaxBackoff != time.Minute ||
+		c.Replication.GroupDelay != 20*time.Millisecond ||
 		c.Replication.HeartbeatInterval != 10*time.Second || c.Replication.RetainedWALWarn != 512<<20 ||
 		c.Replication.WALCheckInterval != 30*time.Second ||
 		c.Delivery.Workers != 16 || c.Delivery.PollInterval != 250*time.Millisecond ||

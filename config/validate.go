@@ -109,6 +109,10 @@ func (c *Config) validateDatabase(p *problems) {
 	}
 }
 
+// maxGroupDelay bounds replication.group_delay: stored events, and what
+// the admin API shows of them, lag the deliveries by up to that long.
+const maxGroupDelay = time.Second
+
 // validateReplication checks the replication section.
 func (c *Config) validateReplication(p *problems) {
 	if !slotRE.MatchString(c.Replication.Slot) {
@@ -120,6 +124,9 @@ func (c *Config) validateReplication(p *problems) {
 	positive(p, "replication.status_interval", c.Replication.StatusInterval)
 	positive(p, "replication.reconnect_max_backoff", c.Replication.ReconnectMaxBackoff)
 	positive(p, "replication.wal_check_interval", c.Replication.WALCheckInterval)
+	if d := c.Replication.GroupDelay; d < time.Millisecond || d > maxGroupDelay {
+		p.add("replication.group_delay", "must be between 1ms and %s, got %s", maxGroupDelay, d)
+	}
 	if c.Replication.HeartbeatInterval < 0 {
 		p.add("replication.heartbeat_interval", "must be 0 (off) or positive, got %s", c.Replication.HeartbeatInterval)
 	}

@@ -8,3 +8,7 @@ func IgnoreConfigFile(t testing.TB) {
 	ignoreConfigFile.Store(true)
 	t.Cleanup(func() { ignoreConfigFile.Store(false) })
 }
+
+// CDCConfig is cdcConfig, the change feed's configuration from the
+// relay's.
+var CDCConfig = cdcConfig

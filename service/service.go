@@ -303,6 +303,7 @@ func cdcConfig(cfg *config.Config, cat Catalogue, log *slog.Logger) cdc.Config {
 		Tables:         cat.Tables,
 		StatusInterval: cfg.Replication.StatusInterval,
 		MaxBackoff:     cfg.Replication.ReconnectMaxBackoff,
+		SentGroupDelay: cfg.Replication.GroupDelay,
 		Logger:         log.With("component", "cdc"),
 		// Retained WAL is logged on every check; Source.RetainedWAL and
 		// Config.OnSlotStatus expose it to metrics.
