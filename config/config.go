@@ -86,7 +86,7 @@ type Replication struct {
 	Publication         string        `koanf:"publication"`
 	StatusInterval      time.Duration `koanf:"status_interval"`
 	ReconnectMaxBackoff time.Duration `koanf:"reconnect_max_backoff"`
-	// GroupDelay bounds how long source transactions whose deliveries
+	// GroupDelay is the longest that source transactions whose deliveries
 	// have all started gather before the relay stores them in one write
 	// (cdc.Config.SentGroupDelay). Shorter: smaller, smoother writes that
 	// the platform's own commits wait less behind, at a higher CPU cost
