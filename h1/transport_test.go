@@ -249,7 +249,8 @@ func TestServerClosedIdleConnection(t *testing.T) {
 	}
 }
 
-// An answer with "Connection: close" does not leave its connection kept.
+// An answer with "Connection: close", or an HTTP/1.0 one, does not leave
+// its connection kept.
 func TestConnectionCloseNotKept(t *testing.T) {
 	srv, conns := counting(t, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Connection", "close")
@@ -265,6 +266,29 @@ func TestConnectionCloseNotKept(t *testing.T) {
 	}
 	if n := conns.Load(); n != 3 {
 		t.Errorf("%d connections, want 3", n)
+	}
+
+	// Nor does an HTTP/1.0 answer without keep-alive, even from a server
+	// that leaves the connection open.
+	var old atomic.Int32
+	target := rawAnswer(t, func(c net.Conn) {
+		old.Add(1)
+		io.WriteString(c, "HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		io.Copy(io.Discard, c) // until the client closes it
+	})
+	// A kept connection would carry the next request to a server that
+	// no longer reads requests on it: the deadline ends that wait.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for range 3 {
+		resp, err := post(ctx, t, rt, target, "x", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		readAll(t, resp)
+	}
+	if n := old.Load(); n != 3 {
+		t.Errorf("HTTP/1.0: %d connections, want 3", n)
 	}
 }
 
