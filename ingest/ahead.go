@@ -41,6 +41,32 @@ type aheadState struct {
 	// waiting is set when a delivery of the transactions since the last
 	// Flush waits for the store write: one not taken ahead (see Waiting).
 	waiting bool
+	// wholeAt is the webhooks' version with which every delivery of the
+	// buffered events went ahead (store.Batch.WholeAt): 0 while none of
+	// them was decided, -1 once one was not taken ahead or the copy's
+	// version changed between decisions (see noteWhole).
+	wholeAt int64
+}
+
+// noteWhole records how the deliveries of buffered events were decided:
+// all taken ahead or not, with the copy of the webhooks of version
+// (0: none read).
+func (in *Ingester) noteWhole(all bool, version int64) {
+	switch {
+	case in.wholeAt < 0:
+	case !all || version == 0 || (in.wholeAt != 0 && in.wholeAt != version):
+		in.wholeAt = -1
+	default:
+		in.wholeAt = version
+	}
+}
+
+// whole returns the Batch.WholeAt of the buffered events, and forgets it
+// for the next ones.
+func (in *Ingester) whole() int64 {
+	v := max(in.wholeAt, 0)
+	in.wholeAt = 0
+	return v
 }
 
 // Waiting implements cdc.Handler: it reports whether a delivery of the
@@ -69,6 +95,8 @@ func (in *Ingester) Waiting() bool { return in.waiting }
 // when the version cannot be read: they are stored first and sent as
 // before, only later.
 func (in *Ingester) sendAhead(ctx context.Context, events []event.Event) (all bool) {
+	var version int64 // of the copy that decided
+	defer func() { in.noteWhole(all, version) }()
 	owner, lease := in.opts.Handoff.AheadLease()
 	if owner == "" || lease <= 0 {
 		return false
@@ -78,6 +106,7 @@ func (in *Ingester) sendAhead(ctx context.Context, events []event.Event) (all bo
 		if takers, subscribers := in.count(events, now); takers == 0 {
 			// Whatever changed since the copy was read, the write decides:
 			// it is no later for it.
+			version = in.fanOut.Version
 			return subscribers == 0
 		}
 	}
@@ -93,7 +122,7 @@ func (in *Ingester) sendAhead(ctx context.Context, events []event.Event) (all bo
 		}
 		in.key = k
 	}
-	all = true
+	all, version = true, in.fanOut.Version
 	for i := range events {
 		e := &events[i]
 		for _, w := range in.fanOut.ByCompany[e.CompanyID] {
@@ -133,6 +162,18 @@ func (in *Ingester) aheadBatch() []store.Ahead {
 // and nothing is left to record of it. Those the sender let go since it
 // took them are left out: the write decides them as any other. It keeps
 // the rest in place in both slices.
+//
+// keptWhole does the same for a batch, whose WholeAt it clears when one
+// was let go: the write must then decide those.
+func keptWhole(h Handoff, b *store.Batch, ids []uuid.UUID) []uuid.UUID {
+	n := len(b.Ahead)
+	b.Ahead, ids = keptAhead(h, b.Ahead, ids)
+	if len(b.Ahead) < n {
+		b.WholeAt = 0
+	}
+	return ids
+}
+
 func keptAhead(h Handoff, ahead []store.Ahead, ids []uuid.UUID) ([]store.Ahead, []uuid.UUID) {
 	kept := 0
 	for i := range ahead {

@@ -121,7 +121,7 @@ func (in *Ingester) launch(ctx context.Context, part *store.Part) error {
 	fl := &inflight{
 		done:     make(chan struct{}),
 		hurry:    make(chan struct{}),
-		batch:    store.Batch{Events: in.events, Lease: lease, Filtering: f, Ahead: in.ahead},
+		batch:    store.Batch{Events: in.events, Lease: lease, Filtering: f, Ahead: in.ahead, WholeAt: in.whole()},
 		aheadIDs: in.aheadIDs,
 		from:     in.stored,
 		end:      in.end,
@@ -164,7 +164,7 @@ func (fl *inflight) run(ctx context.Context, in *Ingester) {
 			return
 		}
 	}
-	fl.batch.Ahead, fl.aheadIDs = keptAhead(in.opts.Handoff, fl.batch.Ahead, fl.aheadIDs)
+	fl.aheadIDs = keptWhole(in.opts.Handoff, &fl.batch, fl.aheadIDs)
 	if fl.part != nil {
 		// A part leases what the sender can take now of the deliveries it
 		// did not take ahead, as a write on the feed's goroutine would.
@@ -252,7 +252,7 @@ func (in *Ingester) joinOldest(ctx context.Context) error {
 		err = in.retryFilters(ctx, fl.batch.Events, func(f store.Filtering, _ bool) error {
 			b := fl.batch
 			b.Filtering = f
-			b.Ahead, fl.aheadIDs = keptAhead(in.opts.Handoff, b.Ahead, fl.aheadIDs)
+			fl.aheadIDs = keptWhole(in.opts.Handoff, &b, fl.aheadIDs)
 			n, leased, err := fl.write(ctx, in, b)
 			if err == nil {
 				fl.n = n

@@ -187,6 +187,9 @@ func (in *Ingester) Commit(ctx context.Context, tx event.Tx) error {
 	if len(in.events) > start || in.writes != writes {
 		all := mayGo && in.writes == writes && in.sendAhead(ctx, in.events[start:])
 		in.waiting = in.waiting || !all
+		if !all {
+			in.noteWhole(false, 0) // sendAhead may not have decided
+		}
 	}
 	if len(in.events)+len(in.states) >= in.opts.ChunkSize {
 		if err := in.write(ctx); err != nil {
@@ -473,4 +476,5 @@ func (in *Ingester) dropBuffered() {
 	in.states = in.states[:0]
 	in.ahead = in.ahead[:0]
 	in.aheadIDs = in.aheadIDs[:0]
+	in.wholeAt = 0
 }

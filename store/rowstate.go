@@ -140,7 +140,7 @@ func (x *Exchange) Finish() error {
 		}
 	}
 	x.closed = true
-	_, _, err := x.w.results(x.br, x.nState, nil)
+	_, _, err := x.w.results(x.br, x.nState, nil, 0)
 	return err
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -80,6 +81,16 @@ func (s *Store) Parts(ctx context.Context, slot string) (map[event.LSN]Part, err
 // relay that streams it again maps its first p.Changes changes for their
 // row state only (Parts). It commits at once.
 func (s *Store) WritePart(ctx context.Context, slot string, commitLSN event.LSN, p Part, batch Batch) (int64, Leased, error) {
+	n, leased, err := s.writePart(ctx, slot, commitLSN, p, batch)
+	if batch.WholeAt != 0 && errors.Is(err, errWebhooksMoved) {
+		// Nothing was stored: decide as usual.
+		batch.WholeAt = 0
+		return s.writePart(ctx, slot, commitLSN, p, batch)
+	}
+	return n, leased, err
+}
+
+func (s *Store) writePart(ctx context.Context, slot string, commitLSN event.LSN, p Part, batch Batch) (int64, Leased, error) {
 	if len(batch.States) > 0 {
 		return 0, Leased{}, errors.New("store part: row state is stored with the commit, not in parts")
 	}
@@ -90,8 +101,10 @@ func (s *Store) WritePart(ctx context.Context, slot string, commitLSN event.LSN,
 		ON CONFLICT (slot, commit_lsn) DO UPDATE SET changes = excluded.changes, next_seq = excluded.next_seq
 		WHERE parts.changes < excluded.changes`),
 		slot, int64(commitLSN), p.Changes, int32(p.NextSeq))
+	var wholeAt int64
 	if len(events) > 0 {
-		if err := w.queueEvents(ctx, b, batch, true); err != nil {
+		var err error
+		if wholeAt, err = w.queueEvents(ctx, b, batch, true); err != nil {
 			return 0, Leased{}, err
 		}
 	}
@@ -100,7 +113,7 @@ func (s *Store) WritePart(ctx context.Context, slot string, commitLSN event.LSN,
 		br.Close()
 		return 0, Leased{}, fmt.Errorf("store part: %w", err)
 	}
-	n, leased, err := w.results(br, 0, events)
+	n, leased, err := w.results(br, 0, events, wholeAt)
 	if err != nil {
 		return 0, Leased{}, fmt.Errorf("store part: %w", err)
 	}
@@ -134,6 +147,15 @@ type Batch struct {
 	// in the lease's limits and is not returned as leased: its sender has
 	// it.
 	Ahead []Ahead
+	// WholeAt, when not zero, says that Ahead holds every delivery that
+	// the webhooks of this version (FanOut.Version) make of Events, none
+	// let go since. A write that commits as it is sent (WriteCommit,
+	// WritePart) then stores the events with those deliveries alone, and
+	// no other fan-out, lease or filter check, in a statement that costs
+	// PostgreSQL a fraction of the full one (writeAheadSQL), if the
+	// webhooks' version is still WholeAt; if it moved, the write decides
+	// as usual. The result is the same either way.
+	WholeAt int64
 }
 
 // Ahead names a delivery of a batch's event that its sender took before
@@ -293,19 +315,21 @@ func (w *Writer) Write(ctx context.Context, b Batch) (int64, Leased, error) {
 	}
 	nState := pb.Len()
 	if len(b.Events) > 0 {
-		if err := w.queueEvents(ctx, pb, b, false); err != nil {
+		if _, err := w.queueEvents(ctx, pb, b, false); err != nil {
 			return 0, Leased{}, err
 		}
 	}
 	if pb.Len() == 0 {
 		return 0, Leased{}, nil
 	}
-	return w.results(w.tx.SendBatch(ctx, pb), nState, b.Events)
+	return w.results(w.tx.SendBatch(ctx, pb), nState, b.Events, 0)
 }
 
 // results reads what queueState and queueEvents queued, in that order, and
-// closes br: the number of deliveries created and the leased ones.
-func (w *Writer) results(br pgx.BatchResults, nState int, events []event.Event) (int64, Leased, error) {
+// closes br: the number of deliveries created and the leased ones. A
+// non-zero wholeAt says that queueEvents queued writeAheadSQL for that
+// version of the webhooks.
+func (w *Writer) results(br pgx.BatchResults, nState int, events []event.Event, wholeAt int64) (int64, Leased, error) {
 	for range nState {
 		if _, err := br.Exec(); err != nil {
 			br.Close()
@@ -316,11 +340,21 @@ func (w *Writer) results(br pgx.BatchResults, nState int, events []event.Event) 
 	var leased Leased
 	if len(events) > 0 {
 		var err error
-		if created, leased, err = w.scanEvents(br.QueryRow(), events); err != nil {
+		if wholeAt != 0 {
+			created, leased, err = w.scanAhead(br.QueryRow(), wholeAt)
+		} else {
+			created, leased, err = w.scanEvents(br.QueryRow(), events)
+		}
+		if err != nil {
 			br.Close()
 			var pgErr *pgconn.PgError
-			if errors.As(err, &pgErr) && pgErr.Code == "22012" { // division_by_zero: see writeEventsSQL
-				err = ErrFiltersChanged
+			if errors.As(err, &pgErr) {
+				switch {
+				case pgErr.Code == "22012": // division_by_zero: see writeEventsSQL
+					err = ErrFiltersChanged
+				case wholeAt != 0 && pgErr.Code == "22P02" && strings.Contains(pgErr.Message, webhooksMovedMark):
+					err = errWebhooksMoved
+				}
 			}
 			return 0, Leased{}, fmt.Errorf("store events: %w", err)
 		}
@@ -337,6 +371,16 @@ func (w *Writer) results(br pgx.BatchResults, nState int, events []event.Event) 
 // stored or nothing. It fails, storing nothing, when slot is not ready or
 // its position is not from.
 func (s *Store) WriteCommit(ctx context.Context, slot string, batch Batch, from, end event.LSN) (int64, Leased, error) {
+	n, leased, err := s.writeCommit(ctx, slot, batch, from, end)
+	if batch.WholeAt != 0 && errors.Is(err, errWebhooksMoved) {
+		// Nothing was stored: decide as usual.
+		batch.WholeAt = 0
+		return s.writeCommit(ctx, slot, batch, from, end)
+	}
+	return n, leased, err
+}
+
+func (s *Store) writeCommit(ctx context.Context, slot string, batch Batch, from, end event.LSN) (int64, Leased, error) {
 	events, states := batch.Events, batch.States
 	w := &Writer{s: s, slot: slot, began: time.Now()}
 	b := &pgx.Batch{}
@@ -350,8 +394,10 @@ func (s *Store) WriteCommit(ctx context.Context, slot string, batch Batch, from,
 		return 0, Leased{}, err
 	}
 	nState := b.Len() - 1
+	var wholeAt int64
 	if len(events) > 0 {
-		if err := w.queueEvents(ctx, b, batch, true); err != nil {
+		var err error
+		if wholeAt, err = w.queueEvents(ctx, b, batch, true); err != nil {
 			return 0, Leased{}, err
 		}
 	}
@@ -370,7 +416,7 @@ func (s *Store) WriteCommit(ctx context.Context, slot string, batch Batch, from,
 		}
 		return 0, Leased{}, fmt.Errorf("save checkpoint: %w", err)
 	}
-	return w.results(br, nState, events)
+	return w.results(br, nState, events, wholeAt)
 }
 
 // queueEvents queues the statement that stores events with one delivery per
@@ -379,14 +425,19 @@ func (s *Store) WriteCommit(ctx context.Context, slot string, batch Batch, from,
 // with are not the current ones, the statement stores nothing: strict
 // makes it fail (for a pipeline that commits as it ends), else it answers
 // that they changed (scanEvents).
-func (w *Writer) queueEvents(ctx context.Context, b *pgx.Batch, batch Batch, strict bool) error {
+//
+// In a pipeline that commits as it ends (strict), a batch whose
+// deliveries all went ahead (Batch.WholeAt) is stored by writeAheadSQL
+// instead, which fails, storing nothing, when the webhooks' version moved
+// (errWebhooksMoved); it then returns that version.
+func (w *Writer) queueEvents(ctx context.Context, b *pgx.Batch, batch Batch, strict bool) (wholeAt int64, err error) {
 	events, lease := batch.Events, batch.Lease
 	if len(batch.Ahead) > 0 && (lease.Owner == "" || lease.Lease <= 0) {
-		return errors.New("store events: deliveries taken ahead need the lease owner and duration to store them under")
+		return 0, errors.New("store events: deliveries taken ahead need the lease owner and duration to store them under")
 	}
 	key, err := w.s.deliveryKey(ctx)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	n := len(events)
 	lsns, seqs := make([]int64, n), make([]int32, n)
@@ -400,6 +451,16 @@ func (w *Writer) queueEvents(ctx context.Context, b *pgx.Batch, batch Batch, str
 		types[i], tables[i], ops[i] = e.Type, e.Table, string(e.Op)
 		companies[i], times[i], bodies[i] = e.CompanyID, e.CommitTime, e.Body
 		traces[i] = e.TraceParent
+	}
+	ahead, err := aheadArgs(key, w.slot, events, batch.Ahead)
+	if err != nil {
+		return 0, err
+	}
+	if strict && batch.WholeAt != 0 {
+		args := []any{w.slot, lsns, seqs, types, companies, tables, ops, times, bodies, traces,
+			lease.Owner, lease.Lease.Microseconds(), batch.WholeAt}
+		b.Queue(w.s.q(writeAheadSQL), append(args, ahead...)...)
+		return batch.WholeAt, nil
 	}
 	limit, room, hold, holdLimit := 0, 0, 0, 0
 	var ids []int64
@@ -420,12 +481,8 @@ func (w *Writer) queueEvents(ctx context.Context, b *pgx.Batch, batch Batch, str
 		sql = writeEventsSQL
 		args = append(args, filterArgs(batch.Filtering)...)
 	}
-	ahead, err := aheadArgs(key, w.slot, events, batch.Ahead)
-	if err != nil {
-		return err
-	}
 	b.Queue(w.s.q(sql), append(append(args, strict), ahead...)...)
-	return nil
+	return 0, nil
 }
 
 // deliveryKey returns the installation's key for delivery ids (migration

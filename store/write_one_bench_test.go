@@ -69,12 +69,27 @@ func postgresCPU() time.Duration {
 // the relay writes it at 1,000 source transactions a second: a group of 100
 // source transactions of one event each, every delivery sent ahead and
 // delivered before the write, stored with its result, with the row state
-// and the position, in one pipeline (WriteCommit). pg-µs/event is the CPU
-// every postgres process on the machine used per event: run it on an
-// otherwise idle machine.
-func BenchmarkWriteCommitAhead(b *testing.B) {
+// and the position, in one pipeline (WriteCommit), deciding the fan-out
+// from the webhooks' rows as a write whose deliveries did not all go
+// ahead does. pg-µs/event is the CPU every postgres process on the
+// machine used per event: run it on an otherwise idle machine.
+func BenchmarkWriteCommitAhead(b *testing.B) { benchmarkWriteCommitAhead(b, false) }
+
+// BenchmarkWriteCommitWhole is BenchmarkWriteCommitAhead as the relay
+// writes such a group: knowing that every delivery went ahead
+// (Batch.WholeAt), so that only they are stored (writeAheadSQL).
+func BenchmarkWriteCommitWhole(b *testing.B) { benchmarkWriteCommitAhead(b, true) }
+
+func benchmarkWriteCommitAhead(b *testing.B, whole bool) {
 	ctx := context.Background()
 	st, body, lease := steadyBench(b)
+	var version int64
+	if whole {
+		var err error
+		if version, err = st.WebhooksVersion(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
 	const group = 100
 	lsn, prev := event.LSN(100), event.LSN(1)
 	var task int
@@ -93,7 +108,7 @@ func BenchmarkWriteCommitAhead(b *testing.B) {
 			results[i] = AttemptResult{Attempt: 1, StartedAt: time.Now(), Duration: 300 * time.Microsecond, StatusCode: 200, Status: StatusDelivered}
 			ahead[i] = Ahead{CommitLSN: lsn, WebhookID: 1, Result: &results[i]}
 		}
-		n, _, err := st.WriteCommit(ctx, "s", Batch{Events: events, States: states, Lease: lease, Ahead: ahead}, prev, lsn)
+		n, _, err := st.WriteCommit(ctx, "s", Batch{Events: events, States: states, Lease: lease, Ahead: ahead, WholeAt: version}, prev, lsn)
 		if err != nil || n != group {
 			b.Fatalf("wrote %d deliveries: %v", n, err)
 		}

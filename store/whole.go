@@ -1,0 +1,96 @@
+package store
+
+import (
+	"errors"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// errWebhooksMoved fails a write of a batch whose deliveries all went
+// ahead (Batch.WholeAt) when the webhooks' version is not the one they
+// were decided with: nothing is stored, and the write decides again.
+var errWebhooksMoved = errors.New("the webhooks changed since the deliveries taken ahead were decided")
+
+// webhooksMovedMark is in the message of the error writeAheadSQL fails
+// with when the webhooks' version moved (invalid_text_representation, of
+// the text it casts to int so that the statement fails at run time, not
+// when its plan is made).
+const webhooksMovedMark = "webhooks changed since the fan-out"
+
+// writeAheadSQL stores a batch whose deliveries all went ahead with the
+// webhooks of version $13 (Batch.WholeAt): the events that have a delivery
+// taken ahead, each with those deliveries, as writeEventsSQL stores
+// deliveries taken ahead (those whose first attempt is over as it left
+// them, with the attempt recorded; the others leased to their sender,
+// $11, for $12 µs), and nothing else. It answers the number of deliveries
+// stored and the time of the write.
+//
+// Those are the deliveries writeEventsSQL would store, decided from the
+// webhooks of that version: it fails, storing nothing, when the version
+// is no longer $13 (webhooksMovedMark). Events stored before (a replay)
+// are skipped with their deliveries, as there.
+//
+// It leaves out what a batch of such deliveries does not need: the
+// fan-out from the webhooks' rows, the ranking that leases and holds, the
+// pauses and the filters' check. Setting those up for each execution cost
+// PostgreSQL more than storing the rows of a group of a few transactions,
+// and a fifth of the whole per event in a group of a hundred
+// (BenchmarkWriteCommitWhole against BenchmarkWriteCommitAhead).
+var writeAheadSQL = func() string {
+	p := func(i int, typ string) string { return "$" + strconv.Itoa(14+i) + "::" + typ + "[]" }
+	return `
+WITH ahead AS (
+    SELECT * FROM unnest(` + p(0, "bigint") + `, ` + p(1, "int") + `, ` + p(2, "bigint") + `, ` + p(3, "text") + `, ` +
+		p(4, "timestamptz") + `, ` + p(5, "float8") + `, ` + p(6, "int") + `, ` + p(7, "text") + `, ` + p(8, "text") + `, ` + p(9, "bigint") + `, ` +
+		p(10, "uuid") + `)
+      AS a(lsn, seq, webhook_id, status, started_at, duration_ms, status_code, error, snippet, retry_us, id)
+), ev AS (
+    INSERT INTO {{schema}}.events (source, commit_lsn, seq, event_type, company_id, source_table, op, committed_at, body, traceparent)
+    SELECT $1, u.lsn, u.seq, u.typ, u.company, u.tbl, u.op, u.at, u.body, NULLIF(u.trace, '')
+    FROM unnest($2::bigint[], $3::int[], $4::text[], $5::bigint[], $6::text[], $7::text[], $8::timestamptz[], $9::bytea[], $10::text[])
+      AS u(lsn, seq, typ, company, tbl, op, at, body, trace)
+    WHERE (SELECT (CASE WHEN max(version) = $13 THEN '1'
+                        ELSE '` + webhooksMovedMark + `: version ' || coalesce(max(version)::text, 'none') END)::int
+           FROM {{schema}}.webhooks_version WHERE one) = 1
+      AND EXISTS (SELECT 1 FROM ahead a WHERE a.lsn = u.lsn AND a.seq = u.seq)
+    ON CONFLICT (source, commit_lsn, seq) DO NOTHING
+    RETURNING id, commit_lsn, seq, event_type, company_id
+), ins AS (
+    INSERT INTO {{schema}}.deliveries (id, event_id, webhook_id, company_id, event_type, next_attempt_at, lease_owner, lease_until,
+                                       status, attempts, last_status_code, last_error, finished_at,
+                                       first_started_at, first_duration_ms, first_status_code, first_snippet, first_sent_by)
+    SELECT a.id, ev.id, a.webhook_id, ev.company_id, ev.event_type,
+           CASE WHEN a.status = 'retrying' THEN now() + a.retry_us * interval '1 microsecond' ELSE now() END,
+           CASE WHEN a.status = '' THEN $11 END,
+           CASE WHEN a.status = '' THEN now() + $12::bigint * interval '1 microsecond' END,
+           COALESCE(NULLIF(a.status, ''), 'pending'), CASE WHEN a.status = '' THEN 0 ELSE 1 END,
+           NULLIF(a.status_code, 0), NULLIF(a.error, ''),
+           CASE WHEN a.status IN ('delivered', 'failed') THEN now() END,
+           CASE WHEN a.status = 'delivered' THEN a.started_at END, CASE WHEN a.status = 'delivered' THEN a.duration_ms END,
+           CASE WHEN a.status = 'delivered' THEN NULLIF(a.status_code, 0) END, CASE WHEN a.status = 'delivered' THEN NULLIF(a.snippet, '') END,
+           CASE WHEN a.status = 'delivered' THEN $11 END
+    FROM ev JOIN ahead a ON a.lsn = ev.commit_lsn AND a.seq = ev.seq
+    RETURNING 1
+), att AS (
+    INSERT INTO {{schema}}.attempt_rows (delivery_id, webhook_id, attempt, started_at, duration_ms, status_code, error, response_snippet, sent_by)
+    SELECT a.id, a.webhook_id, 1, a.started_at, a.duration_ms, NULLIF(a.status_code, 0), NULLIF(a.error, ''), NULLIF(a.snippet, ''), $11
+    FROM ev JOIN ahead a ON a.lsn = ev.commit_lsn AND a.seq = ev.seq
+    WHERE a.status IN ('retrying', 'failed')
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM ins), now()`
+}()
+
+// scanAhead reads writeAheadSQL's answer, for a batch decided with the
+// webhooks of version wholeAt: every delivery it stored went ahead, so it
+// leases none.
+func (w *Writer) scanAhead(row pgx.Row, wholeAt int64) (int64, Leased, error) {
+	var created int64
+	var now time.Time
+	if err := row.Scan(&created, &now); err != nil {
+		return 0, Leased{}, err
+	}
+	return created, Leased{Due: now, At: w.began, Ahead: int(created), WebhooksVersion: wholeAt}, nil
+}
