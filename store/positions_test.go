@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"reflect"
 	"testing"
 	"time"
 
@@ -75,4 +76,46 @@ func TestPositionIsBoundWhenThisVersionStoredIt(t *testing.T) {
 		t.Fatal(err)
 	}
 	want(15, StateReadyUnbound)
+}
+
+// TestMigrationKeepsRowStateAsText: row state stored as jsonb before
+// migration 0025 is read back the same after it, and written and read as
+// the relay's own JSON text from then on.
+func TestMigrationKeepsRowStateAsText(t *testing.T) {
+	s := newTestStore(t)
+	ctx := context.Background()
+	s.readySlot(t)
+	// Back to the table as it was before 0025, holding a record as jsonb
+	// stored it.
+	s.mustExec(t, `ALTER TABLE {{schema}}.row_state ALTER COLUMN vals TYPE jsonb USING vals::jsonb`)
+	s.mustExec(t, `DELETE FROM {{schema}}.schema_migrations WHERE version = 25`)
+	s.mustExec(t, `INSERT INTO {{schema}}.row_state (slot, tbl, pk, vals) VALUES ('s', 'tasks', '1', '{"status": "open", "technician_id": 42, "done": false, "note": null}')`)
+	if err := s.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.RowState(ctx, "s", "tasks", []string{"1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := event.Row{"status": "open", "technician_id": int64(42), "done": false, "note": nil}
+	if !reflect.DeepEqual(got["1"], want) {
+		t.Fatalf("after the migration: %#v, want %#v", got["1"], want)
+	}
+	w, err := s.BeginWrite(ctx, "s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := w.Write(ctx, Batch{States: []StateRow{{Table: "tasks", Key: "1", Vals: event.Row{"status": "completed", "technician_id": int64(7)}}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Commit(ctx, s.at(t), 20); err != nil {
+		t.Fatal(err)
+	}
+	var raw, typ string
+	if err := s.pool.QueryRow(ctx, s.q(`SELECT vals, pg_typeof(vals)::text FROM {{schema}}.row_state WHERE pk = '1'`)).Scan(&raw, &typ); err != nil {
+		t.Fatal(err)
+	}
+	if typ != "text" || (raw != `{"status":"completed","technician_id":7}` && raw != `{"technician_id":7,"status":"completed"}`) {
+		t.Fatalf("stored as %s: %s", typ, raw)
+	}
 }

@@ -241,7 +241,7 @@ func (p *flatParser) digits() bool {
 	return p.i > start
 }
 
-// rowScan scans a row's record (jsonb) with parseRow, from the driver's
+// rowScan scans a row's record (JSON text) with parseRow, from the driver's
 // buffer.
 type rowScan struct{ row event.Row }
 

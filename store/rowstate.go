@@ -190,7 +190,7 @@ func (w *Writer) queueState(b *pgx.Batch, states []StateRow) error {
 	}
 	if len(upKeys) > 0 {
 		b.Queue(w.s.q(`INSERT INTO {{schema}}.row_state (slot, tbl, pk, vals)
-			SELECT $1, u.* FROM unnest($2::text[], $3::text[], $4::jsonb[]) AS u
+			SELECT $1, u.* FROM unnest($2::text[], $3::text[], $4::text[]) AS u
 			ON CONFLICT (slot, tbl, pk) DO UPDATE SET vals = EXCLUDED.vals`), w.slot, upTables, upKeys, upVals)
 	}
 	return nil
