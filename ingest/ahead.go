@@ -162,18 +162,6 @@ func (in *Ingester) aheadBatch() []store.Ahead {
 // and nothing is left to record of it. Those the sender let go since it
 // took them are left out: the write decides them as any other. It keeps
 // the rest in place in both slices.
-//
-// keptWhole does the same for a batch, whose WholeAt it clears when one
-// was let go: the write must then decide those.
-func keptWhole(h Handoff, b *store.Batch, ids []uuid.UUID) []uuid.UUID {
-	n := len(b.Ahead)
-	b.Ahead, ids = keptAhead(h, b.Ahead, ids)
-	if len(b.Ahead) < n {
-		b.WholeAt = 0
-	}
-	return ids
-}
-
 func keptAhead(h Handoff, ahead []store.Ahead, ids []uuid.UUID) ([]store.Ahead, []uuid.UUID) {
 	kept := 0
 	for i := range ahead {
@@ -190,6 +178,17 @@ func keptAhead(h Handoff, ahead []store.Ahead, ids []uuid.UUID) ([]store.Ahead, 
 		kept++
 	}
 	return ahead[:kept], ids[:kept]
+}
+
+// keptWhole is keptAhead for a batch, whose WholeAt it clears when one
+// was let go: the write must then decide those.
+func keptWhole(h Handoff, b *store.Batch, ids []uuid.UUID) []uuid.UUID {
+	n := len(b.Ahead)
+	b.Ahead, ids = keptAhead(h, b.Ahead, ids)
+	if len(b.Ahead) < n {
+		b.WholeAt = 0
+	}
+	return ids
 }
 
 // count counts the deliveries of events that the copy of the webhooks
