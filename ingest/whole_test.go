@@ -36,6 +36,43 @@ func (s *wholeSeen) note(v int64) {
 	s.seen = append(s.seen, v)
 }
 
+// wholeFixture returns a fixture of users users, read in chunks of 100,
+// whose ingester hands deliveries to h and writes through a wholeSeen.
+func wholeFixture(t *testing.T, users int, h ingest.Handoff) (*fixture, *wholeSeen) {
+	f := newFixture(t, users, 100)
+	st := &wholeSeen{Store: f.st}
+	f.in.Close(context.Background())
+	f.in = ingest.New(st, f.m, ingest.Options{Slot: "s", Tables: []string{"users"}, ChunkSize: 100, Handoff: h})
+	f.start()
+	return f, st
+}
+
+// want waits for f's writes in flight (Sync) and fails unless there were
+// n of them, each saying it was whole at the webhooks' current version,
+// or each saying it was not.
+func (s *wholeSeen) want(t *testing.T, f *fixture, n int, whole bool) {
+	t.Helper()
+	ctx := context.Background()
+	if err := f.in.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	v, err := s.WebhooksVersion(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := make([]int64, n)
+	if whole {
+		for i := range want {
+			want[i] = v
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !slices.Equal(s.seen, want) {
+		t.Fatalf("writes said whole at %v, want %v", s.seen, want)
+	}
+}
+
 // TestWholeGroupsAreWrittenAsSuch: a group whose every delivery went
 // ahead, decided with one version of the webhooks and none let go, is
 // written saying so (store.Batch.WholeAt, the version), and so is each
@@ -60,31 +97,14 @@ func TestWholeGroupsAreWrittenAsSuch(t *testing.T) {
 		}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			f := newFixture(t, 2, 100)
-			st := &wholeSeen{Store: f.st}
-			f.in.Close(ctx)
-			f.in = ingest.New(st, f.m, ingest.Options{Slot: "s", Tables: []string{"users"}, ChunkSize: 100, Handoff: tc.h})
-			f.start()
+			f, st := wholeFixture(t, 2, tc.h)
 			f.tx(set{1, false})
 			if tc.between != nil {
 				tc.between(t, f)
 			}
 			f.tx(set{2, false})
 			f.flush()
-			if err := f.in.Sync(ctx); err != nil {
-				t.Fatal(err)
-			}
-			v, err := f.st.WebhooksVersion(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			want := []int64{0}
-			if tc.whole {
-				want = []int64{v}
-			}
-			if !slices.Equal(st.seen, want) {
-				t.Fatalf("writes said whole at %v, want %v", st.seen, want)
-			}
+			st.want(t, f, 1, tc.whole)
 			if got := f.deactivations(); got != 2 {
 				t.Fatalf("%d user.deactivated stored, want 2", got)
 			}
@@ -100,29 +120,12 @@ func TestWholeGroupsAreWrittenAsSuch(t *testing.T) {
 		{"parts, half taken ahead", &takeHalf{takeAll: takeAll{stored: make(chan event.LSN, 10)}}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			f := newFixture(t, 250, 100)
-			st := &wholeSeen{Store: f.st}
-			f.in.Close(ctx)
-			f.in = ingest.New(st, f.m, ingest.Options{Slot: "s", Tables: []string{"users"}, ChunkSize: 100, Handoff: tc.h})
-			f.start()
+			f, st := wholeFixture(t, 250, tc.h)
 			f.deactivateAll(250)
-			if err := f.in.Sync(ctx); err != nil {
-				t.Fatal(err)
-			}
-			v, err := f.st.WebhooksVersion(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
 			// Two parts of 100 changes in flight; the rest is written
 			// with the commit, in the store transaction the row state is
 			// in.
-			want := []int64{0, 0}
-			if tc.whole {
-				want = []int64{v, v}
-			}
-			if !slices.Equal(st.seen, want) {
-				t.Fatalf("writes said whole at %v, want %v", st.seen, want)
-			}
+			st.want(t, f, 2, tc.whole)
 			var events, deliveries int
 			if err := f.st.Pool().QueryRow(ctx, `SELECT (SELECT count(*) FROM relay.events WHERE event_type = 'user.deactivated'),
 				(SELECT count(*) FROM relay.deliveries)`).Scan(&events, &deliveries); err != nil {

@@ -2,7 +2,6 @@ package store
 
 import (
 	"errors"
-	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -38,19 +37,11 @@ const webhooksMovedMark = "webhooks changed since the fan-out"
 // PostgreSQL more than storing the rows of a group of a few transactions,
 // and a fifth of the whole per event in a group of a hundred
 // (BenchmarkWriteCommitWhole against BenchmarkWriteCommitAhead).
-var writeAheadSQL = func() string {
-	p := func(i int, typ string) string { return "$" + strconv.Itoa(14+i) + "::" + typ + "[]" }
-	return `
+var writeAheadSQL = `
 WITH ahead AS (
-    SELECT * FROM unnest(` + p(0, "bigint") + `, ` + p(1, "int") + `, ` + p(2, "bigint") + `, ` + p(3, "text") + `, ` +
-		p(4, "timestamptz") + `, ` + p(5, "float8") + `, ` + p(6, "int") + `, ` + p(7, "text") + `, ` + p(8, "text") + `, ` + p(9, "bigint") + `, ` +
-		p(10, "uuid") + `)
-      AS a(lsn, seq, webhook_id, status, started_at, duration_ms, status_code, error, snippet, retry_us, id)
+    ` + aheadRows(14) + `
 ), ev AS (
-    INSERT INTO {{schema}}.events (source, commit_lsn, seq, event_type, company_id, source_table, op, committed_at, body, traceparent)
-    SELECT $1, u.lsn, u.seq, u.typ, u.company, u.tbl, u.op, u.at, u.body, NULLIF(u.trace, '')
-    FROM unnest($2::bigint[], $3::int[], $4::text[], $5::bigint[], $6::text[], $7::text[], $8::timestamptz[], $9::bytea[], $10::text[])
-      AS u(lsn, seq, typ, company, tbl, op, at, body, trace)
+    ` + insertEvents + `
     WHERE (SELECT (CASE WHEN max(version) = $13 THEN '1'
                         ELSE '` + webhooksMovedMark + `: version ' || coalesce(max(version)::text, 'none') END)::int
            FROM {{schema}}.webhooks_version WHERE one) = 1
@@ -58,9 +49,7 @@ WITH ahead AS (
     ON CONFLICT (source, commit_lsn, seq) DO NOTHING
     RETURNING id, commit_lsn, seq, event_type, company_id
 ), ins AS (
-    INSERT INTO {{schema}}.deliveries (id, event_id, webhook_id, company_id, event_type, next_attempt_at, lease_owner, lease_until,
-                                       status, attempts, last_status_code, last_error, finished_at,
-                                       first_started_at, first_duration_ms, first_status_code, first_snippet, first_sent_by)
+    ` + insertDeliveries + `
     SELECT a.id, ev.id, a.webhook_id, ev.company_id, ev.event_type,
            CASE WHEN a.status = 'retrying' THEN now() + a.retry_us * interval '1 microsecond' ELSE now() END,
            CASE WHEN a.status = '' THEN $11 END,
@@ -74,14 +63,13 @@ WITH ahead AS (
     FROM ev JOIN ahead a ON a.lsn = ev.commit_lsn AND a.seq = ev.seq
     RETURNING 1
 ), att AS (
-    INSERT INTO {{schema}}.attempt_rows (delivery_id, webhook_id, attempt, started_at, duration_ms, status_code, error, response_snippet, sent_by)
+    ` + insertAttempts + `
     SELECT a.id, a.webhook_id, 1, a.started_at, a.duration_ms, NULLIF(a.status_code, 0), NULLIF(a.error, ''), NULLIF(a.snippet, ''), $11
     FROM ev JOIN ahead a ON a.lsn = ev.commit_lsn AND a.seq = ev.seq
     WHERE a.status IN ('retrying', 'failed')
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM ins), now()`
-}()
 
 // scanAhead reads writeAheadSQL's answer, for a batch decided with the
 // webhooks of version wholeAt: every delivery it stored went ahead, so it

@@ -565,18 +565,11 @@ WITH stale AS (
 	if filtered {
 		first = 28
 	}
-	p := func(i int, typ string) string { return "$" + strconv.Itoa(first+i) + "::" + typ + "[]" }
 	return stale + `
 ), ahead AS (
-    SELECT * FROM unnest(` + p(0, "bigint") + `, ` + p(1, "int") + `, ` + p(2, "bigint") + `, ` + p(3, "text") + `, ` +
-		p(4, "timestamptz") + `, ` + p(5, "float8") + `, ` + p(6, "int") + `, ` + p(7, "text") + `, ` + p(8, "text") + `, ` + p(9, "bigint") + `, ` +
-		p(10, "uuid") + `)
-      AS a(lsn, seq, webhook_id, status, started_at, duration_ms, status_code, error, snippet, retry_us, id)
+    ` + aheadRows(first) + `
 ), ev AS (
-    INSERT INTO {{schema}}.events (source, commit_lsn, seq, event_type, company_id, source_table, op, committed_at, body, traceparent)
-    SELECT $1, u.lsn, u.seq, u.typ, u.company, u.tbl, u.op, u.at, u.body, NULLIF(u.trace, '')
-    FROM unnest($2::bigint[], $3::int[], $4::text[], $5::bigint[], $6::text[], $7::text[], $8::timestamptz[], $9::bytea[], $10::text[])
-      AS u(lsn, seq, typ, company, tbl, op, at, body, trace)
+    ` + insertEvents + `
     WHERE (SELECT CASE WHEN NOT st.s THEN true WHEN ` + strict + `::boolean THEN 1 / (st.s::int - 1) = 1 ELSE false END FROM stale st)
       AND (EXISTS (SELECT 1 FROM {{schema}}.webhooks wh WHERE ` + subscribers("wh", "u.company", "u.typ", "u.at") + unfilteredEv + `)
            OR EXISTS (SELECT 1 FROM ahead a WHERE a.lsn = u.lsn AND a.seq = u.seq))
@@ -617,9 +610,7 @@ WITH stale AS (
     FROM kinds k JOIN ahead a ON a.lsn = k.commit_lsn AND a.seq = k.seq AND a.webhook_id = k.webhook_id
     WHERE k.ahead AND a.status <> ''
 ), ins AS (
-    INSERT INTO {{schema}}.deliveries (id, event_id, webhook_id, company_id, event_type, next_attempt_at, lease_owner, lease_until,
-                                       status, attempts, last_status_code, last_error, finished_at,
-                                       first_started_at, first_duration_ms, first_status_code, first_snippet, first_sent_by)
+    ` + insertDeliveries + `
     SELECT k.id, k.event_id, k.webhook_id, k.company_id, k.event_type,
            CASE WHEN d.status = 'retrying' THEN now() + d.retry_us * interval '1 microsecond'
                 WHEN k.ahead THEN now() ELSE COALESCE(k.paused_until, now()) END,
@@ -636,7 +627,7 @@ WITH stale AS (
     FROM kinds k LEFT JOIN done d ON d.id = k.id
     RETURNING 1
 ), att AS (
-    INSERT INTO {{schema}}.attempt_rows (delivery_id, webhook_id, attempt, started_at, duration_ms, status_code, error, response_snippet, sent_by)
+    ` + insertAttempts + `
     SELECT d.id, d.webhook_id, 1, d.started_at, d.duration_ms, NULLIF(d.status_code, 0), NULLIF(d.error, ''), NULLIF(d.snippet, ''), $11
     FROM done d
     WHERE d.status <> 'delivered'
@@ -655,6 +646,35 @@ SELECT (SELECT count(*) FROM ins),
 FROM kinds k JOIN {{schema}}.webhooks w ON w.id = k.webhook_id
 WHERE k.leased`
 }
+
+// aheadRows reads the deliveries taken ahead, as aheadArgs passes them
+// from parameter first on, as the rows of a (writeEventsSQL,
+// writeAheadSQL).
+func aheadRows(first int) string {
+	p := func(i int, typ string) string { return "$" + strconv.Itoa(first+i) + "::" + typ + "[]" }
+	return `SELECT * FROM unnest(` + p(0, "bigint") + `, ` + p(1, "int") + `, ` + p(2, "bigint") + `, ` + p(3, "text") + `, ` +
+		p(4, "timestamptz") + `, ` + p(5, "float8") + `, ` + p(6, "int") + `, ` + p(7, "text") + `, ` + p(8, "text") + `, ` + p(9, "bigint") + `, ` +
+		p(10, "uuid") + `)
+      AS a(lsn, seq, webhook_id, status, started_at, duration_ms, status_code, error, snippet, retry_us, id)`
+}
+
+// insertEvents inserts the batch's events, the rows u of $1 (the source)
+// and the nine arrays $2-$10 (queueEvents), that its WHERE clause takes.
+const insertEvents = `INSERT INTO {{schema}}.events (source, commit_lsn, seq, event_type, company_id, source_table, op, committed_at, body, traceparent)
+    SELECT $1, u.lsn, u.seq, u.typ, u.company, u.tbl, u.op, u.at, u.body, NULLIF(u.trace, '')
+    FROM unnest($2::bigint[], $3::int[], $4::text[], $5::bigint[], $6::text[], $7::text[], $8::timestamptz[], $9::bytea[], $10::text[])
+      AS u(lsn, seq, typ, company, tbl, op, at, body, trace)`
+
+// insertDeliveries and insertAttempts name the columns a write stores of
+// a delivery, and of a first attempt over before it that was not
+// answered 2xx (one answered 2xx is kept in the delivery's row, migration
+// 0023).
+const (
+	insertDeliveries = `INSERT INTO {{schema}}.deliveries (id, event_id, webhook_id, company_id, event_type, next_attempt_at, lease_owner, lease_until,
+                                       status, attempts, last_status_code, last_error, finished_at,
+                                       first_started_at, first_duration_ms, first_status_code, first_snippet, first_sent_by)`
+	insertAttempts = `INSERT INTO {{schema}}.attempt_rows (delivery_id, webhook_id, attempt, started_at, duration_ms, status_code, error, response_snippet, sent_by)`
+)
 
 // subscribers is the condition on webhook w that it takes an event of the
 // given company and type, committed at the given time: one of the
