@@ -66,6 +66,12 @@ type Options struct {
 	// (a second PostgreSQL server of the same settings), where the
 	// platform's PostgreSQL pays only for the walsender.
 	SeparateState StatePlace
+	// Socket has the relay, and PostgreSQL's own client in the floor and
+	// the platform scenario, reach PostgreSQL over its Unix socket, as a
+	// relay beside the database can (database.url with a host that is a
+	// directory), instead of over TCP on loopback. The platform's load
+	// stays on TCP.
+	Socket bool
 	// Stall is how long the pause scenario stops the relay each time;
 	// zero means DefaultStall (ShortStall when Short).
 	Stall time.Duration
@@ -139,6 +145,8 @@ type Result struct {
 	PGRelayMicrosPerDel   float64 `json:"postgres_relay_cpu_us_per_delivery"`
 	// State is where the relay's tables were (Options.SeparateState).
 	State StatePlace `json:"state,omitempty"`
+	// Socket is Options.Socket.
+	Socket bool `json:"socket,omitempty"`
 	// With the relay's tables in a cluster of their own: what that server
 	// spent (every process) and the WAL it wrote, per delivery. It is not
 	// in PGMicrosPerDel, WALBytesPerDel nor the platform's tax.
@@ -250,7 +258,7 @@ func Run(ctx context.Context, opts Options) ([]Result, error) {
 		if err != nil {
 			return results, fmt.Errorf("scenario %s: %w", name, err)
 		}
-		r.Scenario, r.State = name, opts.SeparateState
+		r.Scenario, r.State, r.Socket = name, opts.SeparateState, opts.Socket
 		r.Targets = Targets(r, opts.Short)
 		results = append(results, r)
 	}
@@ -429,13 +437,23 @@ func (b *run) teardown(db string, pool *pgxpool.Pool, r *relayProc) {
 	}
 }
 
+// clientURL is how the relay, and PostgreSQL's own client in its place,
+// reach database db of srv: over its Unix socket with Options.Socket, over
+// TCP otherwise.
+func (b *run) clientURL(srv *throwawaypg.Server, db string) string {
+	if b.opts.Socket {
+		return srv.SocketURL(db)
+	}
+	return srv.URL(db)
+}
+
 // startRelay runs the relay binary on db with the given webhooks and waits
 // until it streams.
 func (b *run) startRelay(ctx context.Context, db string, pool *pgxpool.Pool, hooks []webhook, extra string) (*relayProc, error) {
 	slot := "bench_" + db
 	var sb strings.Builder
 	r := &relayProc{slot: slot, state: pool}
-	fmt.Fprintf(&sb, "log:\n  level: warn\ndatabase:\n  url: %q\n", b.pg.URL(db))
+	fmt.Fprintf(&sb, "log:\n  level: warn\ndatabase:\n  url: %q\n", b.clientURL(b.pg, db))
 	if b.opts.SeparateState != StateInPlatform {
 		var scripts []string
 		if b.opts.PGStats && b.statePG != b.pg {
@@ -451,7 +469,7 @@ func (b *run) startRelay(ctx context.Context, db string, pool *pgxpool.Pool, hoo
 			return r, err
 		}
 		r.state, r.stateDB, r.stateSrv = state, stateDB, b.statePG
-		fmt.Fprintf(&sb, "  state_url: %q\n", b.statePG.URL(stateDB))
+		fmt.Fprintf(&sb, "  state_url: %q\n", b.clientURL(b.statePG, stateDB))
 	}
 	fmt.Fprintf(&sb, "replication:\n  slot: %s\n  publication: %s\n", slot, slot)
 	if b.opts.Metrics {
@@ -509,7 +527,26 @@ func (b *run) startRelay(ctx context.Context, db string, pool *pgxpool.Pool, hoo
 		}
 		return r, fmt.Errorf("relay did not start streaming (see %s): %w", logf.Name(), err)
 	}
+	if err := b.checkTransport(ctx, pool, slot, "the relay"); err != nil {
+		return r, err
+	}
 	return r, nil
+}
+
+// checkTransport checks that the client streaming slot reached PostgreSQL
+// the way Options.Socket says: its walsender has no client address over a
+// Unix socket, and one over TCP.
+func (b *run) checkTransport(ctx context.Context, pool *pgxpool.Pool, slot, who string) error {
+	var overSocket bool
+	err := pool.QueryRow(ctx, `SELECT r.client_addr IS NULL FROM pg_replication_slots s
+		JOIN pg_stat_replication r ON r.pid = s.active_pid WHERE s.slot_name = $1`, slot).Scan(&overSocket)
+	switch {
+	case err != nil:
+		return fmt.Errorf("read how %s reaches PostgreSQL: %w", who, err)
+	case overSocket != b.opts.Socket:
+		return fmt.Errorf("%s reaches PostgreSQL over the Unix socket: %v, wanted %v", who, overSocket, b.opts.Socket)
+	}
+	return nil
 }
 
 // lastLine returns the last line of the file at path, or why it cannot.

@@ -223,11 +223,13 @@ func TestRecoveries(t *testing.T) {
 }
 
 // TestFloor runs the floor scenario short: PostgreSQL's own client reads
-// every change the load writes, and the latencies come out.
+// every change the load writes, and the latencies come out. Both it and
+// the relay reach PostgreSQL over its Unix socket (Options.Socket; the
+// bench checks each walsender's client, and TestSmoke the TCP case).
 func TestFloor(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	results, err := Run(ctx, Options{Self: os.Args[0], Short: true, Scenarios: []string{"floor", "steady"}, Relay: relayBinary(t)})
+	results, err := Run(ctx, Options{Self: os.Args[0], Short: true, Scenarios: []string{"floor", "steady"}, Relay: relayBinary(t), Socket: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -243,6 +245,9 @@ func TestFloor(t *testing.T) {
 	}
 	if r.FloorP50ms != 0 {
 		t.Fatalf("the floor itself got a floor: %v", r.FloorP50ms)
+	}
+	if !r.Socket || !steady.Socket {
+		t.Fatalf("results do not say the socket was used: %v, %v", r.Socket, steady.Socket)
 	}
 }
 

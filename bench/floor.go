@@ -101,7 +101,7 @@ func (b *run) startLogicalClient(ctx context.Context, db string, pool *pgxpool.P
 	}}
 	cctx, cancel := context.WithCancel(ctx)
 	c.cancel = cancel
-	c.cmd = exec.CommandContext(cctx, b.pg.Program("pg_recvlogical"), "-d", b.pg.URL(db), "-S", slot,
+	c.cmd = exec.CommandContext(cctx, b.pg.Program("pg_recvlogical"), "-d", b.clientURL(b.pg, db), "-S", slot,
 		"--start", "--fsync-interval", "0", "--file", "-")
 	out, err := c.cmd.StdoutPipe()
 	if err != nil {
@@ -127,6 +127,10 @@ func (b *run) startLogicalClient(ctx context.Context, db string, pool *pgxpool.P
 		var active bool
 		err := pool.QueryRow(ctx, `SELECT active FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&active)
 		if err == nil && active {
+			if err := b.checkTransport(ctx, pool, slot, "pg_recvlogical"); err != nil {
+				c.stop()
+				return nil, err
+			}
 			return c, nil
 		}
 		if err == nil && time.Now().After(deadline) {

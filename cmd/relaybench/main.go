@@ -16,6 +16,7 @@
 //	go run ./cmd/relaybench -scenario platform   the platform's commit latency alone, with PostgreSQL's own client, with the relay
 //	go run ./cmd/relaybench -scenario steady -separate-state   the relay's tables in a PostgreSQL of their own
 //	go run ./cmd/relaybench -scenario steady -separate-state=database   in a database of their own beside the platform's
+//	go run ./cmd/relaybench -scenario floor,steady -socket   the relay and PostgreSQL's own client over the server's Unix socket
 package main
 
 import (
@@ -55,6 +56,7 @@ func main() {
 	metrics := flag.Bool("metrics", false, "run the relay with its metrics on and print, for the paced scenarios, where the time from commit to the relay's read went (the server's part and the relay's), from its histogram")
 	var separate stateFlag
 	flag.Var(&separate, "separate-state", "keep the relay's tables (database.state_url) in a PostgreSQL server of their own (-separate-state, or =cluster), where the platform's server pays only for the walsender, or in a database of their own beside the platform's (=database)")
+	socket := flag.Bool("socket", false, "have the relay, and PostgreSQL's own client in the floor and the platform scenario, reach PostgreSQL over its Unix socket instead of TCP on loopback (the platform's load stays on TCP)")
 	stall := flag.Duration("stall", 0, fmt.Sprintf("how long the pause scenario stops the relay each time (default %v, %v with -short)", bench.DefaultStall, bench.ShortStall))
 	flag.Parse()
 
@@ -63,7 +65,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "relaybench:", err)
 		os.Exit(1)
 	}
-	opts := bench.Options{Relay: *relay, Self: self, Short: *short, Progress: os.Stderr, ProfileDir: *profile, PGStats: *pgstats, WALStats: *walstats, Metrics: *metrics, SeparateState: separate.place, Stall: *stall}
+	opts := bench.Options{Relay: *relay, Self: self, Short: *short, Progress: os.Stderr, ProfileDir: *profile, PGStats: *pgstats, WALStats: *walstats, Metrics: *metrics, SeparateState: separate.place, Socket: *socket, Stall: *stall}
 	if *scenario != "" {
 		opts.Scenarios = strings.Split(*scenario, ",")
 	}
@@ -156,6 +158,9 @@ func printTax(results []bench.Result) {
 		}
 		walsender := r.PGByProcess["smtm-relay"]
 		where := map[bench.StatePlace]string{bench.StateInPlatform: "platform database", bench.StateDatabase: "own database", bench.StateCluster: "own cluster"}[r.State]
+		if r.Socket {
+			where += " (Unix socket)"
+		}
 		cluster, clusterWAL := "-", "-"
 		if r.State == bench.StateCluster {
 			cluster, clusterWAL = fmt.Sprintf("%.0f", r.StatePGMicrosPerDel), fmt.Sprintf("%.0f", r.StateWALBytesPerDel)

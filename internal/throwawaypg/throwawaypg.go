@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"os/user"
@@ -169,6 +170,13 @@ func (s *Server) PID() int {
 // URL returns a connection string for the named database as the superuser.
 func (s *Server) URL(db string) string {
 	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/%s?sslmode=disable", s.port, db)
+}
+
+// SocketURL returns a connection string for the named database as the
+// superuser over the server's Unix socket, as a client on the same host
+// would reach it.
+func (s *Server) SocketURL(db string) string {
+	return fmt.Sprintf("postgres://postgres@/%s?host=%s&port=%d&sslmode=disable", db, url.QueryEscape(s.dir), s.port)
 }
 
 // Exec runs SQL in the named database.
