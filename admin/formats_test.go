@@ -3,6 +3,7 @@ package admin_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
@@ -85,5 +86,30 @@ func TestTestFireInFormat(t *testing.T) {
 	}
 	if err := signature.Verify([]byte(secret), got[0].body, got[0].header.Get("X-SMTM-Signature")); err != nil {
 		t.Errorf("signature: %v", err)
+	}
+	// The message is marked a test, and the answer names the bytes sent
+	// and signed beside the payload they were rendered from.
+	if !bytes.HasPrefix(got[0].body, []byte(`{"text":"[Test] `)) {
+		t.Errorf("the message does not say it is a test: %s", got[0].body)
+	}
+	var ans struct {
+		BodySent string          `json:"body_sent"`
+		Payload  json.RawMessage `json:"payload"`
+	}
+	if err := json.Unmarshal(r.body, &ans); err != nil {
+		t.Fatal(err)
+	}
+	var payload struct{ Test bool }
+	if err := json.Unmarshal(ans.Payload, &payload); err != nil {
+		t.Fatal(err)
+	}
+	if ans.BodySent != string(got[0].body) || !payload.Test {
+		t.Errorf("body_sent %q and payload %s; the receiver got %s", ans.BodySent, ans.Payload, got[0].body)
+	}
+	// A raw webhook's answer has no body_sent: the payload is what was sent.
+	raw, _ := e.create(tokenA, map[string]any{"name": "r", "url": e.recv.URL + "/r", "events": []string{"repair_request.created"}})
+	r = e.call(tokenA, "POST", fmt.Sprintf("/v1/webhooks/%d/test", raw), map[string]any{"event_type": "repair_request.created"})
+	if r.status != 200 || bytes.Contains(r.body, []byte(`"body_sent"`)) {
+		t.Errorf("raw test: %d %s", r.status, r.body)
 	}
 }

@@ -463,7 +463,7 @@ func (s *Server) testFire(w http.ResponseWriter, r *http.Request, who principal)
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, map[string]any{
+	out := map[string]any{
 		"delivery_id":      res.DeliveryID,
 		"ok":               res.Error == "",
 		"status_code":      nullInt(res.StatusCode),
@@ -472,7 +472,11 @@ func (s *Server) testFire(w http.ResponseWriter, r *http.Request, who principal)
 		"response_snippet": res.Snippet,
 		"payload":          json.RawMessage(res.Payload),
 		"filter_passed":    res.FilterPassed,
-	})
+	}
+	if res.Rendered() {
+		out["body_sent"] = string(res.Sent)
+	}
+	writeJSON(w, http.StatusOK, out)
 	return nil
 }
 
@@ -484,13 +488,20 @@ type TestResult struct {
 	Duration   time.Duration
 	Error      string
 	Snippet    string
-	// Payload is the body sent.
+	// Payload is the test event's payload.
 	Payload []byte
+	// Sent is the body sent and signed: Payload, or the message the
+	// webhook's format rendered from it; nil when no request was made.
+	Sent []byte
 	// FilterPassed says whether the webhook's filter takes the test event
 	// (nil: the webhook has no filter). A test event is sent whatever the
 	// filter says: the admin asked for it.
 	FilterPassed *bool
 }
+
+// Rendered reports whether the body sent was a message rendered from the
+// payload (a slack or teams webhook) rather than the payload itself.
+func (r TestResult) Rendered() bool { return r.Sent != nil && !bytes.Equal(r.Sent, r.Payload) }
 
 // sendTest sends a test event of eventType to h and audits it; the JSON
 // API and the console share it.
@@ -539,7 +550,7 @@ func (s *Server) sendTest(ctx context.Context, who principal, h store.WebhookSta
 		Body: body, Secret: h.Secret, Headers: h.Headers, Format: h.Format, PreviousSecret: h.PreviousSecret,
 		StandardWebhooks: h.StandardWebhooks})
 	out := TestResult{DeliveryID: id, StatusCode: res.StatusCode, Duration: res.Duration, Error: res.Error,
-		Snippet: res.Snippet, Payload: body, FilterPassed: filterPasses(h.Filter, body)}
+		Snippet: res.Snippet, Payload: body, Sent: res.Sent, FilterPassed: filterPasses(h.Filter, body)}
 	if err := s.o.Store.Audit(ctx, store.AuditEntry{Actor: who.name, CompanyID: h.CompanyID, Action: "webhook.test",
 		WebhookID: h.ID, DeliveryID: id, Details: map[string]any{"event_type": in.EventType, "status_code": res.StatusCode,
 			"error": res.Error, "duration_ms": res.Duration.Milliseconds()}}); err != nil {

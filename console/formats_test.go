@@ -10,11 +10,13 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/smartmaintenance/relay/admin"
 )
 
 var (
+	sentRE     = regexp.MustCompile(`<summary>Message sent \(the exact bytes signed\)</summary><pre class="body" id="test-sent">([^<]*)</pre>`)
 	inputRE    = regexp.MustCompile(`<input\b[^>]*>`)
 	selectRE   = regexp.MustCompile(`(?s)<select\b[^>]*\bname="([^"]*)"[^>]*>(.*?)</select>`)
 	optionRE   = regexp.MustCompile(`<option\b[^>]*\bvalue="([^"]*)"[^>]*>`)
@@ -209,5 +211,51 @@ func TestEditRoundTripKeepsSettings(t *testing.T) {
 	if d := b.get(fmt.Sprintf("/ui/webhooks/%d", id)); !strings.Contains(d.body, `<dd>Microsoft Teams message</dd>`) ||
 		!strings.Contains(d.body, html.EscapeString(filter)) {
 		t.Errorf("the detail page lacks the format or the filter")
+	}
+}
+
+// TestRenderedBodiesNamedAsSuch: for a slack webhook the test page shows
+// the message sent and signed, exactly as the receiver got it, apart from
+// the payload it was rendered from, and a delivery's history names its
+// stored body the event payload; a raw webhook's are the bytes sent.
+func TestRenderedBodiesNamedAsSuch(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	name, u, ev, slack := "Slack #maint", e.recv.URL+"/slack", []string{"task.completed"}, "slack"
+	s, err := e.api.CreateWebhook(ctx, e.actor(tokenA), admin.WebhookInput{Name: &name, URL: &u, Events: &ev, Format: &slack})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := s.Webhook.ID
+	raw := e.create(tokenA, "raw", "/raw")
+	b := e.browser()
+	b.signIn(tokenA)
+
+	p := b.post(fmt.Sprintf("/ui/webhooks/%d/test", id), url.Values{"event_type": {"task.completed"}})
+	if p.status != 200 {
+		t.Fatalf("test event: %d", p.status)
+	}
+	sent := e.recv.lastBody()
+	if !strings.HasPrefix(sent, `{"text":"[Test] `) {
+		t.Fatalf("the receiver got %s", sent)
+	}
+	shown := sentRE.FindStringSubmatch(p.body)
+	if shown == nil || html.UnescapeString(shown[1]) != sent ||
+		!strings.Contains(p.body, "Event payload (the message was rendered from it)") || strings.Contains(p.body, "Payload sent") {
+		t.Errorf("the test page does not show the message sent apart from the payload:\n%s", p.body)
+	}
+	p = b.post(fmt.Sprintf("/ui/webhooks/%d/test", raw), url.Values{"event_type": {"task.completed"}})
+	if !strings.Contains(p.body, "Payload sent (the exact bytes signed)") || strings.Contains(p.body, "Message sent") {
+		t.Errorf("a raw webhook's test page:\n%s", p.body)
+	}
+
+	e.delivery(id, 1, time.Now())
+	e.delivery(raw, 1, time.Now())
+	if d := b.get(fmt.Sprintf("/ui/webhooks/%d", id)); !strings.Contains(d.body, "Event payload (each attempt sends a Slack message rendered from it, and signs that message)") ||
+		strings.Contains(d.body, "the exact bytes sent") {
+		t.Errorf("a slack webhook's delivery calls its payload the bytes sent:\n%s", d.body)
+	}
+	if d := b.get(fmt.Sprintf("/ui/webhooks/%d", raw)); !strings.Contains(d.body, "Request body (the exact bytes sent and signed)") {
+		t.Errorf("a raw webhook's delivery:\n%s", d.body)
 	}
 }

@@ -45,14 +45,16 @@ type receiver struct {
 	got    int
 	status int
 	body   string
+	last   []byte // the last request's body
 }
 
 func newReceiver(t testing.TB) *receiver {
 	rc := &receiver{status: 200, body: "ok"}
 	rc.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.Copy(io.Discard, r.Body)
+		req, _ := io.ReadAll(r.Body)
 		rc.mu.Lock()
 		rc.got++
+		rc.last = req
 		status, body := rc.status, rc.body
 		rc.mu.Unlock()
 		w.WriteHeader(status)
@@ -66,6 +68,12 @@ func (rc *receiver) answer(status int, body string) {
 	rc.mu.Lock()
 	rc.status, rc.body = status, body
 	rc.mu.Unlock()
+}
+
+func (rc *receiver) lastBody() string {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	return string(rc.last)
 }
 
 func (rc *receiver) count() int {

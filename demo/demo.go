@@ -174,7 +174,7 @@ func demoConfig(url, receiverURL string) (*config.Config, access, error) {
 // print tells where the receiver and the admin API are, with the tokens to
 // try them.
 func (a access) print(out *printer, receiverURL string) {
-	out.printf("receiver: %s (verifies X-SMTM-Signature with the demo webhook's secret, so a webhook you add at this URL is answered 401; answers 503 to some first attempts to show retries)\n", receiverURL)
+	out.printf("receiver: %s (verifies X-SMTM-Signature with the demo webhook's secret, so a webhook you add at this URL is answered 401; answers 503 to some first attempts to show retries, which the demo makes after 1, 2 and 4 s instead of the guide's 1, 5, 25, 125 and 625)\n", receiverURL)
 	out.printf("admin API: http://%s\n", a.adminAddr)
 	out.printf("  token of PT Kahatex's company admin (company 1): %s\n", a.companyToken)
 	out.printf("  operator token (every company; webhooks create needs --company): %s\n", a.operatorToken)

@@ -26,6 +26,7 @@ package h1
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -227,11 +228,16 @@ func (t *Transport) exchange(ctx context.Context, c *conn, b []byte, req *http.R
 		stop()
 		return nil, err
 	}
-	c.limit = t.maxHeaderBytes
+	c.limit, c.headN = t.maxHeaderBytes, 0
 	var resp *http.Response
 	var err error
-	for range maxInformational + 1 {
+	for i := range maxInformational + 1 {
 		resp, err = http.ReadResponse(c.br, req)
+		if err != nil && i == 0 && strings.HasPrefix(err.Error(), "malformed HTTP ") {
+			// net/http names the part it could not parse; the admin
+			// reading the history wants what the endpoint sent.
+			err = fmt.Errorf("the answer is not HTTP (it begins %q): %w", firstLine(c.head[:c.headN]), err)
+		}
 		if err != nil || resp.StatusCode < 100 || resp.StatusCode > 199 || resp.StatusCode == http.StatusSwitchingProtocols {
 			break
 		}
@@ -399,6 +405,10 @@ type conn struct {
 	// is read; -1 when not reading one. over is set when it ran out.
 	limit int64
 	over  bool
+	// head holds the first bytes read of a response's header, headN of
+	// them: what an error names when the answer is not HTTP.
+	head  [64]byte
+	headN int
 	// idle and timer are guarded by the Transport's mu.
 	idle  bool
 	timer *time.Timer
@@ -429,7 +439,18 @@ func (r limitedReader) Read(p []byte) (int, error) {
 	}
 	n, err := c.nc.Read(p)
 	c.limit -= int64(n)
+	if c.headN < len(c.head) {
+		c.headN += copy(c.head[c.headN:], p[:n])
+	}
 	return n, err
+}
+
+// firstLine returns b up to its first line end.
+func firstLine(b []byte) string {
+	if i := bytes.IndexAny(b, "\r\n"); i >= 0 {
+		b = b[:i]
+	}
+	return string(b)
 }
 
 // body is a response's body: it gives the connection back when the body

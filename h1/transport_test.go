@@ -390,6 +390,13 @@ func TestResponseHeaders(t *testing.T) {
 	if _, err := post(context.Background(), t, rt, garbage, "x", nil); err == nil || !strings.Contains(err.Error(), "malformed HTTP response") {
 		t.Errorf("garbage: error %v", err)
 	}
+	// An answer that is not HTTP is named by what it begins with, not only
+	// by the part net/http could not parse.
+	notHTTP := rawAnswer(t, func(c net.Conn) { io.WriteString(c, "NOT HTTP AT ALL\r\nmore\r\n\r\n") })
+	if _, err := post(context.Background(), t, rt, notHTTP, "x", nil); err == nil ||
+		err.Error() != `the answer is not HTTP (it begins "NOT HTTP AT ALL"): malformed HTTP status code "HTTP"` {
+		t.Errorf("not HTTP: error %v", err)
+	}
 	closed := rawAnswer(t, func(net.Conn) {})
 	if _, err := post(context.Background(), t, rt, closed, "x", nil); !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
 		t.Errorf("closed without an answer: error %v, want EOF", err)

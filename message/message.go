@@ -281,7 +281,13 @@ func (r *Renderer) content(body []byte) (content, error) {
 		buf.Reset()
 		_ = r.generic.summary.Execute(buf, p.m) // reads .event and .company_name, with words and dots
 	}
-	out.summary = clip(capitalise(oneLine(buf.String())), maxSummary)
+	out.summary = capitalise(oneLine(buf.String()))
+	if test, _ := p.m["test"].(bool); test {
+		// The guide flags test events in the payload so that an endpoint
+		// can tell them; a channel's readers see the message alone.
+		out.summary = testMark + out.summary
+	}
+	out.summary = clip(out.summary, maxSummary)
 	if c.link != nil && r.base != "" {
 		buf.Reset()
 		if err := execute(c.link, buf, p.m); err != nil {
@@ -313,6 +319,9 @@ func (r *Renderer) content(body []byte) (content, error) {
 	}
 	return out, warn
 }
+
+// testMark begins the summary of a test event's message.
+const testMark = "[Test] "
 
 // noValue is what text/template prints for a field the payload lacks.
 const noValue = "<no value>"

@@ -203,6 +203,92 @@ func TestSlackEscapes(t *testing.T) {
 	}
 }
 
+// TestTeamsLinksCannotHide: a value in Markdown's link syntax does not
+// become a link whose text hides its address, in the heading, the context
+// line or a fact; the text still reads the same.
+func TestTeamsLinksCannotHide(t *testing.T) {
+	bait := "[Reset your password](https://evil.example/login) **now**"
+	p, _ := json.Marshal(map[string]any{"event": "repair_request.created", "timestamp": "2026-04-24T09:15:30.987654+07:00",
+		"company_id": 1, "company_name": "[Co](https://evil.example)", "data": map[string]any{"repair_request_id": 431, "title": bait,
+			"priority": "critical", "status": "open", "asset_id": "[a](https://evil.example)"}})
+	body, err := renderer(t, Options{}).Render(Teams, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(body), "](") {
+		t.Errorf("link syntax left in %s", body)
+	}
+	var m struct {
+		Attachments []struct {
+			Content struct {
+				Body []struct {
+					Text  string
+					Facts []struct{ Title, Value string }
+				}
+			}
+		}
+	}
+	if err := json.Unmarshal(body, &m); err != nil {
+		t.Fatal(err)
+	}
+	card := m.Attachments[0].Content.Body
+	shown := strings.ReplaceAll(card[0].Text+card[1].Text, "\u200b", "")
+	if !strings.Contains(shown, bait) || !strings.Contains(shown, "[Co](https://evil.example)") {
+		t.Errorf("the text does not read as written: %q", shown)
+	}
+	facts := 0
+	for _, f := range card[2].Facts {
+		if strings.Contains(f.Value, "](") {
+			t.Errorf("fact %q: %q", f.Title, f.Value)
+		}
+		facts++
+	}
+	if facts == 0 {
+		t.Errorf("no facts in %s", body)
+	}
+}
+
+// TestTestEventsSayTheyAreTests: a test event's message (its payload has
+// "test": true) begins with [Test] in both formats; a real event's does not.
+func TestTestEventsSayTheyAreTests(t *testing.T) {
+	real := goldenPayload(t, "repair_request.created")
+	var m map[string]any
+	if err := json.Unmarshal(real, &m); err != nil {
+		t.Fatal(err)
+	}
+	m["test"] = true
+	test, _ := json.Marshal(m)
+	r := renderer(t, Options{})
+	for _, f := range []string{Slack, Teams} {
+		for _, c := range []struct {
+			payload []byte
+			want    bool
+		}{{real, false}, {test, true}} {
+			body, err := r.Render(f, c.payload)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var summary string
+			if f == Slack {
+				summary = checkSlack(t, body).Text
+			} else {
+				var card struct {
+					Attachments []struct {
+						Content struct{ Body []struct{ Text string } }
+					}
+				}
+				if err := json.Unmarshal(body, &card); err != nil {
+					t.Fatal(err)
+				}
+				summary = card.Attachments[0].Content.Body[0].Text
+			}
+			if strings.HasPrefix(summary, "[Test] ") != c.want {
+				t.Errorf("%s, test %v: summary %q", f, c.want, summary)
+			}
+		}
+	}
+}
+
 // TestTeamsMessagesMatchTheAdaptiveCardSchema validates every event's card
 // against the published Adaptive Card schema, and decodes the message
 // strictly into the parts of a Teams message and of Adaptive Cards 1.4 the

@@ -17,11 +17,11 @@ func (r *Renderer) teams(c content) []byte {
 	b = append(b, `{"type":"message","attachments":[{"contentType":"application/vnd.microsoft.card.adaptive","contentUrl":null,`+
 		`"content":{"$schema":"http://adaptivecards.io/schemas/adaptive-card.json","type":"AdaptiveCard","version":"1.4",`+
 		`"body":[{"type":"TextBlock","text":`...)
-	b = appendString(b, c.summary)
+	b = appendCardText(b, c.summary)
 	b = append(b, `,"weight":"bolder","size":"medium","wrap":true}`...)
 	if c.context != "" {
 		b = append(b, `,{"type":"TextBlock","text":`...)
-		b = appendString(b, c.context)
+		b = appendCardText(b, c.context)
 		b = append(b, `,"isSubtle":true,"spacing":"none","wrap":true}`...)
 	}
 	if len(c.facts) > 0 {
@@ -31,9 +31,9 @@ func (r *Renderer) teams(c content) []byte {
 				b = append(b, ',')
 			}
 			b = append(b, `{"title":`...)
-			b = appendString(b, f.title)
+			b = appendCardText(b, f.title)
 			b = append(b, `,"value":`...)
-			b = appendString(b, f.value)
+			b = appendCardText(b, f.value)
 			b = append(b, '}')
 		}
 		b = append(b, `]}`...)

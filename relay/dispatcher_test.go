@@ -342,7 +342,7 @@ func TestBrokenEndpoints(t *testing.T) {
 		code    int
 		errPart string
 	}{
-		"garbage":  {garbage, store.StatusFailed, 0, "malformed"},
+		"garbage":  {garbage, store.StatusFailed, 0, `the answer is not HTTP (it begins "\x00\xffnot http at all")`},
 		"hangup":   {hangup, store.StatusFailed, 0, "connection closed"},
 		"refused":  {refused, store.StatusFailed, 0, "refused"},
 		"bad url":  {"http://[::1", store.StatusFailed, 0, "invalid webhook URL"},

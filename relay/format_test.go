@@ -160,7 +160,7 @@ func BenchmarkNewRequest(b *testing.B) {
 			ctx := context.Background()
 			b.ReportAllocs()
 			for b.Loop() {
-				if _, err := s.newRequest(ctx, &c); err != nil {
+				if _, _, err := s.newRequest(ctx, &c); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -87,6 +87,9 @@ type outcome struct {
 	// err is a one-line reason the attempt failed; empty on success.
 	err     string
 	snippet string
+	// sent is the body the request carried (the payload, or the message
+	// rendered from it); nil when none was made.
+	sent []byte
 	// aborted means the relay itself cut the attempt short (shutdown) before
 	// a response arrived: it is recorded as aborted, not as a failure.
 	aborted bool
@@ -110,7 +113,7 @@ var (
 )
 
 // newRequest builds the POST for a claimed delivery.
-func (s *sender) newRequest(ctx context.Context, c *store.Claimed) (*http.Request, error) {
+func (s *sender) newRequest(ctx context.Context, c *store.Claimed) (*http.Request, []byte, error) {
 	u, err := s.urls.get(c.URL, parseURL)
 	if err != nil {
 		// The URL may carry credentials: report the reason, not the URL.
@@ -118,12 +121,12 @@ func (s *sender) newRequest(ctx context.Context, c *store.Claimed) (*http.Reques
 		if errors.As(err, &uerr) {
 			err = uerr.Err
 		}
-		return nil, fmt.Errorf("invalid webhook URL: %w", err)
+		return nil, nil, fmt.Errorf("invalid webhook URL: %w", err)
 	}
 	body := c.Body
 	if c.Format != "" && c.Format != store.FormatRaw {
 		if body, err = s.render(c); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	h := make(http.Header, 5+len(c.Headers))
@@ -169,7 +172,7 @@ func (s *sender) newRequest(ctx context.Context, c *store.Claimed) (*http.Reques
 			ctx = withSentBody(ctx, body)
 		}
 	}
-	return req.WithContext(ctx), nil
+	return req.WithContext(ctx), body, nil
 }
 
 // cache keeps what is made from a webhook's URL or secret for every
@@ -280,7 +283,8 @@ func (s *sender) send(ctx context.Context, c *store.Claimed) (out outcome) {
 		out.err = oneLine(c.SecretError)
 		return out
 	}
-	req, err := s.newRequest(actx, c)
+	req, sent, err := s.newRequest(actx, c)
+	out.sent = sent
 	if err != nil {
 		out.err = oneLine(err.Error())
 		return out
@@ -445,6 +449,9 @@ type Result struct {
 	// Error is a one-line reason the request failed; "" for a 2xx answer.
 	Error   string
 	Snippet string
+	// Sent is the body sent and signed: the message's Body, or what its
+	// Format rendered from it; nil when the request was not made.
+	Sent []byte
 }
 
 // SenderOptions configure a Sender; zero values take the Dispatcher's
@@ -487,7 +494,7 @@ func (s *Sender) Send(ctx context.Context, m Message) Result {
 	c := store.Claimed{ID: m.DeliveryID, EventType: m.EventType, Body: m.Body, URL: m.URL, Secret: m.Secret, Headers: m.Headers,
 		Format: m.Format, PreviousSecret: m.PreviousSecret, StandardWebhooks: m.StandardWebhooks}
 	out := s.s.send(ctx, &c)
-	return Result{Started: out.started, Duration: out.duration, StatusCode: out.status, Error: out.err, Snippet: out.snippet}
+	return Result{Started: out.started, Duration: out.duration, StatusCode: out.status, Error: out.err, Snippet: out.snippet, Sent: out.sent}
 }
 
 // Close releases idle connections.
