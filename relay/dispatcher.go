@@ -63,6 +63,10 @@ type Options struct {
 	// loopback, private, link-local and other special-purpose address (see
 	// package egress); the check runs when each connection is made.
 	Egress *egress.Policy
+	// HTTPSOnly refuses to send to a plain http:// URL (production: true):
+	// such an attempt fails with the reason, as the admin API refuses to
+	// save the URL, for webhooks saved before the setting was on.
+	HTTPSOnly bool
 	// Client sends the requests, for tests. It is copied and never follows
 	// redirects, and Egress does not apply to it. Default: a client with its
 	// own connection pool that applies Egress.
@@ -209,6 +213,7 @@ func New(st deliveryStore, opts Options) *Dispatcher {
 			userAgent:    opts.UserAgent,
 			timeout:      opts.Timeout,
 			snippetBytes: opts.SnippetBytes,
+			httpsOnly:    opts.HTTPSOnly,
 			messages:     opts.Messages,
 			renderWarn:   renderWarner(opts.Logger),
 		},

@@ -2,9 +2,14 @@ package relay
 
 import (
 	"bytes"
+	"context"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/google/uuid"
 
 	"github.com/smartmaintenance/relay/egress"
 	"github.com/smartmaintenance/relay/secrets"
@@ -79,5 +84,35 @@ func TestUndecryptableSecret(t *testing.T) {
 	r := rc.receipts(goodID)
 	if len(r) != 1 || r[0].header.Get("X-SMTM-Signature") != wantSignature("secret-under-the-new-key", body) {
 		t.Errorf("good webhook: %d requests, signature %q", len(r), r[0].header.Get("X-SMTM-Signature"))
+	}
+}
+
+// TestHTTPSOnlyRefusesPlainHTTP: with production's HTTPSOnly, a webhook
+// saved with an http:// URL before the setting was on gets no request: its
+// attempt fails with the reason. An https:// one is delivered, and so is
+// the plain one without the setting.
+func TestHTTPSOnlyRefusesPlainHTTP(t *testing.T) {
+	e := newEnv(t)
+	plain := newReceiver(t, nil)
+	tlsSrv := httptest.NewTLSServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	t.Cleanup(tlsSrv.Close)
+	refused := e.delivery(e.webhook(plain.URL, "", nil), body)
+	secure := e.delivery(e.webhook(tlsSrv.URL, "", nil), body)
+	e.start(fast(Options{Schedule: Schedule{}, HTTPSOnly: true, Client: tlsSrv.Client()}))
+	d := e.waitStatus(refused, store.StatusFailed, 10*time.Second)
+	if d.LastError != errPlainHTTP.Error() || plain.count() != 0 {
+		t.Errorf("plain http: last error %q, %d requests; want the refusal and none", d.LastError, plain.count())
+	}
+	e.waitStatus(secure, store.StatusDelivered, 10*time.Second)
+
+	s := NewSender(SenderOptions{HTTPSOnly: true, Egress: loopback})
+	defer s.Close()
+	if r := s.Send(context.Background(), Message{URL: plain.URL, EventType: "task.completed", DeliveryID: uuid.New(), Body: body}); r.Error != errPlainHTTP.Error() || r.Sent != nil {
+		t.Errorf("a test send to plain http: %+v", r)
+	}
+	s = NewSender(SenderOptions{Egress: loopback})
+	defer s.Close()
+	if r := s.Send(context.Background(), Message{URL: plain.URL, EventType: "task.completed", DeliveryID: uuid.New(), Body: body}); r.StatusCode != 200 {
+		t.Errorf("without HTTPSOnly: %+v", r)
 	}
 }

@@ -69,8 +69,10 @@ type sender struct {
 	userAgent    string
 	timeout      time.Duration
 	snippetBytes int
-	urls         cache[*url.URL]
-	signers      cache[*signature.Signer]
+	// httpsOnly refuses plain http:// URLs (Options.HTTPSOnly).
+	httpsOnly bool
+	urls      cache[*url.URL]
+	signers   cache[*signature.Signer]
 	// messages renders the bodies of webhooks whose format is not raw;
 	// renderWarn reports a template that failed on a payload (see
 	// format.go).
@@ -112,6 +114,9 @@ var (
 	jsonContentType  = []string{"application/json"}
 )
 
+// errPlainHTTP fails an attempt to a plain http:// URL under HTTPSOnly.
+var errPlainHTTP = errors.New("plain HTTP refused: production: true sends only to https:// URLs; change the webhook's URL to https")
+
 // newRequest builds the POST for a claimed delivery.
 func (s *sender) newRequest(ctx context.Context, c *store.Claimed) (*http.Request, []byte, error) {
 	u, err := s.urls.get(c.URL, parseURL)
@@ -122,6 +127,9 @@ func (s *sender) newRequest(ctx context.Context, c *store.Claimed) (*http.Reques
 			err = uerr.Err
 		}
 		return nil, nil, fmt.Errorf("invalid webhook URL: %w", err)
+	}
+	if s.httpsOnly && u.Scheme == "http" {
+		return nil, nil, errPlainHTTP
 	}
 	body := c.Body
 	if c.Format != "" && c.Format != store.FormatRaw {
@@ -463,6 +471,8 @@ type SenderOptions struct {
 	// Egress decides which addresses may be called; nil refuses every
 	// special-purpose address (see package egress).
 	Egress *egress.Policy
+	// HTTPSOnly refuses plain http:// URLs (Options.HTTPSOnly).
+	HTTPSOnly bool
 	// Messages renders the bodies of slack and teams webhooks; nil: the
 	// default templates, without links.
 	Messages *message.Renderer
@@ -484,6 +494,7 @@ func NewSender(o SenderOptions) *Sender {
 		userAgent:    opts.UserAgent,
 		timeout:      opts.Timeout,
 		snippetBytes: opts.SnippetBytes,
+		httpsOnly:    o.HTTPSOnly,
 		messages:     o.Messages,
 		renderWarn:   renderWarner(o.Logger),
 	}}

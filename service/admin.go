@@ -59,7 +59,7 @@ func newAdmin(ctx context.Context, cfg *config.Config, st *store.Store, cat Cata
 	}
 	sample := sampler{pool: pool, m: m}
 	sender := relay.NewSender(relay.SenderOptions{Timeout: cfg.Delivery.Timeout, UserAgent: cfg.Delivery.UserAgent,
-		SnippetBytes: cfg.Delivery.ResponseSnippetBytes, Egress: policy,
+		SnippetBytes: cfg.Delivery.ResponseSnippetBytes, Egress: policy, HTTPSOnly: cfg.Production,
 		Messages: messageRenderer(cfg), Logger: log.With("component", "admin")})
 	srv := admin.New(admin.Options{
 		Store:      st,

@@ -264,6 +264,7 @@ func prepareWebhooks(ctx context.Context, cfg *config.Config, st *store.Store, c
 func relayOptions(cfg *config.Config, policy *egress.Policy, tel Telemetry, log *slog.Logger) relay.Options {
 	return relay.Options{
 		Egress:       policy,
+		HTTPSOnly:    cfg.Production,
 		Workers:      cfg.Delivery.Workers,
 		PerWebhook:   cfg.Delivery.PerWebhook,
 		Timeout:      cfg.Delivery.Timeout,
