@@ -295,6 +295,16 @@ func TestWarnings(t *testing.T) {
 		t.Errorf("Warnings(full) = %q, want %q", got, want)
 	}
 
+	// No endpoints in the file: the warning says where events go.
+	n := Default()
+	if got := n.Warnings(); !slices.Equal(got, []string{"webhooks.endpoints: none configured and the admin API is off; no webhook takes an event, so none is delivered or stored"}) {
+		t.Errorf("no endpoints, no admin API: %q", got)
+	}
+	n.Admin.Listen, n.Secrets.Key = ":8081", "k"
+	if got := n.Warnings(); !slices.Equal(got, []string{"webhooks.endpoints: none configured; events go only to webhooks created through the admin API"}) {
+		t.Errorf("no endpoints, the admin API on: %q", got)
+	}
+
 	a := Default()
 	a.Webhooks.Source = SourceTable
 	a.Admin.Listen = ":8081"

@@ -678,7 +678,11 @@ func (c *Config) Warnings() []string {
 		}
 	}
 	if c.Webhooks.Source == SourceFile && len(c.Webhooks.Endpoints) == 0 {
-		w = append(w, "webhooks.endpoints: none configured; events will be recorded but not delivered")
+		if c.Admin.Listen != "" {
+			w = append(w, "webhooks.endpoints: none configured; events go only to webhooks created through the admin API")
+		} else {
+			w = append(w, "webhooks.endpoints: none configured and the admin API is off; no webhook takes an event, so none is delivered or stored")
+		}
 	}
 	if c.Admin.Listen != "" && c.Secrets.Key == "" {
 		w = append(w, "secrets.key: not set; webhook secrets are stored in plain text in the relay's schema (set RELAY_SECRETS__KEY to encrypt them)")
