@@ -255,7 +255,7 @@ func prepareWebhooks(ctx context.Context, cfg *config.Config, st *store.Store, c
 		log.Info("webhook secrets and header values encrypted with the current secrets.key", "webhooks", resealed)
 	}
 	for _, p := range problems {
-		log.Warn("webhook secret or header value unreadable; its deliveries fail until secrets.previous_keys has its key or the value is saved again: " + p)
+		log.Warn("webhook secret or header value unreadable; its deliveries fail until the key that sealed it is configured (secrets.key or secrets.previous_keys) or the value is saved again: " + p)
 	}
 	return nil
 }

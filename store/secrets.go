@@ -26,14 +26,16 @@ func (s *Store) openStored(h *Webhook) {
 // ResealSecrets brings every stored secret and header value of a webhook
 // that is not deleted to the current key: plain text is sealed once a key is
 // configured, and values sealed with a previous key are sealed again with
-// the current one. A value none of the keys opens is left as it is and
+// the current one. Without a key, the values stored encrypted are reported
+// in problems, as none can be opened. A value none of the keys opens is left as it is and
 // reported in problems, one line per webhook; its deliveries fail until the
 // key is configured or the value is saved again. resealed counts the
 // webhooks written. Without a key nothing is changed (sealed values are
 // never written back as plain text).
 func (s *Store) ResealSecrets(ctx context.Context) (resealed int, problems []string, err error) {
 	if s.box == nil {
-		return 0, nil, nil
+		problems, err := s.sealedWithoutKey(ctx)
+		return 0, problems, err
 	}
 	rows, err := s.pool.Query(ctx, s.q(`SELECT id, company_id, name, coalesce(secret, ''), headers FROM {{schema}}.webhooks
 		WHERE deleted_at IS NULL AND (coalesce(secret, '') <> '' OR headers <> '{}')`))
@@ -102,4 +104,36 @@ func (s *Store) reseal(stored string, open, seal func(string) (string, error)) (
 		return stored, false, err
 	}
 	return sealed, true, nil
+}
+
+// sealedWithoutKey reports, for a store without a secrets key, each webhook
+// whose secret or header values are stored encrypted: its deliveries fail
+// until the key is configured.
+func (s *Store) sealedWithoutKey(ctx context.Context) ([]string, error) {
+	rows, err := s.pool.Query(ctx, s.q(`SELECT w.id, w.company_id, w.name, coalesce(w.secret, '') LIKE 'enc:%',
+			coalesce((SELECT string_agg(h.key, ', ' ORDER BY h.key) FROM jsonb_each_text(w.headers) h WHERE h.value LIKE 'enc:%'), '')
+		FROM {{schema}}.webhooks w
+		WHERE w.deleted_at IS NULL AND (coalesce(w.secret, '') LIKE 'enc:%'
+			OR EXISTS (SELECT 1 FROM jsonb_each_text(w.headers) h WHERE h.value LIKE 'enc:%'))
+		ORDER BY w.id`))
+	if err != nil {
+		return nil, fmt.Errorf("read the encrypted secrets: %w", err)
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (string, error) {
+		var id, company int64
+		var name, headers string
+		var secret bool
+		if err := r.Scan(&id, &company, &name, &secret, &headers); err != nil {
+			return "", err
+		}
+		var what []string
+		if secret {
+			what = append(what, "its secret")
+		}
+		if headers != "" {
+			what = append(what, "header "+headers)
+		}
+		return fmt.Sprintf("webhook %d (%q of company %d): %s stored encrypted, and secrets.key is not set (set RELAY_SECRETS__KEY to the key that sealed it)",
+			id, name, company, strings.Join(what, " and ")), nil
+	})
 }

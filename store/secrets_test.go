@@ -3,6 +3,7 @@ package store
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -80,10 +81,28 @@ func TestResealSecrets(t *testing.T) {
 			}
 		}
 	}
-	// Without a key, nothing is written back.
+	// Without a key, nothing is written back, and every webhook with a
+	// value stored encrypted is reported, with what is: none can be opened.
+	token, _ := other.SealHeader("t")
+	s.mustExec(t, `UPDATE {{schema}}.webhooks SET headers = jsonb_build_object('X-Token', $1::text, 'X-Plain', 'p') WHERE id = $2`, token, plain)
+	clear := s.addWebhook(t, "http://c", "clear-secret-0123456789", `{"X-Plain": "p"}`)
 	s.UseSecrets(nil)
-	if n, _, _ := s.ResealSecrets(ctx); n != 0 || !strings.HasPrefix(s.rawSecret(t, plain), "enc:v1:") {
-		t.Error("a reseal without a key changed a sealed value")
+	n, problems, err = s.ResealSecrets(ctx)
+	if n != 0 || err != nil || !strings.HasPrefix(s.rawSecret(t, plain), "enc:v1:") {
+		t.Errorf("a reseal without a key: %d %v, or it changed a sealed value", n, err)
+	}
+	const fix = " stored encrypted, and secrets.key is not set (set RELAY_SECRETS__KEY to the key that sealed it)"
+	want := []struct {
+		id   int64
+		what string
+	}{{plain, "its secret and header X-Token"}, {lost, "its secret"}}
+	if len(problems) != len(want) || clear == 0 {
+		t.Fatalf("problems without a key: %q", problems)
+	}
+	for i, w := range want {
+		if !strings.HasPrefix(problems[i], fmt.Sprintf(`webhook %d ("hook-`, w.id)) || !strings.HasSuffix(problems[i], `" of company 1): `+w.what+fix) {
+			t.Errorf("problem %d: %q, want webhook %d with %s", i, problems[i], w.id, w.what)
+		}
 	}
 }
 

@@ -169,6 +169,21 @@ func TestCheckConnects(t *testing.T) {
 		if m := regexp.MustCompile(`confirmed up to (\S+); the relay's position (\S+)\)`).FindStringSubmatch(out); m == nil || m[1] != m[2] {
 			t.Errorf("check does not show the relay's position at the slot's: %q\n%s", m, out)
 		}
+		const sealedWarning = "warning: 1 webhook(s) have their secret or header values stored encrypted, and secrets.key is not set"
+		if strings.Contains(out, sealedWarning) {
+			t.Errorf("a warning for encrypted secrets where there are none:\n%s", out)
+		}
+
+		// A secret stored encrypted, and no secrets.key: every delivery to
+		// that webhook would fail.
+		if _, err := st.Pool().Exec(ctx, `INSERT INTO relay.webhooks (company_id, name, url, events, headers)
+			VALUES (1, 'sealed', 'https://example.com/s', '{task.completed}', '{"X-Token": "enc:v1:abcd:xyz"}')`); err != nil {
+			t.Fatal(err)
+		}
+		code, out, errOut = checkRun(t, "--config", writeConfig(t, url, "https://example.com/x", ""))
+		if code != 0 || !strings.Contains(out, sealedWarning+": their deliveries fail until RELAY_SECRETS__KEY is the key that sealed them") {
+			t.Errorf("exit %d, want 0 and the warning for the encrypted secret:\n%s\n%s", code, out, errOut)
+		}
 	})
 
 	t.Run("wal_level replica", func(t *testing.T) {
