@@ -79,9 +79,20 @@ func Events(ctx context.Context, cfg *config.Config) (Catalogue, error) {
 // Print writes the catalogue as a table, or as JSON.
 func (c Catalogue) Print(w io.Writer, asJSON bool) error {
 	if asJSON {
+		// The admin API's GET /v1/events names the offered types "events";
+		// the rest is what only the database's side knows.
+		out := struct {
+			Events      []string          `json:"events"`
+			Unavailable map[string]string `json:"unavailable"`
+			Tables      []string          `json:"tables"`
+			Problems    []string          `json:"problems"`
+		}{nonNil(c.Available), c.Unavailable, nonNil(c.Tables), nonNil(c.Problems)}
+		if out.Unavailable == nil {
+			out.Unavailable = map[string]string{}
+		}
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
-		return enc.Encode(c)
+		return enc.Encode(out)
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "EVENT\tAVAILABLE\tNOTE")
@@ -98,6 +109,14 @@ func (c Catalogue) Print(w io.Writer, asJSON bool) error {
 		fmt.Fprintln(w, "problem:", p)
 	}
 	return nil
+}
+
+// nonNil is s, or an empty list for nil, so that JSON shows [] not null.
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
 }
 
 // DropSlot drops the replication slot and forgets the relay's position and
