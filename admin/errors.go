@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/jackc/pgx/v5/pgconn"
+
 	"github.com/smartmaintenance/relay/store"
 )
 
@@ -97,6 +99,13 @@ func storeError(err error) *apiError {
 	var ae *apiError
 	if errors.As(err, &ae) {
 		return ae
+	}
+	var ce *pgconn.ConnectError
+	if errors.As(err, &ce) {
+		// The relay's database is down or unreachable: the request may
+		// work in a moment, and the relay's log says why.
+		return newError(http.StatusServiceUnavailable, "store_unavailable", "",
+			"the relay's database cannot be reached right now; try again shortly")
 	}
 	return nil
 }

@@ -182,9 +182,12 @@ func (d *Dispatcher) claimRound(ctx, dbCtx, sendCtx context.Context, attempts *s
 		}
 		claimed, err := d.claim(dbCtx, free, busy, exclude, before, skip)
 		if err != nil {
-			d.log.Error("claim due deliveries", "error", err)
+			if dbCtx.Err() == nil {
+				d.claimFail.failed(time.Now(), err)
+			}
 			return // the next poll tries again
 		}
+		d.claimFail.worked(time.Now())
 		var at []time.Time
 		if len(claimed) == 0 {
 			// Nothing due before the held deliveries: read those next.

@@ -157,6 +157,8 @@ type Dispatcher struct {
 	log  *slog.Logger
 	send sender
 	tel  *telem
+	// claimFail logs the claim rounds' failures, one line per outage.
+	claimFail *outage
 	// wakeup wakes the claim loop (see wake); notice is set by Notify.
 	wakeup  chan struct{}
 	notice  atomic.Bool
@@ -204,10 +206,11 @@ func New(st deliveryStore, opts Options) *Dispatcher {
 		opts.Logger.Warn("delivery metrics not available", "error", err)
 	}
 	d := &Dispatcher{
-		tel:  tel,
-		st:   st,
-		opts: opts,
-		log:  opts.Logger,
+		tel:       tel,
+		st:        st,
+		opts:      opts,
+		log:       opts.Logger,
+		claimFail: newOutage(opts.Logger, slog.LevelError, "claim due deliveries"),
 		send: sender{
 			client:       client,
 			userAgent:    opts.UserAgent,

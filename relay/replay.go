@@ -113,6 +113,9 @@ type Replayer struct {
 	o      ReplayOptions
 	log    *slog.Logger
 	wakeup chan struct{}
+	// claimFail and sweepFail log their steps' failures, one line per
+	// outage.
+	claimFail, sweepFail *outage
 	// buckets holds each running replay's allowance of events (a token
 	// bucket filled at Rate a second); Run's own.
 	buckets map[int64]*bucket
@@ -128,7 +131,9 @@ type bucket struct {
 // NewReplayer returns a replayer running the replays of st.
 func NewReplayer(st replayStore, o ReplayOptions) *Replayer {
 	o = o.withDefaults()
-	return &Replayer{st: st, o: o, log: o.Logger, wakeup: make(chan struct{}, 1), buckets: map[int64]*bucket{}}
+	return &Replayer{st: st, o: o, log: o.Logger, wakeup: make(chan struct{}, 1), buckets: map[int64]*bucket{},
+		claimFail: newOutage(o.Logger, slog.LevelWarn, "claim replays"),
+		sweepFail: newOutage(o.Logger, slog.LevelWarn, "sweep cancelled replays")}
 }
 
 // Wake makes the replayer look for replays now rather than at its next
@@ -185,10 +190,11 @@ func (r *Replayer) poll(ctx context.Context) {
 	ids, err := r.st.ClaimReplays(ctx, r.o.Owner, maxReplays, r.o.Lease)
 	if err != nil {
 		if ctx.Err() == nil {
-			r.log.Warn("claim replays", "error", err)
+			r.claimFail.failed(time.Now(), err)
 		}
 		return
 	}
+	r.claimFail.worked(time.Now())
 	held := make(map[int64]bool, len(ids))
 	for _, id := range ids {
 		held[id] = true
@@ -205,10 +211,13 @@ func (r *Replayer) poll(ctx context.Context) {
 	}
 	if n, err := r.st.SweepCancelledReplays(ctx); err != nil {
 		if ctx.Err() == nil {
-			r.log.Warn("sweep cancelled replays", "error", err)
+			r.sweepFail.failed(time.Now(), err)
 		}
-	} else if n > 0 {
-		r.log.Info("deliveries of cancelled replays taken back", "deliveries", n)
+	} else {
+		r.sweepFail.worked(time.Now())
+		if n > 0 {
+			r.log.Info("deliveries of cancelled replays taken back", "deliveries", n)
+		}
 	}
 }
 

@@ -1,0 +1,46 @@
+package relay
+
+import (
+	"bytes"
+	"errors"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestOutageLogsOncePerOutage: a step failing on every poll is logged when
+// it starts failing, then once every outageRemind with how long and how
+// often, and once when it works again; each line is one line.
+func TestOutageLogsOncePerOutage(t *testing.T) {
+	var buf bytes.Buffer
+	o := newOutage(slog.New(slog.NewTextHandler(&buf, nil)), slog.LevelError, "claim due deliveries")
+	err := errors.New("failed to connect to `user=relay database=sm`:\n\t127.0.0.1:5432 (127.0.0.1): dial error: connection refused")
+	t0 := time.Date(2026, 12, 7, 20, 0, 0, 0, time.UTC)
+	o.worked(t0) // nothing to end
+	for i := range 61 {
+		o.failed(t0.Add(time.Duration(i)*500*time.Millisecond), err) // two polls a second for 30 s
+	}
+	o.failed(t0.Add(45*time.Second), err)
+	o.failed(t0.Add(61*time.Second), err)
+	o.worked(t0.Add(62 * time.Second))
+	o.worked(t0.Add(63 * time.Second))
+	o.failed(t0.Add(64*time.Second), err)
+
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	want := []string{
+		`level=ERROR msg="claim due deliveries failed; tried again on every poll, logged again every 30s while it fails" error="failed to connect to ` + "`user=relay database=sm`" + `: 127.0.0.1:5432 (127.0.0.1): dial error: connection refused"`,
+		`level=ERROR msg="claim due deliveries still failing" for=30s failures=61 error=`,
+		`level=ERROR msg="claim due deliveries still failing" for=1m1s failures=63 error=`,
+		`level=INFO msg="claim due deliveries works again" after=1m2s failures=63`,
+		`level=ERROR msg="claim due deliveries failed; tried again on every poll`,
+	}
+	if len(lines) != len(want) {
+		t.Fatalf("%d lines, want %d:\n%s", len(lines), len(want), buf.String())
+	}
+	for i, w := range want {
+		if _, rest, _ := strings.Cut(lines[i], " level="); !strings.HasPrefix("level="+rest, w) {
+			t.Errorf("line %d: %s\nwant it to begin %s", i, lines[i], w)
+		}
+	}
+}
