@@ -37,7 +37,7 @@ func connect(ctx context.Context, url string) (*pgx.Conn, error) {
 	}
 	conn, err := pgx.Connect(ctx, url)
 	if err != nil {
-		return nil, fmt.Errorf("%w: connect: %w", ErrDatabase, err)
+		return nil, fmt.Errorf("%w: connect: %w", ErrDatabase, ExplainConnect(err))
 	}
 	return conn, nil
 }
@@ -50,7 +50,7 @@ func openStore(ctx context.Context, cfg *config.Config) (*store.Store, error) {
 	}
 	if err := st.Migrate(ctx); err != nil {
 		st.Close()
-		return nil, fmt.Errorf("%w: %w", ErrDatabase, err)
+		return nil, fmt.Errorf("%w: %w", ErrDatabase, ExplainConnect(err))
 	}
 	box, err := SecretBox(cfg)
 	if err != nil {

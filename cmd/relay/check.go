@@ -52,7 +52,7 @@ func cmdCheck(c *cobra.Command, path string, offline bool) error {
 	defer cancel()
 	conn, err := pgx.Connect(ctx, cfg.Database.URL)
 	if err != nil {
-		return fmt.Errorf("%w: connect: %w", service.ErrDatabase, err)
+		return fmt.Errorf("%w: connect: %w", service.ErrDatabase, service.ExplainConnect(err))
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 
@@ -355,7 +355,7 @@ func (ch *checker) state(ctx context.Context) (string, event.LSN, error) {
 		var err error
 		conn, err = pgx.Connect(ctx, ch.cfg.Database.StateURL)
 		if err != nil {
-			ch.problem(service.ErrDatabase, "database.state_url: connect: %s", oneLine(err))
+			ch.problem(service.ErrDatabase, "database.state_url: connect: %s", oneLine(service.ExplainConnect(err)))
 			return "", 0, nil
 		}
 		defer conn.Close(context.WithoutCancel(ctx))

@@ -68,8 +68,20 @@ func TestCheckConnects(t *testing.T) {
 
 	t.Run("unreachable", func(t *testing.T) {
 		code, out, errOut := checkRun(t, "--config", writeConfig(t, "postgres://postgres@127.0.0.1:1/x?connect_timeout=2", "https://example.com/x", ""))
-		if code != 3 || strings.Count(errOut, "\n") != 0 || !strings.Contains(errOut, "connect") {
-			t.Errorf("exit %d, want 3 and one line:\n%s\n%s", code, out, errOut)
+		if code != 3 || strings.Count(errOut, "\n") != 0 || !strings.Contains(errOut, "connect") ||
+			!strings.Contains(errOut, "connection refused (is PostgreSQL running, and listening on that address and port?") {
+			t.Errorf("exit %d, want 3 and one line with the cause and a hint:\n%s\n%s", code, out, errOut)
+		}
+	})
+
+	t.Run("no such database", func(t *testing.T) {
+		// sslmode=prefer: pgx tries TLS first, which the test server
+		// refuses; the line names the plain attempt's cause, not that.
+		url := good[:strings.LastIndex(good, "/")+1] + "no_such_db?sslmode=prefer"
+		code, out, errOut := checkRun(t, "--config", writeConfig(t, url, "https://example.com/x", ""))
+		if code != 3 || strings.Count(errOut, "\n") != 0 || strings.Contains(errOut, "TLS") ||
+			!strings.Contains(errOut, `database "no_such_db" does not exist`) || !strings.Contains(errOut, "(check the database's name in the URL)") {
+			t.Errorf("exit %d, want 3 and one line with the cause and a hint:\n%s\n%s", code, out, errOut)
 		}
 	})
 
