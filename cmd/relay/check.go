@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"slices"
 	"sort"
 	"strings"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/smartmaintenance/relay/cdc"
 	"github.com/smartmaintenance/relay/config"
+	"github.com/smartmaintenance/relay/egress"
 	"github.com/smartmaintenance/relay/event"
 	"github.com/smartmaintenance/relay/mapper"
 	"github.com/smartmaintenance/relay/service"
@@ -149,6 +151,30 @@ func (ch *checker) run(ctx context.Context) error {
 	if !slotExists {
 		if err := ch.freeSlots(ctx); err != nil {
 			return err
+		}
+	}
+	return ch.webhookAddresses(ctx)
+}
+
+// webhookAddresses warns of each active webhook of the config file whose
+// host the egress policy refuses (a private, loopback or other internal
+// address, as written or as it resolves now), as the admin API refuses
+// such a URL: its attempts would all be blocked.
+func (ch *checker) webhookAddresses(ctx context.Context) error {
+	policy, err := egress.NewPolicy(ch.cfg.Delivery.AllowNetworks)
+	if err != nil {
+		return err // Validate checked the entries
+	}
+	for i, w := range ch.cfg.Webhooks.Endpoints {
+		if !w.Active {
+			continue
+		}
+		u, err := url.Parse(w.URL)
+		if err != nil {
+			continue // Validate reported it
+		}
+		if err := policy.CheckHost(ctx, u.Hostname()); err != nil {
+			ch.warn("webhooks.endpoints[%d] (%q): %v; every attempt will be blocked until delivery.allow_networks opens it", i, w.Name, err)
 		}
 	}
 	return nil

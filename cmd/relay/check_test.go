@@ -59,6 +59,19 @@ func TestCheckConnects(t *testing.T) {
 		}
 	})
 
+	t.Run("webhook at a private address", func(t *testing.T) {
+		// The admin API refuses such a URL; the file's gets a warning, and
+		// one the allowlist opens (loopback, in these tests) none.
+		code, out, errOut := checkRun(t, "--config", writeConfig(t, good, "http://10.0.0.5/hook", ""))
+		want := `warning: webhooks.endpoints[0] ("all"): blocked: 10.0.0.5 is a private address`
+		if code != 0 || !strings.Contains(out, want) || !strings.Contains(out, "every attempt will be blocked until delivery.allow_networks opens it") {
+			t.Errorf("exit %d, want 0 and %q:\n%s\n%s", code, want, out, errOut)
+		}
+		if _, out, _ := checkRun(t, "--config", writeConfig(t, good, "http://127.0.0.1:9/hook", "")); strings.Contains(out, "will be blocked") {
+			t.Errorf("a warning for an allowed address:\n%s", out)
+		}
+	})
+
 	t.Run("offline", func(t *testing.T) {
 		code, out, _ := checkRun(t, "--offline", "--config", writeConfig(t, "postgres://postgres@127.0.0.1:1/x", "https://example.com/x", ""))
 		if code != 0 || !strings.Contains(out, "config OK") || strings.Contains(out, "ok: ") {
