@@ -627,7 +627,7 @@ func when(t *time.Time) string {
 	if t == nil {
 		return "never"
 	}
-	return t.Local().Format("2006-01-02 15:04:05")
+	return t.Local().Format("2006-01-02 15:04:05 -07:00") // the terminal's zone, named
 }
 
 func rate(r *float64, n int) string {

@@ -359,3 +359,15 @@ admin:
 		t.Errorf("deliveries: exit %d, the error not escaped:\n%q", code, out)
 	}
 }
+
+// TestWhenNamesTheZone: a time in the CLI's tables names the zone it is
+// shown in, so that nobody takes the terminal's zone for a company's.
+func TestWhenNamesTheZone(t *testing.T) {
+	ts := time.Date(2026, 4, 24, 2, 15, 30, 0, time.UTC)
+	if got, want := when(&ts), ts.Local().Format("2006-01-02 15:04:05")+" "+ts.Local().Format("-07:00"); got != want {
+		t.Errorf("when = %q, want %q", got, want)
+	}
+	if got := when(nil); got != "never" {
+		t.Errorf("when(nil) = %q", got)
+	}
+}
