@@ -183,11 +183,11 @@ func (d *Dispatcher) claimRound(ctx, dbCtx, sendCtx context.Context, attempts *s
 		claimed, err := d.claim(dbCtx, free, busy, exclude, before, skip)
 		if err != nil {
 			if dbCtx.Err() == nil {
-				d.claimFail.failed(time.Now(), err)
+				d.claimFail.Failed(time.Now(), err)
 			}
 			return // the next poll tries again
 		}
-		d.claimFail.worked(time.Now())
+		d.claimFail.Worked(time.Now())
 		var at []time.Time
 		if len(claimed) == 0 {
 			// Nothing due before the held deliveries: read those next.

@@ -16,6 +16,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/smartmaintenance/relay/egress"
+	"github.com/smartmaintenance/relay/internal/outage"
 	"github.com/smartmaintenance/relay/message"
 	"github.com/smartmaintenance/relay/store"
 )
@@ -158,7 +159,7 @@ type Dispatcher struct {
 	send sender
 	tel  *telem
 	// claimFail logs the claim rounds' failures, one line per outage.
-	claimFail *outage
+	claimFail *outage.Log
 	// wakeup wakes the claim loop (see wake); notice is set by Notify.
 	wakeup  chan struct{}
 	notice  atomic.Bool
@@ -210,7 +211,7 @@ func New(st deliveryStore, opts Options) *Dispatcher {
 		st:        st,
 		opts:      opts,
 		log:       opts.Logger,
-		claimFail: newOutage(opts.Logger, slog.LevelError, "claim due deliveries"),
+		claimFail: outage.New(opts.Logger, slog.LevelError, "claim due deliveries"),
 		send: sender{
 			client:       client,
 			userAgent:    opts.UserAgent,

@@ -14,6 +14,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/smartmaintenance/relay/internal/outage"
 	"github.com/smartmaintenance/relay/store"
 )
 
@@ -115,7 +116,7 @@ type Replayer struct {
 	wakeup chan struct{}
 	// claimFail and sweepFail log their steps' failures, one line per
 	// outage.
-	claimFail, sweepFail *outage
+	claimFail, sweepFail *outage.Log
 	// buckets holds each running replay's allowance of events (a token
 	// bucket filled at Rate a second); Run's own.
 	buckets map[int64]*bucket
@@ -132,8 +133,8 @@ type bucket struct {
 func NewReplayer(st replayStore, o ReplayOptions) *Replayer {
 	o = o.withDefaults()
 	return &Replayer{st: st, o: o, log: o.Logger, wakeup: make(chan struct{}, 1), buckets: map[int64]*bucket{},
-		claimFail: newOutage(o.Logger, slog.LevelWarn, "claim replays"),
-		sweepFail: newOutage(o.Logger, slog.LevelWarn, "sweep cancelled replays")}
+		claimFail: outage.New(o.Logger, slog.LevelWarn, "claim replays"),
+		sweepFail: outage.New(o.Logger, slog.LevelWarn, "sweep cancelled replays")}
 }
 
 // Wake makes the replayer look for replays now rather than at its next
@@ -190,11 +191,11 @@ func (r *Replayer) poll(ctx context.Context) {
 	ids, err := r.st.ClaimReplays(ctx, r.o.Owner, maxReplays, r.o.Lease)
 	if err != nil {
 		if ctx.Err() == nil {
-			r.claimFail.failed(time.Now(), err)
+			r.claimFail.Failed(time.Now(), err)
 		}
 		return
 	}
-	r.claimFail.worked(time.Now())
+	r.claimFail.Worked(time.Now())
 	held := make(map[int64]bool, len(ids))
 	for _, id := range ids {
 		held[id] = true
@@ -211,10 +212,10 @@ func (r *Replayer) poll(ctx context.Context) {
 	}
 	if n, err := r.st.SweepCancelledReplays(ctx); err != nil {
 		if ctx.Err() == nil {
-			r.sweepFail.failed(time.Now(), err)
+			r.sweepFail.Failed(time.Now(), err)
 		}
 	} else {
-		r.sweepFail.worked(time.Now())
+		r.sweepFail.Worked(time.Now())
 		if n > 0 {
 			r.log.Info("deliveries of cancelled replays taken back", "deliveries", n)
 		}

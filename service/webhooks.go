@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/smartmaintenance/relay/config"
+	"github.com/smartmaintenance/relay/internal/outage"
 	"github.com/smartmaintenance/relay/store"
 )
 
@@ -20,23 +21,39 @@ func watchWebhooks(ctx context.Context, st *store.Store, cfg *config.Config, cat
 	seen := map[int64]time.Time{}
 	t := time.NewTicker(cfg.Webhooks.ReloadInterval)
 	defer t.Stop()
+	// Each step runs every second by default: while the store is down, one
+	// line per outage each, not one a second.
+	reading := outage.New(log, slog.LevelWarn, "reading the webhooks table")
+	forgetting := outage.New(log, slog.LevelWarn, "forgetting the previous secrets of ended rotations")
+	ending := outage.New(log, slog.LevelWarn, "ending deliveries of deleted webhooks")
 	for {
 		hooks, err := st.Webhooks(ctx)
-		if err != nil && ctx.Err() == nil {
-			log.Warn("reading the webhooks table failed", "err", err)
-		}
-		if err == nil {
+		switch {
+		case err == nil:
+			reading.Worked(time.Now())
 			reportWebhookEdits(hooks, seen, cfg.Production, cat, log)
+		case ctx.Err() == nil:
+			reading.Failed(time.Now(), err)
 		}
-		if n, err := st.ForgetExpiredSecrets(ctx); err != nil && ctx.Err() == nil {
-			log.Warn("forgetting the previous secrets of ended rotations failed", "err", err)
-		} else if n > 0 {
-			log.Info("previous secrets forgotten: their overlap windows have ended", "webhooks", n)
+		if n, err := st.ForgetExpiredSecrets(ctx); err != nil {
+			if ctx.Err() == nil {
+				forgetting.Failed(time.Now(), err)
+			}
+		} else {
+			forgetting.Worked(time.Now())
+			if n > 0 {
+				log.Info("previous secrets forgotten: their overlap windows have ended", "webhooks", n)
+			}
 		}
-		if n, err := st.FailDeletedWebhookDeliveries(ctx); err != nil && ctx.Err() == nil {
-			log.Warn("ending deliveries of deleted webhooks failed", "err", err)
-		} else if n > 0 {
-			log.Warn("pending deliveries of deleted webhooks marked failed", "deliveries", n)
+		if n, err := st.FailDeletedWebhookDeliveries(ctx); err != nil {
+			if ctx.Err() == nil {
+				ending.Failed(time.Now(), err)
+			}
+		} else {
+			ending.Worked(time.Now())
+			if n > 0 {
+				log.Warn("pending deliveries of deleted webhooks marked failed", "deliveries", n)
+			}
 		}
 		select {
 		case <-ctx.Done():

@@ -1,4 +1,4 @@
-package relay
+package outage
 
 import (
 	"bytes"
@@ -9,23 +9,23 @@ import (
 	"time"
 )
 
-// TestOutageLogsOncePerOutage: a step failing on every poll is logged when
-// it starts failing, then once every outageRemind with how long and how
+// TestLogsOncePerOutage: a step failing on every poll is logged when
+// it starts failing, then once every Remind with how long and how
 // often, and once when it works again; each line is one line.
-func TestOutageLogsOncePerOutage(t *testing.T) {
+func TestLogsOncePerOutage(t *testing.T) {
 	var buf bytes.Buffer
-	o := newOutage(slog.New(slog.NewTextHandler(&buf, nil)), slog.LevelError, "claim due deliveries")
+	o := New(slog.New(slog.NewTextHandler(&buf, nil)), slog.LevelError, "claim due deliveries")
 	err := errors.New("failed to connect to `user=relay database=sm`:\n\t127.0.0.1:5432 (127.0.0.1): dial error: connection refused")
 	t0 := time.Date(2026, 12, 7, 20, 0, 0, 0, time.UTC)
-	o.worked(t0) // nothing to end
+	o.Worked(t0) // nothing to end
 	for i := range 61 {
-		o.failed(t0.Add(time.Duration(i)*500*time.Millisecond), err) // two polls a second for 30 s
+		o.Failed(t0.Add(time.Duration(i)*500*time.Millisecond), err) // two polls a second for 30 s
 	}
-	o.failed(t0.Add(45*time.Second), err)
-	o.failed(t0.Add(61*time.Second), err)
-	o.worked(t0.Add(62 * time.Second))
-	o.worked(t0.Add(63 * time.Second))
-	o.failed(t0.Add(64*time.Second), err)
+	o.Failed(t0.Add(45*time.Second), err)
+	o.Failed(t0.Add(61*time.Second), err)
+	o.Worked(t0.Add(62 * time.Second))
+	o.Worked(t0.Add(63 * time.Second))
+	o.Failed(t0.Add(64*time.Second), err)
 
 	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
 	want := []string{
