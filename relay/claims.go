@@ -181,13 +181,9 @@ func (d *Dispatcher) claimRound(ctx, dbCtx, sendCtx context.Context, attempts *s
 			continue
 		}
 		claimed, err := d.claim(dbCtx, free, busy, exclude, before, skip)
-		if err != nil {
-			if dbCtx.Err() == nil {
-				d.claimFail.Failed(time.Now(), err)
-			}
+		if !d.claimFail.Step(dbCtx, err) {
 			return // the next poll tries again
 		}
-		d.claimFail.Worked(time.Now())
 		var at []time.Time
 		if len(claimed) == 0 {
 			// Nothing due before the held deliveries: read those next.

@@ -189,13 +189,9 @@ func (r *Replayer) Run(ctx context.Context) error {
 // sweeps cancelled ones.
 func (r *Replayer) poll(ctx context.Context) {
 	ids, err := r.st.ClaimReplays(ctx, r.o.Owner, maxReplays, r.o.Lease)
-	if err != nil {
-		if ctx.Err() == nil {
-			r.claimFail.Failed(time.Now(), err)
-		}
+	if !r.claimFail.Step(ctx, err) {
 		return
 	}
-	r.claimFail.Worked(time.Now())
 	held := make(map[int64]bool, len(ids))
 	for _, id := range ids {
 		held[id] = true
@@ -210,15 +206,8 @@ func (r *Replayer) poll(ctx context.Context) {
 			delete(r.buckets, id)
 		}
 	}
-	if n, err := r.st.SweepCancelledReplays(ctx); err != nil {
-		if ctx.Err() == nil {
-			r.sweepFail.Failed(time.Now(), err)
-		}
-	} else {
-		r.sweepFail.Worked(time.Now())
-		if n > 0 {
-			r.log.Info("deliveries of cancelled replays taken back", "deliveries", n)
-		}
+	if n, err := r.st.SweepCancelledReplays(ctx); r.sweepFail.Step(ctx, err) && n > 0 {
+		r.log.Info("deliveries of cancelled replays taken back", "deliveries", n)
 	}
 }
 

@@ -27,33 +27,14 @@ func watchWebhooks(ctx context.Context, st *store.Store, cfg *config.Config, cat
 	forgetting := outage.New(log, slog.LevelWarn, "forgetting the previous secrets of ended rotations")
 	ending := outage.New(log, slog.LevelWarn, "ending deliveries of deleted webhooks")
 	for {
-		hooks, err := st.Webhooks(ctx)
-		switch {
-		case err == nil:
-			reading.Worked(time.Now())
+		if hooks, err := st.Webhooks(ctx); reading.Step(ctx, err) {
 			reportWebhookEdits(hooks, seen, cfg.Production, cat, log)
-		case ctx.Err() == nil:
-			reading.Failed(time.Now(), err)
 		}
-		if n, err := st.ForgetExpiredSecrets(ctx); err != nil {
-			if ctx.Err() == nil {
-				forgetting.Failed(time.Now(), err)
-			}
-		} else {
-			forgetting.Worked(time.Now())
-			if n > 0 {
-				log.Info("previous secrets forgotten: their overlap windows have ended", "webhooks", n)
-			}
+		if n, err := st.ForgetExpiredSecrets(ctx); forgetting.Step(ctx, err) && n > 0 {
+			log.Info("previous secrets forgotten: their overlap windows have ended", "webhooks", n)
 		}
-		if n, err := st.FailDeletedWebhookDeliveries(ctx); err != nil {
-			if ctx.Err() == nil {
-				ending.Failed(time.Now(), err)
-			}
-		} else {
-			ending.Worked(time.Now())
-			if n > 0 {
-				log.Warn("pending deliveries of deleted webhooks marked failed", "deliveries", n)
-			}
+		if n, err := st.FailDeletedWebhookDeliveries(ctx); ending.Step(ctx, err) && n > 0 {
+			log.Warn("pending deliveries of deleted webhooks marked failed", "deliveries", n)
 		}
 		select {
 		case <-ctx.Done():

@@ -35,6 +35,21 @@ func New(log *slog.Logger, level slog.Level, what string) *Log {
 	return &Log{log: log, level: level, what: what}
 }
 
+// Step notes the outcome of one run of the step, now: err, or a success
+// when err is nil. It reports whether the run worked. A failure after ctx
+// ended (a shutdown cutting the step short) is not the step's and is not
+// logged.
+func (o *Log) Step(ctx context.Context, err error) bool {
+	if err != nil {
+		if ctx.Err() == nil {
+			o.Failed(time.Now(), err)
+		}
+		return false
+	}
+	o.Worked(time.Now())
+	return true
+}
+
 // Failed notes a failure at now and logs it when it begins an outage or
 // a reminder is due.
 func (o *Log) Failed(now time.Time, err error) {

@@ -2,6 +2,7 @@ package outage
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"log/slog"
 	"strings"
@@ -42,5 +43,24 @@ func TestLogsOncePerOutage(t *testing.T) {
 		if _, rest, _ := strings.Cut(lines[i], " level="); !strings.HasPrefix("level="+rest, w) {
 			t.Errorf("line %d: %s\nwant it to begin %s", i, lines[i], w)
 		}
+	}
+}
+
+// TestStep: a run that worked reports so; one that failed is noted and
+// logged, except when its context had ended (a shutdown), which is no
+// failure of the step's.
+func TestStep(t *testing.T) {
+	var buf bytes.Buffer
+	o := New(slog.New(slog.NewTextHandler(&buf, nil)), slog.LevelWarn, "claim replays")
+	ended, cancel := context.WithCancel(context.Background())
+	cancel()
+	if o.Step(ended, context.Canceled) || buf.Len() != 0 {
+		t.Fatalf("a run cut short by the shutdown: logged %q", buf.String())
+	}
+	if o.Step(context.Background(), errors.New("down")) || !strings.Contains(buf.String(), `msg="claim replays failed;`) {
+		t.Fatalf("a failed run: %q", buf.String())
+	}
+	if !o.Step(context.Background(), nil) || !strings.Contains(buf.String(), `msg="claim replays works again"`) {
+		t.Fatalf("a run that worked: %q", buf.String())
 	}
 }
