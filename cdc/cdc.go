@@ -50,7 +50,7 @@ type Config struct {
 	// IdleInterval bounds how often a quiet feed persists an advanced
 	// position through Handler.Idle. Default 1s.
 	IdleInterval time.Duration
-	// MaxBackoff caps the wait between reconnection attempts. Default 30s.
+	// MaxBackoff caps the wait between reconnection attempts. Default 5s.
 	MaxBackoff time.Duration
 	// GroupDelay bounds how long a committed transaction may wait to be
 	// stored together with the ones that follow it (group commit). The feed
@@ -99,7 +99,7 @@ func (c *Config) withDefaults() {
 		c.IdleInterval = time.Second
 	}
 	if c.MaxBackoff <= 0 {
-		c.MaxBackoff = 30 * time.Second
+		c.MaxBackoff = 5 * time.Second
 	}
 	if c.GroupDelay <= 0 {
 		c.GroupDelay = 10 * time.Millisecond

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -532,6 +534,56 @@ func TestDatabaseRestartReconnects(t *testing.T) {
 	}
 }
 
+// TestDatabaseDownIsLoggedOnce: while the database is down the feed tries
+// again and again, but says so once when it begins and once when it works
+// again, not at every attempt.
+func TestDatabaseDownIsLoggedOnce(t *testing.T) {
+	e := newEnv(t)
+	var logs bytes.Buffer
+	var mu sync.Mutex
+	cfg := e.config()
+	cfg.Logger = slog.New(slog.NewTextHandler(lockedWriter{&mu, &logs}, nil))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := e.run(ctx, cfg, e.h)
+	e.conn.Close(context.Background())
+	srv := pgtest.Shared(t)
+	if err := srv.StopServer(context.Background(), "fast"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Second) // attempts at most 200 ms apart
+	if err := srv.StartServer(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.Connect(context.Background(), e.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.conn = conn
+	e.exec(`INSERT INTO items (id, status) VALUES (210, 'open')`)
+	e.waitChanges(1)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	out := logs.String()
+	mu.Unlock()
+	if n := strings.Count(out, "replication interrupted"); n != 1 {
+		t.Errorf("%d interruption lines, want 1:\n%s", n, out)
+	}
+	if n := strings.Count(out, "still interrupted"); n != 0 {
+		t.Errorf("%d reminders within the first 30 s:\n%s", n, out)
+	}
+	works := regexp.MustCompile(`msg="replication works again" after=\d+s failed_attempts=(\d+)`).FindStringSubmatch(out)
+	if works == nil {
+		t.Fatalf("no line that the feed works again:\n%s", out)
+	}
+	if n, _ := strconv.Atoi(works[1]); n < 3 {
+		t.Errorf("%s failed attempts in 2 s with attempts 200 ms apart:\n%s", works[1], out)
+	}
+}
+
 func TestMissingSlotIsFatal(t *testing.T) {
 	e := newEnv(t)
 	e.h.state, e.h.pos = cdc.StateReady, 12345
@@ -650,6 +702,63 @@ func TestOneStreamerPerSlot(t *testing.T) {
 	}
 	if err := stop2(); err != nil {
 		t.Fatalf("standby returned %v", err)
+	}
+}
+
+// TestStandbyWaitsOutAnOutage: a relay standing by for another found the
+// server and its slot; the database going down later is an outage it
+// waits out, as the streaming one does, not a misconfiguration to exit
+// on. Once back, it takes the slot over when the other stops.
+func TestStandbyWaitsOutAnOutage(t *testing.T) {
+	e := newEnv(t)
+	stop1 := e.start(e.h)
+	second := &memHandler{}
+	pos, state := e.h.durable()
+	second.pos, second.state = pos, state
+	standby := cdc.New(e.config())
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- standby.Run(ctx, second) }()
+	waitFor(t, "the second source standing by", func() bool { return standby.State() == cdc.FeedStandby })
+
+	e.conn.Close(context.Background())
+	srv := pgtest.Shared(t)
+	if err := srv.StopServer(context.Background(), "fast"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second) // attempts at most 200 ms apart
+	select {
+	case err := <-done:
+		t.Fatalf("the standby ended while the database was down: %v", err)
+	default:
+	}
+	if err := srv.StartServer(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.Connect(context.Background(), e.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.conn = conn
+	// Whichever reconnects first takes the slot; the other stands by.
+	// Once the first stops, the second streams.
+	has := func(h *memHandler, id int64) bool {
+		c, _, _ := h.snapshot()
+		return len(c) > 0 && c[len(c)-1].New["id"] == id
+	}
+	e.exec(`INSERT INTO items (id, status) VALUES (310, 'open')`)
+	waitFor(t, "the change streamed by either", func() bool { return has(e.h, 310) || has(second, 310) })
+	if has(e.h, 310) {
+		if err := stop1(); err != nil {
+			t.Fatal(err)
+		}
+		e.exec(`INSERT INTO items (id, status) VALUES (311, 'open')`)
+		waitFor(t, "the standby streaming the change after the takeover", func() bool { return has(second, 311) })
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -14,6 +14,8 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/smartmaintenance/relay/event"
+	"github.com/smartmaintenance/relay/internal/outage"
+	"github.com/smartmaintenance/relay/internal/pgconnect"
 )
 
 // Source streams committed changes of the published tables to a Handler.
@@ -68,18 +70,28 @@ func (s *Source) RetainedWAL() int64 { return s.retained.Load() }
 // capped exponential backoff; each retry resumes from the Handler's
 // persisted position. Problems the relay cannot fix by waiting (wal_level,
 // privileges, a missing or invalidated slot, bad credentials) end Run with
-// an error saying how to fix them. Before the first successful session any
-// error ends Run, so a misconfigured relay exits at once.
+// an error saying how to fix them. Before the first session that streams or
+// finds another relay streaming the slot any error ends Run, so a
+// misconfigured relay exits at once.
 func (s *Source) Run(ctx context.Context, h Handler) error {
 	log := s.cfg.Logger
 	backoff := 250 * time.Millisecond
 	connected, standingBy := false, false
+	// An interruption is logged when it begins, then every outage.Remind
+	// while it lasts, and when the feed streams again: not at every
+	// attempt.
+	var down, remind time.Time
+	attempts := 0
 	defer s.state.Store(FeedStopped)
 	for {
 		started := time.Now()
 		err := s.session(ctx, h, func() {
 			connected = true
 			s.state.Store(FeedStreaming)
+			if !down.IsZero() {
+				log.Info("replication works again", "after", time.Since(down).Round(time.Second).String(), "failed_attempts", attempts)
+				down, attempts = time.Time{}, 0
+			}
 		})
 		if ctx.Err() != nil {
 			return nil
@@ -88,7 +100,11 @@ func (s *Source) Run(ctx context.Context, h Handler) error {
 			err = errors.New("replication stream ended")
 		}
 		standby := errors.Is(err, ErrSlotBusy)
-		if (!connected && !standby) || IsFatal(err) {
+		// A relay standing by reached the server and found the slot held:
+		// it is set up right, and waits out a later outage like one that
+		// streamed.
+		connected = connected || standby
+		if !connected || IsFatal(err) {
 			return err
 		}
 		if standby {
@@ -108,7 +124,17 @@ func (s *Source) Run(ctx context.Context, h Handler) error {
 				log.Info("standing by: another relay streams the slot", "slot", s.cfg.Slot)
 			}
 		} else {
-			log.Warn("replication interrupted; reconnecting", "err", err, "retry_in", backoff)
+			now := time.Now()
+			attempts++
+			switch {
+			case down.IsZero():
+				down, remind = now, now.Add(outage.Remind)
+				log.Warn("replication interrupted; reconnecting, logged again every "+outage.Remind.String()+" while it fails", "err", err, "retry_in", backoff)
+			case !now.Before(remind):
+				remind = now.Add(outage.Remind)
+				log.Warn("replication still interrupted; reconnecting", "for", now.Sub(down).Round(time.Second).String(),
+					"failed_attempts", attempts, "err", err, "retry_in", backoff)
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -130,7 +156,7 @@ func (s *Source) session(ctx context.Context, h Handler, streaming func()) error
 	textForms(ccfg.RuntimeParams)
 	conn, err := pgx.ConnectConfig(ctx, ccfg)
 	if err != nil {
-		return fmt.Errorf("connect to database: %w", err)
+		return fmt.Errorf("connect to database: %w", pgconnect.Explain(err))
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 	if err := Preflight(ctx, conn); err != nil {
@@ -211,7 +237,7 @@ func (s *Source) connectReplication(ctx context.Context) (*pgconn.PgConn, error)
 	textForms(pcfg.RuntimeParams)
 	rconn, err := pgconn.ConnectConfig(ctx, pcfg)
 	if err != nil {
-		return nil, fmt.Errorf("open replication connection: %w", err)
+		return nil, fmt.Errorf("open replication connection: %w", pgconnect.Explain(err))
 	}
 	return rconn, nil
 }

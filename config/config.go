@@ -318,7 +318,7 @@ func Default() *Config {
 			Slot:                "smtm_relay",
 			Publication:         "smtm_relay",
 			StatusInterval:      10 * time.Second,
-			ReconnectMaxBackoff: 30 * time.Second,
+			ReconnectMaxBackoff: 5 * time.Second,
 			GroupDelay:          100 * time.Millisecond,
 			RetainedWALWarn:     1 << 30,
 			WALCheckInterval:    time.Minute,

@@ -12,6 +12,7 @@ import (
 	"github.com/smartmaintenance/relay/cdc"
 	"github.com/smartmaintenance/relay/config"
 	"github.com/smartmaintenance/relay/event"
+	"github.com/smartmaintenance/relay/internal/pgconnect"
 	"github.com/smartmaintenance/relay/mapper"
 	"github.com/smartmaintenance/relay/secrets"
 	"github.com/smartmaintenance/relay/store"
@@ -37,7 +38,7 @@ func connect(ctx context.Context, url string) (*pgx.Conn, error) {
 	}
 	conn, err := pgx.Connect(ctx, url)
 	if err != nil {
-		return nil, fmt.Errorf("%w: connect: %w", ErrDatabase, ExplainConnect(err))
+		return nil, fmt.Errorf("%w: connect: %w", ErrDatabase, pgconnect.Explain(err))
 	}
 	return conn, nil
 }
@@ -50,7 +51,7 @@ func openStore(ctx context.Context, cfg *config.Config) (*store.Store, error) {
 	}
 	if err := st.Migrate(ctx); err != nil {
 		st.Close()
-		return nil, fmt.Errorf("%w: %w", ErrDatabase, ExplainConnect(err))
+		return nil, fmt.Errorf("%w: %w", ErrDatabase, pgconnect.Explain(err))
 	}
 	box, err := SecretBox(cfg)
 	if err != nil {

@@ -18,6 +18,7 @@ import (
 	"github.com/smartmaintenance/relay/config"
 	"github.com/smartmaintenance/relay/egress"
 	"github.com/smartmaintenance/relay/event"
+	"github.com/smartmaintenance/relay/internal/pgconnect"
 	"github.com/smartmaintenance/relay/mapper"
 	"github.com/smartmaintenance/relay/service"
 	"github.com/smartmaintenance/relay/store"
@@ -54,7 +55,7 @@ func cmdCheck(c *cobra.Command, path string, offline bool) error {
 	defer cancel()
 	conn, err := pgx.Connect(ctx, cfg.Database.URL)
 	if err != nil {
-		return fmt.Errorf("%w: connect: %w", service.ErrDatabase, service.ExplainConnect(err))
+		return fmt.Errorf("%w: connect: %w", service.ErrDatabase, pgconnect.Explain(err))
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 
@@ -381,7 +382,7 @@ func (ch *checker) state(ctx context.Context) (string, event.LSN, error) {
 		var err error
 		conn, err = pgx.Connect(ctx, ch.cfg.Database.StateURL)
 		if err != nil {
-			ch.problem(service.ErrDatabase, "database.state_url: connect: %s", oneLine(service.ExplainConnect(err)))
+			ch.problem(service.ErrDatabase, "database.state_url: connect: %s", oneLine(pgconnect.Explain(err)))
 			return "", 0, nil
 		}
 		defer conn.Close(context.WithoutCancel(ctx))

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/smartmaintenance/relay/internal/pgconnect"
 )
 
 // Remind is how often a failure that goes on is logged again.
@@ -81,8 +83,10 @@ func (o *Log) Worked(now time.Time) {
 	o.since, o.failures = time.Time{}, 0
 }
 
-// oneLine folds err's message onto one line: pgx lists each address it
-// tried on a line of its own.
+// oneLine tells err on one line: a failed connection as pgconnect
+// explains it (the last attempt's cause and what to check; pgx lists each
+// address it tried on a line of its own), any other with its line breaks
+// folded.
 func oneLine(err error) string {
-	return strings.Join(strings.Fields(err.Error()), " ")
+	return strings.Join(strings.Fields(pgconnect.Explain(err).Error()), " ")
 }

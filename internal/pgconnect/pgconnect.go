@@ -1,4 +1,7 @@
-package service
+// Package pgconnect tells a failed connection to PostgreSQL in one line,
+// with what to check, for every place that connects: the change feed,
+// the store, relay check.
+package pgconnect
 
 import (
 	"errors"
@@ -8,30 +11,35 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
-// connectFailure is a failed connection to PostgreSQL told in one line:
+// failure is a failed connection to PostgreSQL told in one line:
 // the last attempt's cause and what to do about it. pgx lists every
 // address and mode it tried; with sslmode=prefer (the default) a server
 // without TLS answers the first attempt "server refused TLS connection",
 // which says nothing of why the plain one failed after it.
-type connectFailure struct {
+type failure struct {
 	msg string
 	err error
 }
 
-func (e *connectFailure) Error() string { return e.msg }
-func (e *connectFailure) Unwrap() error { return e.err }
+func (e *failure) Error() string { return e.msg }
+func (e *failure) Unwrap() error { return e.err }
 
-// ExplainConnect returns err, from connecting to PostgreSQL, as one line
+// Explain returns err, from connecting to PostgreSQL, as one line
 // with the last attempt's cause and a hint, when it holds a connection
-// error pgx reports; other errors as they are.
-func ExplainConnect(err error) error {
+// error pgx reports (wrapped or not: the wrappers' words stay); other
+// errors as they are.
+func Explain(err error) error {
 	var ce *pgconn.ConnectError
 	if !errors.As(err, &ce) {
 		return err
 	}
-	head, tried, ok := strings.Cut(ce.Error(), ": ")
+	// pgx: "failed to connect to `user=... database=...`:" and then one
+	// line per attempt, each naming its address twice over.
+	head, tried, ok := strings.Cut(ce.Error(), ":\n")
 	if !ok {
-		return err
+		if head, tried, ok = strings.Cut(ce.Error(), ": "); !ok {
+			return err
+		}
 	}
 	last := ""
 	for _, line := range strings.Split(tried, "\n") {
@@ -39,11 +47,16 @@ func ExplainConnect(err error) error {
 			last = line
 		}
 	}
-	return &connectFailure{msg: head + ": " + last + connectHint(err, last), err: err}
+	if addr, rest, ok := strings.Cut(last, ": "); ok && strings.HasPrefix(rest, addr+": ") {
+		last = rest
+	}
+	// The context err's wrappers gave it stays around the explanation.
+	msg := strings.Replace(err.Error(), ce.Error(), head+": "+last+hint(err, last), 1)
+	return &failure{msg: msg, err: err}
 }
 
-// connectHint says what to check for the cause of a failed connection.
-func connectHint(err error, cause string) string {
+// hint says what to check for the cause of a failed connection.
+func hint(err error, cause string) string {
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) {
 		switch pe.Code {
