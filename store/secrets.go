@@ -34,7 +34,7 @@ func (s *Store) openStored(h *Webhook) {
 // never written back as plain text).
 func (s *Store) ResealSecrets(ctx context.Context) (resealed int, problems []string, err error) {
 	if s.box == nil {
-		problems, err := s.sealedWithoutKey(ctx)
+		problems, err := SealedWithoutKey(ctx, s.pool, s.name)
 		return 0, problems, err
 	}
 	rows, err := s.pool.Query(ctx, s.q(`SELECT id, company_id, name, coalesce(secret, ''), headers FROM {{schema}}.webhooks
@@ -106,16 +106,21 @@ func (s *Store) reseal(stored string, open, seal func(string) (string, error)) (
 	return sealed, true, nil
 }
 
-// sealedWithoutKey reports, for a store without a secrets key, each webhook
-// whose secret or header values are stored encrypted: its deliveries fail
-// until the key is configured.
-func (s *Store) sealedWithoutKey(ctx context.Context) ([]string, error) {
-	rows, err := s.pool.Query(ctx, s.q(`SELECT w.id, w.company_id, w.name, coalesce(w.secret, '') LIKE 'enc:%',
+// SealedWithoutKey reports, for a relay without a secrets key, each webhook
+// of the state schema schema (its name, unquoted) whose secret or header
+// values are stored encrypted: its deliveries fail until the key is
+// configured. db is a connection or a pool; relay check asks it of a
+// store it does not open.
+func SealedWithoutKey(ctx context.Context, db interface {
+	Query(context.Context, string, ...any) (pgx.Rows, error)
+}, schema string) ([]string, error) {
+	qs := pgx.Identifier{schema}.Sanitize()
+	rows, err := db.Query(ctx, `SELECT w.id, w.company_id, w.name, coalesce(w.secret, '') LIKE 'enc:%',
 			coalesce((SELECT string_agg(h.key, ', ' ORDER BY h.key) FROM jsonb_each_text(w.headers) h WHERE h.value LIKE 'enc:%'), '')
-		FROM {{schema}}.webhooks w
+		FROM `+qs+`.webhooks w
 		WHERE w.deleted_at IS NULL AND (coalesce(w.secret, '') LIKE 'enc:%'
 			OR EXISTS (SELECT 1 FROM jsonb_each_text(w.headers) h WHERE h.value LIKE 'enc:%'))
-		ORDER BY w.id`))
+		ORDER BY w.id`)
 	if err != nil {
 		return nil, fmt.Errorf("read the encrypted secrets: %w", err)
 	}

@@ -446,17 +446,16 @@ func (ch *checker) state(ctx context.Context) (string, event.LSN, error) {
 		// Encrypted values need the key that sealed them: without one, every
 		// delivery to such a webhook fails.
 		var table bool
-		var sealed int
+		var sealed []string
 		err := conn.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, qs+".webhooks").Scan(&table)
 		if err == nil && table {
-			err = conn.QueryRow(ctx, `SELECT count(*) FROM `+qs+`.webhooks w WHERE w.deleted_at IS NULL
-				AND (coalesce(w.secret, '') LIKE 'enc:%' OR EXISTS (SELECT 1 FROM jsonb_each_text(w.headers) h WHERE h.value LIKE 'enc:%'))`).Scan(&sealed)
+			sealed, err = store.SealedWithoutKey(ctx, conn, schema)
 		}
 		if err != nil {
 			return "", 0, fmt.Errorf("read the webhooks' secrets: %w", err)
 		}
-		if sealed > 0 {
-			ch.warn("%d webhook(s) have their secret or header values stored encrypted, and secrets.key is not set: their deliveries fail until RELAY_SECRETS__KEY is the key that sealed them", sealed)
+		for _, p := range sealed {
+			ch.warn("%s: its deliveries fail until then", p)
 		}
 	}
 	if !hasCheckpoints {
