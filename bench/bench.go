@@ -730,8 +730,8 @@ func (m *cpuMeter) fill(ctx context.Context, r *Result) time.Duration {
 }
 
 // relayShare sums the relay's processes' share of PostgreSQL's CPU: its
-// walsender (smtm-relay) and its connections (smtm-relay-state,
-// smtm-relay-observability).
+// walsender (smtm-relay) and its connections (smtm-relay-feed,
+// smtm-relay-state, smtm-relay-observability).
 func relayShare(byProcess map[string]float64) float64 {
 	var sum float64
 	for role, us := range byProcess {

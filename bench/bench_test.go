@@ -133,7 +133,7 @@ func TestSeparateStateCluster(t *testing.T) {
 		t.Errorf("no figures of the state cluster: %+v", r)
 	}
 	for role, us := range r.PGByProcess {
-		if role != "smtm-relay" && role != "smtm-relay-observability" && relayShare(map[string]float64{role: us}) > 0 {
+		if role != "smtm-relay" && role != "smtm-relay-feed" && role != "smtm-relay-observability" && relayShare(map[string]float64{role: us}) > 0 {
 			t.Errorf("the platform's server ran the relay's %s (%v µs/delivery)", role, us)
 		}
 	}
@@ -144,7 +144,7 @@ func TestSeparateStateCluster(t *testing.T) {
 	// counted in the kernel's 10 ms ticks, and a short burst that it
 	// decodes without the relay's writes can cost it less than one on a
 	// fast machine (0 µs per delivery, seen in CI).
-	if r.PGRelayMicrosPerDel != r.PGByProcess["smtm-relay"]+r.PGByProcess["smtm-relay-observability"] || r.PGRelayMicrosPerDel < 0 {
+	if r.PGRelayMicrosPerDel != r.PGByProcess["smtm-relay"]+r.PGByProcess["smtm-relay-feed"]+r.PGByProcess["smtm-relay-observability"] || r.PGRelayMicrosPerDel < 0 {
 		t.Errorf("the platform's tax is not the walsender's: %v of %v", r.PGRelayMicrosPerDel, r.PGByProcess)
 	}
 	// The platform's WAL is the burst's update, not the relay's records.

@@ -731,7 +731,8 @@ func TestStandbyWaitsOutAnOutage(t *testing.T) {
 	second := &memHandler{}
 	pos, state := e.h.durable()
 	second.pos, second.state = pos, state
-	standby := cdc.New(e.config())
+	cfg, logs := e.logged()
+	standby := cdc.New(cfg)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
@@ -757,10 +758,17 @@ func TestStandbyWaitsOutAnOutage(t *testing.T) {
 		}
 		return false
 	})
-	waitFor(t, "the second source streaming or standing by", func() bool {
-		st := standby.State()
-		return st == cdc.FeedStandby || st == cdc.FeedStreaming
+	// It says when the outage ended, standing by or streaming, once.
+	waitFor(t, "the second source's line that it works again", func() bool {
+		return strings.Contains(logs(), `msg="replication works again"`)
 	})
+	if st := standby.State(); st != cdc.FeedStandby && st != cdc.FeedStreaming {
+		t.Errorf("the second source is %s after the outage", st)
+	}
+	if out := logs(); strings.Count(out, "replication interrupted") != 1 || strings.Count(out, "replication works again") != 1 ||
+		!regexp.MustCompile(`msg="replication works again" after=\d+s failed_attempts=\d+ now=("standing by"|streaming)`).MatchString(out) {
+		t.Errorf("the second source's log of the outage:\n%s", out)
+	}
 	if err := stop1(); err != nil {
 		t.Fatal(err)
 	}

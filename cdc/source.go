@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"log/slog"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -77,21 +78,14 @@ func (s *Source) Run(ctx context.Context, h Handler) error {
 	log := s.cfg.Logger
 	backoff := 250 * time.Millisecond
 	connected, standingBy := false, false
-	// An interruption is logged when it begins, then every outage.Remind
-	// while it lasts, and when the feed streams again: not at every
-	// attempt.
-	var down, remind time.Time
-	attempts := 0
+	down := interruption{log: log}
 	defer s.state.Store(FeedStopped)
 	for {
 		started := time.Now()
 		err := s.session(ctx, h, func() {
 			connected = true
 			s.state.Store(FeedStreaming)
-			if !down.IsZero() {
-				log.Info("replication works again", "after", time.Since(down).Round(time.Second).String(), "failed_attempts", attempts)
-				down, attempts = time.Time{}, 0
-			}
+			down.over("streaming")
 		})
 		if ctx.Err() != nil {
 			return nil
@@ -109,6 +103,7 @@ func (s *Source) Run(ctx context.Context, h Handler) error {
 		}
 		if standby {
 			s.state.Store(FeedStandby)
+			down.over("standing by")
 		} else {
 			s.state.Store(FeedReconnecting)
 		}
@@ -124,17 +119,7 @@ func (s *Source) Run(ctx context.Context, h Handler) error {
 				log.Info("standing by: another relay streams the slot", "slot", s.cfg.Slot)
 			}
 		} else {
-			now := time.Now()
-			attempts++
-			switch {
-			case down.IsZero():
-				down, remind = now, now.Add(outage.Remind)
-				log.Warn("replication interrupted; reconnecting, logged again every "+outage.Remind.String()+" while it fails", "err", err, "retry_in", backoff)
-			case !now.Before(remind):
-				remind = now.Add(outage.Remind)
-				log.Warn("replication still interrupted; reconnecting", "for", now.Sub(down).Round(time.Second).String(),
-					"failed_attempts", attempts, "err", err, "retry_in", backoff)
-			}
+			down.failed(time.Now(), err, backoff)
 		}
 		select {
 		case <-ctx.Done():
@@ -146,6 +131,41 @@ func (s *Source) Run(ctx context.Context, h Handler) error {
 	}
 }
 
+// interruption is the change feed's outage: logged when it begins, every
+// outage.Remind while it lasts, and when the feed reaches the server again
+// (to stream, or to stand by for another relay), not at every attempt.
+type interruption struct {
+	log           *slog.Logger
+	since, remind time.Time // zero since while the feed is not interrupted
+	attempts      int
+}
+
+// failed notes a failed session or attempt at now.
+func (i *interruption) failed(now time.Time, err error, retryIn time.Duration) {
+	i.attempts++
+	switch {
+	case i.since.IsZero():
+		i.since, i.remind = now, now.Add(outage.Remind)
+		i.log.Warn("replication interrupted; reconnecting, logged again every "+outage.Remind.String()+" while it fails",
+			"err", err, "retry_in", retryIn)
+	case !now.Before(i.remind):
+		i.remind = now.Add(outage.Remind)
+		i.log.Warn("replication still interrupted; reconnecting", "for", now.Sub(i.since).Round(time.Second).String(),
+			"failed_attempts", i.attempts, "err", err, "retry_in", retryIn)
+	}
+}
+
+// over ends the interruption, if there is one: the feed reached the
+// server and is now doing what.
+func (i *interruption) over(doing string) {
+	if i.since.IsZero() {
+		return
+	}
+	i.log.Info("replication works again", "after", time.Since(i.since).Round(time.Second).String(),
+		"failed_attempts", i.attempts, "now", doing)
+	i.since, i.attempts = time.Time{}, 0
+}
+
 // session runs one replication connection from setup to failure.
 func (s *Source) session(ctx context.Context, h Handler, streaming func()) error {
 	log := s.cfg.Logger
@@ -153,6 +173,10 @@ func (s *Source) session(ctx context.Context, h Handler, streaming func()) error
 	if err != nil {
 		return fmt.Errorf("parse database URL: %w", err)
 	}
+	// The connection that holds the slot's lock, checks the slot and reads
+	// the watched rows' snapshot: named so that an operator finds which
+	// relay streams (pg_locks joined to pg_stat_activity).
+	ccfg.RuntimeParams["application_name"] = "smtm-relay-feed"
 	textForms(ccfg.RuntimeParams)
 	conn, err := pgx.ConnectConfig(ctx, ccfg)
 	if err != nil {

@@ -211,7 +211,7 @@ func New(st deliveryStore, opts Options) *Dispatcher {
 		st:        st,
 		opts:      opts,
 		log:       opts.Logger,
-		claimFail: outage.New(opts.Logger, slog.LevelError, "claim due deliveries"),
+		claimFail: outage.New(opts.Logger, slog.LevelWarn, "claim due deliveries"),
 		send: sender{
 			client:       client,
 			userAgent:    opts.UserAgent,

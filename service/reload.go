@@ -105,7 +105,11 @@ func (r *reloader) reload(ctx context.Context, trigger string) {
 		}
 	}
 	r.running = &applied
-	r.log.Info("config reloaded: "+ch.Applied(), "trigger", trigger)
+	applies := ch.Applied()
+	if applies == "no changes" && len(ch.Restart) > 0 {
+		applies = "nothing it can apply while running"
+	}
+	r.log.Info("config reloaded: "+applies, "trigger", trigger)
 	if len(ch.Restart) > 0 {
 		them := "them"
 		if len(ch.Restart) == 1 {

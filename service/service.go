@@ -120,7 +120,8 @@ func Inspect(ctx context.Context, conn *pgx.Conn, m *mapper.Mapper) (Catalogue, 
 // package telemetry) and serves the observability endpoints when
 // observability.listen is set.
 func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
-	tel, err := telemetry.Setup(ctx, telemetry.Options{Getenv: os.Getenv, Prometheus: cfg.Observability.Listen != ""})
+	tel, err := telemetry.Setup(ctx, telemetry.Options{Getenv: os.Getenv, Prometheus: cfg.Observability.Listen != "",
+		Logger: log.With("component", "telemetry")})
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrConfig, err)
 	}

@@ -17,6 +17,8 @@ import (
 
 	"github.com/smartmaintenance/relay/cdc"
 	"github.com/smartmaintenance/relay/event"
+	"github.com/smartmaintenance/relay/internal/outage"
+	"github.com/smartmaintenance/relay/internal/pgconnect"
 	"github.com/smartmaintenance/relay/store"
 	"github.com/smartmaintenance/relay/telemetry"
 )
@@ -81,25 +83,28 @@ func observeState(mp metric.MeterProvider, st *store.Store, platform *pgxpool.Po
 		statusAttrs[s] = metric.WithAttributes(attribute.String("status", s))
 	}
 	rates := &rateCache{st: st}
+	// A scrape comes every few seconds: a database that is down is logged
+	// when it begins, every outage.Remind and when it works again.
+	failing := outage.New(log, slog.LevelWarn, "metrics: reading the gauges from the databases")
 	return m.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
 		ctx, cancel := context.WithTimeout(ctx, gaugeTimeout)
 		defer cancel()
 		var errs []error
 		if c, err := st.CountDeliveries(ctx); err != nil {
-			errs = append(errs, err)
+			errs = append(errs, pgconnect.Explain(err))
 		} else {
 			o.ObserveInt64(stored, c.Pending, statusAttrs["pending"])
 			o.ObserveInt64(stored, c.Retrying, statusAttrs["retrying"])
 			o.ObserveInt64(stored, c.Failed, statusAttrs["failed"])
 		}
 		if lag, held, ok, err := slotLag(ctx, platform, slot); err != nil {
-			errs = append(errs, err)
+			errs = append(errs, pgconnect.Explain(err))
 		} else if ok {
 			o.ObserveInt64(lagBytes, lag)
 			o.ObserveInt64(retained, held)
 		}
 		if ws, err := rates.get(ctx); err != nil {
-			errs = append(errs, err)
+			errs = append(errs, pgconnect.Explain(err))
 		} else {
 			for _, w := range ws {
 				attrs := metric.WithAttributes(attribute.String("webhook_id", strconv.FormatInt(w.WebhookID, 10)),
@@ -108,8 +113,12 @@ func observeState(mp metric.MeterProvider, st *store.Store, platform *pgxpool.Po
 				o.ObserveInt64(attempts24, w.Attempts, attrs)
 			}
 		}
+		// Not outage.Step: a collection cut short by its own timeout (a
+		// database that hangs) is a failure to log too.
 		if err := errors.Join(errs...); err != nil {
-			log.WarnContext(ctx, "metrics: some gauges could not be read", "err", err)
+			failing.Failed(time.Now(), err)
+		} else {
+			failing.Worked(time.Now())
 		}
 		return nil
 	}, stored, lagBytes, retained, rate, attempts24)
@@ -172,7 +181,7 @@ func readiness(platform *pgxpool.Pool, src *cdc.Source, st *store.Store) []telem
 	return []telemetry.Check{
 		{Name: "database", Run: func(ctx context.Context) error {
 			if err := platform.Ping(ctx); err != nil {
-				return fmt.Errorf("platform database: %w", err)
+				return fmt.Errorf("platform database: %w", pgconnect.Explain(err))
 			}
 			return nil
 		}},
@@ -184,6 +193,6 @@ func readiness(platform *pgxpool.Pool, src *cdc.Source, st *store.Store) []telem
 				return fmt.Errorf("change feed is %s", s)
 			}
 		}},
-		{Name: "store", Run: st.Writable},
+		{Name: "store", Run: func(ctx context.Context) error { return pgconnect.Explain(st.Writable(ctx)) }},
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -20,6 +21,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/smartmaintenance/relay/event"
+	"github.com/smartmaintenance/relay/internal/pgtest"
 	"github.com/smartmaintenance/relay/service"
 	"github.com/smartmaintenance/relay/signature"
 )
@@ -464,6 +466,84 @@ func TestObservabilityEndpoints(t *testing.T) {
 	}
 	if t.Failed() {
 		t.Logf("metrics:\n%s", metrics)
+	}
+}
+
+// While the database is down, /readyz says why in one line per check, and
+// the scrapes that cannot read the gauges are logged once, not each time.
+func TestObservabilityWhileTheDatabaseIsDown(t *testing.T) {
+	e := newRelay(t)
+	e.cfg.Observability.Listen = freeAddr(t)
+	for _, k := range []string{"OTEL_TRACES_EXPORTER", "OTEL_METRICS_EXPORTER", "OTEL_EXPORTER_OTLP_ENDPOINT"} {
+		t.Setenv(k, "")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- service.Run(ctx, e.cfg, slog.New(slog.NewTextHandler(e.logs, nil))) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("relay: %v", err)
+		}
+	}()
+	base := "http://" + e.cfg.Observability.Listen
+	get := func(path string) (int, string) {
+		resp, err := http.Get(base + path)
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	e.waitFor("ready", func() bool { code, _ := get("/readyz"); return code == 200 })
+
+	srv := pgtest.Shared(t)
+	e.pool.Reset()
+	if err := srv.StopServer(context.Background(), "fast"); err != nil {
+		t.Fatal(err)
+	}
+	restarted := false
+	defer func() {
+		if !restarted {
+			_ = srv.StartServer(context.Background())
+		}
+	}()
+	// The first answers may come from connections the server ended as it
+	// stopped; then each check connects anew, and fails.
+	var checks map[string]string
+	var code int
+	var body string
+	e.waitFor("readyz's checks trying to connect", func() bool {
+		code, body = get("/readyz")
+		checks = nil
+		_ = json.Unmarshal([]byte(body), &checks)
+		return strings.Contains(checks["database"], "failed to connect") && strings.Contains(checks["store"], "failed to connect")
+	})
+	if code != 503 {
+		t.Errorf("readyz with the database down: %d %s", code, body)
+	}
+	for _, name := range []string{"database", "store"} {
+		if c := checks[name]; strings.ContainsAny(c, "\n\t") || !strings.Contains(c, "(is PostgreSQL running") {
+			t.Errorf("readyz's %s: %q, want one line with the cause and what to check", name, c)
+		}
+	}
+	for range 3 {
+		get("/metrics")
+	}
+	if err := srv.StartServer(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	restarted = true
+	e.waitFor("ready again", func() bool { code, _ := get("/readyz"); return code == 200 })
+	e.waitFor("the gauges read again", func() bool {
+		get("/metrics")
+		return strings.Contains(e.logs.String(), "metrics: reading the gauges from the databases works again")
+	})
+	logs := e.logs.String()
+	failed := regexp.MustCompile(`(?m)^.*metrics: reading the gauges from the databases failed.*$`).FindAllString(logs, -1)
+	if len(failed) != 1 || !strings.Contains(failed[0], "(is PostgreSQL running") {
+		t.Errorf("%d lines of the gauges failing over 3 scrapes, want 1 with the cause and what to check:\n%s", len(failed), strings.Join(failed, "\n"))
 	}
 }
 

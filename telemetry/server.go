@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"strings"
 	"time"
 )
 
@@ -82,7 +83,8 @@ func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
 	for _, c := range s.checks {
 		if err := c.Run(ctx); err != nil {
 			ok = false
-			out[c.Name] = err.Error()
+			// One line, as a probe's log or a dashboard shows it.
+			out[c.Name] = strings.Join(strings.Fields(err.Error()), " ")
 		} else {
 			out[c.Name] = "ok"
 		}

@@ -21,6 +21,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strings"
 
@@ -28,6 +29,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.opentelemetry.io/contrib/exporters/autoexport"
+	"go.opentelemetry.io/otel"
 	promexporter "go.opentelemetry.io/otel/exporters/prometheus"
 	"go.opentelemetry.io/otel/metric"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
@@ -50,6 +52,10 @@ type Options struct {
 	Prometheus bool
 	// Version is the service.version resource attribute.
 	Version string
+	// Logger, when set, takes OpenTelemetry's own errors (an exporter
+	// failing), at most one line every 30 s, instead of the standard
+	// logger at every failure. It is set for the whole process.
+	Logger *slog.Logger
 }
 
 // Providers are the process's telemetry providers.
@@ -84,6 +90,9 @@ func Setup(ctx context.Context, opts Options) (*Providers, error) {
 		getenv = func(string) string { return "" }
 	}
 	p := &Providers{}
+	if opts.Logger != nil {
+		otel.SetErrorHandler(&errorLog{log: opts.Logger})
+	}
 	res, err := resource.New(ctx,
 		resource.WithAttributes(semconv.ServiceName(ServiceName), semconv.ServiceVersion(opts.Version)),
 		resource.WithFromEnv(), // OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES
