@@ -222,7 +222,7 @@ func New(st deliveryStore, opts Options) *Dispatcher {
 			renderWarn:   renderWarner(opts.Logger),
 		},
 		wakeup:     make(chan struct{}, 1),
-		slotState:  slotState{perHook: map[int64]int{}, queue: map[int64][]queuedDelivery{}},
+		slotState:  slotState{perHook: map[int64]int{}, queue: map[int64][]queuedDelivery{}, sending: map[uuid.UUID]struct{}{}},
 		paceState:  paceState{pace: map[int64]time.Duration{}},
 		heldState:  heldState{held: map[int64][]heldBatch{}},
 		roundState: roundState{behind: map[int64]bool{}},

@@ -803,6 +803,55 @@ func TestQueuedClaimTooOldForItsLeaseIsNotSent(t *testing.T) {
 	}
 }
 
+// TestStaleCopyLeavesTheLeaseOfALiveOne: a queued claim that waited past
+// its lease is claimed again by the same dispatcher, so that two copies of
+// it wait in the queue; the stale one is dropped without giving back the
+// lease the fresh one holds (which would let any sender, this one
+// included, send the delivery again beside it), and the delivery is sent
+// once and recorded.
+func TestStaleCopyLeavesTheLeaseOfALiveOne(t *testing.T) {
+	e := newEnv(t)
+	release := make(chan struct{})
+	var busy atomic.Bool
+	rc := newReceiver(t, func(w http.ResponseWriter, r *http.Request, n int) {
+		if busy.CompareAndSwap(false, true) { // the first request holds the only worker
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+		}
+		w.WriteHeader(http.StatusOK)
+	})
+	slow := e.webhook(rc.URL+"/slow", "", nil)
+	other := e.webhook(rc.URL+"/other", "", nil)
+	e.delivery(slow, body)
+	// Timeout 2s, lease 7.5s: a queued claim may wait at most 500ms.
+	var logs logBuffer
+	_, stop := e.start(fast(Options{Workers: 1, PerWebhook: 4, Timeout: 2 * time.Second, Lease: 7500 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))}))
+	defer stop()
+	eventually(t, 5*time.Second, func() bool { return rc.active() == 1 }, func() string { return "first request never arrived" })
+	d := e.delivery(other, body)
+	eventually(t, 5*time.Second, func() bool { return e.get(d).LeaseOwner != "" }, func() string { return "the delivery not claimed" })
+	time.Sleep(700 * time.Millisecond) // older than its lease allows
+	// Its lease runs out: the dispatcher claims it again, queued behind
+	// the stale copy.
+	e.exec(`UPDATE relay.deliveries SET lease_until = now() - interval '1 second' WHERE id = $1`, d)
+	eventually(t, 5*time.Second, func() bool { return e.get(d).LeaseUntil.After(time.Now()) }, func() string { return "the delivery not claimed again" })
+	close(release)
+	e.waitStatus(d, store.StatusDelivered, 5*time.Second)
+	time.Sleep(300 * time.Millisecond)
+	if n := len(rc.receipts(d)); n != 1 {
+		t.Errorf("sent %d times, want once", n)
+	}
+	if got := e.get(d); got.Attempts != 1 || got.LeaseOwner != "" {
+		t.Errorf("delivery after its attempt: %+v", got)
+	}
+	if out := logs.String(); strings.Contains(out, "lease was lost") || strings.Contains(out, "appears twice") {
+		t.Errorf("the log:\n%s", out)
+	}
+}
+
 // leasedOf returns how many deliveries of webhook were leased ready and
 // held.
 func leasedOf(l store.Leased, webhook int64) (ready, held int) {
@@ -1379,5 +1428,25 @@ func TestPeerTakesHeldDeliveries(t *testing.T) {
 		if n := len(rc.receipts(id)); n != 1 {
 			t.Fatalf("delivery %s received %d times", id, n)
 		}
+	}
+}
+
+// A batch of results that names a delivery twice is recorded in two
+// statements, each naming it once, in the order the results came.
+func TestSplitRepeated(t *testing.T) {
+	a, b := uuid.New(), uuid.New()
+	res := func(id uuid.UUID, attempt int) finished {
+		return finished{result: store.AttemptResult{DeliveryID: id, Attempt: attempt}}
+	}
+	batch := []finished{res(a, 1), res(b, 1), res(a, 2), res(a, 3)}
+	later := splitRepeated(&batch)
+	if len(batch) != 2 || batch[0].result.DeliveryID != a || batch[1].result.DeliveryID != b {
+		t.Errorf("first statement: %+v", batch)
+	}
+	if len(later) != 2 || later[0].result.Attempt != 2 || later[1].result.Attempt != 3 {
+		t.Errorf("later: %+v", later)
+	}
+	if again := splitRepeated(&later); len(later) != 1 || len(again) != 1 || again[0].result.Attempt != 3 {
+		t.Errorf("second split: %+v then %+v", later, again)
 	}
 }

@@ -6,6 +6,7 @@ package relay
 
 import (
 	"context"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -352,6 +353,7 @@ func (d *Dispatcher) takeHeldLocked(limit int) (load []uuid.UUID, at []time.Time
 func (d *Dispatcher) loadHeld(ctx context.Context) ([]store.Claimed, []time.Time) {
 	d.mu.Lock()
 	ids, ats, stale := d.takeHeldLocked(min(d.roomLocked(), maxClaim))
+	stale = slices.DeleteFunc(stale, func(id uuid.UUID) bool { return d.liveLocked(id, nil) })
 	d.mu.Unlock()
 	d.giveBack(ctx, stale)
 	if len(ids) == 0 {

@@ -123,6 +123,13 @@ func (d *Dispatcher) flush(ctx context.Context, batch []finished) {
 	if batch = d.keepAhead(batch); len(batch) == 0 {
 		return
 	}
+	// A statement records one attempt of a delivery: a second result of
+	// the same delivery (an attempt started again after the first one's
+	// ended, within one batch) goes in a statement after it, which finds it
+	// recorded and reports it lost, rather than failing the whole batch.
+	if later := splitRepeated(&batch); len(later) > 0 {
+		defer d.flush(ctx, later)
+	}
 	results := make([]store.AttemptResult, len(batch))
 	for i, f := range batch {
 		results[i] = f.result
@@ -144,6 +151,23 @@ func (d *Dispatcher) flush(ctx context.Context, batch []finished) {
 		isLost[id] = true
 	}
 	d.recorded(ctx, batch, results == nil, isLost)
+}
+
+// splitRepeated keeps in *batch the first result of each delivery, in
+// order, and returns the others.
+func splitRepeated(batch *[]finished) (later []finished) {
+	seen := make(map[uuid.UUID]struct{}, len(*batch))
+	kept := (*batch)[:0]
+	for _, f := range *batch {
+		if _, ok := seen[f.result.DeliveryID]; ok {
+			later = append(later, f)
+			continue
+		}
+		seen[f.result.DeliveryID] = struct{}{}
+		kept = append(kept, f)
+	}
+	*batch = kept
+	return later
 }
 
 // recorded follows the recording of a batch of results (none, when

@@ -23,6 +23,10 @@ type slotState struct {
 	// slots (prefetch), oldest first; queued counts them all.
 	queue  map[int64][]queuedDelivery
 	queued int
+	// sending holds the deliveries whose attempts are under way: a
+	// delivery is never attempted twice at once by one dispatcher, and the
+	// lease of one in flight is never given back.
+	sending map[uuid.UUID]struct{}
 }
 
 // queuedDelivery is a ready delivery, claimed or handed off, waiting for a
@@ -128,7 +132,11 @@ func (d *Dispatcher) dequeueLocked(webhook int64) (next *store.Claimed, stale []
 		q = q[1:]
 		d.queued--
 		if qc.at.Before(oldest) {
-			if d.letGoLocked(qc.c.ID) {
+			// Not given back while another copy lives here: the lease that
+			// copy holds (claimed again after this one's expired) is the
+			// same owner's, and giving it back would let this dispatcher
+			// or another send the delivery again beside that copy.
+			if d.letGoLocked(qc.c.ID) && !d.liveLocked(qc.c.ID, q) {
 				stale = append(stale, qc.c.ID)
 			}
 			continue
@@ -141,6 +149,34 @@ func (d *Dispatcher) dequeueLocked(webhook int64) (next *store.Claimed, stale []
 		d.queue[webhook] = q
 	}
 	return next, stale
+}
+
+// liveLocked reports whether delivery id has a copy in this dispatcher
+// that holds its lease: an attempt under way, or a copy in queue (the
+// rest of a webhook's queue). d.mu must be held.
+func (d *Dispatcher) liveLocked(id uuid.UUID, queue []queuedDelivery) bool {
+	if _, ok := d.sending[id]; ok {
+		return true
+	}
+	for _, qc := range queue {
+		if qc.c != nil && qc.c.ID == id {
+			return true
+		}
+	}
+	return false
+}
+
+// startSending notes that an attempt of delivery id starts, and reports
+// false when one is under way already: the caller then drops its copy,
+// whose result the one under way gives.
+func (d *Dispatcher) startSending(id uuid.UUID) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if _, ok := d.sending[id]; ok {
+		return false
+	}
+	d.sending[id] = struct{}{}
+	return true
 }
 
 // giveBack releases claims without an attempt, so that any sender may claim
@@ -165,7 +201,15 @@ const maxGiveBack = 10_000
 func (d *Dispatcher) attempt(ctx context.Context, c *store.Claimed, attempts *sync.WaitGroup, results chan<- finished) {
 	for c != nil {
 		webhook := c.WebhookID
-		took := d.attemptOne(ctx, c, results)
+		var took time.Duration
+		if d.startSending(c.ID) {
+			took = d.attemptOne(ctx, c, results)
+			d.mu.Lock()
+			delete(d.sending, c.ID)
+			d.mu.Unlock()
+		} else {
+			d.log.Warn("a second copy of a delivery under way was dropped", "delivery_id", c.ID, "webhook_id", webhook)
+		}
 		// free counts the next attempt in before this one is counted out, so
 		// a drain never sees the count touch zero between them.
 		next, run := d.free(webhook, took)
