@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/expr-lang/expr"
 	"github.com/expr-lang/expr/ast"
@@ -41,8 +42,43 @@ var filterOptions = []expr.Option{
 		filterData:        map[string]any{},
 	}),
 	expr.DisableBuiltin("now"),
+	// A filter runs on every event its webhook's company fires, in the
+	// change feed's path: its cost must stay small whatever an admin
+	// writes. repeat makes lists as long as asked from nothing.
+	expr.DisableBuiltin("repeat"),
 	expr.AsBool(),
 }
+
+// The bounds of a filter's work: only the functions of filterFunctions,
+// at most maxFilterLoops predicates (all(list, {...}), any, count, ...),
+// none inside another's {...} (nested ones cost the product of their
+// lists' lengths), no variables (let a = ...; which a chain of
+// a = a + a; doubles at every step) and no ranges (1..n), and lists the
+// filter makes itself (literals) within filterMemory elements in all. A
+// filter's work then grows with its own length and the event's data, and
+// with nothing else.
+const (
+	maxFilterLoops = 8
+	filterMemory   = 10_000
+)
+
+// filterFunctions are the functions a filter may call: predicates over a
+// list, and functions whose result is no larger than their arguments.
+// Those that build large values from small ones (repeat, replace, join,
+// map, reduce, split, ...) are not among them.
+var filterFunctions = map[string]bool{
+	"all": true, "any": true, "none": true, "one": true, "filter": true, "count": true,
+	"find": true, "findIndex": true, "findLast": true, "findLastIndex": true,
+	"len": true, "type": true, "abs": true, "ceil": true, "floor": true, "round": true,
+	"int": true, "float": true, "string": true, "trim": true, "trimPrefix": true, "trimSuffix": true,
+	"upper": true, "lower": true, "indexOf": true, "lastIndexOf": true, "hasPrefix": true, "hasSuffix": true,
+	"max": true, "min": true, "sum": true, "duration": true, "date": true,
+	"first": true, "last": true, "get": true, "keys": true, "values": true,
+}
+
+// filterVMs are the machines filters run on, each with the filters'
+// memory budget; a machine runs one program at a time.
+var filterVMs = sync.Pool{New: func() any { return &vm.VM{MemoryBudget: filterMemory} }}
 
 // Filter is a compiled webhook filter. It is safe for concurrent use.
 type Filter struct {
@@ -84,17 +120,22 @@ func CompileFilter(src string, fields map[string][]string) (*Filter, error) {
 	if v.err != nil {
 		return nil, v.err
 	}
+	if v.loops > maxFilterLoops {
+		return nil, fmt.Errorf("%d predicates ({...}) is too many; a filter may use at most %d", v.loops, maxFilterLoops)
+	}
 	return &Filter{src: src, prog: prog}, nil
 }
 
 // writeCondition ends the error of a filter that is not a condition.
 const writeCondition = `write a condition such as data.priority == "critical"`
 
-// filterVisitor checks the names a filter reads.
+// filterVisitor checks the names a filter reads, and counts its
+// predicates, refusing one inside another.
 type filterVisitor struct {
 	fields map[string][]string
 	src    string
 	err    error
+	loops  int
 }
 
 func (v *filterVisitor) Visit(node *ast.Node) {
@@ -102,6 +143,27 @@ func (v *filterVisitor) Visit(node *ast.Node) {
 		return
 	}
 	switch n := (*node).(type) {
+	case *ast.VariableDeclaratorNode:
+		v.err = v.at(n, "variables (let) are not supported in filters")
+	case *ast.SequenceNode:
+		v.err = v.at(n, "sequences (;) are not supported in filters")
+	case *ast.BinaryNode:
+		if n.Operator == ".." {
+			v.err = v.at(n, "ranges (a..b) are not supported in filters")
+		}
+	case *ast.BuiltinNode:
+		v.function(n, n.Name)
+	case *ast.CallNode:
+		if id, ok := n.Callee.(*ast.IdentifierNode); ok {
+			v.function(n, id.Value)
+		}
+	case *ast.PredicateNode:
+		v.loops++
+		var inner closureFinder
+		ast.Walk(&n.Node, &inner)
+		if inner.found != nil {
+			v.err = v.at(inner.found, "a predicate ({...}) inside another one's {...} is not supported in filters: its cost is the product of the lists' lengths")
+		}
 	case *ast.IdentifierNode:
 		if n.Value == "$env" {
 			v.err = v.at(n, "$env is not supported: read event, company_id, company_name, timestamp and data directly")
@@ -129,6 +191,22 @@ func (v *filterVisitor) Visit(node *ast.Node) {
 			return
 		}
 		v.err = v.at(id, fmt.Sprintf("unknown field data.%s: the subscribed events have %s", name.Value, "data."+strings.Join(all, ", data.")))
+	}
+}
+
+// function refuses a call of a function filters may not use.
+func (v *filterVisitor) function(n ast.Node, name string) {
+	if !filterFunctions[name] {
+		v.err = v.at(n, name+" is not supported in filters")
+	}
+}
+
+// closureFinder finds a predicate in the tree it walks.
+type closureFinder struct{ found ast.Node }
+
+func (c *closureFinder) Visit(node *ast.Node) {
+	if n, ok := (*node).(*ast.PredicateNode); ok && c.found == nil {
+		c.found = n
 	}
 }
 
@@ -172,7 +250,9 @@ func NewFilterEnv(payload []byte) (FilterEnv, error) {
 // Match reports whether the event passes the filter. An error (a value of
 // an unexpected type, say) is no match.
 func (f *Filter) Match(env FilterEnv) (bool, error) {
-	out, err := expr.Run(f.prog, map[string]any(env))
+	m := filterVMs.Get().(*vm.VM)
+	out, err := m.Run(f.prog, map[string]any(env))
+	filterVMs.Put(m)
 	if err != nil {
 		return false, exprError(err)
 	}

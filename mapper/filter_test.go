@@ -18,6 +18,18 @@ func TestCompileFilterRefusesWithAPointer(t *testing.T) {
 		{`data.count + 1`, "not true or false"},
 		{`$env.event == "x"`, "$env is not supported"},
 		{`company_id == "PT Kahatex"`, "mismatched types"},
+		// Filters whose work could grow without bound, or beyond what the
+		// filter's length and the event's data make.
+		{`all(data.title, {all(data.title, {# != data.priority})})`, "a predicate ({...}) inside another one's {...} is not supported in filters: its cost is the product of the lists' lengths (1:34)"},
+		{`let a = split(repeat("a,", 999), ","); all(a, {all(a, {# != data.priority})})`, "unknown name repeat"},
+		{`let s = "a"; s != ""`, "variables (let) are not supported in filters (1:5)"},
+		{`reduce(data.title, {#acc + #acc}, "a") != ""`, "reduce is not supported in filters (1:1)"},
+		{`repeat("a", 1000000) != ""`, "unknown name repeat"},
+		{`join(data.title, ",") != ""`, "join is not supported in filters (1:1)"},
+		{`replace(data.title, "a", "bbbbbbbb") != ""`, "replace is not supported in filters"},
+		{`len(split(data.title, "")) > 1`, "split is not supported in filters"},
+		{`any(1..1000000, {# == company_id})`, "ranges (a..b) are not supported in filters"},
+		{strings.Repeat(`any(data.title, {# == "x"}) || `, 8) + `any(data.title, {# == "y"})`, "9 predicates ({...}) is too many; a filter may use at most 8"},
 	} {
 		_, err := CompileFilter(tc.src, fields)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -80,6 +92,23 @@ func BenchmarkFilter(b *testing.B) {
 		}
 		if ok, _ := f.Match(env); ok {
 			b.Fatal("matched")
+		}
+	}
+}
+
+// Filters that read the event's data, compare, match text and look into
+// its lists, each predicate on its own, are what filters are for.
+func TestCompileFilterTakesCommonFilters(t *testing.T) {
+	for _, src := range []string{
+		`lower(data.priority) == "high" && len(data.title) > 3 && any(data.tags, {# == "x"})`,
+		`data.priority in ["high", "critical"] and event startsWith "repair_request."`,
+		`data.title matches "^Pump" || data.title contains "valve"`,
+		`count(data.tags, {# == "a"}) > 1 && date(timestamp) > date("2026-01-01T00:00:00Z")`,
+		`company_id == 1 ? data.priority == "critical" : true`,
+		strings.Repeat(`any(data.tags, {# == "x"}) || `, 7) + `none(data.tags, {# == "y"})`,
+	} {
+		if _, err := CompileFilter(src, nil); err != nil {
+			t.Errorf("CompileFilter(%q): %v", src, err)
 		}
 	}
 }
