@@ -149,8 +149,7 @@ func (d *Dispatcher) Ahead(c *store.Claimed, lsn event.LSN, inParts bool) bool {
 		return true
 	}
 	a.started = now
-	d.inflight++
-	d.perHook[hook]++
+	d.takeSlotLocked(c)
 	run.attempts.Add(1)
 	d.mu.Unlock()
 	go d.attempt(run.sendCtx, c, run.attempts, run.results)

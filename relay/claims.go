@@ -271,7 +271,7 @@ func (d *Dispatcher) startOrQueue(sendCtx context.Context, claimed []store.Claim
 	now := time.Now()
 	for i := range claimed {
 		c := &claimed[i]
-		if d.acquire(c.WebhookID) {
+		if d.acquire(c) {
 			attempts.Add(1)
 			go d.attempt(sendCtx, c, attempts, results)
 			continue

@@ -852,6 +852,37 @@ func TestStaleCopyLeavesTheLeaseOfALiveOne(t *testing.T) {
 	}
 }
 
+// TestSlowCompanyLeavesWorkersToOthers: one company's receivers hold every
+// worker until their timeout, with many more of its deliveries queued;
+// another company's delivery gets the next worker that frees, not the
+// slow company's next queued delivery.
+func TestSlowCompanyLeavesWorkersToOthers(t *testing.T) {
+	e := newEnv(t)
+	rc := newReceiver(t, func(w http.ResponseWriter, r *http.Request, n int) {
+		if strings.HasPrefix(r.URL.Path, "/slow") {
+			<-r.Context().Done() // until the relay's timeout
+			return
+		}
+		w.WriteHeader(http.StatusOK)
+	})
+	slow := []int64{e.webhook(rc.URL+"/slow1", "", nil), e.webhook(rc.URL+"/slow2", "", nil)}
+	e.deliveries(slow, 24)
+	other := e.webhook(rc.URL+"/other", "", nil)
+	e.exec(`UPDATE relay.webhooks SET company_id = 2 WHERE id = $1`, other)
+	// Timeout 1s: 24 attempts on 4 workers take 6 s in turns.
+	_, stop := e.start(fast(Options{Workers: 4, PerWebhook: 4, Timeout: time.Second, Lease: time.Minute}))
+	defer stop()
+	eventually(t, 5*time.Second, func() bool { return rc.active() == 4 }, func() string { return "the slow receivers never took every worker" })
+	d := e.delivery(other, body)
+	e.exec(`UPDATE relay.deliveries SET company_id = 2 WHERE id = $1`, d)
+	queued := time.Now()
+	e.waitStatus(d, store.StatusDelivered, 10*time.Second)
+	// The next worker frees within a timeout of the first attempts.
+	if took := time.Since(queued); took > 2500*time.Millisecond {
+		t.Errorf("the other company's delivery waited %v for a worker, behind the slow company's queue", took)
+	}
+}
+
 // leasedOf returns how many deliveries of webhook were leased ready and
 // held.
 func leasedOf(l store.Leased, webhook int64) (ready, held int) {

@@ -244,8 +244,7 @@ func (d *Dispatcher) Handoff(l store.Leased) {
 	for i := range l.Ready {
 		c := &l.Ready[i]
 		if d.inflight < d.opts.Workers && d.perHook[c.WebhookID] < d.opts.PerWebhook {
-			d.inflight++
-			d.perHook[c.WebhookID]++
+			d.takeSlotLocked(c)
 			run.attempts.Add(1)
 			start = append(start, c)
 			continue

@@ -19,6 +19,13 @@ type slotState struct {
 	// webhook.
 	inflight int
 	perHook  map[int64]int
+	// perCompany counts the attempts in flight of each company, and
+	// companyOf names the company of each webhook that had one: when
+	// every worker is taken, a freed one goes to the company with the
+	// fewest, so that one company's slow receivers cannot keep the others
+	// from every worker.
+	perCompany map[int64]int
+	companyOf  map[int64]int64
 	// queue holds claimed deliveries of a webhook waiting for one of its
 	// slots (prefetch), oldest first; queued counts them all.
 	queue  map[int64][]queuedDelivery
@@ -44,16 +51,23 @@ type runState struct {
 	draining       bool
 }
 
-// acquire takes a worker slot for an attempt to webhook, if one is free.
-func (d *Dispatcher) acquire(webhook int64) bool {
+// acquire takes a worker slot for an attempt of c, if one is free.
+func (d *Dispatcher) acquire(c *store.Claimed) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.inflight >= d.opts.Workers || d.perHook[webhook] >= d.opts.PerWebhook {
+	if d.inflight >= d.opts.Workers || d.perHook[c.WebhookID] >= d.opts.PerWebhook {
 		return false
 	}
-	d.inflight++
-	d.perHook[webhook]++
+	d.takeSlotLocked(c)
 	return true
+}
+
+// takeSlotLocked counts an attempt of c in. d.mu must be held.
+func (d *Dispatcher) takeSlotLocked(c *store.Claimed) {
+	d.inflight++
+	d.perHook[c.WebhookID]++
+	d.perCompany[c.CompanyID]++
+	d.companyOf[c.WebhookID] = c.CompanyID
 }
 
 // free gives back the slot of a finished attempt, takes it again for the
@@ -63,15 +77,24 @@ func (d *Dispatcher) acquire(webhook int64) bool {
 func (d *Dispatcher) free(webhook int64, took time.Duration) (*store.Claimed, *runState) {
 	d.mu.Lock()
 	d.notePaceLocked(webhook, took)
+	short := d.inflight >= d.opts.Workers // every worker was taken
 	d.inflight--
 	if d.perHook[webhook]--; d.perHook[webhook] <= 0 {
 		delete(d.perHook, webhook)
+	}
+	company := d.companyOf[webhook]
+	if d.perCompany[company]--; d.perCompany[company] <= 0 {
+		delete(d.perCompany, company)
 	}
 	var next *store.Claimed
 	var stale []uuid.UUID
 	run := d.run
 	if run != nil && !run.draining {
-		next, stale = d.dequeueLocked(webhook)
+		from := webhook
+		if short && len(d.queue) > 1 {
+			from = d.fairestLocked(webhook)
+		}
+		next, stale = d.dequeueLocked(from)
 		if next == nil {
 			// The slot is also a worker slot: another webhook may wait for one.
 			for id := range d.queue {
@@ -86,8 +109,7 @@ func (d *Dispatcher) free(webhook int64, took time.Duration) (*store.Claimed, *r
 			}
 		}
 		if next != nil {
-			d.inflight++
-			d.perHook[next.WebhookID]++
+			d.takeSlotLocked(next)
 			run.attempts.Add(1)
 			if a := d.ahead[next.ID]; a != nil {
 				a.started = time.Now()
@@ -117,6 +139,30 @@ func (d *Dispatcher) free(webhook int64, took time.Duration) (*store.Claimed, *r
 		d.wake()
 	}
 	return next, run
+}
+
+// fairestLocked picks the webhook whose queued delivery a freed worker
+// serves when every worker was taken: of the webhooks with deliveries
+// queued and a slot of their own free, the one whose company has the
+// fewest attempts in flight, then the one with the fewest of its own;
+// webhook, the one whose attempt freed the worker, on a tie. d.mu must be
+// held.
+func (d *Dispatcher) fairestLocked(webhook int64) int64 {
+	best := int64(-1)
+	var bestCompany, bestHook int
+	for id, q := range d.queue {
+		if len(q) == 0 || d.perHook[id] >= d.opts.PerWebhook {
+			continue
+		}
+		company, hook := d.perCompany[q[0].c.CompanyID], d.perHook[id]
+		if best < 0 || company < bestCompany || company == bestCompany && (hook < bestHook || hook == bestHook && id == webhook) {
+			best, bestCompany, bestHook = id, company, hook
+		}
+	}
+	if best < 0 {
+		return webhook
+	}
+	return best
 }
 
 // dequeueLocked pops the oldest queued delivery of webhook that can still be sent
