@@ -119,6 +119,42 @@ func TestCheckWebhookRefusesUnsafeInput(t *testing.T) {
 	}
 }
 
+// TestWebhookURLRefusesBidiAndC1Controls: a URL carrying a bidirectional
+// control (which makes "https://example.com/\u202egnp.exe" read as a .png)
+// or a C1 control anywhere is refused with one line that names the
+// character, where it is and how to send it (percent-encoded, which is
+// accepted).
+func TestWebhookURLRefusesBidiAndC1Controls(t *testing.T) {
+	for _, tc := range []struct{ url, want string }{
+		{"https://example.com/\u202egnp.exe", "contains the bidirectional control character U+202E at byte 20; percent-encode it (%E2%80%AE)"},
+		{"https://example.com/a?file=\u202dx", "bidirectional control character U+202D at byte 27"},
+		{"https://example.com/a#\u2066x\u2069", "bidirectional control character U+2066 at byte 22"},
+		{"https://example.com/\u200fa", "bidirectional control character U+200F"},
+		{"https://example.com/\u200ea", "bidirectional control character U+200E"},
+		{"https://example.com/\u061ca", "bidirectional control character U+061C"},
+		{"https://example.com/\u202a", "bidirectional control character U+202A"},
+		{"https://example.com/csi\u009b31m", "contains the control character U+009B at byte 23; percent-encode it (%C2%9B)"},
+		{"https://example.com/\u0085", "control character U+0085"},
+		{"https://example.com/\x1b[2J", "control character U+001B"},
+		{"https://example.com/\x7f", "control character U+007F"},
+	} {
+		_, problem := checkWebhookURL(tc.url)
+		if !strings.Contains(problem, tc.want) || strings.Contains(problem, "\n") || strings.ContainsFunc(problem, unsafeRune) {
+			t.Errorf("%+q: problem %q, want one line with %q", tc.url, problem, tc.want)
+		}
+	}
+	w := Webhook{CompanyID: 1, Name: "n", URL: "https://example.com/\u202egnp.exe", Events: []string{"task.completed"}}
+	if got := CheckWebhook(w, false); len(got) != 1 || !strings.HasPrefix(got[0], "url: contains the bidirectional control character U+202E") {
+		t.Errorf("CheckWebhook: %q", got)
+	}
+	// Percent-encoded, the same bytes are accepted and read as what they are.
+	for _, ok := range []string{"https://example.com/%E2%80%AEgnp.exe", "https://example.com/csi%C2%9B31m", "https://example.com/ﾟ日本語/שלום?q=ü"} {
+		if _, problem := checkWebhookURL(ok); problem != "" {
+			t.Errorf("%q refused: %s", ok, problem)
+		}
+	}
+}
+
 // TestFileWebhooksRefuseControlCharacters: Validate applies the same rules
 // to webhooks of the config file, naming the endpoint's field.
 func TestFileWebhooksRefuseControlCharacters(t *testing.T) {

@@ -515,8 +515,8 @@ func checkWebhookURL(raw string) (*url.URL, string) {
 	if len(raw) > MaxURLBytes {
 		return nil, fmt.Sprintf("%d bytes is too long; at most %d", len(raw), MaxURLBytes)
 	}
-	if strings.ContainsFunc(raw, unicode.IsControl) {
-		return nil, "contains control characters"
+	if problem := checkURLRunes(raw); problem != "" {
+		return nil, problem
 	}
 	u, err := url.Parse(raw)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Opaque != "" {
@@ -539,6 +539,30 @@ func checkWebhookURL(raw string) (*url.URL, string) {
 		return nil, problem
 	}
 	return u, ""
+}
+
+// checkURLRunes refuses the characters that make a URL read differently
+// from where it points, where it is shown (the Webhooks page, the CLI, a
+// log): controls (C0, DEL, C1) and the Unicode bidirectional controls
+// (U+061C, U+200E, U+200F, U+202A to U+202E, U+2066 to U+2069), with which
+// "https://example.com/\u202egnp.exe" reads as ".../exe.png". A receiver
+// that needs such bytes gets them percent-encoded, which reads as what it
+// is. It returns the problem, or "".
+func checkURLRunes(raw string) string {
+	for i, r := range raw {
+		var kind string
+		switch {
+		case unicode.IsControl(r):
+			kind = "control character"
+		case unicode.Is(unicode.Bidi_Control, r):
+			kind = "bidirectional control character"
+		}
+		if kind != "" {
+			return fmt.Sprintf("contains the %s %U at byte %d; percent-encode it (%s) if the receiver needs it",
+				kind, r, i, url.PathEscape(string(r)))
+		}
+	}
+	return ""
 }
 
 // shownURL is a webhook URL as problems quote it: with the password of its
@@ -593,7 +617,7 @@ func checkHostName(host string) string {
 // valid UTF-8, at most max characters, and no character that could change
 // how it or what follows it is displayed: C0 controls (NUL, line breaks,
 // ESC starting terminal sequences), DEL, C1 controls, and the Unicode
-// bidirectional embeddings, overrides and isolates (U+202A to U+202E,
+// bidirectional controls (U+061C, U+200E, U+200F, U+202A to U+202E,
 // U+2066 to U+2069) that make a text read differently from its bytes.
 // It returns the problem, or "".
 func checkText(s string, max int) string {
@@ -605,14 +629,18 @@ func checkText(s string, max int) string {
 	}
 	for i, r := range s {
 		if unsafeRune(r) {
-			return fmt.Sprintf("contains the control character %U at byte %d; use plain single-line text", r, i)
+			kind := "control character"
+			if unicode.Is(unicode.Bidi_Control, r) {
+				kind = "bidirectional control character"
+			}
+			return fmt.Sprintf("contains the %s %U at byte %d; use plain single-line text", kind, r, i)
 		}
 	}
 	return ""
 }
 
 func unsafeRune(r rune) bool {
-	return r < 0x20 || r >= 0x7f && r <= 0x9f || r >= 0x202a && r <= 0x202e || r >= 0x2066 && r <= 0x2069
+	return r < 0x20 || r >= 0x7f && r <= 0x9f || unicode.Is(unicode.Bidi_Control, r)
 }
 
 // checkDatabaseURL accepts a postgres:// URL or a key=value connection

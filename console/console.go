@@ -22,6 +22,7 @@ import (
 	"crypto/sha256"
 	"embed"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"html/template"
 	"io/fs"
@@ -114,7 +115,8 @@ func New(o Options) (*Console, error) {
 // Prefix is the path the console is served under.
 func (c *Console) Prefix() string { return c.o.Prefix }
 
-// ServeHTTP serves the console; every answer carries the security headers.
+// ServeHTTP serves the console; every answer carries the security headers
+// and every request body is bounded (limitBody) before a handler runs.
 func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h := w.Header()
 	h.Set("Content-Security-Policy", "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "+
@@ -123,7 +125,59 @@ func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.Set("Referrer-Policy", "same-origin")
 	h.Set("X-Frame-Options", "DENY")
 	h.Set("Cross-Origin-Opener-Policy", "same-origin")
+	if !c.limitBody(w, r) {
+		return
+	}
 	c.mux.ServeHTTP(w, r)
+}
+
+// Request bodies are bounded: the console is served on the admin API's
+// listener but not through its handlers (admin's wrap), so it bounds its
+// own, or ParseForm would read 10 MB of a form (and a multipart reader
+// more) into memory, before sign-in too. maxBody is the admin API's bound,
+// which docs/SECURITY.md promises for the listener: the largest form the
+// page sends, a webhook with 32 KiB of header values, percent-encoded, is
+// about 110 KiB. maxSigninBody bounds the sign-in form, the only body read
+// before sign-in, which carries a token, its CSRF value and a path back.
+const (
+	maxBody       = 1 << 20
+	maxSigninBody = 64 << 10
+)
+
+// limitBody bounds r's body. A body that says it is longer
+// (Content-Length) is answered 413 before any of it is read, and false
+// returned; one sent without a length stops at the bound, where ParseForm
+// fails with an *http.MaxBytesError (formProblem answers it 413).
+func (c *Console) limitBody(w http.ResponseWriter, r *http.Request) bool {
+	limit := int64(maxBody)
+	if r.URL.Path == c.o.Prefix+"signin" {
+		limit = maxSigninBody
+	}
+	if r.ContentLength > limit {
+		c.render(w, http.StatusRequestEntityTooLarge, "error", page{Title: "Too large", Data: tooLarge(limit)})
+		return false
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, limit)
+	return true
+}
+
+// formProblem is the answer to a form ParseForm could not read: 413 for a
+// body over the bound, 400 for one that is not a form.
+func formProblem(err error) (status int, title, msg string) {
+	var tooBig *http.MaxBytesError
+	if errors.As(err, &tooBig) {
+		return http.StatusRequestEntityTooLarge, "Too large", tooLarge(tooBig.Limit)
+	}
+	return http.StatusBadRequest, "Bad request", "The form could not be read."
+}
+
+// tooLarge says that a form was over limit bytes.
+func tooLarge(limit int64) string {
+	size := fmt.Sprintf("%d KiB", limit>>10)
+	if limit >= 1<<20 {
+		size = fmt.Sprintf("%d MiB", limit>>20)
+	}
+	return "The form is larger than " + size + ", the most this page accepts; nothing was changed."
 }
 
 func (c *Console) loadAssets() error {

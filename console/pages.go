@@ -93,7 +93,8 @@ func (c *Console) signed(needCompany bool, h func(*req) error) http.HandlerFunc 
 		}
 		if r.Method == http.MethodPost {
 			if err := r.ParseForm(); err != nil {
-				c.render(w, http.StatusBadRequest, "error", page{Title: "Bad request", Data: "The form could not be read."})
+				status, title, msg := formProblem(err)
+				c.render(w, status, "error", page{Title: title, Data: msg})
 				return
 			}
 			tok := r.PostForm.Get("csrf")
@@ -196,7 +197,8 @@ func (c *Console) renderSignin(w http.ResponseWriter, r *http.Request, status in
 // a cookie set with the form (there is no session yet).
 func (c *Console) signin(w http.ResponseWriter, r *http.Request) {
 	if err := r.ParseForm(); err != nil {
-		c.renderSignin(w, r, http.StatusBadRequest, "The form could not be read.")
+		status, _, msg := formProblem(err)
+		c.renderSignin(w, r, status, msg)
 		return
 	}
 	ck, err := r.Cookie(signinCookie)

@@ -196,33 +196,69 @@ func (c *Console) render(w http.ResponseWriter, status int, name string, p page)
 	_, _ = w.Write(visibleControls(buf.Bytes()))
 }
 
-// visibleControls shows control characters (terminal escapes among them)
-// as their Unicode pictures, e.g. ESC as ␛: html/template escapes markup
-// but passes them through, and a page shows them as nothing. The page's own
-// markup has none besides tab and newline.
+// visibleControls shows the characters that change how a text reads
+// without being seen, so that what a tenant or a receiver chose reads as
+// what it is: html/template escapes markup but passes them through. C0
+// controls (terminal escapes among them) and DEL are shown as their Unicode
+// pictures, e.g. ESC as ␛; C1 controls (U+009B is a terminal's CSI) and the
+// bidirectional controls, which have no pictures and would reorder the
+// text around them ("\u202egnp.exe" reads as "exe.png"), as their code
+// point in the CLI's notation, e.g. \u202e. The page's own markup has none
+// besides tab and newline.
 func visibleControls(b []byte) []byte {
-	clean := true
-	for _, c := range b {
-		if (c < 0x20 && c != '\t' && c != '\n' && c != '\r') || c == 0x7f {
-			clean = false
-			break
-		}
-	}
-	if clean {
+	i := nextHidden(b)
+	if i < 0 {
 		return b
 	}
 	out := make([]byte, 0, len(b)+64)
-	for _, c := range b {
+	for ; i >= 0; i = nextHidden(b) {
+		r, size := utf8.DecodeRune(b[i:])
+		out = appendVisible(append(out, b[:i]...), r)
+		b = b[i+size:]
+	}
+	return append(out, b...)
+}
+
+// nextHidden is the index in b of the first character visibleControls
+// shows differently, or -1. It runs over every page, so it looks at bytes
+// and decodes only at the lead bytes of C1 (0xc2) and bidirectional
+// controls (0xd8, 0xe2), which no other byte of UTF-8 can be mistaken for.
+func nextHidden(b []byte) int {
+	for i, c := range b {
 		switch {
-		case c == 0x7f:
-			out = append(out, "\u2421"...)
-		case c < 0x20 && c != '\t' && c != '\n' && c != '\r':
-			out = utf8.AppendRune(out, rune(0x2400+int(c)))
-		default:
-			out = append(out, c)
+		case c < 0x20 && c != '\t' && c != '\n' && c != '\r', c == 0x7f:
+			return i
+		case c == 0xc2, c == 0xd8, c == 0xe2:
+			if r, _ := utf8.DecodeRune(b[i:]); hidden(r) {
+				return i
+			}
 		}
 	}
-	return out
+	return -1
+}
+
+// hidden reports whether r is a control (C0 but tab and line breaks, DEL,
+// C1) or a bidirectional control (Unicode's Bidi_Control: U+061C, U+200E,
+// U+200F, U+202A to U+202E, U+2066 to U+2069).
+func hidden(r rune) bool {
+	switch {
+	case r == '\t' || r == '\n' || r == '\r':
+		return false
+	case r < 0x20 || r >= 0x7f && r <= 0x9f:
+		return true
+	}
+	return r == 0x061c || r == 0x200e || r == 0x200f || r >= 0x202a && r <= 0x202e || r >= 0x2066 && r <= 0x2069
+}
+
+// appendVisible appends how the page shows the hidden character r.
+func appendVisible(out []byte, r rune) []byte {
+	switch {
+	case r == 0x7f:
+		return append(out, "\u2421"...) // ␡
+	case r < 0x20:
+		return utf8.AppendRune(out, 0x2400+r) // ␀ to ␟
+	}
+	return fmt.Appendf(out, `\u%04x`, r)
 }
 
 // formatName says what a webhook's payload format sends.

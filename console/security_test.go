@@ -3,9 +3,12 @@ package console_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
+	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -236,6 +239,45 @@ func TestEscaping(t *testing.T) {
 	}
 }
 
+// TestEscapingC1AndBidi: a receiver's answer with a C1 control (U+009B,
+// a terminal's CSI) and a bidirectional override, and a webhook whose name
+// carries bidi marks and whose URL an override (stored before URLs were
+// checked for them), are shown with each of those characters as its code
+// point, never raw: raw, "\u202egnp.exe" reads as "exe.png". (The name's
+// marks are refused since; a name saved before is shown so too.)
+func TestEscapingC1AndBidi(t *testing.T) {
+	e := newEnv(t)
+	id := e.create(tokenA, "Invoices", "/a")
+	if _, err := e.st.Pool().Exec(context.Background(), `UPDATE relay.webhooks SET name = name || $1, url = url || $2 WHERE id = $3`,
+		" \u200f\u061c", "/\u202egnp.exe?\u2066x\u2069", id); err != nil {
+		t.Fatal(err)
+	}
+	e.recv.answer(200, "csi\u009b31mred\u009b0m \u0085 invoice\u202egnp.exe \u202a\u202b\u202c\u202d\u200e\u2067\u2068")
+	b := e.browser()
+	b.signIn(tokenA)
+	test := b.post(fmt.Sprintf("/ui/webhooks/%d/test", id), url.Values{"event_type": {"task.completed"}})
+	if test.status != 200 {
+		t.Fatalf("test event: %d", test.status)
+	}
+	if want := `csi\u009b31mred\u009b0m \u0085 invoice\u202egnp.exe \u202a\u202b\u202c\u202d\u200e\u2067\u2068`; !strings.Contains(test.body, want) {
+		t.Errorf("the receiver's answer is not shown as %s:\n%s", want, test.body)
+	}
+	for name, p := range map[string]page{"test": test, "list": b.get("/ui/webhooks"), "detail": b.get(fmt.Sprintf("/ui/webhooks/%d", id)),
+		"edit": b.get(fmt.Sprintf("/ui/webhooks/%d/edit", id)), "audit": b.get("/ui/audit")} {
+		if i := strings.IndexFunc(p.body, func(r rune) bool {
+			return r >= 0x80 && r <= 0x9f || r == 0x061c || r == 0x200e || r == 0x200f || r >= 0x202a && r <= 0x202e || r >= 0x2066 && r <= 0x2069
+		}); i >= 0 {
+			t.Errorf("%s: a raw C1 or bidi control at byte %d: %+q", name, i, p.body[max(0, i-40):min(len(p.body), i+40)])
+		}
+		if name != "audit" && !strings.Contains(p.body, `Invoices \u200f\u061c`) {
+			t.Errorf("%s: the name is not shown with its marks escaped", name)
+		}
+		if name == "detail" && !strings.Contains(p.body, `/a/\u202egnp.exe?\u2066x\u2069`) {
+			t.Errorf("detail: the URL is not shown with its override escaped:\n%s", p.body)
+		}
+	}
+}
+
 // TestRevokedTokenEndsItsSessions: a session keeps only its token's hash
 // and asks the admin API on every request, so a token removed from the
 // configuration (a reload calls SetTokens) ends every session it opened.
@@ -264,5 +306,125 @@ func TestRevokedTokenEndsItsSessions(t *testing.T) {
 	a2.get("/ui/signin")
 	if p := a2.post("/ui/signin", url.Values{"token": {tokenA}}); p.status != http.StatusUnauthorized {
 		t.Fatalf("sign-in with a revoked token: %d", p.status)
+	}
+}
+
+// endless is a body of one repeated byte that costs its sender nothing.
+type endless byte
+
+func (e endless) Read(p []byte) (int, error) {
+	for i := range p {
+		p[i] = byte(e)
+	}
+	return len(p), nil
+}
+
+// postLarge sends a form of about n bytes to path with the browser's
+// cookies and CSRF token: with its length, or chunked (no length) when
+// chunked is true.
+func (b *browser) postLarge(path string, n int64, chunked bool) page {
+	b.t.Helper()
+	head := url.Values{"csrf": {b.csrf}, "name": {"x"}}.Encode() + "&token="
+	req, _ := http.NewRequest("POST", b.e.srv.URL+path, io.MultiReader(strings.NewReader(head), io.LimitReader(endless('a'), n)))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.ContentLength = int64(len(head)) + n
+	if chunked {
+		req.ContentLength = -1
+	}
+	res, err := b.c.Do(req)
+	if err != nil {
+		b.t.Fatalf("POST %s of %d bytes: %v", path, n, err)
+	}
+	defer res.Body.Close()
+	out, _ := io.ReadAll(res.Body)
+	return page{status: res.StatusCode, body: string(out)}
+}
+
+// TestBodyLimit: the console bounds every request body itself, as the
+// admin API does (it is served next to the API, not through its
+// handlers): a body over the bound is answered 413 with a page that says
+// so, before it is parsed, signed in or not, whether it announces its
+// length or not. The sign-in form, read before sign-in, is bounded to 64
+// KiB; the others to the API's 1 MiB, which the largest webhook form fits.
+// Twenty 9 MB sign-in forms at once cost the relay about 3 MB, not the
+// 790 MB that reading them took.
+func TestBodyLimit(t *testing.T) {
+	e := newEnv(t)
+	out := e.browser()
+	out.get("/ui/signin")
+	in := e.browser()
+	in.signIn(tokenA)
+	in.get("/ui/webhooks/new")
+
+	// Memory: twenty 9 MB sign-in forms at once, half announcing their
+	// length: at most 64 KiB of each is read.
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	var wg sync.WaitGroup
+	for i := range 20 {
+		wg.Go(func() {
+			if p := out.postLarge("/ui/signin", 9<<20, i%2 == 0); p.status != http.StatusRequestEntityTooLarge {
+				t.Errorf("concurrent sign-in form: %d", p.status)
+			}
+		})
+	}
+	wg.Wait()
+	runtime.ReadMemStats(&after)
+	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 16<<20 {
+		t.Errorf("twenty 9 MB sign-in forms allocated %d MB, want under 16", alloc>>20)
+	} else {
+		t.Logf("twenty 9 MB sign-in forms allocated %.1f MB", float64(alloc)/(1<<20))
+	}
+
+	for _, tc := range []struct {
+		who     string
+		b       *browser
+		path    string
+		size    int64
+		chunked bool
+		limit   string
+	}{
+		{"signed out", out, "/ui/signin", 9 << 20, false, "64 KiB"},
+		{"signed out", out, "/ui/signin", 9 << 20, true, "64 KiB"},
+		{"signed out", out, "/ui/signin", 65 << 10, true, "64 KiB"},
+		{"signed out", out, "/ui/webhooks/new", 9 << 20, false, "1 MiB"},
+		{"signed out", out, "/ui/webhooks/new", 9 << 20, true, ""}, // not read: the session is checked first
+		{"signed in", in, "/ui/webhooks/new", 9 << 20, false, "1 MiB"},
+		{"signed in", in, "/ui/webhooks/new", 2 << 20, true, "1 MiB"},
+		{"signed in", in, "/ui/webhooks/1/edit", 1<<20 + 1, true, "1 MiB"},
+		{"signed in", in, "/ui/signout", 9 << 20, true, "1 MiB"},
+	} {
+		p := tc.b.postLarge(tc.path, tc.size, tc.chunked)
+		name := fmt.Sprintf("%s, %d bytes to %s (chunked: %v)", tc.who, tc.size, tc.path, tc.chunked)
+		switch {
+		case tc.limit == "":
+			if p.status != http.StatusUnauthorized {
+				t.Errorf("%s: %d, want 401", name, p.status)
+			}
+		case p.status != http.StatusRequestEntityTooLarge || !strings.Contains(p.body, "The form is larger than "+tc.limit+", the most this page accepts"):
+			t.Errorf("%s: %d, want 413 saying the bound (%s):\n%s", name, p.status, tc.limit, p.body)
+		}
+	}
+	if hooks, _ := e.st.ListWebhooks(context.Background(), 1); len(hooks) != 0 {
+		t.Fatalf("a refused form saved %d webhooks", len(hooks))
+	}
+	if p := in.get("/ui/webhooks"); p.status != http.StatusOK {
+		t.Fatalf("the session after the refused forms: %d", p.status)
+	}
+
+	// The largest webhook the API accepts fits: four headers of 8 KiB of
+	// "é" and a description of 2,000 "ü", percent-encoded over 100 KiB.
+	form := url.Values{"name": {"Largest"}, "url": {e.recv.URL + "/big"}, "events": {"task.completed"},
+		"description": {strings.Repeat("ü", config.MaxDescriptionChars)}}
+	for _, h := range []string{"X-A", "X-B", "X-C", "X-D"} {
+		form.Add("header_name", h)
+		form.Add("header_value", strings.Repeat("é", (config.MaxHeadersTotalBytes/4-len(h))/2))
+	}
+	if n := len(form.Encode()); n < 100<<10 {
+		t.Fatalf("the largest form is only %d bytes", n)
+	}
+	if p := in.post("/ui/webhooks/new", form); p.status != http.StatusOK || !strings.Contains(p.body, "registered") {
+		t.Fatalf("the largest webhook form: %d\n%s", p.status, p.body)
 	}
 }

@@ -122,17 +122,26 @@ func apiCommand(c *cobra.Command, api *apiFlags, call apiCall, print func(io.Wri
 			return err
 		}
 		if api.json {
-			var buf bytes.Buffer
-			if json.Indent(&buf, out, "", "  ") != nil {
-				buf.Write(out)
-			}
-			fmt.Fprintln(c.OutOrStdout(), strings.TrimSpace(buf.String()))
+			fmt.Fprintln(c.OutOrStdout(), jsonText(out))
 		} else if err := print(c.OutOrStdout(), out); err != nil {
 			return err
 		}
 		return testOutcome(c, out)
 	}
 	return c
+}
+
+// jsonText is an answer as --json prints it: indented, and with the
+// characters termtext.Safe escapes written as JSON escapes. JSON itself
+// escapes only C0 controls, so a receiver's body could otherwise put a C1
+// control (U+009B, a terminal sequence) or a bidirectional override raw on
+// the terminal; escaped, it is still JSON of the same values.
+func jsonText(out json.RawMessage) string {
+	var buf bytes.Buffer
+	if json.Indent(&buf, out, "", "  ") != nil {
+		buf.Write(out) // not JSON: shown as it came, escaped all the same
+	}
+	return string(termtext.JSON(bytes.TrimSpace(buf.Bytes())))
 }
 
 // testOutcome turns a failed test event into exit code 4; other answers
@@ -660,7 +669,7 @@ func cmdEventsAPI(c *cobra.Command, api apiFlags) error {
 	}
 	stdout := c.OutOrStdout()
 	if api.json {
-		fmt.Fprintln(stdout, strings.TrimSpace(string(out)))
+		fmt.Fprintln(stdout, string(termtext.JSON(bytes.TrimSpace(out))))
 		return nil
 	}
 	var v struct{ Events []string }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -9,10 +10,12 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os/exec"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+	"unicode"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -370,4 +373,71 @@ func TestWhenNamesTheZone(t *testing.T) {
 	if got := when(nil); got != "never" {
 		t.Errorf("when(nil) = %q", got)
 	}
+}
+
+// TestJSONOutputEscapesC1AndBidi: --json prints the admin API's answer,
+// whose JSON encoder escapes C0 controls but leaves a C1 control (U+009B, a
+// terminal's CSI) and bidirectional overrides raw. A receiver's body and a
+// webhook's name and URL carrying them are printed as \u escapes, and the
+// output is still JSON of the same values.
+func TestJSONOutputEscapesC1AndBidi(t *testing.T) {
+	answers := map[string]any{
+		"POST /v1/webhooks/7/test": map[string]any{"delivery_id": "d-1", "ok": true, "status_code": 200,
+			"response_snippet": "csi\u009b31mred\u009b0m \x1b[2J invoice\u202egnp.exe \u2066x\u2069"},
+		"GET /v1/webhooks": map[string]any{"webhooks": []any{map[string]any{"id": 7, "company_id": 1,
+			"name": "Invoices \u200f\u061c", "url": "https://example.com/\u202egnp.exe", "events": []any{"task.completed"}, "active": true}}},
+		"GET /v1/events": map[string]any{"events": []any{"task.completed\u202e"}},
+	}
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		v, ok := answers[r.Method+" "+r.URL.Path]
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(v) // as the admin API writes it: C1 and bidi raw
+	}))
+	defer api.Close()
+	for _, tc := range []struct {
+		answer string
+		args   []string
+		want   []string // escapes the output must hold
+	}{
+		{"POST /v1/webhooks/7/test", []string{"webhooks", "test", "7", "--event", "task.completed"},
+			[]string{`"csi\u009b31mred\u009b0m \u001b[2J invoice\u202egnp.exe \u2066x\u2069"`}},
+		{"GET /v1/webhooks", []string{"webhooks", "list"}, []string{`"https://example.com/\u202egnp.exe"`, `"Invoices \u200f\u061c"`}},
+		{"GET /v1/events", []string{"events"}, []string{`"task.completed\u202e"`}},
+	} {
+		var stdout, stderr bytes.Buffer
+		if code := run(append(tc.args, "--url", api.URL, "--token", "t", "--json"), &stdout, &stderr); code != 0 {
+			t.Fatalf("%v: exit %d: %s", tc.args, code, stderr.String())
+		}
+		out := stdout.String()
+		if i := strings.IndexFunc(out, func(r rune) bool { return r != '\n' && r != ' ' && !unicode.IsPrint(r) }); i >= 0 {
+			t.Errorf("%v: a raw control or bidi character at byte %d:\n%q", tc.args, i, out)
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(out, w) {
+				t.Errorf("%v: want %s in:\n%s", tc.args, w, out)
+			}
+		}
+		var got any
+		if err := json.Unmarshal([]byte(out), &got); err != nil || !reflect.DeepEqual(got, roundTrip(t, answers[tc.answer])) {
+			t.Errorf("%v: not JSON of the API's values (%v):\n%s", tc.args, err, out)
+		}
+	}
+}
+
+// roundTrip is v as JSON decodes it (numbers as float64).
+func roundTrip(t *testing.T, v any) any {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out any
+	if err := json.Unmarshal(b, &out); err != nil {
+		t.Fatal(err)
+	}
+	return out
 }

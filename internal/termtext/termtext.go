@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"strings"
 	"unicode"
+	"unicode/utf16"
 	"unicode/utf8"
 )
 
@@ -35,7 +36,7 @@ func Safe(s string) string {
 			b.WriteString(`\r`)
 		case r == '\t':
 			b.WriteString(`\t`)
-		case r == ' ' || unicode.IsPrint(r):
+		case printable(r):
 			b.WriteRune(r)
 		case r < 0x80:
 			fmt.Fprintf(&b, `\x%02x`, r)
@@ -53,6 +54,55 @@ func Safe(s string) string {
 func isSafe(s string) bool {
 	for i := 0; i < len(s); i++ {
 		if c := s[i]; c < 0x20 || c >= 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// printable reports whether Safe keeps r as it is: letters, marks,
+// numbers, punctuation, symbols and the ASCII space. Everything else
+// (controls, format characters such as U+202E, other spaces, unassigned
+// code points) can change how a terminal shows what follows, or be unseen.
+func printable(r rune) bool { return r == ' ' || unicode.IsPrint(r) }
+
+// JSON returns the JSON text b with every character that Safe escapes
+// written as a JSON escape (\u009b, \u202e), so that printing it is as
+// safe as printing Safe's text. encoding/json escapes C0 controls but
+// writes DEL, C1 controls (U+009B starts a terminal sequence as ESC [
+// does), bidirectional overrides and other unseen characters raw. Valid
+// JSON holds them only inside strings, where the escape stands for the
+// same character: the result is JSON of the same values, which jq reads as
+// before. Tab, newline and carriage return are kept (outside strings they
+// are JSON's whitespace; inside, valid JSON has them escaped already), and
+// invalid UTF-8 becomes \ufffd, as JSON decoders read it.
+func JSON(b []byte) []byte {
+	if isSafeJSON(b) {
+		return b
+	}
+	out := make([]byte, 0, len(b)+16)
+	for i := 0; i < len(b); {
+		r, size := utf8.DecodeRune(b[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			out = append(out, `\ufffd`...)
+		case r == '\t' || r == '\n' || r == '\r' || printable(r):
+			out = append(out, b[i:i+size]...)
+		case r > 0xffff:
+			r1, r2 := utf16.EncodeRune(r) // JSON escapes are UTF-16
+			out = fmt.Appendf(out, `\u%04x\u%04x`, r1, r2)
+		default:
+			out = fmt.Appendf(out, `\u%04x`, r)
+		}
+		i += size
+	}
+	return out
+}
+
+// isSafeJSON is JSON's fast path: printable ASCII and JSON's whitespace.
+func isSafeJSON(b []byte) bool {
+	for _, c := range b {
+		if (c < 0x20 && c != '\t' && c != '\n' && c != '\r') || c >= 0x7f {
 			return false
 		}
 	}
