@@ -70,12 +70,16 @@ func (d *Dispatcher) takeSlotLocked(c *store.Claimed) {
 	d.companyOf[c.WebhookID] = c.CompanyID
 }
 
-// free gives back the slot of a finished attempt, takes it again for the
+// free gives back the slot of a finished attempt (of delivery ended; none
+// when its copy was dropped), takes it again for the
 // next queued delivery that the slot allows and returns that delivery with
 // its run (the caller sends it), and wakes the claim loop when the last
 // round left deliveries behind that the slot makes room for.
-func (d *Dispatcher) free(webhook int64, took time.Duration) (*store.Claimed, *runState) {
+func (d *Dispatcher) free(webhook int64, ended uuid.UUID, took time.Duration) (*store.Claimed, *runState) {
 	d.mu.Lock()
+	if ended != uuid.Nil {
+		delete(d.sending, ended)
+	}
 	d.notePaceLocked(webhook, took)
 	short := d.inflight >= d.opts.Workers // every worker was taken
 	d.inflight--
@@ -248,17 +252,19 @@ func (d *Dispatcher) attempt(ctx context.Context, c *store.Claimed, attempts *sy
 	for c != nil {
 		webhook := c.WebhookID
 		var took time.Duration
-		if d.startSending(c.ID) {
+		sent := d.startSending(c.ID)
+		if sent {
 			took = d.attemptOne(ctx, c, results)
-			d.mu.Lock()
-			delete(d.sending, c.ID)
-			d.mu.Unlock()
 		} else {
 			d.log.Warn("a second copy of a delivery under way was dropped", "delivery_id", c.ID, "webhook_id", webhook)
 		}
 		// free counts the next attempt in before this one is counted out, so
 		// a drain never sees the count touch zero between them.
-		next, run := d.free(webhook, took)
+		var ended uuid.UUID
+		if sent {
+			ended = c.ID
+		}
+		next, run := d.free(webhook, ended, took)
 		attempts.Done()
 		if c = next; c != nil {
 			ctx, attempts, results = run.sendCtx, run.attempts, run.results
