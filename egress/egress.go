@@ -34,7 +34,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"net/netip"
+	"net/url"
 	"strings"
 	"syscall"
 	"time"
@@ -347,4 +349,46 @@ func (p *Policy) CheckHost(ctx context.Context, host string) error {
 		}
 	}
 	return first
+}
+
+// Proxy wraps a transport's choice of proxy (http.ProxyFromEnvironment, say)
+// so that a request the proxy would carry is judged by its target first: the
+// connect-time check sees only the proxy's address, and the proxy connects
+// to whatever the target's name resolves to. The target's host is judged as
+// written (judgeHost), then a name is resolved and refused when any of its
+// addresses is (not every, as at registration: a name that also resolves to
+// a private address is how a rebinding reaches one). A name this host cannot
+// resolve is left to the proxy, which then decides alone; hosts on the
+// allowlist pass. Requests the proxy does not carry are judged when they are
+// dialled, as before.
+func (p *Policy) Proxy(next func(*http.Request) (*url.URL, error)) func(*http.Request) (*url.URL, error) {
+	return func(req *http.Request) (*url.URL, error) {
+		proxy, err := next(req)
+		if err != nil || proxy == nil {
+			return proxy, err
+		}
+		host := req.URL.Hostname()
+		if p.HostAllowed(host) {
+			return proxy, nil
+		}
+		ip, err := p.judgeHost(host)
+		if err != nil {
+			return nil, err
+		}
+		if ip.IsValid() {
+			return proxy, nil
+		}
+		ctx, cancel := context.WithTimeout(req.Context(), 2*time.Second)
+		defer cancel()
+		addrs, err := net.DefaultResolver.LookupNetIP(ctx, "ip", strings.TrimSuffix(host, "."))
+		if err != nil {
+			return proxy, nil
+		}
+		for _, a := range addrs {
+			if err := p.Check(a); err != nil {
+				return nil, &BlockedError{Host: host, Reason: "a name that resolves to " + a.String() + ", which the proxy would connect to"}
+			}
+		}
+		return proxy, nil
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -102,5 +103,68 @@ func TestDialRefusesAtConnect(t *testing.T) {
 			t.Fatalf("GET with allowlist %s: %v", allow, err)
 		}
 		resp.Body.Close()
+	}
+}
+
+// TestProxyJudgesTheTarget: with a proxy, the dial check sees only the
+// proxy's address; the target is judged before the request is handed to
+// it, and a refused one never reaches the proxy.
+func TestProxyJudgesTheTarget(t *testing.T) {
+	var got []string
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got = append(got, r.URL.String()) // a forward proxy sees the absolute URL
+		w.WriteHeader(http.StatusOK)
+	}))
+	defer proxy.Close()
+	proxyURL, _ := url.Parse(proxy.URL)
+	p, err := NewPolicy([]string{"127.0.0.1/32"}) // the proxy, not the loopback network
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := &http.Transport{Proxy: p.Proxy(http.ProxyURL(proxyURL)), DialContext: p.DialContext(5*time.Second, 0)}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr}
+	for _, target := range []string{"http://10.1.2.3/hook", "http://[::1]:8080/hook", "http://169.254.169.254/latest", "http://0x7f.1/hook"} {
+		resp, err := client.Post(target, "application/json", strings.NewReader("{}"))
+		if err == nil {
+			resp.Body.Close()
+			t.Errorf("POST %s through the proxy: %d, want refused", target, resp.StatusCode)
+		} else if !errors.Is(err, ErrBlocked) {
+			t.Errorf("POST %s: %v, want blocked", target, err)
+		}
+	}
+	if len(got) != 0 {
+		t.Errorf("the proxy was asked for %v", got)
+	}
+	resp, err := client.Post("http://93.184.215.14/hook", "application/json", strings.NewReader("{}"))
+	if err != nil {
+		t.Fatalf("POST to a public address through the proxy: %v", err)
+	}
+	resp.Body.Close()
+	if len(got) != 1 || got[0] != "http://93.184.215.14/hook" {
+		t.Errorf("the proxy was asked for %v, want the public target", got)
+	}
+}
+
+func TestProxyWrapper(t *testing.T) {
+	var p *Policy
+	proxyURL, _ := url.Parse("http://proxy.example:3128")
+	through := p.Proxy(http.ProxyURL(proxyURL))
+	direct := p.Proxy(func(*http.Request) (*url.URL, error) { return nil, nil })
+	req := func(u string) *http.Request {
+		r, err := http.NewRequest(http.MethodPost, u, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	if u, err := through(req("https://no-such-host.invalid/x")); err != nil || u != proxyURL {
+		t.Errorf("a name this host cannot resolve: %v %v, want it left to the proxy", u, err)
+	}
+	if u, err := direct(req("http://10.1.2.3/x")); err != nil || u != nil {
+		t.Errorf("a request the proxy does not carry: %v %v, want it left to the dial check", u, err)
+	}
+	if _, err := through(req("http://localhost:9/x")); !errors.Is(err, ErrBlocked) {
+		t.Errorf("localhost through the proxy: %v, want blocked", err)
 	}
 }

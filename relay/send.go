@@ -414,6 +414,10 @@ func snippet(body []byte, n int) string {
 func newClient(workers int, policy *egress.Policy) *http.Client {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.DialContext = policy.DialContext(30*time.Second, 30*time.Second)
+	if t.Proxy != nil {
+		// The dial check sees only the proxy: judge the target first.
+		t.Proxy = policy.Proxy(t.Proxy)
+	}
 	t.MaxIdleConns = 2 * workers
 	t.MaxIdleConnsPerHost = workers
 	t.IdleConnTimeout = 90 * time.Second
