@@ -213,10 +213,7 @@ func TestEscaping(t *testing.T) {
 	e.recv.answer(200, "<script>alert('body')</script>\x1b[2J\x1b[31mred")
 	b := e.browser()
 	b.signIn(tokenA)
-	p := b.post(fmt.Sprintf("/ui/webhooks/%d/test", id), url.Values{"event_type": {"task.completed"}})
-	if p.status != 200 {
-		t.Fatalf("test event: %d", p.status)
-	}
+	p := b.testEvent(t, id)
 	for _, pg := range []page{p, b.get("/ui/webhooks"), b.get(fmt.Sprintf("/ui/webhooks/%d", id)), b.get("/ui/audit")} {
 		if strings.Contains(pg.body, "<script>alert") || strings.Contains(pg.body, "<b>co") || strings.Contains(pg.body, "\x1b") {
 			t.Fatalf("raw markup or escape in the page:\n%s", pg.body)
@@ -255,10 +252,7 @@ func TestEscapingC1AndBidi(t *testing.T) {
 	e.recv.answer(200, "csi\u009b31mred\u009b0m \u0085 invoice\u202egnp.exe \u202a\u202b\u202c\u202d\u200e\u2067\u2068")
 	b := e.browser()
 	b.signIn(tokenA)
-	test := b.post(fmt.Sprintf("/ui/webhooks/%d/test", id), url.Values{"event_type": {"task.completed"}})
-	if test.status != 200 {
-		t.Fatalf("test event: %d", test.status)
-	}
+	test := b.testEvent(t, id)
 	if want := `csi\u009b31mred\u009b0m \u0085 invoice\u202egnp.exe \u202a\u202b\u202c\u202d\u200e\u2067\u2068`; !strings.Contains(test.body, want) {
 		t.Errorf("the receiver's answer is not shown as %s:\n%s", want, test.body)
 	}
@@ -427,4 +421,15 @@ func TestBodyLimit(t *testing.T) {
 	if p := in.post("/ui/webhooks/new", form); p.status != http.StatusOK || !strings.Contains(p.body, "registered") {
 		t.Fatalf("the largest webhook form: %d\n%s", p.status, p.body)
 	}
+}
+
+// testEvent sends webhook id a test event from its page and returns the
+// page with the answer.
+func (b *browser) testEvent(t *testing.T, id int64) page {
+	t.Helper()
+	p := b.post(fmt.Sprintf("/ui/webhooks/%d/test", id), url.Values{"event_type": {"task.completed"}})
+	if p.status != 200 {
+		t.Fatalf("test event: %d", p.status)
+	}
+	return p
 }

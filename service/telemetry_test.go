@@ -394,11 +394,11 @@ func freeAddr(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-// service.Run serves /healthz, /readyz and the Prometheus /metrics on
-// observability.listen, with the relay's metrics under their documented
-// names.
-func TestObservabilityEndpoints(t *testing.T) {
-	e := newRelay(t)
+// runObservable runs the relay as service.Run does, with the
+// observability endpoints on and no OTLP export, until the test ends, and
+// returns a GET of one of its paths: the status and the body.
+func (e *relayEnv) runObservable() func(path string) (int, string) {
+	t := e.t
 	e.cfg.Observability.Listen = freeAddr(t)
 	for _, k := range []string{"OTEL_TRACES_EXPORTER", "OTEL_METRICS_EXPORTER", "OTEL_EXPORTER_OTLP_ENDPOINT"} {
 		t.Setenv(k, "")
@@ -406,14 +406,14 @@ func TestObservabilityEndpoints(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- service.Run(ctx, e.cfg, slog.New(slog.NewTextHandler(e.logs, nil))) }()
-	defer func() {
+	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
 			t.Errorf("relay: %v", err)
 		}
-	}()
+	})
 	base := "http://" + e.cfg.Observability.Listen
-	get := func(path string) (int, string) {
+	return func(path string) (int, string) {
 		resp, err := http.Get(base + path)
 		if err != nil {
 			return 0, err.Error()
@@ -422,6 +422,14 @@ func TestObservabilityEndpoints(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(b)
 	}
+}
+
+// service.Run serves /healthz, /readyz and the Prometheus /metrics on
+// observability.listen, with the relay's metrics under their documented
+// names.
+func TestObservabilityEndpoints(t *testing.T) {
+	e := newRelay(t)
+	get := e.runObservable()
 	e.waitFor("ready", func() bool { code, _ := get("/readyz"); return code == 200 })
 	code, body := get("/readyz")
 	var checks map[string]string
@@ -473,29 +481,7 @@ func TestObservabilityEndpoints(t *testing.T) {
 // the scrapes that cannot read the gauges are logged once, not each time.
 func TestObservabilityWhileTheDatabaseIsDown(t *testing.T) {
 	e := newRelay(t)
-	e.cfg.Observability.Listen = freeAddr(t)
-	for _, k := range []string{"OTEL_TRACES_EXPORTER", "OTEL_METRICS_EXPORTER", "OTEL_EXPORTER_OTLP_ENDPOINT"} {
-		t.Setenv(k, "")
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- service.Run(ctx, e.cfg, slog.New(slog.NewTextHandler(e.logs, nil))) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("relay: %v", err)
-		}
-	}()
-	base := "http://" + e.cfg.Observability.Listen
-	get := func(path string) (int, string) {
-		resp, err := http.Get(base + path)
-		if err != nil {
-			return 0, err.Error()
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
-	}
+	get := e.runObservable()
 	e.waitFor("ready", func() bool { code, _ := get("/readyz"); return code == 200 })
 
 	srv := pgtest.Shared(t)

@@ -1,39 +1,20 @@
 package telemetry
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
 	"net"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/smartmaintenance/relay/internal/syncbuf"
 )
 
-// lockedBuffer is a bytes.Buffer the exporter's goroutine and the test
-// share.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 func TestErrorLogAtMostEvery30s(t *testing.T) {
-	var buf lockedBuffer
+	var buf syncbuf.Buffer
 	e := &errorLog{log: slog.New(slog.NewTextHandler(&buf, nil))}
 	t0 := time.Now()
 	e.handle(t0, errors.New("traces export: Post \"http://c:4318/v1/traces\":\n\tconnection refused"))
@@ -67,7 +48,7 @@ func TestExportErrorsInTheRelaysLog(t *testing.T) {
 	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://"+closed)
 	t.Setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "200")
 	t.Setenv("OTEL_BSP_SCHEDULE_DELAY", "20")
-	var buf lockedBuffer
+	var buf syncbuf.Buffer
 	p, err := Setup(context.Background(), Options{Getenv: os.Getenv, Logger: slog.New(slog.NewJSONHandler(&buf, nil))})
 	if err != nil {
 		t.Fatal(err)
