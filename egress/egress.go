@@ -38,6 +38,7 @@ import (
 	"net/netip"
 	"net/url"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -360,8 +361,9 @@ func (p *Policy) CheckHost(ctx context.Context, host string) error {
 // a private address is how a rebinding reaches one). A name this host cannot
 // resolve is left to the proxy, which then decides alone; hosts on the
 // allowlist pass. Requests the proxy does not carry are judged when they are
-// dialled, as before.
+// dialled, as before. A name's verdict is kept for verdictTTL.
 func (p *Policy) Proxy(next func(*http.Request) (*url.URL, error)) func(*http.Request) (*url.URL, error) {
+	judged := &nameVerdicts{m: map[string]nameVerdict{}}
 	return func(req *http.Request) (*url.URL, error) {
 		proxy, err := next(req)
 		if err != nil || proxy == nil {
@@ -378,17 +380,58 @@ func (p *Policy) Proxy(next func(*http.Request) (*url.URL, error)) func(*http.Re
 		if ip.IsValid() {
 			return proxy, nil
 		}
-		ctx, cancel := context.WithTimeout(req.Context(), 2*time.Second)
-		defer cancel()
-		addrs, err := net.DefaultResolver.LookupNetIP(ctx, "ip", strings.TrimSuffix(host, "."))
-		if err != nil {
-			return proxy, nil
-		}
-		for _, a := range addrs {
-			if err := p.Check(a); err != nil {
-				return nil, &BlockedError{Host: host, Reason: "a name that resolves to " + a.String() + ", which the proxy would connect to"}
-			}
+		if err := judged.get(req.Context(), p, host); err != nil {
+			return nil, err
 		}
 		return proxy, nil
 	}
+}
+
+// nameVerdicts keeps, for verdictTTL, what Proxy decided of a name, so that
+// a proxied request costs a lookup only once in that time, not per attempt.
+type nameVerdicts struct {
+	mu sync.Mutex
+	m  map[string]nameVerdict
+}
+
+type nameVerdict struct {
+	err   error
+	until time.Time
+}
+
+// verdictTTL is how long a name's verdict is kept; maxVerdicts bounds how
+// many are.
+const (
+	verdictTTL  = 10 * time.Second
+	maxVerdicts = 1024
+)
+
+// get returns the verdict on name: a *BlockedError when an address it
+// resolves to is refused, nil when none is or it does not resolve.
+func (v *nameVerdicts) get(ctx context.Context, p *Policy, name string) error {
+	now := time.Now()
+	v.mu.Lock()
+	if e, ok := v.m[name]; ok && now.Before(e.until) {
+		v.mu.Unlock()
+		return e.err
+	}
+	v.mu.Unlock()
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	var verdict error
+	if addrs, err := net.DefaultResolver.LookupNetIP(ctx, "ip", strings.TrimSuffix(name, ".")); err == nil {
+		for _, a := range addrs {
+			if p.Check(a) != nil {
+				verdict = &BlockedError{Host: name, Reason: "a name that resolves to " + a.String() + ", which the proxy would connect to"}
+				break
+			}
+		}
+	}
+	v.mu.Lock()
+	if len(v.m) >= maxVerdicts {
+		clear(v.m)
+	}
+	v.m[name] = nameVerdict{err: verdict, until: now.Add(verdictTTL)}
+	v.mu.Unlock()
+	return verdict
 }

@@ -168,3 +168,22 @@ func TestProxyWrapper(t *testing.T) {
 		t.Errorf("localhost through the proxy: %v, want blocked", err)
 	}
 }
+
+// A name's verdict is kept for verdictTTL, so that a proxied attempt does
+// not cost a lookup each; an expired one is looked up again.
+func TestProxyKeepsVerdicts(t *testing.T) {
+	var p *Policy
+	v := &nameVerdicts{m: map[string]nameVerdict{}}
+	kept := &BlockedError{Host: "rebind.invalid", Reason: "a name that resolves to 10.0.0.1"}
+	v.m["rebind.invalid"] = nameVerdict{err: kept, until: time.Now().Add(time.Minute)}
+	if err := v.get(context.Background(), p, "rebind.invalid"); err != kept {
+		t.Errorf("a kept verdict: %v, want the one kept", err)
+	}
+	v.m["rebind.invalid"] = nameVerdict{err: kept, until: time.Now().Add(-time.Second)}
+	if err := v.get(context.Background(), p, "rebind.invalid"); err != nil {
+		t.Errorf("an expired verdict on a name that does not resolve: %v, want it looked up again (nil)", err)
+	}
+	if e := v.m["rebind.invalid"]; e.err != nil || !e.until.After(time.Now()) {
+		t.Errorf("the new verdict is not kept: %+v", e)
+	}
+}
