@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/smartmaintenance/relay/store"
@@ -247,7 +248,7 @@ func hidden(r rune) bool {
 	case r < 0x20 || r >= 0x7f && r <= 0x9f:
 		return true
 	}
-	return r == 0x061c || r == 0x200e || r == 0x200f || r >= 0x202a && r <= 0x202e || r >= 0x2066 && r <= 0x2069
+	return unicode.Is(unicode.Bidi_Control, r)
 }
 
 // appendVisible appends how the page shows the hidden character r.

@@ -332,10 +332,7 @@ func (p *Policy) CheckHost(ctx context.Context, host string) error {
 	if err != nil || ip.IsValid() {
 		return err
 	}
-	h := strings.TrimSuffix(host, ".")
-	rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	addrs, err := net.DefaultResolver.LookupNetIP(rctx, "ip", h)
+	addrs, err := lookup(ctx, host)
 	if err != nil || len(addrs) == 0 {
 		return nil
 	}
@@ -416,10 +413,8 @@ func (v *nameVerdicts) get(ctx context.Context, p *Policy, name string) error {
 		return e.err
 	}
 	v.mu.Unlock()
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
 	var verdict error
-	if addrs, err := net.DefaultResolver.LookupNetIP(ctx, "ip", strings.TrimSuffix(name, ".")); err == nil {
+	if addrs, err := lookup(ctx, name); err == nil {
 		for _, a := range addrs {
 			if p.Check(a) != nil {
 				verdict = &BlockedError{Host: name, Reason: "a name that resolves to " + a.String() + ", which the proxy would connect to"}
@@ -434,4 +429,12 @@ func (v *nameVerdicts) get(ctx context.Context, p *Policy, name string) error {
 	v.m[name] = nameVerdict{err: verdict, until: now.Add(verdictTTL)}
 	v.mu.Unlock()
 	return verdict
+}
+
+// lookup resolves a URL's host name (a trailing dot ignored) to its
+// addresses, within 2 s.
+func lookup(ctx context.Context, host string) ([]netip.Addr, error) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	return net.DefaultResolver.LookupNetIP(ctx, "ip", strings.TrimSuffix(host, "."))
 }

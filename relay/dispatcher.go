@@ -223,7 +223,7 @@ func New(st deliveryStore, opts Options) *Dispatcher {
 		},
 		wakeup: make(chan struct{}, 1),
 		slotState: slotState{perHook: map[int64]int{}, queue: map[int64][]queuedDelivery{}, sending: map[uuid.UUID]struct{}{},
-			perCompany: map[int64]int{}, companyOf: map[int64]int64{}},
+			perCompany: map[int64]int{}},
 		paceState:  paceState{pace: map[int64]time.Duration{}},
 		heldState:  heldState{held: map[int64][]heldBatch{}},
 		roundState: roundState{behind: map[int64]bool{}},

@@ -19,13 +19,11 @@ type slotState struct {
 	// webhook.
 	inflight int
 	perHook  map[int64]int
-	// perCompany counts the attempts in flight of each company, and
-	// companyOf names the company of each webhook that had one: when
+	// perCompany counts the attempts in flight of each company: when
 	// every worker is taken, a freed one goes to the company with the
 	// fewest, so that one company's slow receivers cannot keep the others
 	// from every worker.
 	perCompany map[int64]int
-	companyOf  map[int64]int64
 	// queue holds claimed deliveries of a webhook waiting for one of its
 	// slots (prefetch), oldest first; queued counts them all.
 	queue  map[int64][]queuedDelivery
@@ -67,18 +65,18 @@ func (d *Dispatcher) takeSlotLocked(c *store.Claimed) {
 	d.inflight++
 	d.perHook[c.WebhookID]++
 	d.perCompany[c.CompanyID]++
-	d.companyOf[c.WebhookID] = c.CompanyID
 }
 
-// free gives back the slot of a finished attempt (of delivery ended; none
-// when its copy was dropped), takes it again for the
+// free gives back the slot of the finished attempt of done (sent false:
+// its copy was dropped, not sent), takes it again for the
 // next queued delivery that the slot allows and returns that delivery with
 // its run (the caller sends it), and wakes the claim loop when the last
 // round left deliveries behind that the slot makes room for.
-func (d *Dispatcher) free(webhook int64, ended uuid.UUID, took time.Duration) (*store.Claimed, *runState) {
+func (d *Dispatcher) free(done *store.Claimed, sent bool, took time.Duration) (*store.Claimed, *runState) {
+	webhook := done.WebhookID
 	d.mu.Lock()
-	if ended != uuid.Nil {
-		delete(d.sending, ended)
+	if sent {
+		delete(d.sending, done.ID)
 	}
 	d.notePaceLocked(webhook, took)
 	short := d.inflight >= d.opts.Workers // every worker was taken
@@ -86,9 +84,8 @@ func (d *Dispatcher) free(webhook int64, ended uuid.UUID, took time.Duration) (*
 	if d.perHook[webhook]--; d.perHook[webhook] <= 0 {
 		delete(d.perHook, webhook)
 	}
-	company := d.companyOf[webhook]
-	if d.perCompany[company]--; d.perCompany[company] <= 0 {
-		delete(d.perCompany, company)
+	if d.perCompany[done.CompanyID]--; d.perCompany[done.CompanyID] <= 0 {
+		delete(d.perCompany, done.CompanyID)
 	}
 	var next *store.Claimed
 	var stale []uuid.UUID
@@ -250,21 +247,16 @@ const maxGiveBack = 10_000
 // as long as work waits, so its stack is grown once, not per attempt.
 func (d *Dispatcher) attempt(ctx context.Context, c *store.Claimed, attempts *sync.WaitGroup, results chan<- finished) {
 	for c != nil {
-		webhook := c.WebhookID
 		var took time.Duration
 		sent := d.startSending(c.ID)
 		if sent {
 			took = d.attemptOne(ctx, c, results)
 		} else {
-			d.log.Warn("a second copy of a delivery under way was dropped", "delivery_id", c.ID, "webhook_id", webhook)
+			d.log.Warn("a second copy of a delivery under way was dropped", "delivery_id", c.ID, "webhook_id", c.WebhookID)
 		}
 		// free counts the next attempt in before this one is counted out, so
 		// a drain never sees the count touch zero between them.
-		var ended uuid.UUID
-		if sent {
-			ended = c.ID
-		}
-		next, run := d.free(webhook, ended, took)
+		next, run := d.free(c, sent, took)
 		attempts.Done()
 		if c = next; c != nil {
 			ctx, attempts, results = run.sendCtx, run.attempts, run.results
