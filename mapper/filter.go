@@ -52,7 +52,7 @@ var filterOptions = []expr.Option{
 // The bounds of a filter's work: only the functions of filterFunctions,
 // at most maxFilterLoops predicates (all(list, {...}), any, count, ...),
 // none inside another's {...} (nested ones cost the product of their
-// lists' lengths), no variables (let a = ...; which a chain of
+// lists' lengths), patterns of matches written in the filter, no variables (let a = ...; which a chain of
 // a = a + a; doubles at every step) and no ranges (1..n), and lists the
 // filter makes itself (literals) within filterMemory elements in all. A
 // filter's work then grows with its own length and the event's data, and
@@ -148,8 +148,15 @@ func (v *filterVisitor) Visit(node *ast.Node) {
 	case *ast.SequenceNode:
 		v.err = v.at(n, "sequences (;) are not supported in filters")
 	case *ast.BinaryNode:
-		if n.Operator == ".." {
+		switch n.Operator {
+		case "..":
 			v.err = v.at(n, "ranges (a..b) are not supported in filters")
+		case "matches":
+			// A constant pattern is compiled once, with the filter; one read
+			// from the event would be compiled for every event.
+			if _, ok := n.Right.(*ast.StringNode); !ok {
+				v.err = v.at(n, `the pattern of matches must be a text in quotes (data.title matches "^Pump")`)
+			}
 		}
 	case *ast.BuiltinNode:
 		v.function(n, n.Name)

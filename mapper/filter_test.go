@@ -28,6 +28,8 @@ func TestCompileFilterRefusesWithAPointer(t *testing.T) {
 		{`join(data.title, ",") != ""`, "join is not supported in filters (1:1)"},
 		{`replace(data.title, "a", "bbbbbbbb") != ""`, "replace is not supported in filters"},
 		{`len(split(data.title, "")) > 1`, "split is not supported in filters"},
+		{`data.title matches data.priority`, `the pattern of matches must be a text in quotes (data.title matches "^Pump") (1:12)`},
+		{`data.title matches ("^" + data.priority)`, `the pattern of matches must be a text in quotes`},
 		{`any(1..1000000, {# == company_id})`, "ranges (a..b) are not supported in filters"},
 		{strings.Repeat(`any(data.title, {# == "x"}) || `, 8) + `any(data.title, {# == "y"})`, "9 predicates ({...}) is too many; a filter may use at most 8"},
 	} {
