@@ -203,7 +203,9 @@ type Webhooks struct {
 	// Source is "file" (Endpoints below) or "table" (the relay's webhooks
 	// table, edited through the admin API).
 	Source string `koanf:"source"`
-	// ReloadInterval is how often the table source is re-read.
+	// ReloadInterval is how often the table source is looked over for
+	// webhooks that cannot work, ended rotations and deleted webhooks'
+	// deliveries; edits take effect without it.
 	ReloadInterval time.Duration `koanf:"reload_interval"`
 	// Endpoints are the webhooks when Source is "file".
 	Endpoints []Webhook `koanf:"endpoints"`

@@ -26,5 +26,6 @@
 // one expression and finding the columns it reads; mapper.go is the Mapper
 // and what it tells its caller (Tables, RowKey, State, UpdateCompanies);
 // map.go derives a change's events (Map); payload.go writes their bytes;
-// companies.go is the company directory; sample.go the data of test events.
+// companies.go is the company directory; sample.go the data of test events;
+// filter.go compiles and runs webhook filters (CompileFilter, Match).
 package mapper

@@ -15,7 +15,7 @@ import (
 // maxClaim is the most deliveries one claim asks for.
 const maxClaim = 500
 
-// prefetch is how many deliveries per slot of a webhook are held ahead at
+// prefetch is how many deliveries per slot of a webhook are taken at
 // most (leased as they are stored, or claimed), so that a busy endpoint's
 // next attempt starts as soon as a slot frees, without a claim query each
 // time. With the default PerWebhook that is 512 deliveries a webhook: over
@@ -27,13 +27,13 @@ const maxClaim = 500
 // webhook holds less: see windowLocked.
 const prefetch = 32
 
-// minAhead is how many deliveries the dispatcher may hold in flight and
-// queued together however few Workers there are (Workers × prefetch when
-// that is more), unless their payloads are large (aheadBytes): with many
+// minTaken is how many deliveries the dispatcher may have taken (in flight
+// and queued together) however few Workers there are (Workers × prefetch when
+// that is more), unless their payloads are large (takenBytes): with many
 // webhooks, that many deliveries (each its payload and about 300 bytes)
 // keep every endpoint's window fed straight from the store writes, without
 // claims. The backlog scenario's peak RSS stays at 80 MB.
-const minAhead = 16384
+const minTaken = 16384
 
 // minClaimGap spaces the claim rounds that freed slots trigger; Notify and
 // the poll timer are not delayed.
@@ -365,18 +365,18 @@ func (d *Dispatcher) capacityLocked() (free int, busy map[int64]int, exclude []i
 // roomLocked is how many more deliveries may be claimed, in flight and queued
 // together. d.mu must be held.
 func (d *Dispatcher) roomLocked() int {
-	most := max(d.opts.Workers*prefetch, minAhead)
+	most := max(d.opts.Workers*prefetch, minTaken)
 	if d.bodySize > 0 {
-		most = min(most, max(aheadBytes/d.bodySize, d.opts.Workers))
+		most = min(most, max(takenBytes/d.bodySize, d.opts.Workers))
 	}
 	return most - d.inflight - d.queued
 }
 
-// aheadBytes bounds the payloads the dispatcher holds in flight and queued
-// together, at the recent payload size: minAhead deliveries of a few
-// hundred bytes each are well within it, but large payloads hold fewer
-// deliveries ahead (never fewer than Workers).
-const aheadBytes = 24 << 20
+// takenBytes bounds the payloads the dispatcher holds in flight and queued
+// together, at the recent payload size: minTaken deliveries of a few
+// hundred bytes each are well within it, but with large payloads fewer
+// deliveries are taken (never fewer than Workers).
+const takenBytes = 24 << 20
 
 // noteBodiesLocked folds the payload sizes of newly held deliveries into the
 // recent payload size (a moving average). d.mu must be held.

@@ -1395,8 +1395,8 @@ func TestRoomFollowsPayloadSize(t *testing.T) {
 	d := New(nil, Options{Workers: 8, PerWebhook: 4})
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if got := d.roomLocked(); got != minAhead {
-		t.Fatalf("no payload seen: room %d, want %d", got, minAhead)
+	if got := d.roomLocked(); got != minTaken {
+		t.Fatalf("no payload seen: room %d, want %d", got, minTaken)
 	}
 	held := func(size, n int) {
 		claims := make([]store.Claimed, n)
@@ -1406,11 +1406,11 @@ func TestRoomFollowsPayloadSize(t *testing.T) {
 		d.noteBodiesLocked(claims)
 	}
 	held(500, 100)
-	if got := d.roomLocked(); got != minAhead {
-		t.Fatalf("500-byte payloads: room %d, want %d", got, minAhead)
+	if got := d.roomLocked(); got != minTaken {
+		t.Fatalf("500-byte payloads: room %d, want %d", got, minTaken)
 	}
 	held(64<<10, 100)
-	if got, want := d.roomLocked(), aheadBytes/(64<<10); got < want*9/10 || got > want*11/10 {
+	if got, want := d.roomLocked(), takenBytes/(64<<10); got < want*9/10 || got > want*11/10 {
 		t.Fatalf("64 KiB payloads: room %d, want about %d", got, want)
 	}
 	held(16<<20, 100)

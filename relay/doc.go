@@ -1,7 +1,17 @@
-// Package relay delivers webhook events: it claims due deliveries from the
-// store, signs and POSTs each event's body to its webhook, classifies the
-// response, and records the attempt with the delivery's next step: delivered,
-// retried later under the retry schedule, or failed for good.
+// Package relay delivers webhook events: it signs and POSTs each event's
+// body to its webhook, classifies the response, and records the attempt
+// with the delivery's next step: delivered, retried later under the retry
+// schedule, or failed for good.
+//
+// A delivery reaches the dispatcher by one of three roads, most first
+// attempts by the first: taken ahead of its store write, offered by the
+// ingester as soon as its source transaction is read (Ahead, ahead.go);
+// handed off by the store write that created it (Reserve, Committed,
+// handoff.go); or claimed from the store when it is due, a retry or one
+// no dispatcher took (claims.go). Each then waits for a slot
+// (dispatcher.go, slots.go: attempt), and its attempt is sent and
+// recorded (record.go: attemptOne and the attempt's row; send.go: the
+// request, written by the h1 package or net/http).
 //
 // Everything that must survive a restart is in the store: the attempt count,
 // the next attempt's due time and every attempt. A delivery is held by one
@@ -12,8 +22,8 @@
 // by the X-SMTM-Delivery header, which is the same for every attempt.
 //
 // A webhook never gets more than its share of concurrent attempts, so a slow
-// or hanging endpoint delays only its own deliveries. A dispatcher claims a
-// bounded number of a busy webhook's deliveries ahead of its free slots, so
+// or hanging endpoint delays only its own deliveries. A dispatcher takes a
+// bounded number of a busy webhook's deliveries beyond its free slots, so
 // the next attempt starts as soon as a slot frees; a claimed delivery that
 // waited so long that its lease could end mid-attempt is given back unsent.
 //
@@ -44,15 +54,15 @@
 //     PerWebhook limit (slots.go). An attempt holds one of each.
 //   - in flight: a delivery whose attempt is running in a slot.
 //   - queued: a ready delivery waiting in memory for a slot of its webhook.
-//   - ahead: in flight and queued together, what the dispatcher has taken
-//     from the store but not finished (minAhead, aheadBytes).
-//   - window: how many deliveries one webhook may have ahead, from prefetch
+//   - taken: in flight and queued together, what the dispatcher has taken
+//     by any road and not finished (minTaken, takenBytes).
+//   - window: how many deliveries one webhook may have taken, from prefetch
 //     per slot down to two per slot for a slow webhook (windowLocked); the
 //     hold window adds what it may have held (holdWindowLocked).
 //   - prefetch: how many deliveries per slot a webhook's window holds at most.
-//   - room: how many more deliveries may be taken ahead: for the dispatcher
-//     as a whole (roomLocked), or for one webhook, its window less what it
-//     has ahead.
+//   - room: how many more deliveries may be taken: for the dispatcher as a
+//     whole (roomLocked), or for one webhook, its window less what it has
+//     taken.
 //   - held back: the change feed while Ahead waits for a worker the relay
 //     is short of, rather than queue or refuse a delivery (waitRoomLocked;
 //     the hold* constants bound it). Not to be confused with held

@@ -121,7 +121,7 @@ func (d *Dispatcher) Reserve(open *store.Leased) (store.WriteLease, bool) {
 
 // maxHeld is how many deliveries the dispatcher holds as ids at most:
 // 16 bytes each (up to twice that while their batches grow), a few MB,
-// against 16,384 deliveries with payloads (minAhead).
+// against 16,384 deliveries with payloads (minTaken).
 const maxHeld = 100_000
 
 // Committed takes what a committed store transaction leased to this

@@ -4,7 +4,10 @@
 //
 // It promises that the events and deliveries of a source transaction and the
 // position just past that transaction are committed in one database
-// transaction, and that a delivery is claimed by at most one sender at a time.
+// transaction (a large source transaction's in parts, each part with a
+// record of how far into the transaction it goes, and the position with its
+// last: WritePart), and that a delivery is claimed by at most one sender at
+// a time.
 package store
 
 import (
