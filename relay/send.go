@@ -158,7 +158,7 @@ func (s *sender) newRequest(ctx context.Context, c *store.Claimed) (*http.Reques
 		vals[3] = signer.Sign(body)
 		h[canonSignature] = vals[3:4:4]
 		if c.PreviousSecret != "" || c.StandardWebhooks {
-			s.signExtra(h, c, signer, body)
+			s.signExtra(h, c, signer, body, time.Now())
 		}
 	}
 	if c.ReplayID != 0 {
@@ -239,10 +239,12 @@ var (
 // during a rotation's overlap window the previous secret's signature, and
 // for a webhook with Standard Webhooks on its three headers, with the
 // previous secret's signature after the new one's. They replace any of
-// the webhook's own headers of the same names.
-func (s *sender) signExtra(h http.Header, c *store.Claimed, signer *signature.Signer, body []byte) {
+// the webhook's own headers of the same names. The overlap window ends at
+// its time, by now, whenever the delivery was read: one that waited in
+// memory past it is signed with the new secret only.
+func (s *sender) signExtra(h http.Header, c *store.Claimed, signer *signature.Signer, body []byte, now time.Time) {
 	var prev *signature.Signer
-	if c.PreviousSecret != "" {
+	if c.PreviousSecret != "" && (c.PreviousSecretUntil.IsZero() || now.Before(c.PreviousSecretUntil)) {
 		prev, _ = s.signers.get(c.PreviousSecret, newSigner)
 		h[canonPrevious] = []string{prev.Sign(body)}
 	}
@@ -250,7 +252,7 @@ func (s *sender) signExtra(h http.Header, c *store.Claimed, signer *signature.Si
 		return
 	}
 	id := c.ID.String()
-	ts := time.Now().Unix()
+	ts := now.Unix()
 	sig := signer.SignStandard(id, ts, body)
 	if prev != nil {
 		sig += " " + prev.SignStandard(id, ts, body)

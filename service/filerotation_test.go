@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/smartmaintenance/relay/admin"
 	"github.com/smartmaintenance/relay/config"
@@ -73,6 +74,35 @@ func TestFileSecretRotationOverlap(t *testing.T) {
 	}
 	if p := last.Header.Get(signature.PreviousHeader); p != "" {
 		t.Errorf("with no overlap, %s: %q", signature.PreviousHeader, p)
+	}
+
+	// A window that ends while the relay runs: the deliveries after its
+	// end are signed with the new secret alone, at once, though the
+	// relay's copy of the webhooks was read while it lasted.
+	const fourth = "file-rotation-4th-0123456789"
+	hook.secret, hook.overlap = fourth, "3s"
+	f.replace(f.configYAML(tokenYAML("ops-laptop", 1, tokenA), hook))
+	f.waitWebhook("the short window", `name = 'erp' AND previous_secret IS NOT NULL`)
+	var until time.Time
+	if err := f.pool.QueryRow(context.Background(), `SELECT previous_secret_until FROM relay.webhooks WHERE name = 'erp'`).Scan(&until); err != nil {
+		t.Fatal(err)
+	}
+	f.exec(`INSERT INTO shutdowns (company_id, asset_id, reason) VALUES (1, 1, 'in the short window')`)
+	f.waitEvents("/erp", "shutdown.reported", 4)
+	if r := f.recv.requests("/erp")[3]; signature.Verify([]byte(third), r.Body, r.Header.Get(signature.PreviousHeader)) != nil {
+		t.Errorf("in the short window, %s does not verify with the replaced secret", signature.PreviousHeader)
+	}
+	time.Sleep(time.Until(until) + 100*time.Millisecond)
+	for i := range 5 {
+		f.exec(`INSERT INTO shutdowns (company_id, asset_id, reason) VALUES (1, 1, 'after the short window')`)
+		f.waitEvents("/erp", "shutdown.reported", 5+i)
+		r := f.recv.requests("/erp")[4+i]
+		if p := r.Header.Get(signature.PreviousHeader); p != "" {
+			t.Fatalf("%v after the window ended: %s: %q", time.Since(until).Round(time.Millisecond), signature.PreviousHeader, p)
+		}
+		if err := signature.Verify([]byte(fourth), r.Body, r.Header.Get(signature.Header)); err != nil {
+			t.Fatalf("after the short window, %s: %v", signature.Header, err)
+		}
 	}
 }
 

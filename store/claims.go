@@ -59,9 +59,11 @@ type Claimed struct {
 	// "slack" or "teams" (a message rendered from Body; package message).
 	Format string
 	// PreviousSecret is the secret a rotation replaced, decrypted, while
-	// its overlap window lasts: the attempt is signed with it too. Empty
-	// otherwise.
+	// its overlap window lasts: an attempt made before PreviousSecretUntil
+	// is signed with it too. Empty otherwise.
 	PreviousSecret string
+	// PreviousSecretUntil is the end of the previous secret's window.
+	PreviousSecretUntil time.Time
 	// StandardWebhooks: the attempt also carries the Standard Webhooks
 	// headers.
 	StandardWebhooks bool
@@ -117,7 +119,7 @@ const claimDue = `d.webhook_id = h.id
 // (TestClaimPlanReadsNoWholeTable).
 const claimSQL = `
 WITH hooks AS (
-    SELECT w.id, w.url, w.secret, w.headers, w.format, w.standard_webhooks, ` + claimPreviousSecret + ` AS previous_secret,
+    SELECT w.id, w.url, w.secret, w.headers, w.format, w.standard_webhooks, ` + claimPreviousSecret + `,
            COALESCE(b.room, $5::int) AS room,
            COALESCE(b.before, 'infinity') AS before
     FROM {{schema}}.webhooks w
@@ -142,7 +144,7 @@ WITH hooks AS (
     ) oldest
     GROUP BY oldest.webhook_id
 ), pick AS (
-    SELECT c.tid, h.url, h.secret, h.headers, h.format, h.standard_webhooks, h.previous_secret, e.traceparent, e.body, e.created_at, e.committed_at
+    SELECT c.tid, h.url, h.secret, h.headers, h.format, h.standard_webhooks, h.previous_secret, h.previous_until, e.traceparent, e.body, e.created_at, e.committed_at
     FROM quota q
     JOIN hooks h ON h.id = q.webhook_id
     CROSS JOIN LATERAL (
@@ -167,7 +169,7 @@ WHERE d.ctid = ANY (ARRAY(SELECT tid FROM pick))
   AND d.ctid = p.tid
 RETURNING d.id, d.webhook_id, d.event_id, d.event_type, d.company_id, COALESCE(p.traceparent, ''),
           d.attempts, d.retry_base, d.next_attempt_at, d.lease_until, p.body, p.created_at, p.committed_at,
-          p.url, p.secret, p.headers, p.format, d.replay_id, p.standard_webhooks, p.previous_secret`
+          p.url, p.secret, p.headers, p.format, d.replay_id, p.standard_webhooks, p.previous_secret, p.previous_until`
 
 // loadHeldSQL reads held deliveries by id (see LoadHeld), with the same
 // columns as claimSQL returns: those owner still holds for at least the
@@ -282,6 +284,7 @@ func (s *Store) scanClaimed(rows pgx.Rows, n int) ([]Claimed, error) {
 	// Read from the driver's buffer, copied only when first seen.
 	var eventType, trace, body, url, secret, headers, format, previous pgtype.DriverBytes
 	var replay pgtype.Int8
+	var previousUntil pgtype.Timestamptz
 	var standard bool
 	for rows.Next() {
 		if out == nil {
@@ -290,10 +293,10 @@ func (s *Store) scanClaimed(rows pgx.Rows, n int) ([]Claimed, error) {
 		}
 		out = append(out, Claimed{})
 		c := &out[len(out)-1]
-		replay = pgtype.Int8{}
+		replay, previousUntil = pgtype.Int8{}, pgtype.Timestamptz{}
 		if err := rows.Scan((*[16]byte)(&c.ID), &c.WebhookID, &c.EventID, &eventType, &c.CompanyID, &trace, &c.Attempts, &c.RetryBase,
 			&c.NextAttemptAt, &c.LeaseUntil, &body, &c.CreatedAt, &c.CommittedAt,
-			&url, &secret, &headers, &format, &replay, &standard, &previous); err != nil {
+			&url, &secret, &headers, &format, &replay, &standard, &previous, &previousUntil); err != nil {
 			return nil, err
 		}
 		c.ReplayID = replay.Int64 // 0 when NULL
@@ -309,7 +312,7 @@ func (s *Store) scanClaimed(rows pgx.Rows, n int) ([]Claimed, error) {
 			events[c.EventID] = e
 		}
 		c.Body, c.TraceParent = e.body, e.trace
-		s.endpointOf(c.WebhookID, url, secret, headers, format, signing{previous: previous, standard: standard}).fill(c)
+		s.endpointOf(c.WebhookID, url, secret, headers, format, signing{previous: previous, until: previousUntil.Time, standard: standard}).fill(c)
 	}
 	return out, rows.Err()
 }

@@ -3,6 +3,7 @@ package store
 import (
 	"fmt"
 	"sync"
+	"time"
 )
 
 // endpoint is what a claimed delivery needs of its webhook, ready to send:
@@ -13,6 +14,7 @@ type endpoint struct {
 	url, sealed, headersJSON string
 	format                   string
 	previousSealed           string
+	previousUntil            time.Time
 	standard                 bool
 
 	secret, secretErr string
@@ -22,9 +24,11 @@ type endpoint struct {
 
 // signing is what a claim reads of a webhook's Standard Webhooks and
 // rotation columns: the previous secret as stored (nil or empty for none
-// or an ended window) and whether Standard Webhooks is on.
+// or an ended window), the end of its window, and whether Standard
+// Webhooks is on.
 type signing struct {
 	previous []byte
+	until    time.Time
 	standard bool
 }
 
@@ -49,11 +53,11 @@ func (s *Store) endpointOf(webhook int64, url, sealed, headers, format []byte, s
 	e := c.m[webhook]
 	c.mu.Unlock()
 	if e != nil && e.url == string(url) && e.sealed == string(sealed) && e.headersJSON == string(headers) &&
-		e.format == string(format) && e.previousSealed == string(sg.previous) && e.standard == sg.standard {
+		e.format == string(format) && e.previousSealed == string(sg.previous) && e.previousUntil.Equal(sg.until) && e.standard == sg.standard {
 		return e
 	}
 	e = &endpoint{url: string(url), sealed: string(sealed), headersJSON: string(headers), format: formatName(format),
-		previousSealed: string(sg.previous), standard: sg.standard}
+		previousSealed: string(sg.previous), previousUntil: sg.until, standard: sg.standard}
 	if e.sealed != "" {
 		plain, err := s.box.Open(e.sealed)
 		if err != nil {
@@ -86,7 +90,7 @@ func (s *Store) endpointOf(webhook int64, url, sealed, headers, format []byte, s
 // fill sets c's webhook fields from e.
 func (e *endpoint) fill(c *Claimed) {
 	c.URL, c.Secret, c.SecretError, c.Headers, c.Format = e.url, e.secret, e.secretErr, e.headers, e.format
-	c.PreviousSecret, c.StandardWebhooks = e.previous, e.standard
+	c.PreviousSecret, c.PreviousSecretUntil, c.StandardWebhooks = e.previous, e.previousUntil, e.standard
 }
 
 // formatName returns a stored payload format as a string; the table allows

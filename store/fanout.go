@@ -112,15 +112,15 @@ func (s *Store) LoadFanOut(ctx context.Context) (*FanOut, error) {
 		// NULL in the one row there is when there is no webhook.
 		id, company                               pgtype.Int8
 		events                                    []string
-		created, until                            pgtype.Timestamptz
+		created, until, previousUntil             pgtype.Timestamptz
 		filtered                                  bool
 		standard                                  pgtype.Bool
 		url, secret, headers, format, previousSec pgtype.DriverBytes
 	)
 	for rows.Next() {
-		id, until = pgtype.Int8{}, pgtype.Timestamptz{}
+		id, until, previousUntil = pgtype.Int8{}, pgtype.Timestamptz{}, pgtype.Timestamptz{}
 		if err := rows.Scan(&f.Version, &id, &company, &events, &created, &filtered, &until,
-			&url, &secret, &headers, &format, &standard, &previousSec); err != nil {
+			&url, &secret, &headers, &format, &standard, &previousSec, &previousUntil); err != nil {
 			return nil, fmt.Errorf("read webhooks for fan-out: %w", err)
 		}
 		if !id.Valid { // no webhook: the version alone
@@ -132,7 +132,7 @@ func (s *Store) LoadFanOut(ctx context.Context) (*FanOut, error) {
 		}
 		events = nil // the next row scans into a slice of its own
 		f.ByCompany[h.CompanyID] = append(f.ByCompany[h.CompanyID], h)
-		f.endpoints[h.ID] = s.endpointOf(h.ID, url, secret, headers, format, signing{previous: previousSec, standard: standard.Bool})
+		f.endpoints[h.ID] = s.endpointOf(h.ID, url, secret, headers, format, signing{previous: previousSec, until: previousUntil.Time, standard: standard.Bool})
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("read webhooks for fan-out: %w", err)

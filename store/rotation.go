@@ -16,9 +16,17 @@ const signingColumns = `w.standard_webhooks,
 	CASE WHEN w.previous_secret_until > now() THEN coalesce(w.previous_secret, '') ELSE '' END,
 	CASE WHEN w.previous_secret_until > now() THEN w.previous_secret_until END`
 
-// claimPreviousSecret is the stored previous secret a claim sends with,
-// NULL once its window has ended.
-const claimPreviousSecret = `CASE WHEN w.previous_secret_until > now() THEN w.previous_secret END`
+// claimPreviousSecret is the stored previous secret a claim sends with
+// and the end of its window, both NULL once the window has ended: two
+// columns. The sender signs with it only until that end (see
+// Claimed.PreviousSecretUntil), however long the delivery waits in memory.
+const (
+	claimPreviousSecret = `CASE WHEN w.previous_secret_until > now() THEN w.previous_secret END AS previous_secret,
+       CASE WHEN w.previous_secret_until > now() THEN w.previous_secret_until END AS previous_until`
+	// claimPreviousAgg is the same two columns, aggregated over the rows.
+	claimPreviousAgg = `array_agg(CASE WHEN w.previous_secret_until > now() THEN w.previous_secret END),
+       array_agg(CASE WHEN w.previous_secret_until > now() THEN w.previous_secret_until END)`
+)
 
 // MaxSecretOverlap bounds a rotation's overlap window.
 const MaxSecretOverlap = 7 * 24 * time.Hour

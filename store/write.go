@@ -11,6 +11,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/smartmaintenance/relay/event"
 )
@@ -639,7 +640,7 @@ SELECT (SELECT count(*) FROM ins),
        array_agg(w.url), array_agg(w.secret), array_agg(w.headers::text), array_agg(w.format),
        (SELECT array_agg(h.id ORDER BY h.commit_lsn, h.seq, h.webhook_id) FROM kinds h WHERE h.held),
        (SELECT array_agg(h.webhook_id ORDER BY h.commit_lsn, h.seq, h.webhook_id) FROM kinds h WHERE h.held),
-       array_agg(w.standard_webhooks), array_agg(` + claimPreviousSecret + `),
+       array_agg(w.standard_webhooks), ` + claimPreviousAgg + `,
        (SELECT s FROM stale),
        (SELECT count(*) FROM kinds h WHERE h.ahead),
        (SELECT version FROM {{schema}}.webhooks_version WHERE one)
@@ -703,10 +704,11 @@ func (w *Writer) scanEvents(row pgx.Row, events []event.Event) (int64, Leased, e
 	var now, until time.Time
 	var urls, secrets, headers, formats, previous [][]byte
 	var standard []bool
+	var previousUntil []pgtype.Timestamptz
 	var stale bool
 	var ahead, version int64
 	if err := row.Scan(&created, &ids, &lsns, &seqs, &hooks, &eventIDs, &committed, &now, &until, &urls, &secrets, &headers, &formats,
-		&heldIDs, &heldHooks, &standard, &previous, &stale, &ahead, &version); err != nil {
+		&heldIDs, &heldHooks, &standard, &previous, &previousUntil, &stale, &ahead, &version); err != nil {
 		return 0, Leased{}, err
 	}
 	if stale {
@@ -739,7 +741,7 @@ func (w *Writer) scanEvents(row pgx.Row, events []event.Event) (int64, Leased, e
 		leased.Ready = append(leased.Ready, Claimed{ID: id, WebhookID: hooks[i], EventID: eventIDs[i], EventType: e.Type, CompanyID: e.CompanyID,
 			TraceParent: e.TraceParent, NextAttemptAt: now, LeaseUntil: until, Body: e.Body,
 			CreatedAt: now, CommittedAt: committed[i]})
-		w.s.endpointOf(hooks[i], urls[i], secrets[i], headers[i], formats[i], signing{previous: previous[i], standard: standard[i]}).fill(&leased.Ready[len(leased.Ready)-1])
+		w.s.endpointOf(hooks[i], urls[i], secrets[i], headers[i], formats[i], signing{previous: previous[i], until: previousUntil[i].Time, standard: standard[i]}).fill(&leased.Ready[len(leased.Ready)-1])
 	}
 	return created, leased, nil
 }
