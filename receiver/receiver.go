@@ -7,6 +7,7 @@ package receiver
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -16,6 +17,12 @@ import (
 	"github.com/smartmaintenance/relay/internal/termtext"
 	"github.com/smartmaintenance/relay/signature"
 )
+
+// MaxBody is the largest body the handler reads; a larger one is answered
+// 413. The relay sends a payload whole, with its rows' text fields as the
+// platform stored them, so a receiver's limit must be above the largest
+// event its platform can make, not a web form's 1 MiB.
+const MaxBody = 64 << 20
 
 // Handler receives the webhooks of several endpoints, one path each.
 type Handler struct {
@@ -64,13 +71,21 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.NotFound(w, r)
 		return
 	}
-	// Verify the raw bytes, never re-encoded JSON.
-	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+	id := r.Header.Get(signature.DeliveryHeader)
+	// Verify the raw bytes, never re-encoded JSON, and all of them: a
+	// payload carries its rows' text whole, so it can be megabytes.
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBody))
 	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			h.count(func() { h.rejected++ })
+			h.printf("✗ TOO LARGE %s delivery %s: the body is over %d MiB; not verified\n", safe(r.URL.Path), safe(id), MaxBody>>20)
+			http.Error(w, fmt.Sprintf("body over %d MiB", MaxBody>>20), http.StatusRequestEntityTooLarge)
+			return
+		}
 		http.Error(w, "read body", http.StatusBadRequest)
 		return
 	}
-	id := r.Header.Get(signature.DeliveryHeader)
 	trace := traceID(r.Header.Get("Traceparent"))
 	h.mu.Lock()
 	h.received++

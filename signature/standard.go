@@ -139,8 +139,10 @@ func StandardVerifyAt(key, body []byte, header http.Header, tolerance time.Durat
 	if err != nil {
 		return fmt.Errorf("%w: %q is not unix seconds", ErrTimestamp, rawTS)
 	}
-	if d := now.Sub(time.Unix(ts, 0)); d > tolerance || d < -tolerance {
-		return fmt.Errorf("%w: %v from now, more than the tolerance %v", ErrTimestamp, d.Truncate(time.Second), tolerance)
+	if d := now.Sub(time.Unix(ts, 0)); d > tolerance {
+		return fmt.Errorf("%w: %v old, more than the tolerance %v", ErrTimestamp, d.Truncate(time.Second), tolerance)
+	} else if d < -tolerance {
+		return fmt.Errorf("%w: %v in the future, more than the tolerance %v", ErrTimestamp, (-d).Truncate(time.Second), tolerance)
 	}
 	sigs := header.Get(StandardSignatureHeader)
 	if strings.TrimSpace(sigs) == "" {

@@ -97,6 +97,16 @@ func TestStandardVerifyCases(t *testing.T) {
 			t.Errorf("%s: StandardVerifyAt = %v, want %v", tc.name, err, tc.want)
 		}
 	}
+	// The error says which way the timestamp is off.
+	for _, tc := range []struct {
+		off  int64
+		want string
+	}{{-301, "5m1s old"}, {+301, "5m1s in the future"}} {
+		h := specHeader(ts+tc.off, signature.StandardSign(key, specMsgID, ts+tc.off, body))
+		if err := signature.StandardVerifyAt(key, body, h, 0, now); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("timestamp %+ds: %v, want it to say %q", tc.off, err, tc.want)
+		}
+	}
 	// A wider tolerance accepts an older request.
 	old := specHeader(ts-3600, signature.StandardSign(key, specMsgID, ts-3600, body))
 	if err := signature.StandardVerifyAt(key, body, old, 2*time.Hour, now); err != nil {
