@@ -51,8 +51,10 @@ func TestSecretRotationOverlap(t *testing.T) {
 	if err != nil || read.PreviousSecret != oldSecret || !read.PreviousSecretUntil.Equal(after.PreviousSecretUntil) || !read.StandardWebhooks {
 		t.Fatalf("read back: %q %v %v %v", read.PreviousSecret, read.PreviousSecretUntil, read.StandardWebhooks, err)
 	}
-	if c := s.claimOne(t, h.ID); c.Secret != newSecret || c.PreviousSecret != oldSecret || c.SecretError != "" {
-		t.Fatalf("in the window: claim secret=%q previous=%q err=%q", c.Secret, c.PreviousSecret, c.SecretError)
+	if c := s.claimOne(t, h.ID); c.Secret != newSecret || c.PreviousSecret != oldSecret || c.SecretError != "" ||
+		!c.PreviousSecretUntil.Equal(after.PreviousSecretUntil) {
+		t.Fatalf("in the window: claim secret=%q previous=%q until %v (want %v) err=%q", c.Secret, c.PreviousSecret,
+			c.PreviousSecretUntil, after.PreviousSecretUntil, c.SecretError)
 	}
 	raw, _ := s.rawPrevious(t, h.ID)
 	if raw == nil || !strings.HasPrefix(*raw, keyPrefix(1)) {
@@ -165,5 +167,47 @@ func TestFileWebhookStandardWebhooks(t *testing.T) {
 		if c := s.claimOne(t, hooks[0].ID); c.StandardWebhooks != want {
 			t.Fatalf("claim after syncing standard_webhooks %v: %v", want, c.StandardWebhooks)
 		}
+	}
+}
+
+// TestAuditNamesHeaderValuesChanged: the audit log masks header values, so
+// an entry names the headers whose value changed (never the values): a
+// rotated credential is told apart from a save that changed nothing.
+func TestAuditNamesHeaderValuesChanged(t *testing.T) {
+	s := newTestStore(t)
+	ctx := context.Background()
+	s.UseSecrets(box(t, 1))
+	h, err := s.CreateWebhook(ctx, "admin", Webhook{CompanyID: 1, Name: "cmms", URL: "http://a", Events: []string{"task.completed"},
+		Active: true, Headers: map[string]string{"Authorization": "Bearer one-0123456789", "X-Tenant": "kahatex"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	update := func(headers map[string]string) map[string]any {
+		t.Helper()
+		if _, err := s.UpdateWebhook(ctx, "admin", "webhook.update", AllCompanies, h.ID, func(w *Webhook) error {
+			w.Headers = headers
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		entries, err := s.AuditLog(ctx, AllCompanies, h.ID, 1)
+		if err != nil || len(entries) != 1 {
+			t.Fatalf("audit log: %v, %v", entries, err)
+		}
+		d, _ := json.Marshal(entries[0])
+		for _, v := range []string{"Bearer one", "Bearer two"} {
+			if strings.Contains(string(d), v) {
+				t.Fatalf("a header value is in the audit log: %s", d)
+			}
+		}
+		return entries[0].Details
+	}
+	d := update(map[string]string{"Authorization": "Bearer two-0123456789", "X-Tenant": "kahatex"})
+	if got, _ := json.Marshal(d["header_values_changed"]); string(got) != `["Authorization"]` {
+		t.Errorf("a changed credential: header_values_changed %s, want [\"Authorization\"]", got)
+	}
+	d = update(map[string]string{"Authorization": "Bearer two-0123456789", "X-Tenant": "kahatex"})
+	if v, ok := d["header_values_changed"]; ok {
+		t.Errorf("a save that changed nothing: header_values_changed %v", v)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -334,6 +335,19 @@ func (s *Store) WebhookByID(ctx context.Context, company, id int64) (WebhookStat
 	return w, nil
 }
 
+// changedValues names, sorted, the headers that before and after both have
+// with different values.
+func changedValues(before, after map[string]string) []string {
+	var names []string
+	for k, v := range after {
+		if old, ok := before[k]; ok && old != v {
+			names = append(names, k)
+		}
+	}
+	slices.Sort(names)
+	return names
+}
+
 // Redacted is a webhook as the audit log keeps it: no secret, header values
 // masked.
 func Redacted(w Webhook) map[string]any {
@@ -482,9 +496,14 @@ func (s *Store) UpdateWebhook(ctx context.Context, actor, action string, company
 		if headersChanged {
 			after.HeaderError = ""
 		}
+		details := secretDetails(secretChanged, o, after)
+		if names := changedValues(before.Headers, after.Headers); len(names) > 0 {
+			// The masked headers of Before and After are alike: name the
+			// ones whose value changed, never the values.
+			details["header_values_changed"] = names
+		}
 		return s.writeAudit(ctx, tx, AuditEntry{Actor: actor, CompanyID: before.CompanyID, Action: action,
-			WebhookID: id, Before: Redacted(before), After: Redacted(after),
-			Details: secretDetails(secretChanged, o, after)})
+			WebhookID: id, Before: Redacted(before), After: Redacted(after), Details: details})
 	})
 	switch {
 	case isUniqueViolation(err):
