@@ -39,6 +39,16 @@ func TestWebhookFilter(t *testing.T) {
 	if r.status != 422 || r.errorOf(t)["field"] != "filter" {
 		t.Errorf("events without the filter's field: %d %s", r.status, r.body)
 	}
+	if w := fmt.Sprint(created["warnings"]); strings.Contains(w, "filter") {
+		t.Errorf("a filter whose field every subscribed event has: warnings %v", w)
+	}
+	// Events of which only some have the field: saved, with a warning
+	// naming those that lack it.
+	r = e.call(tokenA, "PATCH", fmt.Sprintf("/v1/webhooks/%d", id), `{"events": ["repair_request.created", "shutdown.reported"]}`)
+	if r.status != 200 || !strings.Contains(fmt.Sprint(r.json(t)["warnings"]), "filter: shutdown.reported events have no data.priority") {
+		t.Errorf("events some of which lack the filter's field: %d %s; want a warning naming shutdown.reported", r.status, r.body)
+	}
+	e.call(tokenA, "PATCH", fmt.Sprintf("/v1/webhooks/%d", id), `{"events": ["repair_request.created"]}`)
 	res := e.call(tokenA, "POST", fmt.Sprintf("/v1/webhooks/%d/test", id), map[string]any{"event_type": "repair_request.created"}).json(t)
 	if res["ok"] != true || res["filter_passed"] != false {
 		t.Errorf("test event: %v; want it sent, with filter_passed false (the test data is not critical)", res)

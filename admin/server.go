@@ -32,6 +32,7 @@ import (
 
 	"github.com/smartmaintenance/relay/config"
 	"github.com/smartmaintenance/relay/egress"
+	"github.com/smartmaintenance/relay/mapper"
 	"github.com/smartmaintenance/relay/relay"
 	"github.com/smartmaintenance/relay/store"
 )
@@ -342,6 +343,34 @@ func (s *Server) warnings(w store.Webhook) []string {
 	}
 	if w.HeaderError != "" {
 		out = append(out, "headers: "+w.HeaderError)
+	}
+	return append(out, s.filterWarnings(w)...)
+}
+
+// filterWarnings name the subscribed event types that lack a data field
+// the filter reads: for their events it reads as null, which a filter such
+// as data.priority == "critical" never passes. (A field no subscribed type
+// has is refused: checkFilter.)
+func (s *Server) filterWarnings(w store.Webhook) []string {
+	if w.Filter == "" || s.o.Fields == nil {
+		return nil
+	}
+	f, err := mapper.CompileFilter(w.Filter, nil)
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, field := range f.DataFields() {
+		var lacking []string
+		for _, ev := range w.Events {
+			if fs, known := s.o.Fields[ev]; known && !slices.Contains(fs, field) {
+				lacking = append(lacking, ev)
+			}
+		}
+		if len(lacking) > 0 {
+			out = append(out, fmt.Sprintf("filter: %s events have no data.%s, which is null for them: a comparison such as data.%s == \"x\" never passes them",
+				strings.Join(lacking, ", "), field, field))
+		}
 	}
 	return out
 }

@@ -379,6 +379,8 @@ func CheckWebhook(w Webhook, production bool) []string {
 		p.add("name", "required")
 	} else if problem := checkText(w.Name, MaxWebhookNameChars); problem != "" {
 		p.add("name", "%s", problem)
+	} else if problem := checkNameRunes(w.Name); problem != "" {
+		p.add("name", "%s", problem)
 	}
 	if problem := checkText(w.Description, MaxDescriptionChars); problem != "" {
 		p.add("description", "%s", problem)
@@ -634,6 +636,28 @@ func checkText(s string, max int) string {
 				kind = "bidirectional control character"
 			}
 			return fmt.Sprintf("contains the %s %U at byte %d; use plain single-line text", kind, r, i)
+		}
+	}
+	return ""
+}
+
+// checkNameRunes refuses, in a name checkText took, the characters that
+// do not show: format characters (U+200B ZERO WIDTH SPACE, U+2060 WORD
+// JOINER, U+FEFF, U+00AD SOFT HYPHEN, ...) but the joiners that scripts
+// and emoji sequences need (U+200C, U+200D), and spaces other than the
+// plain one and the ideographic one (U+00A0 NO-BREAK SPACE, U+2000 to
+// U+200A, ...). A company's names are told apart by what shows: "My
+// receiver" with a no-break space or a zero-width space reads as "My
+// receiver", which the name's uniqueness would not catch. It returns the
+// problem, or "".
+func checkNameRunes(s string) string {
+	for i, r := range s {
+		switch {
+		case r == 0x200c || r == 0x200d:
+		case unicode.Is(unicode.Cf, r):
+			return fmt.Sprintf("contains the invisible character %U at byte %d; use only characters that show", r, i)
+		case (unicode.IsSpace(r) || unicode.Is(unicode.Zs, r)) && r != ' ' && r != 0x3000:
+			return fmt.Sprintf("contains the space character %U at byte %d; use plain spaces", r, i)
 		}
 	}
 	return ""

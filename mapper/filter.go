@@ -84,10 +84,15 @@ var filterVMs = sync.Pool{New: func() any { return &vm.VM{MemoryBudget: filterMe
 type Filter struct {
 	src  string
 	prog *vm.Program
+	data []string
 }
 
 // String returns the filter's source.
 func (f *Filter) String() string { return f.src }
+
+// DataFields returns, sorted, the fields of data the filter reads by name
+// (data.priority, data["priority"]).
+func (f *Filter) DataFields() []string { return f.data }
 
 // CompileFilter compiles a webhook filter. fields names the data fields of
 // each event type the webhook is subscribed to (nil: do not check data
@@ -123,7 +128,8 @@ func CompileFilter(src string, fields map[string][]string) (*Filter, error) {
 	if v.loops > maxFilterLoops {
 		return nil, fmt.Errorf("%d predicates ({...}) is too many; a filter may use at most %d", v.loops, maxFilterLoops)
 	}
-	return &Filter{src: src, prog: prog}, nil
+	slices.Sort(v.read)
+	return &Filter{src: src, prog: prog, data: slices.Compact(v.read)}, nil
 }
 
 // writeCondition ends the error of a filter that is not a condition.
@@ -136,6 +142,7 @@ type filterVisitor struct {
 	src    string
 	err    error
 	loops  int
+	read   []string // the data fields read by name
 }
 
 func (v *filterVisitor) Visit(node *ast.Node) {
@@ -177,11 +184,15 @@ func (v *filterVisitor) Visit(node *ast.Node) {
 		}
 	case *ast.MemberNode:
 		id, ok := n.Node.(*ast.IdentifierNode)
-		if !ok || id.Value != filterData || v.fields == nil {
+		if !ok || id.Value != filterData {
 			return
 		}
 		name, ok := n.Property.(*ast.StringNode)
 		if !ok {
+			return
+		}
+		v.read = append(v.read, name.Value)
+		if v.fields == nil {
 			return
 		}
 		var all []string

@@ -114,3 +114,15 @@ func TestCompileFilterTakesCommonFilters(t *testing.T) {
 		}
 	}
 }
+
+// TestFilterDataFields: a filter names the data fields it reads, so that
+// the admin API can say which subscribed events lack them.
+func TestFilterDataFields(t *testing.T) {
+	f, err := CompileFilter(`data.priority == "critical" || data["title"] contains "Pump" || data.priority == "high" || company_id == 1`, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(f.DataFields(), ","); got != "priority,title" {
+		t.Errorf("DataFields = %q, want priority,title", got)
+	}
+}
