@@ -9,12 +9,15 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -463,4 +466,142 @@ func TestBrowserWalkthrough(t *testing.T) {
 		chromedp.WaitVisible(chromedp.CSS("table.audit")),
 	)
 	waitText(t, ctx, "main", "was deleted")
+}
+
+// signInAt signs the browser in to the console served at base with token
+// and waits for the list.
+func signInAt(t *testing.T, ctx context.Context, base, token string) {
+	t.Helper()
+	run(t, ctx, "sign in",
+		chromedp.Navigate(base+"/ui/signin"),
+		chromedp.WaitVisible(chromedp.CSS("#token")),
+		chromedp.SendKeys(chromedp.CSS("#token"), token),
+		chromedp.Submit(chromedp.CSS("#token")),
+		chromedp.WaitVisible(chromedp.CSS(`a[href="/ui/webhooks/new"]`)),
+	)
+}
+
+// latency serves h with each POST's answer held back by d after it was
+// made, as a slow network does: the change is done when the browser may
+// still act on the page it came from.
+func latency(t *testing.T, h http.Handler, d time.Duration, posts *atomic.Int32) *httptest.Server {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost {
+			h.ServeHTTP(w, r)
+			return
+		}
+		posts.Add(1)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, r)
+		time.Sleep(d)
+		maps.Copy(w.Header(), rec.Header())
+		w.WriteHeader(rec.Code)
+		_, _ = w.Write(rec.Body.Bytes())
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// TestBrowserDoubleSubmit: two clicks on "Save webhook" 15 ms apart, the
+// first answer not back yet, post the form once: one webhook is created
+// and the page shows its one-time secret (not "Not saved" from a second
+// post finding the name taken). Back on the form, it can be sent again.
+func TestBrowserDoubleSubmit(t *testing.T) {
+	ctx := newBrowser(t)
+	e := newEnv(t)
+	var posts atomic.Int32
+	srv := latency(t, e.api.Handler(), 300*time.Millisecond, &posts)
+	signInAt(t, ctx, srv.URL, tokenA)
+	run(t, ctx, "new webhook form",
+		chromedp.Navigate(srv.URL+"/ui/webhooks/new"),
+		chromedp.WaitVisible(chromedp.CSS("#name")),
+		chromedp.SendKeys(chromedp.CSS("#name"), "Double click"),
+		chromedp.SendKeys(chromedp.CSS("#url"), e.recv.URL+"/double"),
+		chromedp.Click(chromedp.CSS(`input[value="task.completed"]`)),
+	)
+	const save = `form.form button[type="submit"]`
+	at := get(t, ctx, "the Save button", chromedp.Evaluate[[]float64](`(() => {
+		const b = document.querySelector('`+save+`'); b.scrollIntoView({block: "center"});
+		const r = b.getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; })()`))
+	posts.Store(0)
+	run(t, ctx, "double click on Save",
+		chromedp.MouseClickXY(at[0], at[1]),
+		chromedp.Sleep(15*time.Millisecond),
+		chromedp.MouseClickXY(at[0], at[1]),
+		chromedp.WaitVisible(chromedp.CSS("#generated-secret, form.form .flash-error")),
+	)
+	if n := posts.Load(); n != 1 {
+		t.Errorf("the form was posted %d times, want once", n)
+	}
+	hooks, _ := e.st.ListWebhooks(context.Background(), 1)
+	if len(hooks) != 1 {
+		t.Fatalf("%d webhooks saved, want 1", len(hooks))
+	}
+	shown := get(t, ctx, "the page after saving", chromedp.Evaluate[string](
+		`(document.getElementById("generated-secret") || {value: document.querySelector("main").innerText.slice(0, 200)}).value`))
+	if shown != hooks[0].Secret {
+		t.Fatalf("the page does not show the webhook's secret; it shows %q", shown)
+	}
+
+	// Back to the form: its button works again.
+	run(t, ctx, "back to the form", chromedp.NavigateBack(), chromedp.WaitVisible(chromedp.CSS(save)))
+	if disabled := get(t, ctx, "the Save button", chromedp.Evaluate[bool](`document.querySelector('`+save+`').disabled`)); disabled {
+		t.Fatal("back on the form, Save is still disabled")
+	}
+}
+
+// TestBrowserLongTextsWrap: a 200-character name without a space, and a
+// 2,000-character description starting with a long link, wrap: the list's
+// table stays within its container with every column in view, the row
+// shows two lines of the description (all of it in its title), and the
+// webhook's page does not scroll sideways. The form's Description is one
+// line: a line break put into it is dropped.
+func TestBrowserLongTextsWrap(t *testing.T) {
+	ctx := newBrowser(t)
+	e := newEnv(t)
+	ctxb := context.Background()
+	name := strings.Repeat("N", config.MaxWebhookNameChars)
+	desc := "See https://wiki.example.com/" + strings.Repeat("x", 400) + " "
+	desc += strings.Repeat("lorem ", (config.MaxDescriptionChars-len(desc))/6)
+	u, ev := e.recv.URL+"/"+strings.Repeat("p", 300), []string{"task.completed"}
+	s, err := e.api.CreateWebhook(ctxb, e.actor(tokenA), admin.WebhookInput{Name: &name, URL: &u, Events: &ev, Description: &desc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.create(tokenA, "Short", "/short")
+	signInAt(t, ctx, e.srv.URL, tokenA)
+	run(t, ctx, "list", chromedp.Navigate(e.srv.URL+"/ui/webhooks"), chromedp.WaitVisible(chromedp.CSS("table.list")))
+	type box struct {
+		Table, Wrap, ActiveRight, WrapRight, RowHeight, DescLines float64
+		Title                                                     string
+	}
+	m := get(t, ctx, "measure the list", chromedp.Evaluate[box](`(() => {
+		const wrap = document.querySelector(".table-wrap"), table = document.querySelector("table.list");
+		const row = table.querySelector("tbody tr"), d = row.querySelector(".desc");
+		const active = table.querySelector("thead th:last-child").getBoundingClientRect();
+		const lh = parseFloat(getComputedStyle(d).lineHeight);
+		return {Table: table.scrollWidth, Wrap: wrap.clientWidth, ActiveRight: active.right, WrapRight: wrap.getBoundingClientRect().right,
+			RowHeight: row.getBoundingClientRect().height, DescLines: d.getBoundingClientRect().height / lh, Title: d.title};
+	})()`))
+	t.Logf("list: %+v", box{m.Table, m.Wrap, m.ActiveRight, m.WrapRight, m.RowHeight, m.DescLines, ""})
+	if m.Table > m.Wrap || m.ActiveRight > m.WrapRight+0.5 {
+		t.Errorf("the table is %.0f px wide in a container of %.0f px (Active ends at %.0f, the container at %.0f)",
+			m.Table, m.Wrap, m.ActiveRight, m.WrapRight)
+	}
+	if m.DescLines > 2.1 || m.RowHeight > 300 {
+		t.Errorf("the row is %.0f px tall, its description %.1f lines; want at most 2", m.RowHeight, m.DescLines)
+	}
+	if m.Title != desc {
+		t.Errorf("the description's title is %q, want the whole description", m.Title)
+	}
+	run(t, ctx, "detail", chromedp.Navigate(fmt.Sprintf("%s/ui/webhooks/%d", e.srv.URL, s.Webhook.ID)), chromedp.WaitVisible(chromedp.CSS("#deliveries")))
+	if w := get(t, ctx, "detail width", chromedp.Evaluate[[]float64](
+		`[document.documentElement.scrollWidth, document.documentElement.clientWidth]`)); w[0] > w[1] {
+		t.Errorf("the webhook's page is %.0f px wide in a window of %.0f px", w[0], w[1])
+	}
+	run(t, ctx, "new form", chromedp.Navigate(e.srv.URL+"/ui/webhooks/new"), chromedp.WaitVisible(chromedp.CSS("#description")))
+	if v := get(t, ctx, "a line break in the description", chromedp.Evaluate[string](
+		`(() => { const d = document.getElementById("description"); d.value = "one\r\ntwo"; return d.value; })()`)); v != "onetwo" {
+		t.Errorf("the description holds %q: a line break the relay refuses", v)
+	}
 }

@@ -10,7 +10,8 @@
 // sending). Pages are server-rendered from html/template (every value
 // escaped) with assets embedded in the binary; they work without
 // JavaScript, which only adds the in-place Active toggle, copy and
-// generate buttons. Responses carry a strict Content-Security-Policy
+// generate buttons, and keeps a form that is being sent from being sent
+// again (a double click). Responses carry a strict Content-Security-Policy
 // without inline script or style.
 //
 // Sign-in exchanges the token for a session kept in memory (see sessions):

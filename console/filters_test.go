@@ -7,6 +7,8 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+
+	"github.com/smartmaintenance/relay/admin"
 )
 
 // TestFilterField: the form saves a webhook's filter, puts a bad one's
@@ -37,5 +39,34 @@ func TestFilterField(t *testing.T) {
 	}
 	if ed := b.get(fmt.Sprintf("/ui/webhooks/%d/edit", hooks[0].ID)); !strings.Contains(ed.body, `id="filter" name="filter" type="text" value="data.priority == &#34;critical&#34;"`) {
 		t.Errorf("the edit form does not hold the filter")
+	}
+}
+
+// TestTestEventFilterNote: when the webhook's filter would not pass the
+// test event, the test page says that a real event like it would not be
+// sent, as the CLI does; with a filter that passes it, or none, it says
+// nothing of the sort.
+func TestTestEventFilterNote(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	const note = "The webhook's filter would not pass this event; a real event like it would not be sent."
+	b := e.browser()
+	b.signIn(tokenA)
+	for _, tc := range []struct {
+		filter string
+		want   bool
+	}{{`company_id == 2`, true}, {`company_id == 1`, false}, {"", false}} {
+		name, u, ev, filter := "Filtered "+tc.filter, e.recv.URL+"/f", []string{"task.completed"}, tc.filter
+		s, err := e.api.CreateWebhook(ctx, e.actor(tokenA), admin.WebhookInput{Name: &name, URL: &u, Events: &ev, Filter: &filter})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := b.testEvent(t, s.Webhook.ID)
+		if !strings.Contains(p.body, "It's wired up.") {
+			t.Fatalf("filter %q: the test event did not go through:\n%s", tc.filter, p.body)
+		}
+		if got := strings.Contains(p.body, note) && strings.Contains(p.body, `id="test-filter-note"`); got != tc.want {
+			t.Errorf("filter %q: note shown %v, want %v:\n%s", tc.filter, got, tc.want, p.body)
+		}
 	}
 }

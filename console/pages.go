@@ -298,6 +298,9 @@ type headerRow struct {
 	// Saved: the header is stored; its value is not shown, and an empty
 	// value keeps it.
 	Saved bool
+	// Error is why the row was refused: an empty value with no saved
+	// value to keep.
+	Error string
 }
 
 type hookForm struct {
@@ -315,19 +318,26 @@ type hookForm struct {
 	StandardWebhooks bool
 	SecretOverlap    string
 	PreviousUntil    time.Time
-	Events           map[string]bool
-	AllEvents        []string
-	Headers          []headerRow
-	Production       bool
-	Errors           map[string]string
-	FormError        string
+	// PreviousValid: a rotation's window lasts (PreviousUntil is ahead),
+	// so a new secret now would end the previous one's signing at once.
+	PreviousValid bool
+	// Active is the new form's checkbox (checked by default).
+	Active     bool
+	Events     map[string]bool
+	AllEvents  []string
+	Headers    []headerRow
+	Production bool
+	Errors     map[string]string
+	// RowErrors counts the header rows refused (headerRow.Error).
+	RowErrors int
+	FormError string
 }
 
 // blankRows are the empty header rows a form offers without JavaScript.
 const blankRows = 2
 
 func (c *Console) newForm(rq *req) error {
-	f := hookForm{Events: map[string]bool{}, AllEvents: c.api.Events(), Production: c.api.Production(), Format: "raw"}
+	f := hookForm{Events: map[string]bool{}, AllEvents: c.api.Events(), Production: c.api.Production(), Format: "raw", Active: true}
 	f.Headers = make([]headerRow, blankRows)
 	c.render(rq.w, http.StatusOK, "form", c.page(rq, "New webhook", "webhooks", f))
 	return nil
@@ -351,7 +361,7 @@ func (c *Console) editForm(rq *req) error {
 	f := hookForm{ID: h.ID, Edit: true, Name: h.Name, URL: h.URL, Description: h.Description, Format: h.Format, Filter: h.Filter,
 		HasSecret: h.Secret != "" || h.SecretError != "", Events: map[string]bool{},
 		AllEvents: c.api.Events(), Production: c.api.Production(),
-		StandardWebhooks: h.StandardWebhooks, PreviousUntil: h.PreviousSecretUntil}
+		StandardWebhooks: h.StandardWebhooks, PreviousUntil: h.PreviousSecretUntil, PreviousValid: c.previousValid(h.PreviousSecretUntil)}
 	for _, e := range h.Events {
 		f.Events[e] = true
 	}
@@ -368,8 +378,32 @@ func (c *Console) editForm(rq *req) error {
 	return nil
 }
 
+// previousValid reports whether a rotated-out secret still signs until
+// until (the store gives a zero time once the window has ended).
+func (c *Console) previousValid(until time.Time) bool {
+	return !until.IsZero() && until.After(c.o.Now())
+}
+
+// savedHeader is the stored value of the header named name, matched as
+// HTTP does, regardless of case (an exact match first).
+func savedHeader(saved map[string]string, name string) (string, bool) {
+	if v, ok := saved[name]; ok {
+		return v, true
+	}
+	for k, v := range saved {
+		if strings.EqualFold(k, name) {
+			return v, true
+		}
+	}
+	return "", false
+}
+
 // readForm reads the webhook form as typed. saved are the stored headers
-// (edit), whose values an empty value field keeps.
+// (edit), whose values an empty value field keeps: for a row named as a
+// saved header, case aside (a case-only rename keeps the value under the
+// new spelling). A row with an empty value and no saved header of its name
+// (new, or renamed) is refused: saved, it would send an empty credential
+// while the page shows it masked as set.
 func (c *Console) readForm(rq *req, saved map[string]string) (hookForm, admin.WebhookInput) {
 	pf := rq.r.PostForm
 	f := hookForm{Name: pf.Get("name"), URL: pf.Get("url"), Description: pf.Get("description"), Format: pf.Get("format"),
@@ -393,11 +427,16 @@ func (c *Console) readForm(rq *req, saved map[string]string) (hookForm, admin.We
 		if n == "" {
 			continue // a cleared name removes the header
 		}
-		_, isSaved := saved[n]
-		f.Headers = append(f.Headers, headerRow{Name: n, Value: v, Saved: isSaved && v == ""})
-		if v == "" && isSaved {
-			v = saved[n]
+		row := headerRow{Name: n, Value: v}
+		if v == "" {
+			if sv, ok := savedHeader(saved, n); ok {
+				row.Saved, v = true, sv
+			} else {
+				row.Error = fmt.Sprintf("header %q: enter its value (a new or renamed header has no saved value to keep)", n)
+				f.RowErrors++
+			}
 		}
+		f.Headers = append(f.Headers, row)
 		headers[n] = v
 	}
 	f.Headers = append(f.Headers, make([]headerRow, blankRows)...)
@@ -448,18 +487,35 @@ func formError(f *hookForm, err error) bool {
 	return true
 }
 
+// create registers a webhook. A refused form is shown again as typed, the
+// secret too (the admin's own input, on the answer to their own request;
+// dropped, saving the corrected form would generate another secret).
+// "active" is the Active checkbox after a hidden "false": absent (a form
+// without the checkbox) the API's default, active, holds.
 func (c *Console) create(rq *req) error {
 	f, in := c.readForm(rq, nil)
+	f.Active = true
+	if vs, given := rq.r.PostForm["active"]; given {
+		f.Active = slices.Contains(vs, "true")
+		in.Active = &f.Active
+	}
+	if f.RowErrors > 0 {
+		c.render(rq.w, http.StatusUnprocessableEntity, "form", c.page(rq, "New webhook", "webhooks", f))
+		return nil
+	}
 	saved, err := c.api.CreateWebhook(rq.r.Context(), rq.actor, in)
 	if err != nil {
 		if !formError(&f, err) {
 			return err
 		}
-		f.Secret = "" // never echoed back
 		c.render(rq.w, http.StatusUnprocessableEntity, "form", c.page(rq, "New webhook", "webhooks", f))
 		return nil
 	}
-	return c.saved(rq, saved, "Webhook “"+saved.Webhook.Name+"” registered. It is active for new events.")
+	msg := "Webhook “" + saved.Webhook.Name + "” registered. It is active for new events."
+	if !saved.Webhook.Active {
+		msg = "Webhook “" + saved.Webhook.Name + "” registered, disabled: no event fires it until you enable it. Send a test event to check the wiring first."
+	}
+	return c.saved(rq, saved, msg)
 }
 
 func (c *Console) update(rq *req) error {
@@ -470,13 +526,16 @@ func (c *Console) update(rq *req) error {
 	}
 	f, in := c.readForm(rq, h.Headers)
 	f.ID, f.Edit, f.HasSecret = h.ID, true, h.Secret != "" || h.SecretError != ""
-	f.PreviousUntil = h.PreviousSecretUntil
+	f.PreviousUntil, f.PreviousValid = h.PreviousSecretUntil, c.previousValid(h.PreviousSecretUntil)
+	if f.RowErrors > 0 {
+		c.render(rq.w, http.StatusUnprocessableEntity, "form", c.page(rq, "Edit "+h.Name, "webhooks", f))
+		return nil
+	}
 	saved, err := c.api.UpdateWebhook(rq.r.Context(), rq.actor, id, in)
 	if err != nil {
 		if !formError(&f, err) {
 			return err
 		}
-		f.Secret = ""
 		c.render(rq.w, http.StatusUnprocessableEntity, "form", c.page(rq, "Edit "+h.Name, "webhooks", f))
 		return nil
 	}
@@ -724,6 +783,13 @@ type testData struct {
 	Selected string
 	Result   *admin.TestResult
 	Error    string
+}
+
+// FilterRefused reports whether the webhook's filter would not pass the
+// test event (sent anyway: the admin asked for it), so that a real event
+// like it would not be sent. False without a filter.
+func (d testData) FilterRefused() bool {
+	return d.Result != nil && d.Result.FilterPassed != nil && !*d.Result.FilterPassed
 }
 
 func (c *Console) testPage(rq *req) error {

@@ -3,12 +3,15 @@ package console_test
 import (
 	"context"
 	"fmt"
+	"html"
 	"net/http"
 	"net/url"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/smartmaintenance/relay/config"
 	"github.com/smartmaintenance/relay/store"
 )
 
@@ -222,5 +225,207 @@ func TestStaticAssets(t *testing.T) {
 	}
 	if p := b.get("/ui/static/app.css"); p.status != http.StatusNotFound {
 		t.Fatalf("unhashed name: %d", p.status)
+	}
+}
+
+// TestHeaderRenameNeedsValue: on the edit form an empty value keeps the
+// saved value only for a row named as a saved header, case aside (a
+// case-only rename keeps it under the new spelling); a renamed or new
+// header with an empty value is refused next to its row, nothing saved,
+// and the form keeps what was typed.
+func TestHeaderRenameNeedsValue(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	b := e.browser()
+	b.signIn(tokenA)
+	b.get("/ui/webhooks/new")
+	p := b.post("/ui/webhooks/new", url.Values{"name": {"CMMS"}, "url": {e.recv.URL + "/cmms"}, "events": {"task.completed"},
+		"header_name": {"authorization"}, "header_value": {"Bearer kept-credential"}})
+	if p.status != 200 {
+		t.Fatalf("save: %d\n%s", p.status, p.body)
+	}
+	hooks, _ := e.st.ListWebhooks(ctx, 1)
+	id := hooks[0].ID
+	edit := fmt.Sprintf("/ui/webhooks/%d/edit", id)
+	form := func(names, values []string) url.Values {
+		return url.Values{"name": {"CMMS renamed"}, "url": {e.recv.URL + "/cmms"}, "events": {"task.completed"},
+			"description": {"typed description"}, "secret": {"typed-secret-0123456789abcdef"},
+			"header_name": names, "header_value": values}
+	}
+	// Renamed with the value left empty: refused, nothing changed.
+	for _, tc := range []struct{ names, values []string }{
+		{[]string{"X-Api-Key"}, []string{""}},
+		{[]string{"authorization", "X-Api-Key"}, []string{"", ""}}, // kept, plus a new one without a value
+	} {
+		p = b.post(edit, form(tc.names, tc.values))
+		msg := html.EscapeString(`header "X-Api-Key": enter its value (a new or renamed header has no saved value to keep)`)
+		if p.status != http.StatusUnprocessableEntity || !strings.Contains(p.body, msg) ||
+			!strings.Contains(p.body, `aria-invalid="true" aria-describedby="hv`+fmt.Sprint(len(tc.names)-1)+`-error"`) {
+			t.Fatalf("%v with empty values: %d, want 422 with the row's message:\n%s", tc.names, p.status, p.body)
+		}
+		for _, want := range []string{`value="CMMS renamed"`, `value="typed description"`, `value="X-Api-Key"`, "Not saved"} {
+			if !strings.Contains(p.body, want) {
+				t.Errorf("%v: the refused form lacks %q", tc.names, want)
+			}
+		}
+		h, _ := e.st.WebhookByID(ctx, 1, id)
+		if h.Name != "CMMS" || len(h.Headers) != 1 || h.Headers["authorization"] != "Bearer kept-credential" {
+			t.Fatalf("%v: a refused form changed the webhook: %+v", tc.names, h.Webhook)
+		}
+	}
+	// A case-only rename keeps the value under the new spelling.
+	if p = b.post(edit, form([]string{"Authorization"}, []string{""})); p.status != http.StatusSeeOther {
+		t.Fatalf("case-only rename: %d\n%s", p.status, p.body)
+	}
+	h, _ := e.st.WebhookByID(ctx, 1, id)
+	if len(h.Headers) != 1 || h.Headers["Authorization"] != "Bearer kept-credential" {
+		t.Fatalf("after a case-only rename: %v", h.Headers)
+	}
+	// Renamed with a value: saved.
+	if p = b.post(edit, form([]string{"X-Api-Key"}, []string{"key-1"})); p.status != http.StatusSeeOther {
+		t.Fatalf("rename with a value: %d\n%s", p.status, p.body)
+	}
+	if h, _ := e.st.WebhookByID(ctx, 1, id); len(h.Headers) != 1 || h.Headers["X-Api-Key"] != "key-1" {
+		t.Fatalf("after a rename with a value: %v", h.Headers)
+	}
+	// The new form: a header without a value is refused too.
+	b.get("/ui/webhooks/new")
+	p = b.post("/ui/webhooks/new", url.Values{"name": {"Empty header"}, "url": {e.recv.URL + "/e"}, "events": {"task.completed"},
+		"header_name": {"X-Team"}, "header_value": {""}})
+	if p.status != http.StatusUnprocessableEntity || !strings.Contains(p.body, html.EscapeString(`header "X-Team": enter its value`)) {
+		t.Fatalf("new webhook with an empty header value: %d\n%s", p.status, p.body)
+	}
+	if hooks, _ := e.st.ListWebhooks(ctx, 1); len(hooks) != 1 {
+		t.Fatalf("a refused new form saved a webhook")
+	}
+}
+
+// TestRefusedFormKeepsSecret: a form refused for another field shows the
+// Secret the admin typed again (still a password input), on the new and
+// the edit form, so that saving the corrected form keeps it.
+func TestRefusedFormKeepsSecret(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	b := e.browser()
+	b.signIn(tokenA)
+	const typed = "my-own-secret-0123456789-<&>"
+	b.get("/ui/webhooks/new")
+	p := b.post("/ui/webhooks/new", url.Values{"name": {""}, "url": {e.recv.URL + "/s"}, "events": {"task.completed"}, "secret": {typed}})
+	want := `id="secret" name="secret" type="password" value="` + html.EscapeString(typed) + `"`
+	if p.status != http.StatusUnprocessableEntity || !strings.Contains(p.body, `id="name-error"`) || !strings.Contains(p.body, want) {
+		t.Fatalf("new form refused: %d, the typed secret is not shown again:\n%s", p.status, p.body)
+	}
+	fixed := formValues(t, p.body)
+	fixed.Set("name", "Own secret")
+	if p = b.post("/ui/webhooks/new", fixed); p.status != http.StatusSeeOther {
+		t.Fatalf("the corrected form: %d\n%s", p.status, p.body)
+	}
+	hooks, _ := e.st.ListWebhooks(ctx, 1)
+	if len(hooks) != 1 || hooks[0].Secret != typed {
+		t.Fatalf("saved: %+v, want the secret typed", hooks)
+	}
+	edit := fmt.Sprintf("/ui/webhooks/%d/edit", hooks[0].ID)
+	const next = "the-next-secret-0123456789"
+	p = b.post(edit, url.Values{"name": {"Own secret"}, "url": {e.recv.URL + "/s"}, "events": {}, "secret": {next}})
+	if p.status != http.StatusUnprocessableEntity || !strings.Contains(p.body, `id="events-error"`) ||
+		!strings.Contains(p.body, `id="secret" name="secret" type="password" value="`+next+`"`) {
+		t.Fatalf("edit form refused: %d, the typed secret is not shown again:\n%s", p.status, p.body)
+	}
+	if h, _ := e.st.WebhookByID(ctx, 1, hooks[0].ID); h.Secret != typed {
+		t.Fatal("a refused edit changed the secret")
+	}
+}
+
+// TestDescriptionIsOneLine: the Description is a single-line text input
+// (a browser cannot send a line break, which the relay refuses) as long as
+// validation allows.
+func TestDescriptionIsOneLine(t *testing.T) {
+	e := newEnv(t)
+	id := e.create(tokenA, "One line", "/o")
+	b := e.browser()
+	b.signIn(tokenA)
+	for _, path := range []string{"/ui/webhooks/new", fmt.Sprintf("/ui/webhooks/%d/edit", id)} {
+		p := b.get(path)
+		want := fmt.Sprintf(`<input id="description" name="description" type="text" value="" maxlength="%d"`, config.MaxDescriptionChars)
+		if !strings.Contains(p.body, want) || strings.Contains(p.body, "<textarea") {
+			t.Errorf("%s: the description is not a one-line input of at most %d characters:\n%s", path, config.MaxDescriptionChars, p.body)
+		}
+	}
+}
+
+// TestNewWebhookActiveCheckbox: the new form's Active checkbox is checked
+// by default and saves an active webhook; unticked, the webhook is created
+// disabled and the page says so; a form without the field keeps the API's
+// default (active).
+func TestNewWebhookActiveCheckbox(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	b := e.browser()
+	b.signIn(tokenA)
+	p := b.get("/ui/webhooks/new")
+	if !strings.Contains(p.body, `<input type="hidden" name="active" value="false">`) ||
+		!strings.Contains(p.body, `<input type="checkbox" id="active" name="active" value="true" checked`) {
+		t.Fatalf("the new form has no Active checkbox checked by default:\n%s", p.body)
+	}
+	for _, tc := range []struct {
+		name   string
+		active []string
+		want   bool
+		flash  string
+	}{
+		{"Ticked", []string{"false", "true"}, true, "It is active for new events."},
+		{"Unticked", []string{"false"}, false, "registered, disabled: no event fires it until you enable it"},
+		{"Without the field", nil, true, "It is active for new events."},
+	} {
+		form := url.Values{"name": {tc.name}, "url": {e.recv.URL + "/a"}, "events": {"task.completed"}, "secret": {"a-secret-of-the-admin-0123"}}
+		if tc.active != nil {
+			form["active"] = tc.active
+		}
+		p := b.post("/ui/webhooks/new", form)
+		if p.status != http.StatusSeeOther {
+			t.Fatalf("%s: %d\n%s", tc.name, p.status, p.body)
+		}
+		var got *store.WebhookStats
+		hooks, _ := e.st.ListWebhooks(ctx, 1)
+		for i := range hooks {
+			if hooks[i].Name == tc.name {
+				got = &hooks[i]
+			}
+		}
+		if got == nil || got.Active != tc.want {
+			t.Fatalf("%s: saved %+v, want active %v", tc.name, got, tc.want)
+		}
+		if d := b.get(p.location); !strings.Contains(d.body, tc.flash) {
+			t.Errorf("%s: the page does not say %q:\n%s", tc.name, tc.flash, d.body)
+		}
+	}
+	// Refused, the form keeps the box unticked.
+	p = b.post("/ui/webhooks/new", url.Values{"name": {""}, "url": {e.recv.URL + "/a"}, "events": {"task.completed"}, "active": {"false"}})
+	if p.status != http.StatusUnprocessableEntity || !strings.Contains(p.body, `id="active" name="active" value="true" aria-describedby`) {
+		t.Fatalf("refused: %d, the Active box is not kept unticked:\n%s", p.status, p.body)
+	}
+}
+
+// TestDisabledWebhookDeliveriesWait: a pending delivery of an active
+// webhook shows its next attempt; of a disabled one, that it waits for the
+// webhook to be enabled, not a next attempt in the past.
+func TestDisabledWebhookDeliveriesWait(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	id := e.create(tokenA, "Waiting", "/w")
+	e.delivery(id, 1, time.Now().Add(-10*time.Minute))
+	b := e.browser()
+	b.signIn(tokenA)
+	e.clock.add(2 * time.Minute) // the next attempt is due, in the past
+	detail := fmt.Sprintf("/ui/webhooks/%d?status=retrying", id)
+	if p := b.get(detail); !strings.Contains(p.body, "Next attempt") || strings.Contains(p.body, "Waits:") {
+		t.Fatalf("an active webhook's pending delivery:\n%s", p.body)
+	}
+	if _, err := e.api.SetActive(ctx, e.actor(tokenA), id, false); err != nil {
+		t.Fatal(err)
+	}
+	p := b.get(detail)
+	if strings.Contains(p.body, "Next attempt") || !strings.Contains(p.body, "Waits: the webhook is disabled, so nothing is attempted until you enable it again.") {
+		t.Fatalf("a disabled webhook's pending delivery:\n%s", p.body)
 	}
 }

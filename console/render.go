@@ -13,6 +13,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/smartmaintenance/relay/config"
 	"github.com/smartmaintenance/relay/store"
 )
 
@@ -40,6 +41,7 @@ func (c *Console) funcs() template.FuncMap {
 		"ago":            ago,
 		"iso":            func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
 		"overlapChoices": func() []overlapChoice { return overlapChoices },
+		"maxDescription": func() int { return config.MaxDescriptionChars },
 		"rate": func(h store.WebhookStats) string {
 			if h.Attempts24h == 0 {
 				return "—"

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/smartmaintenance/relay/admin"
 	"github.com/smartmaintenance/relay/signature"
 )
 
@@ -80,4 +81,49 @@ func TestStandardWebhooksAndRotationOnPage(t *testing.T) {
 	if audit := b.get(fmt.Sprintf("/ui/webhooks/%d/audit", id)); !strings.Contains(audit.body, "Rotated the secret") {
 		t.Error("the audit page lacks the rotation")
 	}
+}
+
+// TestRotateWarnsWhilePreviousSecretSigns: while a rotation's window
+// lasts, the edit form warns, next to the secret and the rotate control,
+// that a new secret now ends the previous one's signing at once; with no
+// window (never rotated, rotated without one, or the window over) it does
+// not.
+func TestRotateWarnsWhilePreviousSecretSigns(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	id := e.create(tokenA, "Rotating", "/r")
+	b := e.browser()
+	b.signIn(tokenA)
+	edit := fmt.Sprintf("/ui/webhooks/%d/edit", id)
+	const warning = "If you rotate or set a new secret now, that secret stops signing at once, and receivers that still use it will reject the requests."
+	warned := func(what string, want bool) {
+		t.Helper()
+		p := b.get(edit)
+		got := strings.Contains(p.body, warning) && strings.Contains(p.body, `id="secret-previous-warning"`) &&
+			strings.Contains(p.body, `name="rotate_secret" value="1" aria-describedby="secret-previous-warning"`) &&
+			strings.Contains(p.body, `aria-describedby="secret-hint secret-previous-warning"`)
+		if got != want || strings.Contains(p.body, "secret-previous-warning") != want {
+			t.Fatalf("%s: warning shown %v, want %v:\n%s", what, got, want, p.body)
+		}
+	}
+	warned("never rotated", false)
+	rotate := func(overlap string) {
+		t.Helper()
+		o := overlap
+		if _, err := e.api.UpdateWebhook(ctx, e.actor(tokenA), id, admin.WebhookInput{RotateSecret: true, SecretOverlap: &o}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rotate("0")
+	warned("rotated without a window", false)
+	rotate("24h")
+	warned("rotated, the window lasting", true)
+	h, _ := e.st.WebhookByID(ctx, 1, id)
+	if p := b.get(edit); !strings.Contains(p.body, `<time datetime="`+h.PreviousSecretUntil.UTC().Format(time.RFC3339)+`">`) {
+		t.Errorf("the warning does not say until when:\n%s", p.body)
+	}
+	if _, err := e.st.Pool().Exec(ctx, `UPDATE `+e.st.Schema()+`.webhooks SET previous_secret_until = now() - interval '1 minute' WHERE id = $1`, id); err != nil {
+		t.Fatal(err)
+	}
+	warned("the window over", false)
 }

@@ -7,6 +7,44 @@
   const say = (text) => { if (live) { live.textContent = ""; setTimeout(() => { live.textContent = text; }, 30); } };
   const show = (el) => { el.hidden = false; };
 
+  // A form that is submitting cannot be submitted again: a double click on
+  // "Save webhook" would post it twice, and the second answer ("name
+  // taken") would replace the first, hiding that the webhook was saved and
+  // its one-time secret. Every form that posts (save, rotate, test,
+  // re-fire, delete, enable/disable, replay, ...) has its submit buttons
+  // disabled from its submit until the next page.
+  const postForms = document.querySelectorAll('form[method="post"]');
+  // The in-place toggle stays on its page: its switch is marked
+  // aria-disabled rather than disabled, which would take the focus away.
+  const setBusy = (form, on) => {
+    if (on) { form.dataset.submitting = "true"; form.setAttribute("aria-busy", "true"); } else { delete form.dataset.submitting; form.removeAttribute("aria-busy"); }
+    const inPlace = form.hasAttribute("data-toggle");
+    form.querySelectorAll('button[type="submit"], button:not([type]), input[type="submit"]').forEach((b) => {
+      if (inPlace) { if (on) b.setAttribute("aria-disabled", "true"); else b.removeAttribute("aria-disabled"); } else { b.disabled = on; }
+    });
+  };
+  postForms.forEach((form) => {
+    form.addEventListener("submit", (ev) => {
+      if (form.dataset.submitting) { ev.preventDefault(); ev.stopImmediatePropagation(); return; }
+      // A disabled button is not sent: keep a named submitter's value.
+      const by = ev.submitter;
+      if (by && by.name && !form.querySelector('input[type="hidden"][data-submitter]')) {
+        const keep = document.createElement("input");
+        keep.type = "hidden"; keep.name = by.name; keep.value = by.value; keep.dataset.submitter = "";
+        form.appendChild(keep);
+      }
+      setBusy(form, true);
+    });
+  });
+  // Back to a page kept in the back-forward cache: its forms work again.
+  window.addEventListener("pageshow", (ev) => {
+    if (!ev.persisted) return;
+    postForms.forEach((form) => {
+      form.querySelectorAll("input[data-submitter]").forEach((el) => el.remove());
+      setBusy(form, false);
+    });
+  });
+
   // Active toggle in place: the form posts with fetch and the switch flips.
   document.querySelectorAll("form[data-toggle]").forEach((form) => {
     form.addEventListener("submit", async (ev) => {
@@ -14,6 +52,7 @@
       const btn = form.querySelector("[role=switch]");
       const field = form.querySelector("input[name=active]");
       btn.setAttribute("aria-busy", "true");
+      let plain = false;
       try {
         const res = await fetch(form.action, {
           method: "POST", body: new URLSearchParams(new FormData(form)),
@@ -26,9 +65,11 @@
         field.value = out.active ? "false" : "true";
         say(out.name + (out.active ? " enabled" : " disabled"));
       } catch (e) {
+        plain = true;
         form.submit();
       } finally {
         btn.removeAttribute("aria-busy");
+        if (!plain) setBusy(form, false); // answered in place: the switch works again
       }
     });
   });
@@ -78,9 +119,11 @@
     add.addEventListener("click", () => {
       const row = rows.querySelector("[data-header-row]").cloneNode(true);
       n++;
+      row.querySelectorAll(".error").forEach((el) => el.remove());
       row.querySelectorAll("input").forEach((input, i) => {
         input.value = ""; input.placeholder = i === 0 ? "Header name" : "Value";
         input.id = (i === 0 ? "hn" : "hv") + n;
+        input.removeAttribute("aria-invalid"); input.removeAttribute("aria-describedby");
       });
       row.querySelectorAll("label").forEach((label, i) => {
         label.htmlFor = (i === 0 ? "hn" : "hv") + n;
