@@ -9,8 +9,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/url"
 	"os"
+	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -87,15 +90,18 @@ func splitList(s string) []string {
 	return out
 }
 
-// parseWhen reads an RFC 3339 time or a duration before now.
+// parseWhen reads an RFC 3339 time, a duration before now, or "now".
 func parseWhen(flagName, s string) (time.Time, error) {
+	if strings.EqualFold(s, "now") {
+		return time.Now(), nil
+	}
 	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
 		return t, nil
 	}
 	if d, err := time.ParseDuration(s); err == nil {
 		return time.Now().Add(-d), nil
 	}
-	return time.Time{}, usageError{fmt.Errorf("--%s %q: want an RFC 3339 time (2026-04-24T09:15:30Z) or a duration before now (24h)", flagName, s)}
+	return time.Time{}, usageError{fmt.Errorf("--%s %q: want an RFC 3339 time (2026-04-24T09:15:30Z), a duration before now (24h) or now", flagName, s)}
 }
 
 // oneID is the Args of the commands that act on one webhook.
@@ -103,7 +109,72 @@ func oneID(c *cobra.Command, args []string) error {
 	if len(args) != 1 {
 		return usageError{fmt.Errorf("want one webhook id, got %d arguments (see %s --help)", len(args), c.CommandPath())}
 	}
+	return checkID("webhook", args[0])
+}
+
+// checkID refuses an id that is not a number as a usage error, before the
+// API is asked (which would answer "no such webhook").
+func checkID(what, s string) error {
+	n, err := strconv.ParseInt(s, 10, 64)
+	switch {
+	case err != nil:
+		return usageError{fmt.Errorf("invalid %s id %q: want a number", what, s)}
+	case n < 1:
+		return usageError{fmt.Errorf("invalid %s id %q: want a number from 1 up", what, s)}
+	}
 	return nil
+}
+
+// replayIDs checks the replay id of replay-cancel beside its webhook id.
+func replayIDs(c *cobra.Command) *cobra.Command {
+	args := c.Args
+	c.Args = func(c *cobra.Command, a []string) error {
+		if err := args(c, a); err != nil {
+			return err
+		}
+		if err := checkID("webhook", a[0]); err != nil {
+			return err
+		}
+		return checkID("replay", a[1])
+	}
+	return c
+}
+
+// flagOfField names the flag of each admin API field whose flag is named
+// otherwise, so that an answer such as "company_id: required with an
+// operator token" says "--company: ...".
+var flagOfField = map[string]string{
+	"company_id":        "--company",
+	"url":               "--endpoint",
+	"headers":           "--header",
+	"secret_overlap":    "--secret-overlap",
+	"rotate_secret":     "--rotate-secret",
+	"standard_webhooks": "--standard-webhooks",
+	"event_type":        "--event",
+}
+
+// withFlagNames names, before the field an API error begins with ("url:
+// ...", "headers[X-Key]: ..."), the flag that sets it: "--endpoint (url):
+// ...".
+func withFlagNames(err error) error {
+	var ae *admin.APIError
+	if !errors.As(err, &ae) || ae.Field == "" || !strings.HasPrefix(ae.Message, ae.Field+": ") {
+		return err
+	}
+	field, sub, _ := strings.Cut(strings.TrimSuffix(ae.Field, "]"), "[")
+	flag, ok := flagOfField[field]
+	if !ok {
+		return err
+	}
+	if sub != "" {
+		if !strings.HasPrefix(sub, `"`) {
+			sub = strconv.Quote(sub)
+		}
+		flag += " " + sub
+	}
+	mapped := *ae
+	mapped.Message = flag + " (" + ae.Field + "): " + strings.TrimPrefix(ae.Message, ae.Field+": ")
+	return &mapped
 }
 
 // apiCall is what a webhooks subcommand does: one request to the admin
@@ -119,7 +190,7 @@ func apiCommand(c *cobra.Command, api *apiFlags, call apiCall, print func(io.Wri
 		}
 		out, err := call(c.Context(), client, args)
 		if err != nil {
-			return err
+			return withFlagNames(err)
 		}
 		if api.json {
 			fmt.Fprintln(c.OutOrStdout(), jsonText(out))
@@ -166,28 +237,29 @@ func testOutcome(c *cobra.Command, out json.RawMessage) error {
 
 const apiHelp = `
 The admin API is reached with --url and --token, or RELAY_ADMIN_URL and
-RELAY_ADMIN_TOKEN. Times are RFC 3339 (2026-04-24T09:15:30Z) or a duration
-before now (24h). An answer the API refuses exits 1 with its message;
-missing --url or --token exits 2.`
+RELAY_ADMIN_TOKEN. Times are RFC 3339 (2026-04-24T09:15:30Z), a duration
+before now (24h) or now. An answer the API refuses exits 1 with its message;
+missing --url or --token, or an id that is not a number, exits 2.`
 
 func webhooksCmd() *cobra.Command {
 	api := &apiFlags{}
 	c := &cobra.Command{
 		Use:   "webhooks",
 		Short: "Manage webhooks over the admin API (the Webhooks page)",
-		Long:  "List, create, update, enable, disable, delete and test webhooks, look at their\ndeliveries, re-fire them and replay a time range, over a running relay's admin API.\n" + apiHelp,
+		Long:  "List, show, create, update, enable, disable, delete and test webhooks, look at\ntheir deliveries and audit trail, re-fire them and replay a time range, over a\nrunning relay's admin API.\n" + apiHelp,
 		Example: `  export RELAY_ADMIN_URL=http://127.0.0.1:8081 RELAY_ADMIN_TOKEN=rat_...
   relay webhooks list
+  relay webhooks show 1
   relay webhooks create --name "SAP-PM bridge" --endpoint https://sap.example.com/in --events task.completed
   relay webhooks test 1 --event task.completed`,
 		Args: cobra.ArbitraryArgs,
 		RunE: groupRunE,
 	}
 	api.register(c.PersistentFlags())
-	c.AddCommand(webhooksList(api), webhooksCreate(api), webhooksUpdate(api),
+	c.AddCommand(webhooksList(api), webhooksShow(api), webhooksCreate(api), webhooksUpdate(api),
 		webhooksToggle(api, "enable"), webhooksToggle(api, "disable"), webhooksDelete(api),
-		webhooksTest(api), webhooksDeliveries(api), webhooksRefire(api),
-		webhooksReplay(api), webhooksReplays(api), webhooksReplayCancel(api))
+		webhooksTest(api), webhooksDeliveries(api), webhooksRefire(api), webhooksAudit(api),
+		webhooksReplay(api), webhooksReplays(api), replayIDs(webhooksReplayCancel(api)))
 	return c
 }
 
@@ -316,13 +388,14 @@ func webhooksUpdate(api *apiFlags) *cobra.Command {
   relay webhooks update 7 --rotate-secret --secret-overlap 72h
   relay webhooks update 7 --format teams           # send Microsoft Teams messages
   relay webhooks update 7 --standard-webhooks
-  relay webhooks update 7 --header "Authorization: Bearer new-token"`,
+  relay webhooks update 7 --header "Authorization: Bearer new-token"   # prints the names of the headers it drops`,
 		Args: oneID,
 	}
 	f.register(c.Flags(), false)
 	c.Flags().BoolVar(&rotate, "rotate-secret", false, "replace the secret with a generated one")
 	c.Flags().StringVar(&overlap, "secret-overlap", "",
 		`with --rotate-secret or --secret: how long the replaced secret keeps signing too, e.g. "24h" (default), "0" for none, at most 168h`)
+	var removed []string // header names --header drops
 	return apiCommand(c, api, func(ctx context.Context, cl *admin.Client, args []string) (json.RawMessage, error) {
 		body := f.body(c.Flags())
 		if rotate {
@@ -331,8 +404,58 @@ func webhooksUpdate(api *apiFlags) *cobra.Command {
 		if c.Flags().Changed("secret-overlap") {
 			body["secret_overlap"] = overlap
 		}
-		return cl.Do(ctx, "PATCH", "/v1/webhooks/"+url.PathEscape(args[0]), body)
-	}, printWebhook)
+		p := "/v1/webhooks/" + url.PathEscape(args[0])
+		removed = nil
+		if c.Flags().Changed("header") {
+			// --header replaces all headers: read the names there are now
+			// (the API shows no values) to say which ones go.
+			old, err := getWebhook(ctx, cl, args[0])
+			if err != nil {
+				return nil, err
+			}
+			removed = droppedHeaders(old.Headers, f.headers)
+		}
+		return cl.Do(ctx, "PATCH", p, body)
+	}, func(w io.Writer, out json.RawMessage) error {
+		if err := printSaved(w, out, c.Flags().Changed("endpoint")); err != nil {
+			return err
+		}
+		if len(removed) > 0 {
+			names := make([]string, len(removed))
+			for i, n := range removed {
+				names[i] = safe(n)
+			}
+			fmt.Fprintf(w, "headers removed: %s\n", strings.Join(names, ", "))
+		}
+		return nil
+	})
+}
+
+// getWebhook reads one webhook (GET /v1/webhooks/{id}).
+func getWebhook(ctx context.Context, cl *admin.Client, id string) (webhookJSON, error) {
+	out, err := cl.Do(ctx, "GET", "/v1/webhooks/"+url.PathEscape(id), nil)
+	if err != nil {
+		return webhookJSON{}, err
+	}
+	var v struct{ Webhook webhookJSON }
+	if err := json.Unmarshal(out, &v); err != nil {
+		return webhookJSON{}, fmt.Errorf("admin API: webhook %s: %w", id, err)
+	}
+	return v.Webhook, nil
+}
+
+// droppedHeaders are the names of old that kept does not set again (header
+// names are case-insensitive), sorted.
+func droppedHeaders(old map[string]string, kept headerList) []string {
+	names := slices.Collect(maps.Keys(kept))
+	var out []string
+	for name := range old {
+		if !slices.ContainsFunc(names, func(k string) bool { return strings.EqualFold(k, name) }) {
+			out = append(out, name)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 func webhooksToggle(api *apiFlags, verb string) *cobra.Command {
@@ -345,23 +468,43 @@ func webhooksToggle(api *apiFlags, verb string) *cobra.Command {
 	}
 	return apiCommand(c, api, func(ctx context.Context, cl *admin.Client, args []string) (json.RawMessage, error) {
 		return cl.Do(ctx, "POST", "/v1/webhooks/"+url.PathEscape(args[0])+"/"+verb, nil)
-	}, printWebhook)
+	}, func(w io.Writer, out json.RawMessage) error {
+		return printSaved(w, out, false) // the URL is as it was: no HTTPS warning again
+	})
 }
 
 func webhooksDelete(api *apiFlags) *cobra.Command {
+	var yes bool
 	c := &cobra.Command{
-		Use:     "delete ID",
-		Short:   "Delete a webhook; its delivery history and audit trail are kept",
-		Example: "  relay webhooks delete 7",
-		Args:    oneID,
+		Use:   "delete ID [--yes]",
+		Short: "Delete a webhook; its pending deliveries are not sent, its audit trail is kept",
+		Long: `Delete a webhook. Nothing more is sent to it: its pending deliveries end as
+failed. Its deliveries can no longer be listed; its audit trail is kept
+("relay webhooks audit ID" shows it).
+
+On a terminal the command asks to type the webhook's name, as the Webhooks
+page does; --yes deletes without asking. Without a terminal on standard
+input (a script, cron, CI) it does not ask.`,
+		Example: `  relay webhooks delete 7          # asks for the webhook's name
+  relay webhooks delete 7 --yes    # no question`,
+		Args: oneID,
 	}
+	c.Flags().BoolVarP(&yes, "yes", "y", false, "delete without asking to type the webhook's name")
+	var id int64
 	return apiCommand(c, api, func(ctx context.Context, cl *admin.Client, args []string) (json.RawMessage, error) {
+		id, _ = strconv.ParseInt(args[0], 10, 64) // oneID checked it
+		if !yes {
+			if err := confirmDelete(ctx, c, cl, args[0]); err != nil {
+				return nil, err
+			}
+		}
 		if _, err := cl.Do(ctx, "DELETE", "/v1/webhooks/"+url.PathEscape(args[0]), nil); err != nil {
 			return nil, err
 		}
-		return json.RawMessage(`{"deleted": true}`), nil
+		return json.RawMessage(fmt.Sprintf(`{"deleted": true, "id": %d}`, id)), nil
 	}, func(w io.Writer, _ json.RawMessage) error {
-		_, err := fmt.Fprintln(w, "deleted; its delivery history and audit trail are kept")
+		_, err := fmt.Fprintf(w, "deleted webhook %d: its pending deliveries will not be sent and its deliveries are no longer listed; "+
+			"its audit trail is kept (relay webhooks audit %d)\n", id, id)
 		return err
 	})
 }
@@ -434,27 +577,28 @@ func webhooksDeliveries(api *apiFlags) *cobra.Command {
 func webhooksRefire(api *apiFlags) *cobra.Command {
 	var delivery, from, to string
 	c := &cobra.Command{
-		Use:   "refire ID (--delivery UUID | --from T --to T)",
+		Use:   "refire ID (--delivery UUID | --from T [--to T])",
 		Short: "Send a failed delivery again, or every failed one of a time range",
 		Long: `Re-fire one delivery, or the failed deliveries created in a time range. A
 re-fired delivery keeps its X-SMTM-Delivery id, so receivers that
 deduplicate on it are safe.`,
 		Example: `  relay webhooks refire 7 --delivery 3f0c2a9e-7d1b-4c55-9a8e-1f2b3c4d5e6f
-  relay webhooks refire 7 --from 24h --to 0s
+  relay webhooks refire 7 --from 24h                  # the last 24 hours, until now
   relay webhooks refire 7 --from 2026-04-24T00:00:00Z --to 2026-04-25T00:00:00Z`,
 		Args: oneID,
 	}
 	c.Flags().StringVar(&delivery, "delivery", "", "delivery id (X-SMTM-Delivery)")
 	c.Flags().StringVar(&from, "from", "", "re-fire failed deliveries created at or after")
-	c.Flags().StringVar(&to, "to", "", "... and before")
+	c.Flags().StringVar(&to, "to", "now", "... and before")
 	return apiCommand(c, api, func(ctx context.Context, cl *admin.Client, args []string) (json.RawMessage, error) {
 		id := url.PathEscape(args[0])
+		toGiven := c.Flags().Changed("to")
 		switch {
-		case delivery != "" && (from != "" || to != ""):
-			return nil, usageError{errors.New("give --delivery, or --from and --to, not both")}
+		case delivery != "" && (from != "" || toGiven):
+			return nil, usageError{errors.New("give --delivery, or --from (and --to), not both")}
 		case delivery != "":
 			return cl.Do(ctx, "POST", "/v1/webhooks/"+id+"/deliveries/"+url.PathEscape(delivery)+"/refire", nil)
-		case from != "" && to != "":
+		case from != "":
 			f, err := parseWhen("from", from)
 			if err != nil {
 				return nil, err
@@ -465,25 +609,32 @@ deduplicate on it are safe.`,
 			}
 			return cl.Do(ctx, "POST", "/v1/webhooks/"+id+"/refire", map[string]string{
 				"from": f.UTC().Format(time.RFC3339Nano), "to": t.UTC().Format(time.RFC3339Nano)})
+		case toGiven:
+			return nil, usageError{errors.New("--to needs --from: re-fire the failed deliveries created from --from until --to (now by default)")}
 		default:
-			return nil, usageError{errors.New("--delivery UUID, or --from and --to, is required")}
+			return nil, usageError{errors.New("--delivery UUID, or --from (and --to), is required")}
 		}
 	}, printRefire)
 }
 
 type webhookJSON struct {
-	ID             int64      `json:"id"`
-	CompanyID      int64      `json:"company_id"`
-	Name           string     `json:"name"`
-	URL            string     `json:"url"`
-	Events         []string   `json:"events"`
-	Format         string     `json:"format"`
-	Filter         string     `json:"filter"`
-	Active         bool       `json:"active"`
-	ManagedBy      string     `json:"managed_by"`
-	LastFiredAt    *time.Time `json:"last_fired_at"`
-	SuccessRate24h *float64   `json:"success_rate_24h"`
-	Attempts24h    int        `json:"attempts_24h"`
+	ID             int64             `json:"id"`
+	CompanyID      int64             `json:"company_id"`
+	Name           string            `json:"name"`
+	URL            string            `json:"url"`
+	Events         []string          `json:"events"`
+	Headers        map[string]string `json:"headers"` // values masked by the API
+	Description    string            `json:"description"`
+	Format         string            `json:"format"`
+	Filter         string            `json:"filter"`
+	Active         bool              `json:"active"`
+	ManagedBy      string            `json:"managed_by"`
+	LastFiredAt    *time.Time        `json:"last_fired_at"`
+	SuccessRate24h *float64          `json:"success_rate_24h"`
+	Attempts24h    int               `json:"attempts_24h"`
+	HasSecret      bool              `json:"has_secret"`
+	CreatedAt      time.Time         `json:"created_at"`
+	UpdatedAt      time.Time         `json:"updated_at"`
 	// StandardWebhooks and PreviousSecretValidUntil: see signing.go.
 	StandardWebhooks         bool       `json:"standard_webhooks"`
 	PreviousSecretValidUntil *time.Time `json:"previous_secret_valid_until"`
@@ -503,7 +654,17 @@ func printList(w io.Writer, out json.RawMessage) error {
 	return tw.Flush()
 }
 
-func printWebhook(w io.Writer, out json.RawMessage) error {
+// printWebhook prints the answer of a create: the webhook, its generated
+// secret and every warning.
+func printWebhook(w io.Writer, out json.RawMessage) error { return printSaved(w, out, true) }
+
+// httpsWarning begins the warning of a webhook whose URL is plain HTTP.
+const httpsWarning = "url: not HTTPS"
+
+// printSaved prints the answer of a create or a change. The warning that
+// the URL is not HTTPS is printed only when urlSet (the command created the
+// webhook or changed its URL): enabling it again does not need it again.
+func printSaved(w io.Writer, out json.RawMessage, urlSet bool) error {
 	var v struct {
 		Webhook        webhookJSON
 		Secret         string
@@ -527,10 +688,18 @@ func printWebhook(w io.Writer, out json.RawMessage) error {
 		fmt.Fprintf(w, "secret (shown once, store it now): %s\n", safe(v.Secret))
 	}
 	printSigning(w, h, v.StandardSecret)
-	for _, warn := range v.Warnings {
-		fmt.Fprintf(w, "warning: %s\n", safe(warn))
-	}
+	printWarnings(w, v.Warnings, urlSet)
 	return nil
+}
+
+// printWarnings prints an answer's warnings; the HTTPS one only with
+// urlSet.
+func printWarnings(w io.Writer, warnings []string, urlSet bool) {
+	for _, warn := range warnings {
+		if urlSet || !strings.HasPrefix(warn, httpsWarning) {
+			fmt.Fprintf(w, "warning: %s\n", safe(warn))
+		}
+	}
 }
 
 // testResult is the answer to a test event.
