@@ -108,7 +108,9 @@ func TestCheckWebhookRefusesUnsafeInput(t *testing.T) {
 	for _, edit := range []func(*Webhook){
 		func(w *Webhook) { w.Name = strings.Repeat("é", MaxWebhookNameChars) },
 		func(w *Webhook) { w.Name = "Pemberitahuan tugas — ระบบ 工单 שלום" },
-		func(w *Webhook) { w.Name = "Technician 👩\u200d🔧 alerts, می\u200cخواهم, 作業\u3000通知" },
+		func(w *Webhook) {
+			w.Name = "Technician 👩\u200d🔧 alerts, می\u200cخواهم, 作業\u3000通知"
+		},
 		func(w *Webhook) { w.Description = "Owner:\u00a0IT" },
 		func(w *Webhook) { w.Description = strings.Repeat("d", MaxDescriptionChars) },
 		func(w *Webhook) { w.Secret = strings.Repeat("s", MaxSecretBytes) },
