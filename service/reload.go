@@ -2,6 +2,7 @@ package service
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -61,6 +62,9 @@ func (r *reloader) run(ctx context.Context, hup <-chan os.Signal, fileChanged <-
 func (r *reloader) reload(ctx context.Context, trigger string) {
 	next, err := r.running.Reload()
 	if err == nil {
+		err = startable(r.running, next)
+	}
+	if err == nil {
 		// Webhooks may only subscribe to events of the running rules.
 		err = next.CheckEvents(r.events)
 	}
@@ -117,6 +121,26 @@ func (r *reloader) reload(ctx context.Context, trigger string) {
 		}
 		r.log.Warn(fmt.Sprintf("config: %s changed; a restart is needed to apply %s", strings.Join(ch.Restart, ", "), them))
 	}
+}
+
+// startable refuses a reloaded config that the relay could not start with
+// or that would leave the running relay unusable, though Load takes it: a
+// file emptied or cut short by an editor or a config tool still writing
+// it. Load checks each file as it is, and in it admin.listen, a key read
+// only at start, may be gone with the tokens: the running API would then
+// answer 401 to everyone.
+func startable(running, next *config.Config) error {
+	var problems []string
+	if next.Database.URL == "" {
+		problems = append(problems, "database.url is required (or RELAY_DATABASE__URL); the relay could not start with this file")
+	}
+	if running.Admin.Listen != "" && len(next.Admin.Tokens) == 0 {
+		problems = append(problems, "admin.tokens: the admin API is running (admin.listen) and no token is left; nobody could use it")
+	}
+	if len(problems) == 0 {
+		return nil
+	}
+	return errors.New(strings.Join(problems, "\n"))
 }
 
 // oneLine folds a multi-line error (config problems come one per line)

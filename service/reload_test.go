@@ -280,6 +280,34 @@ func TestInvalidFileKeepsTheLastGoodConfig(t *testing.T) {
 	f.waitEvents("/moved", "shutdown.reported", 1)
 }
 
+// TestEmptiedFileKeepsTheLastGoodConfig: a file emptied, or cut short
+// before its admin section (an editor or a config tool still writing it),
+// is one Load takes, but not one the relay could start with nor one that
+// leaves its running admin API a token: the reload refuses it, and every
+// token and webhook stays.
+func TestEmptiedFileKeepsTheLastGoodConfig(t *testing.T) {
+	f := newFileRelay(t, tokenYAML("ops-laptop", 1, tokenA), hookOne)
+	const failed = "config reload failed, keeping the last good config"
+	full := f.configYAML(tokenYAML("ops-laptop", 1, tokenA), hookOne)
+	for i, tc := range []struct{ content, want string }{
+		{"", "database.url is required"},
+		{full[:strings.Index(full, "admin:")], "admin.tokens: the admin API is running (admin.listen) and no token is left"},
+	} {
+		if err := os.WriteFile(f.path, []byte(tc.content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		f.waitWithin(reloadWait, "the emptied file reported", func() bool { return strings.Count(f.logs.String(), failed) == i+1 })
+		if logs := f.logs.String(); !strings.Contains(logs, tc.want) || strings.Contains(logs, "config reloaded") {
+			t.Fatalf("file %d: want a refusal naming %q and nothing applied:\n%s", i, tc.want, logs)
+		}
+		if s := f.status(tokenA); s != http.StatusOK {
+			t.Fatalf("file %d: token A after the reload: %d", i, s)
+		}
+	}
+	f.exec(`INSERT INTO shutdowns (company_id, asset_id, reason) VALUES (1, 1, 'after the emptied file')`)
+	f.waitEvents("/one", "shutdown.reported", 1)
+}
+
 // TestReloadRefusesFilterOfUnknownField: a file whose webhook filter reads
 // a data field none of its events has is refused like any invalid file, as
 // the admin API and the start refuse it, rather than applied as a filter
