@@ -186,15 +186,29 @@ func (s *Source) session(ctx context.Context, h Handler, streaming func()) error
 	if err := Preflight(ctx, conn); err != nil {
 		return err
 	}
-	// One relay streams a slot at a time: the holder of this session lock.
-	// It is released when the connection closes, also when the relay dies.
-	var leader bool
-	if err := conn.QueryRow(ctx, "SELECT pg_try_advisory_lock($1)", lockKey(s.cfg.Slot)).Scan(&leader); err != nil {
-		return fmt.Errorf("take the slot lock: %w", err)
+	// One relay streams a slot at a time: the holder of its lock (see
+	// leader.go). The session ends when the lock is lost.
+	lctx, lost := context.WithCancelCause(ctx)
+	lock, err := takeLeaderLock(lctx, ccfg, s.cfg.Slot, log, lost)
+	if err != nil {
+		lost(nil)
+		return err
 	}
-	if !leader {
-		return fmt.Errorf("%w: slot %q", ErrSlotBusy, s.cfg.Slot)
+	defer func() {
+		lost(nil)
+		lock.release(ctx)
+	}()
+	err = s.lead(lctx, conn, h, streaming)
+	if lctx.Err() != nil && ctx.Err() == nil {
+		return context.Cause(lctx)
 	}
+	return err
+}
+
+// lead streams the slot, holding its lock, until ctx ends or the stream
+// fails.
+func (s *Source) lead(ctx context.Context, conn *pgx.Conn, h Handler, streaming func()) error {
+	log := s.cfg.Logger
 	added, err := EnsurePublication(ctx, conn, s.cfg.Publication, s.cfg.Tables)
 	if err != nil {
 		return err
@@ -277,6 +291,17 @@ func (s *Source) resume(ctx context.Context, conn *pgx.Conn, rconn *pgconn.PgCon
 	slot, err := Slot(ctx, conn, s.cfg.Slot)
 	if err != nil {
 		return 0, err
+	}
+	if slot.Exists && slot.Active {
+		// This relay holds the slot's lock, so the walsender streaming the
+		// slot is that of a relay that lost the lock without closing its
+		// connection (frozen, or cut off the network).
+		if err := endFrozenStreamer(ctx, conn, s.cfg.Slot, slot.ActivePID, log); err != nil {
+			return 0, err
+		}
+		if slot, err = Slot(ctx, conn, s.cfg.Slot); err != nil {
+			return 0, err
+		}
 	}
 	ready := state == StateReady || state == StateReadyUnbound
 	switch {

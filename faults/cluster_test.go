@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -95,6 +96,75 @@ func severalRelays(t *testing.T, n int) {
 	figures{changes: l.changes.Load(), expected: e.expected(), delivered: int64(got.events), dupIDs: int64(got.multiIDs),
 		repeats: int64(got.repeats), peakMB: peak, takeover: worst,
 		extra: fmt.Sprintf("relays=%d leader_kills=2 senders_before_kill=%d concurrent_same_id=%d", n, senders, got.overlaps)}.log(t)
+}
+
+// TestFrozenLeader: the streaming relay freezes (SIGSTOP, as a process
+// swapped out or a host cut off the network would) without closing its
+// connections. The stand-by takes the slot over within the leader timeout
+// and a little more, not when TCP or wal_sender_timeout give up on the
+// frozen one; every event is delivered; thawed, the frozen relay finds it
+// lost the slot's lock and stops streaming.
+func TestFrozenLeader(t *testing.T) {
+	e := newEnv(t)
+	r := newReceiver(t)
+	cfg := config(t, e.url, []string{r.url("/a"), r.url("/b")}, "")
+	procs := []*proc{startRelay(t, "run", "--config", cfg), startRelay(t, "run", "--config", cfg)}
+	e.waitStreaming()
+	leader := -1
+	waitFor(t, "a leader", 10*time.Second, func() bool {
+		for i, p := range procs {
+			if strings.Contains(p.output(), "streaming changes") {
+				leader = i
+			}
+		}
+		return leader >= 0
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	l := &load{e: e}
+	loaded := make(chan struct{})
+	go func() { l.run(ctx, int64(size(3000, 1000)), 10); close(loaded) }()
+
+	time.Sleep(1500 * time.Millisecond)
+	frozenPID := e.scalar(`SELECT coalesce(active_pid, 0) FROM pg_replication_slots WHERE slot_name = 'smtm_relay'`)
+	frozen := procs[leader]
+	if err := frozen.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	thawed := false
+	thaw := func() {
+		if !thawed {
+			thawed = true
+			_ = frozen.cmd.Process.Signal(syscall.SIGCONT)
+		}
+	}
+	defer thaw()
+	stopped := time.Now()
+	waitFor(t, "the stand-by to stream the slot", 45*time.Second, func() bool {
+		return e.scalar(`SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'smtm_relay' AND active AND active_pid != $1`, frozenPID) == 1
+	})
+	took := time.Since(stopped)
+	if took > 20*time.Second {
+		t.Errorf("takeover from a frozen leader took %s", took)
+	}
+	standby := procs[1-leader]
+	if !strings.Contains(standby.output(), "took over the slot from a relay that stopped answering") {
+		t.Errorf("the stand-by does not say it ended the frozen relay's replication connection:\n%s", tail(standby.output(), 3000))
+	}
+	time.Sleep(2 * time.Second)
+	thaw()
+	waitFor(t, "the thawed relay to say it lost the lock", 20*time.Second, func() bool {
+		return strings.Contains(frozen.output(), "lost the slot's lock")
+	})
+	<-loaded
+	got := checkDelivered(t, e, r, 2, 3*time.Minute)
+	cancel()
+	if n := e.scalar(`SELECT count(*) FROM pg_stat_replication WHERE application_name = 'smtm-relay'`); n != 1 {
+		t.Errorf("%d relays stream the slot after the thaw; want 1", n)
+	}
+	figures{changes: l.changes.Load(), expected: e.expected(), delivered: int64(got.events), dupIDs: int64(got.multiIDs),
+		repeats: int64(got.repeats), takeover: took,
+		extra: fmt.Sprintf("concurrent_same_id=%d", got.overlaps)}.log(t)
 }
 
 // TestGracefulStop: SIGTERM while many attempts are in flight to a slow
