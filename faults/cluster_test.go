@@ -163,7 +163,7 @@ func TestFrozenLeader(t *testing.T) {
 		t.Errorf("%d relays stream the slot after the thaw; want 1", n)
 	}
 	figures{changes: l.changes.Load(), expected: e.expected(), delivered: int64(got.events), dupIDs: int64(got.multiIDs),
-		repeats: int64(got.repeats), takeover: took,
+		repeats: int64(got.repeats), peakMB: max(frozen.peakMB(), standby.peakMB()), takeover: took,
 		extra: fmt.Sprintf("concurrent_same_id=%d", got.overlaps)}.log(t)
 }
 
